@@ -1,0 +1,294 @@
+//! 案件事件: the append-only event log of a case (DOMAIN.md §5.3).
+//!
+//! An event is stored as an Automerge map in the case's `events` list: header fields (`id`, `hlc`, `wall_ms`, `node`,
+//! `staff`, `role`, `window`, `parents`, `seen`) and `type` + `payload`. Two offline nodes appending concurrently both
+//! keep their events (list inserts commute); the state is a fold over the set (see `fold`), so the list order does not
+//! matter.
+
+use crate::hall::Span;
+use crate::ids::{CaseId, EventId};
+use crate::model::{
+    CallbackMethod, CallbackOutcome, CaseResult, EditableField, Priority, Role, Status, SupervisionLevel,
+};
+use crate::time::Hlc;
+use serde::{Deserialize, Serialize};
+
+/// Who authored an event: the node, the staff member signed in on it, the node's role and its window code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    /// The node id (the node's public key, hex).
+    pub node: String,
+    /// The staff member (or `citizen` for the QR channel).
+    pub staff: String,
+    pub role: Role,
+    /// The window code this node registers under.
+    pub window: String,
+}
+
+/// One event of a case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    pub hlc: Hlc,
+    /// When the action was really performed (the author's clock): used for SLA clocks and statistics.
+    pub wall_ms: i64,
+    pub node: String,
+    pub staff: String,
+    pub role: Role,
+    pub window: String,
+    /// The case's event heads the author had seen: causal concurrency is detected from these, not from clocks.
+    pub parents: Vec<EventId>,
+    /// For transitions: the state the author saw.
+    pub seen: Option<Status>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The payload of an event, by type. Names follow Znuny's history types where DOMAIN.md §5.3 does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum EventKind {
+    Registered { submitted: bool, priority: Priority },
+    Accepted {},
+    Rejected { reason: String, basis: String },
+    Dispatched { lead_unit: String, co_units: Vec<String>, due_ms: i64 },
+    SignedIn { assignee: String },
+    Returned { reason: String, basis: String },
+    Reassigned { lead_unit: String, co_units: Vec<String>, due_ms: i64, reason: String },
+    NoteAdded { text: String },
+    ReplyPublished { text: String },
+    ConsultationHeld { units: Vec<String>, minutes: String, site_visit: bool, held_at_ms: i64 },
+    SiteVisitLogged { volunteers: Vec<String>, outcome: String, visited_at_ms: i64, duration_minutes: u32 },
+    ExtensionRequested { span: Span, reason: String },
+    ExtensionApproved { request: EventId, due_ms: i64 },
+    SupervisionIssued { level: SupervisionLevel, comment: String },
+    PriorityChanged { priority: Priority },
+    CategoryChanged { category: String },
+    FieldEdited { field: EditableField, value: String },
+    TagsAdded { tags: Vec<String> },
+    CoUnitsAdded { units: Vec<String> },
+    Suspended { reason: String },
+    Resumed {},
+    Resolved { result: CaseResult, reply: String },
+    CallbackRecorded {
+        method: CallbackMethod,
+        reached: bool,
+        outcome: Option<CallbackOutcome>,
+        rating: Option<u8>,
+        comment: String,
+    },
+    Closed { reviewer: String, forced: bool },
+    Reopened { reason: String },
+    MarkedDuplicate { master: CaseId },
+    DuplicateAttached { duplicate: CaseId },
+    Unmerged { master: CaseId },
+    DuplicateDetached { duplicate: CaseId },
+    Withdrawn { reason: String },
+    Archived {},
+    PiRevealed { purpose: String },
+    PiPurged {},
+    ConflictResolved { conflict: String, decision: String, note: String },
+}
+
+impl EventKind {
+    /// The type name stored in the document.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::Registered { .. } => "Registered",
+            EventKind::Accepted {} => "Accepted",
+            EventKind::Rejected { .. } => "Rejected",
+            EventKind::Dispatched { .. } => "Dispatched",
+            EventKind::SignedIn { .. } => "SignedIn",
+            EventKind::Returned { .. } => "Returned",
+            EventKind::Reassigned { .. } => "Reassigned",
+            EventKind::NoteAdded { .. } => "NoteAdded",
+            EventKind::ReplyPublished { .. } => "ReplyPublished",
+            EventKind::ConsultationHeld { .. } => "ConsultationHeld",
+            EventKind::SiteVisitLogged { .. } => "SiteVisitLogged",
+            EventKind::ExtensionRequested { .. } => "ExtensionRequested",
+            EventKind::ExtensionApproved { .. } => "ExtensionApproved",
+            EventKind::SupervisionIssued { .. } => "SupervisionIssued",
+            EventKind::PriorityChanged { .. } => "PriorityChanged",
+            EventKind::CategoryChanged { .. } => "CategoryChanged",
+            EventKind::FieldEdited { .. } => "FieldEdited",
+            EventKind::TagsAdded { .. } => "TagsAdded",
+            EventKind::CoUnitsAdded { .. } => "CoUnitsAdded",
+            EventKind::Suspended { .. } => "Suspended",
+            EventKind::Resumed {} => "Resumed",
+            EventKind::Resolved { .. } => "Resolved",
+            EventKind::CallbackRecorded { .. } => "CallbackRecorded",
+            EventKind::Closed { .. } => "Closed",
+            EventKind::Reopened { .. } => "Reopened",
+            EventKind::MarkedDuplicate { .. } => "MarkedDuplicate",
+            EventKind::DuplicateAttached { .. } => "DuplicateAttached",
+            EventKind::Unmerged { .. } => "Unmerged",
+            EventKind::DuplicateDetached { .. } => "DuplicateDetached",
+            EventKind::Withdrawn { .. } => "Withdrawn",
+            EventKind::Archived {} => "Archived",
+            EventKind::PiRevealed { .. } => "PiRevealed",
+            EventKind::PiPurged {} => "PiPurged",
+            EventKind::ConflictResolved { .. } => "ConflictResolved",
+        }
+    }
+
+    /// The zh-CN name shown in a timeline.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EventKind::Registered { .. } => "登记",
+            EventKind::Accepted {} => "受理",
+            EventKind::Rejected { .. } => "不予受理",
+            EventKind::Dispatched { .. } => "派单",
+            EventKind::SignedIn { .. } => "签收",
+            EventKind::Returned { .. } => "退单",
+            EventKind::Reassigned { .. } => "改派",
+            EventKind::NoteAdded { .. } => "内部备注",
+            EventKind::ReplyPublished { .. } => "对外答复",
+            EventKind::ConsultationHeld { .. } => "会诊",
+            EventKind::SiteVisitLogged { .. } => "上门/现场勘查",
+            EventKind::ExtensionRequested { .. } => "申请延期",
+            EventKind::ExtensionApproved { .. } => "批准延期",
+            EventKind::SupervisionIssued { .. } => "督办",
+            EventKind::PriorityChanged { .. } => "调整紧急程度",
+            EventKind::CategoryChanged { .. } => "调整诉求类别",
+            EventKind::FieldEdited { .. } => "修改诉求信息",
+            EventKind::TagsAdded { .. } => "添加标签",
+            EventKind::CoUnitsAdded { .. } => "增加协办单位",
+            EventKind::Suspended { .. } => "待补充材料（计时暂停）",
+            EventKind::Resumed {} => "恢复办理",
+            EventKind::Resolved { .. } => "办理完毕/答复",
+            EventKind::CallbackRecorded { .. } => "回访",
+            EventKind::Closed { .. } => "办结",
+            EventKind::Reopened { .. } => "发回重办",
+            EventKind::MarkedDuplicate { .. } => "并案（重复件）",
+            EventKind::DuplicateAttached { .. } => "关联重复件",
+            EventKind::Unmerged { .. } => "解除并案",
+            EventKind::DuplicateDetached { .. } => "解除关联重复件",
+            EventKind::Withdrawn { .. } => "撤回",
+            EventKind::Archived {} => "归档",
+            EventKind::PiRevealed { .. } => "查看完整个人信息",
+            EventKind::PiPurged {} => "个人信息清除",
+            EventKind::ConflictResolved { .. } => "冲突核定",
+        }
+    }
+
+    /// Whether a citizen may see this event in the public lookup (public replies and the visible milestones).
+    pub fn is_public(&self) -> bool {
+        matches!(
+            self,
+            EventKind::Registered { .. }
+                | EventKind::Accepted {}
+                | EventKind::Rejected { .. }
+                | EventKind::Dispatched { .. }
+                | EventKind::SignedIn { .. }
+                | EventKind::ReplyPublished { .. }
+                | EventKind::Resolved { .. }
+                | EventKind::Closed { .. }
+                | EventKind::Reopened { .. }
+                | EventKind::Withdrawn { .. }
+        )
+    }
+
+    /// Transition events change the state; the fold orders and arbitrates them.
+    pub fn is_transition(&self) -> bool {
+        matches!(
+            self,
+            EventKind::Accepted {}
+                | EventKind::Rejected { .. }
+                | EventKind::Dispatched { .. }
+                | EventKind::SignedIn { .. }
+                | EventKind::Returned { .. }
+                | EventKind::Reassigned { .. }
+                | EventKind::Suspended { .. }
+                | EventKind::Resumed {}
+                | EventKind::Resolved { .. }
+                | EventKind::Closed { .. }
+                | EventKind::Reopened { .. }
+                | EventKind::MarkedDuplicate { .. }
+                | EventKind::Unmerged { .. }
+                | EventKind::Withdrawn { .. }
+                | EventKind::Archived {}
+        )
+    }
+}
+
+/// Why a transition may not be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionRefusal {
+    /// The role may not author this transition.
+    Role,
+    /// The transition does not start from this state.
+    State,
+}
+
+/// The lifecycle of DOMAIN.md §6.2: the state `kind` leads to from `from` when authored by `role`.
+///
+/// Both command validation and the fold call this one function, so what a node may author and what the fold accepts
+/// after a merge are the same rules.
+pub fn transition(kind: &EventKind, from: Status, role: Role) -> Result<Status, TransitionRefusal> {
+    use Role::{Admin, Citizen, Supervision, Volunteer, Window};
+    use Status::*;
+    let staff = matches!(role, Window | Supervision | Admin);
+    let oversight = matches!(role, Supervision | Admin);
+    let (roles_ok, to) = match kind {
+        EventKind::Accepted {} => (staff, (from == Submitted).then_some(Registered)),
+        EventKind::Rejected { .. } => (staff, matches!(from, Submitted | Registered).then_some(Rejected)),
+        EventKind::Dispatched { .. } => match from {
+            Registered => (staff, Some(Dispatched)),
+            // 转派 of a case in progress needs the 督查科's approval.
+            InProgress => (oversight, Some(Dispatched)),
+            _ => (staff, None),
+        },
+        EventKind::SignedIn { .. } => (matches!(role, Window | Admin), (from == Dispatched).then_some(InProgress)),
+        EventKind::Returned { .. } => (matches!(role, Window | Admin), (from == Dispatched).then_some(Registered)),
+        EventKind::Reassigned { .. } => (oversight, matches!(from, Dispatched | InProgress).then_some(Dispatched)),
+        EventKind::Suspended { .. } => (matches!(role, Window | Admin), (from == InProgress).then_some(OnHold)),
+        EventKind::Resumed {} => (matches!(role, Window | Admin), (from == OnHold).then_some(InProgress)),
+        // 即办 answers a registered case on the spot; a unit may answer a dispatched case without signing first.
+        EventKind::Resolved { .. } => (staff, matches!(from, Registered | Dispatched | InProgress).then_some(Replied)),
+        EventKind::Closed { forced, .. } => (
+            if *forced { oversight } else { staff },
+            match from {
+                Replied => Some(Closed),
+                // 强制办结 by the 督查科 of a case stuck in progress.
+                Registered | Dispatched | InProgress | OnHold if *forced => Some(Closed),
+                _ => None,
+            },
+        ),
+        EventKind::Reopened { .. } => (oversight, matches!(from, Replied | Closed).then_some(InProgress)),
+        EventKind::MarkedDuplicate { .. } => match from {
+            Submitted | Registered => (staff, Some(Duplicate)),
+            Dispatched | InProgress | OnHold => (oversight, Some(Duplicate)),
+            _ => (staff, None),
+        },
+        EventKind::Unmerged { .. } => (oversight, (from == Duplicate).then_some(Registered)),
+        // A citizen withdraws their own case; a clerk may record a withdrawal the citizen asked for in person.
+        EventKind::Withdrawn { .. } => (matches!(role, Citizen | Window | Admin), from.is_open().then_some(Withdrawn)),
+        EventKind::Archived {} => (role == Admin, matches!(from, Closed | Rejected | Duplicate | Withdrawn).then_some(Archived)),
+        _ => return Err(TransitionRefusal::State),
+    };
+    let _ = Volunteer;
+    if !roles_ok {
+        return Err(TransitionRefusal::Role);
+    }
+    to.ok_or(TransitionRefusal::State)
+}
+
+/// Precedence class of a transition (DOMAIN.md §6.3), 1 is the strongest. Concurrent conflicting transitions are won by
+/// the stronger class; within a class the earlier (HLC, then node id) wins.
+///
+/// Class 3 ("回访不满意 → 重办 beats a concurrent 办结") has no member of its own: 发回重办 is a 督查科 action and so already in
+/// class 2, which beats every 办结 except the 督查科's own 强制办结.
+pub fn precedence(kind: &EventKind, role: Role) -> u8 {
+    let oversight = matches!(role, Role::Supervision | Role::Admin);
+    match kind {
+        EventKind::Withdrawn { .. } => 1,
+        EventKind::Reassigned { .. } | EventKind::Reopened { .. } | EventKind::Unmerged { .. } => 2,
+        EventKind::MarkedDuplicate { .. } | EventKind::Closed { .. } | EventKind::Dispatched { .. } if oversight => 2,
+        EventKind::SignedIn { .. }
+        | EventKind::Returned { .. }
+        | EventKind::Resolved { .. }
+        | EventKind::Suspended { .. }
+        | EventKind::Resumed {} => 4,
+        _ => 5,
+    }
+}

@@ -1,0 +1,389 @@
+//! The hall: windows, units, categories, the routing table, time-limit rules and the working-day calendar, and the
+//! Automerge document that replicates them (only admins may change it).
+//!
+//! Due dates are computed here in working days on the hall's calendar, which knows holidays and 调休 make-up working
+//! days (a Saturday that is a working day because a holiday was moved).
+
+use crate::amjson;
+use crate::ids::is_valid_code;
+use crate::limits::NAME_CHARS_MAX;
+use crate::model::{Nature, Priority, Role};
+use crate::time::{DAY_MS, Date};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ObjType, ReadDoc, ROOT};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A service window (or a node's registering desk: a volunteer laptop has a window code too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub name: String,
+    pub floor: String,
+}
+
+/// A department (承办单位).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unit {
+    pub name: String,
+}
+
+/// A category (诉求类别) with its routing: the default lead unit and co-units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Category {
+    pub name: String,
+    pub lead_unit: String,
+    pub co_units: Vec<String>,
+}
+
+/// A span of time a rule allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Span {
+    /// Until the end of the working day that many working days after the start (0: the same working day).
+    WorkingDays(u16),
+    /// Calendar hours from the start (加急: 24 h).
+    Hours(u16),
+}
+
+/// 时限规则 for one nature × priority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeLimit {
+    pub nature: Nature,
+    pub priority: Priority,
+    /// First response (签收 or a public reply).
+    pub response: Span,
+    /// Solution (REPLIED), paused while ON_HOLD.
+    pub solve: Span,
+}
+
+/// The working-day calendar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Calendar {
+    /// Public holidays that fall on weekdays or weekends (法定节假日及调休放假).
+    pub holidays: BTreeSet<Date>,
+    /// Weekend days that are working days (调休上班).
+    pub make_up_workdays: BTreeSet<Date>,
+    /// The end of a working day, in minutes after midnight (17:30 = 1050): a due date is the end of its day.
+    pub workday_end_minute: u32,
+}
+
+/// Farthest a due date search walks: a year of calendar days always holds a working day unless the calendar is broken.
+const CALENDAR_SEARCH_DAYS_MAX: i64 = 366;
+
+impl Calendar {
+    pub fn is_working_day(&self, date: Date) -> bool {
+        if self.make_up_workdays.contains(&date) {
+            return true;
+        }
+        !self.holidays.contains(&date) && date.weekday() <= 5
+    }
+
+    /// The instant `span` after `start_ms`.
+    pub fn add(&self, start_ms: i64, span: Span) -> i64 {
+        match span {
+            Span::Hours(hours) => start_ms + i64::from(hours) * 3_600_000,
+            Span::WorkingDays(days) => {
+                // Day 0 is the day of registration if it is a working day and the desk is still open, else the next
+                // working day; the due date is the end of the working day `days` working days after day 0.
+                let start = Date::of_ms(start_ms);
+                let mut date = if self.is_working_day(start) && start_ms < start.at_minute_ms(self.workday_end_minute) {
+                    start
+                } else {
+                    self.next_working_day(start.add_days(1))
+                };
+                for _ in 0..days {
+                    date = self.next_working_day(date.add_days(1));
+                }
+                date.at_minute_ms(self.workday_end_minute)
+            }
+        }
+    }
+
+    /// `date` itself if it is a working day, else the first working day after it.
+    fn next_working_day(&self, date: Date) -> Date {
+        (0..CALENDAR_SEARCH_DAYS_MAX).map(|d| date.add_days(d)).find(|&d| self.is_working_day(d)).unwrap_or(date)
+    }
+
+    /// Working days strictly after the date of `from_ms` up to and including the date of `to_ms` (0 if `to` ≤ `from`).
+    pub fn working_days_between(&self, from_ms: i64, to_ms: i64) -> u32 {
+        let (from, to) = (Date::of_ms(from_ms), Date::of_ms(to_ms));
+        let span = (to.to_days() - from.to_days()).clamp(0, CALENDAR_SEARCH_DAYS_MAX * 10);
+        (1..=span).filter(|&d| self.is_working_day(from.add_days(d))).count() as u32
+    }
+}
+
+/// The whole configuration of a hall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hall {
+    pub name: String,
+    pub windows: BTreeMap<String, Window>,
+    pub units: BTreeMap<String, Unit>,
+    pub categories: BTreeMap<String, Category>,
+    pub time_limits: Vec<TimeLimit>,
+    pub calendar: Calendar,
+    /// Key of the phone tag (a keyed hash of the phone kept outside the personal record, for duplicate suggestions), hex.
+    pub phone_tag_key: String,
+}
+
+/// Why a hall configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HallError {
+    /// A window, unit or category code is not 1–16 ASCII letters, digits or `_`.
+    #[error("invalid {kind} code `{code}`: use 1-16 ASCII letters, digits or `_`")]
+    InvalidCode { kind: &'static str, code: String },
+    /// A name is empty or longer than the limit.
+    #[error("the name of {kind} `{code}` must be 1-{max} characters")]
+    InvalidName { kind: &'static str, code: String, max: usize },
+    /// The routing table names a unit that does not exist.
+    #[error("category `{category}` routes to unknown unit `{unit}`")]
+    UnknownUnit { category: String, unit: String },
+    /// A nature × priority has no time limit.
+    #[error("no time limit for nature {nature} and priority {priority}")]
+    MissingTimeLimit { nature: Nature, priority: Priority },
+    /// A day is both a holiday and a make-up working day.
+    #[error("{0} is both a holiday and a make-up working day")]
+    CalendarClash(Date),
+    /// The end of the working day is past midnight.
+    #[error("workday_end_minute {0} is past midnight (max 1439)")]
+    InvalidWorkdayEnd(u32),
+    /// The stored hall document does not hold a readable configuration.
+    #[error("the hall document is unreadable: {0}")]
+    Unreadable(String),
+    /// Only admin keys may change the hall document.
+    #[error("only an admin may change the hall configuration, not a {0} node")]
+    NotAdmin(Role),
+}
+
+impl Hall {
+    pub fn validate(&self) -> Result<(), HallError> {
+        let name_ok = |name: &str| !name.trim().is_empty() && name.chars().count() <= NAME_CHARS_MAX;
+        let check = |kind: &'static str, code: &str, name: &str| {
+            if !is_valid_code(code) {
+                return Err(HallError::InvalidCode { kind, code: code.to_owned() });
+            }
+            if !name_ok(name) {
+                return Err(HallError::InvalidName { kind, code: code.to_owned(), max: NAME_CHARS_MAX });
+            }
+            Ok(())
+        };
+        for (code, window) in &self.windows {
+            check("window", code, &window.name)?;
+        }
+        for (code, unit) in &self.units {
+            check("unit", code, &unit.name)?;
+        }
+        for (code, category) in &self.categories {
+            check("category", code, &category.name)?;
+            for unit in std::iter::once(&category.lead_unit).chain(&category.co_units) {
+                if !self.units.contains_key(unit) {
+                    return Err(HallError::UnknownUnit { category: code.clone(), unit: unit.clone() });
+                }
+            }
+        }
+        for &nature in Nature::ALL {
+            for &priority in Priority::ALL {
+                if self.time_limit(nature, priority).is_none() {
+                    return Err(HallError::MissingTimeLimit { nature, priority });
+                }
+            }
+        }
+        if let Some(day) = self.calendar.holidays.intersection(&self.calendar.make_up_workdays).next() {
+            return Err(HallError::CalendarClash(*day));
+        }
+        if self.calendar.workday_end_minute >= (DAY_MS / 60_000) as u32 {
+            return Err(HallError::InvalidWorkdayEnd(self.calendar.workday_end_minute));
+        }
+        Ok(())
+    }
+
+    pub fn time_limit(&self, nature: Nature, priority: Priority) -> Option<&TimeLimit> {
+        self.time_limits.iter().find(|rule| rule.nature == nature && rule.priority == priority)
+    }
+
+    /// `(first_response_due_ms, due_ms)` for a case registered at `registered_ms`.
+    pub fn due_dates(&self, nature: Nature, priority: Priority, registered_ms: i64) -> (i64, i64) {
+        let rule = self.time_limit(nature, priority);
+        let response = rule.map_or(Span::WorkingDays(1), |r| r.response);
+        let solve = rule.map_or(Span::WorkingDays(5), |r| r.solve);
+        (self.calendar.add(registered_ms, response), self.calendar.add(registered_ms, solve))
+    }
+
+    /// The default hall of the demo and of new installations: Jiang'an district's service hall, with the departments and
+    /// categories of DOMAIN.md §7 and the 2026 national holiday schedule.
+    pub fn jiangan_default() -> Hall {
+        let windows = [
+            ("BBC01", "办不成事窗口", "1F"),
+            ("1F02", "综合受理窗口", "1F"),
+            ("2F03", "不动产登记窗口", "2F"),
+            ("3F01", "企业专区窗口", "3F"),
+            ("DC01", "督查科", "4F"),
+            ("V01", "帮帮哥志愿服务队", "—"),
+        ]
+        .into_iter()
+        .map(|(code, name, floor)| (code.to_owned(), Window { name: name.to_owned(), floor: floor.to_owned() }))
+        .collect();
+        let units = [
+            ("GA", "公安分局（户政/出入境/车驾管）"),
+            ("SW", "税务局"),
+            ("FG", "房管局"),
+            ("BDC", "不动产登记中心"),
+            ("SCJG", "市场监管局（企业专区）"),
+            ("RS", "人社局"),
+            ("YB", "医保局"),
+            ("GJJ", "公积金中心"),
+            ("MZ", "民政局"),
+            ("SQ", "社区网格"),
+            ("ZH", "综合窗口"),
+        ]
+        .into_iter()
+        .map(|(code, name)| (code.to_owned(), Unit { name: name.to_owned() }))
+        .collect();
+        let categories = [
+            ("HUZHENG", "户政", "GA", &[][..]),
+            ("CHURUJING", "出入境", "GA", &[]),
+            ("CHEJIAGUAN", "车驾管", "GA", &[]),
+            ("SHUIWU", "税务", "SW", &[]),
+            ("FANGGUAN", "房管", "FG", &["BDC"]),
+            ("BDC", "不动产登记", "BDC", &["FG", "SW"]),
+            ("QIYE", "企业专区（开办企业）", "SCJG", &["SW"]),
+            ("SHEBAO", "人社/社保", "RS", &[]),
+            ("YIBAO", "医保", "YB", &[]),
+            ("GJJ", "公积金", "GJJ", &[]),
+            ("MINZHENG", "民政", "MZ", &["SQ"]),
+            ("ZONGHE", "综合/其他", "ZH", &[]),
+        ]
+        .into_iter()
+        .map(|(code, name, lead, co): (&str, &str, &str, &[&str])| {
+            let category = Category {
+                name: name.to_owned(),
+                lead_unit: lead.to_owned(),
+                co_units: co.iter().map(|unit| (*unit).to_owned()).collect(),
+            };
+            (code.to_owned(), category)
+        })
+        .collect();
+        let mut time_limits = Vec::new();
+        for &nature in Nature::ALL {
+            // DOMAIN.md §7 default limits: 咨询 on the spot or ≤1 working day, 求助 2-5, 投诉 5, 建议 15.
+            let solve_days = match nature {
+                Nature::Consultation | Nature::Venting => 1,
+                Nature::Help | Nature::Complaint | Nature::Praise | Nature::Other => 5,
+                Nature::Report | Nature::Suggestion => 15,
+            };
+            for &priority in Priority::ALL {
+                let (response, solve) = match priority {
+                    Priority::Normal => (Span::WorkingDays(1), Span::WorkingDays(solve_days)),
+                    // 加急: same-day or 24 h limits.
+                    Priority::Urgent => (Span::Hours(4), Span::Hours(24)),
+                    Priority::Critical => (Span::Hours(1), Span::Hours(8)),
+                };
+                time_limits.push(TimeLimit { nature, priority, response, solve });
+            }
+        }
+        let dates = |list: &[(i32, u8, u8)]| list.iter().filter_map(|&(y, m, d)| Date::new(y, m, d)).collect();
+        let mut holidays: BTreeSet<Date> = dates(&[(2026, 1, 1), (2026, 1, 2), (2026, 1, 3)]);
+        holidays.extend((15..=23).filter_map(|d| Date::new(2026, 2, d)));
+        holidays.extend([(2026, 4, 4), (2026, 4, 5), (2026, 4, 6)].iter().filter_map(|&(y, m, d)| Date::new(y, m, d)));
+        holidays.extend((1..=5).filter_map(|d| Date::new(2026, 5, d)));
+        holidays.extend((19..=21).filter_map(|d| Date::new(2026, 6, d)));
+        holidays.extend((25..=27).filter_map(|d| Date::new(2026, 9, d)));
+        holidays.extend((1..=7).filter_map(|d| Date::new(2026, 10, d)));
+        let make_up_workdays =
+            dates(&[(2026, 1, 4), (2026, 2, 14), (2026, 2, 28), (2026, 5, 9), (2026, 9, 20), (2026, 10, 10)]);
+        Hall {
+            name: "江岸区政务服务中心".to_owned(),
+            windows,
+            units,
+            categories,
+            time_limits,
+            calendar: Calendar { holidays, make_up_workdays, workday_end_minute: 17 * 60 + 30 },
+            phone_tag_key: "7a68616f776f2d64656d6f2d70686f6e652d746167".to_owned(),
+        }
+    }
+}
+
+/// One change of the hall configuration, kept in the hall document's history (the routing table's edit history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HallEdit {
+    pub at_ms: i64,
+    pub by: String,
+    pub what: String,
+}
+
+/// The replicated hall document: `hall` (the configuration as a map) and `history` (a list of [`HallEdit`]).
+#[derive(Debug)]
+pub struct HallDoc {
+    doc: AutoCommit,
+}
+
+impl HallDoc {
+    /// Creates the hall document (by the admin who sets up the hall).
+    pub fn create(actor: ActorId, role: Role, by: &str, now_ms: i64, hall: &Hall) -> Result<HallDoc, HallError> {
+        let mut doc = HallDoc { doc: AutoCommit::new().with_actor(actor) };
+        doc.update(role, by, now_ms, hall, "创建大厅配置")?;
+        Ok(doc)
+    }
+
+    pub fn load(bytes: &[u8], actor: ActorId) -> Result<HallDoc, HallError> {
+        let doc = AutoCommit::load(bytes).map_err(|error| HallError::Unreadable(error.to_string()))?;
+        let doc = HallDoc { doc: doc.with_actor(actor) };
+        doc.hall()?;
+        Ok(doc)
+    }
+
+    /// Replaces the configuration with `hall`, key by key (so concurrent admin edits of different keys both survive).
+    pub fn update(&mut self, role: Role, by: &str, now_ms: i64, hall: &Hall, what: &str) -> Result<(), HallError> {
+        if role != Role::Admin {
+            return Err(HallError::NotAdmin(role));
+        }
+        hall.validate()?;
+        let unreadable = |error: automerge::AutomergeError| HallError::Unreadable(error.to_string());
+        let target = serde_json::to_value(hall).map_err(|error| HallError::Unreadable(error.to_string()))?;
+        let serde_json::Value::Object(target) = target else { unreachable!("a struct serialises to a map") };
+        let result = (|| {
+            let hall_obj = match self.doc.get(ROOT, "hall").map_err(unreadable)? {
+                Some((automerge::Value::Object(ObjType::Map), id)) => id,
+                _ => self.doc.put_object(ROOT, "hall", ObjType::Map).map_err(unreadable)?,
+            };
+            amjson::update_map(&mut self.doc, &hall_obj, &target).map_err(unreadable)?;
+            let history = match self.doc.get(ROOT, "history").map_err(unreadable)? {
+                Some((automerge::Value::Object(ObjType::List), id)) => id,
+                _ => self.doc.put_object(ROOT, "history", ObjType::List).map_err(unreadable)?,
+            };
+            let edit = HallEdit { at_ms: now_ms, by: by.to_owned(), what: what.to_owned() };
+            amjson::push(&mut self.doc, &history, &serde_json::to_value(edit).unwrap_or_default()).map_err(unreadable)
+        })();
+        match result {
+            Ok(()) => {
+                self.doc.commit_with(CommitOptions::default().with_time(now_ms / 1000).with_message(what.to_owned()));
+                Ok(())
+            }
+            Err(error) => {
+                self.doc.rollback();
+                Err(error)
+            }
+        }
+    }
+
+    pub fn hall(&self) -> Result<Hall, HallError> {
+        let value = amjson::read_prop(&self.doc, &ROOT, "hall").ok_or_else(|| HallError::Unreadable("no `hall` map".into()))?;
+        let hall: Hall = serde_json::from_value(value).map_err(|error| HallError::Unreadable(error.to_string()))?;
+        hall.validate()?;
+        Ok(hall)
+    }
+
+    pub fn history(&self) -> Vec<HallEdit> {
+        match amjson::read_prop(&self.doc, &ROOT, "history") {
+            Some(serde_json::Value::Array(items)) => items.into_iter().filter_map(|item| serde_json::from_value(item).ok()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn automerge(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    pub fn automerge_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+}

@@ -1,0 +1,11 @@
+//! The case log of a service hall's "办不成事" window on Automerge: one document per case.
+//!
+//! Pure: no I/O, no clock, no randomness. Callers pass time (`now_ms`), entropy and the author.
+pub mod amjson;
+pub mod event;
+pub mod hall;
+pub mod ids;
+pub mod limits;
+pub mod model;
+pub mod pi;
+pub mod time;
