@@ -1,1 +1,3 @@
-//! placeholder
+//! zhaowo's integration tests: one binary, one module per tier (TESTING.md).
+
+mod tidy;
