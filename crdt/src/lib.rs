@@ -9,3 +9,14 @@ pub mod limits;
 pub mod model;
 pub mod pi;
 pub mod time;
+pub mod case;
+pub mod command;
+pub mod fold;
+pub mod view;
+
+pub use case::{CaseDoc, LoadError};
+pub use command::{Command, CommandError, ConflictDecision, Ctx, Registration};
+pub use event::{Author, Event, EventKind};
+pub use hall::{Hall, HallDoc};
+pub use ids::{CaseId, EventId, QueryCode, RegNo};
+pub use view::{CaseView, PublicCaseView};

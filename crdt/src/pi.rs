@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// The full personal record of one case.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PersonalData {
     pub subject_type: Option<SubjectType>,
     pub name: Option<String>,

@@ -1,0 +1,1020 @@
+//! `CaseDoc`: one case as one Automerge document, with registration, typed commands and the read model.
+//!
+//! Layout of the document (readable by any Automerge implementation):
+//! - root scalars: `schema`, `case_id`, `reg_no`, `query_hash`, `channel`, `registered_at`, `registered_by`,
+//!   `registered_node`, `window`, `nature`, `category`, `not_done_reason`, `summary`, `detail`, `expectation`,
+//!   `location`, `sensitive`, `phone_tag`, `first_response_due`, `due_ms`; maps `modes`, `tags` (key → true: an
+//!   add-wins set) and `matter`;
+//! - `pi`: the personal record (see `pi`), kept apart from the case fields;
+//! - `events`: the append-only list of event maps (see `event`).
+//!
+//! Editable scalars are per-field last-writer-wins; concurrent values stay readable with `get_all` and are listed as
+//! conflicts. Everything else (status, lead unit, due date, priority, …) is derived from the events by `fold`.
+
+use crate::amjson;
+use crate::command::{CommandError, ConflictDecision, Ctx, Registration, Command, extension_span};
+use crate::event::{Event, EventKind, TransitionRefusal, transition};
+use crate::fold::{Ancestry, PriorityFold, SupervisionFold, arbitrate, sort_events};
+use crate::hall::Hall;
+use crate::ids::{CaseId, EventId, QueryCode, RegNo, hex_encode};
+use crate::limits::*;
+use crate::model::{
+    CallbackOutcome, CaseResult, Channel, EditableField, Mode, Nature, NotDoneReason, Priority, Role, Status, SupervisionLevel,
+};
+use crate::pi::{MaskedPersonalData, PersonalData, check_plain_text};
+use crate::time::Hlc;
+use crate::view::{
+    Callback, CaseView, Conflict, ConflictDetail, Extension, FieldCandidate, Flags, Matter, PublicReply, TimelineEntry, describe,
+};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ObjId, ObjType, ROOT, ReadDoc};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The version of the document layout this crate writes. A document with a larger `schema` is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Why a stored or received document is not a readable case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// Automerge could not decode the bytes.
+    #[error("not an automerge document: {0}")]
+    Automerge(String),
+    /// The document lacks a field every case has.
+    #[error("not a case document: missing or invalid `{0}`")]
+    Field(&'static str),
+    /// Written by a newer version of zhaowo.
+    #[error("case document schema {found} is newer than this version understands ({SCHEMA_VERSION}): upgrade zhaowo")]
+    NewerSchema { found: i64 },
+}
+
+/// One case: an Automerge document plus the rules to change it.
+#[derive(Debug)]
+pub struct CaseDoc {
+    doc: AutoCommit,
+}
+
+/// The parsed events of a case in fold order, with what the fold needs.
+struct Log {
+    events: Vec<Event>,
+    ancestry: Ancestry,
+    unreadable: usize,
+}
+
+fn doc_error(error: automerge::AutomergeError) -> CommandError {
+    CommandError::Document(error.to_string())
+}
+
+fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> Result<(), CommandError> {
+    if required && value.trim().is_empty() {
+        return Err(CommandError::Empty { field });
+    }
+    check_plain_text(field, value, max).map_err(|error| match error {
+        crate::pi::PersonalDataError::TooLong { field, chars, max } => CommandError::TooLong { field, chars, max },
+        _ => CommandError::ControlCharacter { field },
+    })
+}
+
+/// A run of seven or more digits in a public summary is most likely a phone or id number.
+fn looks_like_personal_number(text: &str) -> bool {
+    let mut run = 0;
+    for c in text.chars() {
+        if c.is_ascii_digit() || ('０'..='９').contains(&c) {
+            run += 1;
+            if run >= 7 {
+                return true;
+            }
+        } else if !matches!(c, ' ' | '-') {
+            run = 0;
+        }
+    }
+    false
+}
+
+fn check_units(hall: &Hall, field: &'static str, units: &[String]) -> Result<(), CommandError> {
+    if units.len() > UNITS_PER_COMMAND_MAX {
+        return Err(CommandError::TooMany { field, count: units.len(), max: UNITS_PER_COMMAND_MAX });
+    }
+    match units.iter().find(|unit| !hall.units.contains_key(*unit)) {
+        Some(unit) => Err(CommandError::UnknownUnit(unit.clone())),
+        None => Ok(()),
+    }
+}
+
+fn check_time(field: &'static str, at_ms: i64, now_ms: i64) -> Result<(), CommandError> {
+    if (at_ms - now_ms).abs() > FUTURE_SKEW_MS_MAX { Err(CommandError::TimeOutOfRange { field }) } else { Ok(()) }
+}
+
+fn check_tags(tags: &[String]) -> Result<(), CommandError> {
+    if tags.len() > TAGS_MAX {
+        return Err(CommandError::TooMany { field: "tags", count: tags.len(), max: TAGS_MAX });
+    }
+    tags.iter().try_for_each(|tag| check_text("tag", tag, TAG_CHARS_MAX, true))
+}
+
+fn map_set<'a>(doc: &mut AutoCommit, key: &str, items: impl IntoIterator<Item = &'a str>) -> Result<(), CommandError> {
+    let obj = match doc.get(ROOT, key).map_err(doc_error)? {
+        Some((automerge::Value::Object(ObjType::Map), id)) => id,
+        _ => doc.put_object(ROOT, key, ObjType::Map).map_err(doc_error)?,
+    };
+    for item in items {
+        doc.put(&obj, item, true).map_err(doc_error)?;
+    }
+    Ok(())
+}
+
+fn phone_tag(hall: &Hall, phone: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let key = crate::ids::hex_decode(&hall.phone_tag_key).unwrap_or_default();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC takes keys of any length");
+    mac.update(phone.as_bytes());
+    hex_encode(&mac.finalize().into_bytes()[..16])
+}
+
+impl CaseDoc {
+    /// Registers a new case (登记): validates everything, then writes the fields, the personal record and the
+    /// `Registered` event in one change. `reg_no` must be the next number of the author's window; `query_code` is the
+    /// citizen's receipt secret (only its hash is stored).
+    pub fn register(
+        ctx: &Ctx,
+        hall: &Hall,
+        actor: ActorId,
+        reg_no: RegNo,
+        query_code: &QueryCode,
+        registration: Registration,
+    ) -> Result<(CaseDoc, EventId), CommandError> {
+        let author = &ctx.author;
+        if reg_no.window != author.window {
+            return Err(CommandError::RegNoWindow { reg_no: reg_no.to_string(), window: author.window.clone() });
+        }
+        if !hall.windows.contains_key(&author.window) {
+            return Err(CommandError::UnknownWindow(author.window.clone()));
+        }
+        if author.role == Role::Citizen && registration.channel != Channel::MiniProgram {
+            return Err(CommandError::CitizenChannel);
+        }
+        if !hall.categories.contains_key(&registration.category) {
+            return Err(CommandError::UnknownCategory(registration.category.clone()));
+        }
+        check_text("summary", &registration.summary, SUMMARY_CHARS_MAX, true)?;
+        if looks_like_personal_number(&registration.summary) {
+            return Err(CommandError::SummaryHasPersonalData);
+        }
+        check_text("detail", &registration.detail, DETAIL_CHARS_MAX, true)?;
+        check_text("expectation", &registration.expectation, EXPECTATION_CHARS_MAX, false)?;
+        check_text("location", &registration.location, LOCATION_CHARS_MAX, false)?;
+        let tags: Vec<String> = registration.tags.iter().cloned().collect();
+        check_tags(&tags)?;
+        if let Some(matter) = &registration.matter {
+            check_text("matter name", &matter.name, NAME_CHARS_MAX, true)?;
+            check_text("matter code", &matter.code, NAME_CHARS_MAX, false)?;
+            check_text("matter window", &matter.window, NAME_CHARS_MAX, false)?;
+        }
+        let personal = registration.personal.clone().validated()?;
+        // 加急 ⇒ at least 紧急 (DOMAIN.md §5.1).
+        let priority = if registration.modes.contains(&Mode::Expedited) {
+            registration.priority.max(Priority::Urgent)
+        } else {
+            registration.priority
+        };
+        // 倾诉 is sensitive by nature (DOMAIN.md §7).
+        let sensitive = registration.sensitive || registration.nature == Nature::Venting;
+        let (first_response_due, due_ms) = hall.due_dates(registration.nature, priority, ctx.now_ms);
+        let case_id = CaseId::new(ctx.now_ms, ctx.entropy);
+        let submitted = author.role == Role::Citizen;
+
+        let mut doc = AutoCommit::new().with_actor(actor);
+        let write = |doc: &mut AutoCommit| -> Result<EventId, CommandError> {
+            let put = |doc: &mut AutoCommit, key: &str, value: Value| amjson::put(doc, &ROOT, key, &value).map_err(doc_error);
+            put(doc, "schema", SCHEMA_VERSION.into())?;
+            put(doc, "case_id", case_id.to_string().into())?;
+            put(doc, "reg_no", reg_no.to_string().into())?;
+            put(doc, "query_hash", query_code.hash_for(&case_id).into())?;
+            put(doc, "channel", registration.channel.code().into())?;
+            put(doc, "registered_at", ctx.now_ms.into())?;
+            put(doc, "registered_by", author.staff.clone().into())?;
+            put(doc, "registered_node", author.node.clone().into())?;
+            put(doc, "window", author.window.clone().into())?;
+            put(doc, "nature", registration.nature.code().into())?;
+            put(doc, "category", registration.category.clone().into())?;
+            put(doc, "not_done_reason", registration.not_done_reason.map(NotDoneReason::code).into())?;
+            put(doc, "summary", registration.summary.clone().into())?;
+            put(doc, "detail", registration.detail.clone().into())?;
+            put(doc, "expectation", registration.expectation.clone().into())?;
+            put(doc, "location", registration.location.clone().into())?;
+            put(doc, "sensitive", sensitive.into())?;
+            put(doc, "phone_tag", personal.phone.as_deref().map(|phone| phone_tag(hall, phone)).into())?;
+            put(doc, "first_response_due", first_response_due.into())?;
+            put(doc, "due_ms", due_ms.into())?;
+            if let Some(matter) = &registration.matter {
+                put(doc, "matter", serde_json::to_value(matter).unwrap_or_default())?;
+            }
+            map_set(doc, "modes", registration.modes.iter().map(|mode| mode.code()))?;
+            map_set(doc, "tags", registration.tags.iter().map(String::as_str))?;
+            put(doc, "pi", serde_json::to_value(&personal).unwrap_or_default())?;
+            doc.put_object(ROOT, "events", ObjType::List).map_err(doc_error)?;
+            let mut case = CaseDoc { doc: std::mem::take(doc) };
+            let result = case.append(ctx, EventKind::Registered { submitted, priority }, None, &Log::empty());
+            *doc = case.doc;
+            result
+        };
+        match write(&mut doc) {
+            Ok(event_id) => Ok((CaseDoc { doc }, event_id)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Loads a stored document and checks it is a case this version can read.
+    pub fn load(bytes: &[u8], actor: ActorId) -> Result<CaseDoc, LoadError> {
+        let doc = AutoCommit::load(bytes).map_err(|error| LoadError::Automerge(error.to_string()))?;
+        CaseDoc::from_automerge(doc.with_actor(actor))
+    }
+
+    /// Wraps an Automerge document (one that sync or a merge produced) after checking it is a readable case.
+    pub fn from_automerge(doc: AutoCommit) -> Result<CaseDoc, LoadError> {
+        let case = CaseDoc { doc };
+        match amjson::read_prop(&case.doc, &ROOT, "schema").and_then(|v| v.as_i64()) {
+            Some(found) if found > SCHEMA_VERSION => return Err(LoadError::NewerSchema { found }),
+            Some(found) if found >= 1 => {}
+            _ => return Err(LoadError::Field("schema")),
+        }
+        case.try_case_id().ok_or(LoadError::Field("case_id"))?;
+        RegNo::parse(&case.str_field("reg_no")).ok_or(LoadError::Field("reg_no"))?;
+        match case.doc.get(ROOT, "events") {
+            Ok(Some((automerge::Value::Object(ObjType::List), _))) => {}
+            _ => return Err(LoadError::Field("events")),
+        }
+        Ok(case)
+    }
+
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Merges another replica of the same case into this one.
+    pub fn merge(&mut self, other: &mut CaseDoc) -> Result<(), LoadError> {
+        self.doc.merge(&mut other.doc).map(drop).map_err(|error| LoadError::Automerge(error.to_string()))
+    }
+
+    pub fn automerge(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    pub fn automerge_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
+    fn try_case_id(&self) -> Option<CaseId> {
+        CaseId::parse(&self.str_field("case_id"))
+    }
+
+    pub fn case_id(&self) -> CaseId {
+        self.try_case_id().expect("checked when the document was loaded")
+    }
+
+    fn str_field(&self, key: &str) -> String {
+        match amjson::read_prop(&self.doc, &ROOT, key) {
+            Some(Value::String(text)) => text,
+            _ => String::new(),
+        }
+    }
+
+    fn int_field(&self, key: &str) -> i64 {
+        amjson::read_prop(&self.doc, &ROOT, key).and_then(|v| v.as_i64()).unwrap_or(0)
+    }
+
+    fn set_keys(&self, key: &str) -> BTreeSet<String> {
+        match self.doc.get(ROOT, key) {
+            Ok(Some((automerge::Value::Object(ObjType::Map), id))) => self.doc.keys(&id).collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    fn events_obj(&self) -> Option<ObjId> {
+        match self.doc.get(ROOT, "events") {
+            Ok(Some((automerge::Value::Object(ObjType::List), id))) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn log(&self) -> Log {
+        let mut events = Vec::new();
+        let mut unreadable = 0;
+        let mut ids = BTreeSet::new();
+        if let Some(list) = self.events_obj() {
+            for item in self.doc.list_range(&list, ..).take(EVENTS_PER_CASE_MAX * 2) {
+                let id = item.id();
+                let value = amjson::to_json(&self.doc, item.value.into(), &id, 0);
+                match serde_json::from_value::<Event>(value) {
+                    Ok(event) if event.parents.len() <= PARENTS_PER_EVENT_MAX && ids.insert(event.id.clone()) => events.push(event),
+                    _ => unreadable += 1,
+                }
+            }
+        }
+        sort_events(&mut events);
+        let ancestry = Ancestry::new(&events);
+        Log { events, ancestry, unreadable }
+    }
+
+    /// Appends one event (and commits), after the caller validated it.
+    fn append(&mut self, ctx: &Ctx, kind: EventKind, seen: Option<Status>, log: &Log) -> Result<EventId, CommandError> {
+        if log.events.len() + log.unreadable >= EVENTS_PER_CASE_MAX {
+            return Err(CommandError::TooManyEvents(log.events.len() + log.unreadable));
+        }
+        let event = Event {
+            id: EventId::new(ctx.now_ms, ctx.entropy),
+            hlc: Hlc::next(ctx.now_ms, log.events.iter().map(|event| event.hlc)),
+            wall_ms: ctx.now_ms,
+            node: ctx.author.node.clone(),
+            staff: ctx.author.staff.clone(),
+            role: ctx.author.role,
+            window: ctx.author.window.clone(),
+            parents: log.ancestry.heads(),
+            seen,
+            kind,
+        };
+        let list = self.events_obj().ok_or_else(|| CommandError::Document("no events list".into()))?;
+        let value = serde_json::to_value(&event).map_err(|error| CommandError::Document(error.to_string()))?;
+        amjson::push(&mut self.doc, &list, &value).map_err(doc_error)?;
+        self.doc.commit_with(CommitOptions::default().with_time(ctx.now_ms / 1000).with_message(event.kind.type_name().to_owned()));
+        Ok(event.id)
+    }
+
+    /// The events of the case in fold order (and how many could not be read).
+    pub fn events(&self) -> (Vec<Event>, usize) {
+        let log = self.log();
+        (log.events, log.unreadable)
+    }
+
+    /// Applies a lifecycle command: checks role, state and input against the current fold, then appends the event
+    /// (and writes the fields it changes) as one Automerge change. On error nothing is written.
+    pub fn apply(&mut self, ctx: &Ctx, hall: &Hall, command: Command) -> Result<EventId, CommandError> {
+        let log = self.log();
+        let view = self.view_of(&log);
+        let result = self.apply_checked(ctx, hall, command, &log, &view);
+        if result.is_err() {
+            self.doc.rollback();
+        }
+        result
+    }
+
+    fn apply_checked(&mut self, ctx: &Ctx, hall: &Hall, command: Command, log: &Log, view: &CaseView) -> Result<EventId, CommandError> {
+        let role = ctx.author.role;
+        let name = command.name();
+        let status = view.status;
+        let require = |role_ok: bool, state_ok: bool| -> Result<(), CommandError> {
+            if !role_ok {
+                Err(CommandError::Role { command: name, role })
+            } else if !state_ok {
+                Err(CommandError::State { command: name, status })
+            } else {
+                Ok(())
+            }
+        };
+        let staff = matches!(role, Role::Window | Role::Supervision | Role::Admin);
+        let oversight = matches!(role, Role::Supervision | Role::Admin);
+        let open = status.is_open();
+        let working = matches!(status, Status::Registered | Status::Dispatched | Status::InProgress | Status::OnHold);
+        if status == Status::Archived && command != Command::PurgePersonalData {
+            return Err(CommandError::State { command: name, status });
+        }
+
+        let kind = match command {
+            Command::Accept => EventKind::Accepted {},
+            Command::Reject { reason, basis } => {
+                check_text("reason", &reason, REASON_CHARS_MAX, true)?;
+                check_text("basis", &basis, REASON_CHARS_MAX, true)?;
+                EventKind::Rejected { reason, basis }
+            }
+            Command::Dispatch { lead_unit, co_units, due_ms } => {
+                let route = hall.categories.get(&view.category);
+                let lead_unit = lead_unit
+                    .or_else(|| route.map(|r| r.lead_unit.clone()))
+                    .ok_or_else(|| CommandError::UnknownCategory(view.category.clone()))?;
+                let co_units = co_units.unwrap_or_else(|| route.map(|r| r.co_units.clone()).unwrap_or_default());
+                check_units(hall, "lead unit", std::slice::from_ref(&lead_unit))?;
+                check_units(hall, "co-units", &co_units)?;
+                let due_ms = due_ms.unwrap_or(view.due_ms);
+                check_time("due date", due_ms, ctx.now_ms)?;
+                if due_ms < view.registered_at_ms {
+                    return Err(CommandError::DueBeforeRegistration);
+                }
+                EventKind::Dispatched { lead_unit, co_units, due_ms }
+            }
+            Command::SignIn { assignee } => {
+                check_text("assignee", &assignee, NAME_CHARS_MAX, true)?;
+                EventKind::SignedIn { assignee }
+            }
+            Command::Return { reason, basis } => {
+                check_text("reason", &reason, REASON_CHARS_MAX, true)?;
+                check_text("basis", &basis, REASON_CHARS_MAX, true)?;
+                EventKind::Returned { reason, basis }
+            }
+            Command::Reassign { lead_unit, co_units, reason } => {
+                check_units(hall, "lead unit", std::slice::from_ref(&lead_unit))?;
+                check_units(hall, "co-units", &co_units)?;
+                check_text("reason", &reason, REASON_CHARS_MAX, true)?;
+                EventKind::Reassigned { lead_unit, co_units, due_ms: view.due_ms, reason }
+            }
+            Command::AddNote { text } => {
+                require(role != Role::Citizen, true)?;
+                check_text("note", &text, NOTE_CHARS_MAX, true)?;
+                EventKind::NoteAdded { text }
+            }
+            Command::PublishReply { text } => {
+                require(staff, open)?;
+                check_text("reply", &text, REPLY_CHARS_MAX, true)?;
+                EventKind::ReplyPublished { text }
+            }
+            Command::HoldConsultation { units, minutes, site_visit, held_at_ms } => {
+                require(staff, working || status == Status::Replied)?;
+                if units.is_empty() {
+                    return Err(CommandError::Empty { field: "units" });
+                }
+                check_units(hall, "units", &units)?;
+                check_text("minutes", &minutes, NOTE_CHARS_MAX, true)?;
+                check_time("consultation time", held_at_ms, ctx.now_ms)?;
+                EventKind::ConsultationHeld { units, minutes, site_visit, held_at_ms }
+            }
+            Command::LogVisit { volunteers, outcome, visited_at_ms, duration_minutes } => {
+                require(staff || role == Role::Volunteer, working || status == Status::Replied)?;
+                if volunteers.is_empty() {
+                    return Err(CommandError::Empty { field: "volunteers" });
+                }
+                if volunteers.len() > VOLUNTEERS_PER_VISIT_MAX {
+                    return Err(CommandError::TooMany { field: "volunteers", count: volunteers.len(), max: VOLUNTEERS_PER_VISIT_MAX });
+                }
+                volunteers.iter().try_for_each(|v| check_text("volunteer", v, NAME_CHARS_MAX, true))?;
+                check_text("outcome", &outcome, NOTE_CHARS_MAX, true)?;
+                check_time("visit time", visited_at_ms, ctx.now_ms)?;
+                EventKind::SiteVisitLogged { volunteers, outcome, visited_at_ms, duration_minutes: duration_minutes.min(24 * 60) }
+            }
+            Command::RequestExtension { working_days, reason } => {
+                require(matches!(role, Role::Window | Role::Admin), matches!(status, Status::Dispatched | Status::InProgress | Status::OnHold))?;
+                if working_days == 0 || working_days > EXTENSION_WORKING_DAYS_MAX {
+                    return Err(CommandError::ExtensionDays { got: working_days, max: EXTENSION_WORKING_DAYS_MAX });
+                }
+                check_text("reason", &reason, REASON_CHARS_MAX, true)?;
+                EventKind::ExtensionRequested { span: extension_span(working_days), reason }
+            }
+            Command::ApproveExtension { request } => {
+                require(oversight, working)?;
+                let pending = view.extensions.iter().find(|ext| ext.request == request && ext.approved_due_ms.is_none());
+                let Some(_) = pending else { return Err(CommandError::UnknownExtension(request.to_string())) };
+                let span = log
+                    .events
+                    .iter()
+                    .find_map(|event| match &event.kind {
+                        EventKind::ExtensionRequested { span, .. } if event.id == request => Some(*span),
+                        _ => None,
+                    })
+                    .ok_or_else(|| CommandError::UnknownExtension(request.to_string()))?;
+                EventKind::ExtensionApproved { request, due_ms: hall.calendar.add(view.due_ms, span) }
+            }
+            Command::Supervise { level, comment } => {
+                require(role == Role::Supervision, open)?;
+                if level == SupervisionLevel::None && view.supervision == SupervisionLevel::None {
+                    return Err(CommandError::NoChange("the case is not under supervision"));
+                }
+                check_text("comment", &comment, REASON_CHARS_MAX, false)?;
+                EventKind::SupervisionIssued { level, comment }
+            }
+            Command::ChangePriority { priority } => {
+                require(staff, open)?;
+                if priority == view.priority {
+                    return Err(CommandError::NoChange("the priority is already that"));
+                }
+                EventKind::PriorityChanged { priority }
+            }
+            Command::ChangeCategory { category } => {
+                require(staff, open)?;
+                if !hall.categories.contains_key(&category) {
+                    return Err(CommandError::UnknownCategory(category));
+                }
+                if category == view.category {
+                    return Err(CommandError::NoChange("the category is already that"));
+                }
+                amjson::put(&mut self.doc, &ROOT, "category", &category.clone().into()).map_err(doc_error)?;
+                EventKind::CategoryChanged { category }
+            }
+            Command::EditField { field, value } => {
+                require(staff, open)?;
+                let (max, required) = match field {
+                    EditableField::Summary => (SUMMARY_CHARS_MAX, true),
+                    EditableField::Detail => (DETAIL_CHARS_MAX, true),
+                    EditableField::Expectation => (EXPECTATION_CHARS_MAX, false),
+                    EditableField::Location => (LOCATION_CHARS_MAX, false),
+                };
+                check_text(field.code(), &value, max, required)?;
+                if field == EditableField::Summary && looks_like_personal_number(&value) {
+                    return Err(CommandError::SummaryHasPersonalData);
+                }
+                if self.str_field(field.code()) == value {
+                    return Err(CommandError::NoChange("the field already has that value"));
+                }
+                amjson::put(&mut self.doc, &ROOT, field.code(), &value.clone().into()).map_err(doc_error)?;
+                EventKind::FieldEdited { field, value }
+            }
+            Command::AddTags { tags } => {
+                require(role != Role::Citizen, true)?;
+                check_tags(&tags)?;
+                let total = view.tags.iter().chain(&tags).collect::<BTreeSet<_>>().len();
+                if total > TAGS_MAX {
+                    return Err(CommandError::TooMany { field: "tags", count: total, max: TAGS_MAX });
+                }
+                map_set(&mut self.doc, "tags", tags.iter().map(String::as_str))?;
+                EventKind::TagsAdded { tags }
+            }
+            Command::AddCoUnits { units } => {
+                require(staff, working)?;
+                if units.is_empty() {
+                    return Err(CommandError::Empty { field: "units" });
+                }
+                check_units(hall, "co-units", &units)?;
+                EventKind::CoUnitsAdded { units }
+            }
+            Command::Suspend { reason } => {
+                check_text("reason", &reason, REASON_CHARS_MAX, true)?;
+                EventKind::Suspended { reason }
+            }
+            Command::Resume => EventKind::Resumed {},
+            Command::Resolve { result, reply } => {
+                if matches!(result, CaseResult::Withdrawn | CaseResult::Duplicate) {
+                    return Err(CommandError::State { command: name, status });
+                }
+                check_text("reply", &reply, REPLY_CHARS_MAX, true)?;
+                EventKind::Resolved { result, reply }
+            }
+            Command::RecordCallback { method, reached, outcome, rating, comment } => {
+                require(role != Role::Citizen, matches!(status, Status::Replied | Status::Closed))?;
+                if let Some(rating) = rating.filter(|r| !(1..=5).contains(r)) {
+                    return Err(CommandError::Rating(rating));
+                }
+                if !reached && (outcome.is_some() || rating.is_some()) {
+                    return Err(CommandError::CallbackNotReached);
+                }
+                check_text("comment", &comment, REASON_CHARS_MAX, false)?;
+                EventKind::CallbackRecorded { method, reached, outcome, rating, comment }
+            }
+            Command::Close { reviewer, forced } => {
+                check_text("reviewer", &reviewer, NAME_CHARS_MAX, true)?;
+                if !forced && view.status == Status::Replied {
+                    check_callback_before_close(view)?;
+                }
+                EventKind::Closed { reviewer, forced }
+            }
+            Command::Reopen { reason } => {
+                check_text("reason", &reason, REASON_CHARS_MAX, true)?;
+                EventKind::Reopened { reason }
+            }
+            Command::Unmerge => {
+                let master = view.duplicate_of.clone().ok_or(CommandError::State { command: name, status })?;
+                EventKind::Unmerged { master }
+            }
+            Command::Withdraw { reason } => {
+                check_text("reason", &reason, REASON_CHARS_MAX, false)?;
+                EventKind::Withdrawn { reason }
+            }
+            Command::Archive => EventKind::Archived {},
+            Command::PurgePersonalData => {
+                require(role == Role::Admin, true)?;
+                if view.personal.purged {
+                    return Err(CommandError::Purged);
+                }
+                let pi = match self.doc.get(ROOT, "pi").map_err(doc_error)? {
+                    Some((automerge::Value::Object(ObjType::Map), id)) => Some(id),
+                    _ => None,
+                };
+                if let Some(pi) = pi {
+                    let keys: Vec<String> = self.doc.keys(&pi).collect();
+                    for key in keys {
+                        self.doc.delete(&pi, key.as_str()).map_err(doc_error)?;
+                    }
+                }
+                amjson::put(&mut self.doc, &ROOT, "phone_tag", &Value::Null).map_err(doc_error)?;
+                EventKind::PiPurged {}
+            }
+            Command::ResolveConflict { conflict, decision, note } => {
+                require(oversight, true)?;
+                check_text("note", &note, REASON_CHARS_MAX, false)?;
+                let found = view.conflicts.iter().find(|c| c.id == conflict).ok_or_else(|| CommandError::UnknownConflict(conflict.clone()))?;
+                let decision_text = match (&found.detail, decision) {
+                    (ConflictDetail::Transition { .. }, ConflictDecision::Keep) => "维持合并结果".to_owned(),
+                    (ConflictDetail::Transition { .. }, ConflictDecision::Choose(_)) => {
+                        return Err(CommandError::DecisionKind(conflict));
+                    }
+                    (ConflictDetail::Field { field, candidates }, decision) => {
+                        let value = match decision {
+                            ConflictDecision::Keep => self.str_field(field),
+                            ConflictDecision::Choose(value) => value,
+                        };
+                        if !candidates.iter().any(|c| c.value == value) {
+                            return Err(CommandError::NotACandidate(value));
+                        }
+                        amjson::put(&mut self.doc, &ROOT, field, &value.clone().into()).map_err(doc_error)?;
+                        format!("采用「{value}」")
+                    }
+                };
+                EventKind::ConflictResolved { conflict, decision: decision_text, note }
+            }
+        };
+        let seen = if kind.is_transition() {
+            transition(&kind, status, role).map_err(|refusal| match refusal {
+                TransitionRefusal::Role => CommandError::Role { command: name, role },
+                TransitionRefusal::State => CommandError::State { command: name, status },
+            })?;
+            Some(status)
+        } else {
+            None
+        };
+        self.append(ctx, kind, seen, log)
+    }
+
+    /// 并案: marks `duplicate` as a duplicate of `master`, writing an event into both documents.
+    pub fn mark_duplicate(duplicate: &mut CaseDoc, master: &mut CaseDoc, ctx: &Ctx) -> Result<(EventId, EventId), CommandError> {
+        let (dup_log, master_log) = (duplicate.log(), master.log());
+        let (dup_view, master_view) = (duplicate.view_of(&dup_log), master.view_of(&master_log));
+        let name = "mark duplicate";
+        if dup_view.case_id == master_view.case_id
+            || master_view.duplicate_of.as_ref() == Some(&dup_view.case_id)
+            || dup_view.duplicates.contains(&master_view.case_id)
+        {
+            return Err(CommandError::DuplicateCycle);
+        }
+        if master_view.status == Status::Duplicate || master_view.status == Status::Archived {
+            return Err(CommandError::State { command: name, status: master_view.status });
+        }
+        let kind = EventKind::MarkedDuplicate { master: master_view.case_id.clone() };
+        transition(&kind, dup_view.status, ctx.author.role).map_err(|refusal| match refusal {
+            TransitionRefusal::Role => CommandError::Role { command: name, role: ctx.author.role },
+            TransitionRefusal::State => CommandError::State { command: name, status: dup_view.status },
+        })?;
+        let first = duplicate.append(ctx, kind, Some(dup_view.status), &dup_log)?;
+        let master_ctx = Ctx { entropy: ctx.entropy ^ (1 << 70), ..ctx.clone() };
+        let second = master.append(&master_ctx, EventKind::DuplicateAttached { duplicate: dup_view.case_id }, None, &master_log)?;
+        Ok((first, second))
+    }
+
+    /// 解除并案: the duplicate returns to REGISTERED and the master forgets it.
+    pub fn unmerge(duplicate: &mut CaseDoc, master: &mut CaseDoc, ctx: &Ctx, hall: &Hall) -> Result<(EventId, EventId), CommandError> {
+        let first = duplicate.apply(ctx, hall, Command::Unmerge)?;
+        let master_ctx = Ctx { entropy: ctx.entropy ^ (1 << 70), ..ctx.clone() };
+        let log = master.log();
+        let second = master.append(&master_ctx, EventKind::DuplicateDetached { duplicate: duplicate.case_id() }, None, &log)?;
+        Ok((first, second))
+    }
+
+    /// Returns the full personal record and records who looked and why (查看完整号码, an audit event).
+    pub fn reveal_personal_data(&mut self, ctx: &Ctx, purpose: &str) -> Result<PersonalData, CommandError> {
+        let name = "reveal personal data";
+        if !matches!(ctx.author.role, Role::Window | Role::Supervision | Role::Admin) {
+            return Err(CommandError::Role { command: name, role: ctx.author.role });
+        }
+        check_text("purpose", purpose, REASON_CHARS_MAX, true)?;
+        let log = self.log();
+        if log.events.iter().any(|event| matches!(event.kind, EventKind::PiPurged {})) {
+            return Err(CommandError::Purged);
+        }
+        let personal = self.personal_data();
+        self.append(ctx, EventKind::PiRevealed { purpose: purpose.to_owned() }, None, &log)?;
+        Ok(personal)
+    }
+
+    fn personal_data(&self) -> PersonalData {
+        amjson::read_prop(&self.doc, &ROOT, "pi").and_then(|value| serde_json::from_value(value).ok()).unwrap_or_default()
+    }
+
+    /// Checks a query code (查询码) typed by a citizen against the stored hash, in constant time.
+    pub fn query_code_matches(&self, typed: &str) -> bool {
+        crate::ids::query_code_matches(&self.case_id(), &self.str_field("query_hash"), typed)
+    }
+
+    /// The read model of the case.
+    pub fn view(&self) -> CaseView {
+        self.view_of(&self.log())
+    }
+
+    fn view_of(&self, log: &Log) -> CaseView {
+        let case_id = self.case_id();
+        let arbitration = arbitrate(&case_id, &log.events, &log.ancestry);
+        let applied: BTreeSet<&EventId> = arbitration.applied.iter().map(|(id, _)| id).collect();
+        let status = arbitration.status.unwrap_or(Status::Registered);
+        let registered = log.events.iter().find(|event| matches!(event.kind, EventKind::Registered { .. }));
+        let initial_priority = match registered.map(|event| &event.kind) {
+            Some(EventKind::Registered { priority, .. }) => *priority,
+            _ => Priority::Normal,
+        };
+        let mut priority = PriorityFold::new(initial_priority);
+        let mut supervision = SupervisionFold::new(SupervisionLevel::None);
+        let mut view = CaseView {
+            case_id: case_id.clone(),
+            reg_no: RegNo::parse(&self.str_field("reg_no")).expect("checked when the document was loaded"),
+            channel: Channel::parse(&self.str_field("channel")).unwrap_or(Channel::Window),
+            registered_at_ms: self.int_field("registered_at"),
+            registered_by: self.str_field("registered_by"),
+            registered_node: self.str_field("registered_node"),
+            window: self.str_field("window"),
+            nature: Nature::parse(&self.str_field("nature")).unwrap_or(Nature::Other),
+            category: self.str_field("category"),
+            modes: self.set_keys("modes").iter().filter_map(|code| Mode::parse(code)).collect(),
+            matter: amjson::read_prop(&self.doc, &ROOT, "matter").and_then(|value| serde_json::from_value::<Matter>(value).ok()),
+            not_done_reason: NotDoneReason::parse(&self.str_field("not_done_reason")),
+            summary: self.str_field("summary"),
+            detail: self.str_field("detail"),
+            expectation: self.str_field("expectation"),
+            location: self.str_field("location"),
+            priority: initial_priority,
+            status,
+            lead_unit: None,
+            co_units: BTreeSet::new(),
+            assignee: None,
+            signed_at_ms: None,
+            first_response_due_ms: self.int_field("first_response_due"),
+            due_ms: self.int_field("due_ms"),
+            paused_ms: 0,
+            hold_started_ms: None,
+            first_response_ms: None,
+            replied_at_ms: None,
+            supervision: SupervisionLevel::None,
+            supervision_count: 0,
+            public_reply: None,
+            public_replies: Vec::new(),
+            notes: Vec::new(),
+            result: None,
+            closed_at_ms: None,
+            closed_by: None,
+            reviewer: None,
+            callbacks: Vec::new(),
+            extensions: Vec::new(),
+            consultations: 0,
+            site_visits: 0,
+            visit_minutes: 0,
+            dispatches: 0,
+            returns: 0,
+            reopens: 0,
+            duplicate_of: None,
+            duplicates: BTreeSet::new(),
+            tags: self.set_keys("tags"),
+            sensitive: matches!(amjson::read_prop(&self.doc, &ROOT, "sensitive"), Some(Value::Bool(true))),
+            phone_tag: Some(self.str_field("phone_tag")).filter(|tag| !tag.is_empty()),
+            personal: MaskedPersonalData::default(),
+            pi_reveals: 0,
+            updated_at_ms: 0,
+            timeline: Vec::new(),
+            conflicts: Vec::new(),
+            flags: Flags { unreadable_events: log.unreadable, ..Flags::default() },
+            event_ids: log.events.iter().map(|event| event.id.clone()).collect(),
+        };
+        let mut dispatch_co = BTreeSet::new();
+        let mut extra_co = BTreeSet::new();
+        let mut extension_due: Option<i64> = None;
+        let mut dispatched_once = false;
+        let mut purged = false;
+        let mut resolved_conflicts = BTreeSet::new();
+        let mut detached = BTreeSet::new();
+        for event in &log.events {
+            let is_applied = applied.contains(&event.id);
+            view.updated_at_ms = view.updated_at_ms.max(event.wall_ms);
+            match &event.kind {
+                EventKind::Dispatched { lead_unit, co_units, due_ms } | EventKind::Reassigned { lead_unit, co_units, due_ms, .. }
+                    if is_applied =>
+                {
+                    view.lead_unit = Some(lead_unit.clone());
+                    dispatch_co = co_units.iter().cloned().collect();
+                    view.due_ms = *due_ms;
+                    view.assignee = None;
+                    view.dispatches += 1;
+                    dispatched_once = true;
+                }
+                EventKind::SignedIn { assignee } if is_applied => {
+                    view.assignee = Some(assignee.clone());
+                    view.signed_at_ms.get_or_insert(event.wall_ms);
+                    view.first_response_ms.get_or_insert(event.wall_ms);
+                }
+                EventKind::Returned { .. } if is_applied => {
+                    view.lead_unit = None;
+                    view.assignee = None;
+                    dispatch_co.clear();
+                    view.returns += 1;
+                }
+                EventKind::Suspended { .. } if is_applied => view.hold_started_ms = Some(event.wall_ms),
+                EventKind::Resumed {} if is_applied => {
+                    if let Some(start) = view.hold_started_ms.take() {
+                        view.paused_ms += (event.wall_ms - start).max(0);
+                    }
+                }
+                EventKind::Resolved { result, reply } if is_applied => {
+                    view.result = Some(*result);
+                    view.replied_at_ms = Some(event.wall_ms);
+                    view.first_response_ms.get_or_insert(event.wall_ms);
+                    view.public_reply = Some(reply.clone());
+                    view.public_replies.push(PublicReply { at_ms: event.wall_ms, text: reply.clone() });
+                }
+                EventKind::Rejected { reason, basis } if is_applied => {
+                    view.result = Some(CaseResult::OutOfScope);
+                    let text = format!("不予受理：{reason}（依据：{basis}）");
+                    view.public_reply = Some(text.clone());
+                    view.public_replies.push(PublicReply { at_ms: event.wall_ms, text });
+                }
+                EventKind::Closed { reviewer, .. } if is_applied => {
+                    view.closed_at_ms = Some(event.wall_ms);
+                    view.closed_by = Some(event.staff.clone());
+                    view.reviewer = Some(reviewer.clone());
+                }
+                EventKind::Reopened { .. } if is_applied => {
+                    view.reopens += 1;
+                    view.closed_at_ms = None;
+                    view.closed_by = None;
+                    view.reviewer = None;
+                    view.replied_at_ms = None;
+                    view.result = None;
+                }
+                EventKind::MarkedDuplicate { master } if is_applied => {
+                    view.duplicate_of = Some(master.clone());
+                    view.result = Some(CaseResult::Duplicate);
+                }
+                EventKind::Unmerged { .. } if is_applied => {
+                    view.duplicate_of = None;
+                    view.result = None;
+                }
+                EventKind::Withdrawn { .. } if is_applied => view.result = Some(CaseResult::Withdrawn),
+                EventKind::ReplyPublished { text } => {
+                    view.first_response_ms.get_or_insert(event.wall_ms);
+                    view.public_reply = Some(text.clone());
+                    view.public_replies.push(PublicReply { at_ms: event.wall_ms, text: text.clone() });
+                }
+                EventKind::NoteAdded { text } => view.notes.push(text.clone()),
+                EventKind::ConsultationHeld { .. } => view.consultations += 1,
+                EventKind::SiteVisitLogged { duration_minutes, .. } => {
+                    view.site_visits += 1;
+                    view.visit_minutes += u64::from(*duration_minutes);
+                }
+                EventKind::ExtensionRequested { reason, .. } => view.extensions.push(Extension {
+                    request: event.id.clone(),
+                    requested_at_ms: event.wall_ms,
+                    reason: reason.clone(),
+                    approved_due_ms: None,
+                }),
+                EventKind::ExtensionApproved { request, due_ms } => {
+                    if let Some(extension) = view.extensions.iter_mut().find(|ext| &ext.request == request) {
+                        extension.approved_due_ms = Some(extension.approved_due_ms.map_or(*due_ms, |d| d.max(*due_ms)));
+                        extension_due = Some(extension_due.map_or(*due_ms, |d| d.max(*due_ms)));
+                    }
+                }
+                EventKind::SupervisionIssued { level, .. } => {
+                    supervision.write(&log.ancestry, &event.id, *level);
+                    view.supervision_count += 1;
+                }
+                EventKind::PriorityChanged { priority: p } => priority.write(&log.ancestry, &event.id, *p),
+                EventKind::CategoryChanged { .. } if dispatched_once => view.flags.category_changed_after_dispatch = true,
+                EventKind::CoUnitsAdded { units } => extra_co.extend(units.iter().cloned()),
+                EventKind::CallbackRecorded { method, reached, outcome, rating, comment } => view.callbacks.push(Callback {
+                    event_id: event.id.clone(),
+                    at_ms: event.wall_ms,
+                    by: event.staff.clone(),
+                    method: *method,
+                    reached: *reached,
+                    outcome: *outcome,
+                    rating: *rating,
+                    comment: comment.clone(),
+                }),
+                EventKind::DuplicateAttached { duplicate } => {
+                    view.duplicates.insert(duplicate.clone());
+                }
+                EventKind::DuplicateDetached { duplicate } => {
+                    detached.insert(duplicate.clone());
+                }
+                EventKind::PiRevealed { .. } => view.pi_reveals += 1,
+                EventKind::PiPurged {} => purged = true,
+                EventKind::ConflictResolved { conflict, .. } => {
+                    resolved_conflicts.insert(conflict.clone());
+                }
+                _ => {}
+            }
+            view.timeline.push(TimelineEntry {
+                event_id: event.id.clone(),
+                at_ms: event.wall_ms,
+                node: event.node.clone(),
+                staff: event.staff.clone(),
+                role: event.role,
+                label: event.kind.label(),
+                text: describe(event),
+                public: event.kind.is_public(),
+                superseded: arbitration.superseded.contains_key(&event.id),
+            });
+        }
+        view.priority = priority.get();
+        view.supervision = supervision.get();
+        if status != Status::OnHold {
+            view.hold_started_ms = None;
+        }
+        if let Some(extended) = extension_due.filter(|&due| due > view.due_ms) {
+            view.due_ms = extended;
+            view.flags.extended = true;
+        }
+        view.co_units = dispatch_co.into_iter().chain(extra_co).collect();
+        view.duplicates.retain(|dup| !detached.contains(dup) && view.duplicate_of.as_ref() != Some(dup));
+        view.personal = if purged { MaskedPersonalData { purged: true, ..MaskedPersonalData::default() } } else { self.personal_data().masked() };
+        if status == Status::Closed {
+            if let Some((close_id, _)) = arbitration.applied.last() {
+                let seen_by_close = log.ancestry.ancestors(close_id);
+                view.flags.content_after_close = log.events.iter().any(|event| {
+                    matches!(event.kind, EventKind::NoteAdded { .. } | EventKind::ReplyPublished { .. })
+                        && !seen_by_close.contains(&event.id)
+                        && &event.id != close_id
+                });
+            }
+        }
+        view.conflicts = self.conflicts(log, &arbitration, &resolved_conflicts);
+        view
+    }
+
+    fn conflicts(&self, log: &Log, arbitration: &crate::fold::Arbitration, resolved: &BTreeSet<String>) -> Vec<Conflict> {
+        let by_id: BTreeMap<&EventId, &Event> = log.events.iter().map(|event| (&event.id, event)).collect();
+        let mut conflicts = Vec::new();
+        for (loser, reason) in &arbitration.superseded {
+            let id = format!("t-{loser}");
+            let Some(event) = by_id.get(loser) else { continue };
+            if resolved.contains(&id) {
+                continue;
+            }
+            let winner_label = match reason {
+                crate::fold::SupersededBy::Concurrent { winner } => by_id.get(winner).map(|w| w.kind.label()),
+                _ => None,
+            };
+            conflicts.push(Conflict {
+                id,
+                detail: ConflictDetail::Transition {
+                    loser: loser.clone(),
+                    loser_label: event.kind.label(),
+                    loser_node: event.node.clone(),
+                    loser_staff: event.staff.clone(),
+                    loser_at_ms: event.wall_ms,
+                    reason: reason.clone(),
+                    winner_label,
+                },
+            });
+        }
+        let registered = log.events.iter().find(|event| matches!(event.kind, EventKind::Registered { .. }));
+        for field in ["summary", "detail", "expectation", "location", "category"] {
+            let Ok(values) = self.doc.get_all(ROOT, field) else { continue };
+            let mut distinct: Vec<String> = values
+                .into_iter()
+                .filter_map(|(value, id)| match amjson::to_json(&self.doc, value, &id, 0) {
+                    Value::String(text) => Some(text),
+                    _ => None,
+                })
+                .collect();
+            distinct.sort();
+            distinct.dedup();
+            if distinct.len() < 2 {
+                continue;
+            }
+            let candidates = distinct
+                .into_iter()
+                .map(|value| {
+                    let writer = log.events.iter().rev().find(|event| match &event.kind {
+                        EventKind::FieldEdited { field: f, value: v } => f.code() == field && v == &value,
+                        EventKind::CategoryChanged { category } => field == "category" && category == &value,
+                        _ => false,
+                    });
+                    let writer = writer.or(registered);
+                    FieldCandidate {
+                        value,
+                        node: writer.map(|e| e.node.clone()).unwrap_or_default(),
+                        staff: writer.map(|e| e.staff.clone()).unwrap_or_default(),
+                        at_ms: writer.map_or(0, |e| e.wall_ms),
+                    }
+                })
+                .collect();
+            conflicts.push(Conflict { id: format!("f-{field}"), detail: ConflictDetail::Field { field: field.to_owned(), candidates } });
+        }
+        conflicts
+    }
+}
+
+/// 办结 needs a callback when the citizen asked for one: the latest reached callback must not say "unresolved", and
+/// without any reached callback there must have been enough failed attempts.
+fn check_callback_before_close(view: &CaseView) -> Result<(), CommandError> {
+    if !view.personal.callback_ok || view.personal.anonymous || view.personal.purged {
+        return Ok(());
+    }
+    match view.callbacks.iter().rev().find(|callback| callback.reached) {
+        Some(callback) if callback.outcome == Some(CallbackOutcome::Unresolved) => Err(CommandError::CallbackUnresolved),
+        Some(_) => Ok(()),
+        None => {
+            let attempts = view.callbacks.len();
+            if attempts >= CALLBACK_ATTEMPTS_FOR_CLOSE {
+                Ok(())
+            } else {
+                Err(CommandError::CallbackRequired { attempts: CALLBACK_ATTEMPTS_FOR_CLOSE })
+            }
+        }
+    }
+}
+
+impl Log {
+    fn empty() -> Log {
+        Log { events: Vec::new(), ancestry: Ancestry::new(&[]), unreadable: 0 }
+    }
+}

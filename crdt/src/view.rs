@@ -1,0 +1,305 @@
+//! `CaseView`: the read model of one case that pages, the CLI, exports and projections print, and the public subset a
+//! citizen or Open311 may see.
+
+use crate::event::{Event, EventKind};
+use crate::fold::SupersededBy;
+use crate::ids::{CaseId, EventId, RegNo};
+use crate::model::{
+    CallbackMethod, CallbackOutcome, CaseResult, Channel, Mode, NotDoneReason, Priority, Role, Status, SupervisionLevel,
+};
+use crate::pi::MaskedPersonalData;
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// 涉及事项: the matter that "could not be done" at a regular window.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct Matter {
+    pub name: String,
+    pub code: String,
+    /// 原办理窗口.
+    pub window: String,
+}
+
+/// One line of a case's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    pub event_id: EventId,
+    pub at_ms: i64,
+    pub node: String,
+    pub staff: String,
+    pub role: Role,
+    /// zh-CN name of the event type.
+    pub label: &'static str,
+    /// A one-line description in zh-CN.
+    pub text: String,
+    pub public: bool,
+    /// The transition did not take effect (see the case's conflicts).
+    pub superseded: bool,
+}
+
+/// A public reply as the citizen sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicReply {
+    pub at_ms: i64,
+    pub text: String,
+}
+
+/// A 回访 record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Callback {
+    pub event_id: EventId,
+    pub at_ms: i64,
+    pub by: String,
+    pub method: CallbackMethod,
+    pub reached: bool,
+    pub outcome: Option<CallbackOutcome>,
+    pub rating: Option<u8>,
+    pub comment: String,
+}
+
+/// An extension request and whether it was approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Extension {
+    pub request: EventId,
+    pub requested_at_ms: i64,
+    pub reason: String,
+    pub approved_due_ms: Option<i64>,
+}
+
+/// One candidate value of a field written concurrently on two nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldCandidate {
+    pub value: String,
+    pub node: String,
+    pub staff: String,
+    pub at_ms: i64,
+}
+
+/// A 冲突待核 item: something offline nodes did concurrently that a person should look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    /// `t-{event id}` for a superseded transition, `f-{field}` for concurrent field values.
+    pub id: String,
+    pub detail: ConflictDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConflictDetail {
+    /// A transition that did not take effect.
+    Transition {
+        loser: EventId,
+        loser_label: &'static str,
+        loser_node: String,
+        loser_staff: String,
+        loser_at_ms: i64,
+        reason: SupersededBy,
+        /// The transition that won, when one did.
+        winner_label: Option<&'static str>,
+    },
+    /// A scalar field written concurrently: every value Automerge kept (`get_all`), with who wrote it and when.
+    Field { field: String, candidates: Vec<FieldCandidate> },
+}
+
+/// Orthogonal flags a reviewer should see.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Flags {
+    /// 办结后新增内容: a note or reply not seen by the close (added after or concurrently with it).
+    pub content_after_close: bool,
+    /// The category changed after the case was dispatched.
+    pub category_changed_after_dispatch: bool,
+    /// An approved extension moved the due date.
+    pub extended: bool,
+    /// Events the fold could not read (written by a newer version or damaged): counted, not applied.
+    pub unreadable_events: usize,
+}
+
+/// Everything a page or the CLI prints about a case.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseView {
+    pub case_id: CaseId,
+    pub reg_no: RegNo,
+    pub channel: Channel,
+    pub registered_at_ms: i64,
+    pub registered_by: String,
+    pub registered_node: String,
+    pub window: String,
+    pub nature: crate::model::Nature,
+    pub category: String,
+    pub modes: BTreeSet<Mode>,
+    pub matter: Option<Matter>,
+    pub not_done_reason: Option<NotDoneReason>,
+    pub summary: String,
+    pub detail: String,
+    pub expectation: String,
+    pub location: String,
+    pub priority: Priority,
+    pub status: Status,
+    pub lead_unit: Option<String>,
+    pub co_units: BTreeSet<String>,
+    pub assignee: Option<String>,
+    pub signed_at_ms: Option<i64>,
+    pub first_response_due_ms: i64,
+    /// 承诺办结时间: the base due date or the dispatch's, moved by the latest approved extension.
+    pub due_ms: i64,
+    /// Time spent ON_HOLD so far (closed intervals; an open hold is added by [`CaseView::effective_due_ms`]).
+    pub paused_ms: i64,
+    pub hold_started_ms: Option<i64>,
+    pub first_response_ms: Option<i64>,
+    pub replied_at_ms: Option<i64>,
+    pub supervision: SupervisionLevel,
+    pub supervision_count: usize,
+    pub public_reply: Option<String>,
+    pub public_replies: Vec<PublicReply>,
+    pub notes: Vec<String>,
+    pub result: Option<CaseResult>,
+    pub closed_at_ms: Option<i64>,
+    pub closed_by: Option<String>,
+    pub reviewer: Option<String>,
+    pub callbacks: Vec<Callback>,
+    pub extensions: Vec<Extension>,
+    pub consultations: usize,
+    pub site_visits: usize,
+    pub visit_minutes: u64,
+    pub dispatches: usize,
+    pub returns: usize,
+    pub reopens: usize,
+    pub duplicate_of: Option<CaseId>,
+    pub duplicates: BTreeSet<CaseId>,
+    pub tags: BTreeSet<String>,
+    pub sensitive: bool,
+    /// Keyed hash of the phone number (not the number): same citizen, same tag, for duplicate suggestions.
+    pub phone_tag: Option<String>,
+    pub personal: MaskedPersonalData,
+    pub pi_reveals: usize,
+    pub updated_at_ms: i64,
+    pub timeline: Vec<TimelineEntry>,
+    pub conflicts: Vec<Conflict>,
+    pub flags: Flags,
+    /// Every event id in the case (for "no acknowledged command lost" checks and sync accounting).
+    pub event_ids: BTreeSet<EventId>,
+}
+
+/// What the citizen lookup and Open311 may show: public fields only, never personal data, never internal notes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicCaseView {
+    pub case_id: CaseId,
+    pub reg_no: RegNo,
+    pub nature: crate::model::Nature,
+    pub category: String,
+    pub summary: String,
+    pub status: Status,
+    pub open: bool,
+    pub lead_unit: Option<String>,
+    pub registered_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// 预计办结时间 (Open311 `expected_datetime`), while the case is open.
+    pub expected_ms: Option<i64>,
+    pub replies: Vec<PublicReply>,
+    pub milestones: Vec<PublicMilestone>,
+}
+
+/// A step of the case a citizen may see (登记, 派单, 签收, 答复, 办结…), without who did it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicMilestone {
+    pub at_ms: i64,
+    pub label: &'static str,
+}
+
+impl CaseView {
+    /// The due date with time spent on hold (待补充, the clock paused) added, as of `now_ms`.
+    pub fn effective_due_ms(&self, now_ms: i64) -> i64 {
+        let open_hold = self.hold_started_ms.map_or(0, |start| (now_ms - start).max(0));
+        self.due_ms + self.paused_ms + open_hold
+    }
+
+    /// 超期: the solution clock is running and the due date has passed.
+    pub fn overdue(&self, now_ms: i64) -> bool {
+        self.status.solution_clock_runs() && now_ms > self.effective_due_ms(now_ms)
+    }
+
+    /// The first response (签收 or a public reply) is late.
+    pub fn response_overdue(&self, now_ms: i64) -> bool {
+        self.status.is_open() && self.first_response_ms.is_none() && now_ms > self.first_response_due_ms
+    }
+
+    pub fn public(&self) -> PublicCaseView {
+        PublicCaseView {
+            case_id: self.case_id.clone(),
+            reg_no: self.reg_no.clone(),
+            nature: self.nature,
+            category: self.category.clone(),
+            summary: self.summary.clone(),
+            status: self.status,
+            open: self.status.is_open(),
+            lead_unit: self.lead_unit.clone(),
+            registered_at_ms: self.registered_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            expected_ms: self.status.is_open().then_some(self.due_ms + self.paused_ms),
+            replies: self.public_replies.clone(),
+            milestones: self
+                .timeline
+                .iter()
+                .filter(|entry| entry.public && !entry.superseded && entry.label != EventKind::ReplyPublished { text: String::new() }.label())
+                .map(|entry| PublicMilestone { at_ms: entry.at_ms, label: entry.label })
+                .collect(),
+        }
+    }
+}
+
+/// A one-line zh-CN description of an event for the timeline.
+pub(crate) fn describe(event: &Event) -> String {
+    let units = |units: &[String]| if units.is_empty() { "无".to_owned() } else { units.join("、") };
+    match &event.kind {
+        EventKind::Registered { submitted: true, .. } => "群众通过小程序提交诉求".to_owned(),
+        EventKind::Registered { priority, .. } => format!("登记诉求（{priority}）"),
+        EventKind::Accepted {} => "受理".to_owned(),
+        EventKind::Rejected { reason, basis } => format!("不予受理：{reason}（依据：{basis}）"),
+        EventKind::Dispatched { lead_unit, co_units, due_ms } => {
+            format!("派单至 {lead_unit}，协办：{}，办结时限 {}", units(co_units), crate::time::format_local_minute(*due_ms))
+        }
+        EventKind::SignedIn { assignee } => format!("签收，承办人 {assignee}"),
+        EventKind::Returned { reason, basis } => format!("退单：{reason}（依据：{basis}）"),
+        EventKind::Reassigned { lead_unit, co_units, reason, .. } => {
+            format!("改派至 {lead_unit}，协办：{}；原因：{reason}", units(co_units))
+        }
+        EventKind::NoteAdded { text } => text.clone(),
+        EventKind::ReplyPublished { text } => text.clone(),
+        EventKind::ConsultationHeld { units: u, minutes, site_visit, .. } => {
+            format!("会诊（{}）{}：{minutes}", units(u), if *site_visit { "，含现场勘查" } else { "" })
+        }
+        EventKind::SiteVisitLogged { volunteers, outcome, duration_minutes, .. } => {
+            format!("上门（{}，{duration_minutes} 分钟）：{outcome}", units(volunteers))
+        }
+        EventKind::ExtensionRequested { reason, .. } => format!("申请延期：{reason}"),
+        EventKind::ExtensionApproved { due_ms, .. } => format!("批准延期至 {}", crate::time::format_local_minute(*due_ms)),
+        EventKind::SupervisionIssued { level, comment } => format!("{level}：{comment}"),
+        EventKind::PriorityChanged { priority } => format!("紧急程度调整为 {priority}"),
+        EventKind::CategoryChanged { category } => format!("诉求类别调整为 {category}"),
+        EventKind::FieldEdited { field, .. } => format!("修改{}", field.label()),
+        EventKind::TagsAdded { tags } => format!("标签：{}", tags.join("、")),
+        EventKind::CoUnitsAdded { units: u } => format!("增加协办单位：{}", units(u)),
+        EventKind::Suspended { reason } => format!("待补充材料：{reason}"),
+        EventKind::Resumed {} => "恢复办理".to_owned(),
+        EventKind::Resolved { result, reply } => format!("{result}：{reply}"),
+        EventKind::CallbackRecorded { reached: false, method, .. } => format!("{method}回访未联系上"),
+        EventKind::CallbackRecorded { outcome, rating, comment, method, .. } => format!(
+            "{method}回访：{}，评价 {}；{comment}",
+            outcome.map_or("未说明", |o| o.label()),
+            rating.map_or("未评价".to_owned(), |r| format!("{r} 分"))
+        ),
+        EventKind::Closed { reviewer, forced } => {
+            format!("{}，审核人 {reviewer}", if *forced { "强制办结" } else { "办结" })
+        }
+        EventKind::Reopened { reason } => format!("发回重办：{reason}"),
+        EventKind::MarkedDuplicate { master } => format!("并入主案件 {master}"),
+        EventKind::DuplicateAttached { duplicate } => format!("重复件 {duplicate} 并入本案"),
+        EventKind::Unmerged { master } => format!("解除与 {master} 的并案"),
+        EventKind::DuplicateDetached { duplicate } => format!("重复件 {duplicate} 解除并案"),
+        EventKind::Withdrawn { reason } => format!("撤回：{reason}"),
+        EventKind::Archived {} => "归档".to_owned(),
+        EventKind::PiRevealed { purpose } => format!("查看完整个人信息，用途：{purpose}"),
+        EventKind::PiPurged {} => "个人信息已清除".to_owned(),
+        EventKind::ConflictResolved { conflict, decision, note } => format!("核定冲突 {conflict}：{decision}；{note}"),
+    }
+}
