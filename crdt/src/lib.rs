@@ -11,6 +11,7 @@ pub mod pi;
 pub mod time;
 pub mod case;
 pub mod command;
+pub mod duplicates;
 pub mod fold;
 pub mod view;
 
