@@ -86,7 +86,7 @@ impl Calendar {
                 // Day 0 is the day of registration if it is a working day and the desk is still open, else the next
                 // working day; the due date is the end of the working day `days` working days after day 0.
                 let start = Date::of_ms(start_ms);
-                let mut date = if self.is_working_day(start) && start_ms < start.at_minute_ms(self.workday_end_minute) {
+                let mut date = if self.is_working_day(start) && start_ms <= start.at_minute_ms(self.workday_end_minute) {
                     start
                 } else {
                     self.next_working_day(start.add_days(1))
