@@ -28,7 +28,12 @@ fn scalar(value: &Value) -> Option<ScalarValue> {
 }
 
 /// Writes `value` at `key` of the map `obj`.
-pub fn put<T: Transactable>(tx: &mut T, obj: &ObjId, key: &str, value: &Value) -> Result<(), automerge::AutomergeError> {
+pub fn put<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    value: &Value,
+) -> Result<(), automerge::AutomergeError> {
     match value {
         Value::Array(items) => {
             let list = tx.put_object(obj, key, ObjType::List)?;
@@ -73,7 +78,11 @@ fn fill_list<T: Transactable>(tx: &mut T, list: &ObjId, items: &[Value]) -> Resu
 
 /// Updates the map `obj` in place to equal `target`: unchanged keys are not written (so concurrent edits of other keys
 /// merge), changed scalars are put, nested maps are updated recursively, lists are replaced whole, missing keys deleted.
-pub fn update_map<T: Transactable>(tx: &mut T, obj: &ObjId, target: &Map<String, Value>) -> Result<(), automerge::AutomergeError> {
+pub fn update_map<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    target: &Map<String, Value>,
+) -> Result<(), automerge::AutomergeError> {
     let existing: Vec<String> = tx.keys(obj).collect();
     for key in existing.iter().filter(|k| !target.contains_key(k.as_str())) {
         tx.delete(obj, key.as_str())?;
@@ -116,16 +125,14 @@ pub fn to_json<D: ReadDoc>(doc: &D, value: AmValue<'_>, id: &ObjId, depth: usize
             }
             Value::Object(map)
         }
-        AmValue::Object(ObjType::List) => {
-            Value::Array(
-                doc.list_range(id, ..)
-                    .map(|item| {
-                        let child_id = item.id();
-                        to_json(doc, item.value.into(), &child_id, depth + 1)
-                    })
-                    .collect(),
-            )
-        }
+        AmValue::Object(ObjType::List) => Value::Array(
+            doc.list_range(id, ..)
+                .map(|item| {
+                    let child_id = item.id();
+                    to_json(doc, item.value.into(), &child_id, depth + 1)
+                })
+                .collect(),
+        ),
         AmValue::Object(ObjType::Text) => doc.text(id).map(Value::String).unwrap_or(Value::Null),
     }
 }

@@ -12,19 +12,21 @@
 //! conflicts. Everything else (status, lead unit, due date, priority, …) is derived from the events by `fold`.
 
 use crate::amjson;
-use crate::command::{CommandError, ConflictDecision, Ctx, Registration, Command, extension_span};
+use crate::command::{Command, CommandError, ConflictDecision, Ctx, Registration, extension_span};
 use crate::event::{Event, EventKind, TransitionRefusal, transition};
 use crate::fold::{Ancestry, PriorityFold, SupervisionFold, arbitrate, sort_events};
 use crate::hall::Hall;
 use crate::ids::{CaseId, EventId, QueryCode, RegNo, hex_encode};
 use crate::limits::*;
 use crate::model::{
-    CallbackOutcome, CaseResult, Channel, EditableField, Mode, Nature, NotDoneReason, Priority, Role, Status, SupervisionLevel,
+    CallbackOutcome, CaseResult, Channel, EditableField, Mode, Nature, NotDoneReason, Priority, Role, Status,
+    SupervisionLevel,
 };
 use crate::pi::{MaskedPersonalData, PersonalData, check_plain_text};
 use crate::time::Hlc;
 use crate::view::{
-    Callback, CaseView, Conflict, ConflictDetail, Extension, FieldCandidate, Flags, Matter, PublicReply, TimelineEntry, describe,
+    Callback, CaseView, Conflict, ConflictDetail, Extension, FieldCandidate, Flags, Matter, PublicReply, TimelineEntry,
+    describe,
 };
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, ObjId, ObjType, ROOT, ReadDoc};
@@ -185,7 +187,8 @@ impl CaseDoc {
 
         let mut doc = AutoCommit::new().with_actor(actor);
         let write = |doc: &mut AutoCommit| -> Result<EventId, CommandError> {
-            let put = |doc: &mut AutoCommit, key: &str, value: Value| amjson::put(doc, &ROOT, key, &value).map_err(doc_error);
+            let put =
+                |doc: &mut AutoCommit, key: &str, value: Value| amjson::put(doc, &ROOT, key, &value).map_err(doc_error);
             put(doc, "schema", SCHEMA_VERSION.into())?;
             put(doc, "case_id", case_id.to_string().into())?;
             put(doc, "reg_no", reg_no.to_string().into())?;
@@ -306,7 +309,9 @@ impl CaseDoc {
                 let id = item.id();
                 let value = amjson::to_json(&self.doc, item.value.into(), &id, 0);
                 match serde_json::from_value::<Event>(value) {
-                    Ok(event) if event.parents.len() <= PARENTS_PER_EVENT_MAX && ids.insert(event.id.clone()) => events.push(event),
+                    Ok(event) if event.parents.len() <= PARENTS_PER_EVENT_MAX && ids.insert(event.id.clone()) => {
+                        events.push(event)
+                    }
                     _ => unreadable += 1,
                 }
             }
@@ -336,7 +341,9 @@ impl CaseDoc {
         let list = self.events_obj().ok_or_else(|| CommandError::Document("no events list".into()))?;
         let value = serde_json::to_value(&event).map_err(|error| CommandError::Document(error.to_string()))?;
         amjson::push(&mut self.doc, &list, &value).map_err(doc_error)?;
-        self.doc.commit_with(CommitOptions::default().with_time(ctx.now_ms / 1000).with_message(event.kind.type_name().to_owned()));
+        self.doc.commit_with(
+            CommitOptions::default().with_time(ctx.now_ms / 1000).with_message(event.kind.type_name().to_owned()),
+        );
         Ok(event.id)
     }
 
@@ -358,7 +365,14 @@ impl CaseDoc {
         result
     }
 
-    fn apply_checked(&mut self, ctx: &Ctx, hall: &Hall, command: Command, log: &Log, view: &CaseView) -> Result<EventId, CommandError> {
+    fn apply_checked(
+        &mut self,
+        ctx: &Ctx,
+        hall: &Hall,
+        command: Command,
+        log: &Log,
+        view: &CaseView,
+    ) -> Result<EventId, CommandError> {
         let role = ctx.author.role;
         let name = command.name();
         let status = view.status;
@@ -442,15 +456,27 @@ impl CaseDoc {
                     return Err(CommandError::Empty { field: "volunteers" });
                 }
                 if volunteers.len() > VOLUNTEERS_PER_VISIT_MAX {
-                    return Err(CommandError::TooMany { field: "volunteers", count: volunteers.len(), max: VOLUNTEERS_PER_VISIT_MAX });
+                    return Err(CommandError::TooMany {
+                        field: "volunteers",
+                        count: volunteers.len(),
+                        max: VOLUNTEERS_PER_VISIT_MAX,
+                    });
                 }
                 volunteers.iter().try_for_each(|v| check_text("volunteer", v, NAME_CHARS_MAX, true))?;
                 check_text("outcome", &outcome, NOTE_CHARS_MAX, true)?;
                 check_time("visit time", visited_at_ms, ctx.now_ms)?;
-                EventKind::SiteVisitLogged { volunteers, outcome, visited_at_ms, duration_minutes: duration_minutes.min(24 * 60) }
+                EventKind::SiteVisitLogged {
+                    volunteers,
+                    outcome,
+                    visited_at_ms,
+                    duration_minutes: duration_minutes.min(24 * 60),
+                }
             }
             Command::RequestExtension { working_days, reason } => {
-                require(matches!(role, Role::Window | Role::Admin), matches!(status, Status::Dispatched | Status::InProgress | Status::OnHold))?;
+                require(
+                    matches!(role, Role::Window | Role::Admin),
+                    matches!(status, Status::Dispatched | Status::InProgress | Status::OnHold),
+                )?;
                 if working_days == 0 || working_days > EXTENSION_WORKING_DAYS_MAX {
                     return Err(CommandError::ExtensionDays { got: working_days, max: EXTENSION_WORKING_DAYS_MAX });
                 }
@@ -459,7 +485,8 @@ impl CaseDoc {
             }
             Command::ApproveExtension { request } => {
                 require(oversight, working)?;
-                let pending = view.extensions.iter().find(|ext| ext.request == request && ext.approved_due_ms.is_none());
+                let pending =
+                    view.extensions.iter().find(|ext| ext.request == request && ext.approved_due_ms.is_none());
                 let Some(_) = pending else { return Err(CommandError::UnknownExtension(request.to_string())) };
                 let span = log
                     .events
@@ -597,7 +624,11 @@ impl CaseDoc {
             Command::ResolveConflict { conflict, decision, note } => {
                 require(oversight, true)?;
                 check_text("note", &note, REASON_CHARS_MAX, false)?;
-                let found = view.conflicts.iter().find(|c| c.id == conflict).ok_or_else(|| CommandError::UnknownConflict(conflict.clone()))?;
+                let found = view
+                    .conflicts
+                    .iter()
+                    .find(|c| c.id == conflict)
+                    .ok_or_else(|| CommandError::UnknownConflict(conflict.clone()))?;
                 let decision_text = match (&found.detail, decision) {
                     (ConflictDetail::Transition { .. }, ConflictDecision::Keep) => "维持合并结果".to_owned(),
                     (ConflictDetail::Transition { .. }, ConflictDecision::Choose(_)) => {
@@ -631,7 +662,11 @@ impl CaseDoc {
     }
 
     /// 并案: marks `duplicate` as a duplicate of `master`, writing an event into both documents.
-    pub fn mark_duplicate(duplicate: &mut CaseDoc, master: &mut CaseDoc, ctx: &Ctx) -> Result<(EventId, EventId), CommandError> {
+    pub fn mark_duplicate(
+        duplicate: &mut CaseDoc,
+        master: &mut CaseDoc,
+        ctx: &Ctx,
+    ) -> Result<(EventId, EventId), CommandError> {
         let (dup_log, master_log) = (duplicate.log(), master.log());
         let (dup_view, master_view) = (duplicate.view_of(&dup_log), master.view_of(&master_log));
         let name = "mark duplicate";
@@ -651,16 +686,27 @@ impl CaseDoc {
         })?;
         let first = duplicate.append(ctx, kind, Some(dup_view.status), &dup_log)?;
         let master_ctx = Ctx { entropy: ctx.entropy ^ (1 << 70), ..ctx.clone() };
-        let second = master.append(&master_ctx, EventKind::DuplicateAttached { duplicate: dup_view.case_id }, None, &master_log)?;
+        let second = master.append(
+            &master_ctx,
+            EventKind::DuplicateAttached { duplicate: dup_view.case_id },
+            None,
+            &master_log,
+        )?;
         Ok((first, second))
     }
 
     /// 解除并案: the duplicate returns to REGISTERED and the master forgets it.
-    pub fn unmerge(duplicate: &mut CaseDoc, master: &mut CaseDoc, ctx: &Ctx, hall: &Hall) -> Result<(EventId, EventId), CommandError> {
+    pub fn unmerge(
+        duplicate: &mut CaseDoc,
+        master: &mut CaseDoc,
+        ctx: &Ctx,
+        hall: &Hall,
+    ) -> Result<(EventId, EventId), CommandError> {
         let first = duplicate.apply(ctx, hall, Command::Unmerge)?;
         let master_ctx = Ctx { entropy: ctx.entropy ^ (1 << 70), ..ctx.clone() };
         let log = master.log();
-        let second = master.append(&master_ctx, EventKind::DuplicateDetached { duplicate: duplicate.case_id() }, None, &log)?;
+        let second =
+            master.append(&master_ctx, EventKind::DuplicateDetached { duplicate: duplicate.case_id() }, None, &log)?;
         Ok((first, second))
     }
 
@@ -681,7 +727,9 @@ impl CaseDoc {
     }
 
     fn personal_data(&self) -> PersonalData {
-        amjson::read_prop(&self.doc, &ROOT, "pi").and_then(|value| serde_json::from_value(value).ok()).unwrap_or_default()
+        amjson::read_prop(&self.doc, &ROOT, "pi")
+            .and_then(|value| serde_json::from_value(value).ok())
+            .unwrap_or_default()
     }
 
     /// Checks a query code (查询码) typed by a citizen against the stored hash, in constant time.
@@ -717,7 +765,8 @@ impl CaseDoc {
             nature: Nature::parse(&self.str_field("nature")).unwrap_or(Nature::Other),
             category: self.str_field("category"),
             modes: self.set_keys("modes").iter().filter_map(|code| Mode::parse(code)).collect(),
-            matter: amjson::read_prop(&self.doc, &ROOT, "matter").and_then(|value| serde_json::from_value::<Matter>(value).ok()),
+            matter: amjson::read_prop(&self.doc, &ROOT, "matter")
+                .and_then(|value| serde_json::from_value::<Matter>(value).ok()),
             not_done_reason: NotDoneReason::parse(&self.str_field("not_done_reason")),
             summary: self.str_field("summary"),
             detail: self.str_field("detail"),
@@ -776,7 +825,8 @@ impl CaseDoc {
             let is_applied = applied.contains(&event.id);
             view.updated_at_ms = view.updated_at_ms.max(event.wall_ms);
             match &event.kind {
-                EventKind::Dispatched { lead_unit, co_units, due_ms } | EventKind::Reassigned { lead_unit, co_units, due_ms, .. }
+                EventKind::Dispatched { lead_unit, co_units, due_ms }
+                | EventKind::Reassigned { lead_unit, co_units, due_ms, .. }
                     if is_applied =>
                 {
                     view.lead_unit = Some(lead_unit.clone());
@@ -866,18 +916,22 @@ impl CaseDoc {
                     view.supervision_count += 1;
                 }
                 EventKind::PriorityChanged { priority: p } => priority.write(&log.ancestry, &event.id, *p),
-                EventKind::CategoryChanged { .. } if dispatched_once => view.flags.category_changed_after_dispatch = true,
+                EventKind::CategoryChanged { .. } if dispatched_once => {
+                    view.flags.category_changed_after_dispatch = true
+                }
                 EventKind::CoUnitsAdded { units } => extra_co.extend(units.iter().cloned()),
-                EventKind::CallbackRecorded { method, reached, outcome, rating, comment } => view.callbacks.push(Callback {
-                    event_id: event.id.clone(),
-                    at_ms: event.wall_ms,
-                    by: event.staff.clone(),
-                    method: *method,
-                    reached: *reached,
-                    outcome: *outcome,
-                    rating: *rating,
-                    comment: comment.clone(),
-                }),
+                EventKind::CallbackRecorded { method, reached, outcome, rating, comment } => {
+                    view.callbacks.push(Callback {
+                        event_id: event.id.clone(),
+                        at_ms: event.wall_ms,
+                        by: event.staff.clone(),
+                        method: *method,
+                        reached: *reached,
+                        outcome: *outcome,
+                        rating: *rating,
+                        comment: comment.clone(),
+                    })
+                }
                 EventKind::DuplicateAttached { duplicate } => {
                     view.duplicates.insert(duplicate.clone());
                 }
@@ -914,22 +968,31 @@ impl CaseDoc {
         }
         view.co_units = dispatch_co.into_iter().chain(extra_co).collect();
         view.duplicates.retain(|dup| !detached.contains(dup) && view.duplicate_of.as_ref() != Some(dup));
-        view.personal = if purged { MaskedPersonalData { purged: true, ..MaskedPersonalData::default() } } else { self.personal_data().masked() };
-        if status == Status::Closed {
-            if let Some((close_id, _)) = arbitration.applied.last() {
-                let seen_by_close = log.ancestry.ancestors(close_id);
-                view.flags.content_after_close = log.events.iter().any(|event| {
-                    matches!(event.kind, EventKind::NoteAdded { .. } | EventKind::ReplyPublished { .. })
-                        && !seen_by_close.contains(&event.id)
-                        && &event.id != close_id
-                });
-            }
+        view.personal = if purged {
+            MaskedPersonalData { purged: true, ..MaskedPersonalData::default() }
+        } else {
+            self.personal_data().masked()
+        };
+        if status == Status::Closed
+            && let Some((close_id, _)) = arbitration.applied.last()
+        {
+            let seen_by_close = log.ancestry.ancestors(close_id);
+            view.flags.content_after_close = log.events.iter().any(|event| {
+                matches!(event.kind, EventKind::NoteAdded { .. } | EventKind::ReplyPublished { .. })
+                    && !seen_by_close.contains(&event.id)
+                    && &event.id != close_id
+            });
         }
         view.conflicts = self.conflicts(log, &arbitration, &resolved_conflicts);
         view
     }
 
-    fn conflicts(&self, log: &Log, arbitration: &crate::fold::Arbitration, resolved: &BTreeSet<String>) -> Vec<Conflict> {
+    fn conflicts(
+        &self,
+        log: &Log,
+        arbitration: &crate::fold::Arbitration,
+        resolved: &BTreeSet<String>,
+    ) -> Vec<Conflict> {
         let by_id: BTreeMap<&EventId, &Event> = log.events.iter().map(|event| (&event.id, event)).collect();
         let mut conflicts = Vec::new();
         for (loser, reason) in &arbitration.superseded {
@@ -987,7 +1050,10 @@ impl CaseDoc {
                     }
                 })
                 .collect();
-            conflicts.push(Conflict { id: format!("f-{field}"), detail: ConflictDetail::Field { field: field.to_owned(), candidates } });
+            conflicts.push(Conflict {
+                id: format!("f-{field}"),
+                detail: ConflictDetail::Field { field: field.to_owned(), candidates },
+            });
         }
         conflicts
     }
@@ -1000,7 +1066,9 @@ fn check_callback_before_close(view: &CaseView) -> Result<(), CommandError> {
         return Ok(());
     }
     match view.callbacks.iter().rev().find(|callback| callback.reached) {
-        Some(callback) if callback.outcome == Some(CallbackOutcome::Unresolved) => Err(CommandError::CallbackUnresolved),
+        Some(callback) if callback.outcome == Some(CallbackOutcome::Unresolved) => {
+            Err(CommandError::CallbackUnresolved)
+        }
         Some(_) => Ok(()),
         None => {
             let attempts = view.callbacks.len();

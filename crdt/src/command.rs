@@ -7,8 +7,8 @@ use crate::event::Author;
 use crate::hall::{HallError, Span};
 use crate::ids::EventId;
 use crate::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, Channel, EditableField, Mode, Nature, NotDoneReason, Priority, Role, Status,
-    SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, Channel, EditableField, Mode, Nature, NotDoneReason, Priority, Role,
+    Status, SupervisionLevel,
 };
 use crate::pi::{PersonalData, PersonalDataError};
 use crate::view::Matter;
@@ -59,55 +59,126 @@ pub enum Command {
     /// 受理 a mini-program submission.
     Accept,
     /// 不予受理, with the reason and the legal or policy basis (shown to the citizen).
-    Reject { reason: String, basis: String },
+    Reject {
+        reason: String,
+        basis: String,
+    },
     /// 派单. `None` takes the routing table's lead unit / co-units and keeps the current due date.
-    Dispatch { lead_unit: Option<String>, co_units: Option<Vec<String>>, due_ms: Option<i64> },
+    Dispatch {
+        lead_unit: Option<String>,
+        co_units: Option<Vec<String>>,
+        due_ms: Option<i64>,
+    },
     /// 签收 by the lead unit.
-    SignIn { assignee: String },
+    SignIn {
+        assignee: String,
+    },
     /// 退单 by the lead unit.
-    Return { reason: String, basis: String },
+    Return {
+        reason: String,
+        basis: String,
+    },
     /// 改派 by the 督查科.
-    Reassign { lead_unit: String, co_units: Vec<String>, reason: String },
+    Reassign {
+        lead_unit: String,
+        co_units: Vec<String>,
+        reason: String,
+    },
     /// 内部备注 (never shown to the citizen).
-    AddNote { text: String },
+    AddNote {
+        text: String,
+    },
     /// 对外答复 (shown to the citizen): allowed in every open state, "事事有回应".
-    PublishReply { text: String },
+    PublishReply {
+        text: String,
+    },
     /// 会诊.
-    HoldConsultation { units: Vec<String>, minutes: String, site_visit: bool, held_at_ms: i64 },
+    HoldConsultation {
+        units: Vec<String>,
+        minutes: String,
+        site_visit: bool,
+        held_at_ms: i64,
+    },
     /// 上门 / 现场勘查.
-    LogVisit { volunteers: Vec<String>, outcome: String, visited_at_ms: i64, duration_minutes: u32 },
+    LogVisit {
+        volunteers: Vec<String>,
+        outcome: String,
+        visited_at_ms: i64,
+        duration_minutes: u32,
+    },
     /// 申请延期.
-    RequestExtension { working_days: u16, reason: String },
+    RequestExtension {
+        working_days: u16,
+        reason: String,
+    },
     /// 批准延期 (督查科).
-    ApproveExtension { request: EventId },
+    ApproveExtension {
+        request: EventId,
+    },
     /// 督办 / 催办 (督查科).
-    Supervise { level: SupervisionLevel, comment: String },
-    ChangePriority { priority: Priority },
-    ChangeCategory { category: String },
-    EditField { field: EditableField, value: String },
-    AddTags { tags: Vec<String> },
-    AddCoUnits { units: Vec<String> },
+    Supervise {
+        level: SupervisionLevel,
+        comment: String,
+    },
+    ChangePriority {
+        priority: Priority,
+    },
+    ChangeCategory {
+        category: String,
+    },
+    EditField {
+        field: EditableField,
+        value: String,
+    },
+    AddTags {
+        tags: Vec<String>,
+    },
+    AddCoUnits {
+        units: Vec<String>,
+    },
     /// 待补充材料: pauses the solution clock.
-    Suspend { reason: String },
+    Suspend {
+        reason: String,
+    },
     Resume,
     /// 办理完毕 / 答复, with the result and the public reply.
-    Resolve { result: CaseResult, reply: String },
+    Resolve {
+        result: CaseResult,
+        reply: String,
+    },
     /// 回访, with a 1-5 rating when the citizen gives one.
-    RecordCallback { method: CallbackMethod, reached: bool, outcome: Option<CallbackOutcome>, rating: Option<u8>, comment: String },
+    RecordCallback {
+        method: CallbackMethod,
+        reached: bool,
+        outcome: Option<CallbackOutcome>,
+        rating: Option<u8>,
+        comment: String,
+    },
     /// 办结, signed by a reviewer (审核人). `forced` is the 督查科's 强制办结.
-    Close { reviewer: String, forced: bool },
+    Close {
+        reviewer: String,
+        forced: bool,
+    },
     /// 发回重办 (督查科).
-    Reopen { reason: String },
+    Reopen {
+        reason: String,
+    },
     /// 解除并案 (督查科).
     Unmerge,
     /// 撤回 (the citizen, or a clerk on the citizen's request).
-    Withdraw { reason: String },
+    Withdraw {
+        reason: String,
+    },
     /// 归档 (retention job, admin).
     Archive,
     /// 个人信息清除 (admin).
     PurgePersonalData,
     /// Settles a listed conflict; recorded as an event, never a silent overwrite.
-    ResolveConflict { conflict: String, decision: ConflictDecision, note: String },
+    ResolveConflict {
+        conflict: String,
+        decision: ConflictDecision,
+        note: String,
+    },
 }
 
 impl Command {

@@ -13,14 +13,18 @@ pub const SUGGESTION_WINDOW_MS: i64 = 7 * 86_400_000;
 pub fn suggestions(views: &[CaseView], window_ms: i64) -> Vec<(CaseId, CaseId)> {
     let mut candidates: Vec<&CaseView> =
         views.iter().filter(|v| v.phone_tag.is_some() && v.status.is_open() && v.duplicate_of.is_none()).collect();
-    candidates.sort_by(|a, b| (&a.phone_tag, &a.category, a.registered_at_ms).cmp(&(&b.phone_tag, &b.category, b.registered_at_ms)));
+    candidates.sort_by(|a, b| {
+        (&a.phone_tag, &a.category, a.registered_at_ms).cmp(&(&b.phone_tag, &b.category, b.registered_at_ms))
+    });
     let mut pairs = Vec::new();
     for (i, older) in candidates.iter().enumerate() {
         for newer in &candidates[i + 1..] {
             if newer.phone_tag != older.phone_tag || newer.category != older.category {
                 break;
             }
-            if newer.registered_at_ms - older.registered_at_ms <= window_ms && !older.duplicates.contains(&newer.case_id) {
+            if newer.registered_at_ms - older.registered_at_ms <= window_ms
+                && !older.duplicates.contains(&newer.case_id)
+            {
                 pairs.push((older.case_id.clone(), newer.case_id.clone()));
             }
         }

@@ -48,28 +48,87 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload")]
 pub enum EventKind {
-    Registered { submitted: bool, priority: Priority },
+    Registered {
+        submitted: bool,
+        priority: Priority,
+    },
     Accepted {},
-    Rejected { reason: String, basis: String },
-    Dispatched { lead_unit: String, co_units: Vec<String>, due_ms: i64 },
-    SignedIn { assignee: String },
-    Returned { reason: String, basis: String },
-    Reassigned { lead_unit: String, co_units: Vec<String>, due_ms: i64, reason: String },
-    NoteAdded { text: String },
-    ReplyPublished { text: String },
-    ConsultationHeld { units: Vec<String>, minutes: String, site_visit: bool, held_at_ms: i64 },
-    SiteVisitLogged { volunteers: Vec<String>, outcome: String, visited_at_ms: i64, duration_minutes: u32 },
-    ExtensionRequested { span: Span, reason: String },
-    ExtensionApproved { request: EventId, due_ms: i64 },
-    SupervisionIssued { level: SupervisionLevel, comment: String },
-    PriorityChanged { priority: Priority },
-    CategoryChanged { category: String },
-    FieldEdited { field: EditableField, value: String },
-    TagsAdded { tags: Vec<String> },
-    CoUnitsAdded { units: Vec<String> },
-    Suspended { reason: String },
+    Rejected {
+        reason: String,
+        basis: String,
+    },
+    Dispatched {
+        lead_unit: String,
+        co_units: Vec<String>,
+        due_ms: i64,
+    },
+    SignedIn {
+        assignee: String,
+    },
+    Returned {
+        reason: String,
+        basis: String,
+    },
+    Reassigned {
+        lead_unit: String,
+        co_units: Vec<String>,
+        due_ms: i64,
+        reason: String,
+    },
+    NoteAdded {
+        text: String,
+    },
+    ReplyPublished {
+        text: String,
+    },
+    ConsultationHeld {
+        units: Vec<String>,
+        minutes: String,
+        site_visit: bool,
+        held_at_ms: i64,
+    },
+    SiteVisitLogged {
+        volunteers: Vec<String>,
+        outcome: String,
+        visited_at_ms: i64,
+        duration_minutes: u32,
+    },
+    ExtensionRequested {
+        span: Span,
+        reason: String,
+    },
+    ExtensionApproved {
+        request: EventId,
+        due_ms: i64,
+    },
+    SupervisionIssued {
+        level: SupervisionLevel,
+        comment: String,
+    },
+    PriorityChanged {
+        priority: Priority,
+    },
+    CategoryChanged {
+        category: String,
+    },
+    FieldEdited {
+        field: EditableField,
+        value: String,
+    },
+    TagsAdded {
+        tags: Vec<String>,
+    },
+    CoUnitsAdded {
+        units: Vec<String>,
+    },
+    Suspended {
+        reason: String,
+    },
     Resumed {},
-    Resolved { result: CaseResult, reply: String },
+    Resolved {
+        result: CaseResult,
+        reply: String,
+    },
     CallbackRecorded {
         method: CallbackMethod,
         reached: bool,
@@ -77,17 +136,38 @@ pub enum EventKind {
         rating: Option<u8>,
         comment: String,
     },
-    Closed { reviewer: String, forced: bool },
-    Reopened { reason: String },
-    MarkedDuplicate { master: CaseId },
-    DuplicateAttached { duplicate: CaseId },
-    Unmerged { master: CaseId },
-    DuplicateDetached { duplicate: CaseId },
-    Withdrawn { reason: String },
+    Closed {
+        reviewer: String,
+        forced: bool,
+    },
+    Reopened {
+        reason: String,
+    },
+    MarkedDuplicate {
+        master: CaseId,
+    },
+    DuplicateAttached {
+        duplicate: CaseId,
+    },
+    Unmerged {
+        master: CaseId,
+    },
+    DuplicateDetached {
+        duplicate: CaseId,
+    },
+    Withdrawn {
+        reason: String,
+    },
     Archived {},
-    PiRevealed { purpose: String },
+    PiRevealed {
+        purpose: String,
+    },
     PiPurged {},
-    ConflictResolved { conflict: String, decision: String, note: String },
+    ConflictResolved {
+        conflict: String,
+        decision: String,
+        note: String,
+    },
 }
 
 impl EventKind {
@@ -263,7 +343,9 @@ pub fn transition(kind: &EventKind, from: Status, role: Role) -> Result<Status, 
         EventKind::Unmerged { .. } => (oversight, (from == Duplicate).then_some(Registered)),
         // A citizen withdraws their own case; a clerk may record a withdrawal the citizen asked for in person.
         EventKind::Withdrawn { .. } => (matches!(role, Citizen | Window | Admin), from.is_open().then_some(Withdrawn)),
-        EventKind::Archived {} => (role == Admin, matches!(from, Closed | Rejected | Duplicate | Withdrawn).then_some(Archived)),
+        EventKind::Archived {} => {
+            (role == Admin, matches!(from, Closed | Rejected | Duplicate | Withdrawn).then_some(Archived))
+        }
         _ => return Err(TransitionRefusal::State),
     };
     let _ = Volunteer;

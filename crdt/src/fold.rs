@@ -54,10 +54,10 @@ impl Ancestry {
         let mut seen = BTreeSet::new();
         let mut stack: Vec<&EventId> = self.parents.get(id).map(|p| p.iter().collect()).unwrap_or_default();
         while let Some(next) = stack.pop() {
-            if seen.insert(next.clone()) {
-                if let Some(parents) = self.parents.get(next) {
-                    stack.extend(parents.iter());
-                }
+            if seen.insert(next.clone())
+                && let Some(parents) = self.parents.get(next)
+            {
+                stack.extend(parents.iter());
             }
         }
         seen
@@ -102,11 +102,13 @@ pub fn arbitrate(case_id: &CaseId, events: &[Event], ancestry: &Ancestry) -> Arb
         if !event.kind.is_transition() {
             continue;
         }
-        if let EventKind::MarkedDuplicate { master } = &event.kind {
-            if attached.contains(master) && !detached.contains(master) && case_id < master {
-                result.superseded.insert(event.id.clone(), SupersededBy::DuplicateCycle { master: case_id.clone() });
-                continue;
-            }
+        if let EventKind::MarkedDuplicate { master } = &event.kind
+            && attached.contains(master)
+            && !detached.contains(master)
+            && case_id < master
+        {
+            result.superseded.insert(event.id.clone(), SupersededBy::DuplicateCycle { master: case_id.clone() });
+            continue;
         }
         let ancestors = ancestry.ancestors(&event.id);
         // The applied stack is a causal chain, so the ancestors of `event` on it form a prefix.
@@ -114,9 +116,12 @@ pub fn arbitrate(case_id: &CaseId, events: &[Event], ancestry: &Ancestry) -> Arb
         let concurrent = &stack[branch..];
         let class = precedence(&event.kind, event.role);
         if let Some(&(first, _)) = concurrent.first() {
-            let strongest = concurrent.iter().map(|&(i, _)| precedence(&events[i].kind, events[i].role)).min().unwrap_or(u8::MAX);
+            let strongest =
+                concurrent.iter().map(|&(i, _)| precedence(&events[i].kind, events[i].role)).min().unwrap_or(u8::MAX);
             if class >= strongest {
-                result.superseded.insert(event.id.clone(), SupersededBy::Concurrent { winner: events[first].id.clone() });
+                result
+                    .superseded
+                    .insert(event.id.clone(), SupersededBy::Concurrent { winner: events[first].id.clone() });
                 continue;
             }
         }
@@ -124,7 +129,9 @@ pub fn arbitrate(case_id: &CaseId, events: &[Event], ancestry: &Ancestry) -> Arb
         match transition(&event.kind, from, event.role) {
             Ok(to) => {
                 for &(loser, _) in &stack[branch..] {
-                    result.superseded.insert(events[loser].id.clone(), SupersededBy::Concurrent { winner: event.id.clone() });
+                    result
+                        .superseded
+                        .insert(events[loser].id.clone(), SupersededBy::Concurrent { winner: event.id.clone() });
                 }
                 stack.truncate(branch);
                 stack.push((index, to));

@@ -10,7 +10,7 @@ use crate::limits::NAME_CHARS_MAX;
 use crate::model::{Nature, Priority, Role};
 use crate::time::{DAY_MS, Date};
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, AutoCommit, ObjType, ReadDoc, ROOT};
+use automerge::{ActorId, AutoCommit, ObjType, ROOT, ReadDoc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -86,7 +86,8 @@ impl Calendar {
                 // Day 0 is the day of registration if it is a working day and the desk is still open, else the next
                 // working day; the due date is the end of the working day `days` working days after day 0.
                 let start = Date::of_ms(start_ms);
-                let mut date = if self.is_working_day(start) && start_ms <= start.at_minute_ms(self.workday_end_minute) {
+                let mut date = if self.is_working_day(start) && start_ms <= start.at_minute_ms(self.workday_end_minute)
+                {
                     start
                 } else {
                     self.next_working_day(start.add_days(1))
@@ -366,7 +367,8 @@ impl HallDoc {
     }
 
     pub fn hall(&self) -> Result<Hall, HallError> {
-        let value = amjson::read_prop(&self.doc, &ROOT, "hall").ok_or_else(|| HallError::Unreadable("no `hall` map".into()))?;
+        let value =
+            amjson::read_prop(&self.doc, &ROOT, "hall").ok_or_else(|| HallError::Unreadable("no `hall` map".into()))?;
         let hall: Hall = serde_json::from_value(value).map_err(|error| HallError::Unreadable(error.to_string()))?;
         hall.validate()?;
         Ok(hall)
@@ -374,7 +376,9 @@ impl HallDoc {
 
     pub fn history(&self) -> Vec<HallEdit> {
         match amjson::read_prop(&self.doc, &ROOT, "history") {
-            Some(serde_json::Value::Array(items)) => items.into_iter().filter_map(|item| serde_json::from_value(item).ok()).collect(),
+            Some(serde_json::Value::Array(items)) => {
+                items.into_iter().filter_map(|item| serde_json::from_value(item).ok()).collect()
+            }
             _ => Vec::new(),
         }
     }

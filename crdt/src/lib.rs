@@ -2,17 +2,17 @@
 //!
 //! Pure: no I/O, no clock, no randomness. Callers pass time (`now_ms`), entropy and the author.
 pub mod amjson;
+pub mod case;
+pub mod command;
+pub mod duplicates;
 pub mod event;
+pub mod fold;
 pub mod hall;
 pub mod ids;
 pub mod limits;
 pub mod model;
 pub mod pi;
 pub mod time;
-pub mod case;
-pub mod command;
-pub mod duplicates;
-pub mod fold;
 pub mod view;
 
 pub use case::{CaseDoc, LoadError};

@@ -79,7 +79,12 @@ impl Status {
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            Status::Submitted | Status::Registered | Status::Dispatched | Status::InProgress | Status::OnHold | Status::Replied
+            Status::Submitted
+                | Status::Registered
+                | Status::Dispatched
+                | Status::InProgress
+                | Status::OnHold
+                | Status::Replied
         )
     }
 
@@ -245,7 +250,12 @@ mod tests {
 
     #[test]
     fn codes_and_labels_are_unique_and_parse_back() {
-        fn check<T: Copy + PartialEq + fmt::Debug>(all: &[T], code: fn(T) -> &'static str, label: fn(T) -> &'static str, parse: fn(&str) -> Option<T>) {
+        fn check<T: Copy + PartialEq + fmt::Debug>(
+            all: &[T],
+            code: fn(T) -> &'static str,
+            label: fn(T) -> &'static str,
+            parse: fn(&str) -> Option<T>,
+        ) {
             let mut seen = std::collections::BTreeSet::new();
             for &value in all {
                 assert!(seen.insert(code(value)), "duplicate code {}", code(value));

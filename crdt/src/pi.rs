@@ -49,7 +49,9 @@ pub struct MaskedPersonalData {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersonalDataError {
     /// Not a mainland mobile (11 digits, 1[3-9]…) nor a landline with area code.
-    #[error("invalid phone number `{0}`: expected an 11-digit mobile (13812341234) or a landline with area code (027-85551234)")]
+    #[error(
+        "invalid phone number `{0}`: expected an 11-digit mobile (13812341234) or a landline with area code (027-85551234)"
+    )]
     InvalidPhone(String),
     /// A name, address or enterprise name is longer than its limit.
     #[error("{field} is {chars} characters long, the limit is {max}")]

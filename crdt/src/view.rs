@@ -240,7 +240,11 @@ impl CaseView {
             milestones: self
                 .timeline
                 .iter()
-                .filter(|entry| entry.public && !entry.superseded && entry.label != EventKind::ReplyPublished { text: String::new() }.label())
+                .filter(|entry| {
+                    entry.public
+                        && !entry.superseded
+                        && entry.label != EventKind::ReplyPublished { text: String::new() }.label()
+                })
                 .map(|entry| PublicMilestone { at_ms: entry.at_ms, label: entry.label })
                 .collect(),
         }
@@ -256,7 +260,11 @@ pub(crate) fn describe(event: &Event) -> String {
         EventKind::Accepted {} => "受理".to_owned(),
         EventKind::Rejected { reason, basis } => format!("不予受理：{reason}（依据：{basis}）"),
         EventKind::Dispatched { lead_unit, co_units, due_ms } => {
-            format!("派单至 {lead_unit}，协办：{}，办结时限 {}", units(co_units), crate::time::format_local_minute(*due_ms))
+            format!(
+                "派单至 {lead_unit}，协办：{}，办结时限 {}",
+                units(co_units),
+                crate::time::format_local_minute(*due_ms)
+            )
         }
         EventKind::SignedIn { assignee } => format!("签收，承办人 {assignee}"),
         EventKind::Returned { reason, basis } => format!("退单：{reason}（依据：{basis}）"),
@@ -272,7 +280,9 @@ pub(crate) fn describe(event: &Event) -> String {
             format!("上门（{}，{duration_minutes} 分钟）：{outcome}", units(volunteers))
         }
         EventKind::ExtensionRequested { reason, .. } => format!("申请延期：{reason}"),
-        EventKind::ExtensionApproved { due_ms, .. } => format!("批准延期至 {}", crate::time::format_local_minute(*due_ms)),
+        EventKind::ExtensionApproved { due_ms, .. } => {
+            format!("批准延期至 {}", crate::time::format_local_minute(*due_ms))
+        }
         EventKind::SupervisionIssued { level, comment } => format!("{level}：{comment}"),
         EventKind::PriorityChanged { priority } => format!("紧急程度调整为 {priority}"),
         EventKind::CategoryChanged { category } => format!("诉求类别调整为 {category}"),

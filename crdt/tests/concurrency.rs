@@ -65,8 +65,18 @@ fn notes_replies_visits_consultations_supervision_commute() {
     let ids = [
         p.on_a(Command::AddNote { text: "已联系原房改单位".into() }),
         p.on_a(Command::PublishReply { text: "正在调取档案".into() }),
-        p.on_a(Command::LogVisit { volunteers: vec!["帮帮哥小周".into()], outcome: "现场核实两套房".into(), visited_at_ms: p.a.now_ms, duration_minutes: 90 }),
-        p.on_b(Command::HoldConsultation { units: vec!["BDC".into(), "FG".into(), "GA".into()], minutes: "三方会诊".into(), site_visit: true, held_at_ms: p.b.now_ms }),
+        p.on_a(Command::LogVisit {
+            volunteers: vec!["帮帮哥小周".into()],
+            outcome: "现场核实两套房".into(),
+            visited_at_ms: p.a.now_ms,
+            duration_minutes: 90,
+        }),
+        p.on_b(Command::HoldConsultation {
+            units: vec!["BDC".into(), "FG".into(), "GA".into()],
+            minutes: "三方会诊".into(),
+            site_visit: true,
+            held_at_ms: p.b.now_ms,
+        }),
         p.on_b(Command::Supervise { level: SupervisionLevel::Supervise, comment: "半月内办结".into() }),
         p.on_b(Command::AddNote { text: "督查科已关注".into() }),
     ];
@@ -94,8 +104,20 @@ fn concurrent_callbacks_and_ratings_are_all_kept() {
     let mut p = fork_case(Node::window(1), true);
     p.on_a(Command::Resolve { result: CaseResult::Done, reply: "已办理".into() });
     p.doc_b.merge(&mut p.doc_a).unwrap();
-    p.on_a(Command::RecordCallback { method: CallbackMethod::Phone, reached: false, outcome: None, rating: None, comment: String::new() });
-    p.on_b(Command::RecordCallback { method: CallbackMethod::Sms, reached: true, outcome: Some(CallbackOutcome::Resolved), rating: Some(4), comment: "满意".into() });
+    p.on_a(Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: false,
+        outcome: None,
+        rating: None,
+        comment: String::new(),
+    });
+    p.on_b(Command::RecordCallback {
+        method: CallbackMethod::Sms,
+        reached: true,
+        outcome: Some(CallbackOutcome::Resolved),
+        rating: Some(4),
+        comment: "满意".into(),
+    });
     let view = p.merge();
     assert_eq!(view.callbacks.len(), 2);
     assert!(view.conflicts.is_empty());
@@ -150,7 +172,9 @@ fn concurrent_priority_changes_keep_the_most_urgent() {
 fn concurrent_field_edits_are_listed_with_author_and_time_and_resolved_by_an_event() {
     let mut p = fork_case(supervision(1), false);
     p.b.author.role = Role::Window;
-    p.on_a(Command::EditField { field: EditableField::Summary, value: "一套房登记为一套，实为两套".into() });
+    p.on_a(Command::EditField {
+        field: EditableField::Summary, value: "一套房登记为一套，实为两套".into()
+    });
     p.on_b(Command::EditField { field: EditableField::Summary, value: "房屋分户登记".into() });
     p.on_b(Command::ChangeCategory { category: "FANGGUAN".into() });
     let view = p.merge();
@@ -162,9 +186,26 @@ fn concurrent_field_edits_are_listed_with_author_and_time_and_resolved_by_an_eve
     let mut sup = supervision(3);
     sup.now_ms = p.a.now_ms;
     let chosen = candidates[1].value.clone();
-    let err = sup.apply(&mut p.doc_a, &p.hall, Command::ResolveConflict { conflict: "f-summary".into(), decision: ConflictDecision::Choose("别的".into()), note: String::new() });
+    let err = sup.apply(
+        &mut p.doc_a,
+        &p.hall,
+        Command::ResolveConflict {
+            conflict: "f-summary".into(),
+            decision: ConflictDecision::Choose("别的".into()),
+            note: String::new(),
+        },
+    );
     assert_eq!(err, Err(CommandError::NotACandidate("别的".into())));
-    sup.apply(&mut p.doc_a, &p.hall, Command::ResolveConflict { conflict: "f-summary".into(), decision: ConflictDecision::Choose(chosen.clone()), note: "以窗口记录为准".into() }).unwrap();
+    sup.apply(
+        &mut p.doc_a,
+        &p.hall,
+        Command::ResolveConflict {
+            conflict: "f-summary".into(),
+            decision: ConflictDecision::Choose(chosen.clone()),
+            note: "以窗口记录为准".into(),
+        },
+    )
+    .unwrap();
     let view = p.merge();
     assert_eq!(view.summary, chosen);
     assert!(view.conflicts.is_empty(), "{:?}", view.conflicts);
@@ -176,7 +217,9 @@ fn reassign_beats_a_concurrent_sign_in() {
     let mut p = fork_case(supervision(1), false);
     // The unit signs first (earlier HLC), the 督查科 reassigns later: class 2 still wins.
     p.on_a(Command::SignIn { assignee: "王工".into() });
-    p.on_b(Command::Reassign { lead_unit: "FG".into(), co_units: vec!["BDC".into()], reason: "属房管职责".into() });
+    p.on_b(Command::Reassign {
+        lead_unit: "FG".into(), co_units: vec!["BDC".into()], reason: "属房管职责".into()
+    });
     let view = p.merge();
     assert_eq!(view.status, Status::Dispatched);
     assert_eq!(view.lead_unit.as_deref(), Some("FG"));
@@ -194,7 +237,9 @@ fn sign_in_against_return_earlier_wins() {
             p.a.now_ms += 5 * 60_000;
         }
         p.on_a(Command::SignIn { assignee: "王工".into() });
-        p.on_b(Command::Return { reason: "非本单位职责".into(), basis: "《不动产登记暂行条例》第七条".into() });
+        p.on_b(Command::Return {
+            reason: "非本单位职责".into(), basis: "《不动产登记暂行条例》第七条".into()
+        });
         let view = p.merge();
         if sign_first {
             assert_eq!(view.status, Status::InProgress);
@@ -219,7 +264,8 @@ fn return_against_reply_earlier_wins() {
         p.on_a(Command::Return { reason: "材料不全".into(), basis: "办事指南".into() });
         p.on_b(Command::Resolve { result: CaseResult::Explained, reply: "已电话解释政策".into() });
         let view = p.merge();
-        let expected = if return_first { (Status::Registered, "办理完毕/答复") } else { (Status::Replied, "退单") };
+        let expected =
+            if return_first { (Status::Registered, "办理完毕/答复") } else { (Status::Replied, "退单") };
         assert_eq!((view.status, transition_losers(&view)[0]), expected);
     }
 }
@@ -228,7 +274,13 @@ fn return_against_reply_earlier_wins() {
 fn reopen_beats_a_concurrent_close() {
     let mut p = fork_case(supervision(1), true);
     p.on_a(Command::Resolve { result: CaseResult::Done, reply: "已办理".into() });
-    p.on_a(Command::RecordCallback { method: CallbackMethod::Phone, reached: true, outcome: Some(CallbackOutcome::Resolved), rating: Some(5), comment: String::new() });
+    p.on_a(Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: true,
+        outcome: Some(CallbackOutcome::Resolved),
+        rating: Some(5),
+        comment: String::new(),
+    });
     p.doc_b.merge(&mut p.doc_a).unwrap();
     p.b.now_ms = p.a.now_ms + 60 * 60_000;
     // The window closes first; the 督查科, having heard of a 差评, reopens an hour later, concurrently.
@@ -244,7 +296,13 @@ fn reopen_beats_a_concurrent_close() {
 fn a_note_concurrent_with_close_keeps_the_case_closed_and_flags_it() {
     let mut p = fork_case(Node::window(1), true);
     p.on_a(Command::Resolve { result: CaseResult::Done, reply: "已办理".into() });
-    p.on_a(Command::RecordCallback { method: CallbackMethod::Phone, reached: true, outcome: Some(CallbackOutcome::Resolved), rating: Some(5), comment: String::new() });
+    p.on_a(Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: true,
+        outcome: Some(CallbackOutcome::Resolved),
+        rating: Some(5),
+        comment: String::new(),
+    });
     p.doc_b.merge(&mut p.doc_a).unwrap();
     p.on_a(Command::Close { reviewer: "陈科长".into(), forced: false });
     p.on_b(Command::PublishReply { text: "补充说明：证书可到二楼领取".into() });

@@ -5,6 +5,7 @@
 //! A replica acknowledges a command only after persisting (saving) the document, like the node acknowledges after
 //! COMMIT; received changes are persisted before the next message is generated. `PROPTEST_CASES` sets the number of
 //! cases (256 by default, as in CI).
+#![allow(clippy::print_stdout)] // The test prints its figures (TESTING.md).
 mod support;
 use automerge::sync::{Message, State, SyncDoc};
 use proptest::prelude::*;
@@ -71,7 +72,11 @@ fn cast(replicas: usize) -> Vec<Node> {
         ("V01", "帮帮哥小周", Role::Volunteer),
         ("1F02", "系统管理员", Role::Admin),
     ];
-    all.iter().take(replicas).enumerate().map(|(i, (window, staff, role))| Node::new(window, staff, *role, i as u8)).collect()
+    all.iter()
+        .take(replicas)
+        .enumerate()
+        .map(|(i, (window, staff, role))| Node::new(window, staff, *role, i as u8))
+        .collect()
 }
 
 fn command(choice: u8, arg: u8, view: &CaseView, now_ms: i64) -> Command {
@@ -85,8 +90,18 @@ fn command(choice: u8, arg: u8, view: &CaseView, now_ms: i64) -> Command {
         3 => Command::Reassign { lead_unit: unit, co_units: vec!["GA".into()], reason: text("改派") },
         4 | 5 => Command::AddNote { text: text("备注") },
         6 => Command::PublishReply { text: text("答复") },
-        7 => Command::HoldConsultation { units: vec![unit, "FG".into()], minutes: text("会诊"), site_visit: arg % 2 == 0, held_at_ms: now_ms },
-        8 => Command::LogVisit { volunteers: vec![text("志愿者")], outcome: text("上门"), visited_at_ms: now_ms, duration_minutes: u32::from(arg) },
+        7 => Command::HoldConsultation {
+            units: vec![unit, "FG".into()],
+            minutes: text("会诊"),
+            site_visit: arg.is_multiple_of(2),
+            held_at_ms: now_ms,
+        },
+        8 => Command::LogVisit {
+            volunteers: vec![text("志愿者")],
+            outcome: text("上门"),
+            visited_at_ms: now_ms,
+            duration_minutes: u32::from(arg),
+        },
         9 => Command::RequestExtension { working_days: u16::from(arg % 5) + 1, reason: text("延期") },
         10 => match view.extensions.iter().find(|e| e.approved_due_ms.is_none()) {
             Some(extension) => Command::ApproveExtension { request: extension.request.clone() },
@@ -102,16 +117,20 @@ fn command(choice: u8, arg: u8, view: &CaseView, now_ms: i64) -> Command {
         18 => Command::Resolve { result: CaseResult::ALL[usize::from(arg) % 5], reply: text("办理结果") },
         19 => Command::RecordCallback {
             method: CallbackMethod::Phone,
-            reached: arg % 3 != 0,
-            outcome: (arg % 3 != 0).then(|| CallbackOutcome::ALL[usize::from(arg) % 3]),
-            rating: (arg % 3 != 0).then_some(arg % 5 + 1),
+            reached: !arg.is_multiple_of(3),
+            outcome: (!arg.is_multiple_of(3)).then(|| CallbackOutcome::ALL[usize::from(arg) % 3]),
+            rating: (!arg.is_multiple_of(3)).then_some(arg % 5 + 1),
             comment: String::new(),
         },
-        20 => Command::Close { reviewer: "陈科长".into(), forced: arg % 4 == 0 },
+        20 => Command::Close { reviewer: "陈科长".into(), forced: arg.is_multiple_of(4) },
         21 => Command::Reopen { reason: text("重办") },
         22 => Command::Withdraw { reason: text("撤回") },
         23 => match view.conflicts.first() {
-            Some(conflict) => Command::ResolveConflict { conflict: conflict.id.clone(), decision: ConflictDecision::Keep, note: text("核定") },
+            Some(conflict) => Command::ResolveConflict {
+                conflict: conflict.id.clone(),
+                decision: ConflictDecision::Keep,
+                note: text("核定"),
+            },
             None => Command::AddNote { text: text("无冲突") },
         },
         24 => Command::ChangeCategory { category: ["BDC", "FANGGUAN", "HUZHENG"][usize::from(arg) % 3].into() },
@@ -135,16 +154,32 @@ fn sync_pair(replicas: &mut [Replica], a: usize, b: usize, mut faults: u64, loss
     for _ in 0..SYNC_ROUNDS_MAX {
         let mut quiet = true;
         for (from, to, side) in [(a, b, 0), (b, a, 1)] {
-            let Some(message) = replicas[from].doc.automerge_mut().sync().generate_sync_message(&mut states[side]) else { continue };
+            let Some(message) = replicas[from].doc.automerge_mut().sync().generate_sync_message(&mut states[side])
+            else {
+                continue;
+            };
             quiet = false;
             let bytes = message.encode();
             let bits = next_bits(&mut faults);
-            let copies = if !lossy { 1 } else if bits % 8 == 0 { 0 } else if bits % 8 == 1 { 2 } else { 1 };
+            let copies = if !lossy {
+                1
+            } else if bits % 8 == 0 {
+                0
+            } else if bits % 8 == 1 {
+                2
+            } else {
+                1
+            };
             totals.dropped += usize::from(copies == 0);
             totals.duplicated += usize::from(copies == 2);
             for _ in 0..copies {
                 let message = Message::decode(&bytes).expect("our own message decodes");
-                replicas[to].doc.automerge_mut().sync().receive_sync_message(&mut states[1 - side], message).expect("sync message applies");
+                replicas[to]
+                    .doc
+                    .automerge_mut()
+                    .sync()
+                    .receive_sync_message(&mut states[1 - side], message)
+                    .expect("sync message applies");
             }
             replicas[to].persist();
         }

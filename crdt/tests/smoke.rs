@@ -21,7 +21,17 @@ fn a_case_walks_through_its_life() {
     sup.apply(&mut doc, &hall, Command::Supervise { level: SupervisionLevel::Urge, comment: "请加快".into() }).unwrap();
     window.apply(&mut doc, &hall, Command::Resolve { result: CaseResult::Done, reply: "已办结".into() }).unwrap();
     window
-        .apply(&mut doc, &hall, Command::RecordCallback { method: CallbackMethod::Phone, reached: true, outcome: Some(CallbackOutcome::Resolved), rating: Some(5), comment: String::new() })
+        .apply(
+            &mut doc,
+            &hall,
+            Command::RecordCallback {
+                method: CallbackMethod::Phone,
+                reached: true,
+                outcome: Some(CallbackOutcome::Resolved),
+                rating: Some(5),
+                comment: String::new(),
+            },
+        )
         .unwrap();
     window.apply(&mut doc, &hall, Command::Close { reviewer: "陈科长".into(), forced: false }).unwrap();
     let view = doc.view();

@@ -44,11 +44,17 @@ fn check(registrar: usize, registration: Registration, steps: Vec<Step>, now: Op
                 let step = usize::try_from(ulid::Ulid::from_string(request.as_str()).unwrap().random()).unwrap();
                 *request = done[step].clone();
             }
-            Command::LogVisit { visited_at_ms: at, .. } | Command::HoldConsultation { held_at_ms: at, .. } if *at == 0 => *at = clock,
+            Command::LogVisit { visited_at_ms: at, .. } | Command::HoldConsultation { held_at_ms: at, .. }
+                if *at == 0 =>
+            {
+                *at = clock
+            }
             _ => {}
         }
         let name = command.name();
-        let id = cast[who].apply(&mut doc, &hall, command).unwrap_or_else(|error| panic!("step `{name}` by {}: {error}", cast[who].author.staff));
+        let id = cast[who]
+            .apply(&mut doc, &hall, command)
+            .unwrap_or_else(|error| panic!("step `{name}` by {}: {error}", cast[who].author.staff));
         done.push(id);
         clock = cast[who].now_ms;
     }
@@ -78,12 +84,21 @@ fn card(view: &CaseView, now_ms: i64) -> String {
         view.result.map_or("-", |r| r.label()),
         view.supervision.label(),
     );
-    out += &format!("诉求人 {} {}\n", view.personal.name.as_deref().unwrap_or("-"), view.personal.phone.as_deref().unwrap_or("-"));
+    out += &format!(
+        "诉求人 {} {}\n",
+        view.personal.name.as_deref().unwrap_or("-"),
+        view.personal.phone.as_deref().unwrap_or("-")
+    );
     for entry in &view.timeline {
         out += &format!("  {} {} {}：{}\n", format_local_minute(entry.at_ms), entry.staff, entry.label, entry.text);
     }
     let public = view.public();
-    out += &format!("公开：{} 条答复，{} 个节点，预计办结 {}\n", public.replies.len(), public.milestones.len(), public.expected_ms.map_or("-".into(), format_local_minute));
+    out += &format!(
+        "公开：{} 条答复，{} 个节点，预计办结 {}\n",
+        public.replies.len(),
+        public.milestones.len(),
+        public.expected_ms.map_or("-".into(), format_local_minute)
+    );
     assert!(view.conflicts.is_empty(), "a story has no conflicts: {:?}", view.conflicts);
     out
 }
@@ -93,13 +108,28 @@ fn person(name: &str, phone: &str) -> PersonalData {
 }
 
 fn satisfied() -> Command {
-    Command::RecordCallback { method: CallbackMethod::Phone, reached: true, outcome: Some(CallbackOutcome::Resolved), rating: Some(5), comment: "非常满意".into() }
+    Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: true,
+        outcome: Some(CallbackOutcome::Resolved),
+        rating: Some(5),
+        comment: "非常满意".into(),
+    }
 }
 
 #[test]
 fn story_one_flat_split_into_two() {
     let visit = |minutes_later: i64, who: &str, outcome: &str| {
-        Step(3, minutes_later, Command::LogVisit { volunteers: vec![who.into()], outcome: outcome.into(), visited_at_ms: 0, duration_minutes: 120 })
+        Step(
+            3,
+            minutes_later,
+            Command::LogVisit {
+                volunteers: vec![who.into()],
+                outcome: outcome.into(),
+                visited_at_ms: 0,
+                duration_minutes: 120,
+            },
+        )
     };
     let registration = Registration {
         channel: Channel::Window,
@@ -118,14 +148,26 @@ fn story_one_flat_split_into_two() {
         personal: person("李建国", "13812341234"),
     };
     let steps = vec![
-        Step(0, 10, Command::Dispatch { lead_unit: Some("BDC".into()), co_units: Some(vec!["FG".into(), "GA".into()]), due_ms: None }),
+        Step(
+            0,
+            10,
+            Command::Dispatch {
+                lead_unit: Some("BDC".into()),
+                co_units: Some(vec!["FG".into(), "GA".into()]),
+                due_ms: None,
+            },
+        ),
         Step(1, 30, Command::SignIn { assignee: "王工".into() }),
-        Step(0, 60 * 24, Command::HoldConsultation {
-            units: vec!["BDC".into(), "FG".into(), "GA".into()],
-            minutes: "不动产、房管、公安三方会诊；联系原房改单位和辖区派出所；房管测绘队现场勘查".into(),
-            site_visit: true,
-            held_at_ms: 0,
-        }),
+        Step(
+            0,
+            60 * 24,
+            Command::HoldConsultation {
+                units: vec!["BDC".into(), "FG".into(), "GA".into()],
+                minutes: "不动产、房管、公安三方会诊；联系原房改单位和辖区派出所；房管测绘队现场勘查".into(),
+                site_visit: true,
+                held_at_ms: 0,
+            },
+        ),
         Step(1, 30, Command::RequestExtension { working_days: 10, reason: "需重新测绘并出具分户方案".into() }),
         Step(2, 60, approve_extension_of(3)),
         visit(60 * 24, "测绘队", "现场测绘，确认为两套独立住房"),
@@ -133,11 +175,22 @@ fn story_one_flat_split_into_two() {
         visit(60 * 24 * 4, "房管所", "核对原房改档案"),
         visit(60 * 24 * 4, "帮帮哥小周", "送达分户方案"),
         Step(1, 60, Command::PublishReply { text: "分户方案已出具，正在办理登记".into() }),
-        Step(1, 60 * 24, Command::Resolve { result: CaseResult::Done, reply: "已为您办理两本不动产权证书，请到二楼领取".into() }),
+        Step(
+            1,
+            60 * 24,
+            Command::Resolve {
+                result: CaseResult::Done, reply: "已为您办理两本不动产权证书，请到二楼领取".into()
+            },
+        ),
         Step(0, 60 * 3, satisfied()),
         Step(0, 10, Command::Close { reviewer: "陈科长".into(), forced: false }),
     ];
-    check(0, registration, steps, None, expect![[r#"
+    check(
+        0,
+        registration,
+        steps,
+        None,
+        expect![[r#"
         BBC01-2026-0001 已办结 [一般] 求助 / BDC / 上门+会诊
         主办 BDC 协办 FG,GA 时限 2026-03-23 17:30 超期 否 结果 已办成 督办 无
         诉求人 李** 138****1234
@@ -156,7 +209,8 @@ fn story_one_flat_split_into_two() {
           2026-03-16 15:11 张敏 回访：电话回访：已解决，评价 5 分；非常满意
           2026-03-16 15:21 张敏 办结：办结，审核人 陈科长
         公开：2 条答复，5 个节点，预计办结 -
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -167,7 +221,9 @@ fn story_two_expedited_business_licence() {
         category: "QIYE".into(),
         modes: BTreeSet::from([Mode::Expedited, Mode::Proxy]),
         priority: Priority::Normal,
-        matter: Some(Matter { name: "营业执照经营范围变更".into(), code: "SCJG-BG-02".into(), window: "3F01".into() }),
+        matter: Some(Matter {
+            name: "营业执照经营范围变更".into(), code: "SCJG-BG-02".into(), window: "3F01".into()
+        }),
         not_done_reason: Some(NotDoneReason::CrossDepartment),
         summary: "网上已提交经营范围变更，投标需次日中午前取得新执照".into(),
         detail: "李女士为企业股东，线上提交变更申请，正常时限3个工作日，投标截止为次日中午。".into(),
@@ -175,19 +231,48 @@ fn story_two_expedited_business_licence() {
         location: String::new(),
         sensitive: false,
         tags: BTreeSet::from(["企业专区".to_owned()]),
-        personal: PersonalData { enterprise_name: Some("武汉某某科技有限公司".into()), subject_type: Some(SubjectType::Enterprise), ..person("李娜", "027-85551234") },
+        personal: PersonalData {
+            enterprise_name: Some("武汉某某科技有限公司".into()),
+            subject_type: Some(SubjectType::Enterprise),
+            ..person("李娜", "027-85551234")
+        },
     };
     let next_noon = Date::new(2026, 3, 3).unwrap().at_minute_ms(12 * 60);
     let steps = vec![
-        Step(4, 5, Command::AddNote { text: "已报告业务分管领导，同意加急；调取档案并分送各部门".into() }),
-        Step(4, 5, Command::Dispatch { lead_unit: Some("SCJG".into()), co_units: Some(vec!["SW".into()]), due_ms: Some(next_noon) }),
+        Step(
+            4,
+            5,
+            Command::AddNote {
+                text: "已报告业务分管领导，同意加急；调取档案并分送各部门".into()
+            },
+        ),
+        Step(
+            4,
+            5,
+            Command::Dispatch {
+                lead_unit: Some("SCJG".into()),
+                co_units: Some(vec!["SW".into()]),
+                due_ms: Some(next_noon),
+            },
+        ),
         Step(4, 20, Command::SignIn { assignee: "孙倩".into() }),
         Step(4, 60, Command::PublishReply { text: "已加急受理，预计明日上午领取".into() }),
-        Step(4, 60 * 24, Command::Resolve { result: CaseResult::Done, reply: "新营业执照已打印，请到三楼企业专区领取".into() }),
+        Step(
+            4,
+            60 * 24,
+            Command::Resolve {
+                result: CaseResult::Done, reply: "新营业执照已打印，请到三楼企业专区领取".into()
+            },
+        ),
         Step(4, 30, satisfied()),
         Step(4, 5, Command::Close { reviewer: "企业专区负责人".into(), forced: false }),
     ];
-    check(4, registration, steps, None, expect![[r#"
+    check(
+        4,
+        registration,
+        steps,
+        None,
+        expect![[r#"
         3F01-2026-0001 已办结 [紧急] 求助 / QIYE / 加急+帮办代办
         主办 SCJG 协办 SW 时限 2026-03-03 12:00 超期 否 结果 已办成 督办 无
         诉求人 李* 0278***1234
@@ -200,7 +285,8 @@ fn story_two_expedited_business_licence() {
           2026-03-03 11:01 孙倩 回访：电话回访：已解决，评价 5 分；非常满意
           2026-03-03 11:06 孙倩 办结：办结，审核人 企业专区负责人
         公开：2 条答复，5 个节点，预计办结 -
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -223,11 +309,23 @@ fn story_three_senior_card_answered_on_the_spot() {
     };
     let steps = vec![
         Step(0, 10, Command::AddNote { text: "缺少武汉居住证；已联系所在社区网格员".into() }),
-        Step(0, 5, Command::Resolve { result: CaseResult::Explained, reply: "请携带身份证、居住证明到社区办理居住证后申请优待证，网格员可协助".into() }),
+        Step(
+            0,
+            5,
+            Command::Resolve {
+                result: CaseResult::Explained,
+                reply: "请携带身份证、居住证明到社区办理居住证后申请优待证，网格员可协助".into(),
+            },
+        ),
         Step(0, 60 * 4, satisfied()),
         Step(0, 5, Command::Close { reviewer: "陈科长".into(), forced: false }),
     ];
-    check(0, registration, steps, None, expect![[r#"
+    check(
+        0,
+        registration,
+        steps,
+        None,
+        expect![[r#"
         BBC01-2026-0001 已办结 [一般] 咨询 / MINZHENG / 即办
         主办 - 协办  时限 2026-03-03 17:30 超期 否 结果 解释说明 督办 无
         诉求人 胡** 139****1234
@@ -237,5 +335,6 @@ fn story_three_senior_card_answered_on_the_spot() {
           2026-03-02 13:16 张敏 回访：电话回访：已解决，评价 5 分；非常满意
           2026-03-02 13:21 张敏 办结：办结，审核人 陈科长
         公开：1 条答复，3 个节点，预计办结 -
-    "#]]);
+    "#]],
+    );
 }

@@ -29,15 +29,31 @@ fn roles_are_checked() {
     let mut volunteer = Node::new("V01", "帮帮哥小周", Role::Volunteer, 3);
     let mut citizen = Node::new("BBC01", "citizen", Role::Citizen, 4);
     let dispatch = Command::Dispatch { lead_unit: None, co_units: None, due_ms: None };
-    assert_eq!(refused(&mut volunteer, &mut doc, &hall, dispatch.clone()), CommandError::Role { command: "dispatch", role: Role::Volunteer });
     assert_eq!(
-        refused(&mut window, &mut doc, &hall, Command::Supervise { level: SupervisionLevel::Urge, comment: String::new() }),
+        refused(&mut volunteer, &mut doc, &hall, dispatch.clone()),
+        CommandError::Role { command: "dispatch", role: Role::Volunteer }
+    );
+    assert_eq!(
+        refused(
+            &mut window,
+            &mut doc,
+            &hall,
+            Command::Supervise { level: SupervisionLevel::Urge, comment: String::new() }
+        ),
         CommandError::Role { command: "supervise", role: Role::Window }
     );
-    assert!(matches!(refused(&mut citizen, &mut doc, &hall, Command::AddNote { text: "x".into() }), CommandError::Role { .. }));
+    assert!(matches!(
+        refused(&mut citizen, &mut doc, &hall, Command::AddNote { text: "x".into() }),
+        CommandError::Role { .. }
+    ));
     window.apply(&mut doc, &hall, dispatch).unwrap();
     assert!(matches!(
-        refused(&mut window, &mut doc, &hall, Command::Reassign { lead_unit: "FG".into(), co_units: vec![], reason: "职责".into() }),
+        refused(
+            &mut window,
+            &mut doc,
+            &hall,
+            Command::Reassign { lead_unit: "FG".into(), co_units: vec![], reason: "职责".into() }
+        ),
         CommandError::Role { command: "reassign", role: Role::Window }
     ));
     assert!(matches!(refused(&mut window, &mut doc, &hall, Command::PurgePersonalData), CommandError::Role { .. }));
@@ -45,7 +61,16 @@ fn roles_are_checked() {
     assert!(matches!(doc.reveal_personal_data(&ctx, "看看"), Err(CommandError::Role { .. })));
     // A volunteer may log a visit.
     volunteer
-        .apply(&mut doc, &hall, Command::LogVisit { volunteers: vec!["小周".into()], outcome: "已上门".into(), visited_at_ms: volunteer.now_ms, duration_minutes: 30 })
+        .apply(
+            &mut doc,
+            &hall,
+            Command::LogVisit {
+                volunteers: vec!["小周".into()],
+                outcome: "已上门".into(),
+                visited_at_ms: volunteer.now_ms,
+                duration_minutes: 30,
+            },
+        )
         .unwrap();
 }
 
@@ -71,13 +96,40 @@ fn close_needs_a_callback_and_an_unsatisfied_one_means_reopen() {
     let (hall, mut window, mut doc) = registered();
     window.apply(&mut doc, &hall, Command::Resolve { result: CaseResult::Done, reply: "已办理".into() }).unwrap();
     let close = Command::Close { reviewer: "陈科长".into(), forced: false };
-    assert_eq!(refused(&mut window, &mut doc, &hall, close.clone()), CommandError::CallbackRequired { attempts: CALLBACK_ATTEMPTS_FOR_CLOSE });
-    let unreached = Command::RecordCallback { method: CallbackMethod::Phone, reached: false, outcome: None, rating: None, comment: String::new() };
-    let with_rating = Command::RecordCallback { method: CallbackMethod::Phone, reached: false, outcome: None, rating: Some(3), comment: String::new() };
+    assert_eq!(
+        refused(&mut window, &mut doc, &hall, close.clone()),
+        CommandError::CallbackRequired { attempts: CALLBACK_ATTEMPTS_FOR_CLOSE }
+    );
+    let unreached = Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: false,
+        outcome: None,
+        rating: None,
+        comment: String::new(),
+    };
+    let with_rating = Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: false,
+        outcome: None,
+        rating: Some(3),
+        comment: String::new(),
+    };
     assert_eq!(refused(&mut window, &mut doc, &hall, with_rating), CommandError::CallbackNotReached);
-    let bad_rating = Command::RecordCallback { method: CallbackMethod::Phone, reached: true, outcome: None, rating: Some(6), comment: String::new() };
+    let bad_rating = Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: true,
+        outcome: None,
+        rating: Some(6),
+        comment: String::new(),
+    };
     assert_eq!(refused(&mut window, &mut doc, &hall, bad_rating), CommandError::Rating(6));
-    let unhappy = Command::RecordCallback { method: CallbackMethod::Phone, reached: true, outcome: Some(CallbackOutcome::Unresolved), rating: Some(1), comment: "没解决".into() };
+    let unhappy = Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: true,
+        outcome: Some(CallbackOutcome::Unresolved),
+        rating: Some(1),
+        comment: "没解决".into(),
+    };
     window.apply(&mut doc, &hall, unhappy).unwrap();
     assert_eq!(refused(&mut window, &mut doc, &hall, close.clone()), CommandError::CallbackUnresolved);
     // Three failed attempts after that still leave the unhappy answer as the latest reached one.
@@ -98,22 +150,43 @@ fn bad_input_gets_a_typed_error() {
         refused(&mut window, &mut doc, &hall, Command::AddNote { text: long(NOTE_CHARS_MAX + 1) }),
         CommandError::TooLong { field: "note", chars: NOTE_CHARS_MAX + 1, max: NOTE_CHARS_MAX }
     );
-    assert_eq!(refused(&mut window, &mut doc, &hall, Command::AddNote { text: "  ".into() }), CommandError::Empty { field: "note" });
-    assert_eq!(refused(&mut window, &mut doc, &hall, Command::AddNote { text: "a\u{0}b".into() }), CommandError::ControlCharacter { field: "note" });
+    assert_eq!(
+        refused(&mut window, &mut doc, &hall, Command::AddNote { text: "  ".into() }),
+        CommandError::Empty { field: "note" }
+    );
+    assert_eq!(
+        refused(&mut window, &mut doc, &hall, Command::AddNote { text: "a\u{0}b".into() }),
+        CommandError::ControlCharacter { field: "note" }
+    );
     assert_eq!(
         refused(&mut window, &mut doc, &hall, Command::ChangeCategory { category: "NOPE".into() }),
         CommandError::UnknownCategory("NOPE".into())
     );
     assert_eq!(
-        refused(&mut window, &mut doc, &hall, Command::Dispatch { lead_unit: Some("XX".into()), co_units: None, due_ms: None }),
+        refused(
+            &mut window,
+            &mut doc,
+            &hall,
+            Command::Dispatch { lead_unit: Some("XX".into()), co_units: None, due_ms: None }
+        ),
         CommandError::UnknownUnit("XX".into())
     );
     assert_eq!(
-        refused(&mut window, &mut doc, &hall, Command::EditField { field: EditableField::Summary, value: "请回电13812341234".into() }),
+        refused(
+            &mut window,
+            &mut doc,
+            &hall,
+            Command::EditField { field: EditableField::Summary, value: "请回电13812341234".into() }
+        ),
         CommandError::SummaryHasPersonalData
     );
     assert!(matches!(
-        refused(&mut window, &mut doc, &hall, Command::AddTags { tags: (0..=TAGS_MAX).map(|i| format!("t{i}")).collect() }),
+        refused(
+            &mut window,
+            &mut doc,
+            &hall,
+            Command::AddTags { tags: (0..=TAGS_MAX).map(|i| format!("t{i}")).collect() }
+        ),
         CommandError::TooMany { field: "tags", .. }
     ));
     assert!(matches!(
@@ -125,7 +198,12 @@ fn bad_input_gets_a_typed_error() {
         CommandError::NoChange("the priority is already that")
     );
     assert!(matches!(
-        refused(&mut window, &mut doc, &hall, Command::ResolveConflict { conflict: "t-x".into(), decision: ConflictDecision::Keep, note: String::new() }),
+        refused(
+            &mut window,
+            &mut doc,
+            &hall,
+            Command::ResolveConflict { conflict: "t-x".into(), decision: ConflictDecision::Keep, note: String::new() }
+        ),
         CommandError::Role { .. }
     ));
 }
@@ -137,24 +215,36 @@ fn bad_registrations_are_refused() {
     let register = |node: &mut Node, registration: Registration| {
         let ctx = node.ctx();
         let reg_no = RegNo::next_after(&node.author.window, 2026, None).unwrap();
-        CaseDoc::register(&ctx, &hall, node.actor.clone(), reg_no, &QueryCode::from_entropy(7), registration).map(|_| ())
+        CaseDoc::register(&ctx, &hall, node.actor.clone(), reg_no, &QueryCode::from_entropy(7), registration)
+            .map(|_| ())
     };
     let base = || registration("BDC", Nature::Help, "房屋登记");
-    let bad_phone = Registration { personal: PersonalData { phone: Some("12345".into()), ..PersonalData::default() }, ..base() };
-    assert_eq!(register(&mut window, bad_phone), Err(CommandError::PersonalData(PersonalDataError::InvalidPhone("12345".into()))));
+    let bad_phone =
+        Registration { personal: PersonalData { phone: Some("12345".into()), ..PersonalData::default() }, ..base() };
+    assert_eq!(
+        register(&mut window, bad_phone),
+        Err(CommandError::PersonalData(PersonalDataError::InvalidPhone("12345".into())))
+    );
     let long_summary = Registration { summary: "长".repeat(SUMMARY_CHARS_MAX + 1), ..base() };
     assert!(matches!(register(&mut window, long_summary), Err(CommandError::TooLong { field: "summary", .. })));
     let long_detail = Registration { detail: "长".repeat(DETAIL_CHARS_MAX + 1), ..base() };
     assert!(matches!(register(&mut window, long_detail), Err(CommandError::TooLong { field: "detail", .. })));
-    assert_eq!(register(&mut window, Registration { category: "XYZ".into(), ..base() }), Err(CommandError::UnknownCategory("XYZ".into())));
-    assert_eq!(register(&mut window, Registration { summary: String::new(), ..base() }), Err(CommandError::Empty { field: "summary" }));
+    assert_eq!(
+        register(&mut window, Registration { category: "XYZ".into(), ..base() }),
+        Err(CommandError::UnknownCategory("XYZ".into()))
+    );
+    assert_eq!(
+        register(&mut window, Registration { summary: String::new(), ..base() }),
+        Err(CommandError::Empty { field: "summary" })
+    );
     let mut citizen = Node::new("BBC01", "citizen", Role::Citizen, 5);
     assert_eq!(register(&mut citizen, base()), Err(CommandError::CitizenChannel));
     let mut stranger = Node::new("ZZ9", "某人", Role::Window, 6);
     assert_eq!(register(&mut stranger, base()), Err(CommandError::UnknownWindow("ZZ9".into())));
     let ctx = window.ctx();
     let other_window = RegNo::next_after("2F03", 2026, None).unwrap();
-    let error = CaseDoc::register(&ctx, &hall, window.actor.clone(), other_window, &QueryCode::from_entropy(1), base()).unwrap_err();
+    let error = CaseDoc::register(&ctx, &hall, window.actor.clone(), other_window, &QueryCode::from_entropy(1), base())
+        .unwrap_err();
     assert!(matches!(error, CommandError::RegNoWindow { .. }));
     // A citizen's submission through the mini-program waits for 受理; 加急 raises the priority; 倾诉 is sensitive.
     let (doc, _, _) = citizen.register(&hall, Registration { channel: Channel::MiniProgram, ..base() });

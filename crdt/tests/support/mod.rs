@@ -25,7 +25,12 @@ pub struct Node {
 impl Node {
     pub fn new(window: &str, staff: &str, role: Role, index: u8) -> Node {
         Node {
-            author: Author { node: format!("node-{window}-{index}"), staff: staff.to_owned(), role, window: window.to_owned() },
+            author: Author {
+                node: format!("node-{window}-{index}"),
+                staff: staff.to_owned(),
+                role,
+                window: window.to_owned(),
+            },
             actor: ActorId::from(vec![index + 1; 16]),
             now_ms: monday_nine(),
             counter: u128::from(index) << 64,
@@ -51,7 +56,8 @@ impl Node {
         let reg_no = RegNo::next_after(&self.author.window, 2026, self.last_seq).unwrap();
         self.last_seq = Some(reg_no.seq);
         let code = QueryCode::from_entropy(ctx.entropy as u64);
-        let (doc, event) = CaseDoc::register(&ctx, hall, self.actor.clone(), reg_no, &code, registration).expect("registration");
+        let (doc, event) =
+            CaseDoc::register(&ctx, hall, self.actor.clone(), reg_no, &code, registration).expect("registration");
         (doc, event, code)
     }
 
