@@ -1,6 +1,9 @@
 //! The zhaowo node: the I/O shell around `zhaowo-crdt`.
 //!
-//! The store, the QUIC sync and the HTTP surfaces arrive with their issues; today this crate only re-exports the case
-//! model so that the CLI and the tests build against the crate layout of DESIGN.md.
+//! Today it holds the store (SQLite persistence of the case log, see [`store`]), the node's identity key
+//! ([`identity`]) and its config file ([`config`]). The QUIC sync and the HTTP surfaces arrive with their issues.
+
+pub mod store;
 
 pub use zhaowo_crdt as crdt;
+pub mod fixtures;

@@ -1,0 +1,787 @@
+//! The store's connection owner: documents as a snapshot plus change rows, the catalog, the projections, reads and
+//! maintenance. Only the store thread touches a [`Db`]; everything here is synchronous.
+//!
+//! Invariants:
+//! - A document's stored state is `snapshot` (possibly empty) plus every row of `changes` for it; loading applies the
+//!   rows to the snapshot and must leave no change waiting for a missing dependency.
+//! - Every stored change bumps `meta.local_seq` by one, and the catalog row of its document takes the new value.
+//! - Projections are written in the same transaction as the changes they reflect.
+//! - A document in the LRU equals its stored state: a failed command or a failed commit evicts it.
+
+use super::cache::Lru;
+use super::projection::{self, CASE_COLUMNS, CaseRow, SearchText};
+use super::schema::{self, APPLICATION_ID, SCHEMA_VERSION_LATEST};
+use super::*;
+use automerge::{ActorId, AutoCommit, Change, ChangeHash};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use sha2::{Digest, Sha256};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use zhaowo_crdt::{CaseDoc, CaseView};
+
+/// Doc ids read per step when walking every document (verify, reindex): bounds memory at ~100 KB of ids.
+const WALK_CHUNK_DOCS: usize = 1024;
+
+pub(crate) struct Db {
+    conn: Connection,
+    actor: ActorId,
+    cache: Lru<CaseDoc>,
+    compact_min_bytes: usize,
+    /// The schema has the projection tables (version ≥ 2).
+    projections: bool,
+}
+
+/// The hash the catalog keeps of a set of heads: SHA-256 over the sorted head hashes.
+pub fn heads_hash(heads: &[ChangeHash]) -> [u8; 32] {
+    let mut sorted = heads.to_vec();
+    sorted.sort();
+    let mut hasher = Sha256::new();
+    for head in &sorted {
+        hasher.update(head.0);
+    }
+    hasher.finalize().into()
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+/// Parses one change from bytes, checking it against its stored hash when there is one.
+fn parse_change(bytes: &[u8], expected: Option<&[u8]>) -> Result<Change, String> {
+    let change = catch_unwind(|| Change::try_from(bytes))
+        .map_err(|payload| format!("decoding panicked: {}", panic_text(payload)))?
+        .map_err(|error| error.to_string())?;
+    if let Some(expected) = expected
+        && change.hash().0.as_slice() != expected
+    {
+        return Err(format!("change hash {} does not match the stored hash", change.hash()));
+    }
+    Ok(change)
+}
+
+impl Db {
+    pub fn open(options: &StoreOptions) -> Result<Db, OpenStoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match &options.vfs {
+            Some(vfs) => Connection::open_with_flags_and_vfs(&options.path, flags, vfs.as_str()),
+            None => Connection::open_with_flags(&options.path, flags),
+        }
+        .map_err(|source| OpenStoreError::Open { path: options.path.clone(), source })?;
+        let sqlite = |source| OpenStoreError::Sqlite { path: options.path.clone(), source };
+        let not_a_store = |reason: String| OpenStoreError::NotAStore { path: options.path.clone(), reason };
+        // A file that is not SQLite fails on the first read, not on open.
+        let journal: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(|source| not_a_store(source.to_string()))?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            return Err(not_a_store(format!("journal mode stays `{journal}`, WAL is required")));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = OFF;")
+            .map_err(sqlite)?;
+        let mut db = Db {
+            conn,
+            actor: options.actor.clone(),
+            cache: Lru::new(options.cache_docs_max),
+            compact_min_bytes: options.compact_min_bytes,
+            projections: false,
+        };
+        let target = options.schema_version_target;
+        assert!((1..=SCHEMA_VERSION_LATEST).contains(&target), "schema_version_target out of range");
+        let tx = db.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite)?;
+        let (version, application_id) = schema::version(&tx).map_err(sqlite)?;
+        if version > SCHEMA_VERSION_LATEST {
+            return Err(OpenStoreError::NewerSchema {
+                path: options.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION_LATEST,
+            });
+        }
+        if application_id != APPLICATION_ID {
+            let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0)).map_err(sqlite)?;
+            if application_id != 0 || tables > 0 {
+                return Err(not_a_store(format!("application id {application_id:#x} is not zhaowo's ({APPLICATION_ID:#x})")));
+            }
+        }
+        let mut version_now = version;
+        if version < target {
+            let migrated = schema::migrate(&tx, version, target).map_err(sqlite)?;
+            db.projections = target >= 2;
+            if migrated.reindex {
+                tracing::info!(from = migrated.from, to = migrated.to, "rebuilding projections after migration");
+                reindex_in(&tx, &db.actor, &mut Vec::new()).map_err(sqlite)?;
+            }
+            version_now = target;
+        }
+        tx.commit().map_err(sqlite)?;
+        db.projections = version_now >= 2;
+        Ok(db)
+    }
+
+    pub fn schema_version(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+    }
+
+    // ---- documents ----
+
+    fn catalog_has(&self, doc_id: &str) -> rusqlite::Result<bool> {
+        Ok(self.conn.prepare_cached("SELECT 1 FROM catalog WHERE doc_id = ?1")?.query_row([doc_id], |_| Ok(())).optional()?.is_some())
+    }
+
+    /// The cached document, or the stored one loaded into the cache.
+    fn case_mut(&mut self, doc_id: &str) -> Result<&mut CaseDoc, ReadError> {
+        if self.cache.get_mut(doc_id).is_none() {
+            let doc = load_automerge(&self.conn, &self.actor, doc_id)?.ok_or_else(|| ReadError::UnknownCase(doc_id.to_owned()))?;
+            let case = CaseDoc::from_automerge(doc)
+                .map_err(|error| ReadError::Corrupt(CorruptCase { case_id: doc_id.to_owned(), reason: error.to_string() }))?;
+            self.cache.insert(doc_id.to_owned(), case);
+        }
+        Ok(self.cache.get_mut(doc_id).expect("inserted above"))
+    }
+
+    pub fn cached_docs(&self) -> usize {
+        self.cache.len()
+    }
+
+    // ---- local writes ----
+
+    pub fn register(&mut self, mut case: CaseDoc) -> Result<Acknowledged, WriteError> {
+        let doc_id = case.case_id().as_str().to_owned();
+        if self.catalog_has(&doc_id)? {
+            return Err(WriteError::DuplicateCase(doc_id));
+        }
+        let projections = self.projections;
+        let compact_min_bytes = self.compact_min_bytes;
+        let tx = self.conn.transaction()?;
+        let stored = persist(&tx, &doc_id, case.automerge_mut(), &[], compact_min_bytes)?;
+        if projections {
+            project(&tx, &case)?;
+        }
+        tx.commit()?;
+        let heads = case.automerge_mut().get_heads();
+        self.cache.insert(doc_id.clone(), case);
+        Ok(Acknowledged { case_id: doc_id, local_seq: stored.local_seq, heads_hash: heads_hash(&heads), event_id: None })
+    }
+
+    pub fn edit(&mut self, doc_id: &str, edit: EditFn) -> Result<Acknowledged, WriteError> {
+        let projections = self.projections;
+        let compact_min_bytes = self.compact_min_bytes;
+        let case = self.case_mut(doc_id)?;
+        let heads_before = case.automerge_mut().get_heads();
+        let outcome = catch_unwind(AssertUnwindSafe(|| edit(&mut *case)));
+        let event_id = match outcome {
+            Ok(Ok(event_id)) => event_id,
+            Ok(Err(error)) => {
+                if case.automerge_mut().get_heads() != heads_before || automerge::transaction::Transactable::pending_ops(case.automerge()) > 0 {
+                    self.cache.remove(doc_id);
+                }
+                return Err(WriteError::Command(error));
+            }
+            Err(payload) => {
+                self.cache.remove(doc_id);
+                return Err(WriteError::Panicked(panic_text(payload)));
+            }
+        };
+        let result = (|| -> rusqlite::Result<(Stored, [u8; 32])> {
+            let case = self.cache.get_mut(doc_id).expect("loaded above");
+            let tx = self.conn.transaction()?;
+            let stored = persist(&tx, doc_id, case.automerge_mut(), &heads_before, compact_min_bytes)?;
+            if projections && stored.changes > 0 {
+                project(&tx, case)?;
+            }
+            tx.commit()?;
+            Ok((stored, heads_hash(&case.automerge_mut().get_heads())))
+        })();
+        match result {
+            Ok((stored, hash)) => Ok(Acknowledged { case_id: doc_id.to_owned(), local_seq: stored.local_seq, heads_hash: hash, event_id: Some(event_id) }),
+            Err(error) => {
+                // The change is in memory but not on disk: forget it, the caller was not acknowledged.
+                self.cache.remove(doc_id);
+                Err(error.into())
+            }
+        }
+    }
+
+    // ---- remote changes ----
+
+    pub fn apply_remote(&mut self, batch: Vec<RemoteChanges>) -> Result<RemoteReport, ApplyRemoteError> {
+        if batch.len() > REMOTE_BATCH_DOCS_MAX {
+            return Err(ApplyRemoteError::BatchTooLarge { docs: batch.len(), max: REMOTE_BATCH_DOCS_MAX });
+        }
+        let mut report = RemoteReport::default();
+        let mut touched = Vec::new();
+        let projections = self.projections;
+        let compact_min_bytes = self.compact_min_bytes;
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            for remote in batch {
+                let doc_id = remote.case_id;
+                if zhaowo_crdt::CaseId::parse(&doc_id).is_none() {
+                    report.rejected.push(RejectedDoc { case_id: doc_id, reason: "not a case id".to_owned() });
+                    continue;
+                }
+                let mut changes = Vec::with_capacity(remote.changes.len());
+                let mut bad = None;
+                for bytes in &remote.changes {
+                    if bytes.len() > REMOTE_CHANGE_BYTES_MAX {
+                        bad = Some(format!("a change of {} bytes exceeds {REMOTE_CHANGE_BYTES_MAX}", bytes.len()));
+                        break;
+                    }
+                    match parse_change(bytes, None) {
+                        Ok(change) => changes.push(change),
+                        Err(reason) => {
+                            bad = Some(reason);
+                            break;
+                        }
+                    }
+                }
+                if let Some(reason) = bad {
+                    report.rejected.push(RejectedDoc { case_id: doc_id, reason });
+                    continue;
+                }
+                // Take the document out of the cache while it changes; it goes back only after the commit.
+                let mut doc = match self.cache.remove(&doc_id) {
+                    Some(case) => DocState::Case(case),
+                    None => match load_automerge(&tx, &self.actor, &doc_id) {
+                        Ok(Some(doc)) => DocState::Raw(doc),
+                        Ok(None) => DocState::Raw(AutoCommit::new().with_actor(self.actor.clone())),
+                        Err(ReadError::Sqlite(error)) => return Err(error),
+                        Err(error) => {
+                            report.rejected.push(RejectedDoc { case_id: doc_id, reason: error.to_string() });
+                            continue;
+                        }
+                    },
+                };
+                let am = doc.automerge_mut();
+                let heads_before = am.get_heads();
+                let applied = catch_unwind(AssertUnwindSafe(|| am.apply_changes(changes)));
+                match applied {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        report.rejected.push(RejectedDoc { case_id: doc_id, reason: error.to_string() });
+                        continue;
+                    }
+                    Err(payload) => {
+                        report.rejected.push(RejectedDoc { case_id: doc_id, reason: format!("automerge panicked: {}", panic_text(payload)) });
+                        continue;
+                    }
+                }
+                if !am.get_missing_deps(&[]).is_empty() {
+                    report.waiting_for_deps += 1;
+                }
+                let stored = persist(&tx, &doc_id, am, &heads_before, compact_min_bytes)?;
+                if stored.changes == 0 {
+                    report.duplicate_docs += 1;
+                } else {
+                    report.applied_changes += stored.changes;
+                    report.changed_docs += 1;
+                }
+                let case = match doc {
+                    DocState::Case(case) => Some(case),
+                    DocState::Raw(raw) => CaseDoc::from_automerge(raw).ok(),
+                };
+                if projections && stored.changes > 0 {
+                    match &case {
+                        Some(case) => project(&tx, case)?,
+                        None => projection::remove(&tx, &doc_id)?,
+                    }
+                }
+                if let Some(case) = case {
+                    touched.push((doc_id, case));
+                }
+            }
+            tx.commit()
+        })();
+        match result {
+            Ok(()) => {
+                for (doc_id, case) in touched {
+                    self.cache.insert(doc_id, case);
+                }
+                Ok(report)
+            }
+            Err(error) => Err(ApplyRemoteError::Sqlite(error)),
+        }
+    }
+
+    /// The stored changes of a document that are not reachable from `heads` (all of them for empty heads).
+    pub fn changes_since(&mut self, doc_id: &str, heads: &[ChangeHash]) -> Result<Vec<Vec<u8>>, ReadError> {
+        let case = self.case_mut(doc_id)?;
+        Ok(case.automerge_mut().get_changes(heads).iter().map(|change| change.raw_bytes().to_vec()).collect())
+    }
+
+    pub fn catalog_since(&self, after_local_seq: i64, limit: usize) -> rusqlite::Result<Vec<CatalogEntry>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT doc_id, heads_hash, local_seq FROM catalog WHERE local_seq > ?1 ORDER BY local_seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after_local_seq, limit.min(CATALOG_PAGE_MAX) as i64], |row| {
+            let hash: Vec<u8> = row.get(1)?;
+            Ok(CatalogEntry { case_id: row.get(0)?, heads_hash: hash.try_into().unwrap_or([0; 32]), local_seq: row.get(2)? })
+        })?;
+        rows.collect()
+    }
+
+    // ---- reads ----
+
+    pub fn case_view(&mut self, doc_id: &str) -> Result<CaseView, ReadError> {
+        Ok(self.case_mut(doc_id)?.view())
+    }
+
+    fn need_projections(&self) -> Result<(), ReadError> {
+        if self.projections { Ok(()) } else { Err(ReadError::NoProjections) }
+    }
+
+    pub fn register_page(&self, query: &RegisterQuery) -> Result<RegisterPage, ReadError> {
+        self.need_projections()?;
+        let limit = query.limit.clamp(1, PAGE_ROWS_MAX);
+        let mut clauses = Vec::new();
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        let mut push = |clause: &str, value: rusqlite::types::Value| {
+            values.push(value);
+            clauses.push(clause.replace('?', &format!("?{}", values.len())));
+        };
+        use rusqlite::types::Value;
+        if let Some(status) = query.status {
+            push("status = ?", Value::Text(status.code().to_owned()));
+        }
+        if let Some(category) = &query.category {
+            push("category = ?", Value::Text(category.clone()));
+        }
+        if let Some(nature) = query.nature {
+            push("nature = ?", Value::Text(nature.code().to_owned()));
+        }
+        if let Some(unit) = &query.lead_unit {
+            push("lead_unit = ?", Value::Text(unit.clone()));
+        }
+        if let Some(window) = &query.window {
+            push("window = ?", Value::Text(window.clone()));
+        }
+        if let Some(from) = query.registered_from_ms {
+            push("registered_at_ms >= ?", Value::Integer(from));
+        }
+        if let Some(to) = query.registered_to_ms {
+            push("registered_at_ms < ?", Value::Integer(to));
+        }
+        if let Some(now) = query.overdue_at_ms {
+            push("clock_runs = 1 AND due_ms < ?", Value::Integer(now));
+        }
+        if let Some(cursor) = &query.after {
+            values.push(Value::Integer(cursor.registered_at_ms));
+            values.push(Value::Text(cursor.case_id.clone()));
+            clauses.push(format!("(registered_at_ms, doc_id) < (?{}, ?{})", values.len() - 1, values.len()));
+        }
+        values.push(Value::Integer(limit as i64 + 1));
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let sql = format!(
+            "SELECT {CASE_COLUMNS} FROM cases {filter} ORDER BY registered_at_ms DESC, doc_id DESC LIMIT ?{}",
+            values.len()
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let mut rows: Vec<CaseRow> =
+            statement.query_map(rusqlite::params_from_iter(values), CaseRow::from_sql)?.collect::<rusqlite::Result<_>>()?;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|row| PageCursor { registered_at_ms: row.registered_at_ms, case_id: row.case_id.clone() })
+        } else {
+            None
+        };
+        Ok(RegisterPage { rows, next })
+    }
+
+    pub fn search(&self, text: &str, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
+        self.need_projections()?;
+        let terms: Vec<&str> = text.split_whitespace().collect();
+        if terms.is_empty() {
+            return Err(ReadError::BadQuery("empty search".to_owned()));
+        }
+        if terms.len() > SEARCH_TERMS_MAX || text.chars().count() > SEARCH_QUERY_CHARS_MAX {
+            return Err(ReadError::BadQuery(format!(
+                "a search takes at most {SEARCH_TERMS_MAX} terms and {SEARCH_QUERY_CHARS_MAX} characters"
+            )));
+        }
+        use rusqlite::types::Value;
+        let mut values: Vec<Value> = Vec::new();
+        let mut clauses = Vec::new();
+        // Trigrams index substrings of three or more characters; shorter terms fall back to LIKE (a scan).
+        let long: Vec<String> =
+            terms.iter().filter(|term| term.chars().count() >= 3).map(|term| format!("\"{}\"", term.replace('"', "\"\""))).collect();
+        if !long.is_empty() {
+            values.push(Value::Text(long.join(" AND ")));
+            clauses.push(format!("cases_fts MATCH ?{}", values.len()));
+        }
+        for term in terms.iter().filter(|term| term.chars().count() < 3) {
+            let escaped = term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            values.push(Value::Text(format!("%{escaped}%")));
+            let n = values.len();
+            clauses.push(format!(
+                "(f.summary LIKE ?{n} ESCAPE '\\' OR f.detail LIKE ?{n} ESCAPE '\\' OR f.notes LIKE ?{n} ESCAPE '\\')"
+            ));
+        }
+        values.push(Value::Integer(limit.clamp(1, PAGE_ROWS_MAX) as i64));
+        let columns = CASE_COLUMNS.split(", ").map(|column| format!("c.{column}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {columns} FROM cases_fts f JOIN cases c ON c.id = f.rowid WHERE {} \
+             ORDER BY c.registered_at_ms DESC, c.doc_id DESC LIMIT ?{}",
+            clauses.join(" AND "),
+            values.len()
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), CaseRow::from_sql)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
+        self.need_projections()?;
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {CASE_COLUMNS} FROM cases WHERE clock_runs = 1 AND due_ms < ?1 ORDER BY due_ms, doc_id LIMIT ?2"
+        ))?;
+        let rows = statement
+            .query_map(params![now_ms, limit.clamp(1, PAGE_ROWS_MAX) as i64], CaseRow::from_sql)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn statistics(&self, from: zhaowo_crdt::time::Date, to: zhaowo_crdt::time::Date) -> Result<Statistics, ReadError> {
+        self.need_projections()?;
+        let counts = self.conn.prepare_cached(
+            "SELECT coalesce(sum(registered), 0), coalesce(sum(closed), 0), coalesce(sum(closed_on_time), 0),
+                    coalesce(sum(responded), 0), coalesce(sum(responded_on_time), 0), coalesce(sum(rated), 0),
+                    coalesce(sum(rating_sum), 0), coalesce(sum(satisfied), 0)
+             FROM stats_daily WHERE day BETWEEN ?1 AND ?2",
+        )?
+        .query_row(params![from.to_days(), to.to_days()], |row| {
+            Ok(StatsCounts {
+                registered: row.get(0)?,
+                closed: row.get(1)?,
+                closed_on_time: row.get(2)?,
+                responded: row.get(3)?,
+                responded_on_time: row.get(4)?,
+                rated: row.get(5)?,
+                rating_sum: row.get(6)?,
+                satisfied: row.get(7)?,
+            })
+        })?;
+        Ok(Statistics::from_counts(counts))
+    }
+
+    pub fn counts(&self) -> rusqlite::Result<StoreCounts> {
+        Ok(StoreCounts {
+            docs: self.conn.query_row("SELECT count(*) FROM catalog", [], |row| row.get(0))?,
+            change_rows: self.conn.query_row("SELECT count(*) FROM changes", [], |row| row.get(0))?,
+            snapshots: self.conn.query_row("SELECT count(*) FROM docs WHERE length(snapshot) > 0", [], |row| row.get(0))?,
+            local_seq: self.conn.query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0))?,
+            cached_docs: self.cache.len() as i64,
+        })
+    }
+
+    // ---- maintenance ----
+
+    pub fn integrity_check(&self) -> rusqlite::Result<Vec<String>> {
+        let mut statement = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows = statement.query_map([], |row| row.get(0))?.collect();
+        rows
+    }
+
+    pub fn reindex(&mut self) -> Result<ReindexReport, MaintenanceError> {
+        if !self.projections {
+            return Err(MaintenanceError::NoProjections);
+        }
+        let mut problems = Vec::new();
+        let tx = self.conn.transaction()?;
+        let cases = reindex_in(&tx, &self.actor, &mut problems)?;
+        tx.commit()?;
+        Ok(ReindexReport { cases, problems })
+    }
+
+    pub fn verify(&mut self) -> Result<VerifyReport, MaintenanceError> {
+        let mut report = VerifyReport::default();
+        let mut after = String::new();
+        loop {
+            let ids = doc_ids_after(&self.conn, &after, WALK_CHUNK_DOCS)?;
+            let Some(last) = ids.last() else { break };
+            after = last.clone();
+            for doc_id in ids {
+                report.docs += 1;
+                self.verify_doc(&doc_id, &mut report.problems)?;
+            }
+        }
+        // Rows that belong to no catalogued document.
+        let orphans = [
+            "SELECT DISTINCT doc_id FROM docs WHERE doc_id NOT IN (SELECT doc_id FROM catalog)",
+            "SELECT DISTINCT doc_id FROM changes WHERE doc_id NOT IN (SELECT doc_id FROM catalog)",
+        ];
+        for sql in orphans {
+            let mut statement = self.conn.prepare(sql)?;
+            for doc_id in statement.query_map([], |row| row.get::<_, String>(0))? {
+                report.problems.push(Problem { case_id: doc_id?, kind: ProblemKind::Orphan });
+            }
+        }
+        if self.projections {
+            let mut statement = self.conn.prepare("SELECT doc_id FROM cases WHERE doc_id NOT IN (SELECT doc_id FROM catalog)")?;
+            for doc_id in statement.query_map([], |row| row.get::<_, String>(0))? {
+                report.problems.push(Problem { case_id: doc_id?, kind: ProblemKind::Orphan });
+            }
+            // The statistics must equal the sum of the cases' contributions.
+            let mut statement = self.conn.prepare(
+                "SELECT coalesce(a.day, b.day), coalesce(a.category, b.category) FROM
+                 (SELECT day, category, registered, closed, closed_on_time, responded, responded_on_time, rated, rating_sum, satisfied
+                    FROM stats_daily WHERE registered != 0 OR closed != 0 OR responded != 0 OR rated != 0) a
+                 FULL OUTER JOIN
+                 (SELECT (registered_at_ms + 28800000) / 86400000 AS day, category, count(*) AS registered,
+                         count(closed_at_ms) AS closed, sum(closed_at_ms IS NOT NULL AND closed_at_ms <= due_ms) AS closed_on_time,
+                         count(first_response_ms) AS responded,
+                         sum(first_response_ms IS NOT NULL AND first_response_ms <= first_response_due_ms) AS responded_on_time,
+                         count(rating) AS rated, coalesce(sum(rating), 0) AS rating_sum, sum(coalesce(rating, 0) >= 4) AS satisfied
+                    FROM cases GROUP BY 1, 2) b
+                 ON a.day = b.day AND a.category = b.category
+                 WHERE a.day IS NULL OR b.day IS NULL OR a.registered != b.registered OR a.closed != b.closed
+                    OR a.closed_on_time != b.closed_on_time OR a.responded != b.responded
+                    OR a.responded_on_time != b.responded_on_time OR a.rated != b.rated OR a.rating_sum != b.rating_sum
+                    OR a.satisfied != b.satisfied",
+            )?;
+            for row in statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))? {
+                let (day, category) = row?;
+                report.problems.push(Problem { case_id: String::new(), kind: ProblemKind::Statistics { day, category } });
+            }
+        }
+        Ok(report)
+    }
+
+    fn verify_doc(&mut self, doc_id: &str, problems: &mut Vec<Problem>) -> rusqlite::Result<()> {
+        let mut problem = |kind| problems.push(Problem { case_id: doc_id.to_owned(), kind });
+        let mut doc = match load_automerge(&self.conn, &self.actor, doc_id) {
+            Ok(Some(doc)) => doc,
+            Ok(None) => {
+                problem(ProblemKind::Unreadable("catalogued but no stored changes".to_owned()));
+                return Ok(());
+            }
+            Err(ReadError::Sqlite(error)) => return Err(error),
+            Err(error) => {
+                problem(ProblemKind::Unreadable(error.to_string()));
+                return Ok(());
+            }
+        };
+        let catalog: Vec<u8> =
+            self.conn.prepare_cached("SELECT heads_hash FROM catalog WHERE doc_id = ?1")?.query_row([doc_id], |row| row.get(0))?;
+        if catalog != heads_hash(&doc.get_heads()) {
+            problem(ProblemKind::HeadsMismatch);
+        }
+        if !self.projections {
+            return Ok(());
+        }
+        let stored = self
+            .conn
+            .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
+            .query_row([doc_id], |row| Ok((row.get::<_, i64>("id")?, CaseRow::from_sql(row)?)))
+            .optional()?;
+        match CaseDoc::from_automerge(doc) {
+            Ok(case) => {
+                let view = case.view();
+                match stored {
+                    None => problem(ProblemKind::MissingProjection),
+                    Some((id, row)) => {
+                        if row != CaseRow::of(&view) {
+                            problem(ProblemKind::StaleProjection);
+                        }
+                        if projection::read_text(&self.conn, id)? != Some(SearchText::of(&view)) {
+                            problem(ProblemKind::StaleSearchText);
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                problem(ProblemKind::NotACase(error.to_string()));
+                if stored.is_some() {
+                    problem(ProblemKind::StaleProjection);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn backup(&self, to: &std::path::Path) -> Result<(), MaintenanceError> {
+        if to.exists() {
+            return Err(MaintenanceError::BackupExists(to.to_path_buf()));
+        }
+        let target = to.to_str().ok_or_else(|| MaintenanceError::BadPath(to.to_path_buf()))?;
+        self.conn.execute("VACUUM INTO ?1", [target])?;
+        Ok(())
+    }
+
+    /// Test hook: runs raw SQL on the store (to damage rows in corruption tests).
+    pub fn execute_raw(&mut self, sql: &str) -> rusqlite::Result<()> {
+        self.cache.clear();
+        self.conn.execute_batch(sql)
+    }
+}
+
+enum DocState {
+    Case(CaseDoc),
+    Raw(AutoCommit),
+}
+
+impl DocState {
+    fn automerge_mut(&mut self) -> &mut AutoCommit {
+        match self {
+            DocState::Case(case) => case.automerge_mut(),
+            DocState::Raw(doc) => doc,
+        }
+    }
+}
+
+fn doc_ids_after(conn: &Connection, after: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare_cached("SELECT doc_id FROM catalog WHERE doc_id > ?1 ORDER BY doc_id LIMIT ?2")?;
+    let ids = statement.query_map(params![after, limit as i64], |row| row.get(0))?.collect();
+    ids
+}
+
+/// Rebuilds every projection from the documents inside `tx`; unreadable documents are reported and skipped.
+fn reindex_in(tx: &Transaction<'_>, actor: &ActorId, problems: &mut Vec<Problem>) -> rusqlite::Result<u64> {
+    tx.execute_batch("DELETE FROM cases; DELETE FROM cases_fts; DELETE FROM stats_daily;")?;
+    let mut after = String::new();
+    let mut cases = 0;
+    loop {
+        let ids = doc_ids_after(tx, &after, WALK_CHUNK_DOCS)?;
+        let Some(last) = ids.last() else { break };
+        after = last.clone();
+        for doc_id in ids {
+            match load_automerge(tx, actor, &doc_id) {
+                Ok(Some(doc)) => match CaseDoc::from_automerge(doc) {
+                    Ok(case) => {
+                        project(tx, &case)?;
+                        cases += 1;
+                    }
+                    Err(error) => problems.push(Problem { case_id: doc_id, kind: ProblemKind::NotACase(error.to_string()) }),
+                },
+                Ok(None) => problems.push(Problem { case_id: doc_id, kind: ProblemKind::Unreadable("no stored changes".into()) }),
+                Err(ReadError::Sqlite(error)) => return Err(error),
+                Err(error) => problems.push(Problem { case_id: doc_id, kind: ProblemKind::Unreadable(error.to_string()) }),
+            }
+        }
+    }
+    Ok(cases)
+}
+
+fn project(tx: &Transaction<'_>, case: &CaseDoc) -> rusqlite::Result<()> {
+    let view = case.view();
+    projection::upsert(tx, &CaseRow::of(&view), &SearchText::of(&view))
+}
+
+/// What [`persist`] wrote.
+struct Stored {
+    changes: usize,
+    local_seq: i64,
+}
+
+/// Stores the changes of `doc` not reachable from `heads_before`, compacts when the increments outgrow the snapshot,
+/// and updates the catalog and the node-wide counter. Runs inside the caller's transaction.
+fn persist(
+    tx: &Transaction<'_>,
+    doc_id: &str,
+    doc: &mut AutoCommit,
+    heads_before: &[ChangeHash],
+    compact_min_bytes: usize,
+) -> rusqlite::Result<Stored> {
+    let changes = doc.get_changes(heads_before);
+    let mut local_seq: i64 = tx.prepare_cached("SELECT value FROM meta WHERE key = 'local_seq'")?.query_row([], |row| row.get(0))?;
+    if changes.is_empty() {
+        return Ok(Stored { changes: 0, local_seq });
+    }
+    let mut added_bytes = 0i64;
+    let mut stored = 0;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO changes (doc_id, hash, actor, seq, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for change in &changes {
+            let bytes = change.raw_bytes();
+            if insert.execute(params![doc_id, change.hash().0.as_slice(), change.actor_id().to_bytes(), local_seq + 1, bytes])? == 1 {
+                local_seq += 1;
+                stored += 1;
+                added_bytes += bytes.len() as i64;
+            }
+        }
+    }
+    if stored == 0 {
+        return Ok(Stored { changes: 0, local_seq });
+    }
+    let existing = tx
+        .prepare_cached("SELECT length(snapshot), changes_bytes FROM docs WHERE doc_id = ?1")?
+        .query_row([doc_id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+        .optional()?;
+    let (snapshot_bytes, changes_bytes) = match existing {
+        Some((snapshot_bytes, changes_bytes)) => (snapshot_bytes, changes_bytes + added_bytes),
+        None => {
+            tx.prepare_cached("INSERT INTO docs (doc_id, snapshot, snapshot_heads, changes_bytes) VALUES (?1, x'', x'', 0)")?
+                .execute([doc_id])?;
+            (0, added_bytes)
+        }
+    };
+    let heads = doc.get_heads();
+    if changes_bytes > snapshot_bytes.max(compact_min_bytes as i64) {
+        // Compaction: the new snapshot replaces the old one and the change rows in this same transaction, so a crash
+        // leaves either the old snapshot with its rows or the new snapshot without them.
+        let snapshot = doc.save();
+        let snapshot_heads: Vec<u8> = heads.iter().flat_map(|head| head.0).collect();
+        tx.prepare_cached("UPDATE docs SET snapshot = ?2, snapshot_heads = ?3, changes_bytes = 0 WHERE doc_id = ?1")?
+            .execute(params![doc_id, snapshot, snapshot_heads])?;
+        tx.prepare_cached("DELETE FROM changes WHERE doc_id = ?1")?.execute([doc_id])?;
+    } else {
+        tx.prepare_cached("UPDATE docs SET changes_bytes = ?2 WHERE doc_id = ?1")?.execute(params![doc_id, changes_bytes])?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO catalog (doc_id, heads_hash, local_seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (doc_id) DO UPDATE SET heads_hash = ?2, local_seq = ?3",
+    )?
+    .execute(params![doc_id, heads_hash(&heads).as_slice(), local_seq])?;
+    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'local_seq'")?.execute([local_seq])?;
+    Ok(Stored { changes: stored, local_seq })
+}
+
+/// Loads a stored document: its snapshot plus its change rows. `Ok(None)` when nothing is stored under `doc_id`.
+pub(crate) fn load_automerge(conn: &Connection, actor: &ActorId, doc_id: &str) -> Result<Option<AutoCommit>, ReadError> {
+    let corrupt = |reason: String| ReadError::Corrupt(CorruptCase { case_id: doc_id.to_owned(), reason });
+    let row = conn
+        .prepare_cached("SELECT snapshot, snapshot_heads FROM docs WHERE doc_id = ?1")?
+        .query_row([doc_id], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)))
+        .optional()?;
+    let Some((snapshot, snapshot_heads)) = row else { return Ok(None) };
+    let mut doc = if snapshot.is_empty() {
+        AutoCommit::new()
+    } else {
+        let loaded = catch_unwind(|| AutoCommit::load(&snapshot))
+            .map_err(|payload| corrupt(format!("snapshot decoding panicked: {}", panic_text(payload))))?
+            .map_err(|error| corrupt(format!("snapshot: {error}")))?;
+        loaded
+    };
+    let mut doc_heads: Vec<u8> = {
+        let mut heads = doc.get_heads();
+        heads.sort();
+        heads.iter().flat_map(|head| head.0).collect()
+    };
+    let mut expected_heads = snapshot_heads.chunks(32).map(<[u8]>::to_vec).collect::<Vec<_>>();
+    expected_heads.sort();
+    if doc_heads != expected_heads.concat() {
+        return Err(corrupt("snapshot heads differ from the recorded heads".to_owned()));
+    }
+    doc_heads.clear();
+    let mut statement = conn.prepare_cached("SELECT hash, bytes FROM changes WHERE doc_id = ?1 ORDER BY seq")?;
+    let mut changes = Vec::new();
+    for row in statement.query_map([doc_id], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)))? {
+        let (hash, bytes) = row?;
+        changes.push(parse_change(&bytes, Some(&hash)).map_err(|reason| corrupt(format!("change row: {reason}")))?);
+    }
+    if snapshot.is_empty() && changes.is_empty() {
+        return Err(corrupt("no snapshot and no changes".to_owned()));
+    }
+    if !changes.is_empty() {
+        catch_unwind(AssertUnwindSafe(|| doc.apply_changes(changes)))
+            .map_err(|payload| corrupt(format!("applying changes panicked: {}", panic_text(payload))))?
+            .map_err(|error| corrupt(format!("applying changes: {error}")))?;
+    }
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Err(corrupt("a stored change depends on a change that is not stored".to_owned()));
+    }
+    Ok(Some(doc.with_actor(actor.clone())))
+}

@@ -1,0 +1,677 @@
+//! The node's store: SQLite persistence that never loses an acknowledged case.
+//!
+//! One named thread (`zhaowo-store`) owns the `rusqlite::Connection` and a bounded LRU of loaded case documents,
+//! behind a bounded channel of requests; async callers await a oneshot reply (iroh-docs' actor-owned store). A local
+//! command is acknowledged only after the transaction holding its change has committed with `synchronous = FULL` in
+//! WAL mode, so a power cut after the acknowledgement cannot lose it (NOTES.md: NORMAL lost acknowledged commits in a
+//! power-cut model, FULL lost none).
+//!
+//! Layout (see `schema`): per document a snapshot plus incremental change rows (compacted when the increments
+//! outgrow the snapshot), a catalog row `(doc_id, heads_hash, local_seq)`, change signatures, and the projections
+//! (register book, FTS5 search, daily statistics) written in the same transaction as the change.
+//!
+//! ```no_run
+//! # async fn demo(case: zhaowo_crdt::CaseDoc) -> Result<(), Box<dyn std::error::Error>> {
+//! use zhaowo_node::store::{Store, StoreOptions};
+//! let store = Store::open(StoreOptions::recommended("cases.db".into(), automerge::ActorId::from(vec![1; 16])))?;
+//! let ack = store.register(case).await?; // returns after COMMIT
+//! let view = store.case_view(&ack.case_id).await?;
+//! # Ok(()) }
+//! ```
+
+mod cache;
+mod db;
+pub mod projection;
+mod schema;
+
+pub use db::heads_hash;
+pub use projection::{CaseRow, SearchText, StatsContribution};
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION_LATEST};
+
+use automerge::{ActorId, ChangeHash};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use zhaowo_crdt::model::{Nature, Status};
+use zhaowo_crdt::time::Date;
+use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, Ctx, EventId, Hall};
+
+/// Documents kept loaded: ~17 KB each (NOTES.md), so 4096 documents are ~70 MB, and a window's working set (the open
+/// cases of a day) fits many times over.
+pub const CACHE_DOCS_MAX: usize = 4096;
+/// Requests waiting for the store thread: enough for every window and peer of a hall to have a few in flight; a full
+/// queue makes callers wait (backpressure) instead of growing memory.
+pub const QUEUE_REQUESTS_MAX: usize = 256;
+/// A document's change rows are kept until they exceed its snapshot and this many bytes: below it, applying a few
+/// rows on load costs less than rewriting the snapshot on every edit.
+pub const COMPACT_MIN_BYTES: usize = 4096;
+/// Documents in one remote batch (one transaction): bounds the transaction's memory and the time other requests wait.
+pub const REMOTE_BATCH_DOCS_MAX: usize = 1024;
+/// One remote change: a case's change is ~1 KB; 1 MiB leaves room for long texts and refuses absurd input early.
+pub const REMOTE_CHANGE_BYTES_MAX: usize = 1 << 20;
+/// Rows in one register page or search answer: a screen shows 20-100.
+pub const PAGE_ROWS_MAX: usize = 500;
+/// Catalog entries in one answer (sync sends them in bounded batches).
+pub const CATALOG_PAGE_MAX: usize = 4096;
+/// Search terms in one query.
+pub const SEARCH_TERMS_MAX: usize = 8;
+/// Characters in one search query.
+pub const SEARCH_QUERY_CHARS_MAX: usize = 100;
+
+/// How to open a store. Build it with [`StoreOptions::recommended`] and change what a test needs.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The SQLite database file (created when missing).
+    pub path: PathBuf,
+    /// The Automerge actor of this node (its public key plus an incarnation suffix).
+    pub actor: ActorId,
+    /// See [`CACHE_DOCS_MAX`].
+    pub cache_docs_max: usize,
+    /// See [`QUEUE_REQUESTS_MAX`].
+    pub queue_requests_max: usize,
+    /// See [`COMPACT_MIN_BYTES`].
+    pub compact_min_bytes: usize,
+    /// The schema version to migrate to: [`SCHEMA_VERSION_LATEST`] except in migration tests.
+    pub schema_version_target: i64,
+    /// A registered SQLite VFS to open the file with (the power-cut model); `None` is the platform default.
+    pub vfs: Option<String>,
+}
+
+impl StoreOptions {
+    pub fn recommended(path: PathBuf, actor: ActorId) -> StoreOptions {
+        StoreOptions {
+            path,
+            actor,
+            cache_docs_max: CACHE_DOCS_MAX,
+            queue_requests_max: QUEUE_REQUESTS_MAX,
+            compact_min_bytes: COMPACT_MIN_BYTES,
+            schema_version_target: SCHEMA_VERSION_LATEST,
+            vfs: None,
+        }
+    }
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStoreError {
+    /// SQLite could not open or create the file.
+    #[error("cannot open store `{path}`")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    /// The file is not a zhaowo store (another SQLite database, or not SQLite at all).
+    #[error("`{path}` is not a zhaowo store: {reason}")]
+    NotAStore { path: PathBuf, reason: String },
+    /// The store was written by a newer zhaowo; this version must not touch it.
+    #[error("store `{path}` has schema version {found}, newer than this zhaowo understands ({supported}): upgrade zhaowo")]
+    NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    /// A statement failed while opening or migrating.
+    #[error("store `{path}`: sqlite error while opening")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    /// The store thread could not be started.
+    #[error("cannot start the store thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A stored case could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("case {case_id} is damaged: {reason}")]
+pub struct CorruptCase {
+    pub case_id: String,
+    pub reason: String,
+}
+
+/// Why a local command was not acknowledged (nothing was stored).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The command was refused by the case rules.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// No case with this id is stored.
+    #[error("no case {0}")]
+    UnknownCase(String),
+    /// A case with this id is already stored.
+    #[error("case {0} is already stored")]
+    DuplicateCase(String),
+    /// The stored case cannot be read.
+    #[error(transparent)]
+    Corrupt(CorruptCase),
+    /// The command panicked; the case was reloaded from disk.
+    #[error("the command panicked: {0}")]
+    Panicked(String),
+    /// SQLite failed; the change was not stored.
+    #[error("sqlite error, the change was not stored")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store has shut down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No case with this id is stored.
+    #[error("no case {0}")]
+    UnknownCase(String),
+    /// The stored case cannot be read; the rest of the store keeps serving.
+    #[error(transparent)]
+    Corrupt(CorruptCase),
+    /// The query is malformed or too large.
+    #[error("bad query: {0}")]
+    BadQuery(String),
+    /// The store was opened at a schema version without projections (migration tests only).
+    #[error("this store has no projection tables (schema version below 2)")]
+    NoProjections,
+    /// SQLite failed.
+    #[error("sqlite error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store has shut down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<ReadError> for WriteError {
+    fn from(error: ReadError) -> WriteError {
+        match error {
+            ReadError::UnknownCase(id) => WriteError::UnknownCase(id),
+            ReadError::Corrupt(corrupt) => WriteError::Corrupt(corrupt),
+            ReadError::Sqlite(error) => WriteError::Sqlite(error),
+            ReadError::Closed => WriteError::Closed,
+            ReadError::BadQuery(text) => WriteError::Corrupt(CorruptCase { case_id: String::new(), reason: text }),
+            ReadError::NoProjections => WriteError::Corrupt(CorruptCase { case_id: String::new(), reason: "no projections".into() }),
+        }
+    }
+}
+
+/// Why a remote batch was not applied (nothing of it was stored).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyRemoteError {
+    /// More documents than [`REMOTE_BATCH_DOCS_MAX`].
+    #[error("a remote batch of {docs} documents exceeds {max}")]
+    BatchTooLarge { docs: usize, max: usize },
+    /// SQLite failed; the whole batch was rolled back.
+    #[error("sqlite error, the batch was not stored")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store has shut down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Why a maintenance operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// The backup target exists already; backups never overwrite.
+    #[error("backup target `{0}` exists already")]
+    BackupExists(PathBuf),
+    /// The path is not valid UTF-8 (SQLite's `VACUUM INTO` takes text).
+    #[error("path `{0}` is not valid UTF-8")]
+    BadPath(PathBuf),
+    /// The file to restore is not a healthy zhaowo store.
+    #[error("`{path}` cannot be restored: {reason}")]
+    BadBackup { path: PathBuf, reason: String },
+    /// The store was opened at a schema version without projections.
+    #[error("this store has no projection tables (schema version below 2)")]
+    NoProjections,
+    /// A file operation failed.
+    #[error("{what} `{path}`")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// SQLite failed.
+    #[error("sqlite error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store has shut down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// The reply to an acknowledged local command: its change is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub case_id: String,
+    /// The node-wide counter after this change.
+    pub local_seq: i64,
+    pub heads_hash: [u8; 32],
+    /// The event the command added (`None` for a registration, whose event is in the document).
+    pub event_id: Option<EventId>,
+}
+
+/// Changes of one document received from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChanges {
+    pub case_id: String,
+    /// Encoded Automerge changes (`Change::raw_bytes`).
+    pub changes: Vec<Vec<u8>>,
+}
+
+/// A document of a remote batch that was refused (the rest of the batch is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedDoc {
+    pub case_id: String,
+    pub reason: String,
+}
+
+/// What a remote batch did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RemoteReport {
+    /// Changes newly stored.
+    pub applied_changes: usize,
+    /// Documents that gained changes.
+    pub changed_docs: usize,
+    /// Documents whose changes were all stored already (the batch was a repeat).
+    pub duplicate_docs: usize,
+    /// Documents with changes waiting for a dependency the peer has not sent yet (not stored).
+    pub waiting_for_deps: usize,
+    pub rejected: Vec<RejectedDoc>,
+}
+
+/// One catalog row: what sync compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub case_id: String,
+    pub heads_hash: [u8; 32],
+    pub local_seq: i64,
+}
+
+/// Where a register page continues: the last row of the previous page (keyset paging, O(page) at any depth).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    pub registered_at_ms: i64,
+    pub case_id: String,
+}
+
+/// Filters and paging of the register book; rows come newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegisterQuery {
+    pub status: Option<Status>,
+    pub category: Option<String>,
+    pub nature: Option<Nature>,
+    pub lead_unit: Option<String>,
+    pub window: Option<String>,
+    /// Registered at or after.
+    pub registered_from_ms: Option<i64>,
+    /// Registered before.
+    pub registered_to_ms: Option<i64>,
+    /// Only cases overdue at this instant.
+    pub overdue_at_ms: Option<i64>,
+    pub after: Option<PageCursor>,
+    /// Rows per page, at most [`PAGE_ROWS_MAX`].
+    pub limit: usize,
+}
+
+/// One page of the register book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterPage {
+    pub rows: Vec<CaseRow>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<PageCursor>,
+}
+
+/// Counts for a period (cases registered in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsCounts {
+    pub registered: i64,
+    pub closed: i64,
+    pub closed_on_time: i64,
+    pub responded: i64,
+    pub responded_on_time: i64,
+    pub rated: i64,
+    pub rating_sum: i64,
+    pub satisfied: i64,
+}
+
+/// Statistics of the cases registered in a period: counts and the hall's rates.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Statistics {
+    pub counts: StatsCounts,
+    /// 响应率: responded / registered.
+    pub response_rate: f64,
+    /// 按时响应率: responded on time / registered.
+    pub response_on_time_rate: f64,
+    /// 办结率: closed / registered.
+    pub close_rate: f64,
+    /// 按时办结率: closed on time / closed.
+    pub close_on_time_rate: f64,
+    /// 满意率: satisfied (rating ≥ 4) / rated.
+    pub satisfaction_rate: f64,
+    /// Mean rating of rated cases.
+    pub rating_mean: f64,
+}
+
+impl Statistics {
+    pub fn from_counts(counts: StatsCounts) -> Statistics {
+        let rate = |part: i64, whole: i64| if whole == 0 { 0.0 } else { part as f64 / whole as f64 };
+        Statistics {
+            counts,
+            response_rate: rate(counts.responded, counts.registered),
+            response_on_time_rate: rate(counts.responded_on_time, counts.registered),
+            close_rate: rate(counts.closed, counts.registered),
+            close_on_time_rate: rate(counts.closed_on_time, counts.closed),
+            satisfaction_rate: rate(counts.satisfied, counts.rated),
+            rating_mean: rate(counts.rating_sum, counts.rated),
+        }
+    }
+}
+
+/// What is in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub docs: i64,
+    pub change_rows: i64,
+    pub snapshots: i64,
+    pub local_seq: i64,
+    pub cached_docs: i64,
+}
+
+/// One problem `verify` or `reindex` found, by case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Empty for problems that belong to no single case (statistics).
+    pub case_id: String,
+    pub kind: ProblemKind,
+}
+
+/// What is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The document's rows do not load.
+    Unreadable(String),
+    /// The document loads but is not a readable case.
+    NotACase(String),
+    /// The catalog's heads hash differs from the document's heads.
+    HeadsMismatch,
+    /// The case has no register row.
+    MissingProjection,
+    /// The register row differs from the document.
+    StaleProjection,
+    /// The full-text row differs from the document.
+    StaleSearchText,
+    /// Rows for a document the catalog does not know.
+    Orphan,
+    /// A `stats_daily` row differs from the sum of its cases.
+    Statistics { day: i64, category: String },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let case = if self.case_id.is_empty() { "-" } else { &self.case_id };
+        match &self.kind {
+            ProblemKind::Unreadable(reason) => write!(f, "{case}: unreadable: {reason}"),
+            ProblemKind::NotACase(reason) => write!(f, "{case}: not a case: {reason}"),
+            ProblemKind::HeadsMismatch => write!(f, "{case}: catalog heads differ from the document"),
+            ProblemKind::MissingProjection => write!(f, "{case}: missing from the register book"),
+            ProblemKind::StaleProjection => write!(f, "{case}: register row differs from the document"),
+            ProblemKind::StaleSearchText => write!(f, "{case}: search text differs from the document"),
+            ProblemKind::Orphan => write!(f, "{case}: rows without a catalog entry"),
+            ProblemKind::Statistics { day, category } => write!(f, "statistics of day {day} category {category} differ from the cases"),
+        }
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerifyReport {
+    pub docs: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// What `reindex` rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReindexReport {
+    pub cases: u64,
+    /// Documents that could not be projected (reported, skipped).
+    pub problems: Vec<Problem>,
+}
+
+/// An edit run on the store thread against the cached case; its change is stored when it returns `Ok`.
+pub type EditFn = Box<dyn FnOnce(&mut CaseDoc) -> Result<EventId, CommandError> + Send>;
+
+type Reply<T> = oneshot::Sender<T>;
+
+enum Request {
+    Register(Box<CaseDoc>, Reply<Result<Acknowledged, WriteError>>),
+    Edit(String, EditFn, Reply<Result<Acknowledged, WriteError>>),
+    ApplyRemote(Vec<RemoteChanges>, Reply<Result<RemoteReport, ApplyRemoteError>>),
+    ChangesSince(String, Vec<ChangeHash>, Reply<Result<Vec<Vec<u8>>, ReadError>>),
+    CatalogSince(i64, usize, Reply<Result<Vec<CatalogEntry>, ReadError>>),
+    CaseView(String, Reply<Result<CaseView, ReadError>>),
+    RegisterPage(Box<RegisterQuery>, Reply<Result<RegisterPage, ReadError>>),
+    Search(String, usize, Reply<Result<Vec<CaseRow>, ReadError>>),
+    Overdue(i64, usize, Reply<Result<Vec<CaseRow>, ReadError>>),
+    Statistics(Date, Date, Reply<Result<Statistics, ReadError>>),
+    Counts(Reply<Result<StoreCounts, ReadError>>),
+    SchemaVersion(Reply<Result<i64, ReadError>>),
+    IntegrityCheck(Reply<Result<Vec<String>, MaintenanceError>>),
+    Verify(Reply<Result<VerifyReport, MaintenanceError>>),
+    Reindex(Reply<Result<ReindexReport, MaintenanceError>>),
+    Backup(PathBuf, Reply<Result<(), MaintenanceError>>),
+    ExecuteRaw(String, Reply<Result<(), MaintenanceError>>),
+}
+
+/// A handle to the store thread. Cheap to share behind an `Arc`; dropping it shuts the thread down after the
+/// requests already queued.
+#[derive(Debug)]
+pub struct Store {
+    requests: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
+    // A caller that stopped waiting (its future dropped) is not an error: the work is done or rolled back either way.
+    while let Some(request) = requests.blocking_recv() {
+        match request {
+            Request::Register(case, reply) => drop(reply.send(db.register(*case))),
+            Request::Edit(case_id, edit, reply) => drop(reply.send(db.edit(&case_id, edit))),
+            Request::ApplyRemote(batch, reply) => drop(reply.send(db.apply_remote(batch))),
+            Request::ChangesSince(case_id, heads, reply) => drop(reply.send(db.changes_since(&case_id, &heads))),
+            Request::CatalogSince(after, limit, reply) => drop(reply.send(db.catalog_since(after, limit).map_err(Into::into))),
+            Request::CaseView(case_id, reply) => drop(reply.send(db.case_view(&case_id))),
+            Request::RegisterPage(query, reply) => drop(reply.send(db.register_page(&query))),
+            Request::Search(text, limit, reply) => drop(reply.send(db.search(&text, limit))),
+            Request::Overdue(now_ms, limit, reply) => drop(reply.send(db.overdue(now_ms, limit))),
+            Request::Statistics(from, to, reply) => drop(reply.send(db.statistics(from, to))),
+            Request::Counts(reply) => drop(reply.send(db.counts().map_err(Into::into))),
+            Request::SchemaVersion(reply) => drop(reply.send(db.schema_version().map_err(Into::into))),
+            Request::IntegrityCheck(reply) => drop(reply.send(db.integrity_check().map_err(Into::into))),
+            Request::Verify(reply) => drop(reply.send(db.verify())),
+            Request::Reindex(reply) => drop(reply.send(db.reindex())),
+            Request::Backup(path, reply) => drop(reply.send(db.backup(&path))),
+            Request::ExecuteRaw(sql, reply) => drop(reply.send(db.execute_raw(&sql).map_err(Into::into))),
+        }
+    }
+    tracing::debug!(cached_docs = db.cached_docs(), "store thread stops");
+}
+
+impl Store {
+    /// Opens (creating or migrating) the store and starts its thread. Blocks for the open and any migration.
+    pub fn open(options: StoreOptions) -> Result<Store, OpenStoreError> {
+        let (requests, receiver) = mpsc::channel(options.queue_requests_max);
+        let (opened_sender, opened) = std::sync::mpsc::sync_channel(1);
+        let path = options.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("zhaowo-store".to_owned())
+            .spawn(move || match db::Db::open(&options) {
+                Ok(db) => {
+                    drop(opened_sender.send(Ok(())));
+                    serve(db, receiver);
+                }
+                Err(error) => drop(opened_sender.send(Err(error))),
+            })
+            .map_err(OpenStoreError::Thread)?;
+        match opened.recv() {
+            Ok(Ok(())) => Ok(Store { requests: Some(requests), thread: Some(thread), path }),
+            Ok(Err(error)) => {
+                drop(thread.join());
+                Err(error)
+            }
+            Err(_) => {
+                let panicked = thread.join().err().map(|_| "the store thread panicked while opening");
+                Err(OpenStoreError::Thread(std::io::Error::other(panicked.unwrap_or("the store thread stopped"))))
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request, closed: T) -> T {
+        let (reply, answer) = oneshot::channel();
+        let Some(requests) = &self.requests else { return closed };
+        if requests.send(make(reply)).await.is_err() {
+            return closed;
+        }
+        answer.await.unwrap_or(closed)
+    }
+
+    /// Stores a newly registered case (its whole history); returns after COMMIT.
+    pub async fn register(&self, case: CaseDoc) -> Result<Acknowledged, WriteError> {
+        self.call(|reply| Request::Register(Box::new(case), reply), Err(WriteError::Closed)).await
+    }
+
+    /// Runs `edit` on the case and stores the change it made; returns after COMMIT.
+    pub async fn edit(&self, case_id: &str, edit: EditFn) -> Result<Acknowledged, WriteError> {
+        self.call(|reply| Request::Edit(case_id.to_owned(), edit, reply), Err(WriteError::Closed)).await
+    }
+
+    /// Applies a lifecycle command to a case; returns after COMMIT.
+    pub async fn apply(&self, case_id: &str, ctx: Ctx, hall: Arc<Hall>, command: Command) -> Result<Acknowledged, WriteError> {
+        self.edit(case_id, Box::new(move |case: &mut CaseDoc| case.apply(&ctx, &hall, command))).await
+    }
+
+    /// Stores changes received from peers, many documents in one transaction. Repeats are no-ops.
+    pub async fn apply_remote(&self, batch: Vec<RemoteChanges>) -> Result<RemoteReport, ApplyRemoteError> {
+        self.call(|reply| Request::ApplyRemote(batch, reply), Err(ApplyRemoteError::Closed)).await
+    }
+
+    /// The encoded changes of a case not reachable from `heads` (every change for empty heads).
+    pub async fn changes_since(&self, case_id: &str, heads: Vec<ChangeHash>) -> Result<Vec<Vec<u8>>, ReadError> {
+        self.call(|reply| Request::ChangesSince(case_id.to_owned(), heads, reply), Err(ReadError::Closed)).await
+    }
+
+    /// Catalog entries whose `local_seq` is above `after`, in counter order.
+    pub async fn catalog_since(&self, after: i64, limit: usize) -> Result<Vec<CatalogEntry>, ReadError> {
+        self.call(|reply| Request::CatalogSince(after, limit, reply), Err(ReadError::Closed)).await
+    }
+
+    pub async fn case_view(&self, case_id: &str) -> Result<CaseView, ReadError> {
+        self.call(|reply| Request::CaseView(case_id.to_owned(), reply), Err(ReadError::Closed)).await
+    }
+
+    pub async fn register_page(&self, query: RegisterQuery) -> Result<RegisterPage, ReadError> {
+        self.call(|reply| Request::RegisterPage(Box::new(query), reply), Err(ReadError::Closed)).await
+    }
+
+    /// Cases whose summary, detail, notes or replies contain every whitespace-separated term, newest first.
+    pub async fn search(&self, text: &str, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
+        self.call(|reply| Request::Search(text.to_owned(), limit, reply), Err(ReadError::Closed)).await
+    }
+
+    /// Cases overdue at `now_ms`, most overdue first.
+    pub async fn overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
+        self.call(|reply| Request::Overdue(now_ms, limit, reply), Err(ReadError::Closed)).await
+    }
+
+    /// Statistics of the cases registered from `from` to `to` (local dates, both included).
+    pub async fn statistics(&self, from: Date, to: Date) -> Result<Statistics, ReadError> {
+        self.call(|reply| Request::Statistics(from, to, reply), Err(ReadError::Closed)).await
+    }
+
+    pub async fn counts(&self) -> Result<StoreCounts, ReadError> {
+        self.call(Request::Counts, Err(ReadError::Closed)).await
+    }
+
+    pub async fn schema_version(&self) -> Result<i64, ReadError> {
+        self.call(Request::SchemaVersion, Err(ReadError::Closed)).await
+    }
+
+    /// SQLite's `PRAGMA integrity_check`: `["ok"]` for a healthy file.
+    pub async fn integrity_check(&self) -> Result<Vec<String>, MaintenanceError> {
+        self.call(Request::IntegrityCheck, Err(MaintenanceError::Closed)).await
+    }
+
+    /// Checks every document loads, its heads match the catalog and its projections match it.
+    pub async fn verify(&self) -> Result<VerifyReport, MaintenanceError> {
+        self.call(Request::Verify, Err(MaintenanceError::Closed)).await
+    }
+
+    /// Rebuilds every projection from the documents, in one transaction.
+    pub async fn reindex(&self) -> Result<ReindexReport, MaintenanceError> {
+        self.call(Request::Reindex, Err(MaintenanceError::Closed)).await
+    }
+
+    /// Writes a consistent copy of the live store to `to` (`VACUUM INTO`); writers wait meanwhile.
+    pub async fn backup(&self, to: &Path) -> Result<(), MaintenanceError> {
+        self.call(|reply| Request::Backup(to.to_path_buf(), reply), Err(MaintenanceError::Closed)).await
+    }
+
+    /// Test hook: runs raw SQL on the store's connection and empties the cache (corruption tests).
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), MaintenanceError> {
+        self.call(|reply| Request::ExecuteRaw(sql.to_owned(), reply), Err(MaintenanceError::Closed)).await
+    }
+
+    /// Stops the thread after the queued requests and closes the connection.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.requests.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "the store thread panicked");
+        }
+    }
+
+    /// Replaces the store file at `target` with the backup at `backup` after checking the backup is a healthy zhaowo
+    /// store. The store at `target` must be closed.
+    pub fn restore(backup: &Path, target: &Path) -> Result<(), MaintenanceError> {
+        let bad = |reason: String| MaintenanceError::BadBackup { path: backup.to_path_buf(), reason };
+        let io = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| MaintenanceError::Io { what, path, source }
+        };
+        {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = rusqlite::Connection::open_with_flags(backup, flags).map_err(|error| bad(error.to_string()))?;
+            let application_id: i32 =
+                conn.query_row("PRAGMA application_id", [], |row| row.get(0)).map_err(|error| bad(error.to_string()))?;
+            if application_id != APPLICATION_ID {
+                return Err(bad("not a zhaowo store".to_owned()));
+            }
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+            if version > SCHEMA_VERSION_LATEST {
+                return Err(bad(format!("schema version {version} is newer than this zhaowo ({SCHEMA_VERSION_LATEST})")));
+            }
+            let check: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+            if check != "ok" {
+                return Err(bad(format!("integrity check: {check}")));
+            }
+        }
+        let mut staging = target.as_os_str().to_owned();
+        staging.push(".restoring");
+        let staging = PathBuf::from(staging);
+        std::fs::copy(backup, &staging).map_err(io("cannot copy the backup to", &staging))?;
+        std::fs::File::open(&staging).and_then(|file| file.sync_all()).map_err(io("cannot sync", &staging))?;
+        // The old WAL must go before the new file takes the name, or SQLite would replay it onto the restored file.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = target.as_os_str().to_owned();
+            side.push(suffix);
+            match std::fs::remove_file(&side) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io("cannot remove", Path::new(&side))(error)),
+            }
+        }
+        std::fs::rename(&staging, target).map_err(io("cannot move the restored file to", target))?;
+        if let Some(dir) = target.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(io("cannot sync directory", dir))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,260 @@
+//! The query projections of a case: its register-book row, its full-text row and its contribution to the statistics.
+//!
+//! Everything here is a pure function of the case's [`CaseView`], written in the same transaction as the change that
+//! produced it, so the projections can always be rebuilt from the documents (`reindex`) and checked against them
+//! (`verify`).
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use zhaowo_crdt::CaseView;
+use zhaowo_crdt::time::{DAY_MS, OFFSET_MS};
+
+/// A rating at or above this counts as satisfied (满意): 4 and 5 of 5, as the hall's KPI sheet counts.
+pub const SATISFIED_RATING_MIN: u8 = 4;
+
+/// One row of the register book (登记簿), as stored in the `cases` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRow {
+    pub case_id: String,
+    pub reg_no: String,
+    /// [`zhaowo_crdt::model::Status::code`].
+    pub status: String,
+    pub category: String,
+    /// [`zhaowo_crdt::model::Nature::code`].
+    pub nature: String,
+    /// [`zhaowo_crdt::model::Priority::code`].
+    pub priority: String,
+    pub lead_unit: Option<String>,
+    pub window: String,
+    pub registered_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// The due date with closed hold intervals added (see [`CaseView::effective_due_ms`]).
+    pub due_ms: i64,
+    /// The solution clock runs: the case is overdue once `now_ms > due_ms`.
+    pub clock_runs: bool,
+    pub first_response_due_ms: i64,
+    pub first_response_ms: Option<i64>,
+    pub closed_at_ms: Option<i64>,
+    /// The latest callback's rating.
+    pub rating: Option<u8>,
+    /// [`zhaowo_crdt::model::SupervisionLevel::code`].
+    pub supervision: String,
+    pub summary: String,
+}
+
+/// The searchable text of a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchText {
+    pub summary: String,
+    pub detail: String,
+    /// Internal notes and public replies, one per line.
+    pub notes: String,
+}
+
+/// What one case adds to its `stats_daily` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsContribution {
+    pub registered: i64,
+    pub closed: i64,
+    pub closed_on_time: i64,
+    pub responded: i64,
+    pub responded_on_time: i64,
+    pub rated: i64,
+    pub rating_sum: i64,
+    pub satisfied: i64,
+}
+
+/// The day (days since 1970-01-01 in UTC+8, the hall's local time) an instant falls on.
+pub fn local_day(ms: i64) -> i64 {
+    (ms + OFFSET_MS).div_euclid(DAY_MS)
+}
+
+impl CaseRow {
+    pub fn of(view: &CaseView) -> CaseRow {
+        // Overdue is `clock_runs && now > due`; while the clock runs there is no open hold, so the effective due date
+        // does not depend on `now`.
+        let clock_runs = view.status.solution_clock_runs();
+        CaseRow {
+            case_id: view.case_id.as_str().to_owned(),
+            reg_no: view.reg_no.to_string(),
+            status: view.status.code().to_owned(),
+            category: view.category.clone(),
+            nature: view.nature.code().to_owned(),
+            priority: view.priority.code().to_owned(),
+            lead_unit: view.lead_unit.clone(),
+            window: view.window.clone(),
+            registered_at_ms: view.registered_at_ms,
+            updated_at_ms: view.updated_at_ms,
+            due_ms: view.due_ms + view.paused_ms,
+            clock_runs,
+            first_response_due_ms: view.first_response_due_ms,
+            first_response_ms: view.first_response_ms,
+            closed_at_ms: view.closed_at_ms,
+            rating: view.callbacks.iter().rev().find_map(|callback| callback.rating),
+            supervision: view.supervision.code().to_owned(),
+            summary: view.summary.clone(),
+        }
+    }
+
+    pub fn overdue(&self, now_ms: i64) -> bool {
+        self.clock_runs && now_ms > self.due_ms
+    }
+
+    pub fn stats(&self) -> StatsContribution {
+        let closed = self.closed_at_ms.is_some();
+        let responded = self.first_response_ms.is_some();
+        StatsContribution {
+            registered: 1,
+            closed: i64::from(closed),
+            closed_on_time: i64::from(self.closed_at_ms.is_some_and(|at| at <= self.due_ms)),
+            responded: i64::from(responded),
+            responded_on_time: i64::from(self.first_response_ms.is_some_and(|at| at <= self.first_response_due_ms)),
+            rated: i64::from(self.rating.is_some()),
+            rating_sum: i64::from(self.rating.unwrap_or(0)),
+            satisfied: i64::from(self.rating.is_some_and(|rating| rating >= SATISFIED_RATING_MIN)),
+        }
+    }
+
+    pub(crate) fn from_sql(row: &rusqlite::Row<'_>) -> rusqlite::Result<CaseRow> {
+        Ok(CaseRow {
+            case_id: row.get("doc_id")?,
+            reg_no: row.get("reg_no")?,
+            status: row.get("status")?,
+            category: row.get("category")?,
+            nature: row.get("nature")?,
+            priority: row.get("priority")?,
+            lead_unit: row.get("lead_unit")?,
+            window: row.get("window")?,
+            registered_at_ms: row.get("registered_at_ms")?,
+            updated_at_ms: row.get("updated_at_ms")?,
+            due_ms: row.get("due_ms")?,
+            clock_runs: row.get("clock_runs")?,
+            first_response_due_ms: row.get("first_response_due_ms")?,
+            first_response_ms: row.get("first_response_ms")?,
+            closed_at_ms: row.get("closed_at_ms")?,
+            rating: row.get("rating")?,
+            supervision: row.get("supervision")?,
+            summary: row.get("summary")?,
+        })
+    }
+}
+
+impl SearchText {
+    pub fn of(view: &CaseView) -> SearchText {
+        let mut notes = view.notes.clone();
+        notes.extend(view.public_replies.iter().map(|reply| reply.text.clone()));
+        SearchText { summary: view.summary.clone(), detail: view.detail.clone(), notes: notes.join("\n") }
+    }
+
+    /// Whether every whitespace-separated term of `query` occurs in the text (what search answers), case-insensitively.
+    pub fn matches(&self, query: &str) -> bool {
+        let haystacks = [self.summary.to_lowercase(), self.detail.to_lowercase(), self.notes.to_lowercase()];
+        query.split_whitespace().all(|term| {
+            let term = term.to_lowercase();
+            haystacks.iter().any(|text| text.contains(&term))
+        })
+    }
+}
+
+pub(crate) const CASE_COLUMNS: &str = "doc_id, reg_no, status, category, nature, priority, lead_unit, window, registered_at_ms, \
+     updated_at_ms, due_ms, clock_runs, first_response_due_ms, first_response_ms, closed_at_ms, rating, supervision, summary";
+
+fn add_stats(tx: &Transaction<'_>, day: i64, category: &str, stats: StatsContribution, sign: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO stats_daily (day, category, registered, closed, closed_on_time, responded, responded_on_time, rated, \
+         rating_sum, satisfied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (day, category) DO UPDATE SET registered = registered + ?3, closed = closed + ?4,
+             closed_on_time = closed_on_time + ?5, responded = responded + ?6, responded_on_time = responded_on_time + ?7,
+             rated = rated + ?8, rating_sum = rating_sum + ?9, satisfied = satisfied + ?10",
+    )?
+    .execute(params![
+        day,
+        category,
+        sign * stats.registered,
+        sign * stats.closed,
+        sign * stats.closed_on_time,
+        sign * stats.responded,
+        sign * stats.responded_on_time,
+        sign * stats.rated,
+        sign * stats.rating_sum,
+        sign * stats.satisfied
+    ])?;
+    Ok(())
+}
+
+/// Writes (or replaces) the projections of one case: the register row, its search text and its statistics.
+pub(crate) fn upsert(tx: &Transaction<'_>, row: &CaseRow, text: &SearchText) -> rusqlite::Result<()> {
+    let old = tx
+        .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
+        .query_row([&row.case_id], |sql| Ok((sql.get::<_, i64>("id")?, CaseRow::from_sql(sql)?)))
+        .optional()?;
+    if let Some((_, old_row)) = &old {
+        if old_row == row {
+            // The register row is unchanged; the text may still have changed (a note).
+        } else {
+            add_stats(tx, local_day(old_row.registered_at_ms), &old_row.category, old_row.stats(), -1)?;
+            add_stats(tx, local_day(row.registered_at_ms), &row.category, row.stats(), 1)?;
+        }
+    } else {
+        add_stats(tx, local_day(row.registered_at_ms), &row.category, row.stats(), 1)?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO cases (doc_id, reg_no, status, category, nature, priority, lead_unit, window, registered_at_ms, \
+         updated_at_ms, due_ms, clock_runs, first_response_due_ms, first_response_ms, closed_at_ms, rating, supervision, summary)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+         ON CONFLICT (doc_id) DO UPDATE SET reg_no = ?2, status = ?3, category = ?4, nature = ?5, priority = ?6,
+             lead_unit = ?7, window = ?8, registered_at_ms = ?9, updated_at_ms = ?10, due_ms = ?11, clock_runs = ?12,
+             first_response_due_ms = ?13, first_response_ms = ?14, closed_at_ms = ?15, rating = ?16, supervision = ?17,
+             summary = ?18",
+    )?
+    .execute(params![
+        row.case_id,
+        row.reg_no,
+        row.status,
+        row.category,
+        row.nature,
+        row.priority,
+        row.lead_unit,
+        row.window,
+        row.registered_at_ms,
+        row.updated_at_ms,
+        row.due_ms,
+        row.clock_runs,
+        row.first_response_due_ms,
+        row.first_response_ms,
+        row.closed_at_ms,
+        row.rating,
+        row.supervision,
+        row.summary
+    ])?;
+    let id: i64 = match old {
+        Some((id, _)) => id,
+        None => tx.prepare_cached("SELECT id FROM cases WHERE doc_id = ?1")?.query_row([&row.case_id], |sql| sql.get(0))?,
+    };
+    let old_text = if let Some(_) = old { read_text(tx, id)? } else { None };
+    if old_text.as_ref() != Some(text) {
+        tx.prepare_cached("DELETE FROM cases_fts WHERE rowid = ?1")?.execute([id])?;
+        tx.prepare_cached("INSERT INTO cases_fts (rowid, summary, detail, notes) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![id, text.summary, text.detail, text.notes])?;
+    }
+    Ok(())
+}
+
+/// Removes the projections of a case (its document no longer reads as a case).
+pub(crate) fn remove(tx: &Transaction<'_>, case_id: &str) -> rusqlite::Result<()> {
+    let old = tx
+        .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
+        .query_row([case_id], |sql| Ok((sql.get::<_, i64>("id")?, CaseRow::from_sql(sql)?)))
+        .optional()?;
+    if let Some((id, row)) = old {
+        add_stats(tx, local_day(row.registered_at_ms), &row.category, row.stats(), -1)?;
+        tx.prepare_cached("DELETE FROM cases_fts WHERE rowid = ?1")?.execute([id])?;
+        tx.prepare_cached("DELETE FROM cases WHERE id = ?1")?.execute([id])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn read_text(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<Option<SearchText>> {
+    conn.prepare_cached("SELECT summary, detail, notes FROM cases_fts WHERE rowid = ?1")?
+        .query_row([id], |sql| Ok(SearchText { summary: sql.get(0)?, detail: sql.get(1)?, notes: sql.get(2)? }))
+        .optional()
+}

@@ -1,0 +1,147 @@
+//! Versioned schema migrations of the store database.
+//!
+//! The schema version lives in `PRAGMA user_version`; `application_id` marks the file as a zhaowo store so that a
+//! stray SQLite file is refused instead of being "migrated". Every migration runs in the same transaction as the
+//! version bump, so a process killed mid-migration leaves the previous version intact. A database written by a newer
+//! zhaowo (a larger `user_version`) is refused: an older binary must never rewrite tables it does not understand.
+
+use rusqlite::Transaction;
+
+/// `application_id` of a zhaowo store: the bytes "zhwo".
+pub const APPLICATION_ID: i32 = 0x7a68_776f;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION_LATEST: i64 = 2;
+
+/// Version 1: documents (snapshot + changes), the catalog, the node-wide counter and change signatures.
+const V1: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) STRICT;
+INSERT INTO meta (key, value) VALUES ('local_seq', 0);
+
+-- One row per document: the latest compacted snapshot (empty until the first compaction).
+CREATE TABLE docs (
+    doc_id         TEXT PRIMARY KEY,
+    snapshot       BLOB NOT NULL,
+    snapshot_heads BLOB NOT NULL,
+    changes_bytes  INTEGER NOT NULL
+) STRICT;
+
+-- Incremental changes since the snapshot, each with its actor and hash.
+CREATE TABLE changes (
+    doc_id TEXT NOT NULL,
+    hash   BLOB NOT NULL,
+    actor  BLOB NOT NULL,
+    seq    INTEGER NOT NULL,
+    bytes  BLOB NOT NULL,
+    PRIMARY KEY (doc_id, hash)
+) STRICT, WITHOUT ROWID;
+
+-- What sync compares: the hash of each document's heads and the counter value of its last stored change.
+CREATE TABLE catalog (
+    doc_id     TEXT PRIMARY KEY,
+    heads_hash BLOB NOT NULL,
+    local_seq  INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX catalog_by_local_seq ON catalog (local_seq);
+
+-- Signatures of changes by their author's key (filled by sync).
+CREATE TABLE change_signatures (
+    doc_id    TEXT NOT NULL,
+    hash      BLOB NOT NULL,
+    signer    BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (doc_id, hash)
+) STRICT, WITHOUT ROWID;
+"#;
+
+/// Version 2: the projections (register book, full-text search, statistics), rebuilt from the documents.
+///
+/// FTS5 uses the `trigram` tokenizer: Chinese has no spaces, so `unicode61` would index a whole sentence as one
+/// token and find nothing by a word inside it; a CJK segmenter (jieba and friends) is not in the bundled SQLite and
+/// would miss words its dictionary lacks (street names, company names). Trigrams find any substring of three or more
+/// characters; shorter queries (two-character words are common in Chinese) use `LIKE`, which the trigram table also
+/// answers, by a scan.
+const V2: &str = r#"
+CREATE TABLE cases (
+    id                    INTEGER PRIMARY KEY,
+    doc_id                TEXT NOT NULL UNIQUE,
+    reg_no                TEXT NOT NULL,
+    status                TEXT NOT NULL,
+    category              TEXT NOT NULL,
+    nature                TEXT NOT NULL,
+    priority              TEXT NOT NULL,
+    lead_unit             TEXT,
+    window                TEXT NOT NULL,
+    registered_at_ms      INTEGER NOT NULL,
+    updated_at_ms         INTEGER NOT NULL,
+    due_ms                INTEGER NOT NULL,
+    clock_runs            INTEGER NOT NULL,
+    first_response_due_ms INTEGER NOT NULL,
+    first_response_ms     INTEGER,
+    closed_at_ms          INTEGER,
+    rating                INTEGER,
+    supervision           TEXT NOT NULL,
+    summary               TEXT NOT NULL
+) STRICT;
+CREATE INDEX cases_by_registered ON cases (registered_at_ms, doc_id);
+CREATE INDEX cases_by_status ON cases (status, registered_at_ms);
+CREATE INDEX cases_by_category ON cases (category, registered_at_ms);
+CREATE INDEX cases_by_nature ON cases (nature, registered_at_ms);
+CREATE INDEX cases_by_unit ON cases (lead_unit, registered_at_ms);
+CREATE INDEX cases_by_window ON cases (window, registered_at_ms);
+CREATE INDEX cases_overdue ON cases (clock_runs, due_ms);
+
+CREATE VIRTUAL TABLE cases_fts USING fts5 (summary, detail, notes, tokenize = 'trigram');
+
+-- Counts per registration day (UTC+8) and category, kept by adding and subtracting each case's contribution.
+CREATE TABLE stats_daily (
+    day               INTEGER NOT NULL,
+    category          TEXT NOT NULL,
+    registered        INTEGER NOT NULL,
+    closed            INTEGER NOT NULL,
+    closed_on_time    INTEGER NOT NULL,
+    responded         INTEGER NOT NULL,
+    responded_on_time INTEGER NOT NULL,
+    rated             INTEGER NOT NULL,
+    rating_sum        INTEGER NOT NULL,
+    satisfied         INTEGER NOT NULL,
+    PRIMARY KEY (day, category)
+) STRICT, WITHOUT ROWID;
+"#;
+
+/// Migrations in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[V1, V2];
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION_LATEST);
+
+/// Whether the projections must be rebuilt after migrating (a migration created or changed them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Migrated {
+    pub from: i64,
+    pub to: i64,
+    pub reindex: bool,
+}
+
+/// Reads the schema version, refusing files that are not zhaowo stores or are newer than this build.
+pub(crate) fn version(tx: &Transaction<'_>) -> Result<(i64, i32), rusqlite::Error> {
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let application_id: i32 = tx.query_row("PRAGMA application_id", [], |row| row.get(0))?;
+    Ok((version, application_id))
+}
+
+/// Runs the migrations from `from` up to `to` (at most [`SCHEMA_VERSION_LATEST`]) inside `tx`.
+pub(crate) fn migrate(tx: &Transaction<'_>, from: i64, to: i64) -> Result<Migrated, rusqlite::Error> {
+    debug_assert!(from <= to && to <= SCHEMA_VERSION_LATEST);
+    if from == 0 {
+        tx.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
+    }
+    let mut reindex = false;
+    for version in from..to {
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        reindex |= version + 1 == 2;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {to}"))?;
+    Ok(Migrated { from, to, reindex: reindex && from > 0 })
+}

@@ -1,0 +1,399 @@
+//! Store tests at the node boundary: persistence across reopen, local and remote writes, compaction, migrations,
+//! corruption, maintenance, and reads checked against a brute-force fold over every document.
+
+use automerge::ActorId;
+use std::collections::BTreeMap;
+use std::path::Path;
+use zhaowo_crdt::time::Date;
+use zhaowo_crdt::{CaseDoc, CaseView};
+use zhaowo_node::fixtures::CaseFactory;
+use zhaowo_node::store::*;
+
+fn actor(n: u8) -> ActorId {
+    ActorId::from(vec![n; 16])
+}
+
+fn open(path: &Path) -> Store {
+    Store::open(StoreOptions::recommended(path.to_path_buf(), actor(1))).expect("open store")
+}
+
+fn remote_of(case: &mut CaseDoc) -> RemoteChanges {
+    let changes = case.automerge_mut().get_changes(&[]).iter().map(|change| change.raw_bytes().to_vec()).collect();
+    RemoteChanges { case_id: case.case_id().as_str().to_owned(), changes }
+}
+
+#[tokio::test]
+async fn registered_and_edited_cases_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.db");
+    let mut factory = CaseFactory::new(7, actor(1), CaseFactory::start_2026());
+    let mut expected = BTreeMap::new();
+    {
+        let store = open(&path);
+        for _ in 0..20 {
+            let case = factory.register();
+            let ack = store.register(case).await.unwrap();
+            for _ in 0..6 {
+                let view = store.case_view(&ack.case_id).await.unwrap();
+                let command = factory.next_command(&view);
+                let _ = store.apply(&ack.case_id, factory.ctx(), factory.hall(), command).await;
+            }
+            expected.insert(ack.case_id.clone(), store.case_view(&ack.case_id).await.unwrap());
+        }
+        let counts = store.counts().await.unwrap();
+        assert_eq!(counts.docs, 20);
+        store.close();
+    }
+    let store = open(&path);
+    for (case_id, view) in &expected {
+        assert_eq!(&store.case_view(case_id).await.unwrap(), view);
+    }
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.docs, 20);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(store.integrity_check().await.unwrap(), vec!["ok".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_refused_command_stores_nothing_and_a_duplicate_registration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("cases.db"));
+    let mut factory = CaseFactory::new(3, actor(1), CaseFactory::start_2026());
+    let mut case = factory.register();
+    let copy = CaseDoc::load(&case.save(), actor(1)).unwrap();
+    let ack = store.register(case).await.unwrap();
+    let before = store.counts().await.unwrap();
+    // Closing a just-registered case is refused by the case rules.
+    let refused = store
+        .apply(&ack.case_id, factory.ctx(), factory.hall(), zhaowo_crdt::Command::Close { reviewer: "x".into(), forced: false })
+        .await;
+    assert!(matches!(refused, Err(WriteError::Command(_))), "{refused:?}");
+    assert_eq!(store.counts().await.unwrap().local_seq, before.local_seq);
+    assert!(matches!(store.register(copy).await, Err(WriteError::DuplicateCase(_))));
+    assert!(matches!(store.case_view("01ARZ3NDEKTSV4RRFFQ69G5FAV").await, Err(ReadError::UnknownCase(_))));
+}
+
+#[tokio::test]
+async fn remote_batches_are_idempotent_and_bump_the_counter_once_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("cases.db"));
+    let mut factory = CaseFactory::new(11, actor(2), CaseFactory::start_2026());
+    let mut batch = Vec::new();
+    let mut total_changes = 0;
+    for _ in 0..30 {
+        let mut case = factory.register();
+        factory.work(&mut case, 5);
+        let remote = remote_of(&mut case);
+        total_changes += remote.changes.len();
+        batch.push(remote);
+    }
+    let report = store.apply_remote(batch.clone()).await.unwrap();
+    assert_eq!(report.applied_changes, total_changes);
+    assert_eq!(report.changed_docs, 30);
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.local_seq, total_changes as i64);
+    let again = store.apply_remote(batch).await.unwrap();
+    assert_eq!(again.applied_changes, 0);
+    assert_eq!(again.duplicate_docs, 30);
+    assert_eq!(store.counts().await.unwrap().local_seq, counts.local_seq, "a repeat stores nothing");
+    let catalog = store.catalog_since(0, 100).await.unwrap();
+    assert_eq!(catalog.len(), 30);
+    assert!(catalog.windows(2).all(|pair| pair[0].local_seq < pair[1].local_seq));
+    let report = store.verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn garbage_from_a_peer_is_rejected_by_document_and_the_rest_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("cases.db"));
+    let mut factory = CaseFactory::new(5, actor(2), CaseFactory::start_2026());
+    let mut case = factory.register();
+    let good = remote_of(&mut case);
+    let mut bad = remote_of(&mut factory.register());
+    let half = bad.changes[0].len() / 2;
+    bad.changes[0].truncate(half);
+    let not_an_id = RemoteChanges { case_id: "../etc/passwd".into(), changes: vec![vec![1, 2, 3]] };
+    let report = store.apply_remote(vec![bad.clone(), good.clone(), not_an_id]).await.unwrap();
+    assert_eq!(report.changed_docs, 1);
+    assert_eq!(report.rejected.len(), 2, "{:?}", report.rejected);
+    assert_eq!(report.rejected[0].case_id, bad.case_id);
+    assert!(store.case_view(&good.case_id).await.is_ok());
+}
+
+#[tokio::test]
+async fn compaction_replaces_change_rows_with_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.db");
+    let mut options = StoreOptions::recommended(path.clone(), actor(1));
+    options.compact_min_bytes = 0;
+    let store = Store::open(options).unwrap();
+    let mut factory = CaseFactory::new(13, actor(1), CaseFactory::start_2026());
+    let ack = store.register(factory.register()).await.unwrap();
+    for _ in 0..30 {
+        let view = store.case_view(&ack.case_id).await.unwrap();
+        let command = factory.next_command(&view);
+        let _ = store.apply(&ack.case_id, factory.ctx(), factory.hall(), command).await;
+    }
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.snapshots, 1, "{counts:?}");
+    assert!(counts.change_rows < 30, "compaction deletes change rows: {counts:?}");
+    let view = store.case_view(&ack.case_id).await.unwrap();
+    store.close();
+    let store = open(&path);
+    assert_eq!(store.case_view(&ack.case_id).await.unwrap(), view);
+    let report = store.verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn a_newer_schema_and_a_foreign_file_are_refused_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.db");
+    open(&path).close();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION_LATEST + 1)).unwrap();
+    }
+    let error = Store::open(StoreOptions::recommended(path.clone(), actor(1))).unwrap_err();
+    assert!(matches!(error, OpenStoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION_LATEST + 1));
+    let text = error.to_string();
+    eprintln!("newer schema: {text}");
+    assert!(text.contains("newer than this zhaowo understands") && text.contains("upgrade"), "{text}");
+
+    let foreign = dir.path().join("other.db");
+    rusqlite::Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+    let error = Store::open(StoreOptions::recommended(foreign, actor(1))).unwrap_err();
+    eprintln!("foreign: {error}");
+    assert!(matches!(error, OpenStoreError::NotAStore { .. }), "{error}");
+
+    let text_file = dir.path().join("notes.txt");
+    std::fs::write(&text_file, "this is not a database, just some text that is long enough to have a header").unwrap();
+    let error = Store::open(StoreOptions::recommended(text_file, actor(1))).unwrap_err();
+    eprintln!("text file: {error}");
+    assert!(matches!(error, OpenStoreError::NotAStore { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn migrating_from_version_1_rebuilds_the_projections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.db");
+    let mut factory = CaseFactory::new(17, actor(1), CaseFactory::start_2026());
+    let mut ids = Vec::new();
+    {
+        let mut options = StoreOptions::recommended(path.clone(), actor(1));
+        options.schema_version_target = 1;
+        let store = Store::open(options).unwrap();
+        for _ in 0..10 {
+            ids.push(store.register(factory.register()).await.unwrap().case_id);
+        }
+        assert_eq!(store.schema_version().await.unwrap(), 1);
+        assert!(matches!(store.search("房产证", 10).await, Err(ReadError::NoProjections)));
+    }
+    let store = open(&path);
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION_LATEST);
+    let page = store.register_page(RegisterQuery { limit: 50, ..RegisterQuery::default() }).await.unwrap();
+    assert_eq!(page.rows.len(), 10);
+    let report = store.verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn a_corrupted_blob_is_reported_by_case_and_the_rest_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("cases.db"));
+    let mut factory = CaseFactory::new(19, actor(1), CaseFactory::start_2026());
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(store.register(factory.register()).await.unwrap().case_id);
+    }
+    let victim = &ids[2];
+    store.execute_raw(&format!("UPDATE changes SET bytes = CAST(substr(bytes, 1, 40) || x'00ff00ff' || substr(bytes, 45) AS BLOB) WHERE doc_id = '{victim}'")).await.unwrap();
+    let error = store.case_view(victim).await.unwrap_err();
+    eprintln!("corrupt change row: {error}");
+    assert!(matches!(&error, ReadError::Corrupt(corrupt) if &corrupt.case_id == victim), "{error}");
+    for other in ids.iter().filter(|id| *id != victim) {
+        store.case_view(other).await.expect("the other cases keep serving");
+    }
+    let page = store.register_page(RegisterQuery { limit: 10, ..RegisterQuery::default() }).await.unwrap();
+    assert_eq!(page.rows.len(), 5);
+    let report = store.verify().await.unwrap();
+    for problem in &report.problems {
+        eprintln!("verify: {problem}");
+    }
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(&report.problems[0].case_id, victim);
+    assert!(matches!(report.problems[0].kind, ProblemKind::Unreadable(_)));
+    // A stale projection is found too, and reindex repairs it.
+    store.execute_raw(&format!("UPDATE cases SET status = 'CLOSED' WHERE doc_id = '{}'", ids[0])).await.unwrap();
+    let report = store.verify().await.unwrap();
+    assert!(report.problems.iter().any(|p| p.case_id == ids[0] && p.kind == ProblemKind::StaleProjection), "{:?}", report.problems);
+    let reindexed = store.reindex().await.unwrap();
+    assert_eq!(reindexed.cases, 4);
+    assert_eq!(reindexed.problems.len(), 1);
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.problems.len(), 1, "only the damaged blob remains: {:?}", report.problems);
+}
+
+#[tokio::test]
+async fn backup_and_restore_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.db");
+    let backup = dir.path().join("backup.db");
+    let mut factory = CaseFactory::new(23, actor(1), CaseFactory::start_2026());
+    let store = open(&path);
+    let kept = store.register(factory.register()).await.unwrap().case_id;
+    store.backup(&backup).await.unwrap();
+    assert!(matches!(store.backup(&backup).await, Err(MaintenanceError::BackupExists(_))));
+    let later = store.register(factory.register()).await.unwrap().case_id;
+    store.close();
+    Store::restore(&backup, &path).unwrap();
+    let store = open(&path);
+    assert!(store.case_view(&kept).await.is_ok());
+    assert!(matches!(store.case_view(&later).await, Err(ReadError::UnknownCase(_))));
+    assert!(store.verify().await.unwrap().problems.is_empty());
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, b"junk").unwrap();
+    let error = Store::restore(&junk, &path).unwrap_err();
+    eprintln!("restore junk: {error}");
+    assert!(matches!(error, MaintenanceError::BadBackup { .. }));
+}
+
+/// The register page, search, overdue list and statistics equal a brute-force fold over every document.
+fn check_reads_against_fold(seed: u64, n_cases: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::recommended(dir.path().join("cases.db"), actor(1));
+        options.cache_docs_max = 8;
+        let store = Store::open(options).unwrap();
+        let mut factory = CaseFactory::new(seed, actor(1), CaseFactory::start_2026());
+        let mut views: Vec<CaseView> = Vec::new();
+        let mut batch = Vec::new();
+        for i in 0..n_cases {
+            let mut case = factory.register();
+            let steps = factory.below(8) as usize;
+            factory.work(&mut case, steps);
+            if factory.below(24) == 0 {
+                let days = factory.below(10) as i64;
+                factory.advance_ms(86_400_000 * days);
+            }
+            if i % 2 == 0 {
+                store.register(case).await.unwrap();
+            } else {
+                batch.push(remote_of(&mut case));
+            }
+        }
+        store.apply_remote(batch).await.unwrap();
+        let page = store.register_page(RegisterQuery { limit: PAGE_ROWS_MAX, ..RegisterQuery::default() }).await.unwrap();
+        for row in &page.rows {
+            views.push(store.case_view(&row.case_id).await.unwrap());
+        }
+        assert_eq!(views.len(), n_cases);
+        let rows: Vec<CaseRow> = views.iter().map(CaseRow::of).collect();
+        let newest_first = |mut rows: Vec<CaseRow>| {
+            rows.sort_by(|a, b| (b.registered_at_ms, &b.case_id).cmp(&(a.registered_at_ms, &a.case_id)));
+            rows
+        };
+        let now_ms = factory.now_ms();
+        let mut g = CaseFactory::new(seed ^ 0x5eed, actor(9), 0);
+        for _ in 0..12 {
+            let mut query = RegisterQuery { limit: 1 + g.below(7) as usize, ..RegisterQuery::default() };
+            let sample = &rows[g.below(rows.len() as u64) as usize];
+            if g.below(2) == 0 {
+                query.status = zhaowo_crdt::model::Status::parse(&sample.status);
+            }
+            if g.below(2) == 0 {
+                query.category = Some(sample.category.clone());
+            }
+            if g.below(3) == 0 {
+                query.nature = zhaowo_crdt::model::Nature::parse(&sample.nature);
+            }
+            if g.below(3) == 0 {
+                query.lead_unit = sample.lead_unit.clone();
+            }
+            if g.below(3) == 0 {
+                query.registered_from_ms = Some(sample.registered_at_ms - 3 * 86_400_000);
+                query.registered_to_ms = Some(sample.registered_at_ms + 86_400_000);
+            }
+            if g.below(3) == 0 {
+                query.overdue_at_ms = Some(now_ms);
+            }
+            let expected = newest_first(
+                rows.iter()
+                    .filter(|row| query.status.is_none_or(|status| row.status == status.code()))
+                    .filter(|row| query.category.as_ref().is_none_or(|category| &row.category == category))
+                    .filter(|row| query.nature.is_none_or(|nature| row.nature == nature.code()))
+                    .filter(|row| query.lead_unit.is_none() || row.lead_unit == query.lead_unit)
+                    .filter(|row| query.registered_from_ms.is_none_or(|from| row.registered_at_ms >= from))
+                    .filter(|row| query.registered_to_ms.is_none_or(|to| row.registered_at_ms < to))
+                    .filter(|row| query.overdue_at_ms.is_none_or(|now| row.overdue(now)))
+                    .cloned()
+                    .collect(),
+            );
+            let mut got = Vec::new();
+            let mut pages = 0;
+            loop {
+                let page = store.register_page(query.clone()).await.unwrap();
+                pages += 1;
+                got.extend(page.rows);
+                match page.next {
+                    Some(cursor) => query.after = Some(cursor),
+                    None => break,
+                }
+                assert!(pages <= n_cases + 1, "paging does not end");
+            }
+            assert_eq!(got, expected, "register page differs from the fold for {query:?}");
+        }
+        // Overdue list, with the view's own definition.
+        let expected: Vec<String> = {
+            let mut overdue: Vec<(i64, String)> =
+                views.iter().filter(|view| view.overdue(now_ms)).map(|view| (view.effective_due_ms(now_ms), view.case_id.as_str().to_owned())).collect();
+            overdue.sort();
+            overdue.into_iter().map(|(_, id)| id).collect()
+        };
+        let got: Vec<String> = store.overdue(now_ms, PAGE_ROWS_MAX).await.unwrap().into_iter().map(|row| row.case_id).collect();
+        assert_eq!(got, expected, "overdue list differs from the fold");
+        // Search: every term must occur in summary, detail, notes or replies.
+        let queries = ["房产证", "户口", "后湖街道 材料", "call", "系统无法提交", "补充", "绝对不存在的词", "编号 7", "%", "政策"];
+        for text in queries {
+            let texts: Vec<(SearchText, CaseRow)> = views.iter().map(|view| (SearchText::of(view), CaseRow::of(view))).collect();
+            let expected = newest_first(texts.iter().filter(|(text_of, _)| text_of.matches(text)).map(|(_, row)| row.clone()).collect());
+            let got = store.search(text, PAGE_ROWS_MAX).await.unwrap();
+            assert_eq!(got, expected, "search {text:?} differs from the fold");
+        }
+        // Statistics for periods.
+        for (from, to) in [((2026, 1, 1), (2026, 12, 31)), ((2026, 1, 5), (2026, 1, 9)), ((2026, 2, 1), (2026, 3, 31))] {
+            let from = Date::new(from.0, from.1, from.2).unwrap();
+            let to = Date::new(to.0, to.1, to.2).unwrap();
+            let mut counts = StatsCounts::default();
+            for row in rows.iter().filter(|row| {
+                let day = Date::of_ms(row.registered_at_ms);
+                day >= from && day <= to
+            }) {
+                let c = row.stats();
+                counts.registered += c.registered;
+                counts.closed += c.closed;
+                counts.closed_on_time += c.closed_on_time;
+                counts.responded += c.responded;
+                counts.responded_on_time += c.responded_on_time;
+                counts.rated += c.rated;
+                counts.rating_sum += c.rating_sum;
+                counts.satisfied += c.satisfied;
+            }
+            let got = store.statistics(from, to).await.unwrap();
+            assert_eq!(got.counts, counts, "statistics {from:?}..{to:?}");
+        }
+        let report = store.verify().await.unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    });
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+    #[test]
+    fn reads_match_a_brute_force_fold(seed in 1u64.., n_cases in 1usize..60) {
+        check_reads_against_fold(seed, n_cases);
+    }
+}
