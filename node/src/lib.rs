@@ -3,6 +3,8 @@
 //! Today it holds the store (SQLite persistence of the case log, see [`store`]), the node's identity key
 //! ([`identity`]) and its config file ([`config`]). The QUIC sync and the HTTP surfaces arrive with their issues.
 
+pub mod config;
+pub mod identity;
 pub mod store;
 
 pub use zhaowo_crdt as crdt;
