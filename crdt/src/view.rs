@@ -110,7 +110,8 @@ pub struct Flags {
     pub category_changed_after_dispatch: bool,
     /// An approved extension moved the due date.
     pub extended: bool,
-    /// Events the fold could not read (written by a newer version or damaged): counted, not applied.
+    /// Events the fold could not read (written by a newer version, damaged, or reusing an earlier event's id: the
+    /// later one in list order, the same on every replica): counted, not applied.
     pub unreadable_events: usize,
 }
 

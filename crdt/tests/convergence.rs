@@ -163,7 +163,7 @@ fn sync_pair(replicas: &mut [Replica], a: usize, b: usize, mut faults: u64, loss
             let bits = next_bits(&mut faults);
             let copies = if !lossy {
                 1
-            } else if bits % 8 == 0 {
+            } else if bits.is_multiple_of(8) {
                 0
             } else if bits % 8 == 1 {
                 2

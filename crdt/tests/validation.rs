@@ -284,3 +284,20 @@ fn unreadable_events_are_counted_not_applied() {
     window.apply(&mut doc, &hall, Command::Dispatch { lead_unit: None, co_units: None, due_ms: None }).unwrap();
     assert_eq!(doc.view().status, Status::Dispatched);
 }
+
+#[test]
+fn an_event_id_used_twice_is_dropped_the_same_way_everywhere() {
+    let (hall, mut window, mut doc) = registered();
+    let mut other = Node::new("2F03", "王工", Role::Window, 1);
+    let mut copy = other.fork(&mut doc);
+    // Both nodes act at the same millisecond with the same entropy: the two events get the same id.
+    let ctx = window.ctx();
+    let twin = Ctx { author: other.author.clone(), ..ctx.clone() };
+    doc.apply(&ctx, &hall, Command::AddNote { text: "甲".into() }).unwrap();
+    copy.apply(&twin, &hall, Command::AddNote { text: "乙".into() }).unwrap();
+    merge_both(&mut doc, &mut copy);
+    let view = doc.view();
+    assert_eq!(view.notes.len(), 1);
+    assert_eq!(view.flags.unreadable_events, 1);
+    let _ = (&mut other, &hall);
+}
