@@ -12,8 +12,11 @@ pub mod ids;
 pub mod limits;
 pub mod model;
 pub mod pi;
+pub mod roster;
+pub mod signing;
 pub mod time;
 pub mod view;
+pub mod wire;
 
 pub use case::{CaseDoc, LoadError};
 pub use command::{Command, CommandError, ConflictDecision, Ctx, Registration};

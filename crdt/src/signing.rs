@@ -1,0 +1,84 @@
+//! Signed changes: every Automerge change a node authors is signed with its key, and nothing from a peer reaches
+//! Automerge before each change's signature is checked against the enrolled, unrevoked key its actor id names.
+//!
+//! Automerge authenticates nothing: any peer can write under any actor id, and a forged change with a genuine actor's
+//! (actor, seq) makes the genuine change fail forever ("duplicate seq", NOTES.md). So the actor id of a node is its
+//! 32-byte public key followed by an 8-byte incarnation (random per installation, so a reinstalled node never reuses
+//! sequence numbers), and a change's signature covers its hash, which Automerge computes from the change's bytes.
+
+use crate::roster::{PublicKey, Roster};
+use automerge::{ActorId, Change, ChangeHash};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+/// Bytes of an actor id: public key + incarnation.
+pub const ACTOR_BYTES: usize = 40;
+const CHANGE_DOMAIN: &[u8] = b"zhaowo-change-v1\0";
+
+/// The actor id of a node's installation.
+pub fn actor_id(node_key: &PublicKey, incarnation: [u8; 8]) -> ActorId {
+    let mut bytes = node_key.to_vec();
+    bytes.extend_from_slice(&incarnation);
+    ActorId::from(bytes)
+}
+
+/// The node key an actor id names, if it has our shape.
+pub fn node_key_of(actor: &ActorId) -> Option<PublicKey> {
+    let bytes = actor.to_bytes();
+    (bytes.len() == ACTOR_BYTES).then(|| bytes[..32].try_into().expect("32 bytes"))
+}
+
+fn message(hash: &ChangeHash) -> Vec<u8> {
+    let mut bytes = CHANGE_DOMAIN.to_vec();
+    bytes.extend_from_slice(&hash.0);
+    bytes
+}
+
+/// Signs a change's hash.
+pub fn sign_change(key: &SigningKey, hash: &ChangeHash) -> [u8; 64] {
+    key.sign(&message(hash)).to_bytes()
+}
+
+/// Why a change was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRejected {
+    /// The bytes are not an Automerge change.
+    #[error("not a change: {0}")]
+    Malformed(String),
+    /// The actor id does not name a node key.
+    #[error("actor id {0} does not name a node key")]
+    ForeignActor(String),
+    /// The author is not enrolled in this hall, or was revoked.
+    #[error("author {0} is not an active member of the hall")]
+    Unauthorized(String),
+    /// No signature came with the change.
+    #[error("change {0} is unsigned")]
+    Unsigned(String),
+    /// The signature does not verify under the author's key.
+    #[error("change {0} has a forged signature")]
+    Forged(String),
+}
+
+/// Checks one change (its raw bytes) and returns its hash and author key. `signature_of` looks up the signature the peer
+/// sent for a hash.
+pub fn verify_change(
+    roster: &Roster,
+    bytes: &[u8],
+    signature_of: impl Fn(&ChangeHash) -> Option<[u8; 64]>,
+) -> Result<(ChangeHash, PublicKey), ChangeRejected> {
+    // Automerge's parser has panicked on crafted input before (NOTES.md): a panic here is a rejection, not a crash.
+    let parsed = std::panic::catch_unwind(|| Change::from_bytes(bytes.to_vec()))
+        .map_err(|_| ChangeRejected::Malformed("the parser panicked".into()))?
+        .map_err(|error| ChangeRejected::Malformed(error.to_string()))?;
+    let hash = parsed.hash();
+    let actor = parsed.actor_id();
+    let node_key = node_key_of(actor).ok_or_else(|| ChangeRejected::ForeignActor(actor.to_hex_string()))?;
+    if roster.authorized(&node_key).is_none() {
+        return Err(ChangeRejected::Unauthorized(crate::ids::hex_encode(&node_key)));
+    }
+    let signature = signature_of(&hash).ok_or_else(|| ChangeRejected::Unsigned(hash.to_string()))?;
+    let key = VerifyingKey::from_bytes(&node_key)
+        .map_err(|_| ChangeRejected::Unauthorized(crate::ids::hex_encode(&node_key)))?;
+    key.verify_strict(&message(&hash), &Signature::from_bytes(&signature))
+        .map_err(|_| ChangeRejected::Forged(hash.to_string()))?;
+    Ok((hash, node_key))
+}
