@@ -267,6 +267,11 @@ impl CaseDoc {
         &mut self.doc
     }
 
+    /// Gives the Automerge document back (to a store that keeps documents as `AutoCommit`).
+    pub fn into_automerge(self) -> AutoCommit {
+        self.doc
+    }
+
     fn try_case_id(&self) -> Option<CaseId> {
         CaseId::parse(&self.str_field("case_id"))
     }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod pi;
 pub mod roster;
 pub mod signing;
+pub mod sync;
 pub mod time;
 pub mod view;
 pub mod wire;

@@ -131,10 +131,10 @@ impl SignedRecord {
             }
             VerifyingKey::from_bytes(&e.node_key).map_err(|_| RosterError::Malformed("node key"))?;
         }
-        if let Record::Revocation(r) = &self.record {
-            if r.reason.chars().count() > NAME_CHARS_MAX * 4 {
-                return Err(RosterError::Malformed("reason"));
-            }
+        if let Record::Revocation(r) = &self.record
+            && r.reason.chars().count() > NAME_CHARS_MAX * 4
+        {
+            return Err(RosterError::Malformed("reason"));
         }
         let root = VerifyingKey::from_bytes(hall).map_err(|_| RosterError::Malformed("hall key"))?;
         root.verify_strict(&self.record.signed_bytes(), &Signature::from_bytes(&self.signature))

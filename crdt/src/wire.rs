@@ -195,9 +195,12 @@ pub fn guard_sync_message(bytes: &[u8]) -> Result<Message, WireError> {
     Ok(message)
 }
 
-/// Re-encodes a message we generated as V1, the only version our peers accept.
+/// Re-encodes a message we generated as V1 without the flags section, the only form our peers accept. (In automerge
+/// 0.12 any flags section makes the receiver assume V2 support and answer a new peer with the whole document, whose
+/// changes could not be verified one by one.)
 pub fn encode_sync_message(mut message: Message) -> Vec<u8> {
     message.version = MessageVersion::V1;
+    message.flags = None;
     message.encode()
 }
 

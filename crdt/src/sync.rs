@@ -1,0 +1,412 @@
+//! The sans-IO sync session between two nodes: catalogs since a checkpoint, Automerge's sync protocol for the documents
+//! that differ, signed changes verified before Automerge sees them, live pushes, acknowledged checkpoints.
+//!
+//! Vocabulary of quinn-proto: feed inputs with [`Session::handle_frame`], [`Session::handle_local_change`] and
+//! [`Session::handle_timeout`], then drain [`Session::poll_event`] (persist first), [`Session::poll_transmit`] and
+//! [`Session::poll_timeout`]. The session never touches a socket, a clock or a database: the node's store implements
+//! [`Replica`] and commits received changes inside [`Replica::receive`], so by the time a reply frame is drained the
+//! changes it answers are durable.
+//!
+//! Protocol, per connection (both sides run the same session):
+//! 1. `Hello` (hall, node key, roster digest); `Roster` when digests differ.
+//! 2. `Catalog` batches: our entries with `seq` above the checkpoint the peer acknowledged (all on first contact).
+//! 3. For every entry whose heads differ from ours, an Automerge sync exchange of `Sync` frames, each carrying the
+//!    signatures of the changes in it; at most [`DOCS_IN_FLIGHT_MAX`] documents at a time, each from a fresh
+//!    `sync::State` (NOTES.md: never reuse a state across connections).
+//! 4. `CatalogAck { seq }` once every differing document up to `seq` is caught up: the peer advances its checkpoint.
+//! 5. While connected, every new local or received change is pushed as a one-entry `Catalog`.
+
+use crate::roster::{PublicKey, Roster, SignedRecord};
+use crate::signing::verify_change;
+use crate::wire::{self, CatalogEntry, ChangeSignature, Frame, WireError};
+use automerge::ChangeHash;
+use automerge::sync::{Message, State};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Documents synced at once per peer: enough to fill a LAN pipe (each exchange is a few round trips of ~0.1 ms), few
+/// enough that a slow peer holds at most this many `sync::State`s of ours.
+pub const DOCS_IN_FLIGHT_MAX: usize = 64;
+/// Open document exchanges kept per session (their `sync::State`s): twice the in-flight limit.
+pub const EXCHANGES_MAX: usize = 2 * DOCS_IN_FLIGHT_MAX;
+/// Frames queued for sending before the session stops producing more (backpressure on the catalog pump).
+pub const OUT_FRAMES_MAX: usize = 256;
+/// Rounds of one document's exchange before the peer is considered broken: a settled exchange takes 2-4 messages.
+pub const DOC_ROUNDS_MAX: u32 = 64;
+/// Documents the peer's catalog may leave waiting for sync: bounds memory against a peer announcing endless ids.
+pub const PENDING_DOCS_MAX: usize = 2_000_000;
+
+/// The node's side of a session: its documents, catalog, signatures and roster.
+pub trait Replica {
+    /// Our catalog entries with `seq > after`, ascending, at most `limit`.
+    fn catalog_after(&mut self, after: u64, limit: usize) -> Vec<CatalogEntry>;
+    /// The hash of our heads of a document, `None` if we do not hold it.
+    fn heads_hash(&mut self, doc_id: &str) -> Option<[u8; 32]>;
+    /// Whether we hold every change in `heads` (and so everything before them).
+    fn has_all(&mut self, doc_id: &str, heads: &[ChangeHash]) -> bool;
+    /// Automerge's next sync message for a document (an empty document if we do not hold it).
+    fn generate(&mut self, doc_id: &str, state: &mut State) -> Option<Message>;
+    /// Applies a checked message whose changes all carry verified signatures, and commits it durably (changes and
+    /// signatures) before returning. A panic inside must leave the replica able to reload the document.
+    fn receive(
+        &mut self,
+        doc_id: &str,
+        state: &mut State,
+        message: Message,
+        signatures: &[ChangeSignature],
+    ) -> Result<(), String>;
+    /// Drops any in-memory copy of a document (after Automerge panicked on it) so it is reloaded from storage.
+    fn reload(&mut self, doc_id: &str);
+    /// The signature we hold for a change (ours or relayed).
+    fn signature(&mut self, hash: &ChangeHash) -> Option<[u8; 64]>;
+    fn roster(&self) -> &Roster;
+    /// Verifies and stores roster records from the peer; returns how many were new.
+    fn add_roster_records(&mut self, records: Vec<SignedRecord>) -> usize;
+}
+
+/// What the node must act on, drained before frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The peer acknowledged our catalog up to `seq`: persist it as this peer's checkpoint.
+    CheckpointAdvanced { seq: u64 },
+    /// A document changed through this session (reindex projections, push to other peers).
+    DocChanged { doc_id: String },
+    /// New roster records arrived (a revocation may close other connections).
+    RosterChanged { new_records: usize },
+    /// The session is caught up in both directions (initial catalogs exchanged, nothing in flight).
+    Settled,
+}
+
+/// Why the session with a peer ended. Every variant drops the peer; none panics the node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The peer broke the protocol (a frame out of order, a hello that does not match the connection).
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The peer sent a change that is unsigned, forged, or by a non-member.
+    #[error("rejected change: {0}")]
+    RejectedChange(String),
+    /// The peer belongs to another hall.
+    #[error("the peer belongs to another hall")]
+    OtherHall,
+    /// The peer is not (or no longer) an active member.
+    #[error("the peer is not an active member of the hall")]
+    Unauthorized,
+    /// Automerge refused or panicked on the peer's data; the document was reloaded from storage.
+    #[error("automerge refused the peer's data for {doc_id}: {reason}")]
+    Automerge { doc_id: String, reason: String },
+    /// A document exchange did not settle.
+    #[error("document {0} did not settle in {DOC_ROUNDS_MAX} rounds")]
+    NoProgress(String),
+    /// The peer said goodbye.
+    #[error("the peer closed the session: {0}")]
+    Closed(String),
+}
+
+#[derive(Debug)]
+struct DocExchange {
+    state: State,
+    rounds: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitHello,
+    Running,
+}
+
+/// One sync session with one peer over one connection.
+#[derive(Debug)]
+pub struct Session {
+    our_key: PublicKey,
+    peer_key: PublicKey,
+    phase: Phase,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<SessionEvent>,
+    /// Our catalog: the highest seq we have sent, and whether the initial exchange is complete.
+    sent_seq: u64,
+    sent_all: bool,
+    /// Their catalog: documents to sync (doc id → their entry seq), the highest seq seen, whether they sent `last`.
+    to_sync: VecDeque<String>,
+    pending: BTreeMap<String, u64>,
+    their_max_seq: u64,
+    their_last: bool,
+    acked_to_them: u64,
+    /// Documents with an exchange open on this connection.
+    exchanges: BTreeMap<String, DocExchange>,
+    settled_reported: bool,
+}
+
+impl Session {
+    /// A session with `peer_key` (authenticated by the transport), resuming from the checkpoint the peer last
+    /// acknowledged. Queues our `Hello`.
+    pub fn new(our_key: PublicKey, peer_key: PublicKey, checkpoint: u64, roster: &Roster) -> Session {
+        let mut session = Session {
+            our_key,
+            peer_key,
+            phase: Phase::AwaitHello,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            sent_seq: checkpoint,
+            sent_all: false,
+            to_sync: VecDeque::new(),
+            pending: BTreeMap::new(),
+            their_max_seq: 0,
+            their_last: false,
+            acked_to_them: 0,
+            exchanges: BTreeMap::new(),
+            settled_reported: false,
+        };
+        session.send(&Frame::Hello { hall: *roster.hall(), node_key: our_key, roster_digest: roster.digest() });
+        session
+    }
+
+    pub fn peer_key(&self) -> &PublicKey {
+        &self.peer_key
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        self.out.push_back(wire::encode(frame));
+    }
+
+    /// Handles one frame from the peer.
+    pub fn handle_frame(&mut self, bytes: &[u8], replica: &mut impl Replica) -> Result<(), SyncError> {
+        let frame = wire::decode(bytes)?;
+        match (self.phase, frame) {
+            (Phase::AwaitHello, Frame::Hello { hall, node_key, roster_digest }) => {
+                if &hall != replica.roster().hall() {
+                    return Err(SyncError::OtherHall);
+                }
+                if node_key != self.peer_key {
+                    return Err(SyncError::Protocol("hello names another key than the connection"));
+                }
+                if replica.roster().authorized(&self.peer_key).is_none() {
+                    return Err(SyncError::Unauthorized);
+                }
+                if roster_digest != replica.roster().digest() {
+                    let records = replica.roster().records().to_vec();
+                    self.send(&Frame::Roster { records });
+                }
+                self.phase = Phase::Running;
+            }
+            (Phase::AwaitHello, _) => return Err(SyncError::Protocol("first frame must be hello")),
+            (Phase::Running, Frame::Hello { .. }) => return Err(SyncError::Protocol("second hello")),
+            (Phase::Running, Frame::Roster { records }) => {
+                let new_records = replica.add_roster_records(records);
+                if new_records > 0 {
+                    self.events.push_back(SessionEvent::RosterChanged { new_records });
+                }
+                if replica.roster().authorized(&self.peer_key).is_none() {
+                    return Err(SyncError::Unauthorized);
+                }
+            }
+            (Phase::Running, Frame::Catalog { entries, last }) => {
+                for entry in entries {
+                    self.their_max_seq = self.their_max_seq.max(entry.seq);
+                    if replica.heads_hash(&entry.doc_id) == Some(entry.heads_hash) {
+                        continue;
+                    }
+                    if self.pending.len() >= PENDING_DOCS_MAX {
+                        return Err(SyncError::Protocol("too many documents pending"));
+                    }
+                    if !self.pending.contains_key(&entry.doc_id) {
+                        self.to_sync.push_back(entry.doc_id.clone());
+                    }
+                    // Keep the lowest seq still waiting for this document: the ack may not pass it.
+                    self.pending.entry(entry.doc_id).or_insert(entry.seq);
+                }
+                self.their_last |= last;
+            }
+            (Phase::Running, Frame::CatalogAck { seq }) => {
+                if seq > self.sent_seq {
+                    return Err(SyncError::Protocol("ack beyond what was sent"));
+                }
+                self.events.push_back(SessionEvent::CheckpointAdvanced { seq });
+            }
+            (Phase::Running, Frame::Sync { doc_id, message, signatures }) => {
+                self.receive_sync(doc_id, &message, &signatures, replica)?;
+            }
+            (_, Frame::Bye { reason }) => return Err(SyncError::Closed(reason)),
+        }
+        self.pump(replica);
+        Ok(())
+    }
+
+    fn receive_sync(
+        &mut self,
+        doc_id: String,
+        message: &[u8],
+        signatures: &[ChangeSignature],
+        replica: &mut impl Replica,
+    ) -> Result<(), SyncError> {
+        let message = wire::guard_sync_message(message)?;
+        let by_hash: BTreeMap<[u8; 32], [u8; 64]> = signatures.iter().map(|s| (s.hash, s.signature)).collect();
+        for chunk in message.changes.iter() {
+            verify_change(replica.roster(), chunk, |hash| by_hash.get(&hash.0).copied())
+                .map_err(|rejected| SyncError::RejectedChange(rejected.to_string()))?;
+        }
+        let carried_changes = !message.changes.is_empty();
+        let their_heads = message.heads.clone();
+        let exchange =
+            self.exchanges.entry(doc_id.clone()).or_insert_with(|| DocExchange { state: State::new(), rounds: 0 });
+        exchange.rounds += 1;
+        if exchange.rounds > DOC_ROUNDS_MAX {
+            return Err(SyncError::NoProgress(doc_id));
+        }
+        let state = &mut exchange.state;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            replica.receive(&doc_id, state, message, signatures)
+        }));
+        // Whatever the peer advertised, never answer it with a whole document (see `wire::encode_sync_message`).
+        if let Some(exchange) = self.exchanges.get_mut(&doc_id) {
+            exchange.state.their_capabilities = None;
+        }
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(SyncError::Automerge { doc_id, reason }),
+            Err(_) => {
+                replica.reload(&doc_id);
+                self.exchanges.remove(&doc_id);
+                return Err(SyncError::Automerge { doc_id, reason: "automerge panicked".into() });
+            }
+        }
+        if carried_changes {
+            self.events.push_back(SessionEvent::DocChanged { doc_id: doc_id.clone() });
+        }
+        let sent = self.step_exchange(&doc_id, replica);
+        let caught_up = replica.has_all(&doc_id, &their_heads);
+        if caught_up {
+            self.pending.remove(&doc_id);
+        }
+        if !sent && caught_up {
+            // Quiet both ways: the exchange is over. A later change opens a new one from a fresh state.
+            self.exchanges.remove(&doc_id);
+        }
+        Ok(())
+    }
+
+    /// Sends our next sync message for a document; returns whether there was anything to say.
+    fn step_exchange(&mut self, doc_id: &str, replica: &mut impl Replica) -> bool {
+        let Some(exchange) = self.exchanges.get_mut(doc_id) else { return false };
+        let Some(message) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replica.generate(doc_id, &mut exchange.state)))
+                .unwrap_or_else(|_| {
+                    replica.reload(doc_id);
+                    None
+                })
+        else {
+            return false;
+        };
+        let signatures = message
+            .changes
+            .iter()
+            .filter_map(|chunk| automerge::Change::from_bytes(chunk.to_vec()).ok())
+            .filter_map(|change| {
+                replica.signature(&change.hash()).map(|signature| ChangeSignature { hash: change.hash().0, signature })
+            })
+            .collect();
+        let bytes = wire::encode_sync_message(message);
+        self.send(&Frame::Sync { doc_id: doc_id.to_owned(), message: bytes, signatures });
+        true
+    }
+
+    /// A local change (ours, or received from another peer) to announce.
+    pub fn handle_local_change(&mut self, entry: CatalogEntry) {
+        if self.phase == Phase::Running && self.sent_all && entry.seq > self.sent_seq {
+            self.sent_seq = entry.seq;
+            self.send(&Frame::Catalog { entries: vec![entry], last: false });
+        }
+    }
+
+    /// Moves the session forward: more catalog, more document exchanges, acknowledgements.
+    pub fn pump(&mut self, replica: &mut impl Replica) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        while !self.sent_all && self.out.len() < OUT_FRAMES_MAX {
+            let entries = replica.catalog_after(self.sent_seq, wire::CATALOG_BATCH_MAX);
+            let last = entries.len() < wire::CATALOG_BATCH_MAX;
+            if let Some(max) = entries.iter().map(|e| e.seq).max() {
+                self.sent_seq = max;
+            }
+            self.send(&Frame::Catalog { entries, last });
+            self.sent_all = last;
+        }
+        // Exchanges we answered last and the peer found nothing more to say about linger; drop the oldest-keyed ones not
+        // waiting on the peer's catalog once there are too many (a new change reopens them from a fresh state).
+        if self.exchanges.len() > EXCHANGES_MAX {
+            let idle: Vec<String> =
+                self.exchanges.keys().filter(|doc_id| !self.pending.contains_key(*doc_id)).cloned().collect();
+            for doc_id in idle.into_iter().take(self.exchanges.len() - EXCHANGES_MAX) {
+                self.exchanges.remove(&doc_id);
+            }
+        }
+        let in_flight = self.pending.keys().filter(|doc_id| self.exchanges.contains_key(*doc_id)).count();
+        let mut room = DOCS_IN_FLIGHT_MAX.saturating_sub(in_flight);
+        while room > 0 && self.out.len() < OUT_FRAMES_MAX {
+            let Some(doc_id) = self.to_sync.pop_front() else { break };
+            if !self.pending.contains_key(&doc_id) {
+                continue;
+            }
+            self.exchanges.insert(doc_id.clone(), DocExchange { state: State::new(), rounds: 0 });
+            self.step_exchange(&doc_id, replica);
+            room -= 1;
+        }
+        let ack = match self.pending.values().min() {
+            Some(&lowest) => lowest.saturating_sub(1),
+            None => self.their_max_seq,
+        };
+        if ack > self.acked_to_them {
+            self.acked_to_them = ack;
+            self.send(&Frame::CatalogAck { seq: ack });
+        }
+        if self.is_settled() && !self.settled_reported {
+            self.settled_reported = true;
+            self.events.push_back(SessionEvent::Settled);
+        }
+    }
+
+    /// Caught up both ways: catalogs exchanged, nothing pending from the peer's catalog.
+    pub fn is_settled(&self) -> bool {
+        self.phase == Phase::Running
+            && self.sent_all
+            && self.their_last
+            && self.pending.is_empty()
+            && self.to_sync.is_empty()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// Documents waiting to be synced from the peer (for per-peer status: "documents behind").
+    pub fn docs_behind(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The hello key of this side (for logs).
+    pub fn our_key(&self) -> &PublicKey {
+        &self.our_key
+    }
+
+    /// A goodbye frame to send before closing.
+    pub fn bye(reason: &str) -> Vec<u8> {
+        wire::encode(&Frame::Bye { reason: reason.chars().take(200).collect() })
+    }
+}
+
+/// The hash of a document's heads, as catalogs carry it: SHA-256 over the sorted heads.
+pub fn heads_hash(heads: &[ChangeHash]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let sorted: BTreeSet<&ChangeHash> = heads.iter().collect();
+    let mut hasher = Sha256::new();
+    for head in sorted {
+        hasher.update(head.0);
+    }
+    hasher.finalize().into()
+}
