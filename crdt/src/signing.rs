@@ -10,21 +10,22 @@ use crate::roster::{PublicKey, Roster};
 use automerge::{ActorId, Change, ChangeHash};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-/// Bytes of an actor id: public key + incarnation.
-pub const ACTOR_BYTES: usize = 40;
+/// Bytes of an actor id: a 32-byte public key + an incarnation of 8 to 32 random bytes.
+pub const ACTOR_BYTES_MIN: usize = 40;
+pub const ACTOR_BYTES_MAX: usize = 64;
 const CHANGE_DOMAIN: &[u8] = b"zhaowo-change-v1\0";
 
 /// The actor id of a node's installation.
-pub fn actor_id(node_key: &PublicKey, incarnation: [u8; 8]) -> ActorId {
+pub fn actor_id(node_key: &PublicKey, incarnation: &[u8]) -> ActorId {
     let mut bytes = node_key.to_vec();
-    bytes.extend_from_slice(&incarnation);
+    bytes.extend_from_slice(incarnation);
     ActorId::from(bytes)
 }
 
 /// The node key an actor id names, if it has our shape.
 pub fn node_key_of(actor: &ActorId) -> Option<PublicKey> {
     let bytes = actor.to_bytes();
-    (bytes.len() == ACTOR_BYTES).then(|| bytes[..32].try_into().expect("32 bytes"))
+    (ACTOR_BYTES_MIN..=ACTOR_BYTES_MAX).contains(&bytes.len()).then(|| bytes[..32].try_into().expect("32 bytes"))
 }
 
 fn message(hash: &ChangeHash) -> Vec<u8> {

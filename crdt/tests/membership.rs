@@ -97,7 +97,7 @@ fn peers_that_learn_the_same_records_in_any_order_agree() {
 fn signed_case(node: &SigningKey) -> (CaseDoc, BTreeMap<ChangeHash, [u8; 64]>) {
     let hall = Hall::jiangan_default();
     let mut author = Node::window(0);
-    author.actor = actor_id(&node.verifying_key().to_bytes(), [9; 8]);
+    author.actor = actor_id(&node.verifying_key().to_bytes(), &[9; 8]);
     let ctx = author.ctx();
     let reg_no = RegNo::next_after("BBC01", 2026, None).unwrap();
     let (mut doc, _) = CaseDoc::register(

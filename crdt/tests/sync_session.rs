@@ -29,7 +29,7 @@ struct Mem {
 impl Mem {
     fn new(key: SigningKey, window: &str, role: Role, index: u8, roster: Roster) -> Mem {
         let mut node = Node::new(window, &format!("staff-{window}"), role, index);
-        node.actor = actor_id(&key.verifying_key().to_bytes(), [index; 8]);
+        node.actor = actor_id(&key.verifying_key().to_bytes(), &[index; 8]);
         Mem {
             key,
             node,
@@ -462,7 +462,7 @@ fn intruders_forgeries_and_unsigned_changes_are_rejected() {
 
     // A forged change: node 1 sends a change it made under its own actor, signed by a key that is not its own.
     let forged_key = key(77);
-    let mut bad = AutoCommit::new().with_actor(actor_id(&nodes[1].public(), [1; 8]));
+    let mut bad = AutoCommit::new().with_actor(actor_id(&nodes[1].public(), &[1; 8]));
     {
         use automerge::transaction::Transactable;
         bad.put(automerge::ROOT, "schema", 1_i64).unwrap();
