@@ -6,6 +6,7 @@
 pub mod config;
 pub mod identity;
 pub mod store;
+pub mod transport;
 
 pub use zhaowo_crdt as crdt;
 pub mod fixtures;
