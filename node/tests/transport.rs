@@ -241,7 +241,12 @@ async fn revoked_key_reconnects_by_resumption() -> String {
     let full_after = a.transport.counters();
     assert_eq!(full_after.certificate_verifications, full_before.certificate_verifications + 1, "full handshake");
     peer.close(CloseCode::Normal, "bye");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    within("A forgets the closed connection", async {
+        while a.transport.connection_count(&b.key()) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 
     a.roster.revoke(&b.key());
     let (a_before, b_before) = (a.transport.counters(), b.transport.counters());
@@ -258,22 +263,24 @@ async fn revoked_key_reconnects_by_resumption() -> String {
     format!("resumed (verifier calls 0 on both sides), refused after the handshake: `{error}`")
 }
 
+/// A bare quinn client with `client`'s key and the given ALPN, dialing `server`: it can do what `Transport` never does.
+fn raw_dial(client: &Node, server: &Node, alpn: &[u8]) -> (quinn::Endpoint, quinn::Connecting) {
+    let counters = Arc::new(transport::TransportCounters::default());
+    let tls = transport::tls::client_config(&client.identity, client.roster.clone(), counters, alpn).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server_name = transport::tls::server_name_for(&server.key());
+    let connecting =
+        endpoint.connect_with(quinn::ClientConfig::new(Arc::new(quic)), server.addr(), &server_name).unwrap();
+    (endpoint, connecting)
+}
+
 async fn wrong_alpn() -> String {
     let (mut a, b) = (node(test_config()), node(test_config()));
     introduce(&a, &b);
     let mut notes = Vec::new();
     for alpn in [&b"zhaowo/2"[..], b"h3"] {
-        let counters = Arc::new(transport::TransportCounters::default());
-        let tls = transport::tls::client_config(&b.identity, b.roster.clone(), counters, alpn).unwrap();
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let connecting = endpoint
-            .connect_with(
-                quinn::ClientConfig::new(Arc::new(quic)),
-                a.addr(),
-                &transport::tls::server_name_for(&a.key()),
-            )
-            .unwrap();
+        let (endpoint, connecting) = raw_dial(&b, &a, alpn);
         let result = within("wrong ALPN handshake", async {
             let connection = connecting.await?;
             // Should the handshake pass, the server must still refuse: wait for its verdict.
@@ -288,6 +295,36 @@ async fn wrong_alpn() -> String {
     assert_eq!(a.transport.counters().authorized_connections, 0);
     legit_peer_works(&a, &b).await;
     notes.join("; ")
+}
+
+async fn silent_or_lying_after_the_handshake() -> String {
+    let mut config = test_config();
+    config.handshake_timeout = Duration::from_millis(500);
+    let (mut a, b, c) = (node(config), node(test_config()), node(test_config()));
+    introduce(&a, &b);
+    introduce(&a, &c);
+    // B passes TLS (its key is enrolled) but never sends its hello: the handshake deadline drops it.
+    let (silent_endpoint, connecting) = raw_dial(&b, &a, transport::ALPN);
+    let silent = within("silent handshake", connecting).await.expect("TLS itself succeeds");
+    let reason = TransportError::from(within("A drops the silent peer", silent.closed()).await);
+    assert!(is_closed_by_peer(&reason, CloseCode::HandshakeTimeout), "{reason}");
+    let event = a.expect_event("A rejects", |event| matches!(event, Event::Rejected(_))).await;
+    assert!(matches!(event, Event::Rejected(TransportError::HandshakeTimeout { .. })), "{event:?}");
+    // B sends a well-formed hello that names C's key instead of its own TLS key.
+    let (lying_endpoint, connecting) = raw_dial(&b, &a, transport::ALPN);
+    let lying = within("lying handshake", connecting).await.expect("TLS itself succeeds");
+    let (mut send, _recv) = within("open", lying.open_bi()).await.unwrap();
+    let mut hello = (36u32).to_be_bytes().to_vec();
+    hello.extend_from_slice(&[WIRE_VERSION, b'H', 0, 1]);
+    hello.extend_from_slice(&c.key());
+    within("send hello", send.write_all(&hello)).await.unwrap();
+    let reason = TransportError::from(within("A drops the liar", lying.closed()).await);
+    assert!(is_closed_by_peer(&reason, CloseCode::HelloMismatch), "{reason}");
+    assert_eq!(a.transport.counters().authorized_connections, 0);
+    silent_endpoint.close(0u32.into(), b"");
+    lying_endpoint.close(0u32.into(), b"");
+    legit_peer_works(&a, &b).await;
+    "no hello: dropped at the handshake deadline; a hello naming another key: closed".to_owned()
 }
 
 async fn wrong_expected_key_in_server_name() -> String {
@@ -405,9 +442,11 @@ async fn connection_flood() -> String {
     format!("per-peer: 2 in, {per_peer_refused} closed; node: 6 live, {node_refused} refused before the handshake")
 }
 
+/// One matrix row: a future that asserts and returns a note.
+type Row = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_matrix() {
-    type Row = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
     let rows: Vec<(&str, fn() -> Row)> = vec![
         ("unknown key dials in", || Box::pin(unknown_key_dials_in())),
         ("unknown key is dialed", || Box::pin(unknown_key_is_dialed())),
@@ -418,6 +457,7 @@ async fn authorization_matrix() {
         ("oversized frame", || Box::pin(oversized_frame())),
         ("slowloris", || Box::pin(slowloris())),
         ("connection flood", || Box::pin(connection_flood())),
+        ("silent or lying after the handshake", || Box::pin(silent_or_lying_after_the_handshake())),
     ];
     let total = rows.len();
     let mut passed = 0;

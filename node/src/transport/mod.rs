@@ -164,6 +164,13 @@ pub enum TransportError {
     Closed,
 }
 
+impl From<quinn::ConnectionError> for TransportError {
+    /// Singles out the peer's application close ([`TransportError::ClosedByPeer`]).
+    fn from(error: quinn::ConnectionError) -> TransportError {
+        TransportError::from_connection(error)
+    }
+}
+
 impl TransportError {
     /// The application close code the peer sent, if the peer closed the connection with one.
     pub fn peer_close_code(&self) -> Option<CloseCode> {
@@ -392,14 +399,18 @@ struct Shared {
     connections: Mutex<Connections>,
 }
 
-/// Frees a handshake slot when the handshake ends, however it ends.
+/// A handshake in flight, counted against the node limit. It becomes a live connection in [`Shared::register`]
+/// (under the same lock, so the count never has a gap or a double) or is freed when dropped, however it ends.
 struct HandshakeSlot {
     shared: Arc<Shared>,
+    counted: bool,
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        self.shared.lock().handshaking -= 1;
+        if self.counted {
+            self.shared.lock().handshaking -= 1;
+        }
     }
 }
 
@@ -416,7 +427,7 @@ impl Shared {
             return Err(TransportError::TooManyConnections { scope: "node", limit: self.config.connections_max });
         }
         connections.handshaking += 1;
-        Ok(HandshakeSlot { shared: self.clone() })
+        Ok(HandshakeSlot { shared: self.clone(), counted: true })
     }
 
     /// The checks after every handshake, full or resumed: ALPN, the peer's key from `peer_identity()`, the roster.
@@ -443,10 +454,17 @@ impl Shared {
         Ok(key)
     }
 
-    /// Counts a connection as live under `key` and forgets it when it closes.
-    fn register(self: &Arc<Shared>, key: NodeKey, connection: &quinn::Connection) -> Result<(), TransportError> {
+    /// Turns the handshake slot into a live connection under `key`, and forgets the connection when it closes.
+    fn register(
+        self: &Arc<Shared>,
+        key: NodeKey,
+        connection: &quinn::Connection,
+        mut slot: HandshakeSlot,
+    ) -> Result<(), TransportError> {
         {
             let mut connections = self.lock();
+            // The slot already holds one place in `live + handshaking`, so this cannot exceed the node limit.
+            debug_assert!(connections.live < self.config.connections_max);
             if connections.live >= self.config.connections_max {
                 return Err(TransportError::TooManyConnections { scope: "node", limit: self.config.connections_max });
             }
@@ -459,6 +477,8 @@ impl Shared {
             }
             of_key.insert(connection.stable_id(), connection.clone());
             connections.live += 1;
+            connections.handshaking -= 1;
+            slot.counted = false;
         }
         let shared = self.clone();
         let connection = connection.clone();
@@ -481,13 +501,14 @@ impl Shared {
         self: &Arc<Shared>,
         connection: &quinn::Connection,
         expected: Option<NodeKey>,
+        slot: HandshakeSlot,
     ) -> Result<PeerConnection, TransportError> {
         let key = self.check_after_handshake(connection)?;
         if expected.is_some_and(|expected| expected != key) {
             return Err(TransportError::IdentityMismatch { what: "the peer's TLS key is not the dialed key" });
         }
         tracing::Span::current().record("peer", tracing::field::display(short_key(&key)));
-        self.register(key, connection)?;
+        self.register(key, connection, slot)?;
         let timeout = self.config.frame_timeout;
         let hello = hello_payload(&self.local_key);
         if expected.is_some() {
@@ -520,6 +541,7 @@ impl Shared {
         self: &Arc<Shared>,
         connecting: quinn::Connecting,
         expected: Option<NodeKey>,
+        slot: HandshakeSlot,
     ) -> Result<PeerConnection, TransportError> {
         let timeout_ms = self.config.handshake_timeout.as_millis() as u64;
         let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
@@ -527,7 +549,7 @@ impl Shared {
             Err(_elapsed) => return Err(TransportError::HandshakeTimeout { timeout_ms }),
             Ok(result) => result.map_err(TransportError::from_connection)?,
         };
-        let result = match tokio::time::timeout_at(deadline, self.authorize(&connection, expected)).await {
+        let result = match tokio::time::timeout_at(deadline, self.authorize(&connection, expected, slot)).await {
             Err(_elapsed) => Err(TransportError::HandshakeTimeout { timeout_ms }),
             Ok(result) => result,
         };
@@ -661,6 +683,10 @@ impl Drop for Transport {
 fn bind_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<(std::net::UdpSocket, (usize, usize))> {
     let socket =
         socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual stack where the OS allows it, as quinn's own `Endpoint::server` does; not fatal when it does not.
+        drop(socket.set_only_v6(false));
+    }
     socket.set_recv_buffer_size(buffer_bytes)?;
     socket.set_send_buffer_size(buffer_bytes)?;
     socket.bind(&addr.into())?;
@@ -733,11 +759,11 @@ impl Transport {
     pub async fn dial(&self, addr: SocketAddr, peer_key: NodeKey) -> Result<PeerConnection, TransportError> {
         let span = tracing::info_span!("peer", direction = "dial", peer = %short_key(&peer_key), %addr);
         async {
-            let _slot = self.shared.begin_handshake()?;
+            let slot = self.shared.begin_handshake()?;
             let server_name = tls::server_name_for(&peer_key);
             let connecting =
                 self.endpoint.connect(addr, &server_name).map_err(|source| TransportError::Connect { addr, source })?;
-            self.shared.finish_handshake(connecting, Some(peer_key)).await
+            self.shared.finish_handshake(connecting, Some(peer_key), slot).await
         }
         .instrument(span)
         .await
@@ -815,12 +841,49 @@ async fn accept_loop(
         let (shared, sender) = (shared.clone(), sender.clone());
         tokio::spawn(
             async move {
-                let result = shared.finish_handshake(connecting, None).await;
-                drop(slot);
+                let result = shared.finish_handshake(connecting, None, slot).await;
                 // The caller may be gone (transport dropped): the connection then closes with its handle.
                 drop(sender.send(result).await);
             }
             .instrument(span),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_must_be_exact_and_name_the_tls_key() {
+        let key = [3u8; 32];
+        let hello = hello_payload(&key);
+        assert_eq!(hello.len(), HELLO_BYTES);
+        assert!(check_hello(Some(hello.clone()), &key).is_ok());
+        assert!(matches!(check_hello(Some(hello.clone()), &[4u8; 32]), Err(TransportError::IdentityMismatch { .. })));
+        assert!(matches!(check_hello(None, &key), Err(TransportError::Hello { .. })));
+        assert!(matches!(
+            check_hello(Some(hello[..HELLO_BYTES - 1].to_vec()), &key),
+            Err(TransportError::Hello { .. })
+        ));
+        let mut other_tag = hello.clone();
+        other_tag[1] = b'X';
+        assert!(matches!(check_hello(Some(other_tag), &key), Err(TransportError::Hello { .. })));
+        let mut other_version = hello;
+        other_version[3] = 2;
+        let error = check_hello(Some(other_version), &key).unwrap_err();
+        assert!(error.to_string().contains("protocol version 2"), "{error}");
+    }
+
+    #[test]
+    fn close_codes_round_trip_and_config_is_checked() {
+        for code in CloseCode::ALL {
+            assert_eq!(CloseCode::from_code(code as u64), Some(code));
+        }
+        assert_eq!(CloseCode::from_code(999), None);
+        let mut config = TransportConfig::recommended();
+        assert!(config.quinn_transport_config().is_ok());
+        config.keep_alive_interval = config.idle_timeout;
+        assert!(matches!(config.quinn_transport_config(), Err(TransportError::Config(_))));
     }
 }
