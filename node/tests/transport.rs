@@ -566,7 +566,7 @@ async fn handshake_and_echo_timings() {
         echoes.push(started.elapsed());
     }
     println!(
-        "transport timings (loopback, debug deps opt-level 2): full handshake+hello p50 {:.2?} ({ROUNDS} fresh peers), \
+        "transport timings (loopback, dev profile: zhaowo-node unoptimised, deps at opt-level 2): full handshake+hello p50 {:.2?} ({ROUNDS} fresh peers), \
          redial p50 {:.2?} ({ROUNDS} redials, {full_during_redials} of them full handshakes), \
          200-byte echo p50 {:.0?} ({ECHOES} on one stream)",
         median(full),

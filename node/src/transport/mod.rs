@@ -112,7 +112,7 @@ pub enum TransportError {
     #[error("connection failed: {0}")]
     Connection(quinn::ConnectionError),
     /// The peer closed the connection with an application close code (see [`CloseCode`]).
-    #[error("peer closed the connection: {code:?} ({reason})")]
+    #[error("peer closed the connection ({}): {reason}", .code.map_or("unknown code", CloseCode::name))]
     ClosedByPeer { code: Option<CloseCode>, reason: String },
     /// The TLS handshake and the hello did not finish within the handshake timeout.
     #[error("handshake did not finish within {timeout_ms} ms")]
@@ -262,6 +262,23 @@ impl CloseCode {
         CloseCode::HandshakeTimeout,
         CloseCode::Shutdown,
     ];
+
+    /// A short lowercase name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::Revoked => "revoked",
+            CloseCode::TooManyConnections => "too many connections",
+            CloseCode::Protocol => "protocol violation",
+            CloseCode::FrameTooLarge => "frame too large",
+            CloseCode::FrameTimeout => "frame timeout",
+            CloseCode::HelloMismatch => "hello mismatch",
+            CloseCode::WrongAlpn => "wrong alpn",
+            CloseCode::HandshakeTimeout => "handshake timeout",
+            CloseCode::Shutdown => "shutdown",
+        }
+    }
 
     /// The close code with this number, if it is one of ours.
     pub fn from_code(code: u64) -> Option<CloseCode> {
@@ -430,7 +447,8 @@ impl Shared {
         Ok(HandshakeSlot { shared: self.clone(), counted: true })
     }
 
-    /// The checks after every handshake, full or resumed: ALPN, the peer's key from `peer_identity()`, the roster.
+    /// The checks after every handshake, full or resumed: ALPN and the peer's key from `peer_identity()` (the roster is
+    /// asked in [`Shared::register`]).
     fn check_after_handshake(&self, connection: &quinn::Connection) -> Result<NodeKey, TransportError> {
         let alpn = connection
             .handshake_data()
@@ -447,14 +465,15 @@ impl Shared {
             .filter(|chain| chain.len() == 1)
             .and_then(|chain| tls::node_key_of_spki(&chain[0]))
             .ok_or(TransportError::PeerIdentity)?;
-        if !self.authorizer.is_authorized(&key) {
-            self.counters.post_handshake_rejections.fetch_add(1, Ordering::Relaxed);
-            return Err(TransportError::Unauthorized { peer: short_key(&key) });
-        }
         Ok(key)
     }
 
-    /// Turns the handshake slot into a live connection under `key`, and forgets the connection when it closes.
+    /// Asks the roster again (a resumed handshake skipped the verifiers), then turns the handshake slot into a live
+    /// connection under `key`, and forgets the connection when it closes.
+    ///
+    /// The roster is asked under the registry lock: a revocation updates the [`Authorizer`] and then calls
+    /// [`Transport::disconnect`], which takes the same lock, so a connection is either refused here or registered in
+    /// time to be closed there. No window lets a revoked key slip between the two.
     fn register(
         self: &Arc<Shared>,
         key: NodeKey,
@@ -463,6 +482,10 @@ impl Shared {
     ) -> Result<(), TransportError> {
         {
             let mut connections = self.lock();
+            if !self.authorizer.is_authorized(&key) {
+                self.counters.post_handshake_rejections.fetch_add(1, Ordering::Relaxed);
+                return Err(TransportError::Unauthorized { peer: short_key(&key) });
+            }
             // The slot already holds one place in `live + handshaking`, so this cannot exceed the node limit.
             debug_assert!(connections.live < self.config.connections_max);
             if connections.live >= self.config.connections_max {
@@ -776,6 +799,9 @@ impl Transport {
     }
 
     /// Closes every live connection of `peer_key` (the roster calls this on revocation); returns how many there were.
+    ///
+    /// Update the [`Authorizer`] first, then call this: a connection still in its handshake is then refused by the
+    /// post-handshake check, and every registered one is closed here.
     pub fn disconnect(&self, peer_key: &NodeKey, code: CloseCode, reason: &str) -> usize {
         let closing =
             self.shared.lock().by_key.get(peer_key).map(|of_key| of_key.values().cloned().collect::<Vec<_>>());
