@@ -444,10 +444,12 @@ async fn connection_flood() -> String {
 
 /// One matrix row: a future that asserts and returns a note.
 type Row = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+/// A named matrix row.
+type NamedRow = (&'static str, fn() -> Row);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_matrix() {
-    let rows: Vec<(&str, fn() -> Row)> = vec![
+    let rows: Vec<NamedRow> = vec![
         ("unknown key dials in", || Box::pin(unknown_key_dials_in())),
         ("unknown key is dialed", || Box::pin(unknown_key_is_dialed())),
         ("key revoked on a live connection", || Box::pin(key_revoked_on_live_connection())),
