@@ -1,22 +1,214 @@
-//! `zhaowo`: the admin command of a zhaowo hall.
+//! `zhaowo`: the admin command of a zhaowo hall: set up the hall, enroll and revoke nodes, work cases from the
+//! terminal, inspect and resolve conflicts, export the register book, check and back up the store.
 //!
-//! The commands (init, enroll, run, demo, case, sync, bundle, merge, conflicts, export, stats…) arrive with the CLI
-//! issue, once the store and sync have landed. Today the binary only answers `--help` and `--version`, and says so.
+//! stdout carries data only (text, or one JSON document with `--json`); messages and errors go to stderr, rendered
+//! like uv's: `error: …`, `  Caused by: …`, `hint: …`. Exit status: 0 success, 1 an expected failure (not found, not
+//! allowed, refused by the case's rules), 2 an error (bad usage, unreadable or corrupt data).
 
-use clap::Parser;
+mod case;
+mod env_vars;
+mod setup;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// zhaowo (找我): the offline-first case log of a service hall's "办不成事" window.
 ///
-/// This build has the case model only. Walk a case through its life with:
-///   cargo run -p zhaowo-examples --example case_lifecycle
-///
-/// EXIT STATUS: 0 success, 1 expected failure, 2 error.
+/// Every window PC, the supervision PC and every home-visit laptop runs a node holding the whole case log. Start a hall
+/// with `zhaowo init --hall NAME --window CODE`, register a case with `zhaowo case new`, list the register book with
+/// `zhaowo case list`.
 #[derive(Debug, Parser)]
-#[command(name = "zhaowo", version, about, long_about)]
-struct Cli {}
+#[command(name = "zhaowo", version, about, long_about, after_long_help = EXIT_STATUS)]
+pub struct Cli {
+    /// The node's data directory.
+    #[arg(long, global = true, env = env_vars::ZHAOWO_DIR, default_value = "./zhaowo-data")]
+    pub dir: PathBuf,
+    /// The staff member acting (recorded on every event); defaults to the node's display name.
+    #[arg(long, global = true, env = env_vars::ZHAOWO_STAFF)]
+    pub staff: Option<String>,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Say more (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Say less.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!("zhaowo {}: no commands yet in this build; see `zhaowo --help`", env!("CARGO_PKG_VERSION"));
-    std::process::exit(1);
+const EXIT_STATUS: &str = "EXIT STATUS:\n  0  success\n  1  expected failure: not found, not allowed, refused by the case's rules\n  2  error: bad usage, unreadable or corrupt data";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a node in --dir; with --hall, also create the hall (root key, configuration) and make this node its admin.
+    Init(setup::InitArgs),
+    /// Issue an enrollment for another node (admin) and write it to a file for `zhaowo join`.
+    Enroll(setup::EnrollArgs),
+    /// Install an enrollment file on this node: it joins the hall and learns a first peer.
+    Join(setup::JoinArgs),
+    /// Revoke a node (admin): its key is refused from now on.
+    Revoke(setup::RevokeArgs),
+    /// Show this node: id, window, role, hall, roster, store counts.
+    Status,
+    /// Work cases: register, list, show, and every step of their life.
+    #[command(subcommand)]
+    Case(case::CaseCommand),
+    /// List, show and resolve conflicts that offline work produced.
+    #[command(subcommand)]
+    Conflicts(case::ConflictsCommand),
+    /// The hall's KPIs for a period, counts next to rates.
+    Stats(case::StatsArgs),
+    /// Export the register book (登记簿) as CSV with Chinese headers; personal data masked.
+    Export(case::ExportArgs),
+    /// Check every document loads and every projection matches; report problems by case.
+    Verify,
+    /// Rebuild every projection from the documents.
+    Reindex,
+    /// Copy the store to a file while the node runs.
+    Backup {
+        /// The backup file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace this node's store with a backup (stop the node first).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Export or import the raw Automerge document of a case.
+    #[command(subcommand)]
+    Doc(case::DocCommand),
+}
+
+/// An expected failure (exit 1): the thing asked for does not exist or is not allowed.
+#[derive(Debug)]
+pub struct Expected(pub String);
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Expected {}
+
+/// Returns an expected failure with a message.
+pub fn expected(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Expected(message.into()))
+}
+
+/// Prints a value as JSON on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, value);
+    let _ = writeln!(out);
+}
+
+/// Prints a line of data on stdout (a broken pipe ends the program quietly with status 0).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// Prints a message on stderr unless `-q`.
+pub fn say(cli: &Cli, message: &str) {
+    if cli.quiet == 0 {
+        eprintln!("{message}");
+    }
+}
+
+fn hint_for(error: &anyhow::Error) -> Option<String> {
+    let text = format!("{error:#}");
+    if text.contains("holds no zhaowo node") {
+        Some(
+            "create one with `zhaowo init --hall NAME --window CODE`, or point --dir (ZHAOWO_DIR) at an existing node"
+                .into(),
+        )
+    } else if text.contains("already holds a zhaowo node") {
+        Some("use another --dir, or keep using the node that is there".into())
+    } else if text.contains("has not joined a hall") {
+        Some("ask the admin for an enrollment file (`zhaowo enroll`) and install it with `zhaowo join FILE`".into())
+    } else if text.contains("does not hold the hall root key") {
+        Some("run this on the admin node that set up the hall".into())
+    } else {
+        None
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime\n  Caused by: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = if error.chain().any(|cause| cause.is::<Expected>()) { 1 } else { 2 };
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  Caused by: {cause}");
+            }
+            if let Some(hint) = hint_for(&error) {
+                eprintln!("\nhint: {hint}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Init(args) => setup::init(cli, args),
+        Command::Enroll(args) => setup::enroll(cli, args),
+        Command::Join(args) => setup::join(cli, args),
+        Command::Revoke(args) => setup::revoke(cli, args),
+        Command::Status => setup::status(cli).await,
+        Command::Case(command) => case::run(cli, command).await,
+        Command::Conflicts(command) => case::conflicts(cli, command).await,
+        Command::Stats(args) => case::stats(cli, args).await,
+        Command::Export(args) => case::export(cli, args).await,
+        Command::Verify => case::verify(cli).await,
+        Command::Reindex => {
+            let store = setup::open(cli)?.open_store()?;
+            let report = store.reindex().await.context("reindex failed")?;
+            if cli.json {
+                print_json(&serde_json::json!({ "cases": report.cases }));
+            } else {
+                out!("reindexed {} cases", report.cases);
+            }
+            Ok(())
+        }
+        Command::Backup { out } => {
+            let store = setup::open(cli)?.open_store()?;
+            store.backup(out).await.with_context(|| format!("failed to back up to `{}`", out.display()))?;
+            say(cli, &format!("backed up to {}", out.display()));
+            Ok(())
+        }
+        Command::Restore { file } => {
+            let home = setup::open(cli)?;
+            zhaowo_node::store::Store::restore(file, &home.config.store_path())
+                .with_context(|| format!("failed to restore `{}`", file.display()))?;
+            say(cli, &format!("restored {} into {}", file.display(), home.config.store_path().display()));
+            Ok(())
+        }
+        Command::Doc(command) => case::doc(cli, command).await,
+    }
 }

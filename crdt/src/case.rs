@@ -672,12 +672,22 @@ impl CaseDoc {
         master: &mut CaseDoc,
         ctx: &Ctx,
     ) -> Result<(EventId, EventId), CommandError> {
-        let (dup_log, master_log) = (duplicate.log(), master.log());
-        let (dup_view, master_view) = (duplicate.view_of(&dup_log), master.view_of(&master_log));
+        let master_view = master.view();
+        let first = duplicate.mark_duplicate_of(&master_view, ctx)?;
+        let master_ctx = Ctx { entropy: ctx.entropy ^ (1 << 70), ..ctx.clone() };
+        let second = master.attach_duplicate(&duplicate.case_id(), &master_ctx)?;
+        Ok((first, second))
+    }
+
+    /// The duplicate's half of 并案, for a caller that holds the two documents one at a time (a store): checks against
+    /// the master's view and writes `MarkedDuplicate` here. Follow with [`CaseDoc::attach_duplicate`] on the master.
+    pub fn mark_duplicate_of(&mut self, master_view: &CaseView, ctx: &Ctx) -> Result<EventId, CommandError> {
+        let log = self.log();
+        let view = self.view_of(&log);
         let name = "mark duplicate";
-        if dup_view.case_id == master_view.case_id
-            || master_view.duplicate_of.as_ref() == Some(&dup_view.case_id)
-            || dup_view.duplicates.contains(&master_view.case_id)
+        if view.case_id == master_view.case_id
+            || master_view.duplicate_of.as_ref() == Some(&view.case_id)
+            || view.duplicates.contains(&master_view.case_id)
         {
             return Err(CommandError::DuplicateCycle);
         }
@@ -685,19 +695,17 @@ impl CaseDoc {
             return Err(CommandError::State { command: name, status: master_view.status });
         }
         let kind = EventKind::MarkedDuplicate { master: master_view.case_id.clone() };
-        transition(&kind, dup_view.status, ctx.author.role).map_err(|refusal| match refusal {
+        transition(&kind, view.status, ctx.author.role).map_err(|refusal| match refusal {
             TransitionRefusal::Role => CommandError::Role { command: name, role: ctx.author.role },
-            TransitionRefusal::State => CommandError::State { command: name, status: dup_view.status },
+            TransitionRefusal::State => CommandError::State { command: name, status: view.status },
         })?;
-        let first = duplicate.append(ctx, kind, Some(dup_view.status), &dup_log)?;
-        let master_ctx = Ctx { entropy: ctx.entropy ^ (1 << 70), ..ctx.clone() };
-        let second = master.append(
-            &master_ctx,
-            EventKind::DuplicateAttached { duplicate: dup_view.case_id },
-            None,
-            &master_log,
-        )?;
-        Ok((first, second))
+        self.append(ctx, kind, Some(view.status), &log)
+    }
+
+    /// The master's half of 并案: records that `duplicate` was merged into this case.
+    pub fn attach_duplicate(&mut self, duplicate: &CaseId, ctx: &Ctx) -> Result<EventId, CommandError> {
+        let log = self.log();
+        self.append(ctx, EventKind::DuplicateAttached { duplicate: duplicate.clone() }, None, &log)
     }
 
     /// 解除并案: the duplicate returns to REGISTERED and the master forgets it.

@@ -111,7 +111,12 @@ impl Record {
 
     /// Signs the record with the hall root key.
     pub fn sign(self, root: &SigningKey) -> SignedRecord {
-        let signature = root.sign(&self.signed_bytes()).to_bytes();
+        self.sign_with(|bytes| root.sign(bytes).to_bytes())
+    }
+
+    /// Signs the record with a signer that holds the hall root key elsewhere (a key file, a token).
+    pub fn sign_with(self, sign: impl FnOnce(&[u8]) -> [u8; 64]) -> SignedRecord {
+        let signature = sign(&self.signed_bytes());
         SignedRecord { record: self, signature }
     }
 }

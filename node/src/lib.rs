@@ -4,6 +4,7 @@
 //! ([`identity`]) and its config file ([`config`]). The QUIC sync and the HTTP surfaces arrive with their issues.
 
 pub mod config;
+pub mod home;
 pub mod identity;
 pub mod store;
 pub mod transport;

@@ -1,0 +1,208 @@
+//! `init`, `enroll`, `join`, `revoke`, `status`: the node's data directory and its membership in the hall.
+
+use crate::{Cli, expected, out, print_json, say};
+use anyhow::Context;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use zhaowo_crdt::model::Role;
+use zhaowo_node::home::{Home, HomeError, InitOptions, now_ms};
+
+/// Opens the node in `--dir`, with context for every error.
+pub fn open(cli: &Cli) -> anyhow::Result<Home> {
+    Home::open(&cli.dir).with_context(|| format!("failed to open the node in `{}`", cli.dir.display()))
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text)
+        .filter(|role| *role != Role::Citizen)
+        .ok_or_else(|| format!("`{text}` is not a role: window, supervision, volunteer or admin"))
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Set up a new hall with this name; this node becomes its admin and holds the hall root key.
+    #[arg(long)]
+    pub hall: Option<String>,
+    /// The window code this node registers cases under (e.g. BBC01, 2F03); unique in the hall.
+    #[arg(long)]
+    pub window: String,
+    /// The node's role: window, supervision, volunteer or admin (default: admin with --hall, else window).
+    #[arg(long, value_parser = parse_role)]
+    pub role: Option<Role>,
+    /// A name people recognise, e.g. "办不成事窗口 1号机".
+    #[arg(long)]
+    pub name: Option<String>,
+    /// QUIC address for peers.
+    #[arg(long, default_value = "0.0.0.0:7420")]
+    pub listen: SocketAddr,
+    /// HTTP address of the staff desk.
+    #[arg(long, default_value = "127.0.0.1:7421")]
+    pub http: SocketAddr,
+}
+
+pub fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
+    let role = args.role.unwrap_or(if args.hall.is_some() { Role::Admin } else { Role::Window });
+    let options = InitOptions {
+        hall_name: args.hall.clone(),
+        window: args.window.clone(),
+        role,
+        display_name: args.name.clone().unwrap_or_else(|| format!("{} 窗口", args.window)),
+        listen: args.listen,
+        http_listen: args.http,
+    };
+    let home = Home::init(&cli.dir, options, now_ms())
+        .with_context(|| format!("failed to create a node in `{}`", cli.dir.display()))?;
+    let node_id = home.identity.node_id();
+    if cli.json {
+        print_json(
+            &serde_json::json!({ "node_id": node_id, "window": home.config.window, "role": role.code(), "admin": home.is_admin() }),
+        );
+    } else {
+        out!("{node_id}");
+        if home.is_admin() {
+            say(
+                cli,
+                &format!(
+                    "created hall `{}` with this node as its admin (window {})",
+                    args.hall.as_deref().unwrap_or_default(),
+                    args.window
+                ),
+            );
+        } else {
+            say(
+                cli,
+                "created a node; ask the hall's admin to run `zhaowo enroll` with the node id above, then `zhaowo join FILE`",
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// The new node's id (printed by its `zhaowo init`).
+    pub node_id: String,
+    /// The window code the new node registers under.
+    #[arg(long)]
+    pub window: String,
+    /// window, supervision, volunteer or admin.
+    #[arg(long, value_parser = parse_role)]
+    pub role: Role,
+    /// A name people recognise.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where to write the enrollment file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn expected_home_error(error: HomeError) -> anyhow::Error {
+    match error {
+        HomeError::NotAdmin | HomeError::NoHall | HomeError::Roster(_) | HomeError::Invalid(_) => {
+            expected(error.to_string())
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+pub fn enroll(cli: &Cli, args: &EnrollArgs) -> anyhow::Result<()> {
+    let mut home = open(cli)?;
+    let name = args.name.clone().unwrap_or_else(|| format!("{} 窗口", args.window));
+    let file = home.enroll(&args.node_id, &args.window, args.role, &name, now_ms()).map_err(expected_home_error)?;
+    let text = serde_json::to_string_pretty(&file)?;
+    std::fs::write(&args.out, text).with_context(|| format!("failed to write `{}`", args.out.display()))?;
+    if cli.json {
+        print_json(
+            &serde_json::json!({ "node_id": args.node_id, "window": args.window, "role": args.role.code(), "file": args.out }),
+        );
+    } else {
+        say(
+            cli,
+            &format!(
+                "enrolled {} as {} at window {}; give {} to that node",
+                args.node_id,
+                args.role.code(),
+                args.window,
+                args.out.display()
+            ),
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The enrollment file from `zhaowo enroll`.
+    pub file: PathBuf,
+}
+
+pub fn join(cli: &Cli, args: &JoinArgs) -> anyhow::Result<()> {
+    let mut home = open(cli)?;
+    let bytes = std::fs::read(&args.file).with_context(|| format!("failed to read `{}`", args.file.display()))?;
+    let enrollment = home
+        .join(&bytes)
+        .map_err(expected_home_error)
+        .with_context(|| format!("cannot join with `{}`", args.file.display()))?;
+    if cli.json {
+        print_json(
+            &serde_json::json!({ "window": enrollment.window, "role": enrollment.role.code(), "peers": home.config.peers }),
+        );
+    } else {
+        say(cli, &format!("joined the hall as {} at window {}", enrollment.role.code(), enrollment.window));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The node to revoke.
+    pub node_id: String,
+    /// Why (recorded in the roster).
+    #[arg(long, default_value = "撤销")]
+    pub reason: String,
+}
+
+pub fn revoke(cli: &Cli, args: &RevokeArgs) -> anyhow::Result<()> {
+    let mut home = open(cli)?;
+    home.revoke(&args.node_id, &args.reason, now_ms()).map_err(expected_home_error)?;
+    say(cli, &format!("revoked {}", args.node_id));
+    Ok(())
+}
+
+pub async fn status(cli: &Cli) -> anyhow::Result<()> {
+    let home = open(cli)?;
+    let store = home.open_store()?;
+    let counts = store.counts().await.context("failed to read the store")?;
+    let hall = home.hall()?;
+    let members: Vec<serde_json::Value> = home
+        .roster()
+        .map(|roster| {
+            roster
+                .active()
+                .map(|e| serde_json::json!({ "node_id": zhaowo_node::home::hex(&e.node_key), "window": e.window, "role": e.role.code(), "name": e.display_name }))
+                .collect()
+        })
+        .unwrap_or_default();
+    if cli.json {
+        print_json(&serde_json::json!({
+            "node_id": home.identity.node_id(),
+            "window": home.config.window,
+            "role": home.config.role.code(),
+            "hall": hall.name,
+            "admin": home.is_admin(),
+            "members": members,
+            "cases": counts.docs,
+            "local_seq": counts.local_seq,
+            "peers": home.config.peers,
+        }));
+    } else {
+        out!("node     {}", home.identity.node_id());
+        out!("window   {} ({})", home.config.window, home.config.role.label());
+        out!("hall     {}{}", hall.name, if home.is_admin() { " (admin: holds the hall root key)" } else { "" });
+        out!("members  {}", members.len());
+        out!("cases    {}", counts.docs);
+        out!("peers    {}", home.config.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,458 @@
+//! The node's data directory: its key, config, hall configuration, roster and store, and the admin's operations on
+//! them (setting up a hall, enrolling, joining, revoking).
+//!
+//! ```text
+//! DIR/node.toml        the node's config (window, role, name, addresses, peers); see `config`
+//! DIR/node.key         the node's ed25519 key (mode 0600); its public key is the node id
+//! DIR/hall.key         the hall root key (admin node only, mode 0600): signs enrollments and revocations
+//! DIR/hall.automerge   the hall document (windows, units, categories, routing, time limits, calendar)
+//! DIR/roster.records   the signed roster records this node knows
+//! DIR/cases.db         the store
+//! ```
+//!
+//! The hall document and the roster live in files until the sync of the hall document lands; every write goes to a
+//! temporary file first and is renamed into place, so a crash leaves the old or the new file, never half of one.
+
+use crate::config::{Config, ConfigError};
+use crate::identity::{IdentityError, NodeIdentity};
+use crate::store::{OpenStoreError, Store, StoreOptions};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use zhaowo_crdt::hall::{Hall, HallDoc, HallError};
+use zhaowo_crdt::model::Role;
+use zhaowo_crdt::roster::{Enrollment, Record, Revocation, Roster, RosterError, SignedRecord};
+use zhaowo_crdt::{Author, Ctx};
+
+/// An enrollment file carries the roster and the hall document: a few hundred records and a few KB of configuration.
+pub const ENROLLMENT_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// The roster file: `ROSTER_RECORDS_MAX` records of ~200 bytes.
+pub const ROSTER_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// The hall document file.
+pub const HALL_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+const ENROLLMENT_FORMAT: &str = "zhaowo-enrollment-v1";
+
+/// Why the data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    /// `init` on a directory that already holds a node.
+    #[error("`{0}` already holds a zhaowo node")]
+    AlreadyInitialized(PathBuf),
+    /// The directory holds no node yet.
+    #[error("`{0}` holds no zhaowo node")]
+    NotInitialized(PathBuf),
+    #[error("cannot {what} `{path}`")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// A file is larger than its limit.
+    #[error("`{path}` is {bytes} bytes, more than the limit of {max}")]
+    TooLarge { path: PathBuf, bytes: u64, max: u64 },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Store(#[from] OpenStoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Hall(#[from] HallError),
+    #[error(transparent)]
+    Roster(#[from] RosterError),
+    /// An admin operation on a node that does not hold the hall root key.
+    #[error("this node does not hold the hall root key (only the admin node that set up the hall does)")]
+    NotAdmin,
+    /// The node is not a member of a hall yet.
+    #[error("this node has not joined a hall yet")]
+    NoHall,
+    /// A malformed enrollment file or argument.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What `init` creates.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Set up a new hall with this name (this node becomes its admin); `None` makes a node waiting to join.
+    pub hall_name: Option<String>,
+    pub window: String,
+    pub role: Role,
+    pub display_name: String,
+    pub listen: SocketAddr,
+    pub http_listen: SocketAddr,
+}
+
+/// The file an admin hands to a new node: the hall, its roster, the node's enrollment and where to find a first peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentFile {
+    pub format: String,
+    /// The hall root public key, hex.
+    pub hall: String,
+    pub hall_name: String,
+    /// The new node's signed enrollment, hex.
+    pub record: String,
+    /// Every roster record the admin knows, hex.
+    pub roster: Vec<String>,
+    /// The hall document, hex.
+    pub hall_doc: String,
+    /// Addresses of the issuing node.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// An opened data directory.
+#[derive(Debug)]
+pub struct Home {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub identity: NodeIdentity,
+    hall_root: Option<NodeIdentity>,
+    hall_doc: Option<HallDoc>,
+    roster: Option<Roster>,
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HomeError {
+    let path = path.to_path_buf();
+    move |source| HomeError::Io { what, path, source }
+}
+
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, HomeError> {
+    let bytes = std::fs::metadata(path).map_err(io("read", path))?.len();
+    if bytes > max {
+        return Err(HomeError::TooLarge { path: path.to_path_buf(), bytes, max });
+    }
+    std::fs::read(path).map_err(io("read", path))
+}
+
+/// Writes a file atomically: a temporary file, fsync, rename, fsync of the directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary).map_err(io("create", &temporary))?;
+    file.write_all(bytes).map_err(io("write", &temporary))?;
+    file.sync_all().map_err(io("sync", &temporary))?;
+    std::fs::rename(&temporary, path).map_err(io("rename into", path))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(io("sync", dir))?;
+    }
+    Ok(())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Parses a node id (64 hex digits).
+pub fn parse_node_id(text: &str) -> Result<[u8; 32], HomeError> {
+    unhex(text.trim())
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| HomeError::Invalid(format!("`{text}` is not a node id (64 hex digits)")))
+}
+
+fn config_toml(config: &Config) -> String {
+    let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+    let peers: Vec<String> = config.peers.iter().map(|p| quote(&p.to_string())).collect();
+    format!(
+        "# zhaowo node config: see `zhaowo --help`; every key is optional.\nwindow = {}\nrole = {}\ndisplay_name = {}\nlisten = {}\nhttp_listen = {}\npeers = [{}]\n",
+        quote(&config.window),
+        quote(config.role.code()),
+        quote(&config.display_name),
+        quote(&config.listen.to_string()),
+        quote(&config.http_listen.to_string()),
+        peers.join(", ")
+    )
+}
+
+/// Milliseconds since the Unix epoch: the only clock of the node's commands.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Fresh OS randomness for event ids and query codes.
+pub fn entropy() -> Result<u128, HomeError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|error| HomeError::Identity(IdentityError::Random(error.to_string())))?;
+    Ok(u128::from_le_bytes(bytes))
+}
+
+impl Home {
+    fn path(dir: &Path, name: &str) -> PathBuf {
+        dir.join(name)
+    }
+
+    /// Creates a node in `dir` (and, with a hall name, the hall: root key, hall document, the node's own enrollment).
+    pub fn init(dir: &Path, options: InitOptions, now_ms: i64) -> Result<Home, HomeError> {
+        if Home::path(dir, "node.key").exists() {
+            return Err(HomeError::AlreadyInitialized(dir.to_path_buf()));
+        }
+        if !zhaowo_crdt::ids::is_valid_code(&options.window) {
+            return Err(HomeError::Invalid(format!(
+                "`{}` is not a window code: use 1-16 ASCII letters, digits or `_`",
+                options.window
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let identity = NodeIdentity::generate()?;
+        identity.save_new(&Home::path(dir, "node.key"))?;
+        let config = Config {
+            data_dir: dir.to_path_buf(),
+            window: options.window.clone(),
+            role: options.role,
+            display_name: options.display_name.clone(),
+            listen: options.listen,
+            http_listen: options.http_listen,
+            peers: Vec::new(),
+            ..Config::recommended()
+        };
+        write_atomic(&Home::path(dir, "node.toml"), config_toml(&config).as_bytes())?;
+        let mut home = Home { dir: dir.to_path_buf(), config, identity, hall_root: None, hall_doc: None, roster: None };
+        if let Some(name) = options.hall_name {
+            let root = NodeIdentity::generate()?;
+            root.save_new(&Home::path(dir, "hall.key"))?;
+            let mut hall = Hall::jiangan_default();
+            hall.name = name;
+            if !hall.windows.contains_key(&options.window) {
+                hall.windows.insert(
+                    options.window.clone(),
+                    zhaowo_crdt::hall::Window { name: options.display_name.clone(), floor: String::new() },
+                );
+            }
+            let actor = home.identity.new_actor()?;
+            home.hall_doc = Some(HallDoc::create(actor, Role::Admin, &options.display_name, now_ms, &hall)?);
+            home.roster = Some(Roster::new(root.verifying_key().to_bytes()));
+            home.hall_root = Some(root);
+            let own_key = home.identity.verifying_key().to_bytes();
+            home.sign_and_add(Record::Enrollment(Enrollment {
+                hall: [0; 32],
+                node_key: own_key,
+                window: options.window,
+                role: options.role,
+                display_name: options.display_name,
+                issued_ms: now_ms,
+            }))?;
+            home.save_hall()?;
+        }
+        Ok(home)
+    }
+
+    /// Opens an existing data directory.
+    pub fn open(dir: &Path) -> Result<Home, HomeError> {
+        let config_path = Home::path(dir, "node.toml");
+        if !Home::path(dir, "node.key").exists() {
+            return Err(HomeError::NotInitialized(dir.to_path_buf()));
+        }
+        let mut config = Config::load(&config_path)?;
+        config.data_dir = dir.to_path_buf();
+        let identity = NodeIdentity::load(&Home::path(dir, "node.key"))?;
+        let root_path = Home::path(dir, "hall.key");
+        let hall_root = if root_path.exists() { Some(NodeIdentity::load(&root_path)?) } else { None };
+        let mut home = Home { dir: dir.to_path_buf(), config, identity, hall_root, hall_doc: None, roster: None };
+        let hall_path = Home::path(dir, "hall.automerge");
+        if hall_path.exists() {
+            let actor = home.identity.new_actor()?;
+            home.hall_doc = Some(HallDoc::load(&read_capped(&hall_path, HALL_FILE_BYTES_MAX)?, actor)?);
+        }
+        let roster_path = Home::path(dir, "roster.records");
+        if roster_path.exists() {
+            home.roster = Some(Home::read_roster(&read_capped(&roster_path, ROSTER_FILE_BYTES_MAX)?)?);
+        }
+        Ok(home)
+    }
+
+    /// Roster file: the hall key (32 bytes), then records as (u32 big-endian length, bytes).
+    fn read_roster(bytes: &[u8]) -> Result<Roster, HomeError> {
+        let bad = || HomeError::Invalid("the roster file is damaged".into());
+        let hall: [u8; 32] = bytes.get(..32).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
+        let mut roster = Roster::new(hall);
+        let mut rest = &bytes[32..];
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+            let record = rest.get(4..4 + len).ok_or_else(bad)?;
+            roster.insert(SignedRecord::from_bytes(record)?)?;
+            rest = &rest[4 + len..];
+        }
+        Ok(roster)
+    }
+
+    fn save_hall(&mut self) -> Result<(), HomeError> {
+        if let Some(hall_doc) = &mut self.hall_doc {
+            let bytes = hall_doc.automerge_mut().save();
+            write_atomic(&Home::path(&self.dir, "hall.automerge"), &bytes)?;
+        }
+        if let Some(roster) = &self.roster {
+            let mut bytes = roster.hall().to_vec();
+            for record in roster.records() {
+                let encoded = record.to_bytes();
+                bytes.extend((encoded.len() as u32).to_be_bytes());
+                bytes.extend(encoded);
+            }
+            write_atomic(&Home::path(&self.dir, "roster.records"), &bytes)?;
+        }
+        write_atomic(&Home::path(&self.dir, "node.toml"), config_toml(&self.config).as_bytes())
+    }
+
+    fn sign_and_add(&mut self, mut record: Record) -> Result<SignedRecord, HomeError> {
+        let root = self.hall_root.as_ref().ok_or(HomeError::NotAdmin)?;
+        let hall = root.verifying_key().to_bytes();
+        match &mut record {
+            Record::Enrollment(e) => e.hall = hall,
+            Record::Revocation(r) => r.hall = hall,
+        }
+        let signed = record.sign_with(|bytes| root.sign(bytes));
+        self.roster.as_mut().ok_or(HomeError::NoHall)?.insert(signed.clone())?;
+        Ok(signed)
+    }
+
+    /// The hall configuration (the default hall until this node has joined one).
+    pub fn hall(&self) -> Result<Hall, HomeError> {
+        match &self.hall_doc {
+            Some(doc) => Ok(doc.hall()?),
+            None => Ok(Hall::jiangan_default()),
+        }
+    }
+
+    pub fn roster(&self) -> Option<&Roster> {
+        self.roster.as_ref()
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.hall_root.is_some()
+    }
+
+    /// Issues an enrollment for another node (admin only) and returns the file to hand to it.
+    pub fn enroll(
+        &mut self,
+        node_id: &str,
+        window: &str,
+        role: Role,
+        display_name: &str,
+        now_ms: i64,
+    ) -> Result<EnrollmentFile, HomeError> {
+        let node_key = parse_node_id(node_id)?;
+        let signed = self.sign_and_add(Record::Enrollment(Enrollment {
+            hall: [0; 32],
+            node_key,
+            window: window.to_owned(),
+            role,
+            display_name: display_name.to_owned(),
+            issued_ms: now_ms,
+        }))?;
+        // The new window must exist in the hall configuration to register cases under it.
+        if let Some(doc) = &mut self.hall_doc {
+            let mut hall = doc.hall()?;
+            if !hall.windows.contains_key(window) {
+                hall.windows.insert(
+                    window.to_owned(),
+                    zhaowo_crdt::hall::Window { name: display_name.to_owned(), floor: String::new() },
+                );
+                doc.update(Role::Admin, &self.config.display_name, now_ms, &hall, &format!("新增窗口 {window}"))?;
+            }
+        }
+        self.save_hall()?;
+        let roster = self.roster.as_ref().ok_or(HomeError::NoHall)?;
+        let hall_doc = self.hall_doc.as_mut().ok_or(HomeError::NoHall)?;
+        Ok(EnrollmentFile {
+            format: ENROLLMENT_FORMAT.to_owned(),
+            hall: hex(roster.hall()),
+            hall_name: hall_doc.hall()?.name,
+            record: hex(&signed.to_bytes()),
+            roster: roster.records().iter().map(|r| hex(&r.to_bytes())).collect(),
+            hall_doc: hex(&hall_doc.automerge_mut().save()),
+            peers: vec![self.config.listen],
+        })
+    }
+
+    /// Installs an enrollment file on this node: the hall, its roster, the node's window and role, a first peer.
+    pub fn join(&mut self, bytes: &[u8]) -> Result<Enrollment, HomeError> {
+        if bytes.len() as u64 > ENROLLMENT_FILE_BYTES_MAX {
+            return Err(HomeError::TooLarge {
+                path: PathBuf::from("<enrollment>"),
+                bytes: bytes.len() as u64,
+                max: ENROLLMENT_FILE_BYTES_MAX,
+            });
+        }
+        let file: EnrollmentFile = serde_json::from_slice(bytes)
+            .map_err(|error| HomeError::Invalid(format!("not an enrollment file: {error}")))?;
+        if file.format != ENROLLMENT_FORMAT {
+            return Err(HomeError::Invalid(format!("unknown enrollment format `{}`", file.format)));
+        }
+        let hall = parse_node_id(&file.hall)?;
+        let decode =
+            |text: &str| unhex(text).ok_or_else(|| HomeError::Invalid("an enrollment field is not hex".into()));
+        let record = SignedRecord::from_bytes(&decode(&file.record)?)?;
+        record.verify(&hall)?;
+        let Record::Enrollment(enrollment) = record.record.clone() else {
+            return Err(HomeError::Invalid("the file's record is not an enrollment".into()));
+        };
+        if enrollment.node_key != self.identity.verifying_key().to_bytes() {
+            return Err(HomeError::Invalid(format!(
+                "the enrollment is for node {}, this node is {}",
+                hex(&enrollment.node_key),
+                self.identity.node_id()
+            )));
+        }
+        let mut roster = Roster::new(hall);
+        for text in &file.roster {
+            roster.insert(SignedRecord::from_bytes(&decode(text)?)?)?;
+        }
+        roster.insert(record)?;
+        let actor = self.identity.new_actor()?;
+        let hall_doc = HallDoc::load(&decode(&file.hall_doc)?, actor)?;
+        self.config.window = enrollment.window.clone();
+        self.config.role = enrollment.role;
+        self.config.display_name = enrollment.display_name.clone();
+        for peer in file.peers {
+            if !self.config.peers.contains(&peer) {
+                self.config.peers.push(peer);
+            }
+        }
+        self.roster = Some(roster);
+        self.hall_doc = Some(hall_doc);
+        self.save_hall()?;
+        Ok(enrollment)
+    }
+
+    /// Revokes a node (admin only).
+    pub fn revoke(&mut self, node_id: &str, reason: &str, now_ms: i64) -> Result<(), HomeError> {
+        let node_key = parse_node_id(node_id)?;
+        if node_key == self.identity.verifying_key().to_bytes() {
+            return Err(HomeError::Invalid("an admin node cannot revoke itself".into()));
+        }
+        self.sign_and_add(Record::Revocation(Revocation {
+            hall: [0; 32],
+            node_key,
+            revoked_ms: now_ms,
+            reason: reason.to_owned(),
+        }))?;
+        self.save_hall()
+    }
+
+    /// Who acts on this node: its node id, the staff member, its role and window.
+    pub fn author(&self, staff: &str) -> Author {
+        Author {
+            node: self.identity.node_id(),
+            staff: staff.to_owned(),
+            role: self.config.role,
+            window: self.config.window.clone(),
+        }
+    }
+
+    /// The context of one command: the clock, fresh entropy and the author.
+    pub fn ctx(&self, staff: &str) -> Result<Ctx, HomeError> {
+        Ok(Ctx { now_ms: now_ms(), entropy: entropy()?, author: self.author(staff) })
+    }
+
+    /// Opens the store with a fresh actor (a new incarnation every time the node starts).
+    pub fn open_store(&self) -> Result<Store, HomeError> {
+        let actor = self.identity.new_actor()?;
+        let mut options = StoreOptions::recommended(self.config.store_path(), actor);
+        options.cache_docs_max = self.config.store_cache_docs;
+        options.queue_requests_max = self.config.store_queue_requests;
+        options.compact_min_bytes = self.config.store_compact_min_bytes;
+        Ok(Store::open(options)?)
+    }
+}
