@@ -4,5 +4,3 @@
 pub const ZHAOWO_DIR: &str = "ZHAOWO_DIR";
 /// The staff member acting (`--staff`).
 pub const ZHAOWO_STAFF: &str = "ZHAOWO_STAFF";
-/// Disables colour, like everywhere else.
-pub const NO_COLOR: &str = "NO_COLOR";

@@ -1,0 +1,282 @@
+//! The `zhaowo` binary, run for real: exit code, stdout and stderr of the success and error paths of every command
+//! that exists today.
+//!
+//! (These tests live beside the binary rather than in `tests/`, because Cargo only hands a package's own tests the
+//! path of its binaries: `CARGO_BIN_EXE_zhaowo`.)
+
+use std::path::Path;
+use std::process::Output;
+
+fn zhaowo(dir: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_zhaowo"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("ZHAOWO_DIR")
+        .env_remove("ZHAOWO_STAFF")
+        .output()
+        .expect("the zhaowo binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let output = zhaowo(dir, args);
+    assert_eq!(output.status.code(), Some(0), "zhaowo {args:?} failed:\n{}", stderr(&output));
+    stdout(&output)
+}
+
+/// Runs a command that must fail with `code` and returns its stderr.
+fn fails(dir: &Path, args: &[&str], code: i32) -> String {
+    let output = zhaowo(dir, args);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "zhaowo {args:?}: stdout {} stderr {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains("panicked"), "zhaowo {args:?} panicked: {}", stderr(&output));
+    stderr(&output)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
+}
+
+fn new_hall(dir: &Path) -> String {
+    let out =
+        ok(dir, &["init", "--hall", "江岸区政务服务中心", "--window", "BBC01", "--name", "办不成事窗口", "--json"]);
+    json(&out)["node_id"].as_str().unwrap().to_owned()
+}
+
+fn register(dir: &Path) -> (String, String) {
+    let out = ok(
+        dir,
+        &[
+            "case",
+            "new",
+            "--nature",
+            "求助",
+            "--category",
+            "BDC",
+            "--summary",
+            "老房登记为一套，实为两套",
+            "--detail",
+            "李先生名下房改房登记有误",
+            "--name",
+            "李建国",
+            "--phone",
+            "13812341234",
+            "--callback-ok",
+            "--json",
+        ],
+    );
+    let value = json(&out);
+    (value["reg_no"].as_str().unwrap().to_owned(), value["query_code"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn help_and_version_document_the_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = ok(dir.path(), &["--help"]);
+    assert!(help.contains("EXIT STATUS") && help.contains("case") && help.contains("init"));
+    assert!(ok(dir.path(), &["--version"]).starts_with("zhaowo "));
+    let error = fails(dir.path(), &["no-such-command"], 2);
+    assert!(error.contains("unrecognized subcommand"));
+}
+
+#[test]
+fn init_creates_a_hall_once_and_status_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_id = new_hall(dir.path());
+    assert_eq!(node_id.len(), 64);
+    let error = fails(dir.path(), &["init", "--window", "BBC01"], 2);
+    assert!(
+        error.contains("error: failed to create a node")
+            && error.contains("already holds a zhaowo node")
+            && error.contains("hint:")
+    );
+    let status = json(&ok(dir.path(), &["status", "--json"]));
+    assert_eq!(status["node_id"], node_id);
+    assert_eq!(status["admin"], true);
+    assert_eq!(status["members"].as_array().unwrap().len(), 1);
+    let key_mode = std::fs::metadata(dir.path().join("node.key"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    assert_eq!(key_mode.unwrap(), 0o600);
+    let error = fails(&dir.path().join("missing"), &["status"], 2);
+    assert!(error.contains("holds no zhaowo node") && error.contains("hint: create one"));
+    let error = fails(dir.path(), &["init", "--window", "bad code!"], 2);
+    assert!(error.contains("already holds") || error.contains("window code"));
+}
+
+#[test]
+fn a_case_goes_through_its_life_from_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let (reg_no, code) = register(dir.path());
+    assert_eq!(reg_no, format!("BBC01-{}-0001", &reg_no[6..10]));
+    assert_eq!(code.len(), 8);
+    let list = ok(dir.path(), &["case", "list"]);
+    assert!(list.contains(&reg_no) && list.contains("已登记"), "{list}");
+    let found = json(&ok(dir.path(), &["case", "list", "--search", "房改房", "--json"]));
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    for args in [
+        vec!["case", "dispatch", &reg_no],
+        vec!["case", "sign", &reg_no, "--assignee", "王工"],
+        vec!["case", "consult", &reg_no, "--units", "BDC,FG,GA", "--minutes", "三方会诊", "--site-visit"],
+        vec!["case", "note", &reg_no, "已联系原房改单位"],
+        vec!["case", "reply", &reg_no, "正在办理"],
+        vec!["case", "resolve", &reg_no, "--result", "已办成", "--reply", "两本证书已办好"],
+    ] {
+        ok(dir.path(), &args);
+    }
+    // Closing needs a callback first: an expected failure, exit 1, nothing changed.
+    let error = fails(dir.path(), &["case", "close", &reg_no, "--reviewer", "陈科长"], 1);
+    assert!(error.contains("refused: close needs a callback first"), "{error}");
+    ok(dir.path(), &["case", "callback", &reg_no, "--outcome", "已解决", "--rating", "5"]);
+    let closed = json(&ok(dir.path(), &["case", "close", &reg_no, "--reviewer", "陈科长", "--json"]));
+    assert_eq!(closed["status"], "CLOSED");
+    let view = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!(view["status"], "CLOSED");
+    assert_eq!(view["personal"]["phone"], "138****1234");
+    assert_eq!(view["timeline"].as_array().unwrap().len(), 9);
+    let text = ok(dir.path(), &["case", "show", &reg_no]);
+    assert!(text.contains("会诊") && text.contains("已办结") && !text.contains("13812341234"));
+    let stats = json(&ok(dir.path(), &["stats", "--json"]));
+    assert_eq!((stats["registered"].as_i64(), stats["closed"].as_i64()), (Some(1), Some(1)));
+    let conflicts = zhaowo(dir.path(), &["conflicts", "list"]);
+    assert_eq!(conflicts.status.code(), Some(0));
+    assert!(stderr(&conflicts).contains("0 open conflicts"));
+}
+
+#[test]
+fn bad_arguments_and_unknown_cases_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let error = fails(
+        dir.path(),
+        &["case", "new", "--nature", "闲聊", "--category", "BDC", "--summary", "x", "--detail", "y"],
+        2,
+    );
+    assert!(error.contains("unknown nature `闲聊`"), "{error}");
+    let error = fails(
+        dir.path(),
+        &["case", "new", "--nature", "咨询", "--category", "NOPE", "--summary", "x", "--detail", "y"],
+        1,
+    );
+    assert!(error.contains("unknown category `NOPE`"), "{error}");
+    let error = fails(
+        dir.path(),
+        &["case", "new", "--nature", "咨询", "--category", "BDC", "--summary", "请回电13812341234", "--detail", "y"],
+        1,
+    );
+    assert!(error.contains("must not contain a phone"), "{error}");
+    let error = fails(
+        dir.path(),
+        &["case", "new", "--nature", "咨询", "--category", "BDC", "--summary", "x", "--detail", "y", "--phone", "123"],
+        1,
+    );
+    assert!(error.contains("invalid phone number"), "{error}");
+    let error = fails(dir.path(), &["case", "show", "BBC01-2026-0099"], 1);
+    assert!(error.contains("no case BBC01-2026-0099"), "{error}");
+    let error = fails(dir.path(), &["case", "show", "not-a-case"], 1);
+    assert!(error.contains("neither a registration number"), "{error}");
+    let error = fails(dir.path(), &["stats", "--from", "2026-13-01"], 2);
+    assert!(error.contains("is not a date"), "{error}");
+    let (reg_no, _) = register(dir.path());
+    let error = fails(dir.path(), &["case", "extend", &reg_no], 1);
+    assert!(error.contains("--days N"), "{error}");
+    let error = fails(dir.path(), &["case", "supervise", &reg_no, "--level", "催办"], 1);
+    assert!(
+        error.contains("refused: a admin node may not supervise") || error.contains("may not supervise"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_second_node_enrolls_and_joins_and_bad_enrollments_are_refused() {
+    let admin = tempfile::tempdir().unwrap();
+    let laptop = tempfile::tempdir().unwrap();
+    new_hall(admin.path());
+    let laptop_id =
+        json(&ok(laptop.path(), &["init", "--window", "V01", "--json"]))["node_id"].as_str().unwrap().to_owned();
+    let file = admin.path().join("laptop.enrollment");
+    let file_arg = file.to_str().unwrap();
+    ok(
+        admin.path(),
+        &["enroll", &laptop_id, "--window", "V01", "--role", "volunteer", "--name", "帮帮哥笔记本", "--out", file_arg],
+    );
+    // Enrollment for a node id that is not hex, and a window already held, are refused.
+    let error = fails(admin.path(), &["enroll", "xyz", "--window", "V02", "--role", "window", "--out", file_arg], 1);
+    assert!(error.contains("is not a node id"), "{error}");
+    let error = fails(
+        admin.path(),
+        &["enroll", &"ab".repeat(32), "--window", "V02", "--role", "window", "--out", "/dev/null"],
+        1,
+    );
+    assert!(error.contains("malformed record: node key"), "{error}");
+    let spare = tempfile::tempdir().unwrap();
+    let other = json(&ok(spare.path(), &["init", "--window", "W9", "--json"]))["node_id"].as_str().unwrap().to_owned();
+    let error =
+        fails(admin.path(), &["enroll", &other, "--window", "V01", "--role", "window", "--out", "/dev/null"], 1);
+    assert!(error.contains("already held"), "{error}");
+    // Only the admin node can enroll.
+    let error =
+        fails(laptop.path(), &["enroll", &other, "--window", "V09", "--role", "window", "--out", "/dev/null"], 1);
+    assert!(error.contains("hall root key") && error.contains("hint:"), "{error}");
+    // A damaged file and a file for another node are refused; nothing changes.
+    let damaged = laptop.path().join("damaged.json");
+    std::fs::write(&damaged, "{\"format\": 1").unwrap();
+    let error = fails(laptop.path(), &["join", damaged.to_str().unwrap()], 1);
+    assert!(error.contains("not an enrollment file"), "{error}");
+    let third = tempfile::tempdir().unwrap();
+    ok(third.path(), &["init", "--window", "W3"]);
+    let error = fails(third.path(), &["join", file_arg], 1);
+    assert!(error.contains("the enrollment is for node"), "{error}");
+    ok(laptop.path(), &["join", file_arg]);
+    let status = json(&ok(laptop.path(), &["status", "--json"]));
+    assert_eq!((status["window"].as_str(), status["role"].as_str()), (Some("V01"), Some("volunteer")));
+    assert_eq!(status["members"].as_array().unwrap().len(), 2);
+    assert_eq!(status["peers"].as_array().unwrap().len(), 1, "the laptop knows its first peer");
+    ok(admin.path(), &["revoke", &laptop_id, "--reason", "笔记本遗失"]);
+    let status = json(&ok(admin.path(), &["status", "--json"]));
+    assert_eq!(status["members"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn export_masks_personal_data_and_maintenance_commands_work() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let (reg_no, _) = register(dir.path());
+    let csv = dir.path().join("register.csv");
+    ok(dir.path(), &["export", "--format", "csv", "--out", csv.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with('\u{feff}') && text.contains("登记编号,登记时间") && text.contains(&reg_no));
+    assert!(text.contains("138****1234") && !text.contains("13812341234") && text.contains("李**"));
+    let error = fails(dir.path(), &["export", "--format", "xlsx", "--out", "/dev/null"], 1);
+    assert!(error.contains("not available yet"), "{error}");
+    let verify = zhaowo(dir.path(), &["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+    assert!(stderr(&verify).contains("1 documents: 0 problems"));
+    assert!(json(&ok(dir.path(), &["reindex", "--json"]))["cases"] == 1);
+    let backup = dir.path().join("backup.db");
+    ok(dir.path(), &["backup", "--out", backup.to_str().unwrap()]);
+    ok(dir.path(), &["case", "note", &reg_no, "备份之后的备注"]);
+    ok(dir.path(), &["restore", backup.to_str().unwrap()]);
+    let view = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!(view["notes"].as_array().unwrap().len(), 0, "the restore brought back the state of the backup");
+    let doc = dir.path().join("case.automerge");
+    ok(dir.path(), &["doc", "export", &reg_no, "--out", doc.to_str().unwrap()]);
+    let bytes = std::fs::read(&doc).unwrap();
+    let case = zhaowo_crdt::CaseDoc::load(&bytes, automerge::ActorId::from(vec![1; 16]))
+        .expect("the exported document is a case");
+    assert_eq!(case.view().reg_no.to_string(), reg_no);
+}
