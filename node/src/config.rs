@@ -16,7 +16,7 @@
 //! [store]
 //! cache_docs = 4096                   # loaded case documents kept in memory (~17 KB each)
 //! queue_requests = 256                # requests waiting for the store thread
-//! compact_min_bytes = 4096            # change rows kept per case before compacting into a snapshot
+//! compact_min_bytes = 1024            # change rows kept per case before compacting into a snapshot
 //! ```
 
 use serde::Deserialize;

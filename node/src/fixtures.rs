@@ -25,14 +25,15 @@ pub struct CaseFactory {
     author: Author,
     now_ms: i64,
     state: u64,
-    last_seq: Option<u32>,
+    /// The year and the last registration number sequence of that year.
+    last_seq: (i32, Option<u32>),
 }
 
 impl CaseFactory {
     /// A window node with the given seed, actor and starting clock.
     pub fn new(seed: u64, actor: ActorId, start_ms: i64) -> CaseFactory {
         let author = Author { node: format!("node-{seed}"), staff: "张敏".to_owned(), role: Role::Window, window: "BBC01".to_owned() };
-        CaseFactory { hall: Arc::new(Hall::jiangan_default()), actor, author, now_ms: start_ms, state: seed | 1, last_seq: None }
+        CaseFactory { hall: Arc::new(Hall::jiangan_default()), actor, author, now_ms: start_ms, state: seed | 1, last_seq: (0, None) }
     }
 
     /// 2026-01-05 (a Monday) 09:00 in Wuhan.
@@ -51,6 +52,11 @@ impl CaseFactory {
     /// Moves the clock forward.
     pub fn advance_ms(&mut self, ms: i64) {
         self.now_ms += ms;
+    }
+
+    /// Sets the clock (cases are independent: a later case may start before an earlier one's last event).
+    pub fn set_now_ms(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
     }
 
     /// The next pseudo-random number (xorshift64*).
@@ -112,8 +118,10 @@ impl CaseFactory {
     pub fn register(&mut self) -> CaseDoc {
         let registration = self.registration();
         let ctx = self.ctx();
-        let reg_no = RegNo::next_after(&self.author.window, 2026, self.last_seq).expect("fewer than a million cases per factory");
-        self.last_seq = Some(reg_no.seq);
+        let year = Date::of_ms(ctx.now_ms).year;
+        let last = if self.last_seq.0 == year { self.last_seq.1 } else { None };
+        let reg_no = RegNo::next_after(&self.author.window, year, last).expect("fewer than a million cases per year and factory");
+        self.last_seq = (year, Some(reg_no.seq));
         let code = QueryCode::from_entropy(self.next_u64());
         let (case, _) =
             CaseDoc::register(&ctx, &self.hall, self.actor.clone(), reg_no, &code, registration).expect("a valid registration");
