@@ -8,6 +8,8 @@
 //! ```
 //! Goals (issue 3): open ≤ 2 s, RSS ≤ 300 MB, a filtered page ≤ 50 ms, acknowledged write ≤ 1.5× the bare commit.
 
+#![allow(clippy::print_stdout)] // The benchmark's table is its output.
+
 use automerge::ActorId;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -40,6 +40,7 @@ fn remote_of(case: &mut zhaowo_crdt::CaseDoc) -> RemoteChanges {
 
 /// The child's side: runs until killed, printing `ACK <case> [<event>]` after each acknowledged write.
 #[test]
+#[allow(clippy::print_stdout)] // The child reports acknowledgements to its parent on stdout.
 fn crash_child() {
     let Ok(mode) = std::env::var(CHILD_ENV) else { return };
     let path = PathBuf::from(std::env::var("ZHAOWO_CRASH_DB").expect("db path"));

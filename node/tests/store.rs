@@ -237,6 +237,40 @@ async fn a_corrupted_blob_is_reported_by_case_and_the_rest_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_damaged_snapshot_is_reported_by_case_even_when_automerge_accepts_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::recommended(dir.path().join("cases.db"), actor(1));
+    options.compact_min_bytes = 0;
+    let store = Store::open(options).unwrap();
+    let mut factory = CaseFactory::new(29, actor(1), CaseFactory::start_2026());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut case = factory.register();
+        factory.work(&mut case, 4);
+        ids.push(case.case_id().as_str().to_owned());
+        store.apply_remote(vec![remote_of(&mut case)]).await.unwrap();
+    }
+    assert_eq!(store.counts().await.unwrap().snapshots, 3);
+    // A different valid document under the first case's id: automerge loads it, the recorded heads expose it.
+    let mut impostor = factory.register();
+    let impostor_bytes = impostor.save();
+    let hex: String = impostor_bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    store.execute_raw(&format!("UPDATE docs SET snapshot = x'{hex}' WHERE doc_id = '{}'", ids[0])).await.unwrap();
+    // Plain garbage under the second.
+    store.execute_raw(&format!("UPDATE docs SET snapshot = x'00112233445566778899' WHERE doc_id = '{}'", ids[1])).await.unwrap();
+    for victim in &ids[..2] {
+        let error = store.case_view(victim).await.unwrap_err();
+        eprintln!("damaged snapshot: {error}");
+        assert!(matches!(&error, ReadError::Corrupt(corrupt) if &corrupt.case_id == victim), "{error}");
+    }
+    store.case_view(&ids[2]).await.expect("the undamaged case keeps serving");
+    let report = store.verify().await.unwrap();
+    let damaged: std::collections::BTreeSet<&str> = report.problems.iter().map(|problem| problem.case_id.as_str()).collect();
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert_eq!(damaged, [ids[0].as_str(), ids[1].as_str()].into_iter().collect(), "{:?}", report.problems);
+}
+
+#[tokio::test]
 async fn backup_and_restore_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cases.db");

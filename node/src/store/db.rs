@@ -482,8 +482,7 @@ impl Db {
 
     pub fn integrity_check(&self) -> rusqlite::Result<Vec<String>> {
         let mut statement = self.conn.prepare("PRAGMA integrity_check")?;
-        let rows = statement.query_map([], |row| row.get(0))?.collect();
-        rows
+        statement.query_map([], |row| row.get(0))?.collect()
     }
 
     pub fn reindex(&mut self) -> Result<ReindexReport, MaintenanceError> {
@@ -635,8 +634,7 @@ impl DocState {
 
 fn doc_ids_after(conn: &Connection, after: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
     let mut statement = conn.prepare_cached("SELECT doc_id FROM catalog WHERE doc_id > ?1 ORDER BY doc_id LIMIT ?2")?;
-    let ids = statement.query_map(params![after, limit as i64], |row| row.get(0))?.collect();
-    ids
+    statement.query_map(params![after, limit as i64], |row| row.get(0))?.collect()
 }
 
 /// Rebuilds every projection from the documents inside `tx`; unreadable documents are reported and skipped.
@@ -757,10 +755,9 @@ pub(crate) fn load_automerge(conn: &Connection, actor: &ActorId, doc_id: &str) -
     let mut doc = if snapshot.is_empty() {
         AutoCommit::new()
     } else {
-        let loaded = catch_unwind(|| AutoCommit::load(&snapshot))
+        catch_unwind(|| AutoCommit::load(&snapshot))
             .map_err(|payload| corrupt(format!("snapshot decoding panicked: {}", panic_text(payload))))?
-            .map_err(|error| corrupt(format!("snapshot: {error}")))?;
-        loaded
+            .map_err(|error| corrupt(format!("snapshot: {error}")))?
     };
     let mut doc_heads: Vec<u8> = {
         let mut heads = doc.get_heads();

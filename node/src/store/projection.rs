@@ -230,7 +230,7 @@ pub(crate) fn upsert(tx: &Transaction<'_>, row: &CaseRow, text: &SearchText) -> 
         Some((id, _)) => id,
         None => tx.prepare_cached("SELECT id FROM cases WHERE doc_id = ?1")?.query_row([&row.case_id], |sql| sql.get(0))?,
     };
-    let old_text = if let Some(_) = old { read_text(tx, id)? } else { None };
+    let old_text = if old.is_some() { read_text(tx, id)? } else { None };
     if old_text.as_ref() != Some(text) {
         tx.prepare_cached("DELETE FROM cases_fts WHERE rowid = ?1")?.execute([id])?;
         tx.prepare_cached("INSERT INTO cases_fts (rowid, summary, detail, notes) VALUES (?1, ?2, ?3, ?4)")?
