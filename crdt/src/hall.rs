@@ -124,6 +124,22 @@ pub struct Hall {
     pub calendar: Calendar,
     /// Key of the phone tag (a keyed hash of the phone kept outside the personal record, for duplicate suggestions), hex.
     pub phone_tag_key: String,
+    /// Staff accounts of the web desk by username, so a clerk can sign in at any window (admins manage them).
+    #[serde(default)]
+    pub accounts: BTreeMap<String, StaffAccount>,
+}
+
+/// A staff member's web desk account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffAccount {
+    /// 姓名, recorded as the staff member on every action.
+    pub display_name: String,
+    pub role: Role,
+    /// The password as an argon2id PHC string (never the password).
+    pub password_hash: String,
+    /// A disabled account cannot sign in (accounts are never deleted: events name them).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 /// Why a hall configuration was refused.
@@ -299,6 +315,7 @@ impl Hall {
             time_limits,
             calendar: Calendar { holidays, make_up_workdays, workday_end_minute: 17 * 60 + 30 },
             phone_tag_key: "7a68616f776f2d64656d6f2d70686f6e652d746167".to_owned(),
+            accounts: BTreeMap::new(),
         }
     }
 }

@@ -16,7 +16,6 @@
 use crate::config::{Config, ConfigError};
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::store::{OpenStoreError, Store, StoreOptions};
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use zhaowo_crdt::hall::{Hall, HallDoc, HallError};
@@ -24,13 +23,10 @@ use zhaowo_crdt::model::Role;
 use zhaowo_crdt::roster::{Enrollment, Record, Revocation, Roster, RosterError, SignedRecord};
 use zhaowo_crdt::{Author, Ctx};
 
-/// An enrollment file carries the roster and the hall document: a few hundred records and a few KB of configuration.
-pub const ENROLLMENT_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// The roster file: `ROSTER_RECORDS_MAX` records of ~200 bytes.
 pub const ROSTER_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// The hall document file.
 pub const HALL_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
-const ENROLLMENT_FORMAT: &str = "zhaowo-enrollment-v1";
 
 /// Why the data directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -79,23 +75,8 @@ pub struct InitOptions {
     pub http_listen: SocketAddr,
 }
 
-/// The file an admin hands to a new node: the hall, its roster, the node's enrollment and where to find a first peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollmentFile {
-    pub format: String,
-    /// The hall root public key, hex.
-    pub hall: String,
-    pub hall_name: String,
-    /// The new node's signed enrollment, hex.
-    pub record: String,
-    /// Every roster record the admin knows, hex.
-    pub roster: Vec<String>,
-    /// The hall document, hex.
-    pub hall_doc: String,
-    /// Addresses of the issuing node.
-    pub peers: Vec<SocketAddr>,
-}
+pub use zhaowo_crdt::enrollment::EnrollmentFile;
+use zhaowo_crdt::enrollment::{ENROLLMENT_FORMAT, EnrollmentError};
 
 /// An opened data directory.
 #[derive(Debug)]
@@ -368,26 +349,11 @@ impl Home {
 
     /// Installs an enrollment file on this node: the hall, its roster, the node's window and role, a first peer.
     pub fn join(&mut self, bytes: &[u8]) -> Result<Enrollment, HomeError> {
-        if bytes.len() as u64 > ENROLLMENT_FILE_BYTES_MAX {
-            return Err(HomeError::TooLarge {
-                path: PathBuf::from("<enrollment>"),
-                bytes: bytes.len() as u64,
-                max: ENROLLMENT_FILE_BYTES_MAX,
-            });
-        }
-        let file: EnrollmentFile = serde_json::from_slice(bytes)
-            .map_err(|error| HomeError::Invalid(format!("not an enrollment file: {error}")))?;
-        if file.format != ENROLLMENT_FORMAT {
-            return Err(HomeError::Invalid(format!("unknown enrollment format `{}`", file.format)));
-        }
-        let hall = parse_node_id(&file.hall)?;
-        let decode =
-            |text: &str| unhex(text).ok_or_else(|| HomeError::Invalid("an enrollment field is not hex".into()));
-        let record = SignedRecord::from_bytes(&decode(&file.record)?)?;
-        record.verify(&hall)?;
-        let Record::Enrollment(enrollment) = record.record.clone() else {
-            return Err(HomeError::Invalid("the file's record is not an enrollment".into()));
-        };
+        let decoded = zhaowo_crdt::enrollment::decode(bytes).map_err(|error| match error {
+            EnrollmentError::Roster(error) => HomeError::Roster(error),
+            other => HomeError::Invalid(other.to_string()),
+        })?;
+        let (enrollment, roster) = (decoded.enrollment, decoded.roster);
         if enrollment.node_key != self.identity.verifying_key().to_bytes() {
             return Err(HomeError::Invalid(format!(
                 "the enrollment is for node {}, this node is {}",
@@ -395,17 +361,12 @@ impl Home {
                 self.identity.node_id()
             )));
         }
-        let mut roster = Roster::new(hall);
-        for text in &file.roster {
-            roster.insert(SignedRecord::from_bytes(&decode(text)?)?)?;
-        }
-        roster.insert(record)?;
         let actor = self.identity.new_actor()?;
-        let hall_doc = HallDoc::load(&decode(&file.hall_doc)?, actor)?;
+        let hall_doc = HallDoc::load(&decoded.hall_doc, actor)?;
         self.config.window = enrollment.window.clone();
         self.config.role = enrollment.role;
         self.config.display_name = enrollment.display_name.clone();
-        for peer in file.peers {
+        for peer in decoded.peers {
             if !self.config.peers.contains(&peer) {
                 self.config.peers.push(peer);
             }
@@ -428,6 +389,35 @@ impl Home {
             revoked_ms: now_ms,
             reason: reason.to_owned(),
         }))?;
+        self.save_hall()
+    }
+
+    /// Creates or replaces a web desk account in the hall document (admin only), so the staff member can sign in at any
+    /// window once the hall document has synced. The password is stored as an argon2id hash, never in clear.
+    pub fn set_account(
+        &mut self,
+        username: &str,
+        display_name: &str,
+        role: Role,
+        password: &str,
+        now_ms: i64,
+    ) -> Result<(), HomeError> {
+        if !self.is_admin() {
+            return Err(HomeError::NotAdmin);
+        }
+        crate::http::auth::check_new_account(username, display_name, role, password).map_err(HomeError::Invalid)?;
+        let password_hash = crate::http::auth::hash_password(password).map_err(HomeError::Invalid)?;
+        let by = self.config.display_name.clone();
+        let doc = self.hall_doc.as_mut().ok_or(HomeError::NoHall)?;
+        let mut hall = doc.hall()?;
+        let account = zhaowo_crdt::hall::StaffAccount {
+            display_name: display_name.to_owned(),
+            role,
+            password_hash,
+            disabled: false,
+        };
+        let what = if hall.accounts.insert(username.to_owned(), account).is_some() { "修改" } else { "新增" };
+        doc.update(Role::Admin, &by, now_ms, &hall, &format!("{what}工作人员账号 {username}"))?;
         self.save_hall()
     }
 

@@ -1,0 +1,91 @@
+//! Entry points for the fuzz targets (`crdt/fuzz/`) and for the plain tests that replay the inputs they found
+//! (`crdt/tests/fuzz_regressions.rs`): every decoder that takes bytes from outside, driven the way the node drives it.
+//!
+//! Each function must return normally on any input. Automerge panics inside `catch_unwind` are the node's isolation
+//! working (the peer is dropped, the document reloaded) and are counted, not failures; a panic in our own code, an
+//! abort or an allocation beyond the fuzzer's limit is a finding.
+
+use crate::CaseDoc;
+use crate::roster::SignedRecord;
+use crate::wire;
+use automerge::sync::SyncDoc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// What one input did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Refused with a typed error.
+    Refused,
+    /// Accepted and processed.
+    Accepted,
+    /// Automerge panicked inside the isolation boundary.
+    Isolated,
+}
+
+/// A frame from a peer: `wire::decode`, and re-encoding what decodes.
+pub fn frame(bytes: &[u8]) -> Outcome {
+    match wire::decode(bytes) {
+        Ok(frame) => {
+            let again = wire::decode(&wire::encode(&frame)).expect("a decoded frame re-encodes to a decodable frame");
+            assert_eq!(again, frame, "frame round trip");
+            Outcome::Accepted
+        }
+        Err(_) => Outcome::Refused,
+    }
+}
+
+/// A sync message from a peer: the guard, then Automerge's receive and the reply it generates, on a small case.
+pub fn sync_message(bytes: &[u8]) -> Outcome {
+    let Ok(message) = wire::guard_sync_message(bytes) else { return Outcome::Refused };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut doc = automerge::AutoCommit::new().with_actor(automerge::ActorId::from(vec![7; 16]));
+        use automerge::transaction::Transactable;
+        let _ = doc.put(automerge::ROOT, "schema", 1_i64);
+        let mut state = automerge::sync::State::new();
+        let _ = doc.sync().receive_sync_message(&mut state, message);
+        state.their_capabilities = None;
+        let _ = doc.sync().generate_sync_message(&mut state);
+    }));
+    if result.is_ok() { Outcome::Accepted } else { Outcome::Isolated }
+}
+
+/// A roster record from a peer or an enrollment file.
+pub fn roster_record(bytes: &[u8]) -> Outcome {
+    match SignedRecord::from_bytes(bytes) {
+        Ok(record) => {
+            let hall = match &record.record {
+                crate::roster::Record::Enrollment(e) => e.hall,
+                crate::roster::Record::Revocation(r) => r.hall,
+            };
+            let _ = record.verify(&hall);
+            Outcome::Accepted
+        }
+        Err(_) => Outcome::Refused,
+    }
+}
+
+/// An enrollment file handed to `zhaowo join`, and the hall document inside it.
+pub fn enrollment_file(bytes: &[u8]) -> Outcome {
+    match crate::enrollment::decode(bytes) {
+        Ok(decoded) => {
+            let loaded = catch_unwind(|| {
+                crate::hall::HallDoc::load(&decoded.hall_doc, automerge::ActorId::from(vec![7; 16])).map(|_| ())
+            });
+            if loaded.is_ok() { Outcome::Accepted } else { Outcome::Isolated }
+        }
+        Err(_) => Outcome::Refused,
+    }
+}
+
+/// A stored or imported case document: load, then the whole read model.
+pub fn case_document(bytes: &[u8]) -> Outcome {
+    let result = catch_unwind(|| match CaseDoc::load(bytes, automerge::ActorId::from(vec![7; 16])) {
+        Ok(doc) => {
+            let view = doc.view();
+            let _ = view.public();
+            Outcome::Accepted
+        }
+        Err(_) => Outcome::Refused,
+    });
+    result.unwrap_or(Outcome::Isolated)
+}

@@ -1,0 +1,58 @@
+//! Replays every input the fuzzers found (`crdt/fuzz/regressions/<target>/`) through the same entry points, so a
+//! found crash stays fixed (or stays isolated) in plain `cargo test`.
+#![allow(clippy::print_stdout)] // Prints what it replayed.
+use std::path::Path;
+use zhaowo_crdt::fuzzing::{self, Outcome};
+
+fn replay(target: &str, run: fn(&[u8]) -> Outcome) -> Vec<(String, Outcome)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(target);
+    let mut results = Vec::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        results.push((entry.file_name().to_string_lossy().into_owned(), run(&bytes)));
+    }
+    results
+}
+
+#[test]
+fn every_found_input_is_refused_or_isolated() {
+    let targets: [(&str, fn(&[u8]) -> Outcome); 5] = [
+        ("frame", fuzzing::frame),
+        ("sync_message", fuzzing::sync_message),
+        ("roster_record", fuzzing::roster_record),
+        ("enrollment_file", fuzzing::enrollment_file),
+        ("case_document", fuzzing::case_document),
+    ];
+    let mut total = 0;
+    for (target, run) in targets {
+        for (name, outcome) in replay(target, run) {
+            println!("fuzz regression {target}/{name}: {outcome:?}");
+            total += 1;
+        }
+    }
+    assert!(total >= 1, "the regression corpus is missing");
+    println!("fuzz regressions replayed={total}");
+}
+
+/// automerge 0.12 (hexane 1.0.0-alpha.5, `lib.rs:354`) panics while loading this crafted document; the node's loads
+/// run inside `catch_unwind`, so the panic drops the input instead of the node. If this starts returning `Refused`,
+/// automerge fixed it.
+#[test]
+fn the_crafted_document_that_panics_automerge_is_isolated() {
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/case_document/hexane-delta-panic-on-load"),
+    )
+    .unwrap();
+    assert_eq!(fuzzing::case_document(&bytes), Outcome::Isolated);
+}
+
+#[test]
+fn valid_inputs_are_accepted_by_the_fuzz_entry_points() {
+    use zhaowo_crdt::wire::{self, Frame};
+    assert_eq!(fuzzing::frame(&wire::encode(&Frame::CatalogAck { seq: 3 })), Outcome::Accepted);
+    assert_eq!(fuzzing::frame(b"\x02"), Outcome::Refused);
+    assert_eq!(fuzzing::roster_record(b""), Outcome::Refused);
+    assert_eq!(fuzzing::enrollment_file(b"{}"), Outcome::Refused);
+    assert_eq!(fuzzing::case_document(b"junk"), Outcome::Refused);
+    assert_eq!(fuzzing::sync_message(b"\x42"), Outcome::Refused);
+}
