@@ -8,6 +8,7 @@
 mod case;
 mod env_vars;
 mod setup;
+mod staff;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -86,6 +87,9 @@ pub enum Command {
     /// Export or import the raw Automerge document of a case.
     #[command(subcommand)]
     Doc(case::DocCommand),
+    /// Manage web desk staff accounts (admin node).
+    #[command(subcommand)]
+    Staff(staff::StaffCommand),
 }
 
 /// An expected failure (exit 1): the thing asked for does not exist or is not allowed.
@@ -210,5 +214,6 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Doc(command) => case::doc(cli, command).await,
+        Command::Staff(command) => staff::run(cli, command),
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod home;
+pub mod http;
 pub mod identity;
 pub mod store;
 pub mod transport;

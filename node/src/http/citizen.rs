@@ -1,0 +1,589 @@
+//! The citizen pages on the hall LAN: `/r/{window}` (the report form a window's QR code opens), the receipt with
+//! 登记编号, 查询码 and a QR code of the lookup link, and `/q` (progress lookup by 登记编号 + 查询码).
+//!
+//! Only public fields are ever shown ([`zhaowo_crdt::PublicCaseView`]): no personal data, no internal notes. A wrong
+//! number and a wrong code get the same answer, so the lookup tells nothing about which cases exist.
+
+use super::guard::{self, Bucket, CSRF_COOKIE};
+use super::page::{self, Frame, error_page, layout, respond};
+use super::{App, CitizenRouting};
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Form, extract::ConnectInfo};
+use maud::{Markup, html};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use zhaowo_crdt::limits::{DETAIL_CHARS_MAX, NAME_CHARS_MAX, SUMMARY_CHARS_MAX};
+use zhaowo_crdt::model::{Channel, Nature, Priority, Role};
+use zhaowo_crdt::pi::{PersonalData, normalize_phone};
+use zhaowo_crdt::{Author, CaseDoc, Command, Ctx, QueryCode, RegNo, Registration};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/", get(index))
+        .route("/r/{window}", get(report_form).post(report_submit))
+        .route("/q", get(lookup))
+}
+
+/// The client's address: the TCP peer (tests insert it with `MockConnectInfo`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<ClientIp, Infallible> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
+        Ok(ClientIp(ip))
+    }
+}
+
+/// Browsers send textarea line breaks as CR LF; the case rules take LF only.
+pub fn clean(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n").trim().to_owned()
+}
+
+/// A form body that could not be read: too large (413) or malformed (400). Nothing is stored.
+pub fn form_rejection(app: &App, rejection: &FormRejection, back: &str) -> Response {
+    app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "提交内容过长",
+            &format!("提交的内容超过了 {} KB 的上限，请精简后重新填写。", app.options.body_bytes_max / 1024),
+            Some((back, "返回重新填写")),
+        )
+    } else {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "提交内容无法识别",
+            "表单内容不完整或格式不正确，请返回重新填写。",
+            Some((back, "返回")),
+        )
+    }
+}
+
+/// The page a client over its rate limit sees.
+pub fn rate_limited(app: &App, what: &str) -> Response {
+    app.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+    let minutes = app.options.rate_period_ms / 60_000;
+    let mut response = error_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "操作过于频繁",
+        &format!("您的{what}次数过多，请 {minutes} 分钟后再试。如有急事，请直接到窗口咨询。"),
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(app.options.rate_period_ms / 1000));
+    response
+}
+
+async fn index() -> Response {
+    let body = html! {
+        h1 { "办不成事，来找我" }
+        div.card {
+            p { "请扫描窗口上的二维码反映问题，或凭回执查询办理进度。" }
+            a.button href="/q" { "查询办理进度" }
+        }
+    };
+    respond(StatusCode::OK, layout("首页", Frame::Citizen, body))
+}
+
+/// What the report form holds (every field optional so a missing one gets a clear message, not a parse error).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ReportForm {
+    pub csrf: String,
+    pub nature: String,
+    pub category: String,
+    pub summary: String,
+    pub detail: String,
+    pub name: String,
+    pub phone: String,
+    pub consent: Option<String>,
+}
+
+/// Natures a citizen may choose (倾诉 included: listening is part of the window's work).
+fn natures() -> &'static [Nature] {
+    Nature::ALL
+}
+
+fn report_page(app: &App, window: &str, form: &ReportForm, errors: &[String], csrf: &str) -> Markup {
+    let hall = app.home.hall().unwrap_or_else(|_| zhaowo_crdt::Hall::jiangan_default());
+    let window_name = hall.windows.get(window).map_or(window.to_owned(), |w| w.name.clone());
+    let body = html! {
+        h1 { "反映问题" }
+        p.hint { "窗口：" (window_name) "（" (window) "）。提交后您将获得登记编号和查询码，可随时查询办理进度。" }
+        @if !errors.is_empty() {
+            div.error role="alert" {
+                p { "请修改以下内容后重新提交：" }
+                ul { @for error in errors { li { (error) } } }
+            }
+        }
+        form.card method="post" action={ "/r/" (window) } {
+            input type="hidden" name="csrf" value=(csrf);
+            label for="nature" { "诉求性质" }
+            select id="nature" name="nature" {
+                @for nature in natures() {
+                    option value=(nature.code()) selected[form.nature == nature.code()] { (nature.label()) }
+                }
+            }
+            label for="category" { "诉求类别" }
+            select id="category" name="category" {
+                @for (code, category) in &hall.categories {
+                    option value=(code) selected[&form.category == code] { (category.name) }
+                }
+            }
+            label for="summary" { "诉求摘要（公开查询时显示，请勿填写电话、证件号）" }
+            input type="text" id="summary" name="summary" maxlength=(SUMMARY_CHARS_MAX) required value=(form.summary);
+            label for="detail" { "详细情况" }
+            textarea id="detail" name="detail" maxlength=(DETAIL_CHARS_MAX) required { (form.detail) }
+            label for="name" { "姓名或称呼（选填）" }
+            input type="text" id="name" name="name" maxlength=(NAME_CHARS_MAX) value=(form.name);
+            label for="phone" { "联系电话（同意回访时必填）" }
+            input type="tel" id="phone" name="phone" maxlength="20" value=(form.phone);
+            p {
+                input type="checkbox" id="consent" name="consent" value="yes" checked[form.consent.is_some()];
+                " "
+                label.inline for="consent" { "我同意工作人员通过电话与我联系、回访" }
+            }
+            p.hint { "您的姓名和电话仅用于办理和回访，不会公开显示。" }
+            button type="submit" { "提交" }
+        }
+        p { a href="/q" { "已有回执？查询办理进度" } }
+    };
+    layout("反映问题", Frame::Citizen, body)
+}
+
+fn with_cookie(mut response: Response, set_cookie: Option<String>) -> Response {
+    if let Some(value) = set_cookie.and_then(|value| axum::http::HeaderValue::from_str(&value).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn unknown_window(window: &str) -> Response {
+    let _ = window;
+    error_page(
+        StatusCode::NOT_FOUND,
+        "窗口不存在",
+        "二维码中的窗口编号不存在，请扫描窗口上张贴的二维码。",
+        Some(("/", "返回首页")),
+    )
+}
+
+async fn report_form(State(app): State<App>, Path(window): Path<String>, headers: HeaderMap) -> Response {
+    if !app.home.hall().is_ok_and(|hall| hall.windows.contains_key(&window)) {
+        return unknown_window(&window);
+    }
+    let (csrf, set_cookie) = guard::citizen_csrf(&app, &headers);
+    let form = ReportForm { nature: Nature::Help.code().to_owned(), ..ReportForm::default() };
+    with_cookie(respond(StatusCode::OK, report_page(&app, &window, &form, &[], &csrf)), set_cookie)
+}
+
+/// A citizen's report, checked field by field; every message is zh-CN.
+pub struct CheckedReport {
+    pub nature: Nature,
+    pub category: String,
+    pub summary: String,
+    pub detail: String,
+    pub personal: PersonalData,
+}
+
+pub fn check_report(hall: &zhaowo_crdt::Hall, form: &ReportForm) -> Result<CheckedReport, Vec<String>> {
+    let mut errors = Vec::new();
+    let nature = Nature::parse(&form.nature);
+    if nature.is_none() {
+        errors.push("请选择诉求性质。".to_owned());
+    }
+    if !hall.categories.contains_key(&form.category) {
+        errors.push("请选择诉求类别。".to_owned());
+    }
+    let summary = clean(&form.summary);
+    let detail = clean(&form.detail);
+    let name = clean(&form.name);
+    let check = |errors: &mut Vec<String>, label: &str, text: &str, max: usize, required: bool| {
+        let chars = text.chars().count();
+        if required && chars == 0 {
+            errors.push(format!("请填写{label}。"));
+        } else if chars > max {
+            errors.push(format!("{label}最多 {max} 个字，您填写了 {chars} 个字。"));
+        } else if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            errors.push(format!("{label}含有无法识别的控制字符。"));
+        }
+    };
+    check(&mut errors, "诉求摘要", &summary, SUMMARY_CHARS_MAX, true);
+    check(&mut errors, "详细情况", &detail, DETAIL_CHARS_MAX, true);
+    check(&mut errors, "姓名", &name, NAME_CHARS_MAX, false);
+    let mut digits = 0;
+    if summary.chars().any(|c| {
+        digits = if c.is_ascii_digit() || ('０'..='９').contains(&c) {
+            digits + 1
+        } else if matches!(c, ' ' | '-') {
+            digits
+        } else {
+            0
+        };
+        digits >= 7
+    }) {
+        errors.push("诉求摘要会公开显示，请不要填写电话号码或证件号码（可写在详细情况中）。".to_owned());
+    }
+    let consent = form.consent.is_some();
+    let phone_text = form.phone.trim();
+    let phone = if phone_text.is_empty() {
+        if consent {
+            errors.push("同意回访时请填写联系电话。".to_owned());
+        }
+        None
+    } else {
+        match normalize_phone(phone_text) {
+            Ok(phone) => Some(phone),
+            Err(_) => {
+                errors
+                    .push("联系电话格式不正确：请填写 11 位手机号码或带区号的固定电话（如 027-85551234）。".to_owned());
+                None
+            }
+        }
+    };
+    match (errors.is_empty(), nature) {
+        (true, Some(nature)) => Ok(CheckedReport {
+            nature,
+            category: form.category.clone(),
+            summary,
+            detail,
+            personal: PersonalData {
+                name: (!name.is_empty()).then_some(name),
+                phone,
+                callback_ok: consent,
+                anonymous: form.name.trim().is_empty() && phone_text.is_empty(),
+                ..PersonalData::default()
+            },
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Why a citizen report could not be stored (after it passed the form checks).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// No registration number is left this year.
+    #[error("no registration number left")]
+    NumbersExhausted,
+    /// The case rules refused it.
+    #[error(transparent)]
+    Command(#[from] zhaowo_crdt::CommandError),
+    /// The store failed.
+    #[error("the store failed: {0}")]
+    Store(String),
+    /// The OS gave no randomness.
+    #[error("no randomness: {0}")]
+    Entropy(String),
+}
+
+/// Registers a citizen report under this node's window code (registration numbers are per node), tagged with the
+/// window whose QR code was scanned, then routes it. Returns the registration number, the query code and the case id.
+pub async fn register_report(
+    app: &App,
+    scanned_window: &str,
+    report: CheckedReport,
+) -> Result<(RegNo, QueryCode, String), ReportError> {
+    let home = &app.home;
+    let hall = home.hall().map_err(|error| ReportError::Store(error.to_string()))?;
+    let entropy = || crate::home::entropy().map_err(|error| ReportError::Entropy(error.to_string()));
+    let author = Author {
+        node: home.identity.node_id(),
+        staff: "citizen".to_owned(),
+        role: Role::Citizen,
+        window: home.config.window.clone(),
+    };
+    let _guard = app.register_lock.lock().await;
+    let now = crate::home::now_ms();
+    let ctx = Ctx { now_ms: now, entropy: entropy()?, author };
+    let year = zhaowo_crdt::time::Date::of_ms(now).year;
+    let reg_no = super::cases::next_reg_no(&app.store, &home.config.window, year)
+        .await
+        .map_err(|error| ReportError::Store(error.to_string()))?
+        .ok_or(ReportError::NumbersExhausted)?;
+    let code = QueryCode::from_entropy(entropy()? as u64);
+    let mut tags = BTreeSet::new();
+    tags.insert(format!("扫码:{scanned_window}"));
+    let registration = Registration {
+        channel: Channel::MiniProgram,
+        nature: report.nature,
+        category: report.category,
+        modes: BTreeSet::new(),
+        priority: Priority::Normal,
+        matter: None,
+        not_done_reason: None,
+        summary: report.summary,
+        detail: report.detail,
+        expectation: String::new(),
+        location: String::new(),
+        sensitive: false,
+        tags,
+        personal: report.personal,
+    };
+    let actor = home.identity.new_actor().map_err(|error| ReportError::Store(error.to_string()))?;
+    let (doc, _) = CaseDoc::register(&ctx, &hall, actor, reg_no.clone(), &code, registration)?;
+    let ack = app.store.register(doc).await.map_err(|error| ReportError::Store(error.to_string()))?;
+    drop(_guard);
+    app.counters.citizen_reports.fetch_add(1, Ordering::Relaxed);
+    route_report(app, &ack.case_id, &hall).await;
+    Ok((reg_no, code, ack.case_id))
+}
+
+/// 受理 (and 派单 by the routing table) of a fresh citizen report, by the node. The report is stored already; a
+/// failure here leaves it 待受理 for a clerk and is logged.
+async fn route_report(app: &App, case_id: &str, hall: &zhaowo_crdt::Hall) {
+    let commands = match app.options.citizen_routing {
+        CitizenRouting::Dispatch => {
+            vec![Command::Accept, Command::Dispatch { lead_unit: None, co_units: None, due_ms: None }]
+        }
+        CitizenRouting::Accept => vec![Command::Accept],
+        CitizenRouting::None => Vec::new(),
+    };
+    let hall = std::sync::Arc::new(hall.clone());
+    for command in commands {
+        let name = command.name();
+        let ctx = match crate::home::entropy() {
+            Ok(entropy) => Ctx {
+                now_ms: crate::home::now_ms(),
+                entropy,
+                author: Author {
+                    node: app.home.identity.node_id(),
+                    staff: "系统（路由表）".to_owned(),
+                    role: Role::Window,
+                    window: app.home.config.window.clone(),
+                },
+            },
+            Err(error) => {
+                tracing::warn!(case_id, %error, "citizen report not routed");
+                return;
+            }
+        };
+        if let Err(error) = app.store.apply(case_id, ctx, hall.clone(), command).await {
+            tracing::warn!(case_id, command = name, %error, "citizen report not routed");
+            return;
+        }
+    }
+}
+
+async fn report_submit(
+    State(app): State<App>,
+    Path(window): Path<String>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    form: Result<Form<ReportForm>, FormRejection>,
+) -> Response {
+    let back = format!("/r/{window}");
+    let hall = match app.home.hall() {
+        Ok(hall) if hall.windows.contains_key(&window) => hall,
+        _ => return unknown_window(&window),
+    };
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => return form_rejection(&app, &rejection, &back),
+    };
+    let cookie = guard::cookie(&headers, &guard::cookie_name(&app, CSRF_COOKIE)).unwrap_or_default();
+    if !guard::csrf_matches(&cookie, &form.csrf) {
+        app.counters.csrf_refused.fetch_add(1, Ordering::Relaxed);
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "页面已过期",
+            "为保护您的信息安全，请返回重新打开表单后提交（请使用本机浏览器直接提交）。",
+            Some((&back, "重新填写")),
+        );
+    }
+    if !app.limiter.allow(Bucket::Report, client, app.options.citizen_reports_per_period, crate::home::now_ms()) {
+        return rate_limited(&app, "提交");
+    }
+    let report = match check_report(&hall, &form) {
+        Ok(report) => report,
+        Err(errors) => {
+            app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return respond(StatusCode::BAD_REQUEST, report_page(&app, &window, &form, &errors, &cookie));
+        }
+    };
+    match register_report(&app, &window, report).await {
+        Ok((reg_no, code, _)) => receipt(&app, &reg_no, &code),
+        Err(ReportError::Command(error)) => {
+            app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            let errors = vec![format!("提交内容不符合要求：{}", page::command_error_zh(&error))];
+            respond(StatusCode::BAD_REQUEST, report_page(&app, &window, &form, &errors, &cookie))
+        }
+        Err(error) => {
+            tracing::error!(%error, "citizen report not stored");
+            error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "暂时无法提交",
+                "系统暂时无法保存您的诉求，请稍后再试或直接到窗口反映。",
+                Some((&back, "返回")),
+            )
+        }
+    }
+}
+
+/// The lookup link of a receipt (its QR code): the number and the code, so scanning shows the progress at once.
+fn lookup_link(app: &App, reg_no: &RegNo, code: &QueryCode) -> String {
+    format!("{}/q?no={reg_no}&code={}", app.options.public_base_url, code.as_str())
+}
+
+fn receipt(app: &App, reg_no: &RegNo, code: &QueryCode) -> Response {
+    let link = lookup_link(app, reg_no, code);
+    let body = html! {
+        h1 { "提交成功" }
+        div.ok role="status" { "您的诉求已登记，我们会尽快办理并答复。" }
+        div.card {
+            dl {
+                dt { "登记编号" } dd.big id="reg-no" { (reg_no) }
+                dt { "查询码" } dd.big id="query-code" { (code.as_str()) }
+            }
+            p.hint { "请截图或抄下登记编号和查询码，凭此查询办理进度。查询码只显示这一次。" }
+            (page::qr_svg(&link))
+            p.hint { "扫描二维码可直接查看办理进度。" }
+            a.button href={ "/q?no=" (reg_no) } { "查询办理进度" }
+        }
+    };
+    let mut response = respond(StatusCode::OK, layout("登记回执", Frame::Citizen, body));
+    response.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LookupQuery {
+    no: Option<String>,
+    code: Option<String>,
+}
+
+fn lookup_form(no: &str, error: Option<&str>) -> Markup {
+    html! {
+        h1 { "查询办理进度" }
+        @if let Some(error) = error { div.error role="alert" { (error) } }
+        form.card method="get" action="/q" {
+            label for="no" { "登记编号" }
+            input type="text" id="no" name="no" maxlength="40" placeholder="如 BBC01-2026-0001" required value=(no);
+            label for="code" { "查询码" }
+            input type="text" id="code" name="code" maxlength="20" autocomplete="off" required;
+            button type="submit" { "查询" }
+        }
+    }
+}
+
+async fn lookup(
+    State(app): State<App>,
+    ClientIp(client): ClientIp,
+    query: Result<Query<LookupQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "查询参数不正确",
+            "请通过查询页面输入登记编号和查询码。",
+            Some(("/q", "返回查询")),
+        );
+    };
+    let no = query.no.unwrap_or_default();
+    let typed_code = query.code.unwrap_or_default();
+    if typed_code.trim().is_empty() {
+        let no = if no.chars().count() <= 40 { no } else { String::new() };
+        return respond(StatusCode::OK, layout("查询办理进度", Frame::Citizen, lookup_form(no.trim(), None)));
+    }
+    if !app.limiter.allow(Bucket::Lookup, client, app.options.citizen_lookups_per_period, crate::home::now_ms()) {
+        return rate_limited(&app, "查询");
+    }
+    app.counters.citizen_lookups.fetch_add(1, Ordering::Relaxed);
+    let wrong = |app: &App, no: &str| {
+        app.counters.lookups_failed.fetch_add(1, Ordering::Relaxed);
+        let no = if no.chars().count() <= 40 { no } else { "" };
+        respond(
+            StatusCode::NOT_FOUND,
+            layout(
+                "查询办理进度",
+                Frame::Citizen,
+                lookup_form(no, Some("登记编号或查询码不正确，请核对回执后重新输入。")),
+            ),
+        )
+    };
+    let Some(reg_no) = RegNo::parse(&no.trim().to_ascii_uppercase()) else { return wrong(&app, no.trim()) };
+    let case_id = match super::cases::find_reg_no(&app.store, &reg_no).await {
+        Ok(Some(case_id)) => case_id,
+        Ok(None) => {
+            // A wrong number costs a hash like a wrong code (no timing difference between the two).
+            let _ = zhaowo_crdt::ids::query_code_matches(&zhaowo_crdt::CaseId::new(0, 0), "", &typed_code);
+            return wrong(&app, no.trim());
+        }
+        Err(error) => return store_unavailable(&error),
+    };
+    match super::cases::query_code_matches(&app.store, &case_id, &typed_code).await {
+        Ok(true) => {}
+        Ok(false) => return wrong(&app, no.trim()),
+        Err(error) => return store_unavailable(&error),
+    }
+    let view = match app.store.case_view(&case_id).await {
+        Ok(view) => view.public(),
+        Err(error) => return store_unavailable(&error),
+    };
+    let hall = app.home.hall().unwrap_or_else(|_| zhaowo_crdt::Hall::jiangan_default());
+    let category = hall.categories.get(&view.category).map_or(view.category.clone(), |c| c.name.clone());
+    let unit = view.lead_unit.as_ref().map(|unit| hall.units.get(unit).map_or(unit.clone(), |u| u.name.clone()));
+    let body = html! {
+        h1 { "办理进度" }
+        div.card {
+            dl {
+                dt { "登记编号" } dd id="reg-no" { (view.reg_no) }
+                dt { "当前状态" } dd id="status" { strong { (view.status.label()) } }
+                dt { "诉求性质" } dd { (view.nature.label()) }
+                dt { "诉求类别" } dd { (category) }
+                dt { "诉求摘要" } dd id="summary" { (view.summary) }
+                dt { "承办单位" } dd { (unit.unwrap_or_else(|| "待派单".to_owned())) }
+                dt { "登记时间" } dd { (page::minute(view.registered_at_ms)) }
+                dt { "最近更新" } dd { (page::minute(view.updated_at_ms)) }
+                @if let Some(expected) = view.expected_ms {
+                    dt { "预计办结" } dd id="expected" { (page::minute(expected)) }
+                }
+            }
+        }
+        h2 { "答复" }
+        @if view.replies.is_empty() {
+            p.hint id="replies" { "暂无答复，工作人员正在办理。" }
+        } @else {
+            ul.card id="replies" {
+                @for reply in view.replies.iter().rev() {
+                    li { span.hint { (page::minute(reply.at_ms)) } br; (reply.text) }
+                }
+            }
+        }
+        h2 { "办理过程" }
+        ul.card.timeline {
+            @for step in &view.milestones {
+                li { span.hint { (page::minute(step.at_ms)) } " " (step.label) }
+            }
+        }
+        a.button.secondary href="/q" { "查询其他诉求" }
+    };
+    respond(StatusCode::OK, layout("办理进度", Frame::Citizen, body))
+}
+
+pub fn store_unavailable(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(%error, "store read failed");
+    error_page(StatusCode::SERVICE_UNAVAILABLE, "暂时无法查询", "系统暂时无法读取数据，请稍后再试。", None)
+}
+
+impl IntoResponse for ReportError {
+    fn into_response(self) -> Response {
+        store_unavailable(&self)
+    }
+}

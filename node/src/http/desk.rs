@@ -1,0 +1,1184 @@
+//! The staff desk (loopback): sign-in with a hall account, the register book (filters, full-text search, paging), new
+//! case, the case page with its timeline and every action the signed-in role may take, the overdue list, supervision
+//! statistics with a monthly chart, conflicts to review, peers and sync status, and printable window QR codes.
+//!
+//! Every action records the staff member (`姓名(账号)`) and this node in its event. Personal data is masked; the
+//! reveal button records a `PiRevealed` event and shows the record once.
+
+use super::citizen::{ClientIp, clean, form_rejection, rate_limited, store_unavailable};
+use super::guard::{self, Bucket, CSRF_COOKIE, SESSION_COOKIE, Session};
+use super::page::{self, Frame, command_error_zh, error_page, layout, minute, respond};
+use super::{App, limits};
+use crate::store::{CaseRow, PageCursor, RegisterQuery};
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{Markup, PreEscaped, html};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use zhaowo_crdt::event::{EventKind, transition};
+use zhaowo_crdt::model::{
+    CallbackMethod, CallbackOutcome, CaseResult, Channel, Nature, Priority, Role, Status, SupervisionLevel,
+};
+use zhaowo_crdt::time::Date;
+use zhaowo_crdt::view::ConflictDetail;
+use zhaowo_crdt::{Author, CaseDoc, CaseView, Command, Ctx, QueryCode, Registration};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/desk/login", get(login_form).post(login_submit))
+        .route("/desk/logout", post(logout))
+        .route("/desk", get(register_book))
+        .route("/desk/new", get(new_form).post(new_submit))
+        .route("/desk/case/{id}", get(case_page))
+        .route("/desk/case/{id}/act", post(case_action))
+        .route("/desk/overdue", get(overdue))
+        .route("/desk/stats", get(stats))
+        .route("/desk/conflicts", get(conflicts))
+        .route("/desk/peers", get(peers))
+        .route("/desk/qr", get(qr_codes))
+}
+
+/// The signed-in staff member of a request, with the session id.
+fn session(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
+    let id = guard::cookie(headers, &guard::cookie_name(app, SESSION_COOKIE))?;
+    let session = app.sessions.get(&id, crate::home::now_ms())?;
+    Some((id, session))
+}
+
+fn to_login() -> Response {
+    Redirect::to("/desk/login").into_response()
+}
+
+fn frame(session: &Session) -> Frame<'_> {
+    Frame::Desk { staff: &session.display_name, role: session.role.label(), csrf: &session.csrf }
+}
+
+fn desk_page(session: &Session, status: StatusCode, title: &str, body: Markup) -> Response {
+    respond(status, layout(title, frame(session), body))
+}
+
+fn hall(app: &App) -> zhaowo_crdt::Hall {
+    app.home.hall().unwrap_or_else(|_| zhaowo_crdt::Hall::jiangan_default())
+}
+
+fn ctx(app: &App, session: &Session) -> Result<Ctx, Response> {
+    let entropy = crate::home::entropy().map_err(|error| store_unavailable(&error))?;
+    Ok(Ctx {
+        now_ms: crate::home::now_ms(),
+        entropy,
+        author: Author {
+            node: app.home.identity.node_id(),
+            staff: session.staff(),
+            role: session.role,
+            window: app.home.config.window.clone(),
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sign-in
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LoginForm {
+    csrf: String,
+    username: String,
+    password: String,
+}
+
+fn login_page(csrf: &str, username: &str, error: Option<&str>) -> Markup {
+    let body = html! {
+        h1 { "工作人员登录" }
+        @if let Some(error) = error { div.error role="alert" { (error) } }
+        form.card method="post" action="/desk/login" {
+            input type="hidden" name="csrf" value=(csrf);
+            label for="username" { "账号" }
+            input type="text" id="username" name="username" autocomplete="username" required value=(username);
+            label for="password" { "密码" }
+            input type="password" id="password" name="password" autocomplete="current-password" required;
+            button type="submit" { "登录" }
+        }
+        p.hint { "账号由管理员创建（zhaowo staff add），在任一窗口均可登录。" }
+    };
+    layout("登录", Frame::SignIn, body)
+}
+
+fn with_cookies(mut response: Response, cookies: impl IntoIterator<Item = String>) -> Response {
+    for cookie in cookies {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+async fn login_form(State(app): State<App>, headers: HeaderMap) -> Response {
+    if session(&app, &headers).is_some() {
+        return Redirect::to("/desk").into_response();
+    }
+    let (csrf, set) = guard::citizen_csrf(&app, &headers);
+    with_cookies(respond(StatusCode::OK, login_page(&csrf, "", None)), set)
+}
+
+async fn login_submit(
+    State(app): State<App>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => return form_rejection(&app, &rejection, "/desk/login"),
+    };
+    let cookie = guard::cookie(&headers, &guard::cookie_name(&app, CSRF_COOKIE)).unwrap_or_default();
+    if !guard::csrf_matches(&cookie, &form.csrf) {
+        app.counters.csrf_refused.fetch_add(1, Ordering::Relaxed);
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "页面已过期",
+            "请重新打开登录页后再登录。",
+            Some(("/desk/login", "重新登录")),
+        );
+    }
+    if !app.limiter.allow(Bucket::SignIn, client, app.options.sign_in_attempts_per_period, crate::home::now_ms()) {
+        return rate_limited(&app, "登录尝试");
+    }
+    let hall = hall(&app);
+    let username = form.username.trim().to_owned();
+    let password = form.password.clone();
+    // argon2 takes tens of milliseconds: off the async workers.
+    let checked = tokio::task::spawn_blocking(move || super::auth::sign_in(&hall, &username, &password)).await;
+    match checked {
+        Ok(Some((display_name, role))) => {
+            let id = app.sessions.start(form.username.trim(), &display_name, role, crate::home::now_ms());
+            tracing::info!(target: "zhaowo::_events::desk", username = form.username.trim(), "staff signed in");
+            let max_age = app.options.session_ms / 1000;
+            with_cookies(
+                Redirect::to("/desk").into_response(),
+                [guard::set_cookie(&app, SESSION_COOKIE, &id, Some(max_age))],
+            )
+        }
+        _ => respond(
+            StatusCode::UNAUTHORIZED,
+            login_page(&cookie, form.username.trim(), Some("账号或密码不正确，请重新输入。")),
+        ),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CsrfOnly {
+    csrf: String,
+}
+
+async fn logout(State(app): State<App>, headers: HeaderMap, form: Result<Form<CsrfOnly>, FormRejection>) -> Response {
+    if let (Some((id, session)), Ok(Form(form))) = (session(&app, &headers), form)
+        && guard::csrf_matches(&session.csrf, &form.csrf)
+    {
+        app.sessions.end(&id);
+    }
+    with_cookies(to_login(), [guard::set_cookie(&app, SESSION_COOKIE, "", Some(0))])
+}
+
+/// Checks a desk form's CSRF field against the session token.
+fn desk_csrf(app: &App, session: &Session, submitted: &str) -> Result<(), Response> {
+    if guard::csrf_matches(&session.csrf, submitted) {
+        return Ok(());
+    }
+    app.counters.csrf_refused.fetch_add(1, Ordering::Relaxed);
+    Err(error_page(
+        StatusCode::FORBIDDEN,
+        "页面已过期",
+        "请刷新页面后重新操作，本次操作未执行。",
+        Some(("/desk", "返回登记簿")),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Register book
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct BookQuery {
+    status: String,
+    category: String,
+    nature: String,
+    window: String,
+    q: String,
+    overdue: String,
+    after: String,
+}
+
+fn label_of<T: Copy>(parse: fn(&str) -> Option<T>, label: fn(T) -> &'static str, code: &str) -> String {
+    parse(code).map_or(code.to_owned(), |value| label(value).to_owned())
+}
+
+fn rows_table(app: &App, rows: &[CaseRow], now: i64) -> Markup {
+    let hall = hall(app);
+    html! {
+        div.scroll {
+            table {
+                thead { tr {
+                    th { "登记编号" } th { "登记时间" } th { "性质" } th { "类别" } th { "诉求摘要" }
+                    th { "状态" } th { "承办单位" } th { "承诺办结" }
+                } }
+                tbody {
+                    @for row in rows {
+                        tr {
+                            td { a href={ "/desk/case/" (row.case_id) } { (row.reg_no) } }
+                            td { (minute(row.registered_at_ms)) }
+                            td { (label_of(Nature::parse, Nature::label, &row.nature)) }
+                            td { (hall.categories.get(&row.category).map_or(row.category.clone(), |c| c.name.clone())) }
+                            td { (row.summary) }
+                            td {
+                                (label_of(Status::parse, Status::label, &row.status))
+                                @if row.overdue(now) { " " span.tag.red { "超期" } }
+                            }
+                            td { (row.lead_unit.as_ref().map_or("—".to_owned(), |u| hall.units.get(u).map_or(u.clone(), |x| x.name.clone()))) }
+                            td { (minute(row.due_ms)) }
+                        }
+                    }
+                }
+            }
+        }
+        @if rows.is_empty() { p.hint { "没有符合条件的案件。" } }
+    }
+}
+
+async fn register_book(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<Query<BookQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let now = crate::home::now_ms();
+    let hall = hall(&app);
+    let search = clean(&query.q);
+    let (rows, next) = if !search.is_empty() {
+        if search.chars().count() > crate::store::SEARCH_QUERY_CHARS_MAX {
+            return desk_page(
+                &session,
+                StatusCode::BAD_REQUEST,
+                "登记簿",
+                html! {
+                    div.error { "搜索内容最多 " (crate::store::SEARCH_QUERY_CHARS_MAX) " 个字。" }
+                    a.button href="/desk" { "返回登记簿" }
+                },
+            );
+        }
+        match app.store.search(&search, limits::REGISTER_ROWS_PER_PAGE).await {
+            Ok(rows) => (rows, None),
+            Err(error) => return store_unavailable(&error),
+        }
+    } else {
+        let after = query
+            .after
+            .split_once(':')
+            .and_then(|(ms, id)| Some(PageCursor { registered_at_ms: ms.parse().ok()?, case_id: id.to_owned() }));
+        let register_query = RegisterQuery {
+            status: Status::parse(&query.status),
+            category: Some(query.category.clone()).filter(|c| hall.categories.contains_key(c)),
+            nature: Nature::parse(&query.nature),
+            lead_unit: None,
+            window: Some(query.window.clone()).filter(|w| hall.windows.contains_key(w)),
+            registered_from_ms: None,
+            registered_to_ms: None,
+            overdue_at_ms: (query.overdue == "1").then_some(now),
+            after,
+            limit: limits::REGISTER_ROWS_PER_PAGE,
+        };
+        match app.store.register_page(register_query).await {
+            Ok(page) => (page.rows, page.next),
+            Err(error) => return store_unavailable(&error),
+        }
+    };
+    let next_link = next.map(|cursor| {
+        format!(
+            "/desk?status={}&category={}&nature={}&window={}&overdue={}&after={}:{}",
+            query.status,
+            query.category,
+            query.nature,
+            query.window,
+            query.overdue,
+            cursor.registered_at_ms,
+            cursor.case_id
+        )
+    });
+    let body = html! {
+        h1 { "登记簿" }
+        form.card.filters method="get" action="/desk" {
+            div { label for="q" { "全文搜索" } input type="search" id="q" name="q" value=(query.q) placeholder="摘要、内容、备注、答复"; }
+            div { label for="status" { "状态" } select id="status" name="status" {
+                option value="" { "全部" }
+                @for s in Status::ALL { option value=(s.code()) selected[query.status == s.code()] { (s.label()) } }
+            } }
+            div { label for="nature" { "性质" } select id="nature" name="nature" {
+                option value="" { "全部" }
+                @for n in Nature::ALL { option value=(n.code()) selected[query.nature == n.code()] { (n.label()) } }
+            } }
+            div { label for="category" { "类别" } select id="category" name="category" {
+                option value="" { "全部" }
+                @for (code, c) in &hall.categories { option value=(code) selected[&query.category == code] { (c.name) } }
+            } }
+            div { label for="window" { "登记窗口" } select id="window" name="window" {
+                option value="" { "全部" }
+                @for (code, w) in &hall.windows { option value=(code) selected[&query.window == code] { (w.name) } }
+            } }
+            div { label.inline { input type="checkbox" name="overdue" value="1" checked[query.overdue == "1"]; " 仅超期" } }
+            div { button type="submit" { "筛选" } }
+        }
+        (rows_table(&app, &rows, now))
+        @if let Some(link) = next_link { a.button.secondary href=(link) { "下一页" } }
+    };
+    desk_page(&session, StatusCode::OK, "登记簿", body)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// New case
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NewCaseForm {
+    csrf: String,
+    channel: String,
+    nature: String,
+    category: String,
+    priority: String,
+    summary: String,
+    detail: String,
+    expectation: String,
+    location: String,
+    name: String,
+    phone: String,
+    consent: Option<String>,
+}
+
+fn new_case_page(app: &App, session: &Session, form: &NewCaseForm, errors: &[String]) -> Markup {
+    let hall = hall(app);
+    html! {
+        h1 { "新登记" }
+        @if !errors.is_empty() { div.error role="alert" { ul { @for e in errors { li { (e) } } } } }
+        form.card method="post" action="/desk/new" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            div.filters {
+                div { label for="channel" { "来源渠道" } select id="channel" name="channel" {
+                    @for c in Channel::ALL { @if *c != Channel::MiniProgram { option value=(c.code()) selected[form.channel == c.code()] { (c.label()) } } }
+                } }
+                div { label for="nature" { "诉求性质" } select id="nature" name="nature" {
+                    @for n in Nature::ALL { option value=(n.code()) selected[form.nature == n.code()] { (n.label()) } }
+                } }
+                div { label for="category" { "诉求类别" } select id="category" name="category" {
+                    @for (code, c) in &hall.categories { option value=(code) selected[&form.category == code] { (c.name) } }
+                } }
+                div { label for="priority" { "紧急程度" } select id="priority" name="priority" {
+                    @for p in Priority::ALL { option value=(p.code()) selected[form.priority == p.code()] { (p.label()) } }
+                } }
+            }
+            label for="summary" { "诉求摘要（公开，勿含个人信息）" }
+            input type="text" id="summary" name="summary" maxlength="100" required value=(form.summary);
+            label for="detail" { "诉求内容" }
+            textarea id="detail" name="detail" required { (form.detail) }
+            label for="expectation" { "诉求人期望" }
+            input type="text" id="expectation" name="expectation" value=(form.expectation);
+            label for="location" { "地点" }
+            input type="text" id="location" name="location" value=(form.location);
+            label for="name" { "诉求人姓名" }
+            input type="text" id="name" name="name" value=(form.name);
+            label for="phone" { "联系电话" }
+            input type="tel" id="phone" name="phone" value=(form.phone);
+            p { label.inline { input type="checkbox" name="consent" value="yes" checked[form.consent.is_some()]; " 同意回访" } }
+            button type="submit" { "登记" }
+        }
+    }
+}
+
+async fn new_form(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let form = NewCaseForm {
+        channel: Channel::Window.code().into(),
+        nature: Nature::Consultation.code().into(),
+        ..Default::default()
+    };
+    desk_page(&session, StatusCode::OK, "新登记", new_case_page(&app, &session, &form, &[]))
+}
+
+async fn new_submit(
+    State(app): State<App>,
+    headers: HeaderMap,
+    form: Result<Form<NewCaseForm>, FormRejection>,
+) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => return form_rejection(&app, &rejection, "/desk/new"),
+    };
+    if let Err(response) = desk_csrf(&app, &session, &form.csrf) {
+        return response;
+    }
+    let hall = hall(&app);
+    let report_form = super::citizen::ReportForm {
+        csrf: String::new(),
+        nature: form.nature.clone(),
+        category: form.category.clone(),
+        summary: form.summary.clone(),
+        detail: form.detail.clone(),
+        name: form.name.clone(),
+        phone: form.phone.clone(),
+        consent: form.consent.clone(),
+    };
+    let mut errors = Vec::new();
+    let checked = super::citizen::check_report(&hall, &report_form).map_err(|e| errors.extend(e)).ok();
+    let channel = Channel::parse(&form.channel).filter(|c| *c != Channel::MiniProgram);
+    let priority = Priority::parse(&form.priority);
+    if channel.is_none() {
+        errors.push("请选择来源渠道。".into());
+    }
+    if priority.is_none() {
+        errors.push("请选择紧急程度。".into());
+    }
+    let (Some(report), Some(channel), Some(priority)) = (checked, channel, priority) else {
+        return desk_page(&session, StatusCode::BAD_REQUEST, "新登记", new_case_page(&app, &session, &form, &errors));
+    };
+    let mut ctx = match ctx(&app, &session) {
+        Ok(ctx) => ctx,
+        Err(response) => return response,
+    };
+    let registration = Registration {
+        channel,
+        nature: report.nature,
+        category: report.category,
+        modes: BTreeSet::new(),
+        priority,
+        matter: None,
+        not_done_reason: None,
+        summary: report.summary,
+        detail: report.detail,
+        expectation: clean(&form.expectation),
+        location: clean(&form.location),
+        sensitive: false,
+        tags: BTreeSet::new(),
+        personal: report.personal,
+    };
+    let guard = app.register_lock.lock().await;
+    ctx.now_ms = crate::home::now_ms();
+    let year = Date::of_ms(ctx.now_ms).year;
+    let reg_no = match super::cases::next_reg_no(&app.store, &app.home.config.window, year).await {
+        Ok(Some(reg_no)) => reg_no,
+        Ok(None) => return error_page(StatusCode::CONFLICT, "无法登记", "本年度登记编号已用完。", None),
+        Err(error) => return store_unavailable(&error),
+    };
+    let code = QueryCode::from_entropy(crate::home::entropy().map(|e| e as u64).unwrap_or_default());
+    let actor = match app.home.identity.new_actor() {
+        Ok(actor) => actor,
+        Err(error) => return store_unavailable(&error),
+    };
+    let doc = match CaseDoc::register(&ctx, &hall, actor, reg_no.clone(), &code, registration) {
+        Ok((doc, _)) => doc,
+        Err(error) => {
+            let errors = vec![command_error_zh(&error)];
+            return desk_page(
+                &session,
+                StatusCode::BAD_REQUEST,
+                "新登记",
+                new_case_page(&app, &session, &form, &errors),
+            );
+        }
+    };
+    let ack = match app.store.register(doc).await {
+        Ok(ack) => ack,
+        Err(error) => return store_unavailable(&error),
+    };
+    drop(guard);
+    let body = html! {
+        h1 { "登记成功" }
+        div.ok { "已登记，请将登记编号和查询码告知诉求人（查询码只显示这一次）。" }
+        div.card { dl {
+            dt { "登记编号" } dd.big { (reg_no) }
+            dt { "查询码" } dd.big { (code.as_str()) }
+        } }
+        a.button href={ "/desk/case/" (ack.case_id) } { "打开案件" }
+    };
+    desk_page(&session, StatusCode::OK, "登记成功", body)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Case page and actions
+
+/// The actions a role may take on a case in its state (the same transition table the case rules use).
+fn allowed(view: &CaseView, role: Role) -> BTreeSet<&'static str> {
+    let status = view.status;
+    let can = |kind: EventKind| transition(&kind, status, role).is_ok();
+    let text = String::new;
+    let mut actions = BTreeSet::new();
+    let staff = matches!(role, Role::Window | Role::Supervision | Role::Admin);
+    let oversight = matches!(role, Role::Supervision | Role::Admin);
+    if can(EventKind::Accepted {}) {
+        actions.insert("accept");
+    }
+    if can(EventKind::Rejected { reason: text(), basis: text() }) {
+        actions.insert("reject");
+    }
+    if can(EventKind::Dispatched { lead_unit: text(), co_units: Vec::new(), due_ms: 0 }) {
+        actions.insert("dispatch");
+    }
+    if can(EventKind::SignedIn { assignee: text() }) {
+        actions.insert("sign_in");
+    }
+    if can(EventKind::Returned { reason: text(), basis: text() }) {
+        actions.insert("return");
+    }
+    if can(EventKind::Suspended { reason: text() }) {
+        actions.insert("suspend");
+    }
+    if can(EventKind::Resumed {}) {
+        actions.insert("resume");
+    }
+    if can(EventKind::Resolved { result: CaseResult::Done, reply: text() }) {
+        actions.insert("resolve");
+    }
+    if can(EventKind::Closed { reviewer: text(), forced: false }) {
+        actions.insert("close");
+    }
+    if can(EventKind::Reopened { reason: text() }) {
+        actions.insert("reopen");
+    }
+    if can(EventKind::Withdrawn { reason: text() }) {
+        actions.insert("withdraw");
+    }
+    if staff && status.is_open() {
+        actions.extend(["reply", "note", "consult"]);
+    }
+    if staff && status == Status::Replied {
+        actions.insert("callback");
+    }
+    if oversight && status.is_open() {
+        actions.insert("supervise");
+    }
+    if staff {
+        actions.insert("reveal");
+    }
+    actions
+}
+
+fn unit_name(hall: &zhaowo_crdt::Hall, code: &str) -> String {
+    hall.units.get(code).map_or(code.to_owned(), |u| format!("{}（{code}）", u.name))
+}
+
+fn case_body(
+    app: &App,
+    session: &Session,
+    view: &CaseView,
+    message: Option<Result<&str, &str>>,
+    revealed: Option<Markup>,
+) -> Markup {
+    let hall = hall(app);
+    let now = crate::home::now_ms();
+    let actions = allowed(view, session.role);
+    let id = view.case_id.as_str();
+    let suggestion = hall.categories.get(&view.category);
+    let csrf = session.csrf.as_str();
+    let form_head = |action: &'static str| {
+        html! {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="action" value=(action);
+        }
+    };
+    html! {
+        h1 { "案件 " (view.reg_no) " " span.tag { (view.status.label()) } @if view.overdue(now) { " " span.tag.red { "超期" } } }
+        @match message {
+            Some(Ok(text)) => div.ok role="status" { (text) },
+            Some(Err(text)) => div.error role="alert" { (text) "（未保存）" },
+            None => {},
+        }
+        @if let Some(revealed) = revealed { (revealed) }
+        div.card { dl {
+            dt { "诉求摘要" } dd id="summary" { (view.summary) }
+            dt { "诉求内容" } dd id="detail" style="white-space:pre-wrap" { (view.detail) }
+            @if !view.expectation.is_empty() { dt { "诉求人期望" } dd { (view.expectation) } }
+            @if !view.location.is_empty() { dt { "地点" } dd { (view.location) } }
+            dt { "性质 / 类别" } dd { (view.nature.label()) " / " (hall.categories.get(&view.category).map_or(view.category.clone(), |c| c.name.clone())) }
+            dt { "来源渠道" } dd { (view.channel.label()) " · 窗口 " (view.window) }
+            dt { "紧急程度" } dd { (view.priority.label()) }
+            dt { "登记" } dd { (minute(view.registered_at_ms)) " · " (view.registered_by) }
+            dt { "主办单位" } dd { (view.lead_unit.as_deref().map_or("未派单".to_owned(), |u| unit_name(&hall, u))) }
+            @if !view.co_units.is_empty() { dt { "协办单位" } dd { (view.co_units.iter().map(|u| unit_name(&hall, u)).collect::<Vec<_>>().join("、")) } }
+            @if let Some(assignee) = &view.assignee { dt { "承办人" } dd { (assignee) } }
+            dt { "承诺办结" } dd { (minute(view.effective_due_ms(now))) }
+            dt { "督办" } dd { (view.supervision.label()) }
+            dt { "诉求人" } dd id="personal" {
+                (view.personal.name.clone().unwrap_or_else(|| "（未留姓名）".into())) " "
+                (view.personal.phone.clone().unwrap_or_default())
+                @if view.pi_reveals > 0 { " " span.hint { "已查看完整信息 " (view.pi_reveals) " 次" } }
+            }
+            @if !view.tags.is_empty() { dt { "标签" } dd { @for t in &view.tags { span.tag { (t) } " " } } }
+        } }
+        @if !view.conflicts.is_empty() {
+            div.error { "本案有 " (view.conflicts.len()) " 项冲突待核，见" a href="/desk/conflicts" { "冲突待核" } "。" }
+        }
+        h2 { "办理" }
+        div.grid.noprint {
+            @if actions.contains("accept") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head("accept")) strong { "受理" } br; button type="submit" { "受理" } }
+            }
+            @if actions.contains("dispatch") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("dispatch"))
+                    strong { "派单" }
+                    @if let Some(s) = suggestion { p.hint { "路由表建议：" (unit_name(&hall, &s.lead_unit)) @if !s.co_units.is_empty() { "，协办 " (s.co_units.join("、")) } } }
+                    label for="lead_unit" { "主办单位" }
+                    select id="lead_unit" name="lead_unit" {
+                        @for (code, unit) in &hall.units {
+                            option value=(code) selected[suggestion.is_some_and(|s| &s.lead_unit == code)] { (unit.name) }
+                        }
+                    }
+                    label for="co_units" { "协办单位代码（逗号分隔）" }
+                    input type="text" id="co_units" name="co_units" value=(suggestion.map(|s| s.co_units.join(",")).unwrap_or_default());
+                    button type="submit" id="do-dispatch" { "派单" }
+                }
+            }
+            @if actions.contains("sign_in") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("sign_in")) strong { "签收" }
+                    label { "承办人" } input type="text" name="text" value=(session.staff());
+                    button type="submit" { "签收" }
+                }
+            }
+            @if actions.contains("reply") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("reply")) label for="reply-text" { "对外答复（群众可见）" }
+                    textarea id="reply-text" name="text" required {}
+                    button type="submit" id="do-reply" { "发布答复" }
+                }
+            }
+            @if actions.contains("note") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("note")) label for="note-text" { "内部备注（仅工作人员可见）" }
+                    textarea id="note-text" name="text" required {}
+                    button type="submit" { "添加备注" }
+                }
+            }
+            @if actions.contains("consult") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("consult")) strong { "联合会诊" }
+                    label { "参会单位代码（逗号分隔）" } input type="text" name="co_units" required;
+                    label { "会诊纪要" } textarea name="text" required {}
+                    p { label.inline { input type="checkbox" name="flag" value="yes"; " 含现场勘查" } }
+                    button type="submit" { "记录会诊" }
+                }
+            }
+            @if actions.contains("resolve") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("resolve")) strong { "办理完毕 / 答复" }
+                    label { "办理结果" } select name="choice" { @for r in CaseResult::ALL { option value=(r.code()) { (r.label()) } } }
+                    label { "答复内容（群众可见）" } textarea name="text" required {}
+                    button type="submit" { "办理完毕" }
+                }
+            }
+            @if actions.contains("callback") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("callback")) strong { "回访" }
+                    label { "方式" } select name="method" { @for m in CallbackMethod::ALL { option value=(m.code()) { (m.label()) } } }
+                    label { "结果" } select name="choice" {
+                        option value="" { "未联系上" }
+                        @for o in CallbackOutcome::ALL { option value=(o.code()) selected[*o == CallbackOutcome::Resolved] { (o.label()) } }
+                    }
+                    label { "评价（1-5）" } input type="number" name="rating" min="1" max="5" value="5";
+                    label { "说明" } input type="text" name="text";
+                    button type="submit" { "记录回访" }
+                }
+            }
+            @if actions.contains("close") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("close")) strong { "办结" }
+                    label { "审核人" } input type="text" name="text" required;
+                    button type="submit" { "办结" }
+                }
+            }
+            @for (action, title, fields) in [("return", "退单", true), ("reject", "不予受理", true)] {
+                @if actions.contains(action) {
+                    form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                        (form_head(action)) strong { (title) }
+                        label { "原因" } input type="text" name="text" required;
+                        @if fields { label { "依据" } input type="text" name="basis" required; }
+                        button.secondary type="submit" { (title) }
+                    }
+                }
+            }
+            @for (action, title) in [("suspend", "待补充材料（暂停计时）"), ("reopen", "发回重办"), ("withdraw", "撤回（应诉求人要求）")] {
+                @if actions.contains(action) {
+                    form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                        (form_head(action)) strong { (title) }
+                        label { "原因" } input type="text" name="text" required;
+                        button.secondary type="submit" { (title) }
+                    }
+                }
+            }
+            @if actions.contains("resume") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head("resume")) strong { "恢复办理" } br; button type="submit" { "恢复办理" } }
+            }
+            @if actions.contains("supervise") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("supervise")) strong { "督办" }
+                    select name="choice" { @for l in &SupervisionLevel::ALL[1..] { option value=(l.code()) { (l.label()) } } }
+                    label { "意见" } input type="text" name="text" required;
+                    button type="submit" { "督办" }
+                }
+            }
+            @if actions.contains("reveal") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("reveal")) strong { "查看完整个人信息" }
+                    p.hint { "查看将被记录（时间、人员、用途）。" }
+                    label { "用途" } input type="text" name="text" required value="电话回访";
+                    button.secondary type="submit" id="do-reveal" { "查看" }
+                }
+            }
+        }
+        h2 { "对外答复" }
+        @if view.public_replies.is_empty() { p.hint { "暂无" } }
+        ul { @for r in &view.public_replies { li { span.hint { (minute(r.at_ms)) } " " (r.text) } } }
+        h2 { "办理过程" }
+        ol.card.timeline id="timeline" {
+            @for entry in &view.timeline {
+                li class=(if entry.superseded { "superseded" } else { "" }) {
+                    span.hint { (minute(entry.at_ms)) " · " (entry.staff) "（" (entry.role.label()) "）· 节点 " (entry.node.get(..8).unwrap_or(&entry.node)) }
+                    br;
+                    strong { (entry.label) } " "
+                    @if !entry.public { span.tag { "内部" } " " }
+                    (entry.text)
+                }
+            }
+        }
+    }
+}
+
+async fn load_view(app: &App, id: &str) -> Result<CaseView, Response> {
+    if zhaowo_crdt::CaseId::parse(id).is_none() {
+        return Err(error_page(StatusCode::NOT_FOUND, "案件不存在", "案件标识不正确。", Some(("/desk", "返回登记簿"))));
+    }
+    match app.store.case_view(id).await {
+        Ok(view) => Ok(view),
+        Err(crate::store::ReadError::UnknownCase(_)) => {
+            Err(error_page(StatusCode::NOT_FOUND, "案件不存在", "没有找到该案件。", Some(("/desk", "返回登记簿"))))
+        }
+        Err(error) => Err(store_unavailable(&error)),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CaseQuery {
+    done: String,
+}
+
+async fn case_page(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<CaseQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let view = match load_view(&app, &id).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    let done = query.map(|Query(q)| q.done).unwrap_or_default();
+    let message = (!done.is_empty()).then(|| Ok(action_title(&done)));
+    let title = format!("案件 {}", view.reg_no);
+    desk_page(&session, StatusCode::OK, &title, case_body(&app, &session, &view, message, None))
+}
+
+fn action_title(action: &str) -> &'static str {
+    match action {
+        "accept" => "已受理",
+        "dispatch" => "已派单",
+        "sign_in" => "已签收",
+        "reply" => "答复已发布",
+        "note" => "备注已添加",
+        "consult" => "会诊已记录",
+        "resolve" => "已办理完毕",
+        "callback" => "回访已记录",
+        "close" => "已办结",
+        "return" => "已退单",
+        "reject" => "已不予受理",
+        "suspend" => "已暂停计时",
+        "resume" => "已恢复办理",
+        "reopen" => "已发回重办",
+        "withdraw" => "已撤回",
+        "supervise" => "已督办",
+        _ => "操作完成",
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ActionForm {
+    csrf: String,
+    action: String,
+    text: String,
+    basis: String,
+    lead_unit: String,
+    co_units: String,
+    choice: String,
+    method: String,
+    rating: String,
+    flag: Option<String>,
+}
+
+fn units_list(text: &str) -> Vec<String> {
+    text.split([',', '，', '、', ' ']).map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
+}
+
+/// The command a desk form asks for, or a zh-CN message saying what is missing.
+fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
+    let text = clean(&form.text);
+    let required = |label: &str| if text.is_empty() { Err(format!("请填写{label}")) } else { Ok(text.clone()) };
+    Ok(match form.action.as_str() {
+        "accept" => Command::Accept,
+        "dispatch" => Command::Dispatch {
+            lead_unit: Some(form.lead_unit.trim().to_owned()).filter(|u| !u.is_empty()),
+            co_units: Some(units_list(&form.co_units)),
+            due_ms: None,
+        },
+        "sign_in" => Command::SignIn { assignee: required("承办人")? },
+        "reply" => Command::PublishReply { text: required("答复内容")? },
+        "note" => Command::AddNote { text: required("备注")? },
+        "consult" => Command::HoldConsultation {
+            units: units_list(&form.co_units),
+            minutes: required("会诊纪要")?,
+            site_visit: form.flag.is_some(),
+            held_at_ms: now_ms,
+        },
+        "resolve" => Command::Resolve {
+            result: CaseResult::parse(&form.choice).ok_or("请选择办理结果")?,
+            reply: required("答复内容")?,
+        },
+        "callback" => {
+            let outcome = CallbackOutcome::parse(&form.choice);
+            Command::RecordCallback {
+                method: CallbackMethod::parse(&form.method).ok_or("请选择回访方式")?,
+                reached: outcome.is_some(),
+                outcome,
+                rating: if outcome.is_some() { form.rating.trim().parse().ok() } else { None },
+                comment: text,
+            }
+        }
+        "close" => Command::Close { reviewer: required("审核人")?, forced: false },
+        "return" => Command::Return { reason: required("原因")?, basis: clean(&form.basis) },
+        "reject" => Command::Reject { reason: required("原因")?, basis: clean(&form.basis) },
+        "suspend" => Command::Suspend { reason: required("原因")? },
+        "resume" => Command::Resume,
+        "reopen" => Command::Reopen { reason: required("原因")? },
+        "withdraw" => Command::Withdraw { reason: required("原因")? },
+        "supervise" => Command::Supervise {
+            level: SupervisionLevel::parse(&form.choice).ok_or("请选择督办级别")?,
+            comment: required("意见")?,
+        },
+        _ => return Err("未知的操作".to_owned()),
+    })
+}
+
+async fn case_action(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let back = format!("/desk/case/{id}");
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => return form_rejection(&app, &rejection, &back),
+    };
+    if let Err(response) = desk_csrf(&app, &session, &form.csrf) {
+        return response;
+    }
+    let view = match load_view(&app, &id).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    let ctx = match ctx(&app, &session) {
+        Ok(ctx) => ctx,
+        Err(response) => return response,
+    };
+    let title = format!("案件 {}", view.reg_no);
+    if form.action == "reveal" {
+        return reveal(&app, &session, &id, ctx, &clean(&form.text)).await;
+    }
+    let command = match command_of(&form, ctx.now_ms) {
+        Ok(command) => command,
+        Err(message) => {
+            return desk_page(
+                &session,
+                StatusCode::BAD_REQUEST,
+                &title,
+                case_body(&app, &session, &view, Some(Err(&message)), None),
+            );
+        }
+    };
+    match app.store.apply(&id, ctx, Arc::new(hall(&app)), command).await {
+        Ok(_) => Redirect::to(&format!("{back}?done={}", form.action)).into_response(),
+        Err(crate::store::WriteError::Command(error)) => {
+            let message = command_error_zh(&error);
+            desk_page(
+                &session,
+                StatusCode::BAD_REQUEST,
+                &title,
+                case_body(&app, &session, &view, Some(Err(&message)), None),
+            )
+        }
+        Err(error) => store_unavailable(&error),
+    }
+}
+
+/// Shows the full personal record once and records who looked and why (a `PiRevealed` event).
+async fn reveal(app: &App, session: &Session, id: &str, ctx: Ctx, purpose: &str) -> Response {
+    let shown: Arc<std::sync::Mutex<Option<zhaowo_crdt::pi::PersonalData>>> = Arc::default();
+    let slot = shown.clone();
+    let purpose_owned = purpose.to_owned();
+    let edit: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| {
+        let personal = case.reveal_personal_data(&ctx, &purpose_owned)?;
+        *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(personal);
+        let (events, _) = case.events();
+        events.last().map(|event| event.id.clone()).ok_or(zhaowo_crdt::CommandError::Empty { field: "events" })
+    });
+    let result = app.store.edit(id, edit).await;
+    let view = match load_view(app, id).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    let title = format!("案件 {}", view.reg_no);
+    match result {
+        Ok(_) => {
+            let personal = shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().unwrap_or_default();
+            tracing::info!(target: "zhaowo::_events::pi", case_id = id, staff = %session.staff(), "personal data revealed");
+            let revealed = html! {
+                div.card id="revealed" {
+                    strong { "完整个人信息（已记录查看）" }
+                    dl {
+                        dt { "姓名" } dd { (personal.name.unwrap_or_default()) }
+                        dt { "电话" } dd { (personal.phone.unwrap_or_default()) }
+                        @if let Some(address) = personal.address { dt { "地址" } dd { (address) } }
+                    }
+                }
+            };
+            desk_page(session, StatusCode::OK, &title, case_body(app, session, &view, None, Some(revealed)))
+        }
+        Err(crate::store::WriteError::Command(error)) => {
+            let message = command_error_zh(&error);
+            desk_page(
+                session,
+                StatusCode::BAD_REQUEST,
+                &title,
+                case_body(app, session, &view, Some(Err(&message)), None),
+            )
+        }
+        Err(error) => store_unavailable(&error),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Overdue, statistics, conflicts, peers, QR codes
+
+async fn overdue(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let now = crate::home::now_ms();
+    let rows = match app.store.overdue(now, crate::store::PAGE_ROWS_MAX).await {
+        Ok(rows) => rows,
+        Err(error) => return store_unavailable(&error),
+    };
+    let body = html! {
+        h1 { "超期清单（" (rows.len()) " 件）" }
+        p.hint { "按超期时长排序，最久的在前。" }
+        (rows_table(&app, &rows, now))
+    };
+    desk_page(&session, StatusCode::OK, "超期清单", body)
+}
+
+fn percent(rate: f64) -> String {
+    if rate.is_finite() { format!("{:.1}%", rate * 100.0) } else { "—".to_owned() }
+}
+
+/// A monthly bar chart (registered and closed) as inline SVG: no script, printable.
+fn monthly_chart(months: &[(String, i64, i64)]) -> Markup {
+    let max = months.iter().map(|(_, r, c)| (*r).max(*c)).max().unwrap_or(0).max(1);
+    let (width, height, left, bottom) = (640.0_f64, 220.0_f64, 30.0_f64, 30.0_f64);
+    let slot = (width - left) / months.len().max(1) as f64;
+    let bar = slot * 0.35;
+    let scale = |n: i64| (height - bottom - 10.0) * n as f64 / max as f64;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" aria-label="每月受理量与办结量" style="width:100%;max-width:760px;background:#fff">"#
+    );
+    svg.push_str(&format!(
+        r##"<line x1="{left}" y1="{y}" x2="{width}" y2="{y}" stroke="#999"/>"##,
+        y = height - bottom
+    ));
+    svg.push_str(&format!(r##"<text x="2" y="14" font-size="11" fill="#555">{max}</text>"##));
+    for (i, (label, registered, closed)) in months.iter().enumerate() {
+        let x = left + slot * i as f64 + slot * 0.1;
+        let (hr, hc) = (scale(*registered), scale(*closed));
+        svg.push_str(&format!(
+            r##"<rect x="{x:.1}" y="{:.1}" width="{bar:.1}" height="{hr:.1}" fill="#b3261e"><title>{label} 受理 {registered}</title></rect>"##,
+            height - bottom - hr
+        ));
+        svg.push_str(&format!(
+            r##"<rect x="{:.1}" y="{:.1}" width="{bar:.1}" height="{hc:.1}" fill="#2e7d32"><title>{label} 办结 {closed}</title></rect>"##,
+            x + bar,
+            height - bottom - hc
+        ));
+        svg.push_str(&format!(
+            r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#333">{label}</text>"##,
+            x + bar,
+            height - 10.0
+        ));
+    }
+    svg.push_str("</svg>");
+    // Built from numbers and month labels we format ourselves: nothing user-typed reaches the SVG.
+    html! {
+        (PreEscaped(svg))
+        p.hint { span style="color:#b3261e" { "■" } " 受理量　" span style="color:#2e7d32" { "■" } " 办结量" }
+    }
+}
+
+async fn stats(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let now = crate::home::now_ms();
+    let today = Date::of_ms(now);
+    let year_start = Date::new(today.year, 1, 1).unwrap_or(today);
+    let year = match app.store.statistics(year_start, today).await {
+        Ok(stats) => stats,
+        Err(error) => return store_unavailable(&error),
+    };
+    let mut months = Vec::new();
+    for back in (0..12).rev() {
+        let month_index = today.year * 12 + i32::from(today.month) - 1 - back;
+        let (y, m) = (month_index.div_euclid(12), (month_index.rem_euclid(12) + 1) as u8);
+        let (Some(first), Some(next)) = (
+            Date::new(y, m, 1),
+            Date::new((month_index + 1).div_euclid(12), ((month_index + 1).rem_euclid(12) + 1) as u8, 1),
+        ) else {
+            continue;
+        };
+        match app.store.statistics(first, next.add_days(-1)).await {
+            Ok(s) => months.push((format!("{m}月"), s.counts.registered, s.counts.closed)),
+            Err(error) => return store_unavailable(&error),
+        }
+    }
+    let by_status = super::metrics::cases_by_status(&app).await.unwrap_or_default();
+    let c = &year.counts;
+    let body = html! {
+        h1 { (today.year) " 年督查统计" }
+        p.hint { "件数少时比率波动大：比率旁均列出件数，请勿据此对窗口排名。" }
+        div.grid {
+            div.card { "受理量" div.kpi { (c.registered) " 件" } }
+            div.card { "响应率" div.kpi { (percent(year.response_rate)) } span.hint { (c.responded) " / " (c.registered) } }
+            div.card { "按时响应率" div.kpi { (percent(year.response_on_time_rate)) } span.hint { (c.responded_on_time) " / " (c.registered) } }
+            div.card { "办结率" div.kpi { (percent(year.close_rate)) } span.hint { (c.closed) " / " (c.registered) } }
+            div.card { "按期办结率" div.kpi { (percent(year.close_on_time_rate)) } span.hint { (c.closed_on_time) " / " (c.closed) } }
+            div.card { "满意率" div.kpi { (percent(year.satisfaction_rate)) } span.hint { (c.satisfied) " / " (c.rated) " · 平均 " (format!("{:.2}", year.rating_mean)) " 分" } }
+        }
+        h2 { "近 12 个月" }
+        (monthly_chart(&months))
+        h2 { "当前状态分布（全部案件）" }
+        table { tbody {
+            @for (code, count) in &by_status {
+                @if *count > 0 { tr { td { (label_of(Status::parse, Status::label, code)) } td { (count) } } }
+            }
+        } }
+    };
+    desk_page(&session, StatusCode::OK, "督查统计", body)
+}
+
+async fn conflicts(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let mut found = Vec::new();
+    let mut query = RegisterQuery { limit: crate::store::PAGE_ROWS_MAX, ..RegisterQuery::default() };
+    let mut seen = 0;
+    loop {
+        let page = match app.store.register_page(query.clone()).await {
+            Ok(page) => page,
+            Err(error) => return store_unavailable(&error),
+        };
+        for row in &page.rows {
+            if let Ok(view) = app.store.case_view(&row.case_id).await
+                && !view.conflicts.is_empty()
+            {
+                found.push(view);
+            }
+        }
+        seen += page.rows.len();
+        match page.next {
+            Some(next) if seen < limits::METRICS_CASES_MAX => query.after = Some(next),
+            _ => break,
+        }
+    }
+    let body = html! {
+        h1 { "冲突待核（" (found.len()) " 件）" }
+        p.hint { "离线节点同时做出的相互冲突的操作：未生效的一方保留在记录中，请核定。" }
+        @for view in &found {
+            div.card {
+                a href={ "/desk/case/" (view.case_id.as_str()) } { strong { (view.reg_no) } } " " (view.summary)
+                ul { @for conflict in &view.conflicts {
+                    li { (conflict.id) "：" @match &conflict.detail {
+                        ConflictDetail::Transition { loser_label, loser_staff, winner_label, .. } => {
+                            (loser_label) "（" (loser_staff) "）未生效" @if let Some(w) = winner_label { "，生效的是 " (w) }
+                        }
+                        ConflictDetail::Field { field, candidates } => {
+                            "字段 " (field) " 有 " (candidates.len()) " 个并发取值"
+                        }
+                    } }
+                } }
+            }
+        }
+        @if found.is_empty() { p { "没有待核的冲突。" } }
+    };
+    desk_page(&session, StatusCode::OK, "冲突待核", body)
+}
+
+async fn peers(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let config = &app.home.config;
+    let counts = app.store.counts().await.ok();
+    let body = html! {
+        h1 { "节点与同步" }
+        div.card { dl {
+            dt { "本节点" } dd { code { (app.home.identity.node_id()) } }
+            dt { "窗口" } dd { (config.window) " · " (config.display_name) " · " (config.role.label()) }
+            dt { "同步端口" } dd { (config.listen) }
+            @if let Some(c) = counts { dt { "本地案件" } dd { (c.docs) " 件（本地序号 " (c.local_seq) "）" } }
+        } }
+        h2 { "已知节点" }
+        div.error { "节点间同步尚未接入本页面：下表仅列出配置的节点地址，暂无连接状态和同步延迟。" }
+        table { thead { tr { th { "地址" } th { "状态" } } } tbody {
+            @for peer in &config.peers { tr { td { (peer) } td { "未知" } } }
+        } }
+        @if config.peers.is_empty() { p.hint { "未配置其他节点。" } }
+    };
+    desk_page(&session, StatusCode::OK, "节点与同步", body)
+}
+
+async fn qr_codes(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let hall = hall(&app);
+    let base = &app.options.public_base_url;
+    let body = html! {
+        h1 { "窗口二维码" }
+        p.hint.noprint { "打印后张贴在各窗口：群众扫码即可反映问题。链接地址：" (base) "/r/窗口编号" }
+        div.grid {
+            @for (code, window) in &hall.windows {
+                div.card {
+                    strong { (window.name) } " " span.hint { (code) " · " (window.floor) }
+                    (page::qr_svg(&format!("{base}/r/{code}")))
+                    p { "办不成事，扫码找我" }
+                }
+            }
+        }
+    };
+    desk_page(&session, StatusCode::OK, "窗口二维码", body)
+}

@@ -1,0 +1,244 @@
+//! The node's HTTP surfaces: the staff desk (登记簿, case pages, actions), the citizen pages (report, receipt, lookup),
+//! Open311 GeoReport v2 and `/metrics`.
+//!
+//! Server-rendered HTML (maud escapes every interpolation), no scripts at all: the pages work on a phone and a desktop
+//! browser, and the Content-Security-Policy forbids scripts so an injected `<script>` could not run even if escaping
+//! failed. Two listeners: the desk (everything) on loopback, the citizen pages and Open311 on the hall LAN address.
+//!
+//! Every handler turns bad input into a clear zh-CN page (or an Open311 error array) and stores nothing; limits are
+//! named in [`limits`] with their reasons.
+
+pub mod auth;
+pub mod cases;
+mod citizen;
+mod desk;
+mod guard;
+mod metrics;
+mod open311;
+mod page;
+
+use crate::home::Home;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// Named limits of the HTTP surfaces, each with why.
+pub mod limits {
+    /// One request body: the citizen form's longest field is 4,000 characters of detail (12 KB of UTF-8, ~36 KB
+    /// percent-encoded); 64 KiB holds every form with room and refuses absurd bodies before parsing.
+    pub const BODY_BYTES_MAX: usize = 64 * 1024;
+    /// Citizen reports per client address and period: a person reports one or two problems; a hall's shared Wi-Fi NAT
+    /// may put a few phones behind one address.
+    pub const CITIZEN_REPORTS_PER_PERIOD: u32 = 10;
+    /// Lookups per client address and period: checking progress a few times a day; a 查询码 has ~40 bits, so this
+    /// makes guessing hopeless.
+    pub const CITIZEN_LOOKUPS_PER_PERIOD: u32 = 30;
+    /// Desk sign-in attempts per client address and period (password guessing).
+    pub const SIGN_IN_ATTEMPTS_PER_PERIOD: u32 = 10;
+    /// The rate-limit period.
+    pub const RATE_PERIOD_MS: i64 = 10 * 60 * 1000;
+    /// Client addresses the rate limiter remembers: a hall has a few hundred phones a day; when full, expired entries
+    /// are dropped first and then the limiter refuses new clients rather than grow.
+    pub const RATE_CLIENTS_MAX: usize = 10_000;
+    /// A desk session lasts a working day.
+    pub const SESSION_MS: i64 = 10 * 3_600 * 1000;
+    /// Live desk sessions: a hall has tens of staff.
+    pub const SESSIONS_MAX: usize = 1_000;
+    /// Usernames: short ASCII handles.
+    pub const USERNAME_CHARS_MAX: usize = 32;
+    /// Passwords: at least this long.
+    pub const PASSWORD_CHARS_MIN: usize = 8;
+    /// Passwords: argon2 takes any length; a bound keeps hashing cost fixed.
+    pub const PASSWORD_CHARS_MAX: usize = 128;
+    /// Rows of one register book page.
+    pub const REGISTER_ROWS_PER_PAGE: usize = 50;
+    /// Rows of an Open311 `requests.json` answer (the spec suggests at most 1,000; a hall has ~154 cases a year).
+    pub const OPEN311_REQUESTS_MAX: usize = 200;
+    /// Cases counted by `/metrics` and the overdue list in one pass.
+    pub const METRICS_CASES_MAX: usize = 100_000;
+    const _: () = assert!(BODY_BYTES_MAX >= 4 * 4_000 * 3);
+    const _: () = assert!(PASSWORD_CHARS_MIN < PASSWORD_CHARS_MAX);
+}
+
+/// What a citizen report does after it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CitizenRouting {
+    /// 受理 and 派单 by the routing table (category → lead unit + co-units) at once, by the node.
+    Dispatch,
+    /// 受理 only: a clerk dispatches it from the desk, with the routing table's suggestion preselected.
+    Accept,
+    /// Leave it 待受理 for a clerk.
+    None,
+}
+
+/// How the HTTP surfaces behave. Build it with [`HttpOptions::recommended`] and change what a test needs.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The staff desk listener (with every route); loopback so only the window PC's own browser reaches it.
+    pub desk_listen: SocketAddr,
+    /// The base of citizen links printed in QR codes (the hall LAN address of the citizen listener), no trailing `/`.
+    pub public_base_url: String,
+    pub body_bytes_max: usize,
+    pub citizen_reports_per_period: u32,
+    pub citizen_lookups_per_period: u32,
+    pub sign_in_attempts_per_period: u32,
+    pub rate_period_ms: i64,
+    pub rate_clients_max: usize,
+    pub session_ms: i64,
+    /// Mark cookies `Secure` (and use the `__Host-` prefix): only when the pages are served over HTTPS.
+    pub secure_cookies: bool,
+    pub citizen_routing: CitizenRouting,
+}
+
+impl HttpOptions {
+    pub fn recommended(desk_listen: SocketAddr, public_base_url: String) -> HttpOptions {
+        HttpOptions {
+            desk_listen,
+            public_base_url,
+            body_bytes_max: limits::BODY_BYTES_MAX,
+            citizen_reports_per_period: limits::CITIZEN_REPORTS_PER_PERIOD,
+            citizen_lookups_per_period: limits::CITIZEN_LOOKUPS_PER_PERIOD,
+            sign_in_attempts_per_period: limits::SIGN_IN_ATTEMPTS_PER_PERIOD,
+            rate_period_ms: limits::RATE_PERIOD_MS,
+            rate_clients_max: limits::RATE_CLIENTS_MAX,
+            session_ms: limits::SESSION_MS,
+            // The desk and the hall LAN pages are plain HTTP today; a `Secure` cookie would never be sent back.
+            secure_cookies: false,
+            // The issue: "the new case is dispatched by the routing table".
+            citizen_routing: CitizenRouting::Dispatch,
+        }
+    }
+}
+
+/// Why the HTTP server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// Accepting or serving failed.
+    #[error("the HTTP server on {addr} failed")]
+    Serve { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Counters shown by `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub citizen_reports: AtomicU64,
+    pub citizen_lookups: AtomicU64,
+    pub lookups_failed: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub csrf_refused: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub open311_requests: AtomicU64,
+}
+
+/// Shared state of every handler.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub home: Home,
+    pub store: Arc<Store>,
+    pub options: HttpOptions,
+    pub sessions: guard::Sessions,
+    pub limiter: guard::RateLimiter,
+    /// Registration numbers are "highest so far + 1": two reports at once must not get the same number.
+    pub register_lock: tokio::sync::Mutex<()>,
+    pub counters: Counters,
+}
+
+pub(crate) type App = Arc<AppState>;
+
+fn state(home: Home, store: Arc<Store>, options: HttpOptions) -> App {
+    Arc::new(AppState {
+        sessions: guard::Sessions::new(options.session_ms),
+        limiter: guard::RateLimiter::new(options.rate_period_ms, options.rate_clients_max),
+        home,
+        store,
+        options,
+        register_lock: tokio::sync::Mutex::new(()),
+        counters: Counters::default(),
+    })
+}
+
+/// Security headers on every answer: no scripts, no framing, no sniffing, no referrer (a lookup URL holds a 查询码).
+async fn security_headers(request: axum::extract::Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let set = |headers: &mut axum::http::HeaderMap, name, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        set(headers, header::CACHE_CONTROL, "no-store");
+    }
+    response
+}
+
+fn finish(router: Router<App>, app: App) -> Router {
+    let body_max = app.options.body_bytes_max;
+    router
+        .fallback(page::not_found)
+        .layer(DefaultBodyLimit::max(body_max))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(app)
+}
+
+/// The citizen listener's routes: report, receipt, lookup and Open311 (no desk, no metrics).
+fn public_routes() -> Router<App> {
+    citizen::routes().merge(open311::routes())
+}
+
+/// Every route: the desk, `/metrics`, and the citizen pages and Open311 (so a clerk can show them on the window PC).
+fn desk_routes() -> Router<App> {
+    public_routes().merge(desk::routes()).merge(metrics::routes())
+}
+
+/// The desk router (every route) and the public router (citizen pages and Open311) over one shared state.
+pub fn routers(home: Home, store: Arc<Store>, options: HttpOptions) -> (Router, Router) {
+    let app = state(home, store, options);
+    (finish(desk_routes(), app.clone()), finish(public_routes(), app))
+}
+
+/// The router with every route (what the desk listener serves), for tests.
+pub fn router(home: Home, store: Arc<Store>, options: HttpOptions) -> Router {
+    routers(home, store, options).0
+}
+
+/// Serves the citizen pages and Open311 on `listen_addr` (the hall LAN address) and the desk on
+/// `options.desk_listen` (loopback), until one of them fails.
+pub async fn serve(
+    home: Home,
+    store: Arc<Store>,
+    listen_addr: SocketAddr,
+    options: HttpOptions,
+) -> Result<(), ServeError> {
+    let desk_addr = options.desk_listen;
+    let (desk, public) = routers(home, store, options);
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
+    };
+    let desk_listener = bind(desk_addr).await?;
+    let public_listener = bind(listen_addr).await?;
+    tracing::info!(desk = %desk_addr, public = %listen_addr, "http listening");
+    let serve_one = |listener: tokio::net::TcpListener, router: Router, addr: SocketAddr| async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .map_err(|source| ServeError::Serve { addr, source })
+    };
+    tokio::try_join!(serve_one(desk_listener, desk, desk_addr), serve_one(public_listener, public, listen_addr))
+        .map(drop)
+}

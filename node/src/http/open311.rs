@@ -1,0 +1,346 @@
+//! Open311 GeoReport v2 under `/open311/v2/` (JSON only): services, service definitions, posting a request, listing
+//! and reading requests, and tokens. Public fields only ([`zhaowo_crdt::PublicCaseView`]).
+//!
+//! Mapping: `service_code` is the category code, `service_request_id` the 登记编号, `token` the case id (returned by
+//! `POST requests.json`; `tokens/{token}.json` resolves it), `status_notes` the latest public reply,
+//! `agency_responsible` the lead unit, `expected_datetime` the due date. Datetimes are `+08:00`. `description` is
+//! the public summary: a case's detail may hold personal data and is never published. Errors are arrays of
+//! `{code, description}` with the matching HTTP status.
+
+use super::App;
+use super::citizen::{CheckedReport, ClientIp, ReportError, register_report};
+use super::guard::Bucket;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Form, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+use zhaowo_crdt::limits::{DETAIL_CHARS_MAX, NAME_CHARS_MAX};
+use zhaowo_crdt::model::{Nature, Status};
+use zhaowo_crdt::pi::{PersonalData, normalize_phone};
+use zhaowo_crdt::time::{Date, format_rfc3339};
+use zhaowo_crdt::{CaseView, Hall, RegNo};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/open311/v2/services.json", get(services))
+        .route("/open311/v2/services/{file}", get(service_definition))
+        .route("/open311/v2/requests.json", get(requests).post(post_request))
+        .route("/open311/v2/requests/{file}", get(request))
+        .route("/open311/v2/tokens/{file}", get(token))
+        .route("/open311/v2/{*rest}", get(unknown).post(unknown))
+}
+
+/// An Open311 error answer: `[{"code": status, "description": …}]`.
+fn error(status: StatusCode, description: &str) -> Response {
+    (status, Json(json!([{ "code": status.as_u16(), "description": description }]))).into_response()
+}
+
+async fn unknown() -> Response {
+    error(StatusCode::NOT_FOUND, "接口不存在（Open311 GeoReport v2：services、requests、tokens）")
+}
+
+/// The id part of `{id}.json`; other formats are refused (JSON only).
+fn json_file(file: &str) -> Result<&str, Response> {
+    match file.rsplit_once('.') {
+        Some((id, "json")) if !id.is_empty() => Ok(id),
+        Some((_, "xml")) => Err(error(StatusCode::BAD_REQUEST, "仅支持 JSON 格式（.json）")),
+        _ => Err(error(StatusCode::NOT_FOUND, "资源不存在：请使用 {id}.json")),
+    }
+}
+
+fn hall(app: &App) -> Hall {
+    app.home.hall().unwrap_or_else(|_| Hall::jiangan_default())
+}
+
+fn service_json(code: &str, category: &zhaowo_crdt::hall::Category, hall: &Hall) -> Value {
+    let unit = hall.units.get(&category.lead_unit).map_or(category.lead_unit.as_str(), |u| u.name.as_str());
+    json!({
+        "service_code": code,
+        "service_name": category.name,
+        "description": format!("{}相关诉求，默认承办单位：{unit}", category.name),
+        "metadata": false,
+        "type": "realtime",
+        "keywords": category.name,
+        "group": unit,
+    })
+}
+
+async fn services(State(app): State<App>) -> Response {
+    let hall = hall(&app);
+    let list: Vec<Value> = hall.categories.iter().map(|(code, category)| service_json(code, category, &hall)).collect();
+    Json(list).into_response()
+}
+
+async fn service_definition(State(app): State<App>, Path(file): Path<String>) -> Response {
+    let code = match json_file(&file) {
+        Ok(code) => code,
+        Err(response) => return response,
+    };
+    if !hall(&app).categories.contains_key(code) {
+        return error(StatusCode::NOT_FOUND, "service_code 不存在");
+    }
+    // No service has extra attributes (`metadata: false`); the definition lists none.
+    Json(json!({ "service_code": code, "attributes": [] })).into_response()
+}
+
+/// The fields of `POST requests.json` (the spec's names; location is optional in a service hall).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PostRequest {
+    service_code: String,
+    description: String,
+    first_name: String,
+    last_name: String,
+    phone: String,
+    email: String,
+    address_string: String,
+    lat: String,
+    long: String,
+    #[serde(rename = "attribute[nature]")]
+    nature: String,
+    #[serde(rename = "attribute[callback]")]
+    callback: String,
+}
+
+async fn post_request(
+    State(app): State<App>,
+    ClientIp(client): ClientIp,
+    form: Result<Form<PostRequest>, FormRejection>,
+) -> Response {
+    app.counters.open311_requests.fetch_add(1, Ordering::Relaxed);
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "请求内容过长");
+        }
+        Err(_) => return error(StatusCode::BAD_REQUEST, "请求须为 application/x-www-form-urlencoded 表单"),
+    };
+    if !app.limiter.allow(Bucket::Report, client, app.options.citizen_reports_per_period, crate::home::now_ms()) {
+        app.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::TOO_MANY_REQUESTS, "提交过于频繁，请稍后再试");
+    }
+    let hall = hall(&app);
+    let Some(category) = hall.categories.get(&form.service_code) else {
+        return error(StatusCode::BAD_REQUEST, "service_code 缺失或不存在");
+    };
+    let description = super::citizen::clean(&form.description);
+    if description.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "description 不能为空");
+    }
+    if description.chars().count() > DETAIL_CHARS_MAX {
+        return error(StatusCode::BAD_REQUEST, &format!("description 最多 {DETAIL_CHARS_MAX} 个字"));
+    }
+    let nature = if form.nature.is_empty() { Some(Nature::Help) } else { Nature::parse(&form.nature) };
+    let Some(nature) = nature else {
+        return error(StatusCode::BAD_REQUEST, "attribute[nature] 不是有效的诉求性质代码");
+    };
+    let name = super::citizen::clean(&format!("{}{}", form.last_name.trim(), form.first_name.trim()));
+    if name.chars().count() > NAME_CHARS_MAX {
+        return error(StatusCode::BAD_REQUEST, &format!("姓名最多 {NAME_CHARS_MAX} 个字"));
+    }
+    let phone = if form.phone.trim().is_empty() {
+        None
+    } else {
+        match normalize_phone(form.phone.trim()) {
+            Ok(phone) => Some(phone),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "phone 格式不正确"),
+        }
+    };
+    let mut detail = description;
+    let location = super::citizen::clean(&form.address_string);
+    if !location.is_empty() {
+        detail = format!("{detail}\n地点：{location}");
+    }
+    if !form.lat.trim().is_empty() || !form.long.trim().is_empty() {
+        detail = format!("{detail}\n坐标：{}, {}", form.lat.trim(), form.long.trim());
+    }
+    let _ = &form.email;
+    let report = CheckedReport {
+        nature,
+        category: form.service_code.clone(),
+        // The public summary: the service name only (a description may carry personal data).
+        summary: format!("{}诉求（在线提交）", category.name),
+        detail,
+        personal: PersonalData {
+            name: (!name.is_empty()).then_some(name),
+            callback_ok: phone.is_some() && matches!(form.callback.as_str(), "true" | "1" | "yes"),
+            anonymous: phone.is_none(),
+            phone,
+            ..PersonalData::default()
+        },
+    };
+    let window = app.home.config.window.clone();
+    match register_report(&app, &window, report).await {
+        Ok((reg_no, code, case_id)) => Json(json!([{
+            "service_request_id": reg_no.to_string(),
+            "token": case_id,
+            "service_notice": format!("已登记，登记编号 {reg_no}，查询码 {}，请妥善保存。", code.as_str()),
+            "account_id": Value::Null,
+        }]))
+        .into_response(),
+        Err(ReportError::Command(refused)) => error(StatusCode::BAD_REQUEST, &super::page::command_error_zh(&refused)),
+        Err(other) => {
+            tracing::error!(error = %other, "open311 request not stored");
+            error(StatusCode::SERVICE_UNAVAILABLE, "暂时无法保存，请稍后再试")
+        }
+    }
+}
+
+/// One request as Open311 shows it, from the public view only.
+fn request_json(view: &CaseView, hall: &Hall) -> Value {
+    let public = view.public();
+    let service_name = hall.categories.get(&public.category).map_or(public.category.clone(), |c| c.name.clone());
+    let agency = public.lead_unit.as_ref().map(|unit| hall.units.get(unit).map_or(unit.clone(), |u| u.name.clone()));
+    json!({
+        "service_request_id": public.reg_no.to_string(),
+        "status": if public.open { "open" } else { "closed" },
+        "status_notes": public.replies.last().map(|reply| reply.text.clone()),
+        "service_name": service_name,
+        "service_code": public.category,
+        "description": public.summary,
+        "agency_responsible": agency,
+        "service_notice": public.status.label(),
+        "requested_datetime": format_rfc3339(public.registered_at_ms),
+        "updated_datetime": format_rfc3339(public.updated_at_ms),
+        "expected_datetime": public.expected_ms.map(format_rfc3339),
+        "address": Value::Null,
+        "address_id": Value::Null,
+        "zipcode": Value::Null,
+        "lat": Value::Null,
+        "long": Value::Null,
+        "media_url": Value::Null,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RequestsQuery {
+    service_request_id: Option<String>,
+    service_code: Option<String>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+    status: Option<String>,
+}
+
+/// The date of a W3C datetime (`2026-11-01T00:00:00+08:00` or `2026-11-01`): the lists filter by day.
+fn parse_day(text: &str) -> Option<Date> {
+    Date::parse(text.get(..10)?)
+}
+
+async fn view_of_reg_no(app: &App, text: &str) -> Result<Option<CaseView>, Response> {
+    let Some(reg_no) = RegNo::parse(text.trim()) else { return Ok(None) };
+    match super::cases::find_reg_no(&app.store, &reg_no).await {
+        Ok(Some(case_id)) => match app.store.case_view(&case_id).await {
+            Ok(view) => Ok(Some(view)),
+            Err(_) => Err(error(StatusCode::SERVICE_UNAVAILABLE, "暂时无法读取数据")),
+        },
+        Ok(None) => Ok(None),
+        Err(_) => Err(error(StatusCode::SERVICE_UNAVAILABLE, "暂时无法读取数据")),
+    }
+}
+
+async fn requests(
+    State(app): State<App>,
+    query: Result<Query<RequestsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "查询参数格式不正确") };
+    let hall = hall(&app);
+    if let Some(ids) = &query.service_request_id {
+        let ids: Vec<&str> = ids.split(',').filter(|id| !id.trim().is_empty()).collect();
+        if ids.len() > super::limits::OPEN311_REQUESTS_MAX {
+            return error(StatusCode::BAD_REQUEST, "service_request_id 过多");
+        }
+        let mut list = Vec::new();
+        for id in ids {
+            match view_of_reg_no(&app, id).await {
+                Ok(Some(view)) => list.push(request_json(&view, &hall)),
+                Ok(None) => {}
+                Err(response) => return response,
+            }
+        }
+        return Json(list).into_response();
+    }
+    let status_open = match query.status.as_deref() {
+        None | Some("") => None,
+        Some("open") => Some(true),
+        Some("closed") => Some(false),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "status 只能是 open 或 closed"),
+    };
+    if let Some(code) = query.service_code.as_deref().filter(|code| !code.is_empty())
+        && !hall.categories.contains_key(code)
+    {
+        return error(StatusCode::BAD_REQUEST, "service_code 不存在");
+    }
+    let now = crate::home::now_ms();
+    let day = |text: &Option<String>| match text.as_deref() {
+        None | Some("") => Ok(None),
+        Some(text) => parse_day(text).map(Some).ok_or(()),
+    };
+    let (Ok(start), Ok(end)) = (day(&query.start_date), day(&query.end_date)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "start_date / end_date 须为 W3C 日期时间（如 2026-11-01T00:00:00+08:00）",
+        );
+    };
+    // The spec's default window: the last 90 days.
+    let from_ms = start.map_or(now - 90 * zhaowo_crdt::time::DAY_MS, |d| d.at_minute_ms(0));
+    let to_ms = end.map(|d| d.add_days(1).at_minute_ms(0));
+    let register_query = crate::store::RegisterQuery {
+        category: query.service_code.clone().filter(|code| !code.is_empty()),
+        registered_from_ms: Some(from_ms),
+        registered_to_ms: to_ms,
+        limit: crate::store::PAGE_ROWS_MAX,
+        ..crate::store::RegisterQuery::default()
+    };
+    let page = match app.store.register_page(register_query).await {
+        Ok(page) => page,
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "暂时无法读取数据"),
+    };
+    let mut list = Vec::new();
+    for row in page.rows {
+        let open = Status::parse(&row.status).is_none_or(Status::is_open);
+        if status_open.is_some_and(|wanted| wanted != open) {
+            continue;
+        }
+        if list.len() >= super::limits::OPEN311_REQUESTS_MAX {
+            break;
+        }
+        match app.store.case_view(&row.case_id).await {
+            Ok(view) => list.push(request_json(&view, &hall)),
+            Err(_) => continue,
+        }
+    }
+    Json(list).into_response()
+}
+
+async fn request(State(app): State<App>, Path(file): Path<String>) -> Response {
+    let id = match json_file(&file) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match view_of_reg_no(&app, id).await {
+        Ok(Some(view)) => Json(json!([request_json(&view, &hall(&app))])).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "service_request_id 不存在"),
+        Err(response) => response,
+    }
+}
+
+async fn token(State(app): State<App>, Path(file): Path<String>) -> Response {
+    let token = match json_file(&file) {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    if zhaowo_crdt::CaseId::parse(token).is_none() {
+        return error(StatusCode::NOT_FOUND, "token 不存在");
+    }
+    match app.store.case_view(token).await {
+        Ok(view) => Json(json!([{ "service_request_id": view.reg_no.to_string(), "token": token }])).into_response(),
+        Err(crate::store::ReadError::UnknownCase(_)) => error(StatusCode::NOT_FOUND, "token 不存在"),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "暂时无法读取数据"),
+    }
+}

@@ -1,0 +1,179 @@
+//! The page frame shared by the desk and the citizen pages (zh-CN, phone-first CSS, no scripts), the error page, and
+//! small renderers (times, QR codes as inline SVG).
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+/// One stylesheet inline (the CSP allows inline styles and nothing else): readable at 360 px, wider tables scroll.
+const CSS: &str = r#"
+*{box-sizing:border-box}
+body{margin:0;font-family:"Noto Sans CJK SC","PingFang SC","Microsoft YaHei",sans-serif;font-size:16px;line-height:1.6;color:#1f2328;background:#f5f6f8}
+header{background:#b3261e;color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:center}
+header a{color:#fff}
+header .brand{font-weight:bold;font-size:1.1rem;margin-right:auto}
+main{max-width:1100px;margin:0 auto;padding:1rem}
+main.narrow{max-width:560px}
+h1{font-size:1.35rem;margin:.4rem 0 1rem}
+h2{font-size:1.1rem;margin:1.4rem 0 .6rem}
+.card{background:#fff;border:1px solid #d8dce1;border-radius:8px;padding:1rem;margin-bottom:1rem}
+label{display:block;font-weight:bold;margin:.8rem 0 .2rem}
+label.inline{display:inline;font-weight:normal}
+input[type=text],input[type=tel],input[type=password],input[type=search],input[type=number],input[type=datetime-local],select,textarea{width:100%;padding:.55rem;font-size:1rem;border:1px solid #9aa1a9;border-radius:6px;background:#fff}
+textarea{min-height:7rem}
+button,.button{display:inline-block;background:#b3261e;color:#fff;border:0;border-radius:6px;padding:.6rem 1.2rem;font-size:1rem;text-decoration:none;cursor:pointer;margin:.6rem .4rem 0 0}
+button.secondary,.button.secondary{background:#59636e}
+.hint{color:#59636e;font-size:.9rem}
+.error{background:#fdecea;border:1px solid #b3261e;color:#8a1c15;border-radius:6px;padding:.6rem .8rem;margin:.6rem 0}
+.ok{background:#e8f5e9;border:1px solid #2e7d32;color:#1b5e20;border-radius:6px;padding:.6rem .8rem;margin:.6rem 0}
+.big{font-size:1.6rem;font-weight:bold;letter-spacing:.08em;font-family:monospace}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border-bottom:1px solid #e1e4e8;padding:.45rem .5rem;text-align:left;vertical-align:top}
+th{background:#f0f2f4;white-space:nowrap}
+.scroll{overflow-x:auto}
+.tag{display:inline-block;border-radius:4px;padding:0 .4rem;font-size:.85rem;background:#e8eaed}
+.tag.red{background:#fdecea;color:#8a1c15}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem;margin:0}
+dt{color:#59636e}
+dd{margin:0;word-break:break-word}
+.timeline li{margin-bottom:.5rem}
+.superseded{text-decoration:line-through;color:#8c959f}
+.filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end}
+.filters>div{flex:1 1 9rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:1rem}
+.qr svg{width:100%;height:auto;max-width:260px}
+.kpi{font-size:1.4rem;font-weight:bold}
+@media print{header,form,.noprint{display:none}body{background:#fff}.card{border:0;break-inside:avoid}}
+"#;
+
+/// Who is signed in, for the header.
+#[derive(Debug, Clone, Copy)]
+pub enum Frame<'a> {
+    /// A citizen page (no desk links).
+    Citizen,
+    /// A desk page, with the staff member's name and a sign-out button carrying the session's CSRF token.
+    Desk { staff: &'a str, role: &'a str, csrf: &'a str },
+    /// The sign-in page.
+    SignIn,
+}
+
+/// The whole page around `body`.
+pub fn layout(title: &str, frame: Frame<'_>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="zh-CN" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · 找我" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    span.brand { "找我 · 办不成事窗口" }
+                    @if let Frame::Desk { staff, role, csrf } = frame {
+                        a href="/desk" { "登记簿" }
+                        a href="/desk/new" { "新登记" }
+                        a href="/desk/overdue" { "超期" }
+                        a href="/desk/stats" { "督查统计" }
+                        a href="/desk/conflicts" { "冲突待核" }
+                        a href="/desk/peers" { "同步" }
+                        a href="/desk/qr" { "窗口二维码" }
+                        span { (staff) "（" (role) "）" }
+                        form method="post" action="/desk/logout" style="display:inline" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button.secondary type="submit" style="margin:0;padding:.2rem .6rem" { "退出" }
+                        }
+                    }
+                }
+                main class=(if matches!(frame, Frame::Desk { .. }) { "" } else { "narrow" }) { (body) }
+            }
+        }
+    }
+}
+
+/// An HTML response.
+pub fn respond(status: StatusCode, markup: Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+/// A clear error page: what went wrong, and that nothing was stored.
+pub fn error_page(status: StatusCode, title: &str, message: &str, back: Option<(&str, &str)>) -> Response {
+    let body = html! {
+        h1 { (title) }
+        div.error { (message) }
+        p.hint { "本次提交未保存任何内容。" }
+        @if let Some((href, text)) = back {
+            a.button href=(href) { (text) }
+        }
+    };
+    respond(status, layout(title, Frame::Citizen, body))
+}
+
+/// The fallback for unknown paths.
+pub async fn not_found() -> Response {
+    error_page(StatusCode::NOT_FOUND, "页面不存在", "您访问的页面不存在，请检查地址。", None)
+}
+
+/// `2026-11-25 16:30` (UTC+08:00).
+pub fn minute(ms: i64) -> String {
+    zhaowo_crdt::time::format_local_minute(ms)
+}
+
+/// A QR code of `text` as inline SVG markup (generated here from our own URL; no user text reaches the SVG).
+pub fn qr_svg(text: &str) -> Markup {
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => {
+            let svg = code
+                .render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(200, 200)
+                .dark_color(qrcode::render::svg::Color("#000000"))
+                .light_color(qrcode::render::svg::Color("#ffffff"))
+                .build();
+            // The renderer emits an XML declaration; inline SVG in HTML starts at `<svg`.
+            let start = svg.find("<svg").unwrap_or(0);
+            html! { div.qr { (PreEscaped(&svg[start..])) } }
+        }
+        Err(_) => html! { p.hint { "二维码生成失败，请直接访问：" (text) } },
+    }
+}
+
+/// The zh-CN name of a field named in a case-rule error.
+fn field_zh(field: &str) -> &str {
+    match field {
+        "summary" => "诉求摘要",
+        "detail" => "诉求内容",
+        "expectation" => "诉求人期望",
+        "location" => "地点",
+        "name" => "姓名",
+        "reply" | "text" => "内容",
+        "reason" => "原因",
+        "basis" => "依据",
+        "minutes" => "会诊纪要",
+        "purpose" => "用途",
+        "tag" | "tags" => "标签",
+        "assignee" => "承办人",
+        "reviewer" => "审核人",
+        "comment" => "说明",
+        other => other,
+    }
+}
+
+/// A case-rule refusal in zh-CN for a page.
+pub fn command_error_zh(error: &zhaowo_crdt::CommandError) -> String {
+    use zhaowo_crdt::CommandError as E;
+    match error {
+        E::Role { role, .. } => format!("您的角色（{}）不能执行此操作", role.label()),
+        E::State { status, .. } => format!("案件当前状态为“{}”，不能执行此操作", status.label()),
+        E::Empty { field } => format!("请填写{}", field_zh(field)),
+        E::TooLong { field, chars, max } => format!("{}最多 {max} 个字，现为 {chars} 个字", field_zh(field)),
+        E::ControlCharacter { field } => format!("{}含有无法识别的控制字符", field_zh(field)),
+        E::TooMany { field, max, .. } => format!("{}最多 {max} 项", field_zh(field)),
+        E::SummaryHasPersonalData => "诉求摘要会公开显示，不能包含电话号码或证件号码".to_owned(),
+        E::UnknownCategory(code) => format!("诉求类别 {code} 不存在"),
+        E::UnknownUnit(code) => format!("单位 {code} 不存在"),
+        E::UnknownWindow(code) => format!("窗口 {code} 不存在"),
+        E::PersonalData(_) => "联系电话或个人信息格式不正确".to_owned(),
+        other => format!("操作未执行（{other}）"),
+    }
+}

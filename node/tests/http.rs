@@ -1,0 +1,654 @@
+//! HTTP tests in process (tower `oneshot` on the router, a real node directory and store in a temp dir): the citizen
+//! report → receipt → lookup path and its hardening (escaping, CSRF, limits, rate limits, nothing stored on error),
+//! every Open311 endpoint and error path, the desk sign-in and case actions, and `/metrics`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+use zhaowo_crdt::model::Role;
+use zhaowo_node::home::{Home, InitOptions, now_ms};
+use zhaowo_node::http::{CitizenRouting, HttpOptions};
+use zhaowo_node::store::Store;
+
+struct Node {
+    _dir: tempfile::TempDir,
+    router: Router,
+    public: Router,
+    store: Arc<Store>,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    }
+}
+
+const PASSWORD: &str = "window-pass-2026";
+
+fn node_with(configure: impl FnOnce(&mut HttpOptions)) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let options = InitOptions {
+        hall_name: Some("测试政务服务中心".to_owned()),
+        window: "BBC01".to_owned(),
+        role: Role::Window,
+        display_name: "办不成事窗口".to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+    };
+    let mut home = Home::init(dir.path(), options, now_ms()).unwrap();
+    home.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
+    home.set_account("dc", "督查员", Role::Supervision, PASSWORD, now_ms()).unwrap();
+    let store = Arc::new(home.open_store().unwrap());
+    let mut http = HttpOptions::recommended("127.0.0.1:0".parse().unwrap(), "http://192.168.1.20:8080".to_owned());
+    configure(&mut http);
+    let (router, public) = zhaowo_node::http::routers(home, store.clone(), http);
+    Node { _dir: dir, router, public, store }
+}
+
+fn node() -> Node {
+    node_with(|_| {})
+}
+
+fn client(n: u8) -> SocketAddr {
+    SocketAddr::from(([192, 168, 1, n], 40000))
+}
+
+impl Node {
+    async fn send(&self, router: &Router, request: Request<Body>) -> Answer {
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        Answer { status, headers, body: String::from_utf8(bytes.to_vec()).unwrap() }
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> Answer {
+        self.get_from(path, cookie, client(10)).await
+    }
+
+    async fn get_from(&self, path: &str, cookie: &str, from: SocketAddr) -> Answer {
+        let mut request = Request::get(path).header(header::COOKIE, cookie).body(Body::empty()).unwrap();
+        request.extensions_mut().insert(ConnectInfo(from));
+        self.send(&self.router, request).await
+    }
+
+    async fn post(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Answer {
+        self.post_from(path, cookie, fields, client(10)).await
+    }
+
+    async fn post_from(&self, path: &str, cookie: &str, fields: &[(&str, &str)], from: SocketAddr) -> Answer {
+        self.post_raw(path, cookie, encode(fields), from).await
+    }
+
+    async fn post_raw(&self, path: &str, cookie: &str, body: String, from: SocketAddr) -> Answer {
+        let mut request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, cookie)
+            .body(Body::from(body))
+            .unwrap();
+        request.extensions_mut().insert(ConnectInfo(from));
+        self.send(&self.router, request).await
+    }
+
+    async fn case_count(&self) -> usize {
+        self.store.counts().await.unwrap().docs as usize
+    }
+
+    /// Opens the report form and returns the CSRF cookie and token.
+    async fn citizen_csrf(&self) -> (String, String) {
+        let form = self.get("/r/BBC01", "").await;
+        assert_eq!(form.status, StatusCode::OK);
+        let cookie = form.set_cookies().into_iter().find(|c| c.starts_with("zw_csrf=")).expect("csrf cookie");
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        (cookie, hidden(&form.body, "csrf"))
+    }
+
+    async fn report(&self, fields: &[(&str, &str)]) -> Answer {
+        self.report_from(fields, client(10)).await
+    }
+
+    async fn report_from(&self, fields: &[(&str, &str)], from: SocketAddr) -> Answer {
+        let (cookie, csrf) = self.citizen_csrf().await;
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post_from("/r/BBC01", &cookie, &all, from).await
+    }
+
+    async fn sign_in(&self, username: &str) -> (String, String) {
+        let form = self.get("/desk/login", "").await;
+        let cookie = form.set_cookies().into_iter().find(|c| c.starts_with("zw_csrf=")).unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let csrf = hidden(&form.body, "csrf");
+        let answer =
+            self.post("/desk/login", &cookie, &[("csrf", &csrf), ("username", username), ("password", PASSWORD)]).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        let session = answer.set_cookies().into_iter().find(|c| c.starts_with("zw_session=")).unwrap();
+        assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"), "{session}");
+        let session = session.split(';').next().unwrap().to_owned();
+        let book = self.get("/desk", &session).await;
+        assert_eq!(book.status, StatusCode::OK);
+        (session, hidden(&book.body, "csrf"))
+    }
+}
+
+fn encode(fields: &[(&str, &str)]) -> String {
+    fields.iter().map(|(k, v)| format!("{}={}", percent(k), percent(v))).collect::<Vec<_>>().join("&")
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of the first hidden input `name`.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no hidden {name} in {html}")) + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+/// The text of the element with `id` (up to its first `<`).
+fn by_id(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no #{id}")) + marker.len();
+    let start = start + html[start..].find('>').unwrap() + 1;
+    html[start..start + html[start..].find('<').unwrap()].to_owned()
+}
+
+const REPORT: &[(&str, &str)] = &[
+    ("nature", "QZ"),
+    ("category", "BDC"),
+    ("summary", "老房子登记成一套，实际是两套"),
+    ("detail", "房改房当年登记为一套，\r\n实际上是两套独立住房，材料缺失。"),
+    ("name", "李建国"),
+    ("phone", "13812345678"),
+    ("consent", "yes"),
+];
+
+#[tokio::test]
+async fn a_citizen_reports_gets_a_receipt_and_looks_up_public_fields_only() {
+    let node = node();
+    let receipt = node.report(REPORT).await;
+    assert_eq!(receipt.status, StatusCode::OK, "{}", receipt.body);
+    assert!(receipt.body.contains("提交成功") && receipt.body.contains("<svg"), "receipt with a QR code");
+    let reg_no = by_id(&receipt.body, "reg-no");
+    let code = by_id(&receipt.body, "query-code");
+    assert!(reg_no.starts_with("BBC01-") && code.len() == 8, "{reg_no} {code}");
+    assert_eq!(node.case_count().await, 1);
+
+    let lookup = node.get(&format!("/q?no={reg_no}&code={}", code.to_lowercase()), "").await;
+    assert_eq!(lookup.status, StatusCode::OK, "{}", lookup.body);
+    // The recommended routing dispatches by the routing table (BDC → 不动产登记中心).
+    assert!(lookup.body.contains("已派单") && lookup.body.contains("不动产登记中心"), "{}", lookup.body);
+    assert!(lookup.body.contains("老房子登记成一套"));
+    for private in ["李建国", "13812345678", "1381", "材料缺失", "系统（路由表）"] {
+        assert!(!lookup.body.contains(private), "lookup shows `{private}`");
+    }
+    assert!(lookup.body.contains("预计办结"));
+
+    // A wrong code and an unknown number get the same page, and a lookup changes nothing.
+    let wrong = node.get(&format!("/q?no={reg_no}&code=ABCDEFGH"), "").await;
+    let unknown = node.get("/q?no=BBC01-2026-9999&code=ABCDEFGH", "").await;
+    let garbage = node.get("/q?no=%3Cscript%3E&code=x", "").await;
+    for answer in [&wrong, &unknown, &garbage] {
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert!(answer.body.contains("登记编号或查询码不正确"));
+        assert!(!answer.body.contains("<script>"));
+    }
+    assert_eq!(node.case_count().await, 1);
+    println!("citizen path: receipt {reg_no}, lookup ok, 3 wrong lookups refused, cases=1");
+}
+
+#[tokio::test]
+async fn script_injection_in_every_citizen_field_renders_inert() {
+    let node = node();
+    let script = "<script>alert(1)</script>";
+    let img = "\"><img src=x onerror=alert(2)>";
+    let answer = node
+        .report(&[
+            ("nature", "QZ"),
+            ("category", "ZONGHE"),
+            ("summary", &format!("摘要{script}")),
+            ("detail", &format!("内容{img}{script}")),
+            ("name", &format!("名{script}")),
+            ("phone", ""),
+        ])
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let reg_no = by_id(&answer.body, "reg-no");
+    let code = by_id(&answer.body, "query-code");
+    let lookup = node.get(&format!("/q?no={reg_no}&code={code}"), "").await;
+    assert!(lookup.body.contains("摘要&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", lookup.body);
+    let (session, _) = node.sign_in("wangmin").await;
+    let book = node.get("/desk", &session).await;
+    let case_id = book.body.split("/desk/case/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let page = node.get(&format!("/desk/case/{case_id}"), &session).await;
+    // A refused form echoes the typed values back: escaped too.
+    let refused = node
+        .report(&[
+            ("nature", "QZ"),
+            ("category", "ZONGHE"),
+            ("summary", ""),
+            ("detail", img),
+            ("name", script),
+            ("phone", script),
+        ])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let mut checked = 0;
+    for (what, html) in
+        [("lookup", &lookup.body), ("book", &book.body), ("case", &page.body), ("refused", &refused.body)]
+    {
+        assert!(!html.contains("<script>alert"), "{what}: raw script");
+        assert!(!html.contains("<img src=x"), "{what}: raw img");
+        checked += 1;
+    }
+    assert!(page.body.contains("&lt;img src=x onerror=alert(2)&gt;"), "detail escaped on the case page");
+    assert!(page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("default-src 'none'"));
+    println!("injection: {checked} pages checked, no raw markup, CSP forbids scripts");
+}
+
+#[tokio::test]
+async fn bad_citizen_input_gets_a_clear_page_and_stores_nothing() {
+    let node = node_with(|o| o.body_bytes_max = 16 * 1024);
+    let (cookie, csrf) = node.citizen_csrf().await;
+    let huge = "很".repeat(20_000);
+    let oversized = node
+        .post(
+            "/r/BBC01",
+            &cookie,
+            &[("csrf", &csrf), ("nature", "QZ"), ("category", "BDC"), ("summary", "x"), ("detail", &huge)],
+        )
+        .await;
+    assert_eq!(oversized.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(oversized.body.contains("提交内容过长") && oversized.body.contains("未保存"), "{}", oversized.body);
+
+    let long_summary = "长".repeat(101);
+    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        ("no csrf", vec![("nature", "QZ"), ("category", "BDC"), ("summary", "s"), ("detail", "d")], "页面已过期"),
+        (
+            "empty summary",
+            vec![("csrf", &csrf), ("nature", "QZ"), ("category", "BDC"), ("summary", " "), ("detail", "d")],
+            "请填写诉求摘要",
+        ),
+        (
+            "long summary",
+            vec![("csrf", &csrf), ("nature", "QZ"), ("category", "BDC"), ("summary", &long_summary), ("detail", "d")],
+            "最多 100 个字",
+        ),
+        (
+            "phone in summary",
+            vec![
+                ("csrf", &csrf),
+                ("nature", "QZ"),
+                ("category", "BDC"),
+                ("summary", "电话13812345678"),
+                ("detail", "d"),
+            ],
+            "请不要填写电话号码",
+        ),
+        (
+            "bad phone",
+            vec![
+                ("csrf", &csrf),
+                ("nature", "QZ"),
+                ("category", "BDC"),
+                ("summary", "s"),
+                ("detail", "d"),
+                ("phone", "12"),
+            ],
+            "联系电话格式不正确",
+        ),
+        (
+            "consent without phone",
+            vec![
+                ("csrf", &csrf),
+                ("nature", "QZ"),
+                ("category", "BDC"),
+                ("summary", "s"),
+                ("detail", "d"),
+                ("consent", "yes"),
+            ],
+            "同意回访时请填写联系电话",
+        ),
+        (
+            "unknown category",
+            vec![("csrf", &csrf), ("nature", "QZ"), ("category", "NOPE"), ("summary", "s"), ("detail", "d")],
+            "请选择诉求类别",
+        ),
+        (
+            "unknown nature",
+            vec![("csrf", &csrf), ("nature", "XX"), ("category", "BDC"), ("summary", "s"), ("detail", "d")],
+            "请选择诉求性质",
+        ),
+        (
+            "control character",
+            vec![("csrf", &csrf), ("nature", "QZ"), ("category", "BDC"), ("summary", "s\u{7}"), ("detail", "d")],
+            "控制字符",
+        ),
+    ];
+    let n = cases.len();
+    for (what, fields, message) in cases {
+        let answer = node.post("/r/BBC01", &cookie, &fields).await;
+        assert!(answer.status.is_client_error(), "{what}: {}", answer.status);
+        assert!(answer.body.contains(message), "{what}: expected `{message}` in {}", answer.body);
+    }
+    let malformed = node.post_raw("/r/BBC01", &cookie, "%zz=%%%".to_owned(), client(10)).await;
+    assert!(malformed.status.is_client_error());
+    let unknown_window = node.get("/r/NOWHERE", "").await;
+    assert_eq!(unknown_window.status, StatusCode::NOT_FOUND);
+    assert!(unknown_window.body.contains("窗口不存在"));
+    assert_eq!(node.case_count().await, 0, "nothing stored");
+    println!("bad input: oversized + {n} refused forms + malformed + unknown window, cases=0");
+}
+
+#[tokio::test]
+async fn rate_limits_trigger_per_client() {
+    let node = node_with(|o| {
+        o.citizen_reports_per_period = 2;
+        o.citizen_lookups_per_period = 3;
+    });
+    let fields = &REPORT[..5];
+    for _ in 0..2 {
+        assert_eq!(node.report_from(fields, client(1)).await.status, StatusCode::OK);
+    }
+    let limited = node.report_from(fields, client(1)).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.body.contains("操作过于频繁") && limited.headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(node.report_from(fields, client(2)).await.status, StatusCode::OK, "another phone is not limited");
+    assert_eq!(node.case_count().await, 3);
+    for _ in 0..3 {
+        assert_eq!(
+            node.get_from("/q?no=BBC01-2026-0001&code=AAAAAAAA", "", client(1)).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    assert_eq!(
+        node.get_from("/q?no=BBC01-2026-0001&code=AAAAAAAA", "", client(1)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let metrics = node.get("/metrics", "").await.body;
+    assert!(metrics.contains("zhaowo_http_rate_limited_total 2"), "{metrics}");
+    println!("rate limits: report 3rd refused, lookup 4th refused, other client allowed");
+}
+
+#[tokio::test]
+async fn open311_endpoints_and_error_paths() {
+    let node = node();
+    let mut checks = 0;
+    let mut check = |ok: bool, what: &str| {
+        assert!(ok, "{what}");
+        checks += 1;
+    };
+    let services = node.get("/open311/v2/services.json", "").await;
+    check(services.status == StatusCode::OK, "services 200");
+    let list = services.json();
+    check(list.as_array().is_some_and(|l| l.len() == 12), "12 services");
+    let bdc = list.as_array().unwrap().iter().find(|s| s["service_code"] == "BDC").unwrap();
+    check(
+        bdc["service_name"] == "不动产登记" && bdc["metadata"] == false && bdc["type"] == "realtime",
+        "service fields",
+    );
+    let definition = node.get("/open311/v2/services/BDC.json", "").await;
+    check(definition.status == StatusCode::OK && definition.json()["attributes"].is_array(), "definition");
+
+    let error_of = |answer: &Answer, status: StatusCode| {
+        let body = answer.json();
+        answer.status == status
+            && body
+                .as_array()
+                .is_some_and(|a| a.len() == 1 && a[0]["code"] == status.as_u16() && a[0]["description"].is_string())
+    };
+    check(error_of(&node.get("/open311/v2/services/NOPE.json", "").await, StatusCode::NOT_FOUND), "unknown service");
+    check(error_of(&node.get("/open311/v2/services/BDC.xml", "").await, StatusCode::BAD_REQUEST), "xml refused");
+    check(error_of(&node.get("/open311/v2/nothing.json", "").await, StatusCode::NOT_FOUND), "unknown endpoint");
+
+    let post = node
+        .post(
+            "/open311/v2/requests.json",
+            "",
+            &[
+                ("service_code", "BDC"),
+                ("description", "房产证分割<script>x</script>"),
+                ("first_name", "建国"),
+                ("last_name", "李"),
+                ("phone", "13812345678"),
+                ("address_string", "江岸区某路1号"),
+            ],
+        )
+        .await;
+    check(post.status == StatusCode::OK, &post.body);
+    let created = post.json();
+    let id = created[0]["service_request_id"].as_str().unwrap().to_owned();
+    let token = created[0]["token"].as_str().unwrap().to_owned();
+    check(id.starts_with("BBC01-") && created[0]["service_notice"].as_str().unwrap().contains("查询码"), "post answer");
+
+    for (fields, status, what) in [
+        (vec![("description", "x")], StatusCode::BAD_REQUEST, "no service_code"),
+        (vec![("service_code", "NOPE"), ("description", "x")], StatusCode::BAD_REQUEST, "unknown service_code"),
+        (vec![("service_code", "BDC"), ("description", " ")], StatusCode::BAD_REQUEST, "empty description"),
+        (vec![("service_code", "BDC"), ("description", "x"), ("phone", "abc")], StatusCode::BAD_REQUEST, "bad phone"),
+        (
+            vec![("service_code", "BDC"), ("description", "x"), ("attribute[nature]", "XX")],
+            StatusCode::BAD_REQUEST,
+            "bad nature",
+        ),
+    ] {
+        check(error_of(&node.post("/open311/v2/requests.json", "", &fields).await, status), what);
+    }
+    let huge = format!("service_code=BDC&description={}", "x".repeat(70 * 1024));
+    check(
+        error_of(
+            &node.post_raw("/open311/v2/requests.json", "", huge, client(10)).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        "oversized",
+    );
+    check(node.case_count().await == 1, "refused posts stored nothing");
+
+    let all = node.get("/open311/v2/requests.json", "").await;
+    check(all.status == StatusCode::OK, "requests 200");
+    let all = all.json();
+    let request = &all[0];
+    check(all.as_array().unwrap().len() == 1 && request["service_request_id"] == id.as_str(), "listed");
+    check(
+        request["status"] == "open"
+            && request["service_code"] == "BDC"
+            && request["agency_responsible"] == "不动产登记中心",
+        "fields",
+    );
+    check(request["requested_datetime"].as_str().unwrap().ends_with("+08:00"), "+08:00 datetimes");
+    check(request["expected_datetime"].as_str().unwrap().ends_with("+08:00"), "expected datetime");
+    let text = all.to_string();
+    for private in ["13812345678", "李", "建国", "江岸区某路", "<script>"] {
+        check(!text.contains(private), &format!("no `{private}` in requests.json"));
+    }
+    check(
+        node.get("/open311/v2/requests.json?status=closed", "").await.json().as_array().unwrap().is_empty(),
+        "closed filter",
+    );
+    check(
+        node.get("/open311/v2/requests.json?status=open&service_code=BDC", "").await.json().as_array().unwrap().len()
+            == 1,
+        "open filter",
+    );
+    check(
+        node.get(&format!("/open311/v2/requests.json?service_request_id={id},NOPE-2026-0001"), "")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+            == 1,
+        "by ids",
+    );
+    check(
+        node.get(
+            "/open311/v2/requests.json?start_date=2020-01-01T00:00:00%2B08:00&end_date=2020-12-31T00:00:00%2B08:00",
+            "",
+        )
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .is_empty(),
+        "date window",
+    );
+    check(
+        error_of(&node.get("/open311/v2/requests.json?status=bogus", "").await, StatusCode::BAD_REQUEST),
+        "bad status",
+    );
+    check(
+        error_of(&node.get("/open311/v2/requests.json?start_date=yesterday", "").await, StatusCode::BAD_REQUEST),
+        "bad date",
+    );
+    check(
+        error_of(&node.get("/open311/v2/requests.json?service_code=NOPE", "").await, StatusCode::BAD_REQUEST),
+        "bad service filter",
+    );
+
+    let one = node.get(&format!("/open311/v2/requests/{id}.json"), "").await;
+    check(one.status == StatusCode::OK && one.json()[0]["service_request_id"] == id.as_str(), "one request");
+    check(
+        error_of(&node.get("/open311/v2/requests/BBC01-2026-9999.json", "").await, StatusCode::NOT_FOUND),
+        "unknown request",
+    );
+    check(error_of(&node.get("/open311/v2/requests/garbage.json", "").await, StatusCode::NOT_FOUND), "garbage id");
+    let by_token = node.get(&format!("/open311/v2/tokens/{token}.json"), "").await;
+    check(by_token.status == StatusCode::OK && by_token.json()[0]["service_request_id"] == id.as_str(), "token");
+    check(
+        error_of(&node.get("/open311/v2/tokens/01KAAAAAAAAAAAAAAAAAAAAAAA.json", "").await, StatusCode::NOT_FOUND),
+        "unknown token",
+    );
+    check(error_of(&node.get("/open311/v2/tokens/nope.json", "").await, StatusCode::NOT_FOUND), "bad token");
+    println!("open311: {checks} checks passed");
+}
+
+#[tokio::test]
+async fn a_clerk_signs_in_dispatches_and_replies_and_the_citizen_sees_the_reply() {
+    let node = node_with(|o| o.citizen_routing = CitizenRouting::Accept);
+    let receipt = node.report(REPORT).await;
+    let (reg_no, code) = (by_id(&receipt.body, "reg-no"), by_id(&receipt.body, "query-code"));
+
+    // Not signed in: the desk sends to the sign-in page; a wrong password is refused.
+    let anonymous = node.get("/desk", "").await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    let login = node.get("/desk/login", "").await;
+    let cookie = login.set_cookies()[0].split(';').next().unwrap().to_owned();
+    let wrong = node
+        .post(
+            "/desk/login",
+            &cookie,
+            &[("csrf", &hidden(&login.body, "csrf")), ("username", "wangmin"), ("password", "wrong-password")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("账号或密码不正确"));
+
+    let (session, csrf) = node.sign_in("wangmin").await;
+    let found = node.get(&format!("/desk?q={}", percent("两套")), &session).await;
+    assert!(found.body.contains(&reg_no), "full-text search finds the case");
+    let case_id = found.body.split("/desk/case/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let page = node.get(&format!("/desk/case/{case_id}"), &session).await;
+    assert!(
+        page.body.contains("路由表建议") && page.body.contains("138****5678") && !page.body.contains("13812345678")
+    );
+
+    let act = format!("/desk/case/{case_id}/act");
+    let forged = node.post(&act, &session, &[("csrf", "forged"), ("action", "reply"), ("text", "x")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let dispatched = node
+        .post(&act, &session, &[("csrf", &csrf), ("action", "dispatch"), ("lead_unit", "BDC"), ("co_units", "FG,SW")])
+        .await;
+    assert_eq!(dispatched.status, StatusCode::SEE_OTHER, "{}", dispatched.body);
+    let refused = node.post(&act, &session, &[("csrf", &csrf), ("action", "dispatch"), ("lead_unit", "BDC")]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("不能执行此操作"), "{}", refused.body);
+    let reply = "已联系不动产登记中心，测绘队将于本周上门。";
+    let replied = node.post(&act, &session, &[("csrf", &csrf), ("action", "reply"), ("text", reply)]).await;
+    assert_eq!(replied.status, StatusCode::SEE_OTHER);
+    let noted = node
+        .post(&act, &session, &[("csrf", &csrf), ("action", "note"), ("text", "内部：原房改单位联系人张科长")])
+        .await;
+    assert_eq!(noted.status, StatusCode::SEE_OTHER);
+
+    let view = node.store.case_view(&case_id).await.unwrap();
+    assert_eq!(view.status.code(), "DISPATCHED");
+    assert!(
+        view.timeline.iter().any(|e| e.staff == "王敏(wangmin)" && e.label.contains("派单")),
+        "the action records the staff member"
+    );
+
+    let lookup = node.get(&format!("/q?no={reg_no}&code={code}"), "").await;
+    assert!(lookup.body.contains(reply) && lookup.body.contains("已派单"));
+    assert!(!lookup.body.contains("张科长"), "internal notes never reach the citizen");
+
+    let revealed = node.post(&act, &session, &[("csrf", &csrf), ("action", "reveal"), ("text", "电话回访")]).await;
+    assert_eq!(revealed.status, StatusCode::OK);
+    assert!(revealed.body.contains("13812345678"));
+    assert_eq!(node.store.case_view(&case_id).await.unwrap().pi_reveals, 1, "the reveal is recorded");
+
+    for path in ["/desk/overdue", "/desk/stats", "/desk/conflicts", "/desk/peers", "/desk/qr", "/desk/new"] {
+        let answer = node.get(path, &session).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+    }
+    let stats = node.get("/desk/stats", &session).await.body;
+    assert!(stats.contains("<svg") && stats.contains("受理量"));
+    let qr = node.get("/desk/qr", &session).await.body;
+    assert!(qr.matches("<svg").count() >= 6, "a QR code per window");
+
+    // The LAN listener serves no desk and no metrics.
+    let request = Request::get("/desk/login").body(Body::empty()).unwrap();
+    assert_eq!(node.send(&node.public, request).await.status, StatusCode::NOT_FOUND);
+    let request = Request::get("/metrics").body(Body::empty()).unwrap();
+    assert_eq!(node.send(&node.public, request).await.status, StatusCode::NOT_FOUND);
+    println!("desk: sign-in, search, dispatch, reply, note, reveal, 6 pages; public listener has no desk");
+}
+
+#[tokio::test]
+async fn the_desk_registers_a_case_and_metrics_count_it() {
+    let node = node();
+    let (session, csrf) = node.sign_in("dc").await;
+    let created = node
+        .post(
+            "/desk/new",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("channel", "WINDOW"),
+                ("nature", "ZX"),
+                ("category", "MINZHENG"),
+                ("priority", "NORMAL"),
+                ("summary", "老年优待证咨询"),
+                ("detail", "户籍外地，随子女居住"),
+                ("name", "胡"),
+                ("phone", ""),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert!(created.body.contains("登记成功"));
+    let metrics = node.get("/metrics", "").await;
+    assert!(metrics.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    assert!(metrics.body.contains("zhaowo_cases{status=\"REGISTERED\"} 1"), "{}", metrics.body);
+    assert!(metrics.body.contains("zhaowo_cases_overdue 0"));
+    println!("desk new case + metrics ok");
+}
