@@ -14,9 +14,12 @@ fn replay(target: &str, run: fn(&[u8]) -> Outcome) -> Vec<(String, Outcome)> {
     results
 }
 
+/// A fuzz target's name and its entry point.
+type Target = (&'static str, fn(&[u8]) -> Outcome);
+
 #[test]
 fn every_found_input_is_refused_or_isolated() {
-    let targets: [(&str, fn(&[u8]) -> Outcome); 5] = [
+    let targets: [Target; 5] = [
         ("frame", fuzzing::frame),
         ("sync_message", fuzzing::sync_message),
         ("roster_record", fuzzing::roster_record),
