@@ -1,6 +1,7 @@
 //! HTTP tests in process (tower `oneshot` on the router, a real node directory and store in a temp dir): the citizen
 //! report → receipt → lookup path and its hardening (escaping, CSRF, limits, rate limits, nothing stored on error),
 //! every Open311 endpoint and error path, the desk sign-in and case actions, and `/metrics`.
+#![allow(clippy::print_stdout)] // tests print their figures (TESTING.md)
 
 use axum::Router;
 use axum::body::Body;
@@ -282,7 +283,8 @@ async fn bad_citizen_input_gets_a_clear_page_and_stores_nothing() {
     assert!(oversized.body.contains("提交内容过长") && oversized.body.contains("未保存"), "{}", oversized.body);
 
     let long_summary = "长".repeat(101);
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("no csrf", vec![("nature", "QZ"), ("category", "BDC"), ("summary", "s"), ("detail", "d")], "页面已过期"),
         (
             "empty summary",
@@ -651,4 +653,19 @@ async fn the_desk_registers_a_case_and_metrics_count_it() {
     assert!(metrics.body.contains("zhaowo_cases{status=\"REGISTERED\"} 1"), "{}", metrics.body);
     assert!(metrics.body.contains("zhaowo_cases_overdue 0"));
     println!("desk new case + metrics ok");
+}
+
+#[tokio::test]
+async fn an_account_an_admin_adds_while_the_node_runs_signs_in() {
+    let node = node();
+    let mut home = Home::open(node._dir.path()).unwrap();
+    home.set_account("newclerk", "新来的", Role::Window, PASSWORD, now_ms()).unwrap();
+    let (session, _) = node.sign_in("newclerk").await;
+    assert!(node.get("/desk", &session).await.body.contains("新来的"));
+    let refused = home.set_account("bad name", "x", Role::Window, PASSWORD, now_ms());
+    assert!(refused.is_err(), "usernames are ASCII handles");
+    assert!(home.set_account("short", "x", Role::Window, "1234", now_ms()).is_err(), "passwords have a minimum length");
+    let hall = home.hall().unwrap();
+    assert!(hall.accounts["newclerk"].password_hash.starts_with("$argon2id$"), "stored as an argon2id PHC string");
+    println!("accounts: added while running, signed in; bad username and short password refused");
 }

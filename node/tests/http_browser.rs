@@ -6,6 +6,7 @@
 //! Script injection in every citizen field stays inert (no alert opens, the text shows literally), an oversized form
 //! and a wrong 查询码 get a clear page and change nothing, and the lookup rate limit triggers. Screenshots are saved
 //! under `$CARGO_TARGET_TMPDIR/screenshots/`.
+#![allow(clippy::print_stdout)] // tests print their figures (TESTING.md)
 
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -23,6 +24,8 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const PASSWORD: &str = "window-pass-2026";
 /// How long to wait for chromedriver to listen and for pages to load.
 const STARTUP_TIMEOUT_MS: u64 = 30_000;
+/// How long a page may take to replace the previous one after a click.
+const PAGE_TIMEOUT_MS: u64 = 10_000;
 /// W3C WebDriver's element key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -178,18 +181,26 @@ impl Browser {
         self.call("POST", "/url", Some(json!({ "url": url }))).unwrap_or_else(|e| panic!("navigate {url}: {e}"));
     }
 
+    /// Finds an element, retrying while the next page loads.
+    fn locate(&self, using: &str, value: &str) -> String {
+        let deadline = Instant::now() + Duration::from_millis(PAGE_TIMEOUT_MS);
+        loop {
+            match self.call("POST", "/element", Some(json!({ "using": using, "value": value }))) {
+                Ok(found) => {
+                    return found[ELEMENT].as_str().unwrap_or_else(|| panic!("element answer {found}")).to_owned();
+                }
+                Err(error) if Instant::now() > deadline => panic!("find `{value}`: {error}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
     fn find(&self, css: &str) -> String {
-        let found = self
-            .call("POST", "/element", Some(json!({ "using": "css selector", "value": css })))
-            .unwrap_or_else(|e| panic!("find `{css}`: {e}\n{}", self.text("body")));
-        found[ELEMENT].as_str().unwrap().to_owned()
+        self.locate("css selector", css)
     }
 
     fn find_xpath(&self, xpath: &str) -> String {
-        let found = self
-            .call("POST", "/element", Some(json!({ "using": "xpath", "value": xpath })))
-            .unwrap_or_else(|e| panic!("find `{xpath}`: {e}"));
-        found[ELEMENT].as_str().unwrap().to_owned()
+        self.locate("xpath", xpath)
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -208,16 +219,34 @@ impl Browser {
         self.call("POST", &format!("/element/{element}/click"), Some(json!({}))).expect("click");
     }
 
-    /// What a person sees in the element (rendered text).
+    /// What a person sees in the element (rendered text). Retries while a page is still replacing the last one.
     fn text(&self, css: &str) -> String {
-        let found = self
-            .call("POST", "/element", Some(json!({ "using": "css selector", "value": css })))
-            .unwrap_or_else(|e| panic!("find `{css}`: {e}"));
-        let element = found[ELEMENT].as_str().unwrap_or_else(|| panic!("element answer {found}")).to_owned();
-        let text = self
-            .call("GET", &format!("/element/{element}/text"), None)
-            .unwrap_or_else(|e| panic!("text of `{css}`: {e}"));
-        text.as_str().unwrap_or_default().to_owned()
+        let deadline = Instant::now() + Duration::from_millis(PAGE_TIMEOUT_MS);
+        loop {
+            let attempt = self
+                .call("POST", "/element", Some(json!({ "using": "css selector", "value": css })))
+                .and_then(|found| {
+                    let element = found[ELEMENT].as_str().ok_or(format!("element answer {found}"))?.to_owned();
+                    self.call("GET", &format!("/element/{element}/text"), None)
+                });
+            match attempt {
+                Ok(text) => return text.as_str().unwrap_or_default().to_owned(),
+                Err(error) if Instant::now() > deadline => panic!("text of `{css}`: {error}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Waits until the element's text contains `needle` (a page after a click may still be loading); returns it.
+    fn wait_for(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_millis(PAGE_TIMEOUT_MS);
+        loop {
+            let text = self.text(css);
+            if text.contains(needle) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn title(&self) -> String {
@@ -308,7 +337,7 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         browser.click("#consent");
         browser.screenshot("citizen-report-form");
         browser.click("button[type=submit]");
-        let receipt = browser.text("main");
+        let receipt = browser.wait_for("main", "提交成功");
         assert!(receipt.contains("提交成功"), "{receipt}");
         let reg_no = browser.text("#reg-no");
         let code = browser.text("#query-code");
@@ -326,7 +355,7 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         browser.type_into("#name", &format!("<b>{script}</b>"));
         browser.click("button[type=submit]");
         assert!(browser.no_alert_open(), "no script ran");
-        assert!(browser.text("main").contains("提交成功"));
+        assert!(browser.wait_for("main", "提交成功").contains("提交成功"));
         let injected_no = browser.text("#reg-no");
         let injected_code = browser.text("#query-code");
         browser.go(&format!("{base}/q?no={injected_no}&code={injected_code}"));
@@ -341,8 +370,7 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
              document.getElementById('summary').value='过长';document.querySelector('form').submit();",
         );
         assert!(grown.is_ok(), "{grown:?}");
-        std::thread::sleep(Duration::from_millis(500));
-        let oversized = browser.text("main");
+        let oversized = browser.wait_for("main", "提交内容过长");
         assert!(oversized.contains("提交内容过长") && oversized.contains("本次提交未保存任何内容"), "{oversized}");
         browser.screenshot("citizen-oversized");
         assert_eq!(count(), 2);
@@ -355,25 +383,37 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         browser.type_into("#password", PASSWORD);
         browser.screenshot("desk-sign-in");
         browser.click("button[type=submit]");
-        assert!(browser.text("h1").contains("登记簿"), "{}", browser.text("main"));
+        assert!(browser.wait_for("h1", "登记簿").contains("登记簿"), "{}", browser.text("main"));
         browser.type_into("#q", "两套");
         browser.click(".filters button[type=submit]");
         browser.screenshot("desk-register-book");
         let link = browser.find_xpath(&format!("//a[text()='{reg_no}']"));
         browser.click_element(&link);
-        let case_text = browser.text("main");
+        let case_text = browser.wait_for("main", "路由表建议");
         assert!(case_text.contains("路由表建议：不动产登记中心"), "{case_text}");
         assert!(case_text.contains("李*") && case_text.contains("138****5678") && !case_text.contains("13812345678"));
         browser.click("#do-dispatch");
-        assert!(browser.text("main").contains("已派单"));
+        assert!(browser.wait_for("main", "已派单").contains("已派单"));
         let reply = "已联系不动产登记中心，测绘队本周上门勘查。";
         browser.type_into("#reply-text", reply);
         browser.click("#do-reply");
-        let after = browser.text("main");
+        let after = browser.wait_for("main", "答复已发布");
         assert!(after.contains("答复已发布") && after.contains(reply), "{after}");
         assert!(after.contains("王敏(wangmin)"), "the timeline names the clerk");
         browser.screenshot("desk-case");
         seen.push("clerk dispatched and replied".to_owned());
+        browser.go(&format!("{base}/desk/stats"));
+        let stats = browser.text("main");
+        assert!(
+            stats.contains("受理量") && stats.contains("响应率") && stats.contains("/ 2"),
+            "counts next to rates: {stats}"
+        );
+        browser.find("main svg");
+        browser.screenshot("desk-stats");
+        browser.go(&format!("{base}/desk/qr"));
+        assert!(browser.text("main").contains("办不成事，扫码找我"));
+        browser.screenshot("desk-window-qr-codes");
+        seen.push("stats and QR pages shown".to_owned());
 
         // 5. The citizen's lookup shows the reply.
         browser.viewport(400, 800);
@@ -381,7 +421,7 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         browser.type_into("#no", &reg_no);
         browser.type_into("#code", &code);
         browser.click("button[type=submit]");
-        let lookup = browser.text("main");
+        let lookup = browser.wait_for("main", reply);
         assert!(lookup.contains(reply) && lookup.contains("已派单"), "{lookup}");
         assert!(!lookup.contains("李建国") && !lookup.contains("13812345678"));
         browser.screenshot("citizen-lookup");

@@ -149,14 +149,18 @@ async fn login_submit(
     if !app.limiter.allow(Bucket::SignIn, client, app.options.sign_in_attempts_per_period, crate::home::now_ms()) {
         return rate_limited(&app, "登录尝试");
     }
-    let hall = hall(&app);
+    // Accounts live in the hall document on disk: read it afresh so an account an admin just added (or disabled)
+    // counts without a restart of the node.
+    let hall = crate::home::Home::open(&app.home.dir).and_then(|home| home.hall()).unwrap_or_else(|_| hall(&app));
     let username = form.username.trim().to_owned();
     let password = form.password.clone();
     // argon2 takes tens of milliseconds: off the async workers.
     let checked = tokio::task::spawn_blocking(move || super::auth::sign_in(&hall, &username, &password)).await;
     match checked {
         Ok(Some((display_name, role))) => {
-            let id = app.sessions.start(form.username.trim(), &display_name, role, crate::home::now_ms());
+            let Some(id) = app.sessions.start(form.username.trim(), &display_name, role, crate::home::now_ms()) else {
+                return store_unavailable(&"no OS randomness for a session id");
+            };
             tracing::info!(target: "zhaowo::_events::desk", username = form.username.trim(), "staff signed in");
             let max_age = app.options.session_ms / 1000;
             with_cookies(
@@ -567,6 +571,11 @@ fn allowed(view: &CaseView, role: Role) -> BTreeSet<&'static str> {
     actions
 }
 
+/// The author shown on the desk: the QR channel's `citizen` reads as 群众.
+fn staff_label(staff: &str) -> &str {
+    if staff == "citizen" { "群众（扫码提交）" } else { staff }
+}
+
 fn unit_name(hall: &zhaowo_crdt::Hall, code: &str) -> String {
     hall.units.get(code).map_or(code.to_owned(), |u| format!("{}（{code}）", u.name))
 }
@@ -606,7 +615,7 @@ fn case_body(
             dt { "性质 / 类别" } dd { (view.nature.label()) " / " (hall.categories.get(&view.category).map_or(view.category.clone(), |c| c.name.clone())) }
             dt { "来源渠道" } dd { (view.channel.label()) " · 窗口 " (view.window) }
             dt { "紧急程度" } dd { (view.priority.label()) }
-            dt { "登记" } dd { (minute(view.registered_at_ms)) " · " (view.registered_by) }
+            dt { "登记" } dd { (minute(view.registered_at_ms)) " · " (staff_label(&view.registered_by)) }
             dt { "主办单位" } dd { (view.lead_unit.as_deref().map_or("未派单".to_owned(), |u| unit_name(&hall, u))) }
             @if !view.co_units.is_empty() { dt { "协办单位" } dd { (view.co_units.iter().map(|u| unit_name(&hall, u)).collect::<Vec<_>>().join("、")) } }
             @if let Some(assignee) = &view.assignee { dt { "承办人" } dd { (assignee) } }
@@ -747,7 +756,7 @@ fn case_body(
         ol.card.timeline id="timeline" {
             @for entry in &view.timeline {
                 li class=(if entry.superseded { "superseded" } else { "" }) {
-                    span.hint { (minute(entry.at_ms)) " · " (entry.staff) "（" (entry.role.label()) "）· 节点 " (entry.node.get(..8).unwrap_or(&entry.node)) }
+                    span.hint { (minute(entry.at_ms)) " · " (staff_label(&entry.staff)) "（" (entry.role.label()) "）· 节点 " (entry.node.get(..8).unwrap_or(&entry.node)) }
                     br;
                     strong { (entry.label) } " "
                     @if !entry.public { span.tag { "内部" } " " }
@@ -1001,8 +1010,9 @@ async fn overdue(State(app): State<App>, headers: HeaderMap) -> Response {
     desk_page(&session, StatusCode::OK, "超期清单", body)
 }
 
-fn percent(rate: f64) -> String {
-    if rate.is_finite() { format!("{:.1}%", rate * 100.0) } else { "—".to_owned() }
+/// A rate as a percentage, or "—" when nothing was counted (0 / 0 is not 0%).
+fn ratio(count: i64, of: i64) -> String {
+    if of > 0 { format!("{:.1}%", count as f64 * 100.0 / of as f64) } else { "—".to_owned() }
 }
 
 /// A monthly bar chart (registered and closed) as inline SVG: no script, printable.
@@ -1077,11 +1087,11 @@ async fn stats(State(app): State<App>, headers: HeaderMap) -> Response {
         p.hint { "件数少时比率波动大：比率旁均列出件数，请勿据此对窗口排名。" }
         div.grid {
             div.card { "受理量" div.kpi { (c.registered) " 件" } }
-            div.card { "响应率" div.kpi { (percent(year.response_rate)) } span.hint { (c.responded) " / " (c.registered) } }
-            div.card { "按时响应率" div.kpi { (percent(year.response_on_time_rate)) } span.hint { (c.responded_on_time) " / " (c.registered) } }
-            div.card { "办结率" div.kpi { (percent(year.close_rate)) } span.hint { (c.closed) " / " (c.registered) } }
-            div.card { "按期办结率" div.kpi { (percent(year.close_on_time_rate)) } span.hint { (c.closed_on_time) " / " (c.closed) } }
-            div.card { "满意率" div.kpi { (percent(year.satisfaction_rate)) } span.hint { (c.satisfied) " / " (c.rated) " · 平均 " (format!("{:.2}", year.rating_mean)) " 分" } }
+            div.card { "响应率" div.kpi { (ratio(c.responded, c.registered)) } span.hint { (c.responded) " / " (c.registered) } }
+            div.card { "按时响应率" div.kpi { (ratio(c.responded_on_time, c.registered)) } span.hint { (c.responded_on_time) " / " (c.registered) } }
+            div.card { "办结率" div.kpi { (ratio(c.closed, c.registered)) } span.hint { (c.closed) " / " (c.registered) } }
+            div.card { "按期办结率" div.kpi { (ratio(c.closed_on_time, c.closed)) } span.hint { (c.closed_on_time) " / " (c.closed) } }
+            div.card { "满意率" div.kpi { (ratio(c.satisfied, c.rated)) } span.hint { (c.satisfied) " / " (c.rated) " · 平均 " (if c.rated > 0 { format!("{:.2}", year.rating_mean) } else { "—".to_owned() }) " 分" } }
         }
         h2 { "近 12 个月" }
         (monthly_chart(&months))

@@ -27,13 +27,10 @@ mod subtle_free {
     }
 }
 
-/// 128 random bits as hex: session ids and CSRF tokens.
-pub fn random_token() -> String {
-    let entropy = crate::home::entropy().unwrap_or_else(|_| {
-        // The OS refused randomness: nothing safe can be issued; a token that never matches keeps every form closed.
-        u128::MAX
-    });
-    format!("{entropy:032x}")
+/// 128 random bits as hex: session ids and CSRF tokens. `None` when the OS refuses randomness: then no session
+/// or form token is issued at all (a guessable one would be worse than none).
+pub fn random_token() -> Option<String> {
+    crate::home::entropy().ok().map(|entropy| format!("{entropy:032x}"))
 }
 
 /// What a rate limit guards.
@@ -108,8 +105,9 @@ impl Sessions {
         Sessions { session_ms, by_id: Mutex::new(HashMap::new()) }
     }
 
-    /// Starts a session; returns its id.
-    pub fn start(&self, username: &str, display_name: &str, role: Role, now_ms: i64) -> String {
+    /// Starts a session; returns its id (`None` without OS randomness).
+    pub fn start(&self, username: &str, display_name: &str, role: Role, now_ms: i64) -> Option<String> {
+        let (id, csrf) = (random_token()?, random_token()?);
         let mut by_id = self.by_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         by_id.retain(|_, session| session.expires_ms > now_ms);
         if by_id.len() >= super::limits::SESSIONS_MAX {
@@ -118,18 +116,17 @@ impl Sessions {
                 by_id.remove(&oldest);
             }
         }
-        let id = random_token();
         by_id.insert(
             id.clone(),
             Session {
                 username: username.to_owned(),
                 display_name: display_name.to_owned(),
                 role,
-                csrf: random_token(),
+                csrf,
                 expires_ms: now_ms + self.session_ms,
             },
         );
-        id
+        Some(id)
     }
 
     pub fn get(&self, id: &str, now_ms: i64) -> Option<Session> {
@@ -174,9 +171,10 @@ pub fn citizen_csrf(app: &App, headers: &HeaderMap) -> (String, Option<String>) 
     match cookie(headers, &cookie_name(app, CSRF_COOKIE)).filter(|token| token.len() == 32) {
         Some(token) => (token, None),
         None => {
-            let token = random_token();
-            let set = set_cookie(app, CSRF_COOKIE, &token, None);
-            (token, Some(set))
+            // Without randomness the token stays empty and every form post is refused (`csrf_matches`).
+            let token = random_token().unwrap_or_default();
+            let set = (!token.is_empty()).then(|| set_cookie(app, CSRF_COOKIE, &token, None));
+            (token, set)
         }
     }
 }

@@ -8,7 +8,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 /// One stylesheet inline (the CSP allows inline styles and nothing else): readable at 360 px, wider tables scroll.
 const CSS: &str = r#"
 *{box-sizing:border-box}
-body{margin:0;font-family:"Noto Sans CJK SC","PingFang SC","Microsoft YaHei",sans-serif;font-size:16px;line-height:1.6;color:#1f2328;background:#f5f6f8}
+body{margin:0;font-family:"Noto Sans CJK SC","PingFang SC","Microsoft YaHei","WenQuanYi Micro Hei",sans-serif;font-size:16px;line-height:1.6;color:#1f2328;background:#f5f6f8}
 header{background:#b3261e;color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:center}
 header a{color:#fff}
 header .brand{font-weight:bold;font-size:1.1rem;margin-right:auto}
