@@ -592,8 +592,28 @@ async fn a_clerk_signs_in_dispatches_and_replies_and_the_citizen_sees_the_reply(
         .await;
     assert_eq!(noted.status, StatusCode::SEE_OTHER);
 
+    let consulted = node
+        .post(
+            &act,
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("action", "consult"),
+                ("co_units", "BDC,FG,GA"),
+                ("text", "三方会诊：测绘队上门"),
+                ("flag", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(consulted.status, StatusCode::SEE_OTHER, "{}", consulted.body);
+    let empty_reply = node.post(&act, &session, &[("csrf", &csrf), ("action", "reply"), ("text", " ")]).await;
+    assert_eq!(empty_reply.status, StatusCode::BAD_REQUEST);
+    assert!(empty_reply.body.contains("请填写答复内容"));
+
     let view = node.store.case_view(&case_id).await.unwrap();
     assert_eq!(view.status.code(), "DISPATCHED");
+    assert_eq!(view.consultations, 1);
+    assert_eq!(view.public_replies.len(), 1, "the refused empty reply stored nothing");
     assert!(
         view.timeline.iter().any(|e| e.staff == "王敏(wangmin)" && e.label.contains("派单")),
         "the action records the staff member"
