@@ -22,6 +22,10 @@ const CHILD_ENV: &str = "ZHAOWO_CRASH_CHILD";
 const CYCLES_CI: usize = 100;
 /// A fresh store every this many cycles keeps the per-cycle `verify` cheap while still crashing over existing data.
 const CYCLES_PER_STORE: usize = 10;
+/// Batches (of 1-8 cases) the parent makes once for the remote children.
+const REMOTE_POOL_BATCHES: usize = 60;
+/// Batches one remote child applies (then repeats).
+const REMOTE_BATCHES_PER_CHILD: usize = 6;
 /// Cases in the old-schema store that the migration child upgrades.
 const MIGRATION_CASES: usize = 60;
 
@@ -49,11 +53,20 @@ fn crash_child() {
     if mode == "compact" {
         options.compact_min_bytes = 0;
     }
+    let mut factory = CaseFactory::new(seed, actor(1), CaseFactory::start_2026() + seed as i64 * 1000);
+    // The remote child reads batches the parent made once, so kills land in the store, not in making cases.
+    let batches = if mode == "remote" {
+        let pool = decode_pool(&std::fs::read(std::env::var("ZHAOWO_CRASH_POOL").expect("pool path")).expect("pool file"));
+        let first = (seed as usize * REMOTE_BATCHES_PER_CHILD) % pool.len();
+        (0..REMOTE_BATCHES_PER_CHILD).map(|i| pool[(first + i) % pool.len()].clone()).collect()
+    } else {
+        Vec::new()
+    };
     let store = Store::open(options).expect("child opens the store");
     println!("OPEN");
-    let mut factory = CaseFactory::new(seed, actor(1), CaseFactory::start_2026() + seed as i64 * 1000);
     runtime().block_on(async {
         let mut mine: Vec<String> = Vec::new();
+        let mut round = 0;
         loop {
             match mode.as_str() {
                 "local" | "migrate" | "compact" => {
@@ -72,19 +85,11 @@ fn crash_child() {
                     }
                 }
                 "remote" => {
-                    let mut batch = Vec::new();
-                    for _ in 0..1 + factory.below(8) {
-                        let mut case = factory.register();
-                        let steps = factory.below(6) as usize;
-                        factory.work(&mut case, steps);
-                        batch.push(remote_of(&mut case));
-                    }
+                    // The first pass stores the batches, later passes repeat them (no-ops, crashed into or not).
+                    let batch: Vec<RemoteChanges> = batches[round % batches.len()].clone();
+                    round += 1;
                     let ids: Vec<String> = batch.iter().map(|remote| remote.case_id.clone()).collect();
-                    store.apply_remote(batch.clone()).await.expect("apply remote");
-                    // Repeats are no-ops, crashed into or not.
-                    if factory.below(2) == 0 {
-                        store.apply_remote(batch).await.expect("apply remote again");
-                    }
+                    store.apply_remote(batch).await.expect("apply remote");
                     for id in ids {
                         println!("ACK {id}");
                     }
@@ -93,6 +98,83 @@ fn crash_child() {
             }
         }
     });
+}
+
+fn encode_pool(pool: &[Vec<RemoteChanges>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut put = |bytes: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    out.extend_from_slice(&(pool.len() as u32).to_le_bytes());
+    for batch in pool {
+        out.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+        for remote in batch {
+            put(remote.case_id.as_bytes(), &mut out);
+            out.extend_from_slice(&(remote.changes.len() as u32).to_le_bytes());
+            for change in &remote.changes {
+                put(change, &mut out);
+            }
+        }
+    }
+    out
+}
+
+fn decode_pool(mut bytes: &[u8]) -> Vec<Vec<RemoteChanges>> {
+    let mut u32_ = |bytes: &mut &[u8]| {
+        let (head, rest) = bytes.split_at(4);
+        *bytes = rest;
+        u32::from_le_bytes(head.try_into().unwrap()) as usize
+    };
+    let take = |bytes: &mut &[u8], n: usize| {
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        head.to_vec()
+    };
+    let n_batches = u32_(&mut bytes);
+    let mut pool = Vec::with_capacity(n_batches);
+    for _ in 0..n_batches {
+        let n_docs = u32_(&mut bytes);
+        let mut batch = Vec::with_capacity(n_docs);
+        for _ in 0..n_docs {
+            let id_len = u32_(&mut bytes);
+            let case_id = String::from_utf8(take(&mut bytes, id_len)).unwrap();
+            let n_changes = u32_(&mut bytes);
+            let mut changes = Vec::with_capacity(n_changes);
+            for _ in 0..n_changes {
+                let len = u32_(&mut bytes);
+                changes.push(take(&mut bytes, len));
+            }
+            batch.push(RemoteChanges { case_id, changes });
+        }
+        pool.push(batch);
+    }
+    pool
+}
+
+/// The remote children's batches, made once per test run.
+fn remote_pool() -> &'static (tempfile::TempDir, PathBuf) {
+    static POOL: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut factory = CaseFactory::new(77, actor(2), CaseFactory::start_2026());
+        let pool: Vec<Vec<RemoteChanges>> = (0..REMOTE_POOL_BATCHES)
+            .map(|_| {
+                (0..1 + factory.below(8))
+                    .map(|_| {
+                        let mut case = factory.register();
+                        let steps = factory.below(6) as usize;
+                        factory.work(&mut case, steps);
+                        remote_of(&mut case)
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(decode_pool(&encode_pool(&pool)), pool);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool.bin");
+        std::fs::write(&path, encode_pool(&pool)).unwrap();
+        (dir, path)
+    })
 }
 
 /// Everything the child acknowledged: case → event ids (empty for a registration or a remote case).
@@ -107,18 +189,25 @@ struct CycleResult {
     opened: bool,
 }
 
+/// Longest wait for the child to open its store before the kill timer starts anyway (a loaded CI machine).
+const CHILD_OPEN_WAIT_MS_MAX: u64 = 10_000;
+
+/// Runs the child and kills it `kill_after` after it opened its store (the migration child: after it started, so
+/// that kills land inside the migration).
 fn run_child(mode: &str, db: &Path, seed: u64, kill_after: Duration) -> (Acked, bool) {
     let mut child = Command::new(std::env::current_exe().expect("the test binary"))
         .args(["--exact", "persistence::crash_child", "--nocapture", "--test-threads", "1", "-q"])
         .env(CHILD_ENV, mode)
         .env("ZHAOWO_CRASH_DB", db)
         .env("ZHAOWO_CRASH_SEED", seed.to_string())
+        .env("ZHAOWO_CRASH_POOL", if mode == "remote" { remote_pool().1.clone() } else { PathBuf::new() })
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn the crash child");
     let stdout = child.stdout.take().expect("piped stdout");
     let acked = Arc::new(Mutex::new((Acked::new(), false)));
+    let (opened_sender, opened) = std::sync::mpsc::channel();
     let reader = {
         let acked = acked.clone();
         std::thread::spawn(move || {
@@ -126,7 +215,10 @@ fn run_child(mode: &str, db: &Path, seed: u64, kill_after: Duration) -> (Acked, 
                 let Ok(line) = line else { break };
                 let mut words = line.split_whitespace();
                 match words.next() {
-                    Some("OPEN") => acked.lock().unwrap().1 = true,
+                    Some("OPEN") => {
+                        acked.lock().unwrap().1 = true;
+                        drop(opened_sender.send(()));
+                    }
                     Some("ACK") => {
                         let case = words.next().expect("a case id").to_owned();
                         let mut guard = acked.lock().unwrap();
@@ -140,6 +232,9 @@ fn run_child(mode: &str, db: &Path, seed: u64, kill_after: Duration) -> (Acked, 
             }
         })
     };
+    if mode != "migrate" {
+        drop(opened.recv_timeout(Duration::from_millis(CHILD_OPEN_WAIT_MS_MAX)));
+    }
     std::thread::sleep(kill_after);
     // `Child::kill` is SIGKILL on Unix: no destructor, no flush, no COMMIT of anything in flight.
     child.kill().expect("kill the child");
@@ -255,17 +350,17 @@ fn crash_cycles(mode: &str, kill_ms: std::ops::Range<u64>, prepare: impl Fn(&Pat
 
 #[test]
 fn kill9_while_writing_cases_loses_no_acknowledged_case() {
-    crash_cycles("local", 20..250, |_| Vec::new());
+    crash_cycles("local", 0..150, |_| Vec::new());
 }
 
 #[test]
 fn kill9_while_applying_remote_batches_loses_no_acknowledged_batch() {
-    crash_cycles("remote", 20..250, |_| Vec::new());
+    crash_cycles("remote", 0..150, |_| Vec::new());
 }
 
 #[test]
 fn kill9_while_compacting_on_every_edit_loses_nothing() {
-    crash_cycles("compact", 20..250, |_| Vec::new());
+    crash_cycles("compact", 0..150, |_| Vec::new());
 }
 
 /// An old (schema version 1) store with cases, built once and copied for every cycle.
