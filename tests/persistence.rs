@@ -102,7 +102,7 @@ fn crash_child() {
 
 fn encode_pool(pool: &[Vec<RemoteChanges>]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut put = |bytes: &[u8], out: &mut Vec<u8>| {
+    let put = |bytes: &[u8], out: &mut Vec<u8>| {
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         out.extend_from_slice(bytes);
     };
@@ -121,7 +121,7 @@ fn encode_pool(pool: &[Vec<RemoteChanges>]) -> Vec<u8> {
 }
 
 fn decode_pool(mut bytes: &[u8]) -> Vec<Vec<RemoteChanges>> {
-    let mut u32_ = |bytes: &mut &[u8]| {
+    let u32_ = |bytes: &mut &[u8]| {
         let (head, rest) = bytes.split_at(4);
         *bytes = rest;
         u32::from_le_bytes(head.try_into().unwrap()) as usize
@@ -217,7 +217,8 @@ fn run_child(mode: &str, db: &Path, seed: u64, kill_after: Duration) -> (Acked, 
                 match words.next() {
                     Some("OPEN") => {
                         acked.lock().unwrap().1 = true;
-                        drop(opened_sender.send(()));
+                        // The parent may have stopped waiting; then nobody needs the signal.
+                        let _ = opened_sender.send(());
                     }
                     Some("ACK") => {
                         let case = words.next().expect("a case id").to_owned();
@@ -233,7 +234,8 @@ fn run_child(mode: &str, db: &Path, seed: u64, kill_after: Duration) -> (Acked, 
         })
     };
     if mode != "migrate" {
-        drop(opened.recv_timeout(Duration::from_millis(CHILD_OPEN_WAIT_MS_MAX)));
+        // A child that never opens is killed after the wait like any other.
+        let _ = opened.recv_timeout(Duration::from_millis(CHILD_OPEN_WAIT_MS_MAX));
     }
     std::thread::sleep(kill_after);
     // `Child::kill` is SIGKILL on Unix: no destructor, no flush, no COMMIT of anything in flight.
