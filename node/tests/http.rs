@@ -689,3 +689,74 @@ async fn an_account_an_admin_adds_while_the_node_runs_signs_in() {
     assert!(hall.accounts["newclerk"].password_hash.starts_with("$argon2id$"), "stored as an argon2id PHC string");
     println!("accounts: added while running, signed in; bad username and short password refused");
 }
+
+/// One GET over a real socket: the status code.
+async fn status_over_tcp(addr: SocketAddr, path: &str) -> u16 {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer).split(' ').nth(1).unwrap().parse().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn serve_puts_the_desk_on_loopback_and_the_citizen_pages_on_the_lan_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = InitOptions {
+        hall_name: Some("测试".to_owned()),
+        window: "BBC01".to_owned(),
+        role: Role::Window,
+        display_name: "窗口".to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+    };
+    let home = Home::init(dir.path(), options, now_ms()).unwrap();
+    let store = Arc::new(home.open_store().unwrap());
+    let desk = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (desk_addr, public_addr) = (desk.local_addr().unwrap(), public.local_addr().unwrap());
+    let http = HttpOptions::recommended(desk_addr, format!("http://{public_addr}"));
+    tokio::spawn(zhaowo_node::http::serve_on(home, store, desk, public, http));
+    let mut rows = Vec::new();
+    for (addr, path, expected) in [
+        (desk_addr, "/desk/login", 200),
+        (desk_addr, "/metrics", 200),
+        (desk_addr, "/r/BBC01", 200),
+        (public_addr, "/r/BBC01", 200),
+        (public_addr, "/open311/v2/services.json", 200),
+        (public_addr, "/desk/login", 404),
+        (public_addr, "/metrics", 404),
+    ] {
+        assert_eq!(status_over_tcp(addr, path).await, expected, "{addr}{path}");
+        rows.push(format!("{path}={expected}"));
+    }
+    println!("serve: {} routes checked over TCP ({})", rows.len(), rows.join(", "));
+}
+
+#[tokio::test]
+async fn secure_cookies_use_the_host_prefix_and_logout_ends_the_session() {
+    let node = node_with(|o| o.secure_cookies = true);
+    let form = node.get("/r/BBC01", "").await;
+    let cookie = form.set_cookies().into_iter().next().unwrap();
+    assert!(
+        cookie.starts_with("__Host-zw_csrf=") && cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let plain = node_with(|_| {});
+    let (session, csrf) = plain.sign_in("wangmin").await;
+    let out = plain.post("/desk/logout", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        plain.get("/desk", &session).await.status,
+        StatusCode::SEE_OTHER,
+        "the old session no longer opens the desk"
+    );
+    println!("cookies: __Host- + Secure when configured; logout ends the session");
+}

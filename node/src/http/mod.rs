@@ -229,19 +229,36 @@ pub async fn serve(
     listen_addr: SocketAddr,
     options: HttpOptions,
 ) -> Result<(), ServeError> {
-    let desk_addr = options.desk_listen;
-    let (desk, public) = routers(home, store, options);
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
     };
-    let desk_listener = bind(desk_addr).await?;
+    let desk_listener = bind(options.desk_listen).await?;
     let public_listener = bind(listen_addr).await?;
-    tracing::info!(desk = %desk_addr, public = %listen_addr, "http listening");
+    serve_on(home, store, desk_listener, public_listener, options).await
+}
+
+/// [`serve`] on listeners the caller bound (tests bind port 0 and read the ports back).
+pub async fn serve_on(
+    home: Home,
+    store: Arc<Store>,
+    desk_listener: tokio::net::TcpListener,
+    public_listener: tokio::net::TcpListener,
+    options: HttpOptions,
+) -> Result<(), ServeError> {
+    let local = |listener: &tokio::net::TcpListener| {
+        listener.local_addr().map_err(|source| ServeError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })
+    };
+    let (desk_addr, public_addr) = (local(&desk_listener)?, local(&public_listener)?);
+    if !desk_addr.ip().is_loopback() {
+        tracing::warn!(desk = %desk_addr, "the staff desk listens beyond loopback: anyone on that network reaches the sign-in page");
+    }
+    let (desk, public) = routers(home, store, options);
+    tracing::info!(desk = %desk_addr, public = %public_addr, "http listening");
     let serve_one = |listener: tokio::net::TcpListener, router: Router, addr: SocketAddr| async move {
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .await
             .map_err(|source| ServeError::Serve { addr, source })
     };
-    tokio::try_join!(serve_one(desk_listener, desk, desk_addr), serve_one(public_listener, public, listen_addr))
+    tokio::try_join!(serve_one(desk_listener, desk, desk_addr), serve_one(public_listener, public, public_addr))
         .map(drop)
 }
