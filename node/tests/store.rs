@@ -301,6 +301,8 @@ fn check_reads_against_fold(seed: u64, n_cases: usize) {
         let dir = tempfile::tempdir().unwrap();
         let mut options = StoreOptions::recommended(dir.path().join("cases.db"), actor(1));
         options.cache_docs_max = 8;
+        // Both search plans: sort the matches, or walk the register index when there are many.
+        options.search_sort_matches_max = if seed.is_multiple_of(2) { 0 } else { SEARCH_SORT_MATCHES_MAX };
         let store = Store::open(options).unwrap();
         let mut factory = CaseFactory::new(seed, actor(1), CaseFactory::start_2026());
         let mut views: Vec<CaseView> = Vec::new();
@@ -425,9 +427,16 @@ fn check_reads_against_fold(seed: u64, n_cases: usize) {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, ..Default::default() })]
     #[test]
     fn reads_match_a_brute_force_fold(seed in 1u64.., n_cases in 1usize..60) {
         check_reads_against_fold(seed, n_cases);
     }
+}
+
+#[test]
+fn both_search_plans_match_the_fold() {
+    // An even seed walks the register index for every search, an odd one sorts the matches.
+    check_reads_against_fold(2, 40);
+    check_reads_against_fold(3, 40);
 }

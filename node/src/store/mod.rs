@@ -55,6 +55,10 @@ pub const REMOTE_CHANGE_BYTES_MAX: usize = 1 << 20;
 pub const PAGE_ROWS_MAX: usize = 500;
 /// Catalog entries in one answer (sync sends them in bounded batches).
 pub const CATALOG_PAGE_MAX: usize = 4096;
+/// Above this many full-text matches, search walks the register index newest first instead of sorting the matches:
+/// sorting costs a random row lookup per match, the walk ~limit × cases / matches index entries; at 2,000 matches of
+/// 1M cases the walk reads ~25k index entries, about what sorting 2,000 rows costs.
+pub const SEARCH_SORT_MATCHES_MAX: usize = 2000;
 /// Search terms in one query.
 pub const SEARCH_TERMS_MAX: usize = 8;
 /// Characters in one search query.
@@ -73,6 +77,8 @@ pub struct StoreOptions {
     pub queue_requests_max: usize,
     /// See [`COMPACT_MIN_BYTES`].
     pub compact_min_bytes: usize,
+    /// See [`SEARCH_SORT_MATCHES_MAX`] (tests lower it to cover both search plans on small data).
+    pub search_sort_matches_max: usize,
     /// The schema version to migrate to: [`SCHEMA_VERSION_LATEST`] except in migration tests.
     pub schema_version_target: i64,
     /// A registered SQLite VFS to open the file with (the power-cut model); `None` is the platform default.
@@ -87,6 +93,7 @@ impl StoreOptions {
             cache_docs_max: CACHE_DOCS_MAX,
             queue_requests_max: QUEUE_REQUESTS_MAX,
             compact_min_bytes: COMPACT_MIN_BYTES,
+            search_sort_matches_max: SEARCH_SORT_MATCHES_MAX,
             schema_version_target: SCHEMA_VERSION_LATEST,
             vfs: None,
         }
