@@ -760,3 +760,69 @@ async fn secure_cookies_use_the_host_prefix_and_logout_ends_the_session() {
     );
     println!("cookies: __Host- + Secure when configured; logout ends the session");
 }
+
+#[tokio::test]
+async fn the_supervision_desk_lists_an_offline_conflict_and_settles_it() {
+    use zhaowo_crdt::model::{Channel, Nature, Priority};
+    use zhaowo_crdt::{Author, CaseDoc, Command, Ctx, Hall, QueryCode, RegNo, Registration};
+    let node = node();
+    let hall = Hall::jiangan_default();
+    let ctx = |n: i64, staff: &str| Ctx {
+        now_ms: now_ms() + n,
+        entropy: 0x5eed_0000_0000_0000_0000_0000_0000_u128 + n as u128,
+        author: Author {
+            node: format!("node{n}"),
+            staff: staff.to_owned(),
+            role: Role::Window,
+            window: "BBC01".to_owned(),
+        },
+    };
+    let registration = Registration {
+        channel: Channel::Window,
+        nature: Nature::Help,
+        category: "GJJ".to_owned(),
+        modes: Default::default(),
+        priority: Priority::Normal,
+        matter: None,
+        not_done_reason: None,
+        summary: "公积金提取".to_owned(),
+        detail: "两台离线电脑同时处理".to_owned(),
+        expectation: String::new(),
+        location: String::new(),
+        sensitive: false,
+        tags: Default::default(),
+        personal: Default::default(),
+    };
+    let reg_no = RegNo::parse("BBC01-2026-0500").unwrap();
+    let (mut first, _) = CaseDoc::register(
+        &ctx(1, "甲"),
+        &hall,
+        automerge::ActorId::from(vec![1; 16]),
+        reg_no,
+        &QueryCode::from_entropy(7),
+        registration,
+    )
+    .unwrap();
+    let mut second = CaseDoc::load(&first.save(), automerge::ActorId::from(vec![2; 16])).unwrap();
+    first.apply(&ctx(2, "甲"), &hall, Command::Dispatch { lead_unit: None, co_units: None, due_ms: None }).unwrap();
+    second.apply(&ctx(3, "乙"), &hall, Command::Withdraw { reason: "群众电话撤回".to_owned() }).unwrap();
+    first.merge(&mut second).unwrap();
+    let conflict = first.view().conflicts[0].id.clone();
+    let ack = node.store.register(first).await.unwrap();
+
+    let (session, csrf) = node.sign_in("dc").await;
+    let page = node.get("/desk/conflicts", &session).await;
+    assert!(page.body.contains("冲突待核（1 件）") && page.body.contains("未生效"), "{}", page.body);
+    assert!(page.body.contains("维持合并结果"));
+    let settled = node
+        .post(
+            &format!("/desk/case/{}/act", ack.case_id),
+            &session,
+            &[("csrf", &csrf), ("action", "resolve_conflict"), ("choice", &conflict), ("text", "以撤回为准")],
+        )
+        .await;
+    assert_eq!(settled.status, StatusCode::SEE_OTHER, "{}", settled.body);
+    assert!(node.store.case_view(&ack.case_id).await.unwrap().conflicts.is_empty());
+    assert!(node.get("/desk/conflicts", &session).await.body.contains("没有待核的冲突"));
+    println!("conflicts: 1 listed ({conflict}), settled from the desk by the 督查科");
+}

@@ -306,11 +306,12 @@ async fn register_book(
     let next_link = next.map(|cursor| {
         format!(
             "/desk?status={}&category={}&nature={}&window={}&overdue={}&after={}:{}",
-            query.status,
-            query.category,
-            query.nature,
-            query.window,
-            query.overdue,
+            // Only validated codes go back into the link (they are ASCII codes; anything else was ignored above).
+            Status::parse(&query.status).map_or("", Status::code),
+            Some(query.category.as_str()).filter(|c| hall.categories.contains_key(*c)).unwrap_or(""),
+            Nature::parse(&query.nature).map_or("", Nature::code),
+            Some(query.window.as_str()).filter(|w| hall.windows.contains_key(*w)).unwrap_or(""),
+            if query.overdue == "1" { "1" } else { "" },
             cursor.registered_at_ms,
             cursor.case_id
         )
@@ -821,6 +822,7 @@ fn action_title(action: &str) -> &'static str {
         "reopen" => "已发回重办",
         "withdraw" => "已撤回",
         "supervise" => "已督办",
+        "resolve_conflict" => "冲突已核定",
         _ => "操作完成",
     }
 }
@@ -885,6 +887,11 @@ fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
         "resume" => Command::Resume,
         "reopen" => Command::Reopen { reason: required("原因")? },
         "withdraw" => Command::Withdraw { reason: required("原因")? },
+        "resolve_conflict" => Command::ResolveConflict {
+            conflict: form.choice.trim().to_owned(),
+            decision: zhaowo_crdt::ConflictDecision::Keep,
+            note: text,
+        },
         "supervise" => Command::Supervise {
             level: SupervisionLevel::parse(&form.choice).ok_or("请选择督办级别")?,
             comment: required("意见")?,
@@ -1142,7 +1149,17 @@ async fn conflicts(State(app): State<App>, headers: HeaderMap) -> Response {
                         ConflictDetail::Field { field, candidates } => {
                             "字段 " (field) " 有 " (candidates.len()) " 个并发取值"
                         }
-                    } }
+                    }
+                    @if matches!(session.role, Role::Supervision | Role::Admin) {
+                        form method="post" action={ "/desk/case/" (view.case_id.as_str()) "/act" } {
+                            input type="hidden" name="csrf" value=(session.csrf);
+                            input type="hidden" name="action" value="resolve_conflict";
+                            input type="hidden" name="choice" value=(conflict.id);
+                            input type="text" name="text" placeholder="核定说明" aria-label="核定说明";
+                            button.secondary type="submit" { "维持合并结果" }
+                        }
+                    }
+                    }
                 } }
             }
         }
