@@ -392,6 +392,35 @@ impl Home {
         self.save_hall()
     }
 
+    /// Creates or replaces a web desk account in the hall document (admin only), so the staff member can sign in at any
+    /// window once the hall document has synced. The password is stored as an argon2id hash, never in clear.
+    pub fn set_account(
+        &mut self,
+        username: &str,
+        display_name: &str,
+        role: Role,
+        password: &str,
+        now_ms: i64,
+    ) -> Result<(), HomeError> {
+        if !self.is_admin() {
+            return Err(HomeError::NotAdmin);
+        }
+        crate::http::auth::check_new_account(username, display_name, role, password).map_err(HomeError::Invalid)?;
+        let password_hash = crate::http::auth::hash_password(password).map_err(HomeError::Invalid)?;
+        let by = self.config.display_name.clone();
+        let doc = self.hall_doc.as_mut().ok_or(HomeError::NoHall)?;
+        let mut hall = doc.hall()?;
+        let account = zhaowo_crdt::hall::StaffAccount {
+            display_name: display_name.to_owned(),
+            role,
+            password_hash,
+            disabled: false,
+        };
+        let what = if hall.accounts.insert(username.to_owned(), account).is_some() { "修改" } else { "新增" };
+        doc.update(Role::Admin, &by, now_ms, &hall, &format!("{what}工作人员账号 {username}"))?;
+        self.save_hall()
+    }
+
     /// Who acts on this node: its node id, the staff member, its role and window.
     pub fn author(&self, staff: &str) -> Author {
         Author {
