@@ -51,6 +51,13 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
 }
 
+fn read_workbook(path: &Path) -> Vec<Vec<String>> {
+    use calamine::Reader;
+    let mut workbook: calamine::Xlsx<_> = calamine::open_workbook(path).expect("the export opens as a workbook");
+    let range = workbook.worksheet_range("登记簿").expect("a 登记簿 sheet");
+    range.rows().map(|row| row.iter().map(|cell| cell.to_string()).collect()).collect()
+}
+
 fn new_hall(dir: &Path) -> String {
     let out =
         ok(dir, &["init", "--hall", "江岸区政务服务中心", "--window", "BBC01", "--name", "办不成事窗口", "--json"]);
@@ -261,8 +268,20 @@ fn export_masks_personal_data_and_maintenance_commands_work() {
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.starts_with('\u{feff}') && text.contains("登记编号,登记时间") && text.contains(&reg_no));
     assert!(text.contains("138****1234") && !text.contains("13812341234") && text.contains("李**"));
-    let error = fails(dir.path(), &["export", "--format", "xlsx", "--out", "/dev/null"], 1);
-    assert!(error.contains("not available yet"), "{error}");
+    let xlsx = dir.path().join("register.xlsx");
+    ok(dir.path(), &["export", "--format", "xlsx", "--out", xlsx.to_str().unwrap()]);
+    let cells = read_workbook(&xlsx);
+    assert_eq!(cells[0][0], "登记编号");
+    assert_eq!(cells[1][0], reg_no);
+    assert!(cells.iter().flatten().any(|cell| cell == "138****1234"));
+    assert!(!cells.iter().flatten().any(|cell| cell.contains("13812341234")), "no unmasked phone in the workbook");
+    // Unmasked: the full number, and a reveal event in the case.
+    ok(dir.path(), &["export", "--format", "xlsx", "--unmasked", "--out", xlsx.to_str().unwrap()]);
+    assert!(read_workbook(&xlsx).iter().flatten().any(|cell| cell == "13812341234"));
+    let view = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!(view["pi_reveals"], 1);
+    let error = fails(dir.path(), &["export", "--format", "pdf", "--out", "/dev/null"], 2);
+    assert!(error.contains("invalid value 'pdf'"), "{error}");
     let verify = zhaowo(dir.path(), &["verify"]);
     assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
     assert!(stderr(&verify).contains("1 documents: 0 problems"));

@@ -725,6 +725,11 @@ impl CaseDoc {
 
     /// Returns the full personal record and records who looked and why (查看完整号码, an audit event).
     pub fn reveal_personal_data(&mut self, ctx: &Ctx, purpose: &str) -> Result<PersonalData, CommandError> {
+        self.reveal_personal_data_event(ctx, purpose).map(|(personal, _)| personal)
+    }
+
+    /// [`CaseDoc::reveal_personal_data`], also returning the audit event's id (for a store that acknowledges events).
+    pub fn reveal_personal_data_event(&mut self, ctx: &Ctx, purpose: &str) -> Result<(PersonalData, EventId), CommandError> {
         let name = "reveal personal data";
         if !matches!(ctx.author.role, Role::Window | Role::Supervision | Role::Admin) {
             return Err(CommandError::Role { command: name, role: ctx.author.role });
@@ -735,8 +740,8 @@ impl CaseDoc {
             return Err(CommandError::Purged);
         }
         let personal = self.personal_data();
-        self.append(ctx, EventKind::PiRevealed { purpose: purpose.to_owned() }, None, &log)?;
-        Ok(personal)
+        let event = self.append(ctx, EventKind::PiRevealed { purpose: purpose.to_owned() }, None, &log)?;
+        Ok((personal, event))
     }
 
     fn personal_data(&self) -> PersonalData {
