@@ -145,7 +145,8 @@ pub(crate) struct Counters {
 /// Shared state of every handler.
 #[derive(Debug)]
 pub(crate) struct AppState {
-    pub home: Home,
+    /// Shared with the rest of the node (`serve` takes a `Home` or an `Arc<Home>`).
+    pub home: Arc<Home>,
     pub store: Arc<Store>,
     pub options: HttpOptions,
     pub sessions: guard::Sessions,
@@ -157,7 +158,7 @@ pub(crate) struct AppState {
 
 pub(crate) type App = Arc<AppState>;
 
-fn state(home: Home, store: Arc<Store>, options: HttpOptions) -> App {
+fn state(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> App {
     Arc::new(AppState {
         sessions: guard::Sessions::new(options.session_ms),
         limiter: guard::RateLimiter::new(options.rate_period_ms, options.rate_clients_max),
@@ -211,20 +212,20 @@ fn desk_routes() -> Router<App> {
 }
 
 /// The desk router (every route) and the public router (citizen pages and Open311) over one shared state.
-pub fn routers(home: Home, store: Arc<Store>, options: HttpOptions) -> (Router, Router) {
-    let app = state(home, store, options);
+pub fn routers(home: impl Into<Arc<Home>>, store: Arc<Store>, options: HttpOptions) -> (Router, Router) {
+    let app = state(home.into(), store, options);
     (finish(desk_routes(), app.clone()), finish(public_routes(), app))
 }
 
 /// The router with every route (what the desk listener serves), for tests.
-pub fn router(home: Home, store: Arc<Store>, options: HttpOptions) -> Router {
+pub fn router(home: impl Into<Arc<Home>>, store: Arc<Store>, options: HttpOptions) -> Router {
     routers(home, store, options).0
 }
 
 /// Serves the citizen pages and Open311 on `listen_addr` (the hall LAN address) and the desk on
 /// `options.desk_listen` (loopback), until one of them fails.
 pub async fn serve(
-    home: Home,
+    home: impl Into<Arc<Home>>,
     store: Arc<Store>,
     listen_addr: SocketAddr,
     options: HttpOptions,
@@ -239,7 +240,7 @@ pub async fn serve(
 
 /// [`serve`] on listeners the caller bound (tests bind port 0 and read the ports back).
 pub async fn serve_on(
-    home: Home,
+    home: impl Into<Arc<Home>>,
     store: Arc<Store>,
     desk_listener: tokio::net::TcpListener,
     public_listener: tokio::net::TcpListener,
