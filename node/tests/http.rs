@@ -826,3 +826,53 @@ async fn the_supervision_desk_lists_an_offline_conflict_and_settles_it() {
     assert!(node.get("/desk/conflicts", &session).await.body.contains("没有待核的冲突"));
     println!("conflicts: 1 listed ({conflict}), settled from the desk by the 督查科");
 }
+
+#[tokio::test]
+async fn random_form_bodies_get_client_errors_and_store_nothing() {
+    let node = node();
+    let (cookie, csrf) = node.citizen_csrf().await;
+    // A deterministic xorshift: the same bodies on every run (seed printed).
+    let seed = 0x2026_1125_u64;
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let pieces = [
+        "%",
+        "%zz",
+        "%E4%BD",
+        "&",
+        "=",
+        "csrf=",
+        "summary=",
+        "detail=",
+        "service_code=",
+        "BDC",
+        "\u{0}",
+        "很",
+        "+",
+        "%00",
+        "a",
+        "&&==",
+        "phone=1",
+    ];
+    let mut statuses = std::collections::BTreeMap::new();
+    let rounds = 200;
+    for round in 0..rounds {
+        let len = (next() % 40) as usize;
+        let mut body: String = (0..len).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect();
+        if round % 2 == 0 {
+            // Half the citizen bodies carry a valid CSRF token, so they reach the field checks.
+            body = format!("csrf={csrf}&{body}");
+        }
+        let path = if round % 3 == 0 { "/open311/v2/requests.json" } else { "/r/BBC01" };
+        let answer = node.post_raw(path, &cookie, body.clone(), client(10 + (round % 200) as u8)).await;
+        assert!(answer.status.is_client_error(), "seed {seed:#x} round {round}: {path} {body:?} → {}", answer.status);
+        *statuses.entry(answer.status.as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(node.case_count().await, 0, "seed {seed:#x}: nothing stored");
+    println!("random bodies: {rounds} posts, statuses {statuses:?}, cases=0");
+}
