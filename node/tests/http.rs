@@ -355,6 +355,12 @@ async fn bad_citizen_input_gets_a_clear_page_and_stores_nothing() {
     }
     let malformed = node.post_raw("/r/BBC01", &cookie, "%zz=%%%".to_owned(), client(10)).await;
     assert!(malformed.status.is_client_error());
+    let wrong_method = node.post("/q", "", &[]).await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong_method.body.contains("请求方式不正确"));
+    let unknown_page = node.get("/nothing-here", "").await;
+    assert_eq!(unknown_page.status, StatusCode::NOT_FOUND);
+    assert!(unknown_page.body.contains("页面不存在"));
     let unknown_window = node.get("/r/NOWHERE", "").await;
     assert_eq!(unknown_window.status, StatusCode::NOT_FOUND);
     assert!(unknown_window.body.contains("窗口不存在"));

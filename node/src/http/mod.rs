@@ -196,6 +196,7 @@ fn finish(router: Router<App>, app: App) -> Router {
     let body_max = app.options.body_bytes_max;
     router
         .fallback(page::not_found)
+        .method_not_allowed_fallback(page::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_max))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)

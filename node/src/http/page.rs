@@ -115,6 +115,16 @@ pub async fn not_found() -> Response {
     error_page(StatusCode::NOT_FOUND, "页面不存在", "您访问的页面不存在，请检查地址。", None)
 }
 
+/// A known path asked with the wrong method (a bookmarked form answer, a script's typo).
+pub async fn method_not_allowed() -> Response {
+    error_page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "请求方式不正确",
+        "请从页面上的链接或按钮进入。",
+        Some(("/", "返回首页")),
+    )
+}
+
 /// `2026-11-25 16:30` (UTC+08:00).
 pub fn minute(ms: i64) -> String {
     zhaowo_crdt::time::format_local_minute(ms)
