@@ -882,3 +882,40 @@ async fn random_form_bodies_get_client_errors_and_store_nothing() {
     assert_eq!(node.case_count().await, 0, "seed {seed:#x}: nothing stored");
     println!("random bodies: {rounds} posts, statuses {statuses:?}, cases=0");
 }
+
+#[tokio::test]
+async fn a_case_goes_from_report_to_closed_through_the_desk() {
+    let node = node();
+    let receipt = node.report(REPORT).await;
+    let (reg_no, code) = (by_id(&receipt.body, "reg-no"), by_id(&receipt.body, "query-code"));
+    let (session, csrf) = node.sign_in("wangmin").await;
+    let book = node.get("/desk?status=DISPATCHED", &session).await;
+    assert!(book.body.contains(&reg_no), "auto-dispatched by the routing table");
+    let case_id = book.body.split("/desk/case/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let act = format!("/desk/case/{case_id}/act");
+    let steps: &[(&str, &[(&str, &str)], &str)] = &[
+        ("sign_in", &[("text", "王敏")], "IN_PROGRESS"),
+        ("resolve", &[("choice", "DONE"), ("text", "已出具两套分户图，请携带身份证到不动产窗口领证。")], "REPLIED"),
+        ("callback", &[("method", "PHONE"), ("choice", "YES"), ("rating", "5"), ("text", "满意")], "REPLIED"),
+        ("close", &[("text", "科长审核")], "CLOSED"),
+    ];
+    for (action, fields, status) in steps {
+        let mut all = vec![("csrf", csrf.as_str()), ("action", *action)];
+        all.extend_from_slice(fields);
+        let answer = node.post(&act, &session, &all).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{action}: {}", answer.body);
+        assert_eq!(node.store.case_view(&case_id).await.unwrap().status.code(), *status, "{action}");
+    }
+    let page = node.get(&format!("/desk/case/{case_id}"), &session).await.body;
+    assert!(!page.contains("value=\"reply\""), "no reply form on a closed case");
+    let lookup = node.get(&format!("/q?no={reg_no}&code={code}"), "").await.body;
+    assert!(lookup.contains("已办结") && lookup.contains("分户图") && !lookup.contains("预计办结"));
+    let closed = node.get("/open311/v2/requests.json?status=closed", "").await.json();
+    assert_eq!(closed[0]["service_request_id"], reg_no.as_str());
+    assert_eq!(closed[0]["status"], "closed");
+    assert!(closed[0]["expected_datetime"].is_null());
+    println!(
+        "lifecycle: report → 派单 (routing) → 签收 → 办理完毕 → 回访 → 办结, {} steps through the desk",
+        steps.len()
+    );
+}
