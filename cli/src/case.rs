@@ -53,6 +53,17 @@ pub enum CaseCommand {
         #[arg(long)]
         assignee: String,
     },
+    /// 改派: reassign to another lead unit (督查科).
+    Reassign {
+        case: String,
+        #[arg(long)]
+        lead: String,
+        /// Co-unit codes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        co: Vec<String>,
+        #[arg(long)]
+        reason: String,
+    },
     /// 退单: the lead unit returns the case, with reason and basis.
     Return {
         case: String,
@@ -285,6 +296,130 @@ pub enum DocCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Merge an Automerge document of a case (from `doc export`, or any Automerge implementation) into this node.
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Another node's data directory (holding cases.db) or a database file.
+    pub path: PathBuf,
+}
+
+/// A document file is at most this large: a case with the maximum events saves to a few hundred KB.
+const DOC_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// What merging brought: cases new to this node, cases that gained changes, conflicts that appeared.
+#[derive(Debug, Default)]
+struct MergeReport {
+    added: Vec<String>,
+    changed: Vec<String>,
+    unchanged: usize,
+    new_conflicts: Vec<(String, String)>,
+}
+
+/// Applies the changes of several cases and reports what they did to this node.
+async fn merge_cases(store: &Store, cases: Vec<(String, Vec<Vec<u8>>)>) -> anyhow::Result<MergeReport> {
+    let mut report = MergeReport::default();
+    for (case_id, changes) in cases {
+        let before = store.case_view(&case_id).await.ok();
+        let batch = vec![zhaowo_node::store::RemoteChanges { case_id: case_id.clone(), changes }];
+        let applied =
+            store.apply_remote(batch).await.with_context(|| format!("failed to store the changes of {case_id}"))?;
+        if let Some(rejected) = applied.rejected.first() {
+            return Err(expected(format!("case {} was refused: {}", rejected.case_id, rejected.reason)));
+        }
+        let after = store.case_view(&case_id).await.map_err(read_error)?;
+        let old_conflicts: BTreeSet<String> =
+            before.iter().flat_map(|b| b.conflicts.iter().map(|c| c.id.clone())).collect();
+        for conflict in after.conflicts.iter().filter(|c| !old_conflicts.contains(&c.id)) {
+            report.new_conflicts.push((after.reg_no.to_string(), conflict.id.clone()));
+        }
+        match before {
+            None => report.added.push(after.reg_no.to_string()),
+            Some(before) if before != after => report.changed.push(after.reg_no.to_string()),
+            Some(_) => report.unchanged += 1,
+        }
+    }
+    Ok(report)
+}
+
+fn print_merge(cli: &Cli, report: &MergeReport) {
+    if cli.json {
+        let conflicts: Vec<_> = report
+            .new_conflicts
+            .iter()
+            .map(|(reg_no, id)| serde_json::json!({ "reg_no": reg_no, "conflict": id }))
+            .collect();
+        print_json(&serde_json::json!({
+            "added": report.added, "changed": report.changed, "unchanged": report.unchanged, "new_conflicts": conflicts,
+        }));
+    } else {
+        for reg_no in &report.added {
+            out!("added    {reg_no}");
+        }
+        for reg_no in &report.changed {
+            out!("changed  {reg_no}");
+        }
+        for (reg_no, id) in &report.new_conflicts {
+            out!("conflict {reg_no} {id}");
+        }
+        say(
+            cli,
+            &format!(
+                "{} added, {} changed, {} unchanged, {} new conflicts (review them with `zhaowo conflicts list`)",
+                report.added.len(),
+                report.changed.len(),
+                report.unchanged,
+                report.new_conflicts.len()
+            ),
+        );
+    }
+}
+
+pub async fn merge(cli: &Cli, args: &MergeArgs) -> anyhow::Result<()> {
+    let home = open(cli)?;
+    if home.config.role != Role::Admin {
+        return Err(expected(format!("merge needs an admin node; this node is a {} node", home.config.role.code())));
+    }
+    let source = if args.path.is_dir() { args.path.join("cases.db") } else { args.path.clone() };
+    if !source.is_file() {
+        return Err(expected(format!(
+            "`{}` is neither a node's data directory nor a database file",
+            args.path.display()
+        )));
+    }
+    if std::fs::canonicalize(&source).ok() == std::fs::canonicalize(home.config.store_path()).ok() {
+        return Err(expected("that is this node's own store"));
+    }
+    // Read-only on the other side: open a copy (with its write-ahead log), never the original.
+    let scratch = std::env::temp_dir().join(format!("zhaowo-merge-{}-{}", std::process::id(), now_ms()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("failed to create `{}`", scratch.display()))?;
+    let copy = scratch.join("cases.db");
+    std::fs::copy(&source, &copy).with_context(|| format!("failed to read `{}`", source.display()))?;
+    let wal = source.with_extension("db-wal");
+    if wal.is_file() {
+        std::fs::copy(&wal, scratch.join("cases.db-wal"))
+            .with_context(|| format!("failed to read `{}`", wal.display()))?;
+    }
+    let result = async {
+        let other =
+            Store::open(zhaowo_node::store::StoreOptions::recommended(copy, automerge::ActorId::from(vec![0; 16])))
+                .map_err(|error| expected(format!("`{}` is not a zhaowo store: {error}", source.display())))?;
+        let mut cases = Vec::new();
+        for case_id in all_case_ids(&other).await? {
+            let changes = other.changes_since(&case_id, Vec::new()).await.map_err(read_error)?;
+            cases.push((case_id, changes));
+        }
+        other.close();
+        anyhow::Ok(cases)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let store = home.open_store()?;
+    let report = merge_cases(&store, result?).await?;
+    print_merge(cli, &report);
+    Ok(())
 }
 
 fn staff(cli: &Cli, home: &Home) -> String {
@@ -457,6 +592,14 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
             }),
         ),
         CaseCommand::Sign { case, assignee } => (case, Command::SignIn { assignee: assignee.clone() }),
+        CaseCommand::Reassign { case, lead, co, reason } => (
+            case,
+            Command::Reassign {
+                lead_unit: lead.clone(),
+                co_units: co.iter().filter(|unit| !unit.is_empty()).cloned().collect(),
+                reason: reason.clone(),
+            },
+        ),
         CaseCommand::Return { case, reason, basis } => {
             (case, Command::Return { reason: reason.clone(), basis: basis.clone() })
         }
@@ -900,6 +1043,27 @@ pub async fn doc(cli: &Cli, command: &DocCommand) -> anyhow::Result<()> {
             std::fs::write(out, &bytes).with_context(|| format!("failed to write `{}`", out.display()))?;
             say(cli, &format!("wrote {} ({} bytes)", out.display(), bytes.len()));
         }
+        DocCommand::Import { file } => {
+            let size = std::fs::metadata(file).with_context(|| format!("failed to read `{}`", file.display()))?.len();
+            if size > DOC_FILE_BYTES_MAX {
+                return Err(expected(format!(
+                    "`{}` is {size} bytes, more than the limit of {DOC_FILE_BYTES_MAX}",
+                    file.display()
+                )));
+            }
+            let bytes = std::fs::read(file).with_context(|| format!("failed to read `{}`", file.display()))?;
+            // Outside bytes: Automerge has panicked on crafted documents, so the load is isolated.
+            let loaded = std::panic::catch_unwind(|| CaseDoc::load(&bytes, automerge::ActorId::from(vec![0; 16])))
+                .map_err(|_| expected(format!("`{}` is not a readable Automerge document", file.display())))?;
+            let mut case =
+                loaded.map_err(|error| expected(format!("`{}` is not a case document: {error}", file.display())))?;
+            let case_id = case.case_id().to_string();
+            let changes: Vec<Vec<u8>> =
+                case.automerge_mut().get_changes(&[]).iter().map(|c| c.raw_bytes().to_vec()).collect();
+            let report = merge_cases(&store, vec![(case_id, changes)]).await?;
+            print_merge(cli, &report);
+        }
     }
+
     Ok(())
 }

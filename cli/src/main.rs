@@ -87,6 +87,8 @@ pub enum Command {
     /// Export or import the raw Automerge document of a case.
     #[command(subcommand)]
     Doc(case::DocCommand),
+    /// Merge another node's data directory or database file into this node (admin), read-only on the other side.
+    Merge(case::MergeArgs),
     /// Manage web desk staff accounts (admin node).
     #[command(subcommand)]
     Staff(staff::StaffCommand),
@@ -214,6 +216,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Doc(command) => case::doc(cli, command).await,
+        Command::Merge(args) => case::merge(cli, args).await,
         Command::Staff(command) => staff::run(cli, command),
     }
 }

@@ -299,3 +299,78 @@ fn export_masks_personal_data_and_maintenance_commands_work() {
         .expect("the exported document is a case");
     assert_eq!(case.view().reg_no.to_string(), reg_no);
 }
+
+/// The offline laptop and the conflicting window, end to end: the case travels as an Automerge document (`doc export`
+/// → `doc import`), the laptop records a home visit and a note offline, a window PC signs the case in while the admin
+/// reassigns it, and the admin merges both data directories: the visit arrives, the conflict is listed and resolved.
+#[test]
+fn offline_work_merges_back_and_its_conflict_is_listed_and_resolved() {
+    let admin = tempfile::tempdir().unwrap();
+    let laptop = tempfile::tempdir().unwrap();
+    let window = tempfile::tempdir().unwrap();
+    new_hall(admin.path());
+    for (dir, code, role) in [(laptop.path(), "V01", "volunteer"), (window.path(), "2F03", "window")] {
+        let node_id = json(&ok(dir, &["init", "--window", code, "--json"]))["node_id"].as_str().unwrap().to_owned();
+        let file = admin.path().join(format!("{code}.enrollment"));
+        ok(admin.path(), &["enroll", &node_id, "--window", code, "--role", role, "--out", file.to_str().unwrap()]);
+        ok(dir, &["join", file.to_str().unwrap()]);
+    }
+    let (reg_no, _) = register(admin.path());
+    ok(admin.path(), &["case", "dispatch", &reg_no]);
+    let doc = admin.path().join("case.automerge");
+    ok(admin.path(), &["doc", "export", &reg_no, "--out", doc.to_str().unwrap()]);
+    for dir in [laptop.path(), window.path()] {
+        let imported = json(&ok(dir, &["doc", "import", doc.to_str().unwrap(), "--json"]));
+        assert_eq!(imported["added"][0], reg_no);
+    }
+    // Offline: the laptop visits, the window signs in, the admin reassigns.
+    ok(
+        laptop.path(),
+        &["--staff", "帮帮哥小周", "case", "visit", &reg_no, "--volunteers", "小周,小李", "--outcome", "上门收集材料"],
+    );
+    ok(laptop.path(), &["--staff", "帮帮哥小周", "case", "note", &reg_no, "李先生行动不便，下次预约上午"]);
+    ok(window.path(), &["--staff", "王工", "case", "sign", &reg_no, "--assignee", "王工"]);
+    let error = fails(laptop.path(), &["case", "sign", &reg_no, "--assignee", "小周"], 1);
+    assert!(error.contains("may not sign in"), "a volunteer laptop may not sign in: {error}");
+    // A merge is an admin's job, and refuses what is not a store.
+    let error = fails(window.path(), &["merge", laptop.path().to_str().unwrap()], 1);
+    assert!(error.contains("needs an admin node"), "{error}");
+    let error = fails(admin.path(), &["merge", doc.to_str().unwrap()], 1);
+    assert!(error.contains("is not a zhaowo store"), "{error}");
+    // Back at the hall.
+    let reassign = ["case", "dispatch", &reg_no, "--lead", "FG"];
+    let error = fails(admin.path(), &reassign, 1);
+    assert!(error.contains("refused"), "a dispatched case is reassigned, not dispatched again: {error}");
+    let merged = json(&ok(admin.path(), &["merge", laptop.path().to_str().unwrap(), "--json"]));
+    assert_eq!(
+        (merged["changed"][0].as_str(), merged["new_conflicts"].as_array().unwrap().len()),
+        (Some(reg_no.as_str()), 0)
+    );
+    let view = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!((view["site_visits"].as_u64(), view["notes"].as_array().unwrap().len()), (Some(1), 1));
+    let merged = json(&ok(admin.path(), &["merge", window.path().to_str().unwrap(), "--json"]));
+    assert_eq!(merged["new_conflicts"].as_array().unwrap().len(), 0, "sign-in alone is no conflict");
+    assert_eq!(json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]))["status"], "IN_PROGRESS");
+    // Now a real conflict: from the same state, the window answers the case offline while the admin (督查 rights)
+    // reassigns it to the housing bureau. 改派 (class 2) beats 答复 (class 4); the answer is kept and listed.
+    let doc2 = admin.path().join("case2.automerge");
+    ok(admin.path(), &["doc", "export", &reg_no, "--out", doc2.to_str().unwrap()]);
+    ok(window.path(), &["doc", "import", doc2.to_str().unwrap()]);
+    ok(
+        window.path(),
+        &["--staff", "王工", "case", "resolve", &reg_no, "--result", "解释说明", "--reply", "已电话说明"],
+    );
+    ok(admin.path(), &["--staff", "刘督查", "case", "reassign", &reg_no, "--lead", "FG", "--reason", "属房管职责"]);
+    let merged = json(&ok(admin.path(), &["merge", window.path().to_str().unwrap(), "--json"]));
+    let conflicts = merged["new_conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{merged}");
+    let conflict = conflicts[0]["conflict"].as_str().unwrap().to_owned();
+    let listed = ok(admin.path(), &["conflicts", "list"]);
+    assert!(listed.contains(&conflict) && listed.contains(&reg_no), "{listed}");
+    ok(admin.path(), &["conflicts", "resolve", &reg_no, &conflict, "--note", "以督查科意见为准"]);
+    let after = zhaowo(admin.path(), &["conflicts", "list"]);
+    assert!(stderr(&after).contains("0 open conflicts"), "{}", stderr(&after));
+    let view = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]));
+    assert!(view["timeline"].as_array().unwrap().iter().any(|e| e["label"] == "冲突核定"));
+    assert_eq!((view["status"].as_str(), view["lead_unit"].as_str()), (Some("DISPATCHED"), Some("FG")));
+}
