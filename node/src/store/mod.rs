@@ -166,8 +166,8 @@ pub enum ReadError {
     /// The query is malformed or too large.
     #[error("bad query: {0}")]
     BadQuery(String),
-    /// The store was opened at a schema version without projections (migration tests only).
-    #[error("this store has no projection tables (schema version below 2)")]
+    /// The store was opened at an older schema version (migration tests only).
+    #[error("this store was opened at an older schema version without the projection tables")]
     NoProjections,
     /// SQLite failed.
     #[error("sqlite error")]
@@ -216,8 +216,8 @@ pub enum MaintenanceError {
     /// The file to restore is not a healthy zhaowo store.
     #[error("`{path}` cannot be restored: {reason}")]
     BadBackup { path: PathBuf, reason: String },
-    /// The store was opened at a schema version without projections.
-    #[error("this store has no projection tables (schema version below 2)")]
+    /// The store was opened at an older schema version (migration tests only).
+    #[error("this store was opened at an older schema version without the projection tables")]
     NoProjections,
     /// A file operation failed.
     #[error("{what} `{path}`")]

@@ -145,6 +145,22 @@ impl SearchText {
         SearchText { summary: view.summary.clone(), detail: view.detail.clone(), notes: notes.join("\n") }
     }
 
+    /// The adjacent letter/digit pairs of each field, space-separated: the rows of the bigram index.
+    pub fn bigrams(&self) -> String {
+        let mut out = String::new();
+        for field in [&self.summary, &self.detail, &self.notes] {
+            let chars: Vec<char> = field.chars().collect();
+            for pair in chars.windows(2) {
+                if is_bigram(pair[0], pair[1]) {
+                    out.push(pair[0]);
+                    out.push(pair[1]);
+                    out.push(' ');
+                }
+            }
+        }
+        out
+    }
+
     /// Whether every whitespace-separated term of `query` occurs in the text (what search answers), case-insensitively.
     pub fn matches(&self, query: &str) -> bool {
         let haystacks = [self.summary.to_lowercase(), self.detail.to_lowercase(), self.notes.to_lowercase()];
@@ -153,6 +169,12 @@ impl SearchText {
             haystacks.iter().any(|text| text.contains(&term))
         })
     }
+}
+
+/// Whether a pair of characters is indexed as a bigram: both letters or digits, which `unicode61` keeps together as
+/// one token (punctuation and spaces would split it).
+pub fn is_bigram(first: char, second: char) -> bool {
+    first.is_alphanumeric() && second.is_alphanumeric()
 }
 
 pub(crate) const CASE_COLUMNS: &str = "doc_id, reg_no, status, category, nature, priority, lead_unit, window, registered_at_ms, \
@@ -235,6 +257,8 @@ pub(crate) fn upsert(tx: &Transaction<'_>, row: &CaseRow, text: &SearchText) -> 
         tx.prepare_cached("DELETE FROM cases_fts WHERE rowid = ?1")?.execute([id])?;
         tx.prepare_cached("INSERT INTO cases_fts (rowid, summary, detail, notes) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![id, text.summary, text.detail, text.notes])?;
+        tx.prepare_cached("DELETE FROM cases_bigrams WHERE rowid = ?1")?.execute([id])?;
+        tx.prepare_cached("INSERT INTO cases_bigrams (rowid, grams) VALUES (?1, ?2)")?.execute(params![id, text.bigrams()])?;
     }
     Ok(())
 }
@@ -248,6 +272,7 @@ pub(crate) fn remove(tx: &Transaction<'_>, case_id: &str) -> rusqlite::Result<()
     if let Some((id, row)) = old {
         add_stats(tx, local_day(row.registered_at_ms), &row.category, row.stats(), -1)?;
         tx.prepare_cached("DELETE FROM cases_fts WHERE rowid = ?1")?.execute([id])?;
+        tx.prepare_cached("DELETE FROM cases_bigrams WHERE rowid = ?1")?.execute([id])?;
         tx.prepare_cached("DELETE FROM cases WHERE id = ?1")?.execute([id])?;
     }
     Ok(())

@@ -11,7 +11,7 @@ use rusqlite::Transaction;
 pub const APPLICATION_ID: i32 = 0x7a68_776f;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION_LATEST: i64 = 2;
+pub const SCHEMA_VERSION_LATEST: i64 = 3;
 
 /// Version 1: documents (snapshot + changes), the catalog, the node-wide counter and change signatures.
 const V1: &str = r#"
@@ -114,8 +114,16 @@ CREATE TABLE stats_daily (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Version 3: bigrams for two-character search terms, which trigrams cannot index (户口, 社保, 低保 are words).
+///
+/// zhaowo writes each text's adjacent letter/digit pairs as space-separated tokens (`SearchText::bigrams`), so the
+/// `unicode61` tokenizer indexes exactly those pairs; the table is contentless (the text is in `cases_fts`).
+const V3: &str = r#"
+CREATE VIRTUAL TABLE cases_bigrams USING fts5 (grams, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 0');
+"#;
+
 /// Migrations in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION_LATEST);
 
 /// Whether the projections must be rebuilt after migrating (a migration created or changed them).
@@ -142,8 +150,9 @@ pub(crate) fn migrate(tx: &Transaction<'_>, from: i64, to: i64) -> Result<Migrat
     let mut reindex = false;
     for version in from..to {
         tx.execute_batch(MIGRATIONS[version as usize])?;
-        reindex |= version + 1 == 2;
+        // Versions 2 and 3 add projections: a store that had documents rebuilds them.
+        reindex |= version + 1 >= 2;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {to}"))?;
-    Ok(Migrated { from, to, reindex: reindex && from > 0 })
+    Ok(Migrated { from, to, reindex: reindex && from > 0 && to >= SCHEMA_VERSION_LATEST })
 }
