@@ -6,6 +6,7 @@
 //! allowed, refused by the case's rules), 2 an error (bad usage, unreadable or corrupt data).
 
 mod case;
+mod demo;
 mod env_vars;
 mod setup;
 mod staff;
@@ -57,6 +58,8 @@ pub enum Command {
     Join(setup::JoinArgs),
     /// Revoke a node (admin): its key is refused from now on.
     Revoke(setup::RevokeArgs),
+    /// Start a working hall on this machine (embedded defaults, seeded cases, staff desk and citizen pages) until Ctrl-C.
+    Demo(demo::DemoArgs),
     /// Show this node: id, window, role, hall, roster, store counts.
     Status,
     /// Work cases: register, list, show, and every step of their life.
@@ -186,6 +189,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Enroll(args) => setup::enroll(cli, args),
         Command::Join(args) => setup::join(cli, args),
         Command::Revoke(args) => setup::revoke(cli, args),
+        Command::Demo(args) => demo::run(cli, args).await,
         Command::Status => setup::status(cli).await,
         Command::Case(command) => case::run(cli, command).await,
         Command::Conflicts(command) => case::conflicts(cli, command).await,

@@ -374,3 +374,60 @@ fn offline_work_merges_back_and_its_conflict_is_listed_and_resolved() {
     assert!(view["timeline"].as_array().unwrap().iter().any(|e| e["label"] == "冲突核定"));
     assert_eq!((view["status"].as_str(), view["lead_unit"].as_str()), (Some("DISPATCHED"), Some("FG")));
 }
+
+/// GETs a page over plain HTTP/1.1 (loopback only) and returns the body.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).expect("the demo listens");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn the_demo_serves_a_seeded_hall_and_stops() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zhaowo"))
+        .args([
+            "--dir",
+            dir.path().join("demo").to_str().unwrap(),
+            "demo",
+            "--desk",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--serve-secs",
+            "10",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let lookup = loop {
+        let line = lines.next().expect("the demo prints its addresses").unwrap();
+        printed.push(line.clone());
+        if let Some(url) = line.strip_prefix("lookup").and_then(|rest| rest.split_whitespace().next()) {
+            break url.to_owned();
+        }
+    };
+    let citizen = printed.iter().find_map(|l| l.strip_prefix("citizen page").map(|u| u.trim().to_owned())).unwrap();
+    let desk = printed.iter().find_map(|l| l.strip_prefix("staff desk").map(|u| u.trim().to_owned())).unwrap();
+    let page = http_get(&citizen);
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("反映问题"), "{page}");
+    let receipt = http_get(&lookup);
+    assert!(
+        receipt.contains("办理中") && receipt.contains("三方会诊") && !receipt.contains("13812341234"),
+        "{receipt}"
+    );
+    assert!(http_get(&format!("{desk}/login")).starts_with("HTTP/1.1 200"));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the demo stops cleanly after --serve-secs");
+    assert!(printed.iter().any(|l| l.contains("password: zhaowo-demo")));
+}

@@ -1,0 +1,297 @@
+//! `zhaowo demo`: a working hall on this one machine, on embedded defaults.
+//!
+//! It creates a fresh hall in a temporary directory (or `--dir` when given and empty), adds staff accounts, registers
+//! the article's cases in the states a real week leaves them in, serves the staff desk and the citizen pages, prints
+//! their addresses, the accounts and a QR code of the citizen page, and runs until Ctrl-C.
+//!
+//! One node serves the demo today: window PCs, the 督查科 and the volunteer laptop join as separate nodes once sync is
+//! wired to the transport (the sync session itself is built and tested in `zhaowo-crdt`).
+
+use crate::{Cli, out, say};
+use anyhow::Context;
+use clap::Args;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use zhaowo_crdt::model::*;
+use zhaowo_crdt::pi::PersonalData;
+use zhaowo_crdt::{CaseDoc, Command, QueryCode, RegNo, Registration};
+use zhaowo_node::home::{Home, InitOptions, entropy, now_ms};
+use zhaowo_node::store::Store;
+
+/// The demo's staff password: printed on screen, for a demo on one machine only.
+const DEMO_PASSWORD: &str = "zhaowo-demo";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The staff desk (loopback).
+    #[arg(long, default_value = "127.0.0.1:7421")]
+    pub desk: SocketAddr,
+    /// The citizen pages and Open311 (use the hall LAN address to reach them from phones on the Wi-Fi).
+    #[arg(long, default_value = "127.0.0.1:7422")]
+    pub http: SocketAddr,
+    /// Stop after this many seconds instead of waiting for Ctrl-C (for scripts and tests).
+    #[arg(long, hide = true)]
+    pub serve_secs: Option<u64>,
+}
+
+/// A seeded case: who registers it, and the steps it has been through.
+struct Seed {
+    registration: Registration,
+    steps: Vec<(&'static str, Command)>,
+}
+
+fn person(name: &str, phone: &str) -> PersonalData {
+    PersonalData { name: Some(name.into()), phone: Some(phone.into()), callback_ok: true, ..PersonalData::default() }
+}
+
+fn case(
+    nature: Nature,
+    category: &str,
+    modes: &[Mode],
+    summary: &str,
+    detail: &str,
+    who: PersonalData,
+) -> Registration {
+    Registration {
+        channel: Channel::Window,
+        nature,
+        category: category.into(),
+        modes: modes.iter().copied().collect::<BTreeSet<_>>(),
+        priority: Priority::Normal,
+        matter: None,
+        not_done_reason: None,
+        summary: summary.into(),
+        detail: detail.into(),
+        expectation: String::new(),
+        location: String::new(),
+        sensitive: false,
+        tags: BTreeSet::new(),
+        personal: who,
+    }
+}
+
+fn seeds(now: i64) -> Vec<Seed> {
+    let callback = || Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: true,
+        outcome: Some(CallbackOutcome::Resolved),
+        rating: Some(5),
+        comment: "非常满意".into(),
+    };
+    vec![
+        Seed {
+            registration: Registration {
+                not_done_reason: Some(NotDoneReason::Historical),
+                ..case(
+                    Nature::Help,
+                    "BDC",
+                    &[Mode::Consultation, Mode::HomeVisit],
+                    "老房登记为一套，实为两套，材料缺失无法分证",
+                    "李先生名下房改房当年登记为一套，实际为两套独立住房，原始材料缺失。",
+                    person("李建国", "13812341234"),
+                )
+            },
+            steps: vec![
+                (
+                    "王敏",
+                    Command::Dispatch {
+                        lead_unit: Some("BDC".into()),
+                        co_units: Some(vec!["FG".into(), "GA".into()]),
+                        due_ms: None,
+                    },
+                ),
+                ("王敏", Command::SignIn { assignee: "王工".into() }),
+                (
+                    "王敏",
+                    Command::HoldConsultation {
+                        units: vec!["BDC".into(), "FG".into(), "GA".into()],
+                        minutes: "不动产、房管、公安三方会诊；联系原房改单位和辖区派出所".into(),
+                        site_visit: true,
+                        held_at_ms: now,
+                    },
+                ),
+                ("王敏", Command::PublishReply { text: "已组织三方会诊，房管测绘队将上门勘查".into() }),
+            ],
+        },
+        Seed {
+            registration: Registration {
+                priority: Priority::Urgent,
+                ..case(
+                    Nature::Help,
+                    "QIYE",
+                    &[Mode::Expedited, Mode::Proxy],
+                    "网上已提交经营范围变更，投标需次日中午前取得新执照",
+                    "企业股东李女士，正常时限3个工作日，投标截止为次日中午。",
+                    person("李娜", "13900001111"),
+                )
+            },
+            steps: vec![
+                ("王敏", Command::AddNote { text: "已报告业务分管领导，同意加急".into() }),
+                (
+                    "王敏",
+                    Command::Dispatch {
+                        lead_unit: Some("SCJG".into()),
+                        co_units: Some(vec!["SW".into()]),
+                        due_ms: None,
+                    },
+                ),
+                ("王敏", Command::SignIn { assignee: "企业专区 孙倩".into() }),
+                (
+                    "王敏",
+                    Command::Resolve {
+                        result: CaseResult::Done,
+                        reply: "新营业执照已打印，请到三楼企业专区领取".into(),
+                    },
+                ),
+                ("王敏", callback()),
+                ("王敏", Command::Close { reviewer: "陈科长".into(), forced: false }),
+            ],
+        },
+        Seed {
+            registration: case(
+                Nature::Consultation,
+                "MINZHENG",
+                &[Mode::Immediate],
+                "65岁外地户籍随子女居住，咨询如何办理老年优待证",
+                "胡先生户籍在外地，随子女居住武汉，不清楚办理条件。",
+                person("胡德明", "13907001234"),
+            ),
+            steps: vec![
+                ("王敏", Command::AddNote { text: "缺少武汉居住证；已联系所在社区网格员".into() }),
+                (
+                    "王敏",
+                    Command::Resolve {
+                        result: CaseResult::Explained,
+                        reply: "请携带身份证、居住证明到社区办理居住证后申请优待证".into(),
+                    },
+                ),
+                ("王敏", callback()),
+                ("王敏", Command::Close { reviewer: "陈科长".into(), forced: false }),
+            ],
+        },
+        Seed {
+            registration: case(
+                Nature::Venting,
+                "ZONGHE",
+                &[],
+                "老人倾诉子女不常探望，希望有人倾听",
+                "老人情绪低落，窗口耐心倾听并告知社区志愿服务。",
+                PersonalData::default(),
+            ),
+            steps: vec![("王敏", Command::AddNote { text: "已倾听约半小时，建议社区志愿者定期探访".into() })],
+        },
+        Seed {
+            registration: case(
+                Nature::Complaint,
+                "SHEBAO",
+                &[],
+                "社保转移窗口说办不了，没说原因",
+                "群众反映社保关系转移被告知办不了，未说明依据。",
+                person("赵强", "13600002222"),
+            ),
+            steps: vec![("王敏", Command::Dispatch { lead_unit: None, co_units: None, due_ms: None })],
+        },
+    ]
+}
+
+async fn seed(home: &Home, store: &Store) -> anyhow::Result<(String, String)> {
+    let hall = Arc::new(home.hall()?);
+    let mut first_receipt = None;
+    for (index, seed) in seeds(now_ms()).into_iter().enumerate() {
+        let ctx = home.ctx("王敏")?;
+        let year = zhaowo_crdt::time::Date::of_ms(ctx.now_ms).year;
+        let reg_no = RegNo::next_after(&home.config.window, year, Some(index as u32)).context("registration number")?;
+        let code = QueryCode::from_entropy(entropy()? as u64);
+        let (doc, _) =
+            CaseDoc::register(&ctx, &hall, home.identity.new_actor()?, reg_no.clone(), &code, seed.registration)
+                .with_context(|| format!("seeding {reg_no}"))?;
+        let ack = store.register(doc).await.with_context(|| format!("seeding {reg_no}"))?;
+        for (staff, command) in seed.steps {
+            let name = command.name();
+            store
+                .apply(&ack.case_id, home.ctx(staff)?, hall.clone(), command)
+                .await
+                .with_context(|| format!("seeding {reg_no}: {name}"))?;
+        }
+        first_receipt.get_or_insert((reg_no.to_string(), code.as_str().to_owned()));
+    }
+    first_receipt.context("no seeded case")
+}
+
+fn terminal_qr(text: &str) -> String {
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build(),
+        Err(_) => String::new(),
+    }
+}
+
+pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
+    let explicit = std::env::args().any(|a| a == "--dir" || a.starts_with("--dir="))
+        || std::env::var_os(crate::env_vars::ZHAOWO_DIR).is_some();
+    let dir: PathBuf = if explicit {
+        cli.dir.clone()
+    } else {
+        std::env::temp_dir().join(format!("zhaowo-demo-{}", std::process::id()))
+    };
+    let options = InitOptions {
+        hall_name: Some("江岸区政务服务中心（演示）".into()),
+        window: "BBC01".into(),
+        role: Role::Admin,
+        display_name: "办不成事窗口".into(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        http_listen: args.desk,
+    };
+    let mut home = Home::init(&dir, options, now_ms())
+        .with_context(|| format!("failed to create the demo hall in `{}`", dir.display()))?;
+    for (user, name, role) in [
+        ("wangmin", "王敏", Role::Window),
+        ("liudc", "刘督查", Role::Supervision),
+        ("xiaozhou", "帮帮哥小周", Role::Volunteer),
+        ("admin", "管理员", Role::Admin),
+    ] {
+        home.set_account(user, name, role, DEMO_PASSWORD, now_ms()).with_context(|| format!("account {user}"))?;
+    }
+    let store = Arc::new(home.open_store()?);
+    let (reg_no, code) = seed(&home, &store).await?;
+    let desk = tokio::net::TcpListener::bind(args.desk)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another demo running? pass --desk)", args.desk))?;
+    let public = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot listen on {} (pass --http)", args.http))?;
+    let (desk_addr, public_addr) = (desk.local_addr()?, public.local_addr()?);
+    let base = format!("http://{public_addr}");
+    let http_options = zhaowo_node::http::HttpOptions::recommended(desk_addr, base.clone());
+    let citizen_url = format!("{base}/r/{}", home.config.window);
+    out!("zhaowo demo: 江岸区政务服务中心（演示）, data in {}", dir.display());
+    out!("");
+    out!("staff desk   http://{desk_addr}/desk");
+    out!(
+        "  accounts   wangmin (窗口 王敏), liudc (督查科 刘督查), xiaozhou (志愿者), admin — password: {DEMO_PASSWORD}"
+    );
+    out!("citizen page {citizen_url}");
+    out!("lookup       {base}/q?no={reg_no}&code={code}   (登记编号 {reg_no}, 查询码 {code})");
+    out!("open311      {base}/open311/v2/services.json");
+    out!("");
+    out!("{}", terminal_qr(&citizen_url));
+    say(cli, "seeded 5 cases (the article's three stories, a 倾诉 and a complaint); press Ctrl-C to stop");
+    let serve = zhaowo_node::http::serve_on(home, store.clone(), desk, public, http_options);
+    let stop = async {
+        match args.serve_secs {
+            Some(secs) => tokio::time::sleep(std::time::Duration::from_secs(secs)).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    tokio::select! {
+        result = serve => result.context("the demo's web server stopped")?,
+        () = stop => say(cli, "stopping"),
+    }
+    if let Ok(store) = Arc::try_unwrap(store) {
+        store.close();
+    }
+    Ok(())
+}
