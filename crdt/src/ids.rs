@@ -197,11 +197,13 @@ pub fn query_code_matches(case_id: &CaseId, stored_hash_hex: &str, typed: &str) 
     stored.len() == digest.len() && bool::from(digest.as_slice().ct_eq(&stored))
 }
 
-pub(crate) fn hex_encode(bytes: &[u8]) -> String {
+/// Lowercase hex of bytes.
+pub fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(crate) fn hex_decode(text: &str) -> Option<Vec<u8>> {
+/// Bytes of lowercase or uppercase hex; `None` for odd lengths or other characters.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

@@ -116,16 +116,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
     Ok(())
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
-}
+pub use zhaowo_crdt::ids::{hex_decode as unhex, hex_encode as hex};
 
 /// Parses a node id (64 hex digits).
 pub fn parse_node_id(text: &str) -> Result<[u8; 32], HomeError> {
