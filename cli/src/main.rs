@@ -8,6 +8,7 @@
 mod case;
 mod demo;
 mod env_vars;
+mod qr;
 mod setup;
 mod staff;
 
@@ -60,6 +61,8 @@ pub enum Command {
     Revoke(setup::RevokeArgs),
     /// Start a working hall on this machine (embedded defaults, seeded cases, staff desk and citizen pages) until Ctrl-C.
     Demo(demo::DemoArgs),
+    /// The QR code of a window's citizen page (SVG with --out, else in the terminal).
+    Qr(qr::QrArgs),
     /// Show this node: id, window, role, hall, roster, store counts.
     Status,
     /// Work cases: register, list, show, and every step of their life.
@@ -190,6 +193,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Join(args) => setup::join(cli, args),
         Command::Revoke(args) => setup::revoke(cli, args),
         Command::Demo(args) => demo::run(cli, args).await,
+        Command::Qr(args) => qr::run(cli, args),
         Command::Status => setup::status(cli).await,
         Command::Case(command) => case::run(cli, command).await,
         Command::Conflicts(command) => case::conflicts(cli, command).await,

@@ -101,6 +101,20 @@ fn help_and_version_document_the_exit_status() {
 }
 
 #[test]
+fn qr_codes_of_window_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let terminal = ok(dir.path(), &["qr", "--window", "BBC01", "--base", "http://192.168.1.10:7422"]);
+    assert!(terminal.contains('█') && terminal.contains("http://192.168.1.10:7422/r/BBC01"));
+    let svg = dir.path().join("bbc01.svg");
+    ok(dir.path(), &["qr", "--window", "BBC01", "--out", svg.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<?xml"));
+    assert!(fails(dir.path(), &["qr", "--window", "NOPE"], 1).contains("no window `NOPE`"));
+    assert!(fails(dir.path(), &["qr", "--window", "BBC01", "--out", "x.png"], 1).contains("only .svg"));
+    assert!(fails(dir.path(), &["qr", "--window", "BBC01", "--base", "ftp://x"], 1).contains("not an http"));
+}
+
+#[test]
 fn init_creates_a_hall_once_and_status_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let node_id = new_hall(dir.path());
