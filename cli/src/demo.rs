@@ -277,9 +277,22 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     out!("");
     out!("{}", terminal_qr(&citizen_url));
     say(cli, "seeded 5 cases (the article's three stories, a 倾诉 and a complaint); press Ctrl-C to stop");
-    let serve = zhaowo_node::http::serve_on(home, store.clone(), desk, public, http_options);
+    serve_until_stopped(cli, home, store, desk, public, http_options, args.serve_secs).await
+}
+
+/// Serves the desk and the citizen pages until Ctrl-C (or `serve_secs`), then closes the store cleanly.
+pub async fn serve_until_stopped(
+    cli: &Cli,
+    home: Home,
+    store: Arc<Store>,
+    desk: tokio::net::TcpListener,
+    public: tokio::net::TcpListener,
+    options: zhaowo_node::http::HttpOptions,
+    serve_secs: Option<u64>,
+) -> anyhow::Result<()> {
+    let serve = zhaowo_node::http::serve_on(home, store.clone(), desk, public, options);
     let stop = async {
-        match args.serve_secs {
+        match serve_secs {
             Some(secs) => tokio::time::sleep(std::time::Duration::from_secs(secs)).await,
             None => {
                 let _ = tokio::signal::ctrl_c().await;
@@ -287,7 +300,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        result = serve => result.context("the demo's web server stopped")?,
+        result = serve => result.context("the web server stopped")?,
         () = stop => say(cli, "stopping"),
     }
     if let Ok(store) = Arc::try_unwrap(store) {

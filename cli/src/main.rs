@@ -59,6 +59,8 @@ pub enum Command {
     Join(setup::JoinArgs),
     /// Revoke a node (admin): its key is refused from now on.
     Revoke(setup::RevokeArgs),
+    /// Run this node until Ctrl-C: the staff desk on --desk (loopback) and the citizen pages on --http.
+    Run(RunArgs),
     /// Start a working hall on this machine (embedded defaults, seeded cases, staff desk and citizen pages) until Ctrl-C.
     Demo(demo::DemoArgs),
     /// The QR code of a window's citizen page (SVG with --out, else in the terminal).
@@ -98,6 +100,38 @@ pub enum Command {
     /// Manage web desk staff accounts (admin node).
     #[command(subcommand)]
     Staff(staff::StaffCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The staff desk (keep it on loopback: only this PC's browser).
+    #[arg(long, default_value = "127.0.0.1:7421")]
+    pub desk: std::net::SocketAddr,
+    /// The citizen pages and Open311, on the hall LAN address phones reach.
+    #[arg(long, default_value = "0.0.0.0:7422")]
+    pub http: std::net::SocketAddr,
+    /// The citizen pages' address as printed in QR codes (default: derived from --http).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Stop after this many seconds (for scripts and tests).
+    #[arg(long, hide = true)]
+    pub serve_secs: Option<u64>,
+}
+
+async fn run_node(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
+    let home = setup::open(cli)?;
+    let store = std::sync::Arc::new(home.open_store()?);
+    let desk =
+        tokio::net::TcpListener::bind(args.desk).await.with_context(|| format!("cannot listen on {}", args.desk))?;
+    let public =
+        tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("cannot listen on {}", args.http))?;
+    let (desk_addr, public_addr) = (desk.local_addr()?, public.local_addr()?);
+    let base = args.public_url.clone().unwrap_or_else(|| format!("http://{public_addr}"));
+    out!("staff desk   http://{desk_addr}/desk");
+    out!("citizen page {base}/r/{}", home.config.window);
+    say(cli, "sync with peers is not wired into `run` yet: this node serves its own store; press Ctrl-C to stop");
+    let options = zhaowo_node::http::HttpOptions::recommended(desk_addr, base);
+    demo::serve_until_stopped(cli, home, store, desk, public, options, args.serve_secs).await
 }
 
 /// An expected failure (exit 1): the thing asked for does not exist or is not allowed.
@@ -193,6 +227,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Join(args) => setup::join(cli, args),
         Command::Revoke(args) => setup::revoke(cli, args),
         Command::Demo(args) => demo::run(cli, args).await,
+        Command::Run(args) => run_node(cli, args).await,
         Command::Qr(args) => qr::run(cli, args),
         Command::Status => setup::status(cli).await,
         Command::Case(command) => case::run(cli, command).await,

@@ -445,3 +445,34 @@ fn the_demo_serves_a_seeded_hall_and_stops() {
     assert!(status.success(), "the demo stops cleanly after --serve-secs");
     assert!(printed.iter().any(|l| l.contains("password: zhaowo-demo")));
 }
+
+#[test]
+fn run_serves_the_nodes_own_store_until_stopped() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let (reg_no, code) = register(dir.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zhaowo"))
+        .args([
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "run",
+            "--desk",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--serve-secs",
+            "5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let _desk = lines.next().unwrap().unwrap();
+    let citizen = lines.next().unwrap().unwrap();
+    let base = citizen.strip_prefix("citizen page").unwrap().trim().trim_end_matches("/r/BBC01").to_owned();
+    let lookup = http_get(&format!("{base}/q?no={reg_no}&code={code}"));
+    assert!(lookup.starts_with("HTTP/1.1 200") && lookup.contains("已登记"), "{lookup}");
+    assert!(child.wait().unwrap().success());
+}
