@@ -47,7 +47,12 @@ impl Desk {
         let name = command.name();
         let ctx = self.ctx();
         match doc.apply(&ctx, hall, command) {
-            Ok(_) => println!("  {} {} ({}) {name}", format_local_minute(ctx.now_ms), self.author.staff, self.author.role.label()),
+            Ok(_) => println!(
+                "  {} {} ({}) {name}",
+                format_local_minute(ctx.now_ms),
+                self.author.staff,
+                self.author.role.label()
+            ),
             Err(error) => println!("  {} refused: {error}", self.author.staff),
         }
     }
@@ -86,12 +91,18 @@ fn main() {
         location: String::new(),
         sensitive: false,
         tags: BTreeSet::new(),
-        personal: PersonalData { name: Some("李建国".into()), phone: Some("13812341234".into()), callback_ok: true, ..Default::default() },
+        personal: PersonalData {
+            name: Some("李建国".into()),
+            phone: Some("13812341234".into()),
+            callback_ok: true,
+            ..Default::default()
+        },
     };
     let ctx = window.ctx();
     let reg_no = RegNo::next_after("BBC01", 2026, None).expect("first number");
     let code = QueryCode::from_entropy(ctx.entropy as u64);
-    let (mut doc, _) = CaseDoc::register(&ctx, &hall, window.actor.clone(), reg_no, &code, registration).expect("registered");
+    let (mut doc, _) =
+        CaseDoc::register(&ctx, &hall, window.actor.clone(), reg_no, &code, registration).expect("registered");
     println!("registered {} — the citizen's receipt code is {}", doc.view().reg_no, code.as_str());
     window.run(&mut doc, &hall, Command::Dispatch { lead_unit: None, co_units: None, due_ms: None });
     card("dispatched by the routing table", &doc.view());
@@ -106,14 +117,22 @@ fn main() {
     supervision.run(
         &mut supervision_copy,
         &hall,
-        Command::Reassign { lead_unit: "FG".into(), co_units: vec!["BDC".into()], reason: "分户须先由房管出具方案".into() },
+        Command::Reassign {
+            lead_unit: "FG".into(),
+            co_units: vec!["BDC".into()],
+            reason: "分户须先由房管出具方案".into(),
+        },
     );
     unit_copy.merge(&mut supervision_copy).expect("same case");
     let view = unit_copy.view();
     card("after the network is back (改派 beats 签收)", &view);
     for conflict in &view.conflicts {
         if let ConflictDetail::Transition { loser_label, loser_staff, winner_label, .. } = &conflict.detail {
-            println!("  conflict {}: {loser_label} by {loser_staff} lost to {}", conflict.id, winner_label.unwrap_or("-"));
+            println!(
+                "  conflict {}: {loser_label} by {loser_staff} lost to {}",
+                conflict.id,
+                winner_label.unwrap_or("-")
+            );
         }
     }
     let conflict = view.conflicts.first().expect("the merge lists the superseded sign-in").id.clone();
@@ -123,7 +142,11 @@ fn main() {
         Command::ResolveConflict { conflict, decision: ConflictDecision::Keep, note: "已告知不动产".into() },
     );
     unit.run(&mut unit_copy, &hall, Command::SignIn { assignee: "房管 赵工".into() });
-    unit.run(&mut unit_copy, &hall, Command::Resolve { result: CaseResult::Done, reply: "两本不动产权证书已办好".into() });
+    unit.run(
+        &mut unit_copy,
+        &hall,
+        Command::Resolve { result: CaseResult::Done, reply: "两本不动产权证书已办好".into() },
+    );
     window.now_ms = unit.now_ms;
     window.run(
         &mut unit_copy,
@@ -149,6 +172,10 @@ fn main() {
     for reply in &public.replies {
         println!("  {} {}", format_local_minute(reply.at_ms), reply.text);
     }
-    println!("personal data on every page: {} {}", view.personal.name.unwrap_or_default(), view.personal.phone.unwrap_or_default());
+    println!(
+        "personal data on every page: {} {}",
+        view.personal.name.unwrap_or_default(),
+        view.personal.phone.unwrap_or_default()
+    );
     println!("document: {} bytes, {} events", unit_copy.save().len(), view.event_ids.len());
 }

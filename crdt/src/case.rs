@@ -729,7 +729,11 @@ impl CaseDoc {
     }
 
     /// [`CaseDoc::reveal_personal_data`], also returning the audit event's id (for a store that acknowledges events).
-    pub fn reveal_personal_data_event(&mut self, ctx: &Ctx, purpose: &str) -> Result<(PersonalData, EventId), CommandError> {
+    pub fn reveal_personal_data_event(
+        &mut self,
+        ctx: &Ctx,
+        purpose: &str,
+    ) -> Result<(PersonalData, EventId), CommandError> {
         let name = "reveal personal data";
         if !matches!(ctx.author.role, Role::Window | Role::Supervision | Role::Admin) {
             return Err(CommandError::Role { command: name, role: ctx.author.role });
