@@ -50,10 +50,21 @@ fn crdt_never_reads_the_clock() {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         // Addresses (`SocketAddr`) are plain values and may appear; sockets and files may not.
-        for banned in
-            ["SystemTime::now", "Instant::now", "ActorId::random", "std::fs", "TcpStream", "TcpListener", "UdpSocket", "thread_rng"]
-        {
-            assert!(!text.contains(banned), "{} uses `{banned}`: crdt takes time and randomness from its caller", file.display());
+        for banned in [
+            "SystemTime::now",
+            "Instant::now",
+            "ActorId::random",
+            "std::fs",
+            "TcpStream",
+            "TcpListener",
+            "UdpSocket",
+            "thread_rng",
+        ] {
+            assert!(
+                !text.contains(banned),
+                "{} uses `{banned}`: crdt takes time and randomness from its caller",
+                file.display()
+            );
         }
     }
 }
@@ -72,7 +83,13 @@ fn every_rust_file_starts_with_a_module_doc() {
 
 #[test]
 fn no_placeholders_or_ignored_tests() {
-    let banned = [concat!("to", "do!("), concat!("unimpl", "emented!("), concat!("db", "g!("), concat!("#[ig", "nore"), concat!("should", "_panic")];
+    let banned = [
+        concat!("to", "do!("),
+        concat!("unimpl", "emented!("),
+        concat!("db", "g!("),
+        concat!("#[ig", "nore"),
+        concat!("should", "_panic"),
+    ];
     let mut hits = Vec::new();
     for file in all_rust_files() {
         let text = std::fs::read_to_string(&file).unwrap();
