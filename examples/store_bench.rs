@@ -194,7 +194,8 @@ fn measure_open(db: &Path) {
         let mut stats = None;
         for _ in 0..QUERY_RUNS {
             let started = Instant::now();
-            stats = Some(store.statistics(Date::new(2025, 1, 1).unwrap(), Date::new(2025, 12, 31).unwrap()).await.unwrap());
+            stats =
+                Some(store.statistics(Date::new(2025, 1, 1).unwrap(), Date::new(2025, 12, 31).unwrap()).await.unwrap());
             stats_times.push(started.elapsed());
         }
         let stats = stats.unwrap();
@@ -205,7 +206,11 @@ fn measure_open(db: &Path) {
             overdue_times.push(started.elapsed());
         }
         println!("| cases | {} |", counts.docs);
-        println!("| store size | {:.0} MB ({:.0} B/case) |", file_size(db) as f64 / 1e6, file_size(db) as f64 / counts.docs.max(1) as f64);
+        println!(
+            "| store size | {:.0} MB ({:.0} B/case) |",
+            file_size(db) as f64 / 1e6,
+            file_size(db) as f64 / counts.docs.max(1) as f64
+        );
         println!("| open (includes any migration and its reindex) | {:.1} ms |", ms(open_time));
         println!("| RSS before open / after open | {rss_before:.1} MB / {rss_open:.1} MB |");
         println!("| register page, status+category, 50 rows ({rows}) | {:.2} ms median |", ms(median(page_times)));
@@ -215,7 +220,10 @@ fn measure_open(db: &Path) {
         println!("| full-text \"户口迁移 材料不齐\" ({hits} rows of 50) | {:.2} ms median |", ms(median(search_times)));
         println!("| full-text \"编号 777\" (a trigram and a bigram term) | {:.2} ms median |", ms(median(rare_times)));
         println!("| full-text \"户口\" (2 characters: bigram index) | {:.2} ms median |", ms(median(short_times)));
-        println!("| full-text \"绿卡\" (2 characters, no match: bigram index) | {:.2} ms median |", ms(median(absent_times)));
+        println!(
+            "| full-text \"绿卡\" (2 characters, no match: bigram index) | {:.2} ms median |",
+            ms(median(absent_times))
+        );
         println!(
             "| statistics 2025 (registered {}, closed {}, close rate {:.3}, satisfaction {:.3}) | {:.2} ms median |",
             stats.counts.registered,
@@ -237,7 +245,10 @@ fn measure_open(db: &Path) {
         }
         while loaded < 2 * zhaowo_node::store::CACHE_DOCS_MAX {
             let Some(after) = cursor.take() else { break };
-            let page = store.register_page(RegisterQuery { limit: 500, after: Some(after), ..RegisterQuery::default() }).await.unwrap();
+            let page = store
+                .register_page(RegisterQuery { limit: 500, after: Some(after), ..RegisterQuery::default() })
+                .await
+                .unwrap();
             for row in &page.rows {
                 store.case_view(&row.case_id).await.unwrap();
                 loaded += 1;
@@ -279,12 +290,16 @@ fn compare_writes(dir: &Path) {
     let docs_only = Store::open(docs_only_options).expect("open");
     let bare = rusqlite::Connection::open(&bare_path).unwrap();
     let _: String = bare.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).unwrap();
-    bare.execute_batch("PRAGMA synchronous = FULL; CREATE TABLE changes (doc_id TEXT PRIMARY KEY, bytes BLOB NOT NULL)").unwrap();
+    bare.execute_batch(
+        "PRAGMA synchronous = FULL; CREATE TABLE changes (doc_id TEXT PRIMARY KEY, bytes BLOB NOT NULL)",
+    )
+    .unwrap();
     let mut factory = CaseFactory::new(7, actor(1), CaseFactory::start_2026());
     let mut cases = Vec::new();
     for _ in 0..WRITE_RUNS {
         let mut case = factory.register();
-        let bytes: Vec<u8> = case.automerge_mut().get_changes(&[]).iter().flat_map(|change| change.raw_bytes().to_vec()).collect();
+        let bytes: Vec<u8> =
+            case.automerge_mut().get_changes(&[]).iter().flat_map(|change| change.raw_bytes().to_vec()).collect();
         cases.push((case, bytes));
     }
     let runtime = runtime();
@@ -302,7 +317,8 @@ fn compare_writes(dir: &Path) {
             docs_only.register(copy).await.unwrap();
             docs_only_times.push(started.elapsed());
             let started = Instant::now();
-            bare.execute("INSERT INTO changes (doc_id, bytes) VALUES (?1, ?2)", rusqlite::params![doc_id, bytes]).unwrap();
+            bare.execute("INSERT INTO changes (doc_id, bytes) VALUES (?1, ?2)", rusqlite::params![doc_id, bytes])
+                .unwrap();
             bare_times.push(started.elapsed());
         }
     });

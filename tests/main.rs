@@ -1,4 +1,4 @@
 //! zhaowo's integration tests: one binary, one module per tier (TESTING.md).
 
-mod tidy;
 mod persistence;
+mod tidy;

@@ -56,7 +56,8 @@ fn crash_child() {
     let mut factory = CaseFactory::new(seed, actor(1), CaseFactory::start_2026() + seed as i64 * 1000);
     // The remote child reads batches the parent made once, so kills land in the store, not in making cases.
     let batches = if mode == "remote" {
-        let pool = decode_pool(&std::fs::read(std::env::var("ZHAOWO_CRASH_POOL").expect("pool path")).expect("pool file"));
+        let pool =
+            decode_pool(&std::fs::read(std::env::var("ZHAOWO_CRASH_POOL").expect("pool path")).expect("pool file"));
         let first = (seed as usize * REMOTE_BATCHES_PER_CHILD) % pool.len();
         (0..REMOTE_BATCHES_PER_CHILD).map(|i| pool[(first + i) % pool.len()].clone()).collect()
     } else {
@@ -297,14 +298,16 @@ fn next(state: &mut u64) -> u64 {
 }
 
 fn crash_cycles(mode: &str, kill_ms: std::ops::Range<u64>, prepare: impl Fn(&Path) -> Vec<String>) {
-    let seed = std::env::var("ZHAOWO_CRASH_SEED_BASE").ok().and_then(|text| text.parse().ok()).unwrap_or(0x2545_f491u64);
+    let seed =
+        std::env::var("ZHAOWO_CRASH_SEED_BASE").ok().and_then(|text| text.parse().ok()).unwrap_or(0x2545_f491u64);
     let mut rng = seed;
     let n = cycles();
     let started = Instant::now();
     let mut dir = tempfile::tempdir().unwrap();
     let mut db = dir.path().join("cases.db");
     let mut must_exist = Vec::new();
-    let (mut acked_cases, mut acked_events, mut lost, mut integrity_ok, mut verify_clean, mut child_opened) = (0, 0, 0, 0, 0, 0);
+    let (mut acked_cases, mut acked_events, mut lost, mut integrity_ok, mut verify_clean, mut child_opened) =
+        (0, 0, 0, 0, 0, 0);
     let mut all_acked = Acked::new();
     let mut versions_seen = BTreeMap::<i64, usize>::new();
     for cycle in 0..n {
@@ -325,7 +328,11 @@ fn crash_cycles(mode: &str, kill_ms: std::ops::Range<u64>, prepare: impl Fn(&Pat
             assert_eq!(integrity, "ok", "migrate: integrity after the kill in cycle {cycle}");
             let tables: i64 =
                 raw.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'cases'", [], |row| row.get(0)).unwrap();
-            assert_eq!(tables, i64::from(version >= 2), "migrate: schema version {version} with cases table count {tables}");
+            assert_eq!(
+                tables,
+                i64::from(version >= 2),
+                "migrate: schema version {version} with cases table count {tables}"
+            );
             *versions_seen.entry(version).or_insert(0) += 1;
         }
         for (case, events) in acked {

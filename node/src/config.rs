@@ -138,8 +138,8 @@ impl Config {
 
     /// Parses config text over the defaults; `path` only names the source in errors.
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let file: File =
-            toml::from_str(text).map_err(|error| ConfigError::Syntax { path: path.to_path_buf(), message: error.to_string() })?;
+        let file: File = toml::from_str(text)
+            .map_err(|error| ConfigError::Syntax { path: path.to_path_buf(), message: error.to_string() })?;
         let invalid = |key: &'static str, value: &dyn std::fmt::Debug, reason: &str| ConfigError::Invalid {
             path: path.to_path_buf(),
             key,
@@ -155,26 +155,42 @@ impl Config {
         }
         if let Some(window) = file.window {
             if !zhaowo_crdt::ids::is_valid_code(&window) {
-                return Err(invalid("window", &window, "a window code is 1-16 ASCII letters, digits or `_`, e.g. \"BBC01\""));
+                return Err(invalid(
+                    "window",
+                    &window,
+                    "a window code is 1-16 ASCII letters, digits or `_`, e.g. \"BBC01\"",
+                ));
             }
             config.window = window;
         }
         if let Some(role) = file.role {
             config.role = match Role::parse(&role) {
                 Some(Role::Citizen) | None => {
-                    return Err(invalid("role", &role, "expected one of \"window\", \"supervision\", \"volunteer\", \"admin\""));
+                    return Err(invalid(
+                        "role",
+                        &role,
+                        "expected one of \"window\", \"supervision\", \"volunteer\", \"admin\"",
+                    ));
                 }
                 Some(role) => role,
             };
         }
         if let Some(name) = file.display_name {
-            if name.trim().is_empty() || name.chars().count() > DISPLAY_NAME_CHARS_MAX || name.chars().any(char::is_control) {
-                return Err(invalid("display_name", &name, &format!("1-{DISPLAY_NAME_CHARS_MAX} printable characters")));
+            if name.trim().is_empty()
+                || name.chars().count() > DISPLAY_NAME_CHARS_MAX
+                || name.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    "display_name",
+                    &name,
+                    &format!("1-{DISPLAY_NAME_CHARS_MAX} printable characters"),
+                ));
             }
             config.display_name = name;
         }
         let address = |key: &'static str, text: &str| {
-            text.parse::<SocketAddr>().map_err(|_| invalid(key, &text, "expected an IP address and port, e.g. \"0.0.0.0:7420\""))
+            text.parse::<SocketAddr>()
+                .map_err(|_| invalid(key, &text, "expected an IP address and port, e.g. \"0.0.0.0:7420\""))
         };
         if let Some(listen) = file.listen {
             config.listen = address("listen", &listen)?;

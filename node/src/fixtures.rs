@@ -12,10 +12,28 @@ use zhaowo_crdt::time::Date;
 use zhaowo_crdt::{Author, CaseDoc, CaseView, Command, Ctx, Hall, QueryCode, RegNo, Registration};
 
 const PLACES: &[&str] = &["江岸区", "后湖街道", "永清街", "百步亭", "黄浦路", "台北路", "二七街道", "丹水池"];
-const MATTERS: &[&str] =
-    &["房产证办理", "户口迁移", "社保转移", "公积金提取", "营业执照变更", "医保报销", "不动产登记", "出入境证件", "车辆年检", "低保申请"];
-const PROBLEMS: &[&str] = &["材料不齐", "系统无法提交", "窗口说不归他们管", "等了三个月没有结果", "需要跨部门盖章", "政策不清楚"];
-const NOTES: &[&str] = &["已电话联系申请人", "协调房管局核实", "等待税务局回函", "申请人补充了材料", "现场勘查完毕", "Call back on Monday"];
+const MATTERS: &[&str] = &[
+    "房产证办理",
+    "户口迁移",
+    "社保转移",
+    "公积金提取",
+    "营业执照变更",
+    "医保报销",
+    "不动产登记",
+    "出入境证件",
+    "车辆年检",
+    "低保申请",
+];
+const PROBLEMS: &[&str] =
+    &["材料不齐", "系统无法提交", "窗口说不归他们管", "等了三个月没有结果", "需要跨部门盖章", "政策不清楚"];
+const NOTES: &[&str] = &[
+    "已电话联系申请人",
+    "协调房管局核实",
+    "等待税务局回函",
+    "申请人补充了材料",
+    "现场勘查完毕",
+    "Call back on Monday",
+];
 
 /// One simulated window node that registers and works cases.
 #[derive(Debug)]
@@ -32,8 +50,20 @@ pub struct CaseFactory {
 impl CaseFactory {
     /// A window node with the given seed, actor and starting clock.
     pub fn new(seed: u64, actor: ActorId, start_ms: i64) -> CaseFactory {
-        let author = Author { node: format!("node-{seed}"), staff: "张敏".to_owned(), role: Role::Window, window: "BBC01".to_owned() };
-        CaseFactory { hall: Arc::new(Hall::jiangan_default()), actor, author, now_ms: start_ms, state: seed | 1, last_seq: (0, None) }
+        let author = Author {
+            node: format!("node-{seed}"),
+            staff: "张敏".to_owned(),
+            role: Role::Window,
+            window: "BBC01".to_owned(),
+        };
+        CaseFactory {
+            hall: Arc::new(Hall::jiangan_default()),
+            actor,
+            author,
+            now_ms: start_ms,
+            state: seed | 1,
+            last_seq: (0, None),
+        }
     }
 
     /// 2026-01-05 (a Monday) 09:00 in Wuhan.
@@ -120,11 +150,12 @@ impl CaseFactory {
         let ctx = self.ctx();
         let year = Date::of_ms(ctx.now_ms).year;
         let last = if self.last_seq.0 == year { self.last_seq.1 } else { None };
-        let reg_no = RegNo::next_after(&self.author.window, year, last).expect("fewer than a million cases per year and factory");
+        let reg_no = RegNo::next_after(&self.author.window, year, last)
+            .expect("fewer than a million cases per year and factory");
         self.last_seq = (year, Some(reg_no.seq));
         let code = QueryCode::from_entropy(self.next_u64());
-        let (case, _) =
-            CaseDoc::register(&ctx, &self.hall, self.actor.clone(), reg_no, &code, registration).expect("a valid registration");
+        let (case, _) = CaseDoc::register(&ctx, &self.hall, self.actor.clone(), reg_no, &code, registration)
+            .expect("a valid registration");
         case
     }
 
@@ -138,7 +169,9 @@ impl CaseFactory {
             Status::Submitted => Command::Accept,
             Status::Registered => Command::Dispatch { lead_unit: None, co_units: None, due_ms: None },
             Status::Dispatched => Command::SignIn { assignee: "王工".to_owned() },
-            Status::InProgress if self.below(6) == 0 => Command::Suspend { reason: "等待申请人补充材料".to_owned() },
+            Status::InProgress if self.below(6) == 0 => {
+                Command::Suspend { reason: "等待申请人补充材料".to_owned() }
+            }
             Status::InProgress => Command::Resolve { result: CaseResult::Done, reply: "已按规定办理".to_owned() },
             Status::OnHold => Command::Resume,
             Status::Replied if self.below(2) == 0 => Command::RecordCallback {

@@ -65,7 +65,12 @@ async fn a_refused_command_stores_nothing_and_a_duplicate_registration_is_refuse
     let before = store.counts().await.unwrap();
     // Closing a just-registered case is refused by the case rules.
     let refused = store
-        .apply(&ack.case_id, factory.ctx(), factory.hall(), zhaowo_crdt::Command::Close { reviewer: "x".into(), forced: false })
+        .apply(
+            &ack.case_id,
+            factory.ctx(),
+            factory.hall(),
+            zhaowo_crdt::Command::Close { reviewer: "x".into(), forced: false },
+        )
         .await;
     assert!(matches!(refused, Err(WriteError::Command(_))), "{refused:?}");
     assert_eq!(store.counts().await.unwrap().local_seq, before.local_seq);
@@ -228,7 +233,11 @@ async fn a_corrupted_blob_is_reported_by_case_and_the_rest_keeps_serving() {
     // A stale projection is found too, and reindex repairs it.
     store.execute_raw(&format!("UPDATE cases SET status = 'CLOSED' WHERE doc_id = '{}'", ids[0])).await.unwrap();
     let report = store.verify().await.unwrap();
-    assert!(report.problems.iter().any(|p| p.case_id == ids[0] && p.kind == ProblemKind::StaleProjection), "{:?}", report.problems);
+    assert!(
+        report.problems.iter().any(|p| p.case_id == ids[0] && p.kind == ProblemKind::StaleProjection),
+        "{:?}",
+        report.problems
+    );
     let reindexed = store.reindex().await.unwrap();
     assert_eq!(reindexed.cases, 4);
     assert_eq!(reindexed.problems.len(), 1);
@@ -257,7 +266,10 @@ async fn a_damaged_snapshot_is_reported_by_case_even_when_automerge_accepts_the_
     let hex: String = impostor_bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     store.execute_raw(&format!("UPDATE docs SET snapshot = x'{hex}' WHERE doc_id = '{}'", ids[0])).await.unwrap();
     // Plain garbage under the second.
-    store.execute_raw(&format!("UPDATE docs SET snapshot = x'00112233445566778899' WHERE doc_id = '{}'", ids[1])).await.unwrap();
+    store
+        .execute_raw(&format!("UPDATE docs SET snapshot = x'00112233445566778899' WHERE doc_id = '{}'", ids[1]))
+        .await
+        .unwrap();
     for victim in &ids[..2] {
         let error = store.case_view(victim).await.unwrap_err();
         eprintln!("damaged snapshot: {error}");
@@ -265,7 +277,8 @@ async fn a_damaged_snapshot_is_reported_by_case_even_when_automerge_accepts_the_
     }
     store.case_view(&ids[2]).await.expect("the undamaged case keeps serving");
     let report = store.verify().await.unwrap();
-    let damaged: std::collections::BTreeSet<&str> = report.problems.iter().map(|problem| problem.case_id.as_str()).collect();
+    let damaged: std::collections::BTreeSet<&str> =
+        report.problems.iter().map(|problem| problem.case_id.as_str()).collect();
     assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
     assert_eq!(damaged, [ids[0].as_str(), ids[1].as_str()].into_iter().collect(), "{:?}", report.problems);
 }
@@ -322,7 +335,8 @@ fn check_reads_against_fold(seed: u64, n_cases: usize) {
             }
         }
         store.apply_remote(batch).await.unwrap();
-        let page = store.register_page(RegisterQuery { limit: PAGE_ROWS_MAX, ..RegisterQuery::default() }).await.unwrap();
+        let page =
+            store.register_page(RegisterQuery { limit: PAGE_ROWS_MAX, ..RegisterQuery::default() }).await.unwrap();
         for row in &page.rows {
             views.push(store.case_view(&row.case_id).await.unwrap());
         }
@@ -384,23 +398,42 @@ fn check_reads_against_fold(seed: u64, n_cases: usize) {
         }
         // Overdue list, with the view's own definition.
         let expected: Vec<String> = {
-            let mut overdue: Vec<(i64, String)> =
-                views.iter().filter(|view| view.overdue(now_ms)).map(|view| (view.effective_due_ms(now_ms), view.case_id.as_str().to_owned())).collect();
+            let mut overdue: Vec<(i64, String)> = views
+                .iter()
+                .filter(|view| view.overdue(now_ms))
+                .map(|view| (view.effective_due_ms(now_ms), view.case_id.as_str().to_owned()))
+                .collect();
             overdue.sort();
             overdue.into_iter().map(|(_, id)| id).collect()
         };
-        let got: Vec<String> = store.overdue(now_ms, PAGE_ROWS_MAX).await.unwrap().into_iter().map(|row| row.case_id).collect();
+        let got: Vec<String> =
+            store.overdue(now_ms, PAGE_ROWS_MAX).await.unwrap().into_iter().map(|row| row.case_id).collect();
         assert_eq!(got, expected, "overdue list differs from the fold");
         // Search: every term must occur in summary, detail, notes or replies.
-        let queries = ["房产证", "户口", "后湖街道 材料", "call", "系统无法提交", "补充", "绝对不存在的词", "编号 7", "%", "政策"];
+        let queries = [
+            "房产证",
+            "户口",
+            "后湖街道 材料",
+            "call",
+            "系统无法提交",
+            "补充",
+            "绝对不存在的词",
+            "编号 7",
+            "%",
+            "政策",
+        ];
         for text in queries {
-            let texts: Vec<(SearchText, CaseRow)> = views.iter().map(|view| (SearchText::of(view), CaseRow::of(view))).collect();
-            let expected = newest_first(texts.iter().filter(|(text_of, _)| text_of.matches(text)).map(|(_, row)| row.clone()).collect());
+            let texts: Vec<(SearchText, CaseRow)> =
+                views.iter().map(|view| (SearchText::of(view), CaseRow::of(view))).collect();
+            let expected = newest_first(
+                texts.iter().filter(|(text_of, _)| text_of.matches(text)).map(|(_, row)| row.clone()).collect(),
+            );
             let got = store.search(text, PAGE_ROWS_MAX).await.unwrap();
             assert_eq!(got, expected, "search {text:?} differs from the fold");
         }
         // Statistics for periods.
-        for (from, to) in [((2026, 1, 1), (2026, 12, 31)), ((2026, 1, 5), (2026, 1, 9)), ((2026, 2, 1), (2026, 3, 31))] {
+        for (from, to) in [((2026, 1, 1), (2026, 12, 31)), ((2026, 1, 5), (2026, 1, 9)), ((2026, 2, 1), (2026, 3, 31))]
+        {
             let from = Date::new(from.0, from.1, from.2).unwrap();
             let to = Date::new(to.0, to.1, to.2).unwrap();
             let mut counts = StatsCounts::default();

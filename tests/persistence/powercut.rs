@@ -97,7 +97,9 @@ unsafe extern "C" fn x_open(
         if !name.is_null() {
             let path = CStr::from_ptr(name).to_string_lossy().into_owned();
             let mut files = files().lock().unwrap();
-            files.entry(path.clone()).or_insert_with(|| Shadow { durable: std::fs::read(&path).unwrap_or_default(), pending: Vec::new() });
+            files
+                .entry(path.clone())
+                .or_insert_with(|| Shadow { durable: std::fs::read(&path).unwrap_or_default(), pending: Vec::new() });
             (*ours).path = Box::into_raw(Box::new(path));
         }
         (*ours).base.pMethods = &IO_METHODS;
@@ -240,7 +242,13 @@ unsafe extern "C" fn x_device_characteristics(file: *mut ffi::sqlite3_file) -> c
     }
 }
 
-unsafe extern "C" fn x_shm_map(file: *mut ffi::sqlite3_file, page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn x_shm_map(
+    file: *mut ffi::sqlite3_file,
+    page: c_int,
+    size: c_int,
+    extend: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
     unsafe {
         let (real, m) = methods(file);
         (m.xShmMap.expect("xShmMap"))(real, page, size, extend, out)
@@ -423,7 +431,8 @@ fn store_cycle(seed: u64, cut_after: std::time::Duration, keep_unsynced: Option<
     writer.join().unwrap();
     drop(store);
     forget(dir.path());
-    let survivor = Store::open(StoreOptions::recommended(after.path().join("cases.db"), actor())).expect("open after the cut");
+    let survivor =
+        Store::open(StoreOptions::recommended(after.path().join("cases.db"), actor())).expect("open after the cut");
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(async {
         let mut lost = 0;
@@ -437,7 +446,12 @@ fn store_cycle(seed: u64, cut_after: std::time::Duration, keep_unsynced: Option<
         for problem in &verify.problems {
             eprintln!("powercut verify: {problem}");
         }
-        CutResult { acked: acked_before.len(), lost, integrity_ok: integrity == ["ok"], verify_clean: verify.problems.is_empty() }
+        CutResult {
+            acked: acked_before.len(),
+            lost,
+            integrity_ok: integrity == ["ok"],
+            verify_clean: verify.problems.is_empty(),
+        }
     })
 }
 
@@ -479,8 +493,10 @@ fn power_cut_model_catches_normal_and_spares_full() {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
         let conn = rusqlite::Connection::open_with_flags_and_vfs(&path, flags, VFS_NAME.to_str().unwrap()).unwrap();
         let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).unwrap();
-        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB);"))
-            .unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous}; CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB);"
+        ))
+        .unwrap();
         let acked = 300;
         for id in 0..acked {
             conn.execute("INSERT INTO t (id, body) VALUES (?1, zeroblob(700))", [id]).unwrap();

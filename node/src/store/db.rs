@@ -102,9 +102,12 @@ impl Db {
             });
         }
         if application_id != APPLICATION_ID {
-            let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0)).map_err(sqlite)?;
+            let tables: i64 =
+                tx.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0)).map_err(sqlite)?;
             if application_id != 0 || tables > 0 {
-                return Err(not_a_store(format!("application id {application_id:#x} is not zhaowo's ({APPLICATION_ID:#x})")));
+                return Err(not_a_store(format!(
+                    "application id {application_id:#x} is not zhaowo's ({APPLICATION_ID:#x})"
+                )));
             }
         }
         let mut version_now = version;
@@ -129,15 +132,22 @@ impl Db {
     // ---- documents ----
 
     fn catalog_has(&self, doc_id: &str) -> rusqlite::Result<bool> {
-        Ok(self.conn.prepare_cached("SELECT 1 FROM catalog WHERE doc_id = ?1")?.query_row([doc_id], |_| Ok(())).optional()?.is_some())
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM catalog WHERE doc_id = ?1")?
+            .query_row([doc_id], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     /// The cached document, or the stored one loaded into the cache.
     fn case_mut(&mut self, doc_id: &str) -> Result<&mut CaseDoc, ReadError> {
         if self.cache.get_mut(doc_id).is_none() {
-            let doc = load_automerge(&self.conn, &self.actor, doc_id)?.ok_or_else(|| ReadError::UnknownCase(doc_id.to_owned()))?;
-            let case = CaseDoc::from_automerge(doc)
-                .map_err(|error| ReadError::Corrupt(CorruptCase { case_id: doc_id.to_owned(), reason: error.to_string() }))?;
+            let doc = load_automerge(&self.conn, &self.actor, doc_id)?
+                .ok_or_else(|| ReadError::UnknownCase(doc_id.to_owned()))?;
+            let case = CaseDoc::from_automerge(doc).map_err(|error| {
+                ReadError::Corrupt(CorruptCase { case_id: doc_id.to_owned(), reason: error.to_string() })
+            })?;
             self.cache.insert(doc_id.to_owned(), case);
         }
         Ok(self.cache.get_mut(doc_id).expect("inserted above"))
@@ -164,7 +174,12 @@ impl Db {
         tx.commit()?;
         let heads = case.automerge_mut().get_heads();
         self.cache.insert(doc_id.clone(), case);
-        Ok(Acknowledged { case_id: doc_id, local_seq: stored.local_seq, heads_hash: heads_hash(&heads), event_id: None })
+        Ok(Acknowledged {
+            case_id: doc_id,
+            local_seq: stored.local_seq,
+            heads_hash: heads_hash(&heads),
+            event_id: None,
+        })
     }
 
     pub fn edit(&mut self, doc_id: &str, edit: EditFn) -> Result<Acknowledged, WriteError> {
@@ -176,7 +191,9 @@ impl Db {
         let event_id = match outcome {
             Ok(Ok(event_id)) => event_id,
             Ok(Err(error)) => {
-                if case.automerge_mut().get_heads() != heads_before || automerge::transaction::Transactable::pending_ops(case.automerge()) > 0 {
+                if case.automerge_mut().get_heads() != heads_before
+                    || automerge::transaction::Transactable::pending_ops(case.automerge()) > 0
+                {
                     self.cache.remove(doc_id);
                 }
                 return Err(WriteError::Command(error));
@@ -197,7 +214,12 @@ impl Db {
             Ok((stored, heads_hash(&case.automerge_mut().get_heads())))
         })();
         match result {
-            Ok((stored, hash)) => Ok(Acknowledged { case_id: doc_id.to_owned(), local_seq: stored.local_seq, heads_hash: hash, event_id: Some(event_id) }),
+            Ok((stored, hash)) => Ok(Acknowledged {
+                case_id: doc_id.to_owned(),
+                local_seq: stored.local_seq,
+                heads_hash: hash,
+                event_id: Some(event_id),
+            }),
             Err(error) => {
                 // The change is in memory but not on disk: forget it, the caller was not acknowledged.
                 self.cache.remove(doc_id);
@@ -266,7 +288,10 @@ impl Db {
                         continue;
                     }
                     Err(payload) => {
-                        report.rejected.push(RejectedDoc { case_id: doc_id, reason: format!("automerge panicked: {}", panic_text(payload)) });
+                        report.rejected.push(RejectedDoc {
+                            case_id: doc_id,
+                            reason: format!("automerge panicked: {}", panic_text(payload)),
+                        });
                         continue;
                     }
                 }
@@ -322,7 +347,11 @@ impl Db {
         )?;
         let rows = statement.query_map(params![after_local_seq, limit.min(CATALOG_PAGE_MAX) as i64], |row| {
             let hash: Vec<u8> = row.get(1)?;
-            Ok(CatalogEntry { case_id: row.get(0)?, heads_hash: hash.try_into().unwrap_or([0; 32]), local_seq: row.get(2)? })
+            Ok(CatalogEntry {
+                case_id: row.get(0)?,
+                heads_hash: hash.try_into().unwrap_or([0; 32]),
+                local_seq: row.get(2)?,
+            })
         })?;
         rows.collect()
     }
@@ -383,8 +412,9 @@ impl Db {
             values.len()
         );
         let mut statement = self.conn.prepare_cached(&sql)?;
-        let mut rows: Vec<CaseRow> =
-            statement.query_map(rusqlite::params_from_iter(values), CaseRow::from_sql)?.collect::<rusqlite::Result<_>>()?;
+        let mut rows: Vec<CaseRow> = statement
+            .query_map(rusqlite::params_from_iter(values), CaseRow::from_sql)?
+            .collect::<rusqlite::Result<_>>()?;
         let next = if rows.len() > limit {
             rows.truncate(limit);
             rows.last().map(|row| PageCursor { registered_at_ms: row.registered_at_ms, case_id: row.case_id.clone() })
@@ -425,8 +455,10 @@ impl Db {
             if expression.is_empty() {
                 continue;
             }
-            let mut statement = self.conn.prepare_cached(&format!("SELECT rowid FROM {table} WHERE {table} MATCH ?1"))?;
-            let rows: HashSet<i64> = statement.query_map([&expression], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let mut statement =
+                self.conn.prepare_cached(&format!("SELECT rowid FROM {table} WHERE {table} MATCH ?1"))?;
+            let rows: HashSet<i64> =
+                statement.query_map([&expression], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
             matches = Some(match matches {
                 None => rows,
                 Some(previous) => previous.intersection(&rows).copied().collect(),
@@ -453,7 +485,9 @@ impl Db {
                 values.len()
             );
             let mut statement = self.conn.prepare_cached(&sql)?;
-            let rows = statement.query_map(rusqlite::params_from_iter(values), CaseRow::from_sql)?.collect::<rusqlite::Result<_>>()?;
+            let rows = statement
+                .query_map(rusqlite::params_from_iter(values), CaseRow::from_sql)?
+                .collect::<rusqlite::Result<_>>()?;
             return Ok(rows);
         };
         if !scanned.is_empty() {
@@ -470,7 +504,8 @@ impl Db {
         if matches.len() > self.search_sort_matches_max {
             // Many matches: walk the register index newest first and stop at `limit` (~limit × cases / matches
             // entries) instead of a random row lookup per match.
-            let mut newest = self.conn.prepare_cached("SELECT id FROM cases ORDER BY registered_at_ms DESC, doc_id DESC")?;
+            let mut newest =
+                self.conn.prepare_cached("SELECT id FROM cases ORDER BY registered_at_ms DESC, doc_id DESC")?;
             let mut ids = Vec::with_capacity(limit);
             let mut rows = newest.query([])?;
             while let Some(row) = rows.next()? {
@@ -483,7 +518,10 @@ impl Db {
                 }
             }
             drop(rows);
-            return ids.into_iter().map(|id| by_id.query_row([id], CaseRow::from_sql).map_err(ReadError::from)).collect();
+            return ids
+                .into_iter()
+                .map(|id| by_id.query_row([id], CaseRow::from_sql).map_err(ReadError::from))
+                .collect();
         }
         let mut rows: Vec<CaseRow> =
             matches.into_iter().map(|id| by_id.query_row([id], CaseRow::from_sql)).collect::<rusqlite::Result<_>>()?;
@@ -503,26 +541,32 @@ impl Db {
         Ok(rows)
     }
 
-    pub fn statistics(&self, from: zhaowo_crdt::time::Date, to: zhaowo_crdt::time::Date) -> Result<Statistics, ReadError> {
+    pub fn statistics(
+        &self,
+        from: zhaowo_crdt::time::Date,
+        to: zhaowo_crdt::time::Date,
+    ) -> Result<Statistics, ReadError> {
         self.need_projections()?;
-        let counts = self.conn.prepare_cached(
-            "SELECT coalesce(sum(registered), 0), coalesce(sum(closed), 0), coalesce(sum(closed_on_time), 0),
+        let counts = self
+            .conn
+            .prepare_cached(
+                "SELECT coalesce(sum(registered), 0), coalesce(sum(closed), 0), coalesce(sum(closed_on_time), 0),
                     coalesce(sum(responded), 0), coalesce(sum(responded_on_time), 0), coalesce(sum(rated), 0),
                     coalesce(sum(rating_sum), 0), coalesce(sum(satisfied), 0)
              FROM stats_daily WHERE day BETWEEN ?1 AND ?2",
-        )?
-        .query_row(params![from.to_days(), to.to_days()], |row| {
-            Ok(StatsCounts {
-                registered: row.get(0)?,
-                closed: row.get(1)?,
-                closed_on_time: row.get(2)?,
-                responded: row.get(3)?,
-                responded_on_time: row.get(4)?,
-                rated: row.get(5)?,
-                rating_sum: row.get(6)?,
-                satisfied: row.get(7)?,
-            })
-        })?;
+            )?
+            .query_row(params![from.to_days(), to.to_days()], |row| {
+                Ok(StatsCounts {
+                    registered: row.get(0)?,
+                    closed: row.get(1)?,
+                    closed_on_time: row.get(2)?,
+                    responded: row.get(3)?,
+                    responded_on_time: row.get(4)?,
+                    rated: row.get(5)?,
+                    rating_sum: row.get(6)?,
+                    satisfied: row.get(7)?,
+                })
+            })?;
         Ok(Statistics::from_counts(counts))
     }
 
@@ -530,7 +574,9 @@ impl Db {
         Ok(StoreCounts {
             docs: self.conn.query_row("SELECT count(*) FROM catalog", [], |row| row.get(0))?,
             change_rows: self.conn.query_row("SELECT count(*) FROM changes", [], |row| row.get(0))?,
-            snapshots: self.conn.query_row("SELECT count(*) FROM docs WHERE length(snapshot) > 0", [], |row| row.get(0))?,
+            snapshots: self
+                .conn
+                .query_row("SELECT count(*) FROM docs WHERE length(snapshot) > 0", [], |row| row.get(0))?,
             local_seq: self.conn.query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0))?,
             cached_docs: self.cache.len() as i64,
         })
@@ -578,7 +624,8 @@ impl Db {
             }
         }
         if self.projections {
-            let mut statement = self.conn.prepare("SELECT doc_id FROM cases WHERE doc_id NOT IN (SELECT doc_id FROM catalog)")?;
+            let mut statement =
+                self.conn.prepare("SELECT doc_id FROM cases WHERE doc_id NOT IN (SELECT doc_id FROM catalog)")?;
             for doc_id in statement.query_map([], |row| row.get::<_, String>(0))? {
                 report.problems.push(Problem { case_id: doc_id?, kind: ProblemKind::Orphan });
             }
@@ -602,7 +649,9 @@ impl Db {
             )?;
             for row in statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))? {
                 let (day, category) = row?;
-                report.problems.push(Problem { case_id: String::new(), kind: ProblemKind::Statistics { day, category } });
+                report
+                    .problems
+                    .push(Problem { case_id: String::new(), kind: ProblemKind::Statistics { day, category } });
             }
         }
         Ok(report)
@@ -622,8 +671,10 @@ impl Db {
                 return Ok(());
             }
         };
-        let catalog: Vec<u8> =
-            self.conn.prepare_cached("SELECT heads_hash FROM catalog WHERE doc_id = ?1")?.query_row([doc_id], |row| row.get(0))?;
+        let catalog: Vec<u8> = self
+            .conn
+            .prepare_cached("SELECT heads_hash FROM catalog WHERE doc_id = ?1")?
+            .query_row([doc_id], |row| row.get(0))?;
         if catalog != heads_hash(&doc.get_heads()) {
             problem(ProblemKind::HeadsMismatch);
         }
@@ -711,11 +762,16 @@ fn reindex_in(tx: &Transaction<'_>, actor: &ActorId, problems: &mut Vec<Problem>
                         project(tx, &case)?;
                         cases += 1;
                     }
-                    Err(error) => problems.push(Problem { case_id: doc_id, kind: ProblemKind::NotACase(error.to_string()) }),
+                    Err(error) => {
+                        problems.push(Problem { case_id: doc_id, kind: ProblemKind::NotACase(error.to_string()) })
+                    }
                 },
-                Ok(None) => problems.push(Problem { case_id: doc_id, kind: ProblemKind::Unreadable("no stored changes".into()) }),
+                Ok(None) => problems
+                    .push(Problem { case_id: doc_id, kind: ProblemKind::Unreadable("no stored changes".into()) }),
                 Err(ReadError::Sqlite(error)) => return Err(error),
-                Err(error) => problems.push(Problem { case_id: doc_id, kind: ProblemKind::Unreadable(error.to_string()) }),
+                Err(error) => {
+                    problems.push(Problem { case_id: doc_id, kind: ProblemKind::Unreadable(error.to_string()) })
+                }
             }
         }
     }
@@ -744,7 +800,8 @@ fn persist(
 ) -> rusqlite::Result<Stored> {
     let changes = doc.get_changes(heads_before);
     let n_changes = changes.len();
-    let mut local_seq: i64 = tx.prepare_cached("SELECT value FROM meta WHERE key = 'local_seq'")?.query_row([], |row| row.get(0))?;
+    let mut local_seq: i64 =
+        tx.prepare_cached("SELECT value FROM meta WHERE key = 'local_seq'")?.query_row([], |row| row.get(0))?;
     if n_changes == 0 {
         return Ok(Stored { changes: 0, local_seq });
     }
@@ -776,8 +833,10 @@ fn persist(
     let (snapshot_bytes, changes_bytes) = match existing {
         Some((snapshot_bytes, changes_bytes)) => (snapshot_bytes, changes_bytes + added_bytes),
         None => {
-            tx.prepare_cached("INSERT INTO docs (doc_id, snapshot, snapshot_heads, changes_bytes) VALUES (?1, x'', x'', 0)")?
-                .execute([doc_id])?;
+            tx.prepare_cached(
+                "INSERT INTO docs (doc_id, snapshot, snapshot_heads, changes_bytes) VALUES (?1, x'', x'', 0)",
+            )?
+            .execute([doc_id])?;
             (0, added_bytes)
         }
     };
@@ -791,7 +850,8 @@ fn persist(
             .execute(params![doc_id, snapshot, snapshot_heads])?;
         tx.prepare_cached("DELETE FROM changes WHERE doc_id = ?1")?.execute([doc_id])?;
     } else {
-        tx.prepare_cached("UPDATE docs SET changes_bytes = ?2 WHERE doc_id = ?1")?.execute(params![doc_id, changes_bytes])?;
+        tx.prepare_cached("UPDATE docs SET changes_bytes = ?2 WHERE doc_id = ?1")?
+            .execute(params![doc_id, changes_bytes])?;
     }
     tx.prepare_cached(
         "INSERT INTO catalog (doc_id, heads_hash, local_seq) VALUES (?1, ?2, ?3)
@@ -803,7 +863,11 @@ fn persist(
 }
 
 /// Loads a stored document: its snapshot plus its change rows. `Ok(None)` when nothing is stored under `doc_id`.
-pub(crate) fn load_automerge(conn: &Connection, actor: &ActorId, doc_id: &str) -> Result<Option<AutoCommit>, ReadError> {
+pub(crate) fn load_automerge(
+    conn: &Connection,
+    actor: &ActorId,
+    doc_id: &str,
+) -> Result<Option<AutoCommit>, ReadError> {
     let corrupt = |reason: String| ReadError::Corrupt(CorruptCase { case_id: doc_id.to_owned(), reason });
     let row = conn
         .prepare_cached("SELECT snapshot, snapshot_heads FROM docs WHERE doc_id = ?1")?

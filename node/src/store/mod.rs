@@ -110,7 +110,9 @@ pub enum OpenStoreError {
     #[error("`{path}` is not a zhaowo store: {reason}")]
     NotAStore { path: PathBuf, reason: String },
     /// The store was written by a newer zhaowo; this version must not touch it.
-    #[error("store `{path}` has schema version {found}, newer than this zhaowo understands ({supported}): upgrade zhaowo")]
+    #[error(
+        "store `{path}` has schema version {found}, newer than this zhaowo understands ({supported}): upgrade zhaowo"
+    )]
     NewerSchema { path: PathBuf, found: i64, supported: i64 },
     /// A statement failed while opening or migrating.
     #[error("store `{path}`: sqlite error while opening")]
@@ -185,7 +187,9 @@ impl From<ReadError> for WriteError {
             ReadError::Sqlite(error) => WriteError::Sqlite(error),
             ReadError::Closed => WriteError::Closed,
             ReadError::BadQuery(text) => WriteError::Corrupt(CorruptCase { case_id: String::new(), reason: text }),
-            ReadError::NoProjections => WriteError::Corrupt(CorruptCase { case_id: String::new(), reason: "no projections".into() }),
+            ReadError::NoProjections => {
+                WriteError::Corrupt(CorruptCase { case_id: String::new(), reason: "no projections".into() })
+            }
         }
     }
 }
@@ -408,7 +412,9 @@ impl std::fmt::Display for Problem {
             ProblemKind::StaleProjection => write!(f, "{case}: register row differs from the document"),
             ProblemKind::StaleSearchText => write!(f, "{case}: search text differs from the document"),
             ProblemKind::Orphan => write!(f, "{case}: rows without a catalog entry"),
-            ProblemKind::Statistics { day, category } => write!(f, "statistics of day {day} category {category} differ from the cases"),
+            ProblemKind::Statistics { day, category } => {
+                write!(f, "statistics of day {day} category {category} differ from the cases")
+            }
         }
     }
 }
@@ -470,7 +476,9 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::Edit(case_id, edit, reply) => drop(reply.send(db.edit(&case_id, edit))),
             Request::ApplyRemote(batch, reply) => drop(reply.send(db.apply_remote(batch))),
             Request::ChangesSince(case_id, heads, reply) => drop(reply.send(db.changes_since(&case_id, &heads))),
-            Request::CatalogSince(after, limit, reply) => drop(reply.send(db.catalog_since(after, limit).map_err(Into::into))),
+            Request::CatalogSince(after, limit, reply) => {
+                drop(reply.send(db.catalog_since(after, limit).map_err(Into::into)))
+            }
             Request::CaseView(case_id, reply) => drop(reply.send(db.case_view(&case_id))),
             Request::RegisterPage(query, reply) => drop(reply.send(db.register_page(&query))),
             Request::Search(text, limit, reply) => drop(reply.send(db.search(&text, limit))),
@@ -541,7 +549,13 @@ impl Store {
     }
 
     /// Applies a lifecycle command to a case; returns after COMMIT.
-    pub async fn apply(&self, case_id: &str, ctx: Ctx, hall: Arc<Hall>, command: Command) -> Result<Acknowledged, WriteError> {
+    pub async fn apply(
+        &self,
+        case_id: &str,
+        ctx: Ctx,
+        hall: Arc<Hall>,
+        command: Command,
+    ) -> Result<Acknowledged, WriteError> {
         self.edit(case_id, Box::new(move |case: &mut CaseDoc| case.apply(&ctx, &hall, command))).await
     }
 
@@ -642,14 +656,17 @@ impl Store {
         {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
             let conn = rusqlite::Connection::open_with_flags(backup, flags).map_err(|error| bad(error.to_string()))?;
-            let application_id: i32 =
-                conn.query_row("PRAGMA application_id", [], |row| row.get(0)).map_err(|error| bad(error.to_string()))?;
+            let application_id: i32 = conn
+                .query_row("PRAGMA application_id", [], |row| row.get(0))
+                .map_err(|error| bad(error.to_string()))?;
             if application_id != APPLICATION_ID {
                 return Err(bad("not a zhaowo store".to_owned()));
             }
             let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
             if version > SCHEMA_VERSION_LATEST {
-                return Err(bad(format!("schema version {version} is newer than this zhaowo ({SCHEMA_VERSION_LATEST})")));
+                return Err(bad(format!(
+                    "schema version {version} is newer than this zhaowo ({SCHEMA_VERSION_LATEST})"
+                )));
             }
             let check: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
             if check != "ok" {

@@ -180,7 +180,13 @@ pub fn is_bigram(first: char, second: char) -> bool {
 pub(crate) const CASE_COLUMNS: &str = "doc_id, reg_no, status, category, nature, priority, lead_unit, window, registered_at_ms, \
      updated_at_ms, due_ms, clock_runs, first_response_due_ms, first_response_ms, closed_at_ms, rating, supervision, summary";
 
-fn add_stats(tx: &Transaction<'_>, day: i64, category: &str, stats: StatsContribution, sign: i64) -> rusqlite::Result<()> {
+fn add_stats(
+    tx: &Transaction<'_>,
+    day: i64,
+    category: &str,
+    stats: StatsContribution,
+    sign: i64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO stats_daily (day, category, registered, closed, closed_on_time, responded, responded_on_time, rated, \
          rating_sum, satisfied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -250,7 +256,9 @@ pub(crate) fn upsert(tx: &Transaction<'_>, row: &CaseRow, text: &SearchText) -> 
     ])?;
     let id: i64 = match old {
         Some((id, _)) => id,
-        None => tx.prepare_cached("SELECT id FROM cases WHERE doc_id = ?1")?.query_row([&row.case_id], |sql| sql.get(0))?,
+        None => {
+            tx.prepare_cached("SELECT id FROM cases WHERE doc_id = ?1")?.query_row([&row.case_id], |sql| sql.get(0))?
+        }
     };
     let old_text = if old.is_some() { read_text(tx, id)? } else { None };
     if old_text.as_ref() != Some(text) {
@@ -258,7 +266,8 @@ pub(crate) fn upsert(tx: &Transaction<'_>, row: &CaseRow, text: &SearchText) -> 
         tx.prepare_cached("INSERT INTO cases_fts (rowid, summary, detail, notes) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![id, text.summary, text.detail, text.notes])?;
         tx.prepare_cached("DELETE FROM cases_bigrams WHERE rowid = ?1")?.execute([id])?;
-        tx.prepare_cached("INSERT INTO cases_bigrams (rowid, grams) VALUES (?1, ?2)")?.execute(params![id, text.bigrams()])?;
+        tx.prepare_cached("INSERT INTO cases_bigrams (rowid, grams) VALUES (?1, ?2)")?
+            .execute(params![id, text.bigrams()])?;
     }
     Ok(())
 }
