@@ -31,7 +31,7 @@ impl Desk {
     fn ctx(&mut self) -> Ctx {
         self.now_ms += 10 * 60_000;
         // splitmix64 twice: the low 80 bits become the random part of the event's ULID.
-        let mut mix = |x: &mut u128| {
+        let mix = |x: &mut u128| {
             *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = *x as u64;
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
