@@ -14,7 +14,6 @@ use super::schema::{self, APPLICATION_ID, SCHEMA_VERSION_LATEST};
 use super::*;
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
-use sha2::{Digest, Sha256};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use zhaowo_crdt::{CaseDoc, CaseView};
 
@@ -33,13 +32,8 @@ pub(crate) struct Db {
 
 /// The hash the catalog keeps of a set of heads: SHA-256 over the sorted head hashes.
 pub fn heads_hash(heads: &[ChangeHash]) -> [u8; 32] {
-    let mut sorted = heads.to_vec();
-    sorted.sort();
-    let mut hasher = Sha256::new();
-    for head in &sorted {
-        hasher.update(head.0);
-    }
-    hasher.finalize().into()
+    // One definition for the catalog and the sync session: they compare these hashes across nodes.
+    zhaowo_crdt::sync::heads_hash(heads)
 }
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
