@@ -4,7 +4,7 @@
 //! Only public fields are ever shown ([`zhaowo_crdt::PublicCaseView`]): no personal data, no internal notes. A wrong
 //! number and a wrong code get the same answer, so the lookup tells nothing about which cases exist.
 
-use super::guard::{self, Bucket, CSRF_COOKIE};
+use super::guard::{self, Bucket};
 use super::page::{self, Frame, error_page, layout, respond};
 use super::{App, CitizenRouting};
 use axum::Router;
@@ -395,9 +395,7 @@ async fn report_submit(
         Ok(form) => form,
         Err(rejection) => return form_rejection(&app, &rejection, &back),
     };
-    let cookie = guard::cookie(&headers, &guard::cookie_name(&app, CSRF_COOKIE)).unwrap_or_default();
-    if !guard::csrf_matches(&cookie, &form.csrf) {
-        app.counters.csrf_refused.fetch_add(1, Ordering::Relaxed);
+    if !guard::cookie_csrf_ok(&app, &headers, &form.csrf) {
         return error_page(
             StatusCode::FORBIDDEN,
             "页面已过期",
@@ -412,7 +410,7 @@ async fn report_submit(
         Ok(report) => report,
         Err(errors) => {
             app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return respond(StatusCode::BAD_REQUEST, report_page(&app, &window, &form, &errors, &cookie));
+            return respond(StatusCode::BAD_REQUEST, report_page(&app, &window, &form, &errors, &form.csrf));
         }
     };
     match register_report(&app, &window, report).await {
@@ -420,7 +418,7 @@ async fn report_submit(
         Err(ReportError::Command(error)) => {
             app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             let errors = vec![format!("提交内容不符合要求：{}", page::command_error_zh(&error))];
-            respond(StatusCode::BAD_REQUEST, report_page(&app, &window, &form, &errors, &cookie))
+            respond(StatusCode::BAD_REQUEST, report_page(&app, &window, &form, &errors, &form.csrf))
         }
         Err(error) => {
             tracing::error!(%error, "citizen report not stored");

@@ -6,7 +6,7 @@
 //! reveal button records a `PiRevealed` event and shows the record once.
 
 use super::citizen::{ClientIp, clean, form_rejection, rate_limited, store_unavailable};
-use super::guard::{self, Bucket, CSRF_COOKIE, SESSION_COOKIE, Session};
+use super::guard::{self, Bucket, SESSION_COOKIE, Session};
 use super::page::{self, Frame, command_error_zh, error_page, layout, minute, respond};
 use super::{App, limits};
 use crate::store::{CaseRow, PageCursor, RegisterQuery};
@@ -136,9 +136,7 @@ async fn login_submit(
         Ok(form) => form,
         Err(rejection) => return form_rejection(&app, &rejection, "/desk/login"),
     };
-    let cookie = guard::cookie(&headers, &guard::cookie_name(&app, CSRF_COOKIE)).unwrap_or_default();
-    if !guard::csrf_matches(&cookie, &form.csrf) {
-        app.counters.csrf_refused.fetch_add(1, Ordering::Relaxed);
+    if !guard::cookie_csrf_ok(&app, &headers, &form.csrf) {
         return error_page(
             StatusCode::FORBIDDEN,
             "页面已过期",
@@ -170,7 +168,7 @@ async fn login_submit(
         }
         _ => respond(
             StatusCode::UNAUTHORIZED,
-            login_page(&cookie, form.username.trim(), Some("账号或密码不正确，请重新输入。")),
+            login_page(&form.csrf, form.username.trim(), Some("账号或密码不正确，请重新输入。")),
         ),
     }
 }

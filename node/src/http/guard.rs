@@ -183,3 +183,13 @@ pub fn citizen_csrf(app: &App, headers: &HeaderMap) -> (String, Option<String>) 
 pub fn csrf_matches(expected: &str, submitted: &str) -> bool {
     !expected.is_empty() && constant_time_eq(expected.as_bytes(), submitted.as_bytes())
 }
+
+/// Checks a form posted before sign-in (citizen report, desk login) against its CSRF cookie, counting a refusal.
+pub fn cookie_csrf_ok(app: &App, headers: &HeaderMap, submitted: &str) -> bool {
+    let expected = cookie(headers, &cookie_name(app, CSRF_COOKIE)).unwrap_or_default();
+    let ok = csrf_matches(&expected, submitted);
+    if !ok {
+        app.counters.csrf_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    ok
+}
