@@ -12,7 +12,7 @@
 //! conflicts. Everything else (status, lead unit, due date, priority, …) is derived from the events by `fold`.
 
 use crate::amjson;
-use crate::command::{Command, CommandError, ConflictDecision, Ctx, Registration, extension_span};
+use crate::command::{Command, CommandError, ConflictDecision, Ctx, Registration};
 use crate::event::{Event, EventKind, TransitionRefusal, transition};
 use crate::fold::{Ancestry, PriorityFold, SupervisionFold, arbitrate, sort_events};
 use crate::hall::Hall;
@@ -185,46 +185,39 @@ impl CaseDoc {
         let case_id = CaseId::new(ctx.now_ms, ctx.entropy);
         let submitted = author.role == Role::Citizen;
 
-        let mut doc = AutoCommit::new().with_actor(actor);
-        let write = |doc: &mut AutoCommit| -> Result<EventId, CommandError> {
-            let put =
-                |doc: &mut AutoCommit, key: &str, value: Value| amjson::put(doc, &ROOT, key, &value).map_err(doc_error);
-            put(doc, "schema", SCHEMA_VERSION.into())?;
-            put(doc, "case_id", case_id.to_string().into())?;
-            put(doc, "reg_no", reg_no.to_string().into())?;
-            put(doc, "query_hash", query_code.hash_for(&case_id).into())?;
-            put(doc, "channel", registration.channel.code().into())?;
-            put(doc, "registered_at", ctx.now_ms.into())?;
-            put(doc, "registered_by", author.staff.clone().into())?;
-            put(doc, "registered_node", author.node.clone().into())?;
-            put(doc, "window", author.window.clone().into())?;
-            put(doc, "nature", registration.nature.code().into())?;
-            put(doc, "category", registration.category.clone().into())?;
-            put(doc, "not_done_reason", registration.not_done_reason.map(NotDoneReason::code).into())?;
-            put(doc, "summary", registration.summary.clone().into())?;
-            put(doc, "detail", registration.detail.clone().into())?;
-            put(doc, "expectation", registration.expectation.clone().into())?;
-            put(doc, "location", registration.location.clone().into())?;
-            put(doc, "sensitive", sensitive.into())?;
-            put(doc, "phone_tag", personal.phone.as_deref().map(|phone| phone_tag(hall, phone)).into())?;
-            put(doc, "first_response_due", first_response_due.into())?;
-            put(doc, "due_ms", due_ms.into())?;
-            if let Some(matter) = &registration.matter {
-                put(doc, "matter", serde_json::to_value(matter).unwrap_or_default())?;
-            }
-            map_set(doc, "modes", registration.modes.iter().map(|mode| mode.code()))?;
-            map_set(doc, "tags", registration.tags.iter().map(String::as_str))?;
-            put(doc, "pi", serde_json::to_value(&personal).unwrap_or_default())?;
-            doc.put_object(ROOT, "events", ObjType::List).map_err(doc_error)?;
-            let mut case = CaseDoc { doc: std::mem::take(doc) };
-            let result = case.append(ctx, EventKind::Registered { submitted, priority }, None, &Log::empty());
-            *doc = case.doc;
-            result
-        };
-        match write(&mut doc) {
-            Ok(event_id) => Ok((CaseDoc { doc }, event_id)),
-            Err(error) => Err(error),
+        let mut case = CaseDoc { doc: AutoCommit::new().with_actor(actor) };
+        let doc = &mut case.doc;
+        let put =
+            |doc: &mut AutoCommit, key: &str, value: Value| amjson::put(doc, &ROOT, key, &value).map_err(doc_error);
+        put(doc, "schema", SCHEMA_VERSION.into())?;
+        put(doc, "case_id", case_id.to_string().into())?;
+        put(doc, "reg_no", reg_no.to_string().into())?;
+        put(doc, "query_hash", query_code.hash_for(&case_id).into())?;
+        put(doc, "channel", registration.channel.code().into())?;
+        put(doc, "registered_at", ctx.now_ms.into())?;
+        put(doc, "registered_by", author.staff.clone().into())?;
+        put(doc, "registered_node", author.node.clone().into())?;
+        put(doc, "window", author.window.clone().into())?;
+        put(doc, "nature", registration.nature.code().into())?;
+        put(doc, "category", registration.category.clone().into())?;
+        put(doc, "not_done_reason", registration.not_done_reason.map(NotDoneReason::code).into())?;
+        put(doc, "summary", registration.summary.clone().into())?;
+        put(doc, "detail", registration.detail.clone().into())?;
+        put(doc, "expectation", registration.expectation.clone().into())?;
+        put(doc, "location", registration.location.clone().into())?;
+        put(doc, "sensitive", sensitive.into())?;
+        put(doc, "phone_tag", personal.phone.as_deref().map(|phone| phone_tag(hall, phone)).into())?;
+        put(doc, "first_response_due", first_response_due.into())?;
+        put(doc, "due_ms", due_ms.into())?;
+        if let Some(matter) = &registration.matter {
+            put(doc, "matter", serde_json::to_value(matter).unwrap_or_default())?;
         }
+        map_set(doc, "modes", registration.modes.iter().map(|mode| mode.code()))?;
+        map_set(doc, "tags", registration.tags.iter().map(String::as_str))?;
+        put(doc, "pi", serde_json::to_value(&personal).unwrap_or_default())?;
+        doc.put_object(ROOT, "events", ObjType::List).map_err(doc_error)?;
+        let event_id = case.append(ctx, EventKind::Registered { submitted, priority }, None, &Log::empty())?;
+        Ok((case, event_id))
     }
 
     /// Loads a stored document and checks it is a case this version can read.
@@ -486,7 +479,7 @@ impl CaseDoc {
                     return Err(CommandError::ExtensionDays { got: working_days, max: EXTENSION_WORKING_DAYS_MAX });
                 }
                 check_text("reason", &reason, REASON_CHARS_MAX, true)?;
-                EventKind::ExtensionRequested { span: extension_span(working_days), reason }
+                EventKind::ExtensionRequested { span: crate::hall::Span::WorkingDays(working_days), reason }
             }
             Command::ApproveExtension { request } => {
                 require(oversight, working)?;

@@ -4,7 +4,7 @@
 //! error says why and leaves the document unchanged.
 
 use crate::event::Author;
-use crate::hall::{HallError, Span};
+use crate::hall::HallError;
 use crate::ids::EventId;
 use crate::model::{
     CallbackMethod, CallbackOutcome, CaseResult, Channel, EditableField, Mode, Nature, NotDoneReason, Priority, Role,
@@ -299,9 +299,4 @@ pub enum CommandError {
     /// Automerge refused a write (a bug, or a damaged document).
     #[error("document error: {0}")]
     Document(String),
-}
-
-/// The span an extension request asks for.
-pub(crate) fn extension_span(working_days: u16) -> Span {
-    Span::WorkingDays(working_days)
 }
