@@ -216,6 +216,15 @@ impl Roster {
         self.enrollments.get(node_key)
     }
 
+    /// The enrollment of a key, revoked or not (changes it made before its revocation stay valid).
+    pub fn enrollment(&self, node_key: &PublicKey) -> Option<&Enrollment> {
+        self.enrollments.get(node_key)
+    }
+
+    pub fn revocation(&self, node_key: &PublicKey) -> Option<&Revocation> {
+        self.revocations.get(node_key)
+    }
+
     pub fn is_revoked(&self, node_key: &PublicKey) -> bool {
         self.revocations.contains_key(node_key)
     }

@@ -48,15 +48,26 @@ pub enum ChangeRejected {
     /// The actor id does not name a node key.
     #[error("actor id {0} does not name a node key")]
     ForeignActor(String),
-    /// The author is not enrolled in this hall, or was revoked.
-    #[error("author {0} is not an active member of the hall")]
+    /// The author is not enrolled in this hall.
+    #[error("author {0} is not a member of the hall")]
     Unauthorized(String),
+    /// The author was revoked and the change is timestamped at or after the revocation. Not the relaying peer's
+    /// fault (it may have taken the change before it learned of the revocation): the document is skipped, the peer kept.
+    #[error("author {0} was revoked before change {1} was made")]
+    Revoked(String, String),
     /// No signature came with the change.
     #[error("change {0} is unsigned")]
     Unsigned(String),
     /// The signature does not verify under the author's key.
     #[error("change {0} has a forged signature")]
     Forged(String),
+}
+
+impl ChangeRejected {
+    /// Whether the peer that sent the change must be dropped: it sent something no honest node would relay.
+    pub fn drops_peer(&self) -> bool {
+        !matches!(self, ChangeRejected::Revoked(..))
+    }
 }
 
 /// Checks one change (its raw bytes) and returns its hash and author key. `signature_of` looks up the signature the peer
@@ -73,8 +84,19 @@ pub fn verify_change(
     let hash = parsed.hash();
     let actor = parsed.actor_id();
     let node_key = node_key_of(actor).ok_or_else(|| ChangeRejected::ForeignActor(actor.to_hex_string()))?;
-    if roster.authorized(&node_key).is_none() {
-        return Err(ChangeRejected::Unauthorized(crate::ids::hex_encode(&node_key)));
+    match roster.revocation(&node_key) {
+        // Changes a member made before the admin revoked it stay valid (the hall relies on them, and every node judges
+        // them alike, so nodes converge); a change stamped later is refused everywhere, whoever relays it. Timestamps
+        // are the author's clock in seconds: a thief could backdate, but cannot deliver, because the transport refuses
+        // the revoked key and honest nodes relay only what they took while the key was active.
+        Some(revocation) if parsed.timestamp().saturating_mul(1000) >= revocation.revoked_ms => {
+            return Err(ChangeRejected::Revoked(crate::ids::hex_encode(&node_key), hash.to_string()));
+        }
+        Some(_) => {}
+        None if roster.enrollment(&node_key).is_none() => {
+            return Err(ChangeRejected::Unauthorized(crate::ids::hex_encode(&node_key)));
+        }
+        None => {}
     }
     let signature = signature_of(&hash).ok_or_else(|| ChangeRejected::Unsigned(hash.to_string()))?;
     let key = VerifyingKey::from_bytes(&node_key)

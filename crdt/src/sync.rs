@@ -56,8 +56,8 @@ pub trait Replica {
     ) -> Result<(), String>;
     /// Drops any in-memory copy of a document (after Automerge panicked on it) so it is reloaded from storage.
     fn reload(&mut self, doc_id: &str);
-    /// The signature we hold for a change (ours or relayed).
-    fn signature(&mut self, hash: &ChangeHash) -> Option<[u8; 64]>;
+    /// The signature we hold for a change of a document (ours or relayed).
+    fn signature(&mut self, doc_id: &str, hash: &ChangeHash) -> Option<[u8; 64]>;
     fn roster(&self) -> &Roster;
     /// Verifies and stores roster records from the peer; returns how many were new.
     fn add_roster_records(&mut self, records: Vec<SignedRecord>) -> usize;
@@ -72,6 +72,9 @@ pub enum SessionEvent {
     DocChanged { doc_id: String },
     /// New roster records arrived (a revocation may close other connections).
     RosterChanged { new_records: usize },
+    /// The peer relayed a change we refuse without blaming the peer (made by a revoked member after its revocation):
+    /// the document is skipped for the rest of this session. Count it and log it.
+    ChangeRefused { doc_id: String, reason: String },
     /// The session is caught up in both directions (initial catalogs exchanged, nothing in flight).
     Settled,
 }
@@ -135,6 +138,8 @@ pub struct Session {
     acked_to_them: u64,
     /// Documents with an exchange open on this connection.
     exchanges: BTreeMap<String, DocExchange>,
+    /// Documents skipped for the rest of the session because the peer relayed a refused change in them.
+    refused: BTreeSet<String>,
     settled_reported: bool,
 }
 
@@ -156,6 +161,7 @@ impl Session {
             their_last: false,
             acked_to_them: 0,
             exchanges: BTreeMap::new(),
+            refused: BTreeSet::new(),
             settled_reported: false,
         };
         session.send(&Frame::Hello { hall: *roster.hall(), node_key: our_key, roster_digest: roster.digest() });
@@ -204,7 +210,9 @@ impl Session {
             (Phase::Running, Frame::Catalog { entries, last }) => {
                 for entry in entries {
                     self.their_max_seq = self.their_max_seq.max(entry.seq);
-                    if replica.heads_hash(&entry.doc_id) == Some(entry.heads_hash) {
+                    if replica.heads_hash(&entry.doc_id) == Some(entry.heads_hash)
+                        || self.refused.contains(&entry.doc_id)
+                    {
                         continue;
                     }
                     if self.pending.len() >= PENDING_DOCS_MAX {
@@ -242,9 +250,23 @@ impl Session {
     ) -> Result<(), SyncError> {
         let message = wire::guard_sync_message(message)?;
         let by_hash: BTreeMap<[u8; 32], [u8; 64]> = signatures.iter().map(|s| (s.hash, s.signature)).collect();
+        if self.refused.contains(&doc_id) {
+            return Ok(());
+        }
         for chunk in message.changes.iter() {
-            verify_change(replica.roster(), chunk, |hash| by_hash.get(&hash.0).copied())
-                .map_err(|rejected| SyncError::RejectedChange(rejected.to_string()))?;
+            match verify_change(replica.roster(), chunk, |hash| by_hash.get(&hash.0).copied()) {
+                Ok(_) => {}
+                Err(rejected) if rejected.drops_peer() => return Err(SyncError::RejectedChange(rejected.to_string())),
+                Err(refused) => {
+                    self.exchanges.remove(&doc_id);
+                    self.pending.remove(&doc_id);
+                    if self.refused.len() < PENDING_DOCS_MAX {
+                        self.refused.insert(doc_id.clone());
+                    }
+                    self.events.push_back(SessionEvent::ChangeRefused { doc_id, reason: refused.to_string() });
+                    return Ok(());
+                }
+            }
         }
         let carried_changes = !message.changes.is_empty();
         let their_heads = message.heads.clone();
@@ -303,7 +325,9 @@ impl Session {
             .iter()
             .filter_map(|chunk| automerge::Change::from_bytes(chunk.to_vec()).ok())
             .filter_map(|change| {
-                replica.signature(&change.hash()).map(|signature| ChangeSignature { hash: change.hash().0, signature })
+                replica
+                    .signature(doc_id, &change.hash())
+                    .map(|signature| ChangeSignature { hash: change.hash().0, signature })
             })
             .collect();
         let bytes = wire::encode_sync_message(message);

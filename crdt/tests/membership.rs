@@ -137,9 +137,18 @@ fn changes_count_only_when_signed_by_an_active_member() {
         verify_change(&roster, &other_bytes, |h| other_signatures.get(h).copied()),
         Err(ChangeRejected::Unauthorized(_))
     ));
-    // After revocation the member's new changes are refused.
-    roster.insert(revoke(&root, &window, 2)).unwrap();
-    assert!(matches!(verify_change(&roster, &bytes, lookup), Err(ChangeRejected::Unauthorized(_))));
+    // A revocation keeps what the member made before it (relaying peers are not blamed either way) and refuses what
+    // it made at or after it.
+    let made_ms = change.timestamp() * 1000;
+    assert!(made_ms > 0, "changes carry their author's time");
+    let mut later = roster.clone();
+    later.insert(revoke(&root, &window, made_ms + 1)).unwrap();
+    assert!(verify_change(&later, &bytes, lookup).is_ok());
+    roster.insert(revoke(&root, &window, made_ms)).unwrap();
+    let refused = verify_change(&roster, &bytes, lookup).unwrap_err();
+    assert!(matches!(refused, ChangeRejected::Revoked(..)), "{refused:?}");
+    assert!(!refused.drops_peer());
+    assert!(ChangeRejected::Forged(String::new()).drops_peer());
     // An actor id that is not key + incarnation.
     let (mut plain, _, _) =
         Node::window(5).register(&Hall::jiangan_default(), registration("BDC", Nature::Help, "登记"));

@@ -137,7 +137,7 @@ impl Replica for Mem {
         Ok(())
     }
     fn reload(&mut self, _doc_id: &str) {}
-    fn signature(&mut self, hash: &ChangeHash) -> Option<[u8; 64]> {
+    fn signature(&mut self, _doc_id: &str, hash: &ChangeHash) -> Option<[u8; 64]> {
         self.signatures.get(hash).copied()
     }
     fn roster(&self) -> &Roster {
@@ -224,7 +224,7 @@ fn drain(
                 let heads_hash = nodes[node].heads_hash(&doc_id).unwrap();
                 relay.push((node, CatalogEntry { doc_id, heads_hash, seq }));
             }
-            SessionEvent::RosterChanged { .. } | SessionEvent::Settled => {}
+            SessionEvent::RosterChanged { .. } | SessionEvent::Settled | SessionEvent::ChangeRefused { .. } => {}
         }
     }
     while let Some(frame) = session.poll_transmit() {
