@@ -127,9 +127,12 @@ pub struct Session {
     phase: Phase,
     out: VecDeque<Vec<u8>>,
     events: VecDeque<SessionEvent>,
-    /// Our catalog: the highest seq we have sent, and whether the initial exchange is complete.
+    /// Our catalog: where the next batch starts, the highest seq ever sent (what the peer may acknowledge), whether the
+    /// catalog is sent up to our latest entry, and whether the initial exchange (ending in `last`) is complete.
     sent_seq: u64,
+    max_sent_seq: u64,
     sent_all: bool,
+    initial_sent: bool,
     /// Their catalog: documents to sync (doc id → their entry seq), the highest seq seen, whether they sent `last`.
     to_sync: VecDeque<String>,
     pending: BTreeMap<String, u64>,
@@ -154,7 +157,9 @@ impl Session {
             out: VecDeque::new(),
             events: VecDeque::new(),
             sent_seq: checkpoint,
+            max_sent_seq: checkpoint,
             sent_all: false,
+            initial_sent: false,
             to_sync: VecDeque::new(),
             pending: BTreeMap::new(),
             their_max_seq: 0,
@@ -227,7 +232,7 @@ impl Session {
                 self.their_last |= last;
             }
             (Phase::Running, Frame::CatalogAck { seq }) => {
-                if seq > self.sent_seq {
+                if seq > self.max_sent_seq {
                     return Err(SyncError::Protocol("ack beyond what was sent"));
                 }
                 self.events.push_back(SessionEvent::CheckpointAdvanced { seq });
@@ -339,7 +344,26 @@ impl Session {
     pub fn handle_local_change(&mut self, entry: CatalogEntry) {
         if self.phase == Phase::Running && self.sent_all && entry.seq > self.sent_seq {
             self.sent_seq = entry.seq;
+            self.max_sent_seq = self.max_sent_seq.max(entry.seq);
             self.send(&Frame::Catalog { entries: vec![entry], last: false });
+        }
+    }
+
+    /// Our catalog grew (local commands, changes relayed from other peers, another process writing the store): the
+    /// next [`Session::pump`] announces every entry after the last one sent. Cheap when nothing is new, and it cannot
+    /// miss an entry the way a lossy notification channel could.
+    pub fn catch_up(&mut self) {
+        if self.phase == Phase::Running && self.initial_sent {
+            self.sent_all = false;
+        }
+    }
+
+    /// Sends our whole catalog again (periodic full reconciliation): the peer compares every `(doc_id, heads_hash)`
+    /// and syncs any document a lost checkpoint or a bug left behind. Costs ~50 bytes per document.
+    pub fn reconcile(&mut self) {
+        if self.phase == Phase::Running && self.initial_sent {
+            self.sent_seq = 0;
+            self.sent_all = false;
         }
     }
 
@@ -353,9 +377,13 @@ impl Session {
             let last = entries.len() < wire::CATALOG_BATCH_MAX;
             if let Some(max) = entries.iter().map(|e| e.seq).max() {
                 self.sent_seq = max;
+                self.max_sent_seq = self.max_sent_seq.max(max);
             }
-            self.send(&Frame::Catalog { entries, last });
+            if !entries.is_empty() || !self.initial_sent {
+                self.send(&Frame::Catalog { entries, last });
+            }
             self.sent_all = last;
+            self.initial_sent |= last;
         }
         // Exchanges we answered last and the peer found nothing more to say about linger; drop the oldest-keyed ones not
         // waiting on the peer's catalog once there are too many (a new change reopens them from a fresh state).

@@ -256,15 +256,30 @@ impl Home {
             write_atomic(&Home::path(&self.dir, "hall.automerge"), &bytes)?;
         }
         if let Some(roster) = &self.roster {
-            let mut bytes = roster.hall().to_vec();
-            for record in roster.records() {
-                let encoded = record.to_bytes();
-                bytes.extend((encoded.len() as u32).to_be_bytes());
-                bytes.extend(encoded);
-            }
-            write_atomic(&Home::path(&self.dir, "roster.records"), &bytes)?;
+            Home::write_roster(&self.dir, roster)?;
         }
         write_atomic(&Home::path(&self.dir, "node.toml"), config_toml(&self.config).as_bytes())
+    }
+
+    /// Writes the roster file (atomically): the hall key, then each record with a length prefix.
+    pub fn write_roster(dir: &Path, roster: &Roster) -> Result<(), HomeError> {
+        let mut bytes = roster.hall().to_vec();
+        for record in roster.records() {
+            let encoded = record.to_bytes();
+            bytes.extend((encoded.len() as u32).to_be_bytes());
+            bytes.extend(encoded);
+        }
+        write_atomic(&Home::path(dir, "roster.records"), &bytes)
+    }
+
+    /// Reads the roster file of a data directory, if there is one (a running node re-reads it to pick up what the
+    /// admin's CLI revoked or enrolled meanwhile).
+    pub fn read_roster_file(dir: &Path) -> Result<Option<Roster>, HomeError> {
+        let path = Home::path(dir, "roster.records");
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(Home::read_roster(&read_capped(&path, ROSTER_FILE_BYTES_MAX)?)?))
     }
 
     fn sign_and_add(&mut self, mut record: Record) -> Result<SignedRecord, HomeError> {
@@ -434,6 +449,7 @@ impl Home {
         options.cache_docs_max = self.config.store_cache_docs;
         options.queue_requests_max = self.config.store_queue_requests;
         options.compact_min_bytes = self.config.store_compact_min_bytes;
+        options.signer = Some(self.identity.change_signer());
         Ok(Store::open(options)?)
     }
 }

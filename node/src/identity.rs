@@ -163,6 +163,15 @@ impl NodeIdentity {
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
+
+    /// Signs the changes this node authors (the store stores the signature with each change; sync relays it).
+    pub fn change_signer(&self) -> crate::store::ChangeSigner {
+        let key = std::sync::Arc::new(self.key.clone());
+        crate::store::ChangeSigner {
+            node_key: self.verifying_key().to_bytes(),
+            sign: std::sync::Arc::new(move |hash| zhaowo_crdt::signing::sign_change(&key, hash)),
+        }
+    }
 }
 
 #[cfg(test)]

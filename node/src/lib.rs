@@ -1,13 +1,15 @@
 //! The zhaowo node: the I/O shell around `zhaowo-crdt`.
 //!
 //! Today it holds the store (SQLite persistence of the case log, see [`store`]), the node's identity key
-//! ([`identity`]) and its config file ([`config`]). The QUIC sync and the HTTP surfaces arrive with their issues.
+//! ([`identity`]), its config file ([`config`]), the QUIC transport ([`transport`]), the sync runtime ([`sync`]) and the
+//! HTTP surfaces ([`http`]).
 
 pub mod config;
 pub mod home;
 pub mod http;
 pub mod identity;
 pub mod store;
+pub mod sync;
 pub mod transport;
 
 pub use zhaowo_crdt as crdt;

@@ -12,9 +12,14 @@ use super::cache::Lru;
 use super::projection::{self, CASE_COLUMNS, CaseRow, SearchText};
 use super::schema::{self, APPLICATION_ID, SCHEMA_VERSION_LATEST};
 use super::*;
+use automerge::sync::{Message as SyncMessage, State as SyncState};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use zhaowo_crdt::roster::{Roster, SignedRecord};
+use zhaowo_crdt::sync::{Replica, SessionEvent};
+use zhaowo_crdt::wire::{CatalogEntry as WireCatalogEntry, ChangeSignature};
 use zhaowo_crdt::{CaseDoc, CaseView};
 
 /// Doc ids read per step when walking every document (verify, reindex): bounds memory at ~100 KB of ids.
@@ -26,6 +31,10 @@ pub(crate) struct Db {
     cache: Lru<CaseDoc>,
     compact_min_bytes: usize,
     search_sort_matches_max: usize,
+    /// Signs the changes this node authors (`None`: unsigned, for tools and tests without a node key).
+    signer: Option<ChangeSigner>,
+    /// The node-wide counter after the last commit, for sync drivers waiting for new entries.
+    notify: tokio::sync::watch::Sender<i64>,
     /// The schema has every projection table (the latest version; older versions are opened only by migration tests).
     projections: bool,
 }
@@ -82,6 +91,8 @@ impl Db {
             cache: Lru::new(options.cache_docs_max),
             compact_min_bytes: options.compact_min_bytes,
             search_sort_matches_max: options.search_sort_matches_max,
+            signer: options.signer.clone(),
+            notify: options.notify.clone(),
             projections: false,
         };
         let target = options.schema_version_target;
@@ -116,6 +127,9 @@ impl Db {
         }
         tx.commit().map_err(sqlite)?;
         db.projections = version_now >= SCHEMA_VERSION_LATEST;
+        if let Ok(seq) = db.conn.query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0)) {
+            db.notify.send_replace(seq);
+        }
         Ok(db)
     }
 
@@ -160,12 +174,14 @@ impl Db {
         }
         let projections = self.projections;
         let compact_min_bytes = self.compact_min_bytes;
+        let signer = self.signer.clone();
         let tx = self.conn.transaction()?;
-        let stored = persist(&tx, &doc_id, case.automerge_mut(), &[], compact_min_bytes)?;
+        let stored = persist(&tx, &doc_id, case.automerge_mut(), &[], compact_min_bytes, signing(&signer))?;
         if projections {
             project(&tx, &case)?;
         }
         tx.commit()?;
+        self.notify.send_replace(stored.local_seq);
         let heads = case.automerge_mut().get_heads();
         self.cache.insert(doc_id.clone(), case);
         Ok(Acknowledged {
@@ -179,6 +195,7 @@ impl Db {
     pub fn edit(&mut self, doc_id: &str, edit: EditFn) -> Result<Acknowledged, WriteError> {
         let projections = self.projections;
         let compact_min_bytes = self.compact_min_bytes;
+        let signer = self.signer.clone();
         let case = self.case_mut(doc_id)?;
         let heads_before = case.automerge_mut().get_heads();
         let outcome = catch_unwind(AssertUnwindSafe(|| edit(&mut *case)));
@@ -200,7 +217,8 @@ impl Db {
         let result = (|| -> rusqlite::Result<(Stored, [u8; 32])> {
             let case = self.cache.get_mut(doc_id).expect("loaded above");
             let tx = self.conn.transaction()?;
-            let stored = persist(&tx, doc_id, case.automerge_mut(), &heads_before, compact_min_bytes)?;
+            let stored =
+                persist(&tx, doc_id, case.automerge_mut(), &heads_before, compact_min_bytes, signing(&signer))?;
             if projections && stored.changes > 0 {
                 project(&tx, case)?;
             }
@@ -208,12 +226,15 @@ impl Db {
             Ok((stored, heads_hash(&case.automerge_mut().get_heads())))
         })();
         match result {
-            Ok((stored, hash)) => Ok(Acknowledged {
-                case_id: doc_id.to_owned(),
-                local_seq: stored.local_seq,
-                heads_hash: hash,
-                event_id: Some(event_id),
-            }),
+            Ok((stored, hash)) => {
+                self.notify.send_replace(stored.local_seq);
+                Ok(Acknowledged {
+                    case_id: doc_id.to_owned(),
+                    local_seq: stored.local_seq,
+                    heads_hash: hash,
+                    event_id: Some(event_id),
+                })
+            }
             Err(error) => {
                 // The change is in memory but not on disk: forget it, the caller was not acknowledged.
                 self.cache.remove(doc_id);
@@ -292,7 +313,7 @@ impl Db {
                 if !am.get_missing_deps(&[]).is_empty() {
                     report.waiting_for_deps += 1;
                 }
-                let stored = persist(&tx, &doc_id, am, &heads_before, compact_min_bytes)?;
+                let stored = persist(&tx, &doc_id, am, &heads_before, compact_min_bytes, Signing::Unsigned)?;
                 if stored.changes == 0 {
                     report.duplicate_docs += 1;
                 } else {
@@ -322,6 +343,12 @@ impl Db {
             Ok(()) => {
                 for (doc_id, case) in touched {
                     self.cache.insert(doc_id, case);
+                }
+                if report.applied_changes > 0
+                    && let Ok(seq) =
+                        self.conn.query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0))
+                {
+                    self.notify.send_replace(seq);
                 }
                 Ok(report)
             }
@@ -772,9 +799,24 @@ fn reindex_in(tx: &Transaction<'_>, actor: &ActorId, problems: &mut Vec<Problem>
     Ok(cases)
 }
 
-fn project(tx: &Transaction<'_>, case: &CaseDoc) -> rusqlite::Result<()> {
+fn project(tx: &Connection, case: &CaseDoc) -> rusqlite::Result<()> {
     let view = case.view();
     projection::upsert(tx, &CaseRow::of(&view), &SearchText::of(&view))
+}
+
+/// Which signatures [`persist`] stores with the changes it writes.
+#[derive(Clone, Copy)]
+pub(crate) enum Signing<'a> {
+    /// None (a store without a node key: tests, tools; and changes merged from files without signatures).
+    Unsigned,
+    /// This node authored the changes: sign each with the node key.
+    Local(&'a ChangeSigner),
+    /// Changes from a peer, whose signatures the sync session verified (by change hash).
+    Relayed(&'a BTreeMap<[u8; 32], [u8; 64]>),
+}
+
+fn signing(signer: &Option<ChangeSigner>) -> Signing<'_> {
+    signer.as_ref().map_or(Signing::Unsigned, Signing::Local)
 }
 
 /// What [`persist`] wrote.
@@ -786,11 +828,12 @@ struct Stored {
 /// Stores the changes of `doc` not reachable from `heads_before`, compacts when the increments outgrow the snapshot,
 /// and updates the catalog and the node-wide counter. Runs inside the caller's transaction.
 fn persist(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     doc_id: &str,
     doc: &mut AutoCommit,
     heads_before: &[ChangeHash],
     compact_min_bytes: usize,
+    signing: Signing<'_>,
 ) -> rusqlite::Result<Stored> {
     let changes = doc.get_changes(heads_before);
     let n_changes = changes.len();
@@ -814,6 +857,20 @@ fn persist(
                 local_seq += 1;
                 stored += 1;
                 added_bytes += bytes.len() as i64;
+                let signature = match signing {
+                    Signing::Unsigned => None,
+                    Signing::Local(signer) => Some((signer.node_key, (signer.sign)(&hash))),
+                    Signing::Relayed(signatures) => signatures
+                        .get(&hash.0)
+                        .zip(zhaowo_crdt::signing::node_key_of(change.actor_id()))
+                        .map(|(signature, signer)| (signer, *signature)),
+                };
+                if let Some((signer, signature)) = signature {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO change_signatures (doc_id, hash, signer, signature) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![doc_id, hash.0.as_slice(), signer.as_slice(), signature.as_slice()])?;
+                }
             }
         }
     }
@@ -904,4 +961,301 @@ pub(crate) fn load_automerge(
         return Err(corrupt("a stored change depends on a change that is not stored".to_owned()));
     }
     Ok(Some(doc.with_actor(actor.clone())))
+}
+
+// ---- sync ----
+
+/// A document a sync step holds outside the LRU: one the node does not have yet (an empty document, or one just
+/// received), or one that loads but is not a case. Dropped at the end of the step: a document assembled from
+/// received changes holds far more memory than the same case loaded from its snapshot (see `apply_remote`).
+struct StepDocs {
+    docs: HashMap<String, AutoCommit>,
+}
+
+/// The store's side of a sync session, for the duration of one step on the store thread, inside one transaction.
+struct DbReplica<'a> {
+    db: &'a mut Db,
+    step_docs: StepDocs,
+    roster: Roster,
+    new_records: Vec<SignedRecord>,
+    /// Documents changed in this step's transaction (evicted from the LRU if the commit fails).
+    touched: Vec<String>,
+    /// The first storage error: the step rolls back and the peer is dropped (the peer did nothing wrong).
+    storage_error: Option<String>,
+}
+
+impl DbReplica<'_> {
+    /// The document to sync: the cached case, the stored one (loaded into the LRU when it is a case), or an empty one.
+    fn doc(&mut self, doc_id: &str) -> Result<&mut AutoCommit, String> {
+        if self.step_docs.docs.contains_key(doc_id) {
+            return Ok(self.step_docs.docs.get_mut(doc_id).expect("checked"));
+        }
+        if self.db.cache.get_mut(doc_id).is_none() {
+            match load_automerge(&self.db.conn, &self.db.actor, doc_id) {
+                Ok(None) => {
+                    self.step_docs.docs.insert(doc_id.to_owned(), AutoCommit::new().with_actor(self.db.actor.clone()));
+                    return Ok(self.step_docs.docs.get_mut(doc_id).expect("inserted"));
+                }
+                Ok(Some(doc)) => match CaseDoc::from_automerge(doc.clone()) {
+                    Ok(case) => self.db.cache.insert(doc_id.to_owned(), case),
+                    Err(_) => {
+                        self.step_docs.docs.insert(doc_id.to_owned(), doc);
+                        return Ok(self.step_docs.docs.get_mut(doc_id).expect("inserted"));
+                    }
+                },
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Ok(self.db.cache.get_mut(doc_id).expect("cached above").automerge_mut())
+    }
+
+    fn fail(&mut self, error: impl std::fmt::Display) -> String {
+        let text = format!("storage: {error}");
+        self.storage_error.get_or_insert_with(|| text.clone());
+        text
+    }
+}
+
+impl Replica for DbReplica<'_> {
+    fn catalog_after(&mut self, after: u64, limit: usize) -> Vec<WireCatalogEntry> {
+        match self.db.catalog_since(i64::try_from(after).unwrap_or(i64::MAX), limit) {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|entry| WireCatalogEntry {
+                    doc_id: entry.case_id,
+                    heads_hash: entry.heads_hash,
+                    seq: entry.local_seq as u64,
+                })
+                .collect(),
+            Err(error) => {
+                self.fail(error);
+                Vec::new()
+            }
+        }
+    }
+
+    fn heads_hash(&mut self, doc_id: &str) -> Option<[u8; 32]> {
+        let found = self
+            .db
+            .conn
+            .prepare_cached("SELECT heads_hash FROM catalog WHERE doc_id = ?1")
+            .and_then(|mut statement| statement.query_row([doc_id], |row| row.get::<_, Vec<u8>>(0)).optional());
+        match found {
+            Ok(hash) => hash.and_then(|hash| hash.try_into().ok()),
+            Err(error) => {
+                self.fail(error);
+                None
+            }
+        }
+    }
+
+    fn has_all(&mut self, doc_id: &str, heads: &[ChangeHash]) -> bool {
+        match self.doc(doc_id) {
+            Ok(doc) => heads.iter().all(|head| doc.get_change_by_hash(head).is_some()),
+            Err(_) => false,
+        }
+    }
+
+    fn generate(&mut self, doc_id: &str, state: &mut SyncState) -> Option<SyncMessage> {
+        use automerge::sync::SyncDoc;
+        match self.doc(doc_id) {
+            Ok(doc) => doc.sync().generate_sync_message(state),
+            Err(_) => None,
+        }
+    }
+
+    fn receive(
+        &mut self,
+        doc_id: &str,
+        state: &mut SyncState,
+        message: SyncMessage,
+        signatures: &[ChangeSignature],
+    ) -> Result<(), String> {
+        use automerge::sync::SyncDoc;
+        if zhaowo_crdt::CaseId::parse(doc_id).is_none() {
+            return Err(format!("`{doc_id}` is not a case id"));
+        }
+        let compact_min_bytes = self.db.compact_min_bytes;
+        let projections = self.db.projections;
+        let doc = self.doc(doc_id)?;
+        let heads_before = doc.get_heads();
+        doc.sync().receive_sync_message(state, message).map_err(|error| error.to_string())?;
+        if doc.get_heads() == heads_before {
+            return Ok(());
+        }
+        let signatures: BTreeMap<[u8; 32], [u8; 64]> = signatures.iter().map(|s| (s.hash, s.signature)).collect();
+        self.touched.push(doc_id.to_owned());
+        // Re-borrow: `doc` borrowed `self` mutably.
+        let (conn, doc) = match self.step_docs.docs.get_mut(doc_id) {
+            Some(doc) => (&self.db.conn, doc),
+            None => (&self.db.conn, self.db.cache.get_mut(doc_id).expect("doc() cached it").automerge_mut()),
+        };
+        let stored = persist(conn, doc_id, doc, &heads_before, compact_min_bytes, Signing::Relayed(&signatures));
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(error) => return Err(self.fail(error)),
+        };
+        if projections && stored.changes > 0 {
+            let projected = match self.step_docs.docs.get(doc_id) {
+                Some(doc) => match CaseDoc::from_automerge(doc.clone()) {
+                    Ok(case) => project(&self.db.conn, &case),
+                    Err(_) => projection::remove(&self.db.conn, doc_id),
+                },
+                None => project(&self.db.conn, self.db.cache.get_mut(doc_id).expect("cached")),
+            };
+            if let Err(error) = projected {
+                return Err(self.fail(error));
+            }
+        }
+        Ok(())
+    }
+
+    fn reload(&mut self, doc_id: &str) {
+        self.db.cache.remove(doc_id);
+        self.step_docs.docs.remove(doc_id);
+    }
+
+    fn signature(&mut self, doc_id: &str, hash: &ChangeHash) -> Option<[u8; 64]> {
+        let found = self
+            .db
+            .conn
+            .prepare_cached("SELECT signature FROM change_signatures WHERE doc_id = ?1 AND hash = ?2")
+            .and_then(|mut statement| {
+                statement.query_row(params![doc_id, hash.0.as_slice()], |row| row.get::<_, Vec<u8>>(0)).optional()
+            });
+        match found {
+            Ok(signature) => signature.and_then(|signature| signature.try_into().ok()),
+            Err(error) => {
+                self.fail(error);
+                None
+            }
+        }
+    }
+
+    fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    fn add_roster_records(&mut self, records: Vec<SignedRecord>) -> usize {
+        let mut added = 0;
+        for record in records {
+            // A record that does not verify is the peer's problem, not a reason to refuse the rest.
+            if let Ok(true) = self.roster.insert(record.clone()) {
+                self.new_records.push(record);
+                added += 1;
+            }
+        }
+        added
+    }
+}
+
+impl Db {
+    /// Runs one step of a sync session: feeds it the inputs, lets it pump, and commits everything it stored (changes,
+    /// signatures, projections, the peer's checkpoint) in one transaction before any frame it produced is handed out.
+    pub fn sync_step(&mut self, mut step: SyncStep) -> SyncOutcome {
+        let mut outcome = SyncOutcome::default();
+        if let Err(error) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            outcome.storage_error = Some(format!("storage: {error}"));
+            outcome.session = Some(step.session);
+            return outcome;
+        }
+        let seq_before = self.notify.borrow().to_owned();
+        let mut replica = DbReplica {
+            db: self,
+            step_docs: StepDocs { docs: HashMap::new() },
+            roster: step.roster,
+            new_records: Vec::new(),
+            touched: Vec::new(),
+            storage_error: None,
+        };
+        let session = &mut step.session;
+        for input in step.inputs {
+            let result = match input {
+                SyncInput::Frame(bytes) => session.handle_frame(&bytes, &mut replica),
+                SyncInput::CatchUp => {
+                    session.catch_up();
+                    session.pump(&mut replica);
+                    Ok(())
+                }
+                SyncInput::Reconcile => {
+                    session.reconcile();
+                    session.pump(&mut replica);
+                    Ok(())
+                }
+            };
+            if let Err(error) = result {
+                outcome.error = Some(error);
+                break;
+            }
+            if replica.storage_error.is_some() {
+                break;
+            }
+        }
+        while let Some(event) = session.poll_event() {
+            if let SessionEvent::CheckpointAdvanced { seq } = &event {
+                let saved = replica
+                    .db
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO peer_checkpoints (node_key, checkpoint) VALUES (?1, ?2)
+                         ON CONFLICT (node_key) DO UPDATE SET checkpoint = max(checkpoint, ?2)",
+                    )
+                    .and_then(|mut statement| {
+                        statement.execute(params![step.peer_key.as_slice(), i64::try_from(*seq).unwrap_or(i64::MAX)])
+                    });
+                if let Err(error) = saved {
+                    replica.fail(error);
+                }
+            }
+            outcome.events.push(event);
+        }
+        let DbReplica { touched, storage_error, new_records, roster, .. } = replica;
+        outcome.new_records = new_records;
+        outcome.roster = Some(roster);
+        let committed = match storage_error {
+            Some(error) => Err(error),
+            None => self.conn.execute_batch("COMMIT").map_err(|error| format!("storage: {error}")),
+        };
+        match committed {
+            Ok(()) => {
+                outcome.frames = std::iter::from_fn(|| session.poll_transmit()).collect();
+                outcome.changed_docs = touched.len();
+                let seq_after: i64 = self
+                    .conn
+                    .query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0))
+                    .unwrap_or(seq_before);
+                if seq_after != seq_before {
+                    self.notify.send_replace(seq_after);
+                }
+            }
+            Err(error) => {
+                drop(self.conn.execute_batch("ROLLBACK"));
+                for doc_id in touched {
+                    self.cache.remove(&doc_id);
+                }
+                outcome.storage_error = Some(error);
+            }
+        }
+        outcome.session = Some(step.session);
+        outcome
+    }
+
+    /// The catalog position this node last had acknowledged by `peer`: the next session resumes after it.
+    pub fn checkpoint(&self, peer: &[u8; 32]) -> rusqlite::Result<u64> {
+        let seq: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT checkpoint FROM peer_checkpoints WHERE node_key = ?1")?
+            .query_row([peer.as_slice()], |row| row.get(0))
+            .optional()?;
+        Ok(seq.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Documents the peer has not acknowledged yet: catalog entries after its checkpoint ("behind" in the status).
+    pub fn entries_after(&self, seq: u64) -> rusqlite::Result<u64> {
+        let count: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM catalog WHERE local_seq > ?1")?
+            .query_row([i64::try_from(seq).unwrap_or(i64::MAX)], |row| row.get(0))?;
+        Ok(count as u64)
+    }
 }

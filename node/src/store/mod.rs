@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use zhaowo_crdt::model::{Nature, Status};
+use zhaowo_crdt::roster::{Roster, SignedRecord};
+use zhaowo_crdt::sync::{Session, SessionEvent, SyncError};
 use zhaowo_crdt::time::Date;
 use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, Ctx, EventId, Hall};
 
@@ -83,6 +85,25 @@ pub struct StoreOptions {
     pub schema_version_target: i64,
     /// A registered SQLite VFS to open the file with (the power-cut model); `None` is the platform default.
     pub vfs: Option<String>,
+    /// Signs every change this node authors, stored with it and relayed by sync. `None` leaves changes unsigned
+    /// (peers refuse them): only tools and tests that never sync.
+    pub signer: Option<ChangeSigner>,
+    /// Set by [`Store::open`]; callers leave the default.
+    #[doc(hidden)]
+    pub notify: tokio::sync::watch::Sender<i64>,
+}
+
+/// Signs the hash of a change this node authored with the node key (`zhaowo_crdt::signing::sign_change`).
+#[derive(Clone)]
+pub struct ChangeSigner {
+    pub node_key: [u8; 32],
+    pub sign: Arc<dyn Fn(&ChangeHash) -> [u8; 64] + Send + Sync>,
+}
+
+impl std::fmt::Debug for ChangeSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeSigner").field("node_key", &zhaowo_crdt::ids::hex_encode(&self.node_key)).finish()
+    }
 }
 
 impl StoreOptions {
@@ -96,6 +117,8 @@ impl StoreOptions {
             search_sort_matches_max: SEARCH_SORT_MATCHES_MAX,
             schema_version_target: SCHEMA_VERSION_LATEST,
             vfs: None,
+            signer: None,
+            notify: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -457,6 +480,48 @@ enum Request {
     Reindex(Reply<Result<ReindexReport, MaintenanceError>>),
     Backup(PathBuf, Reply<Result<(), MaintenanceError>>),
     ExecuteRaw(String, Reply<Result<(), MaintenanceError>>),
+    SyncStep(Box<SyncStep>, Reply<Box<SyncOutcome>>),
+    Checkpoint([u8; 32], Reply<Result<(u64, u64), ReadError>>),
+}
+
+/// What a sync driver hands the store thread: the session (moved there and back, never shared) and its inputs.
+#[derive(Debug)]
+pub struct SyncStep {
+    pub session: Session,
+    pub peer_key: [u8; 32],
+    /// A copy of the node's roster: records the peer sends are verified into it and come back in the outcome.
+    pub roster: Roster,
+    pub inputs: Vec<SyncInput>,
+}
+
+/// One input of a sync step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncInput {
+    /// A frame the peer sent.
+    Frame(Vec<u8>),
+    /// Our catalog may have grown: announce what is new.
+    CatchUp,
+    /// Send our whole catalog again (periodic full reconciliation).
+    Reconcile,
+}
+
+/// What a sync step did. Frames are present only when the step's transaction committed.
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    /// The session, back from the store thread (`None` only if the store is closed).
+    pub session: Option<Session>,
+    /// Frames to send, in order; their answers to received changes are durable.
+    pub frames: Vec<Vec<u8>>,
+    pub events: Vec<SessionEvent>,
+    /// The peer broke the protocol or sent refused data: drop it.
+    pub error: Option<SyncError>,
+    /// The store failed (nothing of the step was kept): drop the peer and retry later.
+    pub storage_error: Option<String>,
+    /// Roster records the peer taught us, verified.
+    pub new_records: Vec<SignedRecord>,
+    pub roster: Option<Roster>,
+    /// Documents that gained changes in this step.
+    pub changed_docs: usize,
 }
 
 /// A handle to the store thread. Cheap to share behind an `Arc`; dropping it shuts the thread down after the
@@ -464,6 +529,7 @@ enum Request {
 #[derive(Debug)]
 pub struct Store {
     requests: Option<mpsc::Sender<Request>>,
+    notify: tokio::sync::watch::Sender<i64>,
     thread: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
 }
@@ -491,6 +557,14 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::Reindex(reply) => drop(reply.send(db.reindex())),
             Request::Backup(path, reply) => drop(reply.send(db.backup(&path))),
             Request::ExecuteRaw(sql, reply) => drop(reply.send(db.execute_raw(&sql).map_err(Into::into))),
+            Request::SyncStep(step, reply) => drop(reply.send(Box::new(db.sync_step(*step)))),
+            Request::Checkpoint(peer, reply) => drop(
+                reply.send(
+                    db.checkpoint(&peer)
+                        .and_then(|checkpoint| Ok((checkpoint, db.entries_after(checkpoint)?)))
+                        .map_err(Into::into),
+                ),
+            ),
         }
     }
     tracing::debug!(cached_docs = db.cached_docs(), "store thread stops");
@@ -500,6 +574,7 @@ impl Store {
     /// Opens (creating or migrating) the store and starts its thread. Blocks for the open and any migration.
     pub fn open(options: StoreOptions) -> Result<Store, OpenStoreError> {
         let (requests, receiver) = mpsc::channel(options.queue_requests_max);
+        let notify = options.notify.clone();
         let (opened_sender, opened) = std::sync::mpsc::sync_channel(1);
         let path = options.path.clone();
         let thread = std::thread::Builder::new()
@@ -513,7 +588,7 @@ impl Store {
             })
             .map_err(OpenStoreError::Thread)?;
         match opened.recv() {
-            Ok(Ok(())) => Ok(Store { requests: Some(requests), thread: Some(thread), path }),
+            Ok(Ok(())) => Ok(Store { requests: Some(requests), notify, thread: Some(thread), path }),
             Ok(Err(error)) => {
                 drop(thread.join());
                 Err(error)
@@ -629,6 +704,23 @@ impl Store {
     #[doc(hidden)]
     pub async fn execute_raw(&self, sql: &str) -> Result<(), MaintenanceError> {
         self.call(|reply| Request::ExecuteRaw(sql.to_owned(), reply), Err(MaintenanceError::Closed)).await
+    }
+
+    /// Runs one step of a sync session on the store thread (see [`SyncStep`]); everything it stored is committed
+    /// before the outcome's frames are returned.
+    pub async fn sync_step(&self, step: SyncStep) -> SyncOutcome {
+        let closed = SyncOutcome { storage_error: Some("the store is closed".to_owned()), ..SyncOutcome::default() };
+        *self.call(|reply| Request::SyncStep(Box::new(step), reply), Box::new(closed)).await
+    }
+
+    /// The catalog position `peer` last acknowledged, and how many of our documents changed after it.
+    pub async fn checkpoint(&self, peer: [u8; 32]) -> Result<(u64, u64), ReadError> {
+        self.call(|reply| Request::Checkpoint(peer, reply), Err(ReadError::Closed)).await
+    }
+
+    /// Watches the node-wide counter: it changes after every commit that stored a change (local or from a peer).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.notify.subscribe()
     }
 
     /// Stops the thread after the queued requests and closes the connection.

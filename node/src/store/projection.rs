@@ -4,7 +4,7 @@
 //! produced it, so the projections can always be rebuilt from the documents (`reindex`) and checked against them
 //! (`verify`).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use zhaowo_crdt::CaseView;
 use zhaowo_crdt::time::{DAY_MS, OFFSET_MS};
 
@@ -180,13 +180,7 @@ pub fn is_bigram(first: char, second: char) -> bool {
 pub(crate) const CASE_COLUMNS: &str = "doc_id, reg_no, status, category, nature, priority, lead_unit, window, registered_at_ms, \
      updated_at_ms, due_ms, clock_runs, first_response_due_ms, first_response_ms, closed_at_ms, rating, supervision, summary";
 
-fn add_stats(
-    tx: &Transaction<'_>,
-    day: i64,
-    category: &str,
-    stats: StatsContribution,
-    sign: i64,
-) -> rusqlite::Result<()> {
+fn add_stats(tx: &Connection, day: i64, category: &str, stats: StatsContribution, sign: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO stats_daily (day, category, registered, closed, closed_on_time, responded, responded_on_time, rated, \
          rating_sum, satisfied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -210,7 +204,7 @@ fn add_stats(
 }
 
 /// Writes (or replaces) the projections of one case: the register row, its search text and its statistics.
-pub(crate) fn upsert(tx: &Transaction<'_>, row: &CaseRow, text: &SearchText) -> rusqlite::Result<()> {
+pub(crate) fn upsert(tx: &Connection, row: &CaseRow, text: &SearchText) -> rusqlite::Result<()> {
     let old = tx
         .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
         .query_row([&row.case_id], |sql| Ok((sql.get::<_, i64>("id")?, CaseRow::from_sql(sql)?)))
@@ -273,7 +267,7 @@ pub(crate) fn upsert(tx: &Transaction<'_>, row: &CaseRow, text: &SearchText) -> 
 }
 
 /// Removes the projections of a case (its document no longer reads as a case).
-pub(crate) fn remove(tx: &Transaction<'_>, case_id: &str) -> rusqlite::Result<()> {
+pub(crate) fn remove(tx: &Connection, case_id: &str) -> rusqlite::Result<()> {
     let old = tx
         .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
         .query_row([case_id], |sql| Ok((sql.get::<_, i64>("id")?, CaseRow::from_sql(sql)?)))

@@ -11,7 +11,7 @@ use rusqlite::Transaction;
 pub const APPLICATION_ID: i32 = 0x7a68_776f;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION_LATEST: i64 = 3;
+pub const SCHEMA_VERSION_LATEST: i64 = 4;
 
 /// Version 1: documents (snapshot + changes), the catalog, the node-wide counter and change signatures.
 const V1: &str = r#"
@@ -122,8 +122,17 @@ const V3: &str = r#"
 CREATE VIRTUAL TABLE cases_bigrams USING fts5 (grams, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 0');
 "#;
 
+/// Version 4: per-peer sync checkpoints: the highest catalog position of ours each peer acknowledged. Written in the
+/// same transaction as the sync step that received the acknowledgement.
+const V4: &str = r#"
+CREATE TABLE peer_checkpoints (
+    node_key   BLOB PRIMARY KEY,
+    checkpoint INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// Migrations in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION_LATEST);
 
 /// Whether the projections must be rebuilt after migrating (a migration created or changed them).
@@ -151,7 +160,7 @@ pub(crate) fn migrate(tx: &Transaction<'_>, from: i64, to: i64) -> Result<Migrat
     for version in from..to {
         tx.execute_batch(MIGRATIONS[version as usize])?;
         // Versions 2 and 3 add projections: a store that had documents rebuilds them.
-        reindex |= version + 1 >= 2;
+        reindex |= matches!(version + 1, 2 | 3);
     }
     tx.execute_batch(&format!("PRAGMA user_version = {to}"))?;
     Ok(Migrated { from, to, reindex: reindex && from > 0 && to >= SCHEMA_VERSION_LATEST })

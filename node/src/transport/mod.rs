@@ -519,12 +519,14 @@ impl Shared {
         Ok(())
     }
 
-    /// Everything after the TLS handshake: checks, registration, hello. `expected` is the key a dial asked for.
+    /// Everything after the TLS handshake: checks, registration, hello. `expected` is the key a dial asked for (`None`
+    /// when accepting or when dialing any member).
     async fn authorize(
         self: &Arc<Shared>,
         connection: &quinn::Connection,
         expected: Option<NodeKey>,
         slot: HandshakeSlot,
+        dialing: bool,
     ) -> Result<PeerConnection, TransportError> {
         let key = self.check_after_handshake(connection)?;
         if expected.is_some_and(|expected| expected != key) {
@@ -534,7 +536,7 @@ impl Shared {
         self.register(key, connection, slot)?;
         let timeout = self.config.frame_timeout;
         let hello = hello_payload(&self.local_key);
-        if expected.is_some() {
+        if dialing {
             let (send, recv) = connection.open_bi().await.map_err(TransportError::from_connection)?;
             let (mut writer, mut reader) = (
                 FrameWriter::new(send, connection.clone(), timeout),
@@ -565,6 +567,7 @@ impl Shared {
         connecting: quinn::Connecting,
         expected: Option<NodeKey>,
         slot: HandshakeSlot,
+        dialing: bool,
     ) -> Result<PeerConnection, TransportError> {
         let timeout_ms = self.config.handshake_timeout.as_millis() as u64;
         let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
@@ -572,7 +575,8 @@ impl Shared {
             Err(_elapsed) => return Err(TransportError::HandshakeTimeout { timeout_ms }),
             Ok(result) => result.map_err(TransportError::from_connection)?,
         };
-        let result = match tokio::time::timeout_at(deadline, self.authorize(&connection, expected, slot)).await {
+        let result = match tokio::time::timeout_at(deadline, self.authorize(&connection, expected, slot, dialing)).await
+        {
             Err(_elapsed) => Err(TransportError::HandshakeTimeout { timeout_ms }),
             Ok(result) => result,
         };
@@ -786,7 +790,23 @@ impl Transport {
             let server_name = tls::server_name_for(&peer_key);
             let connecting =
                 self.endpoint.connect(addr, &server_name).map_err(|source| TransportError::Connect { addr, source })?;
-            self.shared.finish_handshake(connecting, Some(peer_key), slot).await
+            self.shared.finish_handshake(connecting, Some(peer_key), slot, true).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Dials `addr` accepting whichever active member of the hall answers (a static peer configured by address
+    /// only); the roster is asked during and after the handshake as for every connection.
+    pub async fn dial_member(&self, addr: SocketAddr) -> Result<PeerConnection, TransportError> {
+        let span = tracing::info_span!("peer", direction = "dial", peer = tracing::field::Empty, %addr);
+        async {
+            let slot = self.shared.begin_handshake()?;
+            let connecting = self
+                .endpoint
+                .connect(addr, tls::ANY_MEMBER_SERVER_NAME)
+                .map_err(|source| TransportError::Connect { addr, source })?;
+            self.shared.finish_handshake(connecting, None, slot, true).await
         }
         .instrument(span)
         .await
@@ -867,7 +887,7 @@ async fn accept_loop(
         let (shared, sender) = (shared.clone(), sender.clone());
         tokio::spawn(
             async move {
-                let result = shared.finish_handshake(connecting, None, slot).await;
+                let result = shared.finish_handshake(connecting, None, slot, false).await;
                 // The caller may be gone (transport dropped): the connection then closes with its handle.
                 drop(sender.send(result).await);
             }

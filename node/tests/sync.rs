@@ -1,0 +1,340 @@
+//! The sync runtime over real QUIC sockets on 127.0.0.1 and real SQLite stores: convergence, live push, restart from
+//! a checkpoint, revocation spreading by gossip, and hostile peers (forged and unsigned changes, a revoked key) dropped
+//! while legitimate peers keep syncing. Figures are printed, never asserted against a clock.
+
+#![allow(clippy::print_stdout)]
+
+use automerge::sync::{State, SyncDoc};
+use automerge::{AutoCommit, ChangeHash};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zhaowo_crdt::model::Role;
+use zhaowo_crdt::roster::{Enrollment, Record, Revocation, Roster, SignedRecord};
+use zhaowo_crdt::signing::sign_change;
+use zhaowo_crdt::wire::{self, ChangeSignature, Frame};
+use zhaowo_node::fixtures::CaseFactory;
+use zhaowo_node::identity::NodeIdentity;
+use zhaowo_node::store::{Store, StoreOptions};
+use zhaowo_node::sync::{SyncNode, SyncOptions};
+use zhaowo_node::transport::{Transport, TransportConfig, WIRE_VERSION};
+
+/// Bound on waiting for convergence: loopback sync of a few hundred cases takes well under a second.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+struct Hall {
+    root: ed25519_dalek::SigningKey,
+    roster: Roster,
+}
+
+impl Hall {
+    fn new() -> Hall {
+        let root = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+        let roster = Roster::new(root.verifying_key().to_bytes());
+        Hall { root, roster }
+    }
+
+    fn enroll(&mut self, identity: &NodeIdentity, window: &str) -> SignedRecord {
+        let record = Record::Enrollment(Enrollment {
+            hall: self.root.verifying_key().to_bytes(),
+            node_key: identity.verifying_key().to_bytes(),
+            window: window.to_owned(),
+            role: Role::Window,
+            display_name: format!("{window} 窗口"),
+            issued_ms: 1,
+        })
+        .sign(&self.root);
+        self.roster.insert(record.clone()).unwrap();
+        record
+    }
+
+    fn revocation(&self, identity: &NodeIdentity, at_ms: i64) -> SignedRecord {
+        Record::Revocation(Revocation {
+            hall: self.root.verifying_key().to_bytes(),
+            node_key: identity.verifying_key().to_bytes(),
+            revoked_ms: at_ms,
+            reason: "笔记本遗失".to_owned(),
+        })
+        .sign(&self.root)
+    }
+}
+
+struct Node {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    identity: Arc<NodeIdentity>,
+    store: Arc<Store>,
+    factory: CaseFactory,
+    sync: Option<SyncNode>,
+}
+
+impl Node {
+    fn new(seed: u64) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cases.db");
+        let identity = Arc::new(NodeIdentity::generate().unwrap());
+        let actor = identity.new_actor().unwrap();
+        let factory = CaseFactory::new(seed, actor, CaseFactory::start_2026());
+        let store = Node::open_store(&path, &identity, &factory);
+        Node { _dir: dir, path, identity, store, factory, sync: None }
+    }
+
+    fn open_store(path: &std::path::Path, identity: &NodeIdentity, factory: &CaseFactory) -> Arc<Store> {
+        let _ = factory;
+        let mut options = StoreOptions::recommended(path.to_path_buf(), identity.new_actor().unwrap());
+        options.signer = Some(identity.change_signer());
+        Arc::new(Store::open(options).unwrap())
+    }
+
+    fn key(&self) -> [u8; 32] {
+        self.identity.verifying_key().to_bytes()
+    }
+
+    async fn register(&mut self, n: usize) {
+        for _ in 0..n {
+            let case = self.factory.register();
+            self.store.register(case).await.unwrap();
+        }
+    }
+
+    fn start(&mut self, roster: &Roster, peers: Vec<SocketAddr>) -> SocketAddr {
+        let mut options = SyncOptions::recommended("127.0.0.1:0".parse().unwrap(), peers);
+        options.redial_min = Duration::from_millis(50);
+        options.redial_max = Duration::from_millis(500);
+        options.poll_interval = Duration::from_millis(200);
+        let sync = SyncNode::start(self.store.clone(), self.identity.clone(), roster.clone(), options).unwrap();
+        let addr = sync.local_addr().unwrap();
+        self.sync = Some(sync);
+        addr
+    }
+
+    /// `(case id, heads hash)` of every document: what two converged nodes share.
+    async fn catalog(&self) -> BTreeMap<String, [u8; 32]> {
+        let mut all = BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.catalog_since(after, 4096).await.unwrap();
+            let Some(last) = page.last() else { return all };
+            after = last.local_seq;
+            all.extend(page.into_iter().map(|entry| (entry.case_id, entry.heads_hash)));
+        }
+    }
+}
+
+async fn converge(nodes: &[&Node], docs: usize) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut catalogs = Vec::new();
+        for node in nodes {
+            catalogs.push(node.catalog().await);
+        }
+        if catalogs[0].len() == docs && catalogs.iter().all(|catalog| *catalog == catalogs[0]) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < CONVERGE,
+            "no convergence within {CONVERGE:?}: {:?}",
+            catalogs.iter().map(BTreeMap::len).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < CONVERGE, "{what}: not within {CONVERGE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_converge_push_live_and_resume_after_restart() {
+    let mut hall = Hall::new();
+    let (mut a, mut b) = (Node::new(1), Node::new(2 << 8));
+    hall.enroll(&a.identity, "BBC01");
+    hall.enroll(&b.identity, "BBC02");
+    a.register(200).await;
+    b.register(50).await;
+
+    let a_addr = a.start(&hall.roster, vec![]);
+    b.start(&hall.roster, vec![a_addr]);
+    let first = converge(&[&a, &b], 250).await;
+    let status = b.sync.as_ref().unwrap().status();
+    wait_for("b reports a settled, connected peer", || status.peers().iter().any(|p| p.connected && p.settled)).await;
+    let peer = status.peers().into_iter().find(|p| p.connected).unwrap();
+    println!(
+        "sync first contact docs=250 converge_ms={} b_bytes_sent={} b_bytes_received={}",
+        first.as_millis(),
+        peer.bytes_sent,
+        peer.bytes_received
+    );
+
+    // Live push: a change on A shows on B without any new connection.
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        a.register(1).await;
+        let expected = a.catalog().await;
+        loop {
+            if b.catalog().await == expected {
+                break;
+            }
+            assert!(started.elapsed() < CONVERGE, "live push did not arrive");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "sync live push n=20 p50_ms={:.2} max_ms={:.2}",
+        latencies[10].as_secs_f64() * 1e3,
+        latencies[19].as_secs_f64() * 1e3
+    );
+    assert_eq!(a.sync.as_ref().unwrap().status().counts().sessions, 1, "one session per pair");
+
+    // B stops; A keeps working; B restarts on the same file and resumes from its checkpoint.
+    let b_sync = b.sync.take().unwrap();
+    b_sync.shutdown().await;
+    a.register(30).await;
+    // The old store closes with its last handle; the new one opens the same file.
+    b.store = Node::open_store(&b.path, &b.identity, &b.factory);
+    let received_before = a.sync.as_ref().unwrap().status().peers()[0].bytes_sent;
+    b.start(&hall.roster, vec![a_addr]);
+    let resumed = converge(&[&a, &b], 300).await;
+    wait_for("the resumed session settles", || {
+        b.sync.as_ref().unwrap().status().peers().iter().any(|p| p.connected && p.settled)
+    })
+    .await;
+    let sent_after = a.sync.as_ref().unwrap().status().peers()[0].bytes_sent;
+    println!(
+        "sync resume after restart new_docs=30 converge_ms={} a_bytes_sent_on_resume={}",
+        resumed.as_millis(),
+        sent_after.saturating_sub(received_before)
+    );
+    assert_eq!(a.sync.as_ref().unwrap().status().counts().rejected_changes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_dialing_at_once_keep_one_session_and_three_nodes_relay() {
+    let mut hall = Hall::new();
+    let (mut a, mut b, mut c) = (Node::new(11), Node::new(14), Node::new(17));
+    for (node, window) in [(&a, "BBC01"), (&b, "BBC02"), (&c, "BBC03")] {
+        hall.enroll(&node.identity, window);
+    }
+    a.register(20).await;
+    b.register(20).await;
+    c.register(20).await;
+    // A and B dial each other; C knows only B, so A's cases reach C through B (relay with signatures).
+    let a_addr = a.start(&hall.roster, vec![]);
+    let b_addr = b.start(&hall.roster, vec![a_addr]);
+    a.sync.as_mut().unwrap().add_peer(b_addr);
+    c.start(&hall.roster, vec![b_addr]);
+    let took = converge(&[&a, &b, &c], 60).await;
+    println!("sync three nodes relay docs=60 converge_ms={}", took.as_millis());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.sync.as_ref().unwrap().transport().connection_count(&b.key()), 1, "one connection a-b survives");
+    assert_eq!(c.sync.as_ref().unwrap().status().counts().rejected_changes, 0, "relayed changes carry signatures");
+}
+
+/// Builds one Automerge sync message carrying `change` for a document.
+fn sync_frame(doc_id: &str, doc: &mut AutoCommit, signature: Option<[u8; 64]>) -> Vec<u8> {
+    let change = doc.get_changes(&[])[0].clone();
+    let mut message = doc.sync().generate_sync_message(&mut State::new()).unwrap();
+    message.changes = vec![change.raw_bytes().to_vec()].into();
+    wire::encode(&Frame::Sync {
+        doc_id: doc_id.to_owned(),
+        message: wire::encode_sync_message(message),
+        signatures: signature.map(|s| ChangeSignature { hash: change.hash().0, signature: s }).into_iter().collect(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_unsigned_and_revoked_peers_are_dropped_while_members_keep_syncing() {
+    let mut hall = Hall::new();
+    let (mut a, mut b) = (Node::new(21), Node::new(24));
+    let evil = Arc::new(NodeIdentity::generate().unwrap());
+    hall.enroll(&a.identity, "BBC01");
+    hall.enroll(&b.identity, "BBC02");
+    hall.enroll(&evil, "BBC09");
+    a.register(10).await;
+    let a_addr = a.start(&hall.roster, vec![]);
+    b.start(&hall.roster, vec![a_addr]);
+    converge(&[&a, &b], 10).await;
+    let victim_doc = a.catalog().await.keys().next().unwrap().clone();
+    let before = a.catalog().await;
+
+    // An enrolled member sends, in turn: a change under A's actor signed with its own key (forged), the same
+    // change unsigned, and a change under its own actor signed by another key.
+    let roster_for_evil = {
+        let roster = hall.roster.clone();
+        Arc::new(move |key: &[u8; 32]| roster.authorized(key).is_some())
+    };
+    let transport =
+        Transport::bind("127.0.0.1:0".parse().unwrap(), evil.clone(), roster_for_evil, TransportConfig::recommended())
+            .unwrap();
+    let a_actor = a.identity.new_actor().unwrap();
+    let mut rows = Vec::new();
+    for (label, actor, signer) in [
+        ("forged under a member's actor", a_actor.clone(), Some(evil.clone())),
+        ("unsigned", a_actor.clone(), None),
+        ("own actor, wrong key", evil.new_actor().unwrap(), Some(Arc::new(NodeIdentity::generate().unwrap()))),
+    ] {
+        let peer = tokio::time::timeout(CONVERGE, transport.dial(a_addr, a.key())).await.unwrap().unwrap();
+        let (mut writer, mut reader) = peer.open_bi().await.unwrap();
+        writer
+            .send_frame(&wire::encode(&Frame::Hello {
+                hall: *hall.roster.hall(),
+                node_key: evil.verifying_key().to_bytes(),
+                roster_digest: hall.roster.digest(),
+            }))
+            .await
+            .unwrap();
+        let mut doc = AutoCommit::new().with_actor(actor);
+        {
+            use automerge::transaction::Transactable;
+            doc.put(automerge::ROOT, "summary", "伪造的修改").unwrap();
+        }
+        doc.commit();
+        let hash: ChangeHash = doc.get_changes(&[])[0].hash();
+        let signature = signer.map(|identity| {
+            let signer = identity.change_signer();
+            (signer.sign)(&hash)
+        });
+        writer.send_frame(&sync_frame(&victim_doc, &mut doc, signature)).await.unwrap();
+        // The node answers with its hello and catalog, then drops us.
+        let ended = tokio::time::timeout(CONVERGE, async {
+            loop {
+                match reader.recv_frame().await {
+                    Ok(Some(frame)) => assert_eq!(frame[0], WIRE_VERSION),
+                    Ok(None) | Err(_) => return,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "{label}: the node did not drop the peer");
+        rows.push(label);
+    }
+    let counts = a.sync.as_ref().unwrap().status().counts();
+    assert_eq!(counts.rejected_changes, 3, "each hostile session counted");
+    assert_eq!(a.catalog().await, before, "nothing from the hostile peer was stored");
+    let _ = sign_change;
+
+    // A legitimate member keeps syncing meanwhile.
+    b.register(5).await;
+    converge(&[&a, &b], 15).await;
+
+    // The hostile member is revoked: its dial is refused from now on, and B learns the revocation from A.
+    let revocation = hall.revocation(&evil, 2);
+    a.sync.as_ref().unwrap().add_roster_records(vec![revocation]);
+    let refused = tokio::time::timeout(CONVERGE, transport.dial(a_addr, a.key())).await.unwrap();
+    assert!(refused.is_err(), "a revoked key connects no more");
+    let evil_key = evil.verifying_key().to_bytes();
+    wait_for("b learns the revocation by gossip", || b.sync.as_ref().unwrap().roster().is_revoked(&evil_key)).await;
+    println!(
+        "sync hostile rejected={} rows=[{}] revoked_dial_refused=true legit_peer_converged=true",
+        counts.rejected_changes,
+        rows.join(" | ")
+    );
+}
