@@ -1,6 +1,10 @@
-//! HTTP tests in process (tower `oneshot` on the router, a real node directory and store in a temp dir): the citizen
-//! report → receipt → lookup path and its hardening (escaping, CSRF, limits, rate limits, nothing stored on error),
-//! every Open311 endpoint and error path, the desk sign-in and case actions, and `/metrics`.
+//! HTTP tests with a real node directory and SQLite store in a temp dir: the citizen report → receipt → lookup path and
+//! its hardening (escaping, CSRF, limits, rate limits, nothing stored on error), every Open311 endpoint and error path,
+//! the desk sign-in and case actions, and `/metrics`.
+//!
+//! Most tests call the router in process (tower `oneshot`); the desk-action tests of issue 6 (conflict resolution,
+//! editing, extension, site visits, 并案, reveal) go over real sockets to a served node ([`served_node`]), as a browser
+//! on the window PC does.
 #![allow(clippy::print_stdout)] // tests print their figures (TESTING.md)
 
 use axum::Router;
@@ -21,6 +25,8 @@ struct Node {
     router: Router,
     public: Router,
     store: Arc<Store>,
+    /// The desk listener of a served node: requests go over TCP to it instead of to `router`.
+    desk_addr: Option<SocketAddr>,
 }
 
 struct Answer {
@@ -40,8 +46,8 @@ impl Answer {
 
 const PASSWORD: &str = "window-pass-2026";
 
-fn node_with(configure: impl FnOnce(&mut HttpOptions)) -> Node {
-    let dir = tempfile::tempdir().unwrap();
+/// A node directory with the test accounts: 王敏 (window clerk) and 督查员 (supervision).
+fn home_in(dir: &std::path::Path) -> Home {
     let options = InitOptions {
         hall_name: Some("测试政务服务中心".to_owned()),
         window: "BBC01".to_owned(),
@@ -50,18 +56,96 @@ fn node_with(configure: impl FnOnce(&mut HttpOptions)) -> Node {
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
     };
-    let mut home = Home::init(dir.path(), options, now_ms()).unwrap();
+    let mut home = Home::init(dir, options, now_ms()).unwrap();
     home.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
     home.set_account("dc", "督查员", Role::Supervision, PASSWORD, now_ms()).unwrap();
+    home
+}
+
+fn node_with(configure: impl FnOnce(&mut HttpOptions)) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_in(dir.path());
     let store = Arc::new(home.open_store().unwrap());
     let mut http = HttpOptions::recommended("127.0.0.1:0".parse().unwrap(), "http://192.168.1.20:8080".to_owned());
     configure(&mut http);
     let (router, public) = zhaowo_node::http::routers(home, store.clone(), http);
-    Node { _dir: dir, router, public, store }
+    Node { _dir: dir, router, public, store, desk_addr: None }
 }
 
 fn node() -> Node {
     node_with(|_| {})
+}
+
+/// A node served as `zhaowo run` serves it (the desk on a loopback socket, the citizen pages on another), with a
+/// volunteer account (志愿者小张) besides the clerk and the supervisor. Every request of the test goes over TCP.
+async fn served_node(configure: impl FnOnce(&mut HttpOptions)) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let mut home = home_in(dir.path());
+    home.set_account("zy", "志愿者小张", Role::Volunteer, PASSWORD, now_ms()).unwrap();
+    let home = Arc::new(home);
+    let store = Arc::new(home.open_store().unwrap());
+    let desk = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (desk_addr, public_addr) = (desk.local_addr().unwrap(), public.local_addr().unwrap());
+    let mut http = HttpOptions::recommended(desk_addr, format!("http://{public_addr}"));
+    configure(&mut http);
+    // The in-process routers are not used by a served node's requests; the struct keeps them for `send`.
+    let (router, public_router) = zhaowo_node::http::routers(home.clone(), store.clone(), http.clone());
+    tokio::spawn(zhaowo_node::http::serve_on(home, store.clone(), desk, public, http));
+    Node { _dir: dir, router, public: public_router, store, desk_addr: Some(desk_addr) }
+}
+
+/// One HTTP/1.1 request over a fresh TCP connection (`Connection: close`), read to the end.
+async fn over_tcp(addr: SocketAddr, method: &str, path: &str, cookie: &str, form: Option<String>) -> Answer {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !cookie.is_empty() {
+        request.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    let body = form.unwrap_or_default();
+    if method == "POST" {
+        request.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    let raw = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        answer
+    })
+    .await
+    .unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse::<u16>().unwrap();
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        headers.append(
+            header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            header::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    let mut rest = &raw[split + 4..];
+    let body = if headers.get(header::TRANSFER_ENCODING).is_some_and(|v| v == "chunked") {
+        let mut body = Vec::new();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                break body;
+            }
+            body.extend_from_slice(&rest[end + 2..end + 2 + size]);
+            rest = &rest[end + 2 + size + 2..];
+        }
+    } else {
+        rest.to_vec()
+    };
+    Answer { status: StatusCode::from_u16(status).unwrap(), headers, body: String::from_utf8(body).unwrap() }
 }
 
 fn client(n: u8) -> SocketAddr {
@@ -82,6 +166,9 @@ impl Node {
     }
 
     async fn get_from(&self, path: &str, cookie: &str, from: SocketAddr) -> Answer {
+        if let Some(addr) = self.desk_addr {
+            return over_tcp(addr, "GET", path, cookie, None).await;
+        }
         let mut request = Request::get(path).header(header::COOKIE, cookie).body(Body::empty()).unwrap();
         request.extensions_mut().insert(ConnectInfo(from));
         self.send(&self.router, request).await
@@ -96,6 +183,9 @@ impl Node {
     }
 
     async fn post_raw(&self, path: &str, cookie: &str, body: String, from: SocketAddr) -> Answer {
+        if let Some(addr) = self.desk_addr {
+            return over_tcp(addr, "POST", path, cookie, Some(body)).await;
+        }
         let mut request = Request::post(path)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::COOKIE, cookie)
@@ -107,6 +197,35 @@ impl Node {
 
     async fn case_count(&self) -> usize {
         self.store.counts().await.unwrap().docs as usize
+    }
+
+    /// How many events the case holds (a refused action adds none).
+    async fn events(&self, case_id: &str) -> usize {
+        self.store.case_view(case_id).await.unwrap().event_ids.len()
+    }
+
+    /// The case id behind a 登记编号, read from the register book's link.
+    async fn case_id_of(&self, session: &str, reg_no: &str) -> String {
+        let book = self.get("/desk", session).await.body;
+        let end = book.find(&format!("\">{reg_no}</a>")).unwrap_or_else(|| panic!("{reg_no} not in the book"));
+        let start = book[..end].rfind("/desk/case/").unwrap() + "/desk/case/".len();
+        book[start..end].to_owned()
+    }
+
+    async fn case_page(&self, session: &str, case_id: &str) -> String {
+        let page = self.get(&format!("/desk/case/{case_id}"), session).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        page.body
+    }
+
+    /// Posts a case-page form: `action` and `fields`, with the CSRF token when one is given.
+    async fn act(&self, session: &str, csrf: Option<&str>, case_id: &str, fields: &[(&str, &str)]) -> Answer {
+        let mut all = Vec::new();
+        if let Some(csrf) = csrf {
+            all.push(("csrf", csrf));
+        }
+        all.extend_from_slice(fields);
+        self.post(&format!("/desk/case/{case_id}/act"), session, &all).await
     }
 
     /// Opens the report form and returns the CSRF cookie and token.
@@ -893,7 +1012,8 @@ async fn a_case_goes_from_report_to_closed_through_the_desk() {
     assert!(book.body.contains(&reg_no), "auto-dispatched by the routing table");
     let case_id = book.body.split("/desk/case/").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let act = format!("/desk/case/{case_id}/act");
-    let steps: &[(&str, &[(&str, &str)], &str)] = &[
+    type Step<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let steps: &[Step<'_>] = &[
         ("sign_in", &[("text", "王敏")], "IN_PROGRESS"),
         ("resolve", &[("choice", "DONE"), ("text", "已出具两套分户图，请携带身份证到不动产窗口领证。")], "REPLIED"),
         ("callback", &[("method", "PHONE"), ("choice", "YES"), ("rating", "5"), ("text", "满意")], "REPLIED"),
@@ -918,4 +1038,760 @@ async fn a_case_goes_from_report_to_closed_through_the_desk() {
         "lifecycle: report → 派单 (routing) → 签收 → 办理完毕 → 回访 → 办结, {} steps through the desk",
         steps.len()
     );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Issue 6: the remaining staff-desk actions, over real sockets to a served node.
+
+/// One bad form of a refusal test: what it tries, the session and CSRF token it posts with, its fields, and the status
+/// and zh-CN message expected.
+type BadForm<'a> = (&'a str, &'a str, Option<&'a str>, Vec<(&'a str, &'a str)>, StatusCode, &'a str);
+
+/// A refused desk form: its status, the zh-CN reason, and the page saying nothing was stored.
+fn assert_refused(what: &str, answer: &Answer, status: StatusCode, message: &str) {
+    assert_eq!(answer.status, status, "{what}: {}", answer.body);
+    assert!(answer.body.contains(message), "{what}: expected `{message}` in {}", answer.body);
+    assert!(answer.body.contains("未保存") || answer.body.contains("未执行"), "{what}: says nothing was stored");
+}
+
+/// `datetime-local` form value of an instant (the hall's zone).
+fn local_minute(ms: i64) -> String {
+    zhaowo_crdt::time::format_local_minute(ms).replace(' ', "T")
+}
+
+/// The fields of a 上门/走访 form.
+fn visit_form<'a>(people: &'a str, at: &'a str, minutes: &'a str, outcome: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![("action", "visit"), ("volunteers", people), ("at", at), ("minutes", minutes), ("text", outcome)]
+}
+
+/// The fields of a 并案 form.
+fn merge_form(master: &str) -> Vec<(&str, &str)> {
+    vec![("action", "duplicate"), ("master", master)]
+}
+
+/// Stores a case whose summary two offline window PCs (甲 and 乙) edited at the same time, as their merge leaves it;
+/// returns its id and the two summaries.
+async fn offline_summary_conflict(node: &Node) -> (String, [String; 2]) {
+    use zhaowo_crdt::model::{Channel, EditableField, Nature, Priority};
+    use zhaowo_crdt::{Author, CaseDoc, Command, Ctx, Hall, QueryCode, RegNo, Registration};
+    let hall = Hall::jiangan_default();
+    let ctx = |n: i64, staff: &str| Ctx {
+        now_ms: now_ms() + n,
+        entropy: 0x0ff1_0000_0000_0000_0000_0000_0000_u128 + n as u128,
+        author: Author {
+            node: format!("node{n}"),
+            staff: staff.to_owned(),
+            role: Role::Window,
+            window: "BBC01".to_owned(),
+        },
+    };
+    let registration = Registration {
+        channel: Channel::Window,
+        nature: Nature::Help,
+        category: "GJJ".to_owned(),
+        modes: Default::default(),
+        priority: Priority::Normal,
+        matter: None,
+        not_done_reason: None,
+        summary: "公积金提取".to_owned(),
+        detail: "两台离线电脑同时修改了摘要".to_owned(),
+        expectation: String::new(),
+        location: String::new(),
+        sensitive: false,
+        tags: Default::default(),
+        personal: Default::default(),
+    };
+    let (mut first, _) = CaseDoc::register(
+        &ctx(1, "甲"),
+        &hall,
+        automerge::ActorId::from(vec![1; 16]),
+        RegNo::parse("BBC01-2026-0600").unwrap(),
+        &QueryCode::from_entropy(11),
+        registration,
+    )
+    .unwrap();
+    let mut second = CaseDoc::load(&first.save(), automerge::ActorId::from(vec![2; 16])).unwrap();
+    let values = ["公积金提取（甲：租房提取）".to_owned(), "公积金提取（乙：购房提取）".to_owned()];
+    let edit = |value: &str| Command::EditField { field: EditableField::Summary, value: value.to_owned() };
+    first.apply(&ctx(2, "甲"), &hall, edit(&values[0])).unwrap();
+    second.apply(&ctx(3, "乙"), &hall, edit(&values[1])).unwrap();
+    first.merge(&mut second).unwrap();
+    assert!(first.view().conflicts.iter().any(|c| c.id == "f-summary"), "the merge lists the summary conflict");
+    let ack = node.store.register(first).await.unwrap();
+    (ack.case_id, values)
+}
+
+#[tokio::test]
+async fn the_supervisor_picks_the_winning_value_of_a_field_two_offline_pcs_wrote() {
+    let node = served_node(|_| {}).await;
+    let (case_id, values) = offline_summary_conflict(&node).await;
+    let (session, csrf) = node.sign_in("dc").await;
+    let page = node.case_page(&session, &case_id).await;
+    assert!(page.contains("冲突待核（1 项）") && page.contains("诉求摘要 有 2 个并发取值"), "{page}");
+    assert!(page.contains(&values[0]) && page.contains(&values[1]) && page.contains("采用所选取值"));
+    let listed = node.get("/desk/conflicts", &session).await.body;
+    assert!(listed.contains("冲突待核（1 件）") && listed.contains("采用所选取值"), "{listed}");
+
+    // Pick the value the merge did not show, so the choice visibly changes the page.
+    let shown = by_id(&page, "summary");
+    let chosen = values.iter().find(|v| **v != shown).unwrap().clone();
+    let reason = "电话核实：群众要办的是购房提取";
+    let settled = node
+        .act(
+            &session,
+            Some(&csrf),
+            &case_id,
+            &[("action", "resolve_conflict"), ("choice", "f-summary"), ("value", &chosen), ("text", reason)],
+        )
+        .await;
+    assert_eq!(settled.status, StatusCode::SEE_OTHER, "{}", settled.body);
+    let page = node.get(settled.headers[header::LOCATION].to_str().unwrap(), &session).await.body;
+    assert!(page.contains("冲突已核定"), "the page confirms");
+    assert_eq!(by_id(&page, "summary"), chosen, "the chosen value is the summary now");
+    assert!(!page.contains("冲突待核（"), "no conflict left on the case page");
+    assert!(page.contains("冲突核定") && page.contains(&format!("采用「{chosen}」")) && page.contains(reason));
+    assert!(page.contains("督查员(dc)（督查科）"), "the timeline names who settled it");
+    assert!(node.get("/desk/conflicts", &session).await.body.contains("没有待核的冲突"));
+    println!("conflict: f-summary settled over TCP by picking `{chosen}` (the merge showed `{shown}`)");
+}
+
+#[tokio::test]
+async fn conflict_resolution_refuses_a_clerk_a_stale_form_a_long_note_and_a_value_not_in_conflict() {
+    let node = served_node(|_| {}).await;
+    let (case_id, values) = offline_summary_conflict(&node).await;
+    let (clerk, clerk_csrf) = node.sign_in("wangmin").await;
+    let clerk_page = node.case_page(&clerk, &case_id).await;
+    assert!(
+        clerk_page.contains("冲突待核（1 项）") && !clerk_page.contains("采用所选取值"),
+        "a clerk sees, cannot settle"
+    );
+    let (dc, csrf) = node.sign_in("dc").await;
+    let (summary, events) = (by_id(&node.case_page(&dc, &case_id).await, "summary"), node.events(&case_id).await);
+    let long_note = "核".repeat(501);
+    let pick = |value: &'static str, note: &'static str| {
+        [("action", "resolve_conflict"), ("choice", "f-summary"), ("value", value), ("text", note)]
+    };
+    let valid = values[1].as_str();
+    let cases: Vec<BadForm<'_>> = vec![
+        (
+            "a clerk",
+            &clerk,
+            Some(&clerk_csrf),
+            vec![("action", "resolve_conflict"), ("choice", "f-summary"), ("value", valid), ("text", "我来定")],
+            StatusCode::BAD_REQUEST,
+            "您的角色（窗口）不能执行此操作",
+        ),
+        (
+            "no csrf",
+            &dc,
+            None,
+            vec![("action", "resolve_conflict"), ("choice", "f-summary"), ("value", valid), ("text", "说明")],
+            StatusCode::FORBIDDEN,
+            "页面已过期",
+        ),
+        (
+            "long note",
+            &dc,
+            Some(&csrf),
+            vec![("action", "resolve_conflict"), ("choice", "f-summary"), ("value", valid), ("text", &long_note)],
+            StatusCode::BAD_REQUEST,
+            "核定说明最多 500 个字，现为 501 个字",
+        ),
+        ("no note", &dc, Some(&csrf), pick("公积金提取", " ").to_vec(), StatusCode::BAD_REQUEST, "请填写核定说明"),
+        (
+            "not a candidate",
+            &dc,
+            Some(&csrf),
+            pick("第三种说法", "说明").to_vec(),
+            StatusCode::BAD_REQUEST,
+            "所选取值不是冲突中的取值之一",
+        ),
+        (
+            "unknown conflict",
+            &dc,
+            Some(&csrf),
+            vec![("action", "resolve_conflict"), ("choice", "f-location"), ("text", "说明")],
+            StatusCode::BAD_REQUEST,
+            "该冲突不存在或已经核定",
+        ),
+    ];
+    let n = cases.len();
+    for (what, session, token, fields, status, message) in cases {
+        let answer = node.act(session, token, &case_id, &fields).await;
+        assert_refused(what, &answer, status, message);
+    }
+    assert_eq!(node.events(&case_id).await, events, "no event added");
+    let page = node.case_page(&dc, &case_id).await;
+    assert_eq!(by_id(&page, "summary"), summary, "the summary is unchanged");
+    assert!(page.contains("冲突待核（1 项）"), "the conflict is still listed");
+    println!("conflict: {n} bad settlements refused, events={events} unchanged");
+}
+
+#[tokio::test]
+async fn a_clerk_edits_the_case_fields_from_a_form_with_the_current_values() {
+    let node = served_node(|_| {}).await;
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (session, csrf) = node.sign_in("wangmin").await;
+    let case_id = node.case_id_of(&session, &reg_no).await;
+    let page = node.case_page(&session, &case_id).await;
+    assert!(
+        page.contains("修改诉求信息") && page.contains("value=\"老房子登记成一套，实际是两套\""),
+        "summary prefilled"
+    );
+    assert!(page.contains("实际上是两套独立住房，材料缺失。</textarea>"), "detail prefilled");
+    assert!(page.contains("value=\"BDC\" selected") && page.contains("value=\"NORMAL\" selected"), "selects prefilled");
+    let events = node.events(&case_id).await;
+
+    let edited = node
+        .act(
+            &session,
+            Some(&csrf),
+            &case_id,
+            &[
+                ("action", "edit"),
+                ("summary", "一套房实为两套，申请分别登记"),
+                ("detail", "房改房登记为一套，实为两套独立住房。\r\n原房改单位已找到档案。"),
+                ("expectation", "拿到两本不动产权证"),
+                ("location", "江岸区某街道某号"),
+                ("category", "FANGGUAN"),
+                ("priority", "URGENT"),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER, "{}", edited.body);
+    let page = node.get(edited.headers[header::LOCATION].to_str().unwrap(), &session).await.body;
+    assert!(page.contains("诉求信息已修改"));
+    assert_eq!(by_id(&page, "summary"), "一套房实为两套，申请分别登记");
+    assert_eq!(by_id(&page, "detail"), "房改房登记为一套，实为两套独立住房。\n原房改单位已找到档案。");
+    assert_eq!(by_id(&page, "expectation"), "拿到两本不动产权证");
+    assert_eq!(by_id(&page, "location"), "江岸区某街道某号");
+    assert_eq!(by_id(&page, "category"), "求助 / 房管");
+    assert_eq!(by_id(&page, "priority"), "紧急");
+    for line in
+        ["修改诉求摘要", "修改诉求内容", "修改诉求人期望", "修改地点", "诉求类别调整为 FANGGUAN", "紧急程度调整为 紧急"]
+    {
+        assert!(page.contains(line), "timeline: {line}");
+    }
+    assert!(page.contains("王敏(wangmin)（窗口）"));
+    assert_eq!(node.events(&case_id).await, events + 6, "one event per changed field");
+    assert!(page.contains("value=\"一套房实为两套，申请分别登记\""), "the form shows the new values");
+    println!("edit: 6 fields changed from one form, 6 events, page shows them");
+}
+
+#[tokio::test]
+async fn a_refused_edit_stores_no_field_and_keeps_what_was_typed() {
+    let node = served_node(|_| {}).await;
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let case_id = node.case_id_of(&clerk, &reg_no).await;
+    let (volunteer, volunteer_csrf) = node.sign_in("zy").await;
+    assert!(!node.case_page(&volunteer, &case_id).await.contains("修改诉求信息"), "no edit form for a volunteer");
+    let events = node.events(&case_id).await;
+    let before = by_id(&node.case_page(&clerk, &case_id).await, "summary");
+    let (long_summary, long_detail) = ("长".repeat(101), "详".repeat(4_001));
+    let new_summary = "新的摘要：一套变两套";
+    let cases: Vec<BadForm<'_>> = vec![
+        (
+            "no csrf",
+            &clerk,
+            None,
+            vec![("action", "edit"), ("summary", new_summary)],
+            StatusCode::FORBIDDEN,
+            "页面已过期",
+        ),
+        (
+            "long summary",
+            &clerk,
+            Some(&csrf),
+            vec![("action", "edit"), ("summary", &long_summary)],
+            StatusCode::BAD_REQUEST,
+            "诉求摘要最多 100 个字，现为 101 个字",
+        ),
+        (
+            "phone in summary",
+            &clerk,
+            Some(&csrf),
+            vec![("action", "edit"), ("summary", "回电13812345678")],
+            StatusCode::BAD_REQUEST,
+            "不能包含电话号码",
+        ),
+        (
+            // A good summary next to a too-long detail: neither is stored (one store edit).
+            "long detail",
+            &clerk,
+            Some(&csrf),
+            vec![("action", "edit"), ("summary", new_summary), ("detail", &long_detail)],
+            StatusCode::BAD_REQUEST,
+            "诉求内容最多 4000 个字，现为 4001 个字",
+        ),
+        (
+            "unknown category",
+            &clerk,
+            Some(&csrf),
+            vec![("action", "edit"), ("category", "NOPE")],
+            StatusCode::BAD_REQUEST,
+            "诉求类别 NOPE 不存在",
+        ),
+        (
+            "unknown priority",
+            &clerk,
+            Some(&csrf),
+            vec![("action", "edit"), ("priority", "VERY")],
+            StatusCode::BAD_REQUEST,
+            "请选择紧急程度",
+        ),
+        (
+            "nothing changed",
+            &clerk,
+            Some(&csrf),
+            vec![("action", "edit"), ("summary", &before)],
+            StatusCode::BAD_REQUEST,
+            "没有需要修改的内容",
+        ),
+        (
+            "a volunteer",
+            &volunteer,
+            Some(&volunteer_csrf),
+            vec![("action", "edit"), ("summary", new_summary)],
+            StatusCode::BAD_REQUEST,
+            "您的角色（志愿者）不能执行此操作",
+        ),
+    ];
+    let n = cases.len();
+    for (what, session, token, fields, status, message) in cases {
+        let answer = node.act(session, token, &case_id, &fields).await;
+        assert_refused(what, &answer, status, message);
+        if what == "long detail" {
+            assert!(answer.body.contains(&format!("value=\"{new_summary}\"")), "the typed summary is kept");
+        }
+    }
+    assert_eq!(node.events(&case_id).await, events, "no event added");
+    assert_eq!(by_id(&node.case_page(&clerk, &case_id).await, "summary"), before, "the summary is unchanged");
+    println!("edit: {n} bad edits refused, events={events} unchanged");
+}
+
+#[tokio::test]
+async fn a_clerk_requests_an_extension_and_the_supervisor_approves_it() {
+    let node = served_node(|_| {}).await;
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, clerk_csrf) = node.sign_in("wangmin").await;
+    let case_id = node.case_id_of(&clerk, &reg_no).await;
+    let page = node.case_page(&clerk, &case_id).await;
+    assert!(page.contains("申请延期") && !page.contains("批准延期"));
+    let due_before = by_id(&page, "due").trim().to_owned();
+
+    let reason = "需等待测绘队出具分户图";
+    let requested =
+        node.act(&clerk, Some(&clerk_csrf), &case_id, &[("action", "extend"), ("days", "5"), ("text", reason)]).await;
+    assert_eq!(requested.status, StatusCode::SEE_OTHER, "{}", requested.body);
+    let page = node.get(requested.headers[header::LOCATION].to_str().unwrap(), &clerk).await.body;
+    assert!(page.contains("延期申请已提交，待督查科批准") && page.contains("待督查科批准"));
+    assert!(page.contains(&format!("申请延期：{reason}")), "on the timeline");
+    assert!(!page.contains("value=\"approve_extension\""), "a clerk cannot approve");
+    assert_eq!(by_id(&page, "due").trim(), due_before, "not yet moved");
+
+    let (dc, csrf) = node.sign_in("dc").await;
+    let page = node.case_page(&dc, &case_id).await;
+    assert!(!page.contains("value=\"extend\""), "the 督查科 approves, it does not request");
+    let request = hidden(&page, "request");
+    let approved =
+        node.act(&dc, Some(&csrf), &case_id, &[("action", "approve_extension"), ("request", &request)]).await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+    let page = node.get(approved.headers[header::LOCATION].to_str().unwrap(), &dc).await.body;
+    let due_after = by_id(&page, "due").trim().to_owned();
+    assert!(page.contains("已批准延期") && page.contains("已批准，办结时限延至") && page.contains("已延期"));
+    assert!(due_after > due_before, "due {due_before} → {due_after}");
+    assert!(page.contains(&format!("批准延期至 {due_after}")) && page.contains("督查员(dc)（督查科）"));
+    println!(
+        "extension: 5 working days requested by the clerk, approved by the 督查科: due {due_before} → {due_after}"
+    );
+}
+
+#[tokio::test]
+async fn extension_forms_refuse_bad_days_a_long_reason_and_the_wrong_role() {
+    let node = served_node(|_| {}).await;
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, clerk_csrf) = node.sign_in("wangmin").await;
+    let (dc, csrf) = node.sign_in("dc").await;
+    let case_id = node.case_id_of(&clerk, &reg_no).await;
+    let ok =
+        node.act(&clerk, Some(&clerk_csrf), &case_id, &[("action", "extend"), ("days", "3"), ("text", "等材料")]).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "one pending request to approve");
+    let events = node.events(&case_id).await;
+    let due = by_id(&node.case_page(&clerk, &case_id).await, "due");
+    let long_reason = "因".repeat(501);
+    let extend =
+        |days: &'static str, reason: &'static str| vec![("action", "extend"), ("days", days), ("text", reason)];
+    let cases: Vec<BadForm<'_>> = vec![
+        ("no csrf", &clerk, None, extend("5", "等材料"), StatusCode::FORBIDDEN, "页面已过期"),
+        (
+            "zero days",
+            &clerk,
+            Some(&clerk_csrf),
+            extend("0", "等材料"),
+            StatusCode::BAD_REQUEST,
+            "延期须为 1-22 个工作日",
+        ),
+        (
+            "23 days",
+            &clerk,
+            Some(&clerk_csrf),
+            extend("23", "等材料"),
+            StatusCode::BAD_REQUEST,
+            "延期须为 1-22 个工作日",
+        ),
+        (
+            "days in words",
+            &clerk,
+            Some(&clerk_csrf),
+            extend("五", "等材料"),
+            StatusCode::BAD_REQUEST,
+            "请填写延长的工作日数（1-22）",
+        ),
+        ("no reason", &clerk, Some(&clerk_csrf), extend("5", " "), StatusCode::BAD_REQUEST, "请填写延期原因"),
+        (
+            "long reason",
+            &clerk,
+            Some(&clerk_csrf),
+            vec![("action", "extend"), ("days", "5"), ("text", &long_reason)],
+            StatusCode::BAD_REQUEST,
+            "原因最多 500 个字，现为 501 个字",
+        ),
+        (
+            "the 督查科 requests",
+            &dc,
+            Some(&csrf),
+            extend("5", "等材料"),
+            StatusCode::BAD_REQUEST,
+            "您的角色（督查科）不能执行此操作",
+        ),
+        (
+            "a clerk approves",
+            &clerk,
+            Some(&clerk_csrf),
+            vec![("action", "approve_extension"), ("request", "01KAAAAAAAAAAAAAAAAAAAAAAA")],
+            StatusCode::BAD_REQUEST,
+            "您的角色（窗口）不能执行此操作",
+        ),
+        (
+            "unknown request",
+            &dc,
+            Some(&csrf),
+            vec![("action", "approve_extension"), ("request", "01KAAAAAAAAAAAAAAAAAAAAAAA")],
+            StatusCode::BAD_REQUEST,
+            "没有这条待批准的延期申请",
+        ),
+        (
+            "garbage request",
+            &dc,
+            Some(&csrf),
+            vec![("action", "approve_extension"), ("request", "<script>")],
+            StatusCode::BAD_REQUEST,
+            "请选择要批准的延期申请",
+        ),
+    ];
+    let n = cases.len();
+    for (what, session, token, fields, status, message) in cases {
+        let answer = node.act(session, token, &case_id, &fields).await;
+        assert_refused(what, &answer, status, message);
+    }
+    assert_eq!(node.events(&case_id).await, events, "no event added");
+    let page = node.case_page(&dc, &case_id).await;
+    assert_eq!(by_id(&page, "due"), due, "the due date is unchanged");
+    assert!(page.contains("待督查科批准"), "the valid request is still pending");
+    println!("extension: {n} bad forms refused, events={events} unchanged");
+}
+
+#[tokio::test]
+async fn a_volunteer_records_a_home_visit_and_a_clerk_a_joint_consultation() {
+    let node = served_node(|_| {}).await;
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (volunteer, volunteer_csrf) = node.sign_in("zy").await;
+    let case_id = node.case_id_of(&volunteer, &reg_no).await;
+    let page = node.case_page(&volunteer, &case_id).await;
+    assert!(page.contains("上门 / 走访记录") && page.contains("value=\"志愿者小张\""), "the visit form, prefilled");
+    assert!(!page.contains("联合会诊") && !page.contains("查看完整个人信息"), "a volunteer sees only what it may do");
+
+    let outcome = "测绘队上门量房，两套独立入户门已拍照";
+    let visited = node
+        .act(
+            &volunteer,
+            Some(&volunteer_csrf),
+            &case_id,
+            &[
+                ("action", "visit"),
+                ("volunteers", "志愿者小张、测绘队老陈"),
+                ("at", &local_minute(now_ms() - 3_600_000)),
+                ("minutes", "90"),
+                ("text", outcome),
+            ],
+        )
+        .await;
+    assert_eq!(visited.status, StatusCode::SEE_OTHER, "{}", visited.body);
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let consulted = node
+        .act(
+            &clerk,
+            Some(&csrf),
+            &case_id,
+            &[("action", "consult"), ("co_units", "BDC、FG、GA"), ("text", "三方会诊：分户方案可行")],
+        )
+        .await;
+    assert_eq!(consulted.status, StatusCode::SEE_OTHER, "{}", consulted.body);
+    let page = node.case_page(&clerk, &case_id).await;
+    assert_eq!(by_id(&page, "visits"), "会诊 1 次；上门/走访 1 次，共 90 分钟");
+    assert!(page.contains(&format!("上门（志愿者小张、测绘队老陈，90 分钟）：{outcome}")), "{page}");
+    assert!(page.contains("志愿者小张(zy)（志愿者）"), "the visit names who recorded it");
+    assert!(page.contains("会诊（BDC、FG、GA）：三方会诊：分户方案可行"));
+    println!("visit: 90 minutes by two volunteers, recorded by a volunteer; 会诊 of 3 units by the clerk");
+}
+
+#[tokio::test]
+async fn visit_and_consultation_forms_refuse_bad_input_and_a_closed_state() {
+    let node = served_node(|_| {}).await;
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let case_id = node.case_id_of(&clerk, &reg_no).await;
+    let hour_ago = local_minute(now_ms() - 3_600_000);
+    let tomorrow = local_minute(now_ms() + 86_400_000);
+    let seventeen = (1..=17).map(|i| format!("志愿者{i}")).collect::<Vec<_>>().join("，");
+    let long_outcome = "况".repeat(4_001);
+    let events = node.events(&case_id).await;
+    // (what, CSRF token, fields, status, message): all posted by the clerk.
+    type ClerkForm<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>, StatusCode, &'a str);
+    let cases: Vec<ClerkForm<'_>> = vec![
+        ("no csrf", None, visit_form("小张", &hour_ago, "60", "量房"), StatusCode::FORBIDDEN, "页面已过期"),
+        ("nobody", Some(&csrf), visit_form(" ， ", &hour_ago, "60", "量房"), StatusCode::BAD_REQUEST, "请填写走访人员"),
+        (
+            "17 people",
+            Some(&csrf),
+            visit_form(&seventeen, &hour_ago, "60", "量房"),
+            StatusCode::BAD_REQUEST,
+            "走访人员最多 16 项，现为 17 项",
+        ),
+        (
+            "long outcome",
+            Some(&csrf),
+            visit_form("小张", &hour_ago, "60", &long_outcome),
+            StatusCode::BAD_REQUEST,
+            "走访情况最多 4000 个字，现为 4001 个字",
+        ),
+        ("no outcome", Some(&csrf), visit_form("小张", &hour_ago, "60", ""), StatusCode::BAD_REQUEST, "请填写走访情况"),
+        (
+            "0 minutes",
+            Some(&csrf),
+            visit_form("小张", &hour_ago, "0", "量房"),
+            StatusCode::BAD_REQUEST,
+            "走访时长须为 1-1440 分钟",
+        ),
+        (
+            "2000 minutes",
+            Some(&csrf),
+            visit_form("小张", &hour_ago, "2000", "量房"),
+            StatusCode::BAD_REQUEST,
+            "走访时长须为 1-1440 分钟",
+        ),
+        (
+            "tomorrow",
+            Some(&csrf),
+            visit_form("小张", &tomorrow, "60", "量房"),
+            StatusCode::BAD_REQUEST,
+            "走访时间晚于现在",
+        ),
+        (
+            "no time",
+            Some(&csrf),
+            visit_form("小张", "昨天下午", "60", "量房"),
+            StatusCode::BAD_REQUEST,
+            "请填写走访时间",
+        ),
+        (
+            "unknown unit",
+            Some(&csrf),
+            vec![("action", "consult"), ("co_units", "BDC,NOPE"), ("text", "会诊")],
+            StatusCode::BAD_REQUEST,
+            "单位 NOPE 不存在",
+        ),
+        (
+            "no unit",
+            Some(&csrf),
+            vec![("action", "consult"), ("co_units", ""), ("text", "会诊")],
+            StatusCode::BAD_REQUEST,
+            "请填写参会单位",
+        ),
+    ];
+    let n = cases.len();
+    for (what, token, fields, status, message) in cases {
+        let answer = node.act(&clerk, token, &case_id, &fields).await;
+        assert_refused(what, &answer, status, message);
+    }
+    assert_eq!(node.events(&case_id).await, events, "no event added");
+
+    // A withdrawn case takes no visit: the form is gone and a forged post is refused by the case rules.
+    let withdrawn = node.act(&clerk, Some(&csrf), &case_id, &[("action", "withdraw"), ("text", "群众来电撤回")]).await;
+    assert_eq!(withdrawn.status, StatusCode::SEE_OTHER);
+    let events = node.events(&case_id).await;
+    assert!(!node.case_page(&clerk, &case_id).await.contains("上门 / 走访记录"));
+    let late = node.act(&clerk, Some(&csrf), &case_id, &visit_form("小张", &hour_ago, "60", "量房")).await;
+    assert_refused("withdrawn", &late, StatusCode::BAD_REQUEST, "案件当前状态为“已撤回”，不能执行此操作");
+    assert_eq!(node.events(&case_id).await, events);
+    let page = node.case_page(&clerk, &case_id).await;
+    assert!(!page.contains("id=\"visits\""), "no visit or consultation counted");
+    println!("visit/consult: {n} bad forms + 1 on a withdrawn case refused, nothing stored");
+}
+
+#[tokio::test]
+async fn a_clerk_merges_a_repeat_case_and_the_supervisor_unmerges_it() {
+    let node = served_node(|o| o.citizen_routing = CitizenRouting::Accept).await;
+    let first = by_id(&node.report(REPORT).await.body, "reg-no");
+    let second = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let (master_id, dup_id) = (node.case_id_of(&clerk, &first).await, node.case_id_of(&clerk, &second).await);
+    let page = node.case_page(&clerk, &dup_id).await;
+    assert!(page.contains("并案（标记为重复件）") && !page.contains("value=\"unmerge\""));
+
+    let merged = node.act(&clerk, Some(&csrf), &dup_id, &[("action", "duplicate"), ("master", &first)]).await;
+    assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
+    let page = node.get(merged.headers[header::LOCATION].to_str().unwrap(), &clerk).await.body;
+    assert!(page.contains("已并案：本案为重复件") && page.contains("<span class=\"tag\">重复件</span>"));
+    assert_eq!(by_id(&page, "merged-into"), "本案为重复件，已并入主案件 ");
+    assert!(page.contains(&format!("href=\"/desk/case/{master_id}\">{first}</a>")), "links the master");
+    assert!(page.contains("并案（重复件）") && !page.contains("value=\"unmerge\""), "a clerk cannot unmerge");
+    let master = node.case_page(&clerk, &master_id).await;
+    assert!(master.contains(&format!("href=\"/desk/case/{dup_id}\">{second}</a>")) && master.contains("已并入本案"));
+    assert!(master.contains("关联重复件"));
+
+    let (dc, dc_csrf) = node.sign_in("dc").await;
+    let unmerged = node.act(&dc, Some(&dc_csrf), &dup_id, &[("action", "unmerge")]).await;
+    assert_eq!(unmerged.status, StatusCode::SEE_OTHER, "{}", unmerged.body);
+    let page = node.get(unmerged.headers[header::LOCATION].to_str().unwrap(), &dc).await.body;
+    assert!(page.contains("已解除并案") && page.contains("<span class=\"tag\">已登记</span>"));
+    assert!(!page.contains("id=\"merged-into\"") && page.contains("解除与"));
+    let master = node.case_page(&dc, &master_id).await;
+    assert!(!master.contains("id=\"duplicates\"") && master.contains("解除关联重复件"), "the master forgets it");
+
+    // 并案 by case id works as well as by 登记编号.
+    let again = node.act(&clerk, Some(&csrf), &dup_id, &[("action", "duplicate"), ("master", &master_id)]).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    assert_eq!(node.store.case_view(&dup_id).await.unwrap().status.code(), "DUPLICATE");
+    println!("并案: {second} into {first} by 登记编号, unmerged by the 督查科, merged again by case id");
+}
+
+#[tokio::test]
+async fn merge_forms_refuse_unknown_masters_itself_and_the_wrong_role() {
+    let node = served_node(|o| o.citizen_routing = CitizenRouting::Accept).await;
+    let first = by_id(&node.report(REPORT).await.body, "reg-no");
+    let second = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let (dc, dc_csrf) = node.sign_in("dc").await;
+    let (master_id, dup_id) = (node.case_id_of(&clerk, &first).await, node.case_id_of(&clerk, &second).await);
+    let snapshot = || async {
+        let (a, b) = (node.store.case_view(&master_id).await.unwrap(), node.store.case_view(&dup_id).await.unwrap());
+        (a.event_ids.len(), b.event_ids.len(), a.status, b.status)
+    };
+    let before = snapshot().await;
+    // (what, session, CSRF token, fields, message): 403 without a token, else 400.
+    type MergeForm<'a> = (&'a str, &'a str, Option<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<MergeForm<'_>> = vec![
+        ("no csrf", &clerk, None, merge_form(&first), "页面已过期"),
+        (
+            "unknown number",
+            &clerk,
+            Some(&csrf),
+            merge_form("BBC01-2026-9999"),
+            "没有找到登记编号为 BBC01-2026-9999 的案件",
+        ),
+        ("not a number", &clerk, Some(&csrf), merge_form("上一件"), "请填写主案件的登记编号"),
+        ("itself", &clerk, Some(&csrf), merge_form(&second), "不能并入本案自身"),
+        ("unmerge a case that is not merged", &dc, Some(&dc_csrf), vec![("action", "unmerge")], "本案不是重复件"),
+    ];
+    let n = cases.len();
+    for (what, session, token, fields, message) in cases {
+        let answer = node.act(session, token, &dup_id, &fields).await;
+        let status = if token.is_none() { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
+        assert_refused(what, &answer, status, message);
+    }
+    assert_eq!(snapshot().await, before, "nothing changed on either case");
+
+    // Once dispatched, 并案 is the 督查科's: the clerk's form is gone and a forged post is refused.
+    let dispatched = node.act(&clerk, Some(&csrf), &dup_id, &[("action", "dispatch"), ("lead_unit", "BDC")]).await;
+    assert_eq!(dispatched.status, StatusCode::SEE_OTHER);
+    let before = snapshot().await;
+    assert!(!node.case_page(&clerk, &dup_id).await.contains("并案（标记为重复件）"));
+    let answer = node.act(&clerk, Some(&csrf), &dup_id, &merge_form(&first)).await;
+    assert_refused("a clerk on a dispatched case", &answer, StatusCode::BAD_REQUEST, "您的角色（窗口）不能执行此操作");
+    assert_eq!(snapshot().await, before);
+
+    // The 督查科 merges it; the clerk may not unmerge.
+    let merged = node.act(&dc, Some(&dc_csrf), &dup_id, &merge_form(&first)).await;
+    assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
+    let before = snapshot().await;
+    let answer = node.act(&clerk, Some(&csrf), &dup_id, &[("action", "unmerge")]).await;
+    assert_refused("a clerk unmerges", &answer, StatusCode::BAD_REQUEST, "您的角色（窗口）不能执行此操作");
+    assert_eq!(snapshot().await, before, "still merged, the master still lists it");
+    assert!(node.store.case_view(&master_id).await.unwrap().duplicates.len() == 1);
+    println!("并案: {n} bad forms + a clerk on a dispatched case + a clerk's unmerge refused");
+}
+
+#[tokio::test]
+async fn revealing_personal_data_shows_it_once_and_puts_who_and_why_on_the_timeline() {
+    let node = served_node(|_| {}).await;
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let case_id = node.case_id_of(&clerk, &reg_no).await;
+    let page = node.case_page(&clerk, &case_id).await;
+    assert!(page.contains("138****5678") && !page.contains("13812345678"), "masked");
+    let purpose = "电话回访核实地址";
+    let revealed = node.act(&clerk, Some(&csrf), &case_id, &[("action", "reveal"), ("text", purpose)]).await;
+    assert_eq!(revealed.status, StatusCode::OK, "{}", revealed.body);
+    assert!(revealed.body.contains("完整个人信息（已记录查看）") && revealed.body.contains("13812345678"));
+    assert!(revealed.body.contains("李建国"));
+    let page = node.case_page(&clerk, &case_id).await;
+    assert!(!page.contains("13812345678"), "shown once: the page is masked again");
+    assert_eq!(by_id(&page, "pi-reveals"), "已查看完整信息 1 次");
+    assert!(page.contains(&format!("查看完整个人信息，用途：{purpose}")) && page.contains("王敏(wangmin)（窗口）"));
+    println!("reveal: shown once, recorded with who and why");
+}
+
+#[tokio::test]
+async fn reveal_refuses_a_stale_form_a_missing_or_long_purpose_and_a_volunteer() {
+    let node = served_node(|_| {}).await;
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let (volunteer, volunteer_csrf) = node.sign_in("zy").await;
+    let case_id = node.case_id_of(&clerk, &reg_no).await;
+    assert!(!node.case_page(&volunteer, &case_id).await.contains("value=\"reveal\""), "no reveal form for a volunteer");
+    let events = node.events(&case_id).await;
+    let long_purpose = "用".repeat(501);
+    // (what, session, CSRF token, purpose, status, message).
+    type RevealForm<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, StatusCode, &'a str);
+    let cases: Vec<RevealForm<'_>> = vec![
+        ("no csrf", &clerk, None, "电话回访", StatusCode::FORBIDDEN, "页面已过期"),
+        ("no purpose", &clerk, Some(&csrf), " ", StatusCode::BAD_REQUEST, "请填写用途"),
+        (
+            "long purpose",
+            &clerk,
+            Some(&csrf),
+            &long_purpose,
+            StatusCode::BAD_REQUEST,
+            "用途最多 500 个字，现为 501 个字",
+        ),
+        (
+            "a volunteer",
+            &volunteer,
+            Some(&volunteer_csrf),
+            "上门",
+            StatusCode::BAD_REQUEST,
+            "您的角色（志愿者）不能执行此操作",
+        ),
+    ];
+    let n = cases.len();
+    for (what, session, token, purpose, status, message) in cases {
+        let answer = node.act(session, token, &case_id, &[("action", "reveal"), ("text", purpose)]).await;
+        assert_refused(what, &answer, status, message);
+        assert!(!answer.body.contains("13812345678"), "{what}: the number stays masked");
+    }
+    let view = node.store.case_view(&case_id).await.unwrap();
+    assert_eq!((view.event_ids.len(), view.pi_reveals), (events, 0), "nothing recorded");
+    println!("reveal: {n} bad forms refused, no reveal recorded");
 }

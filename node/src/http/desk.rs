@@ -2,6 +2,12 @@
 //! case, the case page with its timeline and every action the signed-in role may take, the overdue list, supervision
 //! statistics with a monthly chart, conflicts to review, peers and sync status, and printable window QR codes.
 //!
+//! The case page shows a form only when the case rules would accept its command from the signed-in role (`allowed`):
+//! lifecycle steps, replies and notes, editing the case fields, 延期 (request, 督查科 approval), 上门/走访 and 会诊
+//! records, 并案 and 解除并案, settling 冲突待核 items (the 督查科 picks a field's value or keeps a transition's merge
+//! result), and revealing personal data. A refused command shows the case page again with a zh-CN reason and stores
+//! nothing.
+//!
 //! Every action records the staff member (`姓名(账号)`) and this node in its event. Personal data is masked; the
 //! reveal button records a `PiRevealed` event and shows the record once.
 
@@ -22,12 +28,21 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use zhaowo_crdt::event::{EventKind, transition};
+use zhaowo_crdt::fold::SupersededBy;
+use zhaowo_crdt::limits::{
+    DETAIL_CHARS_MAX, EXPECTATION_CHARS_MAX, EXTENSION_WORKING_DAYS_MAX, LOCATION_CHARS_MAX, NOTE_CHARS_MAX,
+    REASON_CHARS_MAX, SUMMARY_CHARS_MAX, VOLUNTEERS_PER_VISIT_MAX,
+};
 use zhaowo_crdt::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, Channel, Nature, Priority, Role, Status, SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, Channel, EditableField, Nature, Priority, Role, Status,
+    SupervisionLevel,
 };
 use zhaowo_crdt::time::Date;
-use zhaowo_crdt::view::ConflictDetail;
-use zhaowo_crdt::{Author, CaseDoc, CaseView, Command, Ctx, QueryCode, Registration};
+use zhaowo_crdt::view::{Conflict, ConflictDetail};
+use zhaowo_crdt::{
+    Author, CaseDoc, CaseId, CaseView, Command, CommandError, ConflictDecision, Ctx, EventId, QueryCode, RegNo,
+    Registration,
+};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -514,14 +529,27 @@ async fn new_submit(
 // ---------------------------------------------------------------------------------------------------------------
 // Case page and actions
 
-/// The actions a role may take on a case in its state (the same transition table the case rules use).
+/// Minutes one site visit may last. The case rules cut a longer visit to a day (24 × 60 minutes) without a word; the
+/// desk refuses the figure instead, so a typo ("900" for "90") is corrected by the person who typed it.
+const VISIT_MINUTES_MAX: u32 = 24 * 60;
+/// A visit is recorded after it happened: a visit time later than now by more than this (clock slack between window PCs)
+/// is a typo.
+const VISIT_FUTURE_SLACK_MS: i64 = 10 * 60 * 1000;
+
+/// The actions a role may take on a case in its state: the same transition table and role checks the case rules use,
+/// so a form is shown only when its command would be accepted.
 fn allowed(view: &CaseView, role: Role) -> BTreeSet<&'static str> {
     let status = view.status;
+    let mut actions = BTreeSet::new();
+    // The case rules refuse every command on an archived case (its personal data is purged by the retention job).
+    if status == Status::Archived {
+        return actions;
+    }
     let can = |kind: EventKind| transition(&kind, status, role).is_ok();
     let text = String::new;
-    let mut actions = BTreeSet::new();
     let staff = matches!(role, Role::Window | Role::Supervision | Role::Admin);
     let oversight = matches!(role, Role::Supervision | Role::Admin);
+    let working = matches!(status, Status::Registered | Status::Dispatched | Status::InProgress | Status::OnHold);
     if can(EventKind::Accepted {}) {
         actions.insert("accept");
     }
@@ -555,16 +583,40 @@ fn allowed(view: &CaseView, role: Role) -> BTreeSet<&'static str> {
     if can(EventKind::Withdrawn { reason: text() }) {
         actions.insert("withdraw");
     }
+    if can(EventKind::MarkedDuplicate { master: view.case_id.clone() }) {
+        actions.insert("duplicate");
+    }
+    if view.duplicate_of.is_some() && can(EventKind::Unmerged { master: view.case_id.clone() }) {
+        actions.insert("unmerge");
+    }
     if staff && status.is_open() {
-        actions.extend(["reply", "note", "consult"]);
+        actions.extend(["reply", "note", "edit"]);
+    }
+    if staff && (working || status == Status::Replied) {
+        actions.insert("consult");
+    }
+    if (staff || role == Role::Volunteer) && (working || status == Status::Replied) {
+        actions.insert("visit");
+    }
+    if matches!(role, Role::Window | Role::Admin)
+        && matches!(status, Status::Dispatched | Status::InProgress | Status::OnHold)
+    {
+        actions.insert("extend");
+    }
+    if oversight && working && view.extensions.iter().any(|extension| extension.approved_due_ms.is_none()) {
+        actions.insert("approve_extension");
     }
     if staff && status == Status::Replied {
         actions.insert("callback");
     }
-    if oversight && status.is_open() {
+    // 督办 is the 督查科's own act: the case rules take it from the supervision role only (not from an admin).
+    if role == Role::Supervision && status.is_open() {
         actions.insert("supervise");
     }
-    if staff {
+    if oversight && !view.conflicts.is_empty() {
+        actions.insert("resolve_conflict");
+    }
+    if staff && !view.personal.purged {
         actions.insert("reveal");
     }
     actions
@@ -579,12 +631,151 @@ fn unit_name(hall: &zhaowo_crdt::Hall, code: &str) -> String {
     hall.units.get(code).map_or(code.to_owned(), |u| format!("{}（{code}）", u.name))
 }
 
+fn category_name(hall: &zhaowo_crdt::Hall, code: &str) -> String {
+    hall.categories.get(code).map_or(code.to_owned(), |c| c.name.clone())
+}
+
+/// The first characters of a node id (the whole id is 64 hex digits).
+fn node_short(node: &str) -> &str {
+    node.get(..8).unwrap_or(node)
+}
+
+/// The zh-CN name of a case field that offline nodes may write concurrently.
+fn field_label(field: &str) -> &str {
+    match EditableField::parse(field) {
+        Some(editable) => editable.label(),
+        None if field == "category" => "诉求类别",
+        None => field,
+    }
+}
+
+/// The value a conflicting field shows now (the merge's last writer).
+fn field_value<'a>(view: &'a CaseView, field: &str) -> &'a str {
+    match field {
+        "summary" => &view.summary,
+        "detail" => &view.detail,
+        "expectation" => &view.expectation,
+        "location" => &view.location,
+        "category" => &view.category,
+        _ => "",
+    }
+}
+
+fn superseded_reason(reason: &SupersededBy) -> String {
+    match reason {
+        SupersededBy::Concurrent { .. } => "与另一节点离线时同时做出的操作相冲突，按优先级规则未生效".to_owned(),
+        SupersededBy::InvalidAfterMerge { state } => {
+            format!("合并后案件状态为“{}”，该操作已不适用", state.label())
+        }
+        SupersededBy::DuplicateCycle { .. } => "两案同时被互相并案，以登记较早的案件为主案件".to_owned(),
+    }
+}
+
+/// One 冲突待核 item with, for the 督查科 (and admins), the form that settles it: a field conflict takes the value the
+/// reviewer picks; a transition conflict keeps the merge result (the case rules decide the winning transition, so
+/// "adopt the loser instead" is a new action on the case page after the review).
+fn conflict_item(hall: &zhaowo_crdt::Hall, session: &Session, view: &CaseView, conflict: &Conflict) -> Markup {
+    let may_resolve = matches!(session.role, Role::Supervision | Role::Admin) && view.status != Status::Archived;
+    let action = format!("/desk/case/{}/act", view.case_id.as_str());
+    let head = html! {
+        input type="hidden" name="csrf" value=(session.csrf);
+        input type="hidden" name="action" value="resolve_conflict";
+        input type="hidden" name="choice" value=(conflict.id);
+    };
+    let note = html! {
+        label for={ "note-" (conflict.id) } { "核定说明（最多 " (REASON_CHARS_MAX) " 字）" }
+        input type="text" id={ "note-" (conflict.id) } name="text" required maxlength=(REASON_CHARS_MAX);
+    };
+    html! {
+        div.card.conflict id={ "conflict-" (conflict.id) } {
+            @match &conflict.detail {
+                ConflictDetail::Transition { loser_label, loser_node, loser_staff, loser_at_ms, reason, winner_label, .. } => {
+                    p {
+                        strong { "「" (loser_label) "」未生效" }
+                        " " span.hint { (minute(*loser_at_ms)) " · " (staff_label(loser_staff)) " · 节点 " (node_short(loser_node)) }
+                    }
+                    p.hint {
+                        (superseded_reason(reason))
+                        @if let Some(winner) = winner_label { "；生效的是「" (winner) "」" }
+                        "。"
+                    }
+                    @if may_resolve {
+                        form method="post" action=(action) {
+                            (head) (note)
+                            button.secondary type="submit" { "维持合并结果" }
+                            p.hint { "如应采用未生效的操作，请核定后在案件页重新办理。" }
+                        }
+                    }
+                }
+                ConflictDetail::Field { field, candidates } => {
+                    p { strong { (field_label(field)) " 有 " (candidates.len()) " 个并发取值" } }
+                    @let current = field_value(view, field);
+                    @if may_resolve {
+                        form method="post" action=(action) {
+                            (head)
+                            @for candidate in candidates {
+                                div.candidate {
+                                    label.inline {
+                                        input type="radio" name="value" value=(candidate.value) required checked[candidate.value == current];
+                                        " "
+                                        @if field == "category" { (category_name(hall, &candidate.value)) } @else { span style="white-space:pre-wrap" { (candidate.value) } }
+                                    }
+                                    br;
+                                    span.hint {
+                                        (staff_label(&candidate.staff)) " · " (minute(candidate.at_ms)) " · 节点 " (node_short(&candidate.node))
+                                        @if candidate.value == current { " · 当前显示" }
+                                    }
+                                }
+                            }
+                            (note)
+                            button type="submit" { "采用所选取值" }
+                        }
+                    } @else {
+                        ul { @for candidate in candidates {
+                            li {
+                                @if field == "category" { (category_name(hall, &candidate.value)) } @else { (candidate.value) }
+                                " " span.hint { (staff_label(&candidate.staff)) " · " (minute(candidate.at_ms)) }
+                            }
+                        } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The cases a case is merged with (its master, its duplicates) as case id and 登记编号, for links on the case page.
+#[derive(Debug, Default)]
+struct Related {
+    master: Option<(String, String)>,
+    duplicates: Vec<(String, String)>,
+}
+
+/// A case id with its 登记编号 (the id itself while that case has not reached this node).
+async fn linked(app: &App, id: &CaseId) -> (String, String) {
+    let reg_no = app.store.case_view(id.as_str()).await.map_or_else(|_| id.to_string(), |view| view.reg_no.to_string());
+    (id.to_string(), reg_no)
+}
+
+async fn related(app: &App, view: &CaseView) -> Related {
+    let mut related = Related::default();
+    if let Some(master) = &view.duplicate_of {
+        related.master = Some(linked(app, master).await);
+    }
+    for duplicate in &view.duplicates {
+        related.duplicates.push(linked(app, duplicate).await);
+    }
+    related
+}
+
 fn case_body(
     app: &App,
     session: &Session,
     view: &CaseView,
+    related: &Related,
     message: Option<Result<&str, &str>>,
     revealed: Option<Markup>,
+    draft: Option<&ActionForm>,
 ) -> Markup {
     let hall = hall(app);
     let now = crate::home::now_ms();
@@ -598,6 +789,12 @@ fn case_body(
             input type="hidden" name="action" value=(action);
         }
     };
+    // A refused edit shows what was typed, not the stored values, so nothing typed is lost.
+    let typed = |typed: Option<&Option<String>>, stored: &str| -> String {
+        typed.and_then(|value| value.clone()).unwrap_or_else(|| stored.to_owned())
+    };
+    let edit_category = typed(draft.map(|d| &d.category), &view.category);
+    let edit_priority = typed(draft.map(|d| &d.priority), view.priority.code());
     html! {
         h1 { "案件 " (view.reg_no) " " span.tag { (view.status.label()) } @if view.overdue(now) { " " span.tag.red { "超期" } } }
         @match message {
@@ -609,26 +806,75 @@ fn case_body(
         div.card { dl {
             dt { "诉求摘要" } dd id="summary" { (view.summary) }
             dt { "诉求内容" } dd id="detail" style="white-space:pre-wrap" { (view.detail) }
-            @if !view.expectation.is_empty() { dt { "诉求人期望" } dd { (view.expectation) } }
-            @if !view.location.is_empty() { dt { "地点" } dd { (view.location) } }
-            dt { "性质 / 类别" } dd { (view.nature.label()) " / " (hall.categories.get(&view.category).map_or(view.category.clone(), |c| c.name.clone())) }
+            @if !view.expectation.is_empty() { dt { "诉求人期望" } dd id="expectation" { (view.expectation) } }
+            @if !view.location.is_empty() { dt { "地点" } dd id="location" { (view.location) } }
+            dt { "性质 / 类别" } dd id="category" { (view.nature.label()) " / " (category_name(&hall, &view.category)) }
             dt { "来源渠道" } dd { (view.channel.label()) " · 窗口 " (view.window) }
-            dt { "紧急程度" } dd { (view.priority.label()) }
+            dt { "紧急程度" } dd id="priority" { (view.priority.label()) }
             dt { "登记" } dd { (minute(view.registered_at_ms)) " · " (staff_label(&view.registered_by)) }
             dt { "主办单位" } dd { (view.lead_unit.as_deref().map_or("未派单".to_owned(), |u| unit_name(&hall, u))) }
             @if !view.co_units.is_empty() { dt { "协办单位" } dd { (view.co_units.iter().map(|u| unit_name(&hall, u)).collect::<Vec<_>>().join("、")) } }
             @if let Some(assignee) = &view.assignee { dt { "承办人" } dd { (assignee) } }
-            dt { "承诺办结" } dd { (minute(view.effective_due_ms(now))) }
+            dt { "承诺办结" } dd id="due" { (minute(view.effective_due_ms(now))) @if view.flags.extended { " " span.tag { "已延期" } } }
             dt { "督办" } dd { (view.supervision.label()) }
+            @if view.consultations > 0 || view.site_visits > 0 {
+                dt { "会诊 / 上门" } dd id="visits" {
+                    "会诊 " (view.consultations) " 次；上门/走访 " (view.site_visits) " 次，共 " (view.visit_minutes) " 分钟"
+                }
+            }
+            @if let Some((master_id, master_reg_no)) = &related.master {
+                dt { "并案" } dd id="merged-into" {
+                    "本案为重复件，已并入主案件 " a href={ "/desk/case/" (master_id) } { (master_reg_no) }
+                }
+            }
+            @if !related.duplicates.is_empty() {
+                dt { "重复件" } dd id="duplicates" {
+                    @for (i, (dup_id, dup_reg_no)) in related.duplicates.iter().enumerate() {
+                        @if i > 0 { "、" }
+                        a href={ "/desk/case/" (dup_id) } { (dup_reg_no) }
+                    }
+                    " 已并入本案"
+                }
+            }
             dt { "诉求人" } dd id="personal" {
                 (view.personal.name.clone().unwrap_or_else(|| "（未留姓名）".into())) " "
                 (view.personal.phone.clone().unwrap_or_default())
-                @if view.pi_reveals > 0 { " " span.hint { "已查看完整信息 " (view.pi_reveals) " 次" } }
+                @if view.pi_reveals > 0 { " " span.hint id="pi-reveals" { "已查看完整信息 " (view.pi_reveals) " 次" } }
             }
             @if !view.tags.is_empty() { dt { "标签" } dd { @for t in &view.tags { span.tag { (t) } " " } } }
         } }
         @if !view.conflicts.is_empty() {
-            div.error { "本案有 " (view.conflicts.len()) " 项冲突待核，见" a href="/desk/conflicts" { "冲突待核" } "。" }
+            h2 id="conflicts" { "冲突待核（" (view.conflicts.len()) " 项）" }
+            div.error { "离线节点同时做出的操作相互冲突，须由督查科核定。" }
+            @for conflict in &view.conflicts { (conflict_item(&hall, session, view, conflict)) }
+        }
+        @if !view.extensions.is_empty() {
+            h2 { "延期" }
+            div.scroll { table id="extensions" {
+                thead { tr { th { "申请时间" } th { "申请人" } th { "原因" } th { "状态" } } }
+                tbody { @for extension in &view.extensions {
+                    tr {
+                        td { (minute(extension.requested_at_ms)) }
+                        td { (view.timeline.iter().find(|entry| entry.event_id == extension.request).map_or("", |entry| staff_label(&entry.staff))) }
+                        td { (extension.reason) }
+                        td {
+                            @match extension.approved_due_ms {
+                                Some(due) => { "已批准，办结时限延至 " (minute(due)) }
+                                None => {
+                                    "待督查科批准"
+                                    @if actions.contains("approve_extension") {
+                                        form method="post" action={ "/desk/case/" (id) "/act" } {
+                                            (form_head("approve_extension"))
+                                            input type="hidden" name="request" value=(extension.request.as_str());
+                                            button type="submit" { "批准延期" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } }
+            } }
         }
         h2 { "办理" }
         div.grid.noprint {
@@ -676,9 +922,35 @@ fn case_body(
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head("consult")) strong { "联合会诊" }
                     label { "参会单位代码（逗号分隔）" } input type="text" name="co_units" required;
-                    label { "会诊纪要" } textarea name="text" required {}
+                    p.hint { @for (i, (code, unit)) in hall.units.iter().enumerate() { @if i > 0 { "；" } (code) " " (unit.name) } }
+                    label { "会诊纪要" } textarea name="text" required maxlength=(NOTE_CHARS_MAX) {}
                     p { label.inline { input type="checkbox" name="flag" value="yes"; " 含现场勘查" } }
                     button type="submit" { "记录会诊" }
+                }
+            }
+            @if actions.contains("visit") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("visit")) strong { "上门 / 走访记录" }
+                    label for="visit-volunteers" { "走访人员（逗号分隔，最多 " (VOLUNTEERS_PER_VISIT_MAX) " 人）" }
+                    input type="text" id="visit-volunteers" name="volunteers" required value=(session.display_name);
+                    label for="visit-at" { "走访时间" }
+                    input type="datetime-local" id="visit-at" name="at" required value=(minute(now).replace(' ', "T"));
+                    label for="visit-minutes" { "时长（分钟）" }
+                    input type="number" id="visit-minutes" name="minutes" min="1" max=(VISIT_MINUTES_MAX) required value="60";
+                    label for="visit-outcome" { "走访情况" }
+                    textarea id="visit-outcome" name="text" required maxlength=(NOTE_CHARS_MAX) {}
+                    button type="submit" { "记录走访" }
+                }
+            }
+            @if actions.contains("extend") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("extend")) strong { "申请延期" }
+                    p.hint { "当前承诺办结：" (minute(view.effective_due_ms(now))) "。督查科批准后生效。" }
+                    label for="extend-days" { "延长工作日（1-" (EXTENSION_WORKING_DAYS_MAX) "）" }
+                    input type="number" id="extend-days" name="days" min="1" max=(EXTENSION_WORKING_DAYS_MAX) required value="5";
+                    label for="extend-reason" { "延期原因" }
+                    input type="text" id="extend-reason" name="text" required maxlength=(REASON_CHARS_MAX);
+                    button type="submit" { "申请延期" }
                 }
             }
             @if actions.contains("resolve") {
@@ -731,6 +1003,22 @@ fn case_body(
             @if actions.contains("resume") {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head("resume")) strong { "恢复办理" } br; button type="submit" { "恢复办理" } }
             }
+            @if actions.contains("duplicate") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("duplicate")) strong { "并案（标记为重复件）" }
+                    p.hint { "本案将并入主案件，状态变为“重复件”；督查科可解除并案。" }
+                    label for="duplicate-master" { "主案件登记编号或案件标识" }
+                    input type="text" id="duplicate-master" name="master" required placeholder="BBC01-2026-0001";
+                    button.secondary type="submit" { "并案" }
+                }
+            }
+            @if actions.contains("unmerge") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("unmerge")) strong { "解除并案" }
+                    p.hint { "本案恢复为“已登记”，主案件不再列出本案。" }
+                    button.secondary type="submit" { "解除并案" }
+                }
+            }
             @if actions.contains("supervise") {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head("supervise")) strong { "督办" }
@@ -743,8 +1031,37 @@ fn case_body(
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head("reveal")) strong { "查看完整个人信息" }
                     p.hint { "查看将被记录（时间、人员、用途）。" }
-                    label { "用途" } input type="text" name="text" required value="电话回访";
+                    label { "用途" } input type="text" name="text" required maxlength=(REASON_CHARS_MAX) value="电话回访";
                     button.secondary type="submit" id="do-reveal" { "查看" }
+                }
+            }
+        }
+        @if actions.contains("edit") {
+            details.card.noprint open[draft.is_some()] {
+                summary { strong { "修改诉求信息" } }
+                form method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("edit"))
+                    label for="edit-summary" { "诉求摘要（公开，勿含个人信息，最多 " (SUMMARY_CHARS_MAX) " 字）" }
+                    input type="text" id="edit-summary" name="summary" required maxlength=(SUMMARY_CHARS_MAX)
+                        value=(typed(draft.map(|d| &d.summary), &view.summary));
+                    label for="edit-detail" { "诉求内容（最多 " (DETAIL_CHARS_MAX) " 字）" }
+                    textarea id="edit-detail" name="detail" required maxlength=(DETAIL_CHARS_MAX) { (typed(draft.map(|d| &d.detail), &view.detail)) }
+                    label for="edit-expectation" { "诉求人期望" }
+                    input type="text" id="edit-expectation" name="expectation" maxlength=(EXPECTATION_CHARS_MAX)
+                        value=(typed(draft.map(|d| &d.expectation), &view.expectation));
+                    label for="edit-location" { "地点" }
+                    input type="text" id="edit-location" name="location" maxlength=(LOCATION_CHARS_MAX)
+                        value=(typed(draft.map(|d| &d.location), &view.location));
+                    div.filters {
+                        div { label for="edit-category" { "诉求类别" } select id="edit-category" name="category" {
+                            @for (code, c) in &hall.categories { option value=(code) selected[&edit_category == code] { (c.name) } }
+                        } }
+                        div { label for="edit-priority" { "紧急程度" } select id="edit-priority" name="priority" {
+                            @for p in Priority::ALL { option value=(p.code()) selected[edit_priority == p.code()] { (p.label()) } }
+                        } }
+                    }
+                    @if view.lead_unit.is_some() { p.hint { "已派单的案件修改类别后，将提示督查科核查。" } }
+                    button type="submit" id="do-edit" { "保存修改" }
                 }
             }
         }
@@ -755,7 +1072,7 @@ fn case_body(
         ol.card.timeline id="timeline" {
             @for entry in &view.timeline {
                 li class=(if entry.superseded { "superseded" } else { "" }) {
-                    span.hint { (minute(entry.at_ms)) " · " (staff_label(&entry.staff)) "（" (entry.role.label()) "）· 节点 " (entry.node.get(..8).unwrap_or(&entry.node)) }
+                    span.hint { (minute(entry.at_ms)) " · " (staff_label(&entry.staff)) "（" (entry.role.label()) "）· 节点 " (node_short(&entry.node)) }
                     br;
                     strong { (entry.label) } " "
                     @if !entry.public { span.tag { "内部" } " " }
@@ -764,6 +1081,30 @@ fn case_body(
             }
         }
     }
+}
+
+/// The case page with a message (or a refusal) on top.
+async fn case_response(
+    app: &App,
+    session: &Session,
+    status: StatusCode,
+    view: &CaseView,
+    message: Option<Result<&str, &str>>,
+    revealed: Option<Markup>,
+    draft: Option<&ActionForm>,
+) -> Response {
+    let related = related(app, view).await;
+    let title = format!("案件 {}", view.reg_no);
+    desk_page(session, status, &title, case_body(app, session, view, &related, message, revealed, draft))
+}
+
+/// A refused action: the case page again with the reason on top (400); nothing was stored.
+async fn refused(app: &App, session: &Session, view: &CaseView, message: &str, draft: Option<&ActionForm>) -> Response {
+    case_response(app, session, StatusCode::BAD_REQUEST, view, Some(Err(message)), None, draft).await
+}
+
+fn done(view: &CaseView, action: &str) -> Response {
+    Redirect::to(&format!("/desk/case/{}?done={action}", view.case_id.as_str())).into_response()
 }
 
 async fn load_view(app: &App, id: &str) -> Result<CaseView, Response> {
@@ -798,8 +1139,7 @@ async fn case_page(
     };
     let done = query.map(|Query(q)| q.done).unwrap_or_default();
     let message = (!done.is_empty()).then(|| Ok(action_title(&done)));
-    let title = format!("案件 {}", view.reg_no);
-    desk_page(&session, StatusCode::OK, &title, case_body(&app, &session, &view, message, None))
+    case_response(&app, &session, StatusCode::OK, &view, message, None, None).await
 }
 
 fn action_title(action: &str) -> &'static str {
@@ -810,6 +1150,10 @@ fn action_title(action: &str) -> &'static str {
         "reply" => "答复已发布",
         "note" => "备注已添加",
         "consult" => "会诊已记录",
+        "visit" => "上门/走访已记录",
+        "extend" => "延期申请已提交，待督查科批准",
+        "approve_extension" => "已批准延期",
+        "edit" => "诉求信息已修改",
         "resolve" => "已办理完毕",
         "callback" => "回访已记录",
         "close" => "已办结",
@@ -819,6 +1163,8 @@ fn action_title(action: &str) -> &'static str {
         "resume" => "已恢复办理",
         "reopen" => "已发回重办",
         "withdraw" => "已撤回",
+        "duplicate" => "已并案：本案为重复件",
+        "unmerge" => "已解除并案",
         "supervise" => "已督办",
         "resolve_conflict" => "冲突已核定",
         _ => "操作完成",
@@ -838,10 +1184,43 @@ struct ActionForm {
     method: String,
     rating: String,
     flag: Option<String>,
+    /// A field conflict: the candidate value the reviewer picked.
+    value: Option<String>,
+    /// 申请延期: working days.
+    days: String,
+    /// 批准延期: the request event.
+    request: String,
+    /// 上门: who went, when (`datetime-local`), for how many minutes.
+    volunteers: String,
+    at: String,
+    minutes: String,
+    /// 并案: the master's 登记编号 or case id.
+    master: String,
+    /// 修改诉求信息: a field left out of the form is left as it is.
+    summary: Option<String>,
+    detail: Option<String>,
+    expectation: Option<String>,
+    location: Option<String>,
+    category: Option<String>,
+    priority: Option<String>,
 }
 
 fn units_list(text: &str) -> Vec<String> {
     text.split([',', '，', '、', ' ']).map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
+}
+
+/// Names typed into one field: split on commas and 、 (not on spaces: a name may hold one).
+fn names_list(text: &str) -> Vec<String> {
+    text.split([',', '，', '、', ';', '；', '\n']).map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect()
+}
+
+/// A `datetime-local` value (`2026-03-02T09:30`, seconds optional) as an instant in the hall's zone (+08:00).
+fn parse_local_minute(text: &str) -> Option<i64> {
+    let (date, time) = text.trim().split_once(['T', ' '])?;
+    let date = Date::parse(date)?;
+    let (hour, minute) = time.split_once(':')?;
+    let (hour, minute): (u32, u32) = (hour.parse().ok()?, minute.get(..2)?.parse().ok()?);
+    (hour < 24 && minute < 60).then(|| date.at_minute_ms(hour * 60 + minute))
 }
 
 /// The command a desk form asks for, or a zh-CN message saying what is missing.
@@ -863,6 +1242,36 @@ fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
             minutes: required("会诊纪要")?,
             site_visit: form.flag.is_some(),
             held_at_ms: now_ms,
+        },
+        "visit" => {
+            let visited_at_ms = parse_local_minute(&form.at).ok_or("请填写走访时间（年-月-日 时:分）")?;
+            if visited_at_ms > now_ms + VISIT_FUTURE_SLACK_MS {
+                return Err("走访时间晚于现在：请在走访之后记录".to_owned());
+            }
+            let duration_minutes = form
+                .minutes
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (1..=VISIT_MINUTES_MAX).contains(m))
+                .ok_or(format!("走访时长须为 1-{VISIT_MINUTES_MAX} 分钟"))?;
+            Command::LogVisit {
+                volunteers: names_list(&form.volunteers),
+                outcome: required("走访情况")?,
+                visited_at_ms,
+                duration_minutes,
+            }
+        }
+        "extend" => Command::RequestExtension {
+            working_days: form
+                .days
+                .trim()
+                .parse()
+                .map_err(|_| format!("请填写延长的工作日数（1-{EXTENSION_WORKING_DAYS_MAX}）"))?,
+            reason: required("延期原因")?,
+        },
+        "approve_extension" => Command::ApproveExtension {
+            request: EventId::parse(form.request.trim()).ok_or("请选择要批准的延期申请")?,
         },
         "resolve" => Command::Resolve {
             result: CaseResult::parse(&form.choice).ok_or("请选择办理结果")?,
@@ -887,8 +1296,11 @@ fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
         "withdraw" => Command::Withdraw { reason: required("原因")? },
         "resolve_conflict" => Command::ResolveConflict {
             conflict: form.choice.trim().to_owned(),
-            decision: zhaowo_crdt::ConflictDecision::Keep,
-            note: text,
+            decision: match form.value.as_deref().map(clean) {
+                Some(value) if !value.is_empty() => ConflictDecision::Choose(value),
+                _ => ConflictDecision::Keep,
+            },
+            note: required("核定说明")?,
         },
         "supervise" => Command::Supervise {
             level: SupervisionLevel::parse(&form.choice).ok_or("请选择督办级别")?,
@@ -896,6 +1308,49 @@ fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
         },
         _ => return Err("未知的操作".to_owned()),
     })
+}
+
+/// The zh-CN name of a field the desk's newer forms send, for the refusals `page::command_error_zh` does not name.
+fn desk_field_zh(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "note" => "核定说明",
+        "volunteer" | "volunteers" => "走访人员",
+        "outcome" => "走访情况",
+        "units" => "参会单位",
+        "co-units" => "协办单位",
+        "lead unit" => "主办单位",
+        "visit time" => "走访时间",
+        "consultation time" => "会诊时间",
+        _ => return None,
+    })
+}
+
+/// A case-rule refusal in zh-CN: the desk's own wording for the refusals of its newer forms, else the shared one.
+fn command_error_desk(error: &CommandError) -> String {
+    use CommandError as E;
+    let own = match error {
+        E::Empty { field } => desk_field_zh(field).map(|name| format!("请填写{name}")),
+        E::TooLong { field, chars, max } => {
+            desk_field_zh(field).map(|name| format!("{name}最多 {max} 个字，现为 {chars} 个字"))
+        }
+        E::TooMany { field, max, count } => {
+            desk_field_zh(field).map(|name| format!("{name}最多 {max} 项，现为 {count} 项"))
+        }
+        E::ExtensionDays { max, .. } => Some(format!("延期须为 1-{max} 个工作日")),
+        E::UnknownExtension(_) => Some("没有这条待批准的延期申请（可能已被批准）".to_owned()),
+        E::TimeOutOfRange { field } => {
+            Some(format!("{}与当前时间相差过远，请检查日期", desk_field_zh(field).unwrap_or("时间")))
+        }
+        E::UnknownConflict(_) => Some("该冲突不存在或已经核定".to_owned()),
+        E::NotACandidate(_) => Some("所选取值不是冲突中的取值之一".to_owned()),
+        E::DecisionKind(_) => Some("状态冲突只能维持合并结果".to_owned()),
+        E::NoChange(_) => Some("没有需要修改的内容".to_owned()),
+        E::DuplicateCycle => Some("不能并入本案自身，也不能并入以本案为主案件的案件".to_owned()),
+        E::Purged => Some("本案的个人信息已清除".to_owned()),
+        E::TooManyEvents(_) => Some("本案的办理记录已达上限，请联系管理员".to_owned()),
+        _ => None,
+    };
+    own.unwrap_or_else(|| command_error_zh(error))
 }
 
 async fn case_action(
@@ -921,33 +1376,193 @@ async fn case_action(
         Ok(ctx) => ctx,
         Err(response) => return response,
     };
-    let title = format!("案件 {}", view.reg_no);
-    if form.action == "reveal" {
-        return reveal(&app, &session, &id, ctx, &clean(&form.text)).await;
+    match form.action.as_str() {
+        "reveal" => return reveal(&app, &session, &id, ctx, &clean(&form.text)).await,
+        "edit" => return edit_case(&app, &session, &view, &form).await,
+        "duplicate" => return mark_duplicate(&app, &session, &view, ctx, &form).await,
+        "unmerge" => return unmerge(&app, &session, &view, ctx).await,
+        _ => {}
     }
     let command = match command_of(&form, ctx.now_ms) {
         Ok(command) => command,
-        Err(message) => {
-            return desk_page(
-                &session,
-                StatusCode::BAD_REQUEST,
-                &title,
-                case_body(&app, &session, &view, Some(Err(&message)), None),
-            );
-        }
+        Err(message) => return refused(&app, &session, &view, &message, None).await,
     };
     match app.store.apply(&id, ctx, Arc::new(hall(&app)), command).await {
-        Ok(_) => Redirect::to(&format!("{back}?done={}", form.action)).into_response(),
+        Ok(_) => done(&view, &form.action),
         Err(crate::store::WriteError::Command(error)) => {
-            let message = command_error_zh(&error);
-            desk_page(
-                &session,
-                StatusCode::BAD_REQUEST,
-                &title,
-                case_body(&app, &session, &view, Some(Err(&message)), None),
-            )
+            refused(&app, &session, &view, &command_error_desk(&error), None).await
         }
         Err(error) => store_unavailable(&error),
+    }
+}
+
+/// 修改诉求信息: one command per changed field (summary, detail, expectation, location, category, priority), applied in
+/// one store edit so that a refused field stores none of the others.
+async fn edit_case(app: &App, session: &Session, view: &CaseView, form: &ActionForm) -> Response {
+    let mut commands = Vec::new();
+    for (field, typed) in [
+        (EditableField::Summary, &form.summary),
+        (EditableField::Detail, &form.detail),
+        (EditableField::Expectation, &form.expectation),
+        (EditableField::Location, &form.location),
+    ] {
+        if let Some(value) = typed.as_deref().map(clean)
+            && value != field_value(view, field.code())
+        {
+            commands.push(Command::EditField { field, value });
+        }
+    }
+    if let Some(category) = form.category.as_deref().map(str::trim)
+        && category != view.category
+    {
+        commands.push(Command::ChangeCategory { category: category.to_owned() });
+    }
+    if let Some(typed) = &form.priority {
+        let Some(priority) = Priority::parse(typed.trim()) else {
+            return refused(app, session, view, "请选择紧急程度", Some(form)).await;
+        };
+        if priority != view.priority {
+            commands.push(Command::ChangePriority { priority });
+        }
+    }
+    if commands.is_empty() {
+        return refused(app, session, view, "没有需要修改的内容", Some(form)).await;
+    }
+    // Each command gets its own context: fresh entropy per event id.
+    let mut steps = Vec::with_capacity(commands.len());
+    for command in commands {
+        match ctx(app, session) {
+            Ok(ctx) => steps.push((ctx, command)),
+            Err(response) => return response,
+        }
+    }
+    let hall = Arc::new(hall(app));
+    let edit: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| {
+        let mut last = None;
+        for (ctx, command) in steps {
+            last = Some(case.apply(&ctx, &hall, command)?);
+        }
+        last.ok_or(CommandError::NoChange("nothing to edit"))
+    });
+    match app.store.edit(view.case_id.as_str(), edit).await {
+        Ok(_) => done(view, "edit"),
+        Err(crate::store::WriteError::Command(error)) => {
+            refused(app, session, view, &command_error_desk(&error), Some(form)).await
+        }
+        Err(error) => store_unavailable(&error),
+    }
+}
+
+/// 并案: marks this case a duplicate of the master named by its 登记编号 or case id, then records the duplicate on the
+/// master (the two halves of `CaseDoc::mark_duplicate`, one document at a time as the store holds them).
+async fn mark_duplicate(app: &App, session: &Session, view: &CaseView, ctx: Ctx, form: &ActionForm) -> Response {
+    let typed = form.master.trim();
+    let master_id = if let Some(reg_no) = RegNo::parse(typed) {
+        match super::cases::find_reg_no(&app.store, &reg_no).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                let message = format!("没有找到登记编号为 {reg_no} 的案件");
+                return refused(app, session, view, &message, None).await;
+            }
+            Err(error) => return store_unavailable(&error),
+        }
+    } else if CaseId::parse(typed).is_some() {
+        typed.to_owned()
+    } else {
+        let message = "请填写主案件的登记编号（如 BBC01-2026-0001）或案件标识";
+        return refused(app, session, view, message, None).await;
+    };
+    let master_view = match app.store.case_view(&master_id).await {
+        Ok(master_view) => master_view,
+        Err(crate::store::ReadError::UnknownCase(_)) => {
+            return refused(app, session, view, "没有找到该主案件", None).await;
+        }
+        Err(error) => return store_unavailable(&error),
+    };
+    if matches!(master_view.status, Status::Duplicate | Status::Archived) {
+        let message = format!("主案件 {} 的状态为“{}”，不能作为主案件", master_view.reg_no, master_view.status.label());
+        return refused(app, session, view, &message, None).await;
+    }
+    let master_ctx = match self::ctx(app, session) {
+        Ok(master_ctx) => master_ctx,
+        Err(response) => return response,
+    };
+    let checked_master = master_view.clone();
+    let mark: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| case.mark_duplicate_of(&checked_master, &ctx));
+    match app.store.edit(view.case_id.as_str(), mark).await {
+        Ok(_) => {}
+        Err(crate::store::WriteError::Command(error)) => {
+            return refused(app, session, view, &command_error_desk(&error), None).await;
+        }
+        Err(error) => return store_unavailable(&error),
+    }
+    let duplicate = view.case_id.clone();
+    let attach: crate::store::EditFn =
+        Box::new(move |case: &mut CaseDoc| case.attach_duplicate(&duplicate, &master_ctx));
+    match app.store.edit(&master_id, attach).await {
+        Ok(_) => done(view, "duplicate"),
+        Err(error) => {
+            tracing::warn!(%error, case_id = view.case_id.as_str(), master = %master_id, "duplicate marked, master not told");
+            store_unavailable(&error)
+        }
+    }
+}
+
+/// A scratch copy of a stored case (loaded from its changes), for a crdt call that needs the document itself.
+async fn scratch_copy(app: &App, id: &str) -> Result<CaseDoc, Response> {
+    let changes = app.store.changes_since(id, Vec::new()).await.map_err(|error| store_unavailable(&error))?;
+    let mut doc = automerge::AutoCommit::new();
+    for change in changes {
+        doc.load_incremental(&change).map_err(|error| store_unavailable(&error))?;
+    }
+    CaseDoc::from_automerge(doc).map_err(|error| store_unavailable(&error))
+}
+
+/// 解除并案 (督查科): the duplicate returns to 已登记 and the master stops listing it.
+///
+/// The crdt writes the master's half (`DuplicateDetached`) only inside `CaseDoc::unmerge`, next to the duplicate's; the
+/// store holds one document at a time. So the duplicate's half is applied to the stored duplicate (checked by the case
+/// rules), and the master's half is written by `CaseDoc::unmerge` over a scratch copy of the duplicate taken before,
+/// whose own half is thrown away.
+async fn unmerge(app: &App, session: &Session, view: &CaseView, ctx: Ctx) -> Response {
+    let Some(master) = view.duplicate_of.clone() else {
+        return refused(app, session, view, "本案不是重复件，无需解除并案", None).await;
+    };
+    let mut scratch = match scratch_copy(app, view.case_id.as_str()).await {
+        Ok(scratch) => scratch,
+        Err(response) => return response,
+    };
+    let master_ctx = match self::ctx(app, session) {
+        Ok(master_ctx) => master_ctx,
+        Err(response) => return response,
+    };
+    let hall = Arc::new(hall(app));
+    match app.store.apply(view.case_id.as_str(), ctx, hall.clone(), Command::Unmerge).await {
+        Ok(_) => {}
+        Err(crate::store::WriteError::Command(error)) => {
+            return refused(app, session, view, &command_error_desk(&error), None).await;
+        }
+        Err(error) => return store_unavailable(&error),
+    }
+    let detach: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| {
+        CaseDoc::unmerge(&mut scratch, case, &master_ctx, &hall).map(|(_, detached)| detached)
+    });
+    match app.store.edit(master.as_str(), detach).await {
+        Ok(_) => done(view, "unmerge"),
+        Err(crate::store::WriteError::UnknownCase(_)) => {
+            // The master has not reached this node: the duplicate is unmerged; the master's list heals when the
+            // master's node unmerges or the documents sync (the duplicate's own event says it left).
+            let view = match load_view(app, view.case_id.as_str()).await {
+                Ok(view) => view,
+                Err(response) => return response,
+            };
+            let message = "已解除并案（主案件不在本节点，主案件一侧未记录）";
+            case_response(app, session, StatusCode::OK, &view, Some(Ok(message)), None, None).await
+        }
+        Err(error) => {
+            tracing::warn!(%error, case_id = view.case_id.as_str(), master = %master, "unmerged, master not told");
+            store_unavailable(&error)
+        }
     }
 }
 
@@ -957,17 +1572,15 @@ async fn reveal(app: &App, session: &Session, id: &str, ctx: Ctx, purpose: &str)
     let slot = shown.clone();
     let purpose_owned = purpose.to_owned();
     let edit: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| {
-        let personal = case.reveal_personal_data(&ctx, &purpose_owned)?;
+        let (personal, event) = case.reveal_personal_data_event(&ctx, &purpose_owned)?;
         *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(personal);
-        let (events, _) = case.events();
-        events.last().map(|event| event.id.clone()).ok_or(zhaowo_crdt::CommandError::Empty { field: "events" })
+        Ok(event)
     });
     let result = app.store.edit(id, edit).await;
     let view = match load_view(app, id).await {
         Ok(view) => view,
         Err(response) => return response,
     };
-    let title = format!("案件 {}", view.reg_no);
     match result {
         Ok(_) => {
             let personal = shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().unwrap_or_default();
@@ -982,16 +1595,10 @@ async fn reveal(app: &App, session: &Session, id: &str, ctx: Ctx, purpose: &str)
                     }
                 }
             };
-            desk_page(session, StatusCode::OK, &title, case_body(app, session, &view, None, Some(revealed)))
+            case_response(app, session, StatusCode::OK, &view, None, Some(revealed), None).await
         }
         Err(crate::store::WriteError::Command(error)) => {
-            let message = command_error_zh(&error);
-            desk_page(
-                session,
-                StatusCode::BAD_REQUEST,
-                &title,
-                case_body(app, session, &view, Some(Err(&message)), None),
-            )
+            refused(app, session, &view, &command_error_desk(&error), None).await
         }
         Err(error) => store_unavailable(&error),
     }
@@ -1133,33 +1740,16 @@ async fn conflicts(State(app): State<App>, headers: HeaderMap) -> Response {
             _ => break,
         }
     }
+    let hall = hall(&app);
     let body = html! {
         h1 { "冲突待核（" (found.len()) " 件）" }
         p.hint { "离线节点同时做出的相互冲突的操作：未生效的一方保留在记录中，请核定。" }
         @for view in &found {
-            div.card {
-                a href={ "/desk/case/" (view.case_id.as_str()) } { strong { (view.reg_no) } } " " (view.summary)
-                ul { @for conflict in &view.conflicts {
-                    li { (conflict.id) "：" @match &conflict.detail {
-                        ConflictDetail::Transition { loser_label, loser_staff, winner_label, .. } => {
-                            (loser_label) "（" (loser_staff) "）未生效" @if let Some(w) = winner_label { "，生效的是 " (w) }
-                        }
-                        ConflictDetail::Field { field, candidates } => {
-                            "字段 " (field) " 有 " (candidates.len()) " 个并发取值"
-                        }
-                    }
-                    @if matches!(session.role, Role::Supervision | Role::Admin) {
-                        form method="post" action={ "/desk/case/" (view.case_id.as_str()) "/act" } {
-                            input type="hidden" name="csrf" value=(session.csrf);
-                            input type="hidden" name="action" value="resolve_conflict";
-                            input type="hidden" name="choice" value=(conflict.id);
-                            input type="text" name="text" placeholder="核定说明" aria-label="核定说明";
-                            button.secondary type="submit" { "维持合并结果" }
-                        }
-                    }
-                    }
-                } }
+            h2 {
+                a href={ "/desk/case/" (view.case_id.as_str()) } { (view.reg_no) } " " (view.summary)
+                " " span.tag { (view.status.label()) }
             }
+            @for conflict in &view.conflicts { (conflict_item(&hall, &session, view, conflict)) }
         }
         @if found.is_empty() { p { "没有待核的冲突。" } }
     };

@@ -38,6 +38,9 @@ dt{color:#59636e}
 dd{margin:0;word-break:break-word}
 .timeline li{margin-bottom:.5rem}
 .superseded{text-decoration:line-through;color:#8c959f}
+.candidate{margin:.5rem 0;padding:.4rem .6rem;border:1px solid #e1e4e8;border-radius:6px}
+details>summary{cursor:pointer}
+td form button{margin:.3rem 0 0}
 .filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end}
 .filters>div{flex:1 1 9rem}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:1rem}
