@@ -8,6 +8,7 @@
 mod case;
 mod demo;
 mod env_vars;
+mod peers;
 mod qr;
 mod setup;
 mod staff;
@@ -100,6 +101,11 @@ pub enum Command {
     /// Manage web desk staff accounts (admin node).
     #[command(subcommand)]
     Staff(staff::StaffCommand),
+    /// List, add and remove the static peers this node dials.
+    #[command(subcommand)]
+    Peers(peers::PeersCommand),
+    /// Sync once with peers until caught up both ways, then stop (a laptop back from home visits).
+    Sync(peers::SyncArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +119,9 @@ pub struct RunArgs {
     /// The citizen pages' address as printed in QR codes (default: derived from --http).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// The QUIC endpoint for peers (default: `listen` of the config file).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
     /// Stop after this many seconds (for scripts and tests).
     #[arg(long, hide = true)]
     pub serve_secs: Option<u64>,
@@ -127,11 +136,28 @@ async fn run_node(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("cannot listen on {}", args.http))?;
     let (desk_addr, public_addr) = (desk.local_addr()?, public.local_addr()?);
     let base = args.public_url.clone().unwrap_or_else(|| format!("http://{public_addr}"));
+    let mut sync_options = zhaowo_node::sync::SyncOptions::of_home(&home);
+    if let Some(listen) = args.listen {
+        sync_options.listen = listen;
+    }
+    let roster = home.roster().cloned().context("this node has not joined a hall")?;
+    let identity = std::sync::Arc::new(
+        zhaowo_node::identity::NodeIdentity::load(&home.config.key_path()).context("failed to load the node key")?,
+    );
+    let sync = zhaowo_node::sync::SyncNode::start(store.clone(), identity, roster, sync_options)
+        .context("failed to start sync")?;
     out!("staff desk   http://{desk_addr}/desk");
     out!("citizen page {base}/r/{}", home.config.window);
-    say(cli, "sync with peers is not wired into `run` yet: this node serves its own store; press Ctrl-C to stop");
-    let options = zhaowo_node::http::HttpOptions::recommended(desk_addr, base);
-    demo::serve_until_stopped(cli, home, store, desk, public, options, args.serve_secs).await
+    out!("sync         {} node {}", sync.local_addr()?, home.identity.node_id());
+    for peer in &home.config.peers {
+        say(cli, &format!("dialing peer {peer}"));
+    }
+    say(cli, "press Ctrl-C to stop");
+    let mut options = zhaowo_node::http::HttpOptions::recommended(desk_addr, base);
+    options.sync = Some(sync.status());
+    let served = demo::serve_until_stopped(cli, home, store, desk, public, options, args.serve_secs).await;
+    sync.shutdown().await;
+    served
 }
 
 /// An expected failure (exit 1): the thing asked for does not exist or is not allowed.
@@ -261,5 +287,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Doc(command) => case::doc(cli, command).await,
         Command::Merge(args) => case::merge(cli, args).await,
         Command::Staff(command) => staff::run(cli, command),
+        Command::Peers(command) => peers::peers(cli, command),
+        Command::Sync(args) => peers::sync(cli, args).await,
     }
 }

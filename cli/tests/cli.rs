@@ -4,6 +4,8 @@
 //! (These tests live beside the binary rather than in `tests/`, because Cargo only hands a package's own tests the
 //! path of its binaries: `CARGO_BIN_EXE_zhaowo`.)
 
+#![allow(clippy::print_stdout)]
+
 use std::path::Path;
 use std::process::Output;
 
@@ -461,6 +463,8 @@ fn run_serves_the_nodes_own_store_until_stopped() {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
             "--serve-secs",
             "5",
         ])
@@ -475,4 +479,112 @@ fn run_serves_the_nodes_own_store_until_stopped() {
     let lookup = http_get(&format!("{base}/q?no={reg_no}&code={code}"));
     assert!(lookup.starts_with("HTTP/1.1 200") && lookup.contains("已登记"), "{lookup}");
     assert!(child.wait().unwrap().success());
+}
+
+/// A `zhaowo run` child process, killed (SIGKILL: the store is crash-safe) when dropped.
+struct Running {
+    child: std::process::Child,
+    sync_addr: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(dir: &Path) -> Running {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zhaowo"))
+        .args(["--dir", dir.to_str().unwrap(), "run", "--desk", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("ZHAOWO_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let sync_line = lines.find_map(|line| line.ok().filter(|line| line.starts_with("sync"))).expect("a sync line");
+    let sync_addr = sync_line.split_whitespace().nth(1).unwrap().to_owned();
+    Running { child, sync_addr }
+}
+
+fn case_ids(dir: &Path) -> std::collections::BTreeSet<String> {
+    let rows = json(&ok(dir, &["case", "list", "--json"]));
+    rows.as_array().unwrap().iter().map(|row| row["case_id"].as_str().unwrap().to_owned()).collect()
+}
+
+fn wait_converged(dirs: &[&Path], cases: usize) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let sets: Vec<_> = dirs.iter().map(|dir| case_ids(dir)).collect();
+        if sets[0].len() == cases && sets.iter().all(|set| *set == sets[0]) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no convergence: {:?}",
+            sets.iter().map(|set| set.len()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// T3: three real node processes on loopback (ports from the OS) register cases, one is stopped and restarted, and
+/// all converge; cases written by the CLI while a node runs reach the peers too.
+#[test]
+fn three_node_processes_converge_after_a_restart() {
+    let admin = tempfile::tempdir().unwrap();
+    new_hall(admin.path());
+    let others = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for (index, dir) in others.iter().enumerate() {
+        let window = format!("BBC0{}", index + 2);
+        let id =
+            json(&ok(dir.path(), &["init", "--window", &window, "--json"]))["node_id"].as_str().unwrap().to_owned();
+        let file = dir.path().join("node.enrollment");
+        ok(admin.path(), &["enroll", &id, "--window", &window, "--role", "window", "--out", file.to_str().unwrap()]);
+        ok(dir.path(), &["join", file.to_str().unwrap()]);
+        // The enrollment names the admin's configured address; this test's admin listens on an OS-chosen port.
+        for peer in json(&ok(dir.path(), &["peers", "list", "--json"]))["peers"].as_array().unwrap() {
+            ok(dir.path(), &["peers", "remove", peer.as_str().unwrap()]);
+        }
+    }
+    register(admin.path());
+    register(others[0].path());
+    register(others[1].path());
+    let _admin_node = start_node(admin.path());
+    let admin_addr = _admin_node.sync_addr.clone();
+    for dir in &others {
+        ok(dir.path(), &["peers", "add", &admin_addr]);
+        let error = fails(dir.path(), &["peers", "add", &admin_addr], 1);
+        assert!(error.contains("already a peer"), "{error}");
+    }
+    let second = start_node(others[0].path());
+    let mut third = start_node(others[1].path());
+    let all = [admin.path(), others[0].path(), others[1].path()];
+    let first = wait_converged(&all, 3);
+
+    // The third node stops; work goes on elsewhere (the CLI writes into running nodes' stores) and on it offline.
+    drop(third);
+    register(others[1].path());
+    register(admin.path());
+    register(others[0].path());
+    third = start_node(others[1].path());
+    let again = wait_converged(&all, 6);
+    println!(
+        "T3 three processes cases=6 first_converge_ms={} after_restart_converge_ms={}",
+        first.as_millis(),
+        again.as_millis()
+    );
+    drop((third, second));
+
+    // `zhaowo sync` against a running peer: one-shot, exits 0 once caught up.
+    let laptop_cases = case_ids(others[1].path());
+    register(admin.path());
+    let out = json(&ok(others[1].path(), &["sync", "--peer", &admin_addr, "--timeout-secs", "30", "--json"]));
+    assert_eq!(out["caught_up"], true, "{out}");
+    assert_eq!(case_ids(others[1].path()).len(), laptop_cases.len() + 1);
+    let error = fails(others[1].path(), &["sync", "--peer", "127.0.0.1:9", "--timeout-secs", "1"], 1);
+    assert!(error.contains("not caught up"), "{error}");
 }

@@ -250,6 +250,11 @@ impl Home {
         Ok(roster)
     }
 
+    /// Writes the config file (atomically), e.g. after `zhaowo peers add`.
+    pub fn save_config(&self) -> Result<(), HomeError> {
+        write_atomic(&Home::path(&self.dir, "node.toml"), config_toml(&self.config).as_bytes())
+    }
+
     fn save_hall(&mut self) -> Result<(), HomeError> {
         if let Some(hall_doc) = &mut self.hall_doc {
             let bytes = hall_doc.automerge_mut().save();

@@ -1760,20 +1760,52 @@ async fn peers(State(app): State<App>, headers: HeaderMap) -> Response {
     let Some((_, session)) = session(&app, &headers) else { return to_login() };
     let config = &app.home.config;
     let counts = app.store.counts().await.ok();
+    let sync = app.options.sync.as_ref();
+    let peers = sync.map(|sync| sync.peers()).unwrap_or_default();
+    let totals = sync.map(|sync| sync.counts());
+    let now = crate::home::now_ms();
+    let ago = |ms: Option<i64>| match ms {
+        None => "从未".to_owned(),
+        Some(ms) if now - ms < 60_000 => format!("{} 秒前", ((now - ms) / 1000).max(0)),
+        Some(ms) if now - ms < 3_600_000 => format!("{} 分钟前", (now - ms) / 60_000),
+        Some(ms) => format!("{} 小时前", (now - ms) / 3_600_000),
+    };
     let body = html! {
         h1 { "节点与同步" }
         div.card { dl {
             dt { "本节点" } dd { code { (app.home.identity.node_id()) } }
             dt { "窗口" } dd { (config.window) " · " (config.display_name) " · " (config.role.label()) }
-            dt { "同步端口" } dd { (config.listen) }
+            dt { "同步端口" } dd { (sync.and_then(|s| s.local_addr()).map_or(config.listen.to_string(), |a| a.to_string())) }
             @if let Some(c) = counts { dt { "本地案件" } dd { (c.docs) " 件（本地序号 " (c.local_seq) "）" } }
+            @if let Some(t) = totals {
+                dt { "在线节点" } dd { (t.peers_connected) }
+                dt { "拒收的伪造/未签名修改" } dd { (t.rejected_changes) }
+                dt { "拒收的吊销节点修改" } dd { (t.refused_changes) }
+            }
         } }
         h2 { "已知节点" }
-        div.error { "节点间同步尚未接入本页面：下表仅列出配置的节点地址，暂无连接状态和同步延迟。" }
-        table { thead { tr { th { "地址" } th { "状态" } } } tbody {
-            @for peer in &config.peers { tr { td { (peer) } td { "未知" } } }
+        @if sync.is_none() {
+            div.error { "本节点未启动同步（仅本机数据）。使用 zhaowo run 启动后，此处显示各节点的连接和同步状态。" }
+        }
+        table { thead { tr {
+            th { "节点" } th { "地址" } th { "状态" } th { "最近联系" } th { "对方待同步" } th { "本机待同步" }
+            th { "发送 / 接收" } th { "拒收" } th { "最近错误" }
+        } } tbody {
+            @for peer in &peers { tr {
+                td { (peer.window) " " (peer.display_name) br; code.small { (&peer.node_id[..peer.node_id.len().min(16)]) } }
+                td { (peer.address.map(|a| a.to_string()).unwrap_or_default()) }
+                td { @if peer.connected { @if peer.settled { "已连接 · 已同步" } @else { "已连接 · 同步中" } } @else { "未连接" } }
+                td { (ago(peer.last_contact_ms)) }
+                td { (peer.docs_behind_peer) " 件" }
+                td { (peer.docs_behind_us) " 件" }
+                td { (peer.bytes_sent / 1024) " KB / " (peer.bytes_received / 1024) " KB" }
+                td { (peer.rejected_changes + peer.refused_changes) }
+                td { (peer.last_error.clone().unwrap_or_default()) }
+            } }
         } }
-        @if config.peers.is_empty() { p.hint { "未配置其他节点。" } }
+        @if peers.is_empty() {
+            p.hint { "尚无节点连接。" @if !config.peers.is_empty() { "配置的节点：" @for p in &config.peers { (p) " " } } }
+        }
     };
     desk_page(&session, StatusCode::OK, "节点与同步", body)
 }

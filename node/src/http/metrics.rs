@@ -1,5 +1,5 @@
-//! `/metrics` in the Prometheus text format: cases by status, overdue cases, and the HTTP guards' counters.
-//! Peer and sync-lag gauges join when sync is wired into the node.
+//! `/metrics` in the Prometheus text format: cases by status, overdue cases, the HTTP guards' counters, and (on a
+//! syncing node) peers connected, sync lag and changes rejected.
 
 use super::App;
 use axum::Router;
@@ -74,6 +74,53 @@ async fn metrics(State(app): State<App>) -> Response {
         let _ = writeln!(text, "# HELP {name} {help}");
         let _ = writeln!(text, "# TYPE {name} counter");
         let _ = writeln!(text, "{name} {}", counter.load(Ordering::Relaxed));
+    }
+    if let Some(sync) = &app.options.sync {
+        let counts = sync.counts();
+        let gauges = [
+            ("zhaowo_sync_peers_connected", "gauge", "Peers with a live sync session.", counts.peers_connected),
+            (
+                "zhaowo_sync_lag_docs",
+                "gauge",
+                "Our documents the slowest connected peer has not acknowledged yet.",
+                counts.max_docs_behind,
+            ),
+            (
+                "zhaowo_sync_changes_rejected_total",
+                "counter",
+                "Forged, unsigned or non-member changes refused (each dropped the peer).",
+                counts.rejected_changes,
+            ),
+            (
+                "zhaowo_sync_changes_refused_total",
+                "counter",
+                "Relayed changes by a revoked member made after its revocation, refused per document.",
+                counts.refused_changes,
+            ),
+            ("zhaowo_sync_sessions_total", "counter", "Sync sessions started.", counts.sessions),
+            (
+                "zhaowo_sync_sessions_failed_total",
+                "counter",
+                "Sync sessions that ended in an error.",
+                counts.sessions_failed,
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(text, "# HELP {name} {help}");
+            let _ = writeln!(text, "# TYPE {name} {kind}");
+            let _ = writeln!(text, "{name} {value}");
+        }
+        let _ = writeln!(text, "# HELP zhaowo_sync_peer_docs_behind Our documents each peer has not acknowledged yet.");
+        let _ = writeln!(text, "# TYPE zhaowo_sync_peer_docs_behind gauge");
+        for peer in sync.peers() {
+            let _ = writeln!(
+                text,
+                "zhaowo_sync_peer_docs_behind{{peer=\"{}\",window=\"{}\"}} {}",
+                &peer.node_id[..peer.node_id.len().min(16)],
+                peer.window.escape_default(),
+                peer.docs_behind_peer
+            );
+        }
     }
     let mut response = (StatusCode::OK, text).into_response();
     response

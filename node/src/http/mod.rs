@@ -97,6 +97,8 @@ pub struct HttpOptions {
     /// Mark cookies `Secure` (and use the `__Host-` prefix): only when the pages are served over HTTPS.
     pub secure_cookies: bool,
     pub citizen_routing: CitizenRouting,
+    /// The running sync runtime's status, for the desk's sync page and `/metrics` (`None`: this node does not sync).
+    pub sync: Option<crate::sync::SyncStatus>,
 }
 
 impl HttpOptions {
@@ -115,6 +117,7 @@ impl HttpOptions {
             secure_cookies: false,
             // The issue: "the new case is dispatched by the routing table".
             citizen_routing: CitizenRouting::Dispatch,
+            sync: None,
         }
     }
 }

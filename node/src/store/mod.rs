@@ -93,11 +93,14 @@ pub struct StoreOptions {
     pub notify: tokio::sync::watch::Sender<i64>,
 }
 
+/// A signature over a change hash.
+pub type SignFn = dyn Fn(&ChangeHash) -> [u8; 64] + Send + Sync;
+
 /// Signs the hash of a change this node authored with the node key (`zhaowo_crdt::signing::sign_change`).
 #[derive(Clone)]
 pub struct ChangeSigner {
     pub node_key: [u8; 32],
-    pub sign: Arc<dyn Fn(&ChangeHash) -> [u8; 64] + Send + Sync>,
+    pub sign: Arc<SignFn>,
 }
 
 impl std::fmt::Debug for ChangeSigner {
