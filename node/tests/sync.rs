@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zhaowo_crdt::model::Role;
 use zhaowo_crdt::roster::{Enrollment, Record, Revocation, Roster, SignedRecord};
-use zhaowo_crdt::signing::sign_change;
 use zhaowo_crdt::wire::{self, ChangeSignature, Frame};
 use zhaowo_node::fixtures::CaseFactory;
 use zhaowo_node::identity::NodeIdentity;
@@ -319,7 +318,6 @@ async fn forged_unsigned_and_revoked_peers_are_dropped_while_members_keep_syncin
     let counts = a.sync.as_ref().unwrap().status().counts();
     assert_eq!(counts.rejected_changes, 3, "each hostile session counted");
     assert_eq!(a.catalog().await, before, "nothing from the hostile peer was stored");
-    let _ = sign_change;
 
     // A legitimate member keeps syncing meanwhile.
     b.register(5).await;
@@ -383,4 +381,233 @@ async fn concurrent_offline_edits_of_the_same_cases_merge_on_reconnect() {
         assert_eq!(a.store.case_view(id).await.unwrap(), b.store.case_view(id).await.unwrap(), "{id}: same view");
     }
     println!("sync concurrent offline edits docs=8 edits={edits} converge_ms={}", took.as_millis());
+}
+
+/// Dials `addr` with a bare quinn client holding `identity` and the given ALPN: what `Transport` never does.
+fn raw_dial(
+    identity: &Arc<NodeIdentity>,
+    roster: &Roster,
+    addr: SocketAddr,
+    server_key: &[u8; 32],
+    alpn: &[u8],
+) -> (quinn::Endpoint, quinn::Connecting) {
+    let roster = roster.clone();
+    let authorizer = Arc::new(move |key: &[u8; 32]| roster.authorized(key).is_some());
+    let counters = Arc::new(zhaowo_node::transport::TransportCounters::default());
+    let tls = zhaowo_node::transport::tls::client_config(identity, authorizer, counters, alpn).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let name = zhaowo_node::transport::tls::server_name_for(server_key);
+    let connecting = endpoint.connect_with(quinn::ClientConfig::new(Arc::new(quic)), addr, &name).unwrap();
+    (endpoint, connecting)
+}
+
+fn attacker_transport(identity: &Arc<NodeIdentity>, roster: &Roster) -> Transport {
+    let roster = roster.clone();
+    let authorizer = Arc::new(move |key: &[u8; 32]| roster.authorized(key).is_some());
+    Transport::bind("127.0.0.1:0".parse().unwrap(), identity.clone(), authorizer, TransportConfig::recommended())
+        .unwrap()
+}
+
+/// T5 against the integrated node: every row attacks node A while member B keeps registering cases and syncing with
+/// it. Each row must be refused, nothing of the attacker's may reach A's store, and A and B converge at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix_against_a_syncing_node() {
+    let mut hall = Hall::new();
+    let (mut a, mut b) = (Node::new(41), Node::new(44));
+    let stranger = Arc::new(NodeIdentity::generate().unwrap());
+    let member = Arc::new(NodeIdentity::generate().unwrap()); // enrolled, misbehaves at the frame level
+    let laptop = Node::new(47); // enrolled, syncs properly, then is revoked
+    hall.enroll(&a.identity, "BBC01");
+    hall.enroll(&b.identity, "BBC02");
+    hall.enroll(&member, "BBC08");
+    hall.enroll(&laptop.identity, "V01");
+    a.register(5).await;
+    let a_addr = {
+        let mut options = SyncOptions::recommended("127.0.0.1:0".parse().unwrap(), vec![]);
+        options.transport.frame_timeout = Duration::from_millis(500);
+        options.poll_interval = Duration::from_millis(200);
+        let sync = SyncNode::start(a.store.clone(), a.identity.clone(), hall.roster.clone(), options).unwrap();
+        let addr = sync.local_addr().unwrap();
+        a.sync = Some(sync);
+        addr
+    };
+    b.start(&hall.roster, vec![a_addr]);
+    converge(&[&a, &b], 5).await;
+
+    // B keeps working throughout the attacks.
+    let b_store = b.store.clone();
+    let mut b_factory = CaseFactory::new(99, b.identity.new_actor().unwrap(), CaseFactory::start_2026());
+    let worker = tokio::spawn(async move {
+        let mut registered = 0;
+        for _ in 0..40 {
+            b_store.register(b_factory.register()).await.unwrap();
+            registered += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        registered
+    });
+
+    let mut rows: Vec<String> = Vec::new();
+    let a_key = a.key();
+
+    // 1. An unknown key dials in: TLS refuses it (the acceptor's verifier asks the roster).
+    let stranger_transport = {
+        let authorizer = Arc::new(move |_: &[u8; 32]| true);
+        Transport::bind("127.0.0.1:0".parse().unwrap(), stranger.clone(), authorizer, TransportConfig::recommended())
+            .unwrap()
+    };
+    let refused = tokio::time::timeout(CONVERGE, stranger_transport.dial(a_addr, a_key)).await.unwrap();
+    assert!(refused.is_err(), "an unknown key got in");
+    rows.push(format!("unknown key: refused ({})", refused.unwrap_err()));
+
+    // 2. Wrong ALPN from an enrolled key.
+    let (endpoint, connecting) = raw_dial(&member, &hall.roster, a_addr, &a_key, b"zhaowo/2");
+    let result = tokio::time::timeout(CONVERGE, async {
+        let connection = connecting.await?;
+        Err::<(), _>(connection.closed().await)
+    })
+    .await
+    .unwrap();
+    rows.push(format!("wrong ALPN: refused ({})", result.unwrap_err()));
+    endpoint.close(0u32.into(), b"");
+
+    let attacker = attacker_transport(&member, &hall.roster);
+    // 3. Oversized frame: 4 GiB announced in the first 4 bytes.
+    let peer = tokio::time::timeout(CONVERGE, attacker.dial(a_addr, a_key)).await.unwrap().unwrap();
+    let (mut writer, _reader) = peer.open_bi().await.unwrap();
+    writer.stream_mut().write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let reason = tokio::time::timeout(CONVERGE, peer.closed()).await.unwrap();
+    rows.push(format!("oversized frame: dropped ({reason})"));
+
+    // 4. Slowloris: half a frame, then silence.
+    let peer = tokio::time::timeout(CONVERGE, attacker.dial(a_addr, a_key)).await.unwrap().unwrap();
+    let (mut writer, _reader) = peer.open_bi().await.unwrap();
+    let mut half = 1000u32.to_be_bytes().to_vec();
+    half.extend_from_slice(&[WIRE_VERSION; 10]);
+    let started = Instant::now();
+    writer.stream_mut().write_all(&half).await.unwrap();
+    let reason = tokio::time::timeout(CONVERGE, peer.closed()).await.unwrap();
+    rows.push(format!("slowloris: dropped after {:.0?} ({reason})", started.elapsed()));
+
+    // 5. Connection flood from one key: the per-peer limit refuses the excess.
+    let mut flood = Vec::new();
+    let mut flood_refused = 0;
+    for _ in 0..10 {
+        match tokio::time::timeout(CONVERGE, attacker.dial(a_addr, a_key)).await.unwrap() {
+            Ok(peer) => flood.push(peer),
+            Err(_) => flood_refused += 1,
+        }
+    }
+    // The sync layer keeps one session per key: each new connection replaces the previous one, so a flood from one
+    // key holds at most one connection (the transport's per-peer limit bounds the handshakes in between).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let live = a.sync.as_ref().unwrap().transport().connection_count(&member.verifying_key().to_bytes());
+    assert!(live <= 1, "a flood from one key holds {live} connections");
+    rows.push(format!(
+        "connection flood (10 dials, one key): {} handshakes accepted, {flood_refused} refused, {live} left live",
+        flood.len()
+    ));
+    drop(flood);
+
+    // 6. Garbage instead of a hello, and a hello of another hall.
+    let peer = tokio::time::timeout(CONVERGE, attacker.dial(a_addr, a_key)).await.unwrap().unwrap();
+    let (mut writer, _reader) = peer.open_bi().await.unwrap();
+    writer.send_frame(&[WIRE_VERSION, 0xff, 0xff, 0xff]).await.unwrap();
+    let reason = tokio::time::timeout(CONVERGE, peer.closed()).await.unwrap();
+    rows.push(format!("garbage frame: dropped ({reason})"));
+    let peer = tokio::time::timeout(CONVERGE, attacker.dial(a_addr, a_key)).await.unwrap().unwrap();
+    let (mut writer, _reader) = peer.open_bi().await.unwrap();
+    writer
+        .send_frame(&wire::encode(&Frame::Hello {
+            hall: [9; 32],
+            node_key: member.verifying_key().to_bytes(),
+            roster_digest: [0; 32],
+        }))
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(CONVERGE, peer.closed()).await.unwrap();
+    rows.push(format!("other hall's hello: dropped ({reason})"));
+
+    // 7. A forged change under A's actor and an unsigned change (the sync layer's checks).
+    for (label, signed) in [("forged change", true), ("unsigned change", false)] {
+        let peer = tokio::time::timeout(CONVERGE, attacker.dial(a_addr, a_key)).await.unwrap().unwrap();
+        let (mut writer, mut reader) = peer.open_bi().await.unwrap();
+        writer
+            .send_frame(&wire::encode(&Frame::Hello {
+                hall: *hall.roster.hall(),
+                node_key: member.verifying_key().to_bytes(),
+                roster_digest: hall.roster.digest(),
+            }))
+            .await
+            .unwrap();
+        let mut doc = AutoCommit::new().with_actor(a.identity.new_actor().unwrap());
+        {
+            use automerge::transaction::Transactable;
+            doc.put(automerge::ROOT, "summary", "伪造").unwrap();
+        }
+        doc.commit();
+        let hash = doc.get_changes(&[])[0].hash();
+        let signature = signed.then(|| (member.change_signer().sign)(&hash));
+        let victim = a.catalog().await.into_keys().next().unwrap();
+        writer.send_frame(&sync_frame(&victim, &mut doc, signature)).await.unwrap();
+        let drained =
+            tokio::time::timeout(CONVERGE, async { while let Ok(Some(_)) = reader.recv_frame().await {} }).await;
+        assert!(drained.is_ok(), "{label}: the node kept the peer");
+        rows.push(format!("{label}: peer dropped"));
+    }
+
+    // 8. A member syncing properly is revoked: its live connection closes, and its redial (TLS resumption skips the
+    //    verifiers) is refused after the handshake.
+    let mut laptop = laptop;
+    laptop.register(2).await;
+    let laptop_docs: Vec<String> = laptop.catalog().await.into_keys().collect();
+    let mut options = SyncOptions::recommended("127.0.0.1:0".parse().unwrap(), vec![a_addr]);
+    options.redial_min = Duration::from_millis(50);
+    options.redial_max = Duration::from_millis(100);
+    laptop.sync =
+        Some(SyncNode::start(laptop.store.clone(), laptop.identity.clone(), hall.roster.clone(), options).unwrap());
+    let laptop_key = laptop.key();
+    let a_status = a.sync.as_ref().unwrap().status();
+    wait_for("the laptop syncs", || {
+        a_status.peers().iter().any(|p| p.node_id == zhaowo_node::home::hex(&laptop_key) && p.connected && p.settled)
+    })
+    .await;
+    let rejections_before = a.sync.as_ref().unwrap().transport().counters().post_handshake_rejections;
+    let tls_checks_before = a.sync.as_ref().unwrap().transport().counters().certificate_verifications;
+    a.sync.as_ref().unwrap().add_roster_records(vec![hall.revocation(&laptop.identity, zhaowo_node::home::now_ms())]);
+    wait_for("the revoked laptop is disconnected", || {
+        a.sync.as_ref().unwrap().transport().connection_count(&laptop_key) == 0
+    })
+    .await;
+    // The laptop's own node does not know it is revoked and redials; every attempt is refused.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let counts = a.sync.as_ref().unwrap().transport().counters();
+    assert_eq!(a.sync.as_ref().unwrap().transport().connection_count(&laptop_key), 0);
+    rows.push(format!(
+        "revoked on a live connection: closed; redials refused (post-handshake rejections +{}, verifier calls +{})",
+        counts.post_handshake_rejections - rejections_before,
+        counts.certificate_verifications - tls_checks_before
+    ));
+    // A case the laptop registers after its revocation never reaches A (the laptop cannot connect any more).
+    let before: Vec<String> = laptop.catalog().await.into_keys().collect();
+    laptop.register(1).await;
+    let late: Vec<String> = laptop.catalog().await.into_keys().filter(|id| !before.contains(id)).collect();
+    assert_eq!(late.len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!a.catalog().await.contains_key(&late[0]), "a revoked node's later case reached A");
+    assert!(laptop_docs.iter().all(|id| before.contains(id)));
+
+    // Meanwhile B kept working; A has exactly B's and A's cases plus what the laptop made before its revocation.
+    let registered = worker.await.unwrap();
+    let took = converge(&[&a, &b], 5 + registered + 2).await;
+    assert_eq!(a.sync.as_ref().unwrap().status().counts().rejected_changes, 2, "forged + unsigned counted");
+    println!(
+        "T5 matrix against a syncing node rows={} legit_cases_during_attacks={registered} converge_after_ms={}",
+        rows.len(),
+        took.as_millis()
+    );
+    for row in &rows {
+        println!("T5   {row}");
+    }
 }
