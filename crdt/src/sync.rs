@@ -77,6 +77,8 @@ pub enum SessionEvent {
     ChangeRefused { doc_id: String, reason: String },
     /// The session is caught up in both directions (initial catalogs exchanged, nothing in flight).
     Settled,
+    /// The peer told us where it reached other members: address hints to dial by key.
+    PeerHints(Vec<wire::PeerHint>),
 }
 
 /// Why the session with a peer ended. Every variant drops the peer; none panics the node.
@@ -239,6 +241,13 @@ impl Session {
             }
             (Phase::Running, Frame::Sync { doc_id, message, signatures }) => {
                 self.receive_sync(doc_id, &message, &signatures, replica)?;
+            }
+            (Phase::Running, Frame::Peers { peers }) => {
+                let peers: Vec<_> =
+                    peers.into_iter().filter(|hint| replica.roster().authorized(&hint.node_key).is_some()).collect();
+                if !peers.is_empty() {
+                    self.events.push_back(SessionEvent::PeerHints(peers));
+                }
             }
             (_, Frame::Bye { reason }) => return Err(SyncError::Closed(reason)),
         }

@@ -71,7 +71,19 @@ pub enum Frame {
     Sync { doc_id: String, message: Vec<u8>, signatures: Vec<ChangeSignature> },
     /// The sender closes the session, saying why.
     Bye { reason: String },
+    /// Where the sender reached other members (address hints for the receiver; it still dials by key).
+    Peers { peers: Vec<PeerHint> },
 }
+
+/// A member and an address it was reached at, as `host:port` text (parsed, and ignored if bad, by the receiver).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHint {
+    pub node_key: PublicKey,
+    pub addr: String,
+}
+
+/// Address hints in one `Peers` frame: a hall has tens of nodes.
+pub const PEER_HINTS_MAX: usize = 256;
 
 /// Why bytes from a peer were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,6 +145,8 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
             Err(WireError::Bounds("signatures"))
         }
         Frame::Bye { reason } if reason.len() > 1_024 => Err(WireError::Bounds("bye reason")),
+        Frame::Peers { peers } if peers.len() > PEER_HINTS_MAX => Err(WireError::Bounds("peer hints")),
+        Frame::Peers { peers } if peers.iter().any(|p| p.addr.len() > 64) => Err(WireError::Bounds("peer address")),
         _ => Ok(frame),
     }
 }

@@ -224,7 +224,10 @@ fn drain(
                 let heads_hash = nodes[node].heads_hash(&doc_id).unwrap();
                 relay.push((node, CatalogEntry { doc_id, heads_hash, seq }));
             }
-            SessionEvent::RosterChanged { .. } | SessionEvent::Settled | SessionEvent::ChangeRefused { .. } => {}
+            SessionEvent::RosterChanged { .. }
+            | SessionEvent::Settled
+            | SessionEvent::ChangeRefused { .. }
+            | SessionEvent::PeerHints(_) => {}
         }
     }
     while let Some(frame) = session.poll_transmit() {

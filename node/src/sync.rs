@@ -181,6 +181,8 @@ struct Shared {
     roster: Arc<SharedRoster>,
     options: SyncOptions,
     active: Mutex<HashMap<NodeKey, Active>>,
+    /// Members being dialed because of a hint (one attempt at a time per member).
+    hinted: Mutex<std::collections::HashSet<NodeKey>>,
     status: Mutex<BTreeMap<String, PeerStatus>>,
     counters: Counters,
     shutdown: watch::Sender<bool>,
@@ -336,6 +338,7 @@ impl SyncNode {
             roster,
             options,
             active: Mutex::new(HashMap::new()),
+            hinted: Mutex::new(std::collections::HashSet::new()),
             status: Mutex::new(BTreeMap::new()),
             counters: Counters::default(),
             shutdown,
@@ -377,6 +380,12 @@ impl SyncNode {
     pub fn add_peer(&mut self, addr: SocketAddr) {
         let span = tracing::info_span!("sync", me = %short_key(&self.shared.our_key));
         self.tasks.push(tokio::spawn(dial_loop(self.shared.clone(), addr).instrument(span)));
+    }
+
+    /// An address hint for a member (from mDNS or a peer's peer list): dialed once now unless the member is already
+    /// connected, being dialed, not an active member, or this node itself. Repeated hints retry.
+    pub fn hint(&self, node_key: NodeKey, addr: SocketAddr) {
+        hint(&self.shared, node_key, addr);
     }
 
     /// Adds roster records (e.g. a revocation issued on this node) as if a peer had sent them.
@@ -502,6 +511,34 @@ async fn roster_poll_loop(shared: Arc<Shared>) {
             Err(_) => {}
         }
     }
+}
+
+fn hint(shared: &Arc<Shared>, node_key: NodeKey, addr: SocketAddr) {
+    if node_key == shared.our_key
+        || shared.is_shutting_down()
+        || shared.roster.read().authorized(&node_key).is_none()
+        || lock(&shared.active).contains_key(&node_key)
+        || !lock(&shared.hinted).insert(node_key)
+    {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(
+        async move {
+            match shared.transport.dial(addr, node_key).await {
+                Ok(connection) => {
+                    shared.update_status(&node_key, |status| status.address = Some(addr));
+                    lock(&shared.hinted).remove(&node_key);
+                    run_connection(shared.clone(), connection, true).await;
+                }
+                Err(error) => {
+                    tracing::debug!(%addr, %error, "hinted peer did not answer");
+                    lock(&shared.hinted).remove(&node_key);
+                }
+            }
+        }
+        .instrument(tracing::Span::current()),
+    );
 }
 
 /// Registers the connection as the one sync with its peer (or drops it, see the module docs). Returns the
@@ -695,6 +732,26 @@ async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: 
                 SessionEvent::Settled => {
                     shared.update_status(&key, |status| status.settled = true);
                     tracing::info!("sync settled");
+                    // Tell the peer where we reach the other members: it may not know them (peers' peer lists).
+                    let peers: Vec<wire::PeerHint> = lock(&shared.active)
+                        .iter()
+                        .filter(|(other, _)| **other != key)
+                        .take(wire::PEER_HINTS_MAX)
+                        .map(|(other, active)| wire::PeerHint {
+                            node_key: *other,
+                            addr: active.connection.remote_address().to_string(),
+                        })
+                        .collect();
+                    if !peers.is_empty() {
+                        send(wire::encode(&Frame::Peers { peers }))?;
+                    }
+                }
+                SessionEvent::PeerHints(hints) => {
+                    for peer in hints {
+                        if let Ok(addr) = peer.addr.parse::<SocketAddr>() {
+                            hint(shared, peer.node_key, addr);
+                        }
+                    }
                 }
                 SessionEvent::CheckpointAdvanced { .. }
                 | SessionEvent::DocChanged { .. }

@@ -229,9 +229,14 @@ async fn both_sides_dialing_at_once_keep_one_session_and_three_nodes_relay() {
     let a_addr = a.start(&hall.roster, vec![]);
     let b_addr = b.start(&hall.roster, vec![a_addr]);
     a.sync.as_mut().unwrap().add_peer(b_addr);
+    converge(&[&a, &b], 40).await;
     c.start(&hall.roster, vec![b_addr]);
     let took = converge(&[&a, &b, &c], 60).await;
     println!("sync three nodes relay docs=60 converge_ms={}", took.as_millis());
+    // B told C where it reaches A (peers' peer lists): C dials A directly.
+    let a_key = a.key();
+    wait_for("c connects to a through b's hint", || c.sync.as_ref().unwrap().transport().connection_count(&a_key) == 1)
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(a.sync.as_ref().unwrap().transport().connection_count(&b.key()), 1, "one connection a-b survives");
     assert_eq!(c.sync.as_ref().unwrap().status().counts().rejected_changes, 0, "relayed changes carry signatures");
