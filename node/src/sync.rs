@@ -313,6 +313,11 @@ impl SyncStatus {
         }
     }
 
+    /// An address hint for a member (see [`SyncNode::hint`]); callable from discovery callbacks.
+    pub fn hint(&self, node_key: NodeKey, addr: SocketAddr) {
+        hint(&self.shared, node_key, addr);
+    }
+
     /// The QUIC address peers reach this node at.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.shared.transport.local_addr().ok()
