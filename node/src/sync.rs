@@ -181,6 +181,7 @@ struct Shared {
     roster: Arc<SharedRoster>,
     options: SyncOptions,
     active: Mutex<HashMap<NodeKey, Active>>,
+    runtime: tokio::runtime::Handle,
     /// Members being dialed because of a hint (one attempt at a time per member).
     hinted: Mutex<std::collections::HashSet<NodeKey>>,
     status: Mutex<BTreeMap<String, PeerStatus>>,
@@ -344,6 +345,7 @@ impl SyncNode {
             options,
             active: Mutex::new(HashMap::new()),
             hinted: Mutex::new(std::collections::HashSet::new()),
+            runtime: tokio::runtime::Handle::current(),
             status: Mutex::new(BTreeMap::new()),
             counters: Counters::default(),
             shutdown,
@@ -527,8 +529,10 @@ fn hint(shared: &Arc<Shared>, node_key: NodeKey, addr: SocketAddr) {
     {
         return;
     }
+    let runtime = shared.runtime.clone();
     let shared = shared.clone();
-    tokio::spawn(
+    // Hints may come from a discovery thread outside the runtime: spawn on the node's runtime explicitly.
+    runtime.spawn(
         async move {
             match shared.transport.dial(addr, node_key).await {
                 Ok(connection) => {
