@@ -4,8 +4,9 @@
 //! the article's cases in the states a real week leaves them in, serves the staff desk and the citizen pages, prints
 //! their addresses, the accounts and a QR code of the citizen page, and runs until Ctrl-C.
 //!
-//! One node serves the demo today: window PCs, the 督查科 and the volunteer laptop join as separate nodes once sync is
-//! wired to the transport (the sync session itself is built and tested in `zhaowo-crdt`).
+//! The demo hall has three nodes in one process, each with its own data directory, key, store and desk, syncing over
+//! QUIC on loopback exactly as separate PCs would: the 办不成事 window (the admin node, which also serves the citizen
+//! pages), the 督查科's PC and a volunteer's laptop.
 
 use crate::{Cli, out, say};
 use anyhow::Context;
@@ -19,6 +20,7 @@ use zhaowo_crdt::pi::PersonalData;
 use zhaowo_crdt::{CaseDoc, Command, QueryCode, RegNo, Registration};
 use zhaowo_node::home::{Home, InitOptions, entropy, now_ms};
 use zhaowo_node::store::Store;
+use zhaowo_node::sync::{SyncNode, SyncOptions};
 
 /// The demo's staff password: printed on screen, for a demo on one machine only.
 const DEMO_PASSWORD: &str = "zhaowo-demo";
@@ -227,6 +229,23 @@ fn terminal_qr(text: &str) -> String {
     }
 }
 
+/// The other nodes of the demo hall: the supervision section's PC and a volunteer's laptop, each with its own store,
+/// key and desk, syncing with the 办不成事 window over QUIC on loopback.
+const OTHER_NODES: [(&str, &str, Role, &str); 2] =
+    [("supervision", "DC01", Role::Supervision, "督查科"), ("laptop", "V01", Role::Volunteer, "帮帮哥笔记本")];
+
+/// The desk address of the `index`-th other node: ten ports above the window's desk (or an OS port in tests).
+fn other_desk(desk: SocketAddr, index: usize) -> SocketAddr {
+    match desk.port() {
+        0 => desk,
+        port => SocketAddr::new(desk.ip(), port.saturating_add(10 * (index as u16 + 1))),
+    }
+}
+
+async fn bind(addr: SocketAddr, hint: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({hint})"))
+}
+
 pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let explicit = std::env::args().any(|a| a == "--dir" || a.starts_with("--dir="))
         || std::env::var_os(crate::env_vars::ZHAOWO_DIR).is_some();
@@ -235,12 +254,13 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     } else {
         std::env::temp_dir().join(format!("zhaowo-demo-{}", std::process::id()))
     };
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let options = InitOptions {
         hall_name: Some("江岸区政务服务中心（演示）".into()),
         window: "BBC01".into(),
         role: Role::Admin,
         display_name: "办不成事窗口".into(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen: loopback,
         http_listen: args.desk,
     };
     let mut home = Home::init(&dir, options, now_ms())
@@ -253,31 +273,93 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     ] {
         home.set_account(user, name, role, DEMO_PASSWORD, now_ms()).with_context(|| format!("account {user}"))?;
     }
+    // The other nodes are created and enrolled before anything runs, as an admin would with `zhaowo enroll`/`join`.
+    let mut others = Vec::new();
+    for (index, (sub, window, role, name)) in OTHER_NODES.into_iter().enumerate() {
+        let other_dir = dir.join(sub);
+        let init = InitOptions {
+            hall_name: None,
+            window: window.into(),
+            role,
+            display_name: name.into(),
+            listen: loopback,
+            http_listen: other_desk(args.desk, index),
+        };
+        let mut other = Home::init(&other_dir, init, now_ms())
+            .with_context(|| format!("failed to create the {name} node in `{}`", other_dir.display()))?;
+        let file = home.enroll(&other.identity.node_id(), window, role, name, now_ms())?;
+        other.join(&serde_json::to_vec(&file)?).with_context(|| format!("the {name} node cannot join"))?;
+        others.push(other);
+    }
     let store = Arc::new(home.open_store()?);
     let (reg_no, code) = seed(&home, &store).await?;
-    let desk = tokio::net::TcpListener::bind(args.desk)
-        .await
-        .with_context(|| format!("cannot listen on {} (is another demo running? pass --desk)", args.desk))?;
-    let public = tokio::net::TcpListener::bind(args.http)
-        .await
-        .with_context(|| format!("cannot listen on {} (pass --http)", args.http))?;
+    let start_sync = |home: &Home, store: &Arc<Store>, peers: Vec<SocketAddr>| -> anyhow::Result<SyncNode> {
+        let mut options = SyncOptions::of_home(home);
+        options.peers = peers;
+        let identity = Arc::new(zhaowo_node::identity::NodeIdentity::load(&home.config.key_path())?);
+        let roster = home.roster().cloned().context("the demo node has no roster")?;
+        Ok(SyncNode::start(store.clone(), identity, roster, options)?)
+    };
+    let window_sync = start_sync(&home, &store, Vec::new())?;
+    let window_addr = window_sync.local_addr()?;
+
+    let desk = bind(args.desk, "is another demo running? pass --desk").await?;
+    let public = bind(args.http, "pass --http").await?;
     let (desk_addr, public_addr) = (desk.local_addr()?, public.local_addr()?);
     let base = format!("http://{public_addr}");
-    let http_options = zhaowo_node::http::HttpOptions::recommended(desk_addr, base.clone());
+    let mut http_options = zhaowo_node::http::HttpOptions::recommended(desk_addr, base.clone());
+    http_options.sync = Some(window_sync.status());
     let citizen_url = format!("{base}/r/{}", home.config.window);
+    let mut nodes = Vec::new();
+    let mut lines = Vec::new();
+    for (index, other) in others.into_iter().enumerate() {
+        let other_store = Arc::new(other.open_store()?);
+        let sync = start_sync(&other, &other_store, vec![window_addr])?;
+        let other_desk = bind(other_desk(args.desk, index), "pass --desk").await?;
+        let other_public = bind(loopback, "loopback").await?;
+        let other_desk_addr = other_desk.local_addr()?;
+        let mut options = zhaowo_node::http::HttpOptions::recommended(other_desk_addr, base.clone());
+        options.sync = Some(sync.status());
+        lines.push(format!(
+            "  {:<12} http://{other_desk_addr}/desk   ({} {})",
+            other.config.display_name,
+            other.config.role.label(),
+            other.config.window
+        ));
+        nodes.push((other, other_store, other_desk, other_public, options, sync));
+    }
     out!("zhaowo demo: 江岸区政务服务中心（演示）, data in {}", dir.display());
     out!("");
     out!("staff desk   http://{desk_addr}/desk");
     out!(
         "  accounts   wangmin (窗口 王敏), liudc (督查科 刘督查), xiaozhou (志愿者), admin — password: {DEMO_PASSWORD}"
     );
+    out!("other nodes of the hall (each its own store and key, syncing over QUIC with the window at {window_addr}):");
+    for line in lines {
+        out!("{line}");
+    }
     out!("citizen page {citizen_url}");
     out!("lookup       {base}/q?no={reg_no}&code={code}   (登记编号 {reg_no}, 查询码 {code})");
     out!("open311      {base}/open311/v2/services.json");
     out!("");
     out!("{}", terminal_qr(&citizen_url));
-    say(cli, "seeded 5 cases (the article's three stories, a 倾诉 and a complaint); press Ctrl-C to stop");
-    serve_until_stopped(cli, home, store, desk, public, http_options, args.serve_secs).await
+    say(
+        cli,
+        "seeded 5 cases (the article's three stories, a 倾诉 and a complaint) on the window node; they sync to the \
+         督查科 and the laptop within a second. Press Ctrl-C to stop",
+    );
+    let mut servers = tokio::task::JoinSet::new();
+    let mut syncs = vec![window_sync];
+    for (other, other_store, other_desk, other_public, options, sync) in nodes {
+        syncs.push(sync);
+        servers.spawn(zhaowo_node::http::serve_on(other, other_store, other_desk, other_public, options));
+    }
+    let served = serve_until_stopped(cli, home, store, desk, public, http_options, args.serve_secs).await;
+    servers.abort_all();
+    for sync in syncs {
+        sync.shutdown().await;
+    }
+    served
 }
 
 /// Serves the desk and the citizen pages until Ctrl-C (or `serve_secs`), then closes the store cleanly.

@@ -443,6 +443,20 @@ fn the_demo_serves_a_seeded_hall_and_stops() {
         "{receipt}"
     );
     assert!(http_get(&format!("{desk}/login")).starts_with("HTTP/1.1 200"));
+    // The 督查科's node and the laptop are separate nodes that received the seeded cases by sync.
+    assert!(printed.iter().any(|l| l.contains("督查科") && l.contains("/desk")), "{printed:?}");
+    for node in ["supervision", "laptop"] {
+        let node_dir = dir.path().join("demo").join(node);
+        let started = std::time::Instant::now();
+        loop {
+            let rows = json(&ok(&node_dir, &["case", "list", "--json"]));
+            if rows.as_array().unwrap().len() == 5 {
+                break;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(8), "{node}: {rows}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
     let status = child.wait().unwrap();
     assert!(status.success(), "the demo stops cleanly after --serve-secs");
     assert!(printed.iter().any(|l| l.contains("password: zhaowo-demo")));
