@@ -311,21 +311,91 @@ const DOC_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 /// What merging brought: cases new to this node, cases that gained changes, conflicts that appeared.
 #[derive(Debug, Default)]
-struct MergeReport {
+pub struct MergeReport {
     added: Vec<String>,
     changed: Vec<String>,
     unchanged: usize,
     new_conflicts: Vec<(String, String)>,
+    /// Cases skipped because a revoked member changed them after its revocation (case id, why).
+    refused: Vec<(String, String)>,
+    /// Changes stored without a member's signature (a plain Automerge file): kept on this node, never relayed.
+    unsigned: usize,
 }
 
-/// Applies the changes of several cases and reports what they did to this node.
-async fn merge_cases(store: &Store, cases: Vec<(String, Vec<Vec<u8>>)>) -> anyhow::Result<MergeReport> {
+/// One case's changes to merge, with the signatures that came with them.
+pub struct Incoming {
+    pub case_id: String,
+    pub changes: Vec<Vec<u8>>,
+    pub signatures: Vec<zhaowo_crdt::wire::ChangeSignature>,
+}
+
+/// Applies the changes of several cases and reports what they did to this node. With `roster`, every change must be
+/// signed by a member (a forged or unsigned change refuses everything before anything is stored); without it (a plain
+/// Automerge file) the changes are stored unsigned and stay on this node.
+pub async fn merge_cases(
+    store: &Store,
+    roster: Option<&zhaowo_crdt::roster::Roster>,
+    cases: Vec<Incoming>,
+) -> anyhow::Result<MergeReport> {
     let mut report = MergeReport::default();
-    for (case_id, changes) in cases {
+    let mut accepted: Vec<Incoming> = Vec::new();
+    match roster {
+        Some(roster) => {
+            // A change the source holds without a signature may be one this node holds signed (its own, or relayed
+            // to it): lend those signatures before verifying.
+            let mut cases = cases;
+            for case in &mut cases {
+                let known: BTreeSet<[u8; 32]> = case.signatures.iter().map(|s| s.hash).collect();
+                if let Ok(ours) = store.signatures(&case.case_id).await {
+                    case.signatures.extend(ours.into_iter().filter(|s| !known.contains(&s.hash)));
+                }
+            }
+            let bundle = zhaowo_crdt::bundle::Bundle {
+                hall: *roster.hall(),
+                from: [0; 32],
+                created_ms: 0,
+                docs: cases
+                    .into_iter()
+                    .map(|case| zhaowo_crdt::bundle::BundleDoc {
+                        doc_id: case.case_id,
+                        changes: case.changes,
+                        signatures: case.signatures,
+                    })
+                    .collect(),
+            };
+            let verified = zhaowo_crdt::bundle::verify(&bundle, roster).map_err(|error| {
+                expected(format!("refused, nothing was stored: {error} (every change must be signed by a member)"))
+            })?;
+            report.refused = verified.refused;
+            let mut docs: Vec<Option<zhaowo_crdt::bundle::BundleDoc>> = bundle.docs.into_iter().map(Some).collect();
+            for index in verified.accepted {
+                if let Some(doc) = docs[index].take() {
+                    accepted.push(Incoming { case_id: doc.doc_id, changes: doc.changes, signatures: doc.signatures });
+                }
+            }
+        }
+        None => {
+            for case in &cases {
+                let signed: BTreeSet<[u8; 32]> = case.signatures.iter().map(|s| s.hash).collect();
+                report.unsigned += case
+                    .changes
+                    .iter()
+                    .filter(|bytes| {
+                        automerge::Change::try_from(bytes.as_slice()).map_or(true, |c| !signed.contains(&c.hash().0))
+                    })
+                    .count();
+            }
+            accepted = cases;
+        }
+    }
+    for case in accepted {
+        let case_id = case.case_id;
         let before = store.case_view(&case_id).await.ok();
-        let batch = vec![zhaowo_node::store::RemoteChanges { case_id: case_id.clone(), changes }];
-        let applied =
-            store.apply_remote(batch).await.with_context(|| format!("failed to store the changes of {case_id}"))?;
+        let batch = vec![zhaowo_node::store::RemoteChanges { case_id: case_id.clone(), changes: case.changes }];
+        let applied = store
+            .apply_signed(batch, case.signatures)
+            .await
+            .with_context(|| format!("failed to store the changes of {case_id}"))?;
         if let Some(rejected) = applied.rejected.first() {
             return Err(expected(format!("case {} was refused: {}", rejected.case_id, rejected.reason)));
         }
@@ -344,15 +414,33 @@ async fn merge_cases(store: &Store, cases: Vec<(String, Vec<Vec<u8>>)>) -> anyho
     Ok(report)
 }
 
-fn print_merge(cli: &Cli, report: &MergeReport) {
+pub fn print_merge(cli: &Cli, report: &MergeReport) {
+    for (case_id, why) in &report.refused {
+        say(cli, &format!("skipped {case_id}: {why}"));
+    }
+    if report.unsigned > 0 {
+        say(
+            cli,
+            &format!(
+                "{} changes carry no member's signature: they stay on this node and are not synced to peers",
+                report.unsigned
+            ),
+        );
+    }
     if cli.json {
         let conflicts: Vec<_> = report
             .new_conflicts
             .iter()
             .map(|(reg_no, id)| serde_json::json!({ "reg_no": reg_no, "conflict": id }))
             .collect();
+        let refused: Vec<_> = report
+            .refused
+            .iter()
+            .map(|(case_id, why)| serde_json::json!({ "case_id": case_id, "reason": why }))
+            .collect();
         print_json(&serde_json::json!({
             "added": report.added, "changed": report.changed, "unchanged": report.unchanged, "new_conflicts": conflicts,
+            "refused": refused, "unsigned_changes": report.unsigned,
         }));
     } else {
         for reg_no in &report.added {
@@ -409,7 +497,8 @@ pub async fn merge(cli: &Cli, args: &MergeArgs) -> anyhow::Result<()> {
         let mut cases = Vec::new();
         for case_id in all_case_ids(&other).await? {
             let changes = other.changes_since(&case_id, Vec::new()).await.map_err(read_error)?;
-            cases.push((case_id, changes));
+            let signatures = other.signatures(&case_id).await.map_err(read_error)?;
+            cases.push(Incoming { case_id, changes, signatures });
         }
         other.close();
         anyhow::Ok(cases)
@@ -417,7 +506,8 @@ pub async fn merge(cli: &Cli, args: &MergeArgs) -> anyhow::Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&scratch);
     let store = home.open_store()?;
-    let report = merge_cases(&store, result?).await?;
+    let roster = home.roster().context("this node has not joined a hall")?;
+    let report = merge_cases(&store, Some(roster), result?).await?;
     print_merge(cli, &report);
     Ok(())
 }
@@ -1060,7 +1150,10 @@ pub async fn doc(cli: &Cli, command: &DocCommand) -> anyhow::Result<()> {
             let case_id = case.case_id().to_string();
             let changes: Vec<Vec<u8>> =
                 case.automerge_mut().get_changes(&[]).iter().map(|c| c.raw_bytes().to_vec()).collect();
-            let report = merge_cases(&store, vec![(case_id, changes)]).await?;
+            // A plain Automerge file carries no signatures: changes this node already holds keep theirs; new ones
+            // are stored unsigned and stay on this node.
+            let known = store.signatures(&case_id).await.unwrap_or_default();
+            let report = merge_cases(&store, None, vec![Incoming { case_id, changes, signatures: known }]).await?;
             print_merge(cli, &report);
         }
     }

@@ -5,6 +5,7 @@
 //! like uv's: `error: …`, `  Caused by: …`, `hint: …`. Exit status: 0 success, 1 an expected failure (not found, not
 //! allowed, refused by the case's rules), 2 an error (bad usage, unreadable or corrupt data).
 
+mod bundle;
 mod case;
 mod demo;
 mod env_vars;
@@ -106,6 +107,9 @@ pub enum Command {
     Peers(peers::PeersCommand),
     /// Sync once with peers until caught up both ways, then stop (a laptop back from home visits).
     Sync(peers::SyncArgs),
+    /// Carry cases on a file where there is no network: export signed changes, import them elsewhere.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,6 +126,13 @@ pub struct RunArgs {
     /// The QUIC endpoint for peers (default: `listen` of the config file).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Also dial this peer (`HOST:PORT`, repeatable), besides the static peers of the config.
+    #[arg(long = "peer")]
+    pub peers: Vec<std::net::SocketAddr>,
+    /// Announce this node on the LAN and dial the members it hears of (mDNS, address hints only: the roster still
+    /// decides who is let in). Off unless asked: static peers and peers' peer lists always work without it.
+    #[arg(long)]
+    pub mdns: bool,
     /// Stop after this many seconds (for scripts and tests).
     #[arg(long, hide = true)]
     pub serve_secs: Option<u64>,
@@ -140,6 +151,11 @@ async fn run_node(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         sync_options.listen = listen;
     }
+    for peer in &args.peers {
+        if !sync_options.peers.contains(peer) {
+            sync_options.peers.push(*peer);
+        }
+    }
     let roster = home.roster().cloned().context("this node has not joined a hall")?;
     let identity = std::sync::Arc::new(
         zhaowo_node::identity::NodeIdentity::load(&home.config.key_path()).context("failed to load the node key")?,
@@ -148,14 +164,37 @@ async fn run_node(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         .context("failed to start sync")?;
     out!("staff desk   http://{desk_addr}/desk");
     out!("citizen page {base}/r/{}", home.config.window);
-    out!("sync         {} node {}", sync.local_addr()?, home.identity.node_id());
-    for peer in &home.config.peers {
+    let sync_addr = sync.local_addr()?;
+    out!("sync         {sync_addr} node {}", home.identity.node_id());
+    for peer in home.config.peers.iter().chain(&args.peers) {
         say(cli, &format!("dialing peer {peer}"));
     }
+    let discovery = if !args.mdns {
+        None
+    } else {
+        let status = sync.status();
+        let options = zhaowo_node::discovery::DiscoveryOptions::recommended(
+            *sync.roster().hall(),
+            sync.node_key(),
+            sync_addr.port(),
+        );
+        // Discovery only adds address hints: a LAN without multicast costs nothing but this warning.
+        match zhaowo_node::discovery::Discovery::start(options, move |key, addr| status.hint(key, addr)) {
+            Ok(discovery) => Some(discovery),
+            Err(error) => {
+                say(cli, &format!("warning: mDNS discovery is off ({error}); static peers still sync"));
+                None
+            }
+        }
+    };
     say(cli, "press Ctrl-C to stop");
     let mut options = zhaowo_node::http::HttpOptions::recommended(desk_addr, base);
     options.sync = Some(sync.status());
     let served = demo::serve_until_stopped(cli, home, store, desk, public, options, args.serve_secs).await;
+    if let Some(discovery) = discovery {
+        // Says goodbye on the LAN; blocks for at most a couple of seconds.
+        drop(tokio::task::spawn_blocking(move || discovery.shutdown()).await);
+    }
     sync.shutdown().await;
     served
 }
@@ -289,5 +328,6 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Staff(command) => staff::run(cli, command),
         Command::Peers(command) => peers::peers(cli, command),
         Command::Sync(args) => peers::sync(cli, args).await,
+        Command::Bundle(command) => bundle::run(cli, command).await,
     }
 }

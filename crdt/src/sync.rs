@@ -334,16 +334,31 @@ impl Session {
         else {
             return false;
         };
-        let signatures = message
-            .changes
-            .iter()
-            .filter_map(|chunk| automerge::Change::from_bytes(chunk.to_vec()).ok())
-            .filter_map(|change| {
+        let mut signatures = Vec::with_capacity(message.changes.len());
+        for chunk in message.changes.iter() {
+            let signature = automerge::Change::from_bytes(chunk.to_vec()).ok().and_then(|change| {
                 replica
                     .signature(doc_id, &change.hash())
                     .map(|signature| ChangeSignature { hash: change.hash().0, signature })
-            })
-            .collect();
+            });
+            match signature {
+                Some(signature) => signatures.push(signature),
+                None => {
+                    // A change we hold without its author's signature (imported from a plain Automerge file): the
+                    // peer would rightly drop us for it. Keep it local, skip this document for the session.
+                    self.exchanges.remove(doc_id);
+                    self.pending.remove(doc_id);
+                    if self.refused.len() < PENDING_DOCS_MAX {
+                        self.refused.insert(doc_id.to_owned());
+                    }
+                    self.events.push_back(SessionEvent::ChangeRefused {
+                        doc_id: doc_id.to_owned(),
+                        reason: "a change of ours has no member's signature: kept local, not relayed".to_owned(),
+                    });
+                    return false;
+                }
+            }
+        }
         let bytes = wire::encode_sync_message(message);
         self.send(&Frame::Sync { doc_id: doc_id.to_owned(), message: bytes, signatures });
         true

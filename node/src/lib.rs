@@ -5,6 +5,7 @@
 //! HTTP surfaces ([`http`]).
 
 pub mod config;
+pub mod discovery;
 pub mod home;
 pub mod http;
 pub mod identity;

@@ -245,7 +245,13 @@ impl Db {
 
     // ---- remote changes ----
 
-    pub fn apply_remote(&mut self, batch: Vec<RemoteChanges>) -> Result<RemoteReport, ApplyRemoteError> {
+    /// Stores remote changes; `signatures` (by change hash, verified by the caller) are stored with the changes they
+    /// sign, so this node can relay them.
+    pub fn apply_remote(
+        &mut self,
+        batch: Vec<RemoteChanges>,
+        signatures: &BTreeMap<[u8; 32], [u8; 64]>,
+    ) -> Result<RemoteReport, ApplyRemoteError> {
         if batch.len() > REMOTE_BATCH_DOCS_MAX {
             return Err(ApplyRemoteError::BatchTooLarge { docs: batch.len(), max: REMOTE_BATCH_DOCS_MAX });
         }
@@ -313,7 +319,7 @@ impl Db {
                 if !am.get_missing_deps(&[]).is_empty() {
                     report.waiting_for_deps += 1;
                 }
-                let stored = persist(&tx, &doc_id, am, &heads_before, compact_min_bytes, Signing::Unsigned)?;
+                let stored = persist(&tx, &doc_id, am, &heads_before, compact_min_bytes, Signing::Relayed(signatures))?;
                 if stored.changes == 0 {
                     report.duplicate_docs += 1;
                 } else {
@@ -1238,6 +1244,36 @@ impl Db {
         }
         outcome.session = Some(step.session);
         outcome
+    }
+
+    /// The signatures stored for a document's changes (its author's, relayed by sync or bundles).
+    pub fn signatures(&self, doc_id: &str) -> rusqlite::Result<Vec<ChangeSignature>> {
+        let mut statement =
+            self.conn.prepare_cached("SELECT hash, signature FROM change_signatures WHERE doc_id = ?1")?;
+        let rows = statement.query_map([doc_id], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)))?;
+        let mut signatures = Vec::new();
+        for row in rows {
+            let (hash, signature) = row?;
+            if let (Ok(hash), Ok(signature)) = (hash.try_into(), signature.try_into()) {
+                signatures.push(ChangeSignature { hash, signature });
+            }
+        }
+        Ok(signatures)
+    }
+
+    /// Every peer's acknowledged checkpoint and how many of our documents changed after it.
+    pub fn peer_checkpoints(&self) -> rusqlite::Result<Vec<([u8; 32], u64, u64)>> {
+        let mut statement = self.conn.prepare_cached("SELECT node_key, checkpoint FROM peer_checkpoints")?;
+        let rows: Vec<(Vec<u8>, i64)> =
+            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let mut peers = Vec::new();
+        for (key, checkpoint) in rows {
+            if let Ok(key) = key.try_into() {
+                let checkpoint = checkpoint.max(0) as u64;
+                peers.push((key, checkpoint, self.entries_after(checkpoint)?));
+            }
+        }
+        Ok(peers)
     }
 
     /// The catalog position this node last had acknowledged by `peer`: the next session resumes after it.

@@ -36,6 +36,7 @@ use zhaowo_crdt::model::{Nature, Status};
 use zhaowo_crdt::roster::{Roster, SignedRecord};
 use zhaowo_crdt::sync::{Session, SessionEvent, SyncError};
 use zhaowo_crdt::time::Date;
+use zhaowo_crdt::wire::ChangeSignature;
 use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, Ctx, EventId, Hall};
 
 /// Documents kept loaded: ~17 KB each (NOTES.md), so 4096 documents are ~70 MB, and a window's working set (the open
@@ -468,7 +469,9 @@ type Reply<T> = oneshot::Sender<T>;
 enum Request {
     Register(Box<CaseDoc>, Reply<Result<Acknowledged, WriteError>>),
     Edit(String, EditFn, Reply<Result<Acknowledged, WriteError>>),
-    ApplyRemote(Vec<RemoteChanges>, Reply<Result<RemoteReport, ApplyRemoteError>>),
+    ApplyRemote(Vec<RemoteChanges>, Vec<ChangeSignature>, Reply<Result<RemoteReport, ApplyRemoteError>>),
+    Signatures(String, Reply<Result<Vec<ChangeSignature>, ReadError>>),
+    PeerCheckpoints(Reply<Result<Vec<([u8; 32], u64, u64)>, ReadError>>),
     ChangesSince(String, Vec<ChangeHash>, Reply<Result<Vec<Vec<u8>>, ReadError>>),
     CatalogSince(i64, usize, Reply<Result<Vec<CatalogEntry>, ReadError>>),
     CaseView(String, Reply<Result<CaseView, ReadError>>),
@@ -543,7 +546,12 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
         match request {
             Request::Register(case, reply) => drop(reply.send(db.register(*case))),
             Request::Edit(case_id, edit, reply) => drop(reply.send(db.edit(&case_id, edit))),
-            Request::ApplyRemote(batch, reply) => drop(reply.send(db.apply_remote(batch))),
+            Request::ApplyRemote(batch, signatures, reply) => {
+                let signatures = signatures.into_iter().map(|s| (s.hash, s.signature)).collect();
+                drop(reply.send(db.apply_remote(batch, &signatures)))
+            }
+            Request::Signatures(case_id, reply) => drop(reply.send(db.signatures(&case_id).map_err(Into::into))),
+            Request::PeerCheckpoints(reply) => drop(reply.send(db.peer_checkpoints().map_err(Into::into))),
             Request::ChangesSince(case_id, heads, reply) => drop(reply.send(db.changes_since(&case_id, &heads))),
             Request::CatalogSince(after, limit, reply) => {
                 drop(reply.send(db.catalog_since(after, limit).map_err(Into::into)))
@@ -637,9 +645,30 @@ impl Store {
         self.edit(case_id, Box::new(move |case: &mut CaseDoc| case.apply(&ctx, &hall, command))).await
     }
 
-    /// Stores changes received from peers, many documents in one transaction. Repeats are no-ops.
+    /// Stores changes received from peers, many documents in one transaction. Repeats are no-ops. The changes are
+    /// stored unsigned: this node cannot relay them to peers (use [`Store::apply_signed`] for anything that syncs).
     pub async fn apply_remote(&self, batch: Vec<RemoteChanges>) -> Result<RemoteReport, ApplyRemoteError> {
-        self.call(|reply| Request::ApplyRemote(batch, reply), Err(ApplyRemoteError::Closed)).await
+        self.call(|reply| Request::ApplyRemote(batch, Vec::new(), reply), Err(ApplyRemoteError::Closed)).await
+    }
+
+    /// [`Store::apply_remote`] with the changes' signatures, which the caller has verified against the roster
+    /// (`zhaowo_crdt::signing::verify_change`); they are stored so this node relays the changes like its own.
+    pub async fn apply_signed(
+        &self,
+        batch: Vec<RemoteChanges>,
+        signatures: Vec<ChangeSignature>,
+    ) -> Result<RemoteReport, ApplyRemoteError> {
+        self.call(|reply| Request::ApplyRemote(batch, signatures, reply), Err(ApplyRemoteError::Closed)).await
+    }
+
+    /// The signatures stored for a case's changes.
+    pub async fn signatures(&self, case_id: &str) -> Result<Vec<ChangeSignature>, ReadError> {
+        self.call(|reply| Request::Signatures(case_id.to_owned(), reply), Err(ReadError::Closed)).await
+    }
+
+    /// Every peer's acknowledged catalog position and how many of our documents changed after it.
+    pub async fn peer_checkpoints(&self) -> Result<Vec<([u8; 32], u64, u64)>, ReadError> {
+        self.call(Request::PeerCheckpoints, Err(ReadError::Closed)).await
     }
 
     /// The encoded changes of a case not reachable from `heads` (every change for empty heads).

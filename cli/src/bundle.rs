@@ -1,0 +1,137 @@
+//! `zhaowo bundle export|import`: sneakernet for laptops that cannot reach the hall LAN. A bundle is a file of signed
+//! changes (`zhaowo_crdt::bundle`); importing verifies every signature against the roster like sync does, is
+//! idempotent, and reports what changed.
+
+use crate::case::{Incoming, merge_cases, print_merge};
+use crate::{Cli, expected, out, print_json, say, setup};
+use anyhow::Context;
+use clap::Subcommand;
+use std::path::PathBuf;
+use zhaowo_crdt::bundle::{self, BUNDLE_BYTES_MAX, Bundle, BundleDoc};
+use zhaowo_node::home::{now_ms, parse_node_id};
+use zhaowo_node::store::CATALOG_PAGE_MAX;
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Write this node's cases as a file of signed changes (all cases, or those changed since a peer last synced).
+    Export {
+        /// The bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only cases changed since this peer (node id) last acknowledged a sync with this node.
+        #[arg(long)]
+        since_peer: Option<String>,
+    },
+    /// Verify a bundle's every signature and merge it into this node (importing the same bundle twice changes nothing).
+    Import {
+        /// The bundle file.
+        file: PathBuf,
+    },
+}
+
+pub async fn run(cli: &Cli, command: &BundleCommand) -> anyhow::Result<()> {
+    match command {
+        BundleCommand::Export { out, since_peer } => export(cli, out, since_peer.as_deref()).await,
+        BundleCommand::Import { file } => import(cli, file).await,
+    }
+}
+
+fn progress(cli: &Cli, length: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    if cli.no_progress || cli.quiet > 0 || cli.json {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(length);
+    let style = indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} cases {{eta}}"));
+    bar.set_style(style.ok()?);
+    Some(bar)
+}
+
+async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>) -> anyhow::Result<()> {
+    let home = setup::open(cli)?;
+    let roster = home.roster().context("this node has not joined a hall")?;
+    let store = home.open_store()?;
+    let since = match since_peer {
+        Some(node_id) => {
+            let key = parse_node_id(node_id).map_err(|error| expected(error.to_string()))?;
+            store.checkpoint(key).await?.0
+        }
+        None => 0,
+    };
+    let mut entries = Vec::new();
+    let mut after = i64::try_from(since).unwrap_or(i64::MAX);
+    loop {
+        let page = store.catalog_since(after, CATALOG_PAGE_MAX).await?;
+        let Some(last) = page.last() else { break };
+        after = last.local_seq;
+        entries.extend(page);
+    }
+    let bar = progress(cli, entries.len() as u64, "exporting");
+    let mut docs = Vec::with_capacity(entries.len());
+    let mut changes = 0;
+    for entry in entries {
+        let case_changes = store.changes_since(&entry.case_id, Vec::new()).await?;
+        let signatures = store.signatures(&entry.case_id).await?;
+        changes += case_changes.len();
+        docs.push(BundleDoc { doc_id: entry.case_id, changes: case_changes, signatures });
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let cases = docs.len();
+    let bytes = bundle::encode(&Bundle {
+        hall: *roster.hall(),
+        from: home.identity.verifying_key().to_bytes(),
+        created_ms: now_ms(),
+        docs,
+    });
+    if bytes.len() > BUNDLE_BYTES_MAX {
+        return Err(expected(format!(
+            "the bundle would be {} bytes, over the limit of {BUNDLE_BYTES_MAX}: use --since-peer to export less",
+            bytes.len()
+        )));
+    }
+    let temporary = out.with_extension("partial");
+    std::fs::write(&temporary, &bytes).with_context(|| format!("failed to write `{}`", temporary.display()))?;
+    std::fs::rename(&temporary, out).with_context(|| format!("failed to write `{}`", out.display()))?;
+    if cli.json {
+        print_json(&serde_json::json!({
+            "file": out, "cases": cases, "changes": changes, "bytes": bytes.len(), "since_seq": since,
+        }));
+    } else {
+        out!("exported {cases} cases ({changes} changes, {} bytes) to {}", bytes.len(), out.display());
+    }
+    Ok(())
+}
+
+async fn import(cli: &Cli, file: &PathBuf) -> anyhow::Result<()> {
+    let home = setup::open(cli)?;
+    let roster = home.roster().context("this node has not joined a hall")?;
+    let size = std::fs::metadata(file).with_context(|| format!("failed to read `{}`", file.display()))?.len();
+    if size > BUNDLE_BYTES_MAX as u64 {
+        return Err(expected(format!(
+            "`{}` is {size} bytes, over the bundle limit of {BUNDLE_BYTES_MAX}",
+            file.display()
+        )));
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("failed to read `{}`", file.display()))?;
+    // A file that is not a bundle, or a damaged one, is corrupt data (exit 2); nothing was stored.
+    let bundle =
+        bundle::decode(&bytes).map_err(|error| anyhow::anyhow!("`{}`: {error}; nothing was stored", file.display()))?;
+    let from = zhaowo_node::home::hex(&bundle.from);
+    let store = home.open_store()?;
+    let cases: Vec<Incoming> = bundle
+        .docs
+        .into_iter()
+        .map(|doc| Incoming { case_id: doc.doc_id, changes: doc.changes, signatures: doc.signatures })
+        .collect();
+    say(cli, &format!("importing {} cases from node {}", cases.len(), &from[..16]));
+    if bundle.hall != *roster.hall() {
+        return Err(expected(format!("`{}` belongs to another hall; nothing was stored", file.display())));
+    }
+    let report = merge_cases(&store, Some(roster), cases).await?;
+    print_merge(cli, &report);
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Bundles: sneakernet for laptops that cannot reach the hall LAN (`zhaowo bundle export` → a USB stick →
+//! `zhaowo bundle import`). A bundle is a file of case documents' changes, each with its author's signature; importing
+//! verifies every signature against the roster exactly as sync does, so a bundle can carry nothing a peer could not.
+//!
+//! Format: [`BUNDLE_MAGIC`], a version byte, then the postcard encoding of [`Bundle`]. A file from outside is hostile
+//! input: [`decode`] caps the size and every count before anything is allocated for it, and [`verify`] checks every
+//! change before anything reaches Automerge.
+
+use crate::roster::{PublicKey, Roster};
+use crate::signing::{ChangeRejected, verify_change};
+use crate::wire::{ChangeSignature, is_doc_id};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The first bytes of every bundle file.
+pub const BUNDLE_MAGIC: &[u8] = b"zhaowo-bundle\n";
+/// The version of the encoding after the magic.
+pub const BUNDLE_VERSION: u8 = 1;
+/// A bundle file: a laptop's week of home visits is a few hundred KB; a whole hall's year (~154 cases at ~2 KB) is well
+/// under a MB. 256 MiB leaves room for a full store copy while bounding what an import holds in memory.
+pub const BUNDLE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Documents in one bundle (a million-case store fits).
+pub const BUNDLE_DOCS_MAX: usize = 2_000_000;
+/// Changes of one document in a bundle: a case has tens of changes; thousands would be a broken or hostile file.
+pub const BUNDLE_CHANGES_PER_DOC_MAX: usize = 10_000;
+
+/// A bundle: the hall it belongs to, who exported it, and the documents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    pub hall: PublicKey,
+    /// The exporting node's key.
+    pub from: PublicKey,
+    pub created_ms: i64,
+    pub docs: Vec<BundleDoc>,
+}
+
+/// Every change of one document the exporter holds (importing is idempotent, so nothing needs to be subtracted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleDoc {
+    pub doc_id: String,
+    /// Encoded Automerge changes.
+    pub changes: Vec<Vec<u8>>,
+    pub signatures: Vec<ChangeSignature>,
+}
+
+/// Why a bundle file was refused as a whole. Nothing of it was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    #[error("not a zhaowo bundle (the file does not start with the bundle marker)")]
+    NotABundle,
+    #[error("bundle version {0} is not supported (this zhaowo reads version {BUNDLE_VERSION})")]
+    Version(u8),
+    #[error("the bundle is {0} bytes, over the limit of {BUNDLE_BYTES_MAX}")]
+    TooLarge(usize),
+    #[error("the bundle is damaged: {0}")]
+    Damaged(String),
+    #[error("the bundle belongs to another hall")]
+    OtherHall,
+    /// A change is forged, unsigned, by a non-member or malformed: the whole bundle is refused.
+    #[error("case {doc_id}: {reason}")]
+    Rejected { doc_id: String, reason: String },
+}
+
+pub fn encode(bundle: &Bundle) -> Vec<u8> {
+    let mut bytes = BUNDLE_MAGIC.to_vec();
+    bytes.push(BUNDLE_VERSION);
+    bytes.extend(postcard::to_allocvec(bundle).expect("bundles always encode"));
+    bytes
+}
+
+/// Decodes and bounds-checks a bundle file.
+pub fn decode(bytes: &[u8]) -> Result<Bundle, BundleError> {
+    if bytes.len() > BUNDLE_BYTES_MAX {
+        return Err(BundleError::TooLarge(bytes.len()));
+    }
+    let body = bytes.strip_prefix(BUNDLE_MAGIC).ok_or(BundleError::NotABundle)?;
+    let (&version, body) = body.split_first().ok_or(BundleError::NotABundle)?;
+    if version != BUNDLE_VERSION {
+        return Err(BundleError::Version(version));
+    }
+    let bundle: Bundle = postcard::from_bytes(body).map_err(|error| BundleError::Damaged(error.to_string()))?;
+    if bundle.docs.len() > BUNDLE_DOCS_MAX {
+        return Err(BundleError::Damaged(format!(
+            "{} documents, over the limit of {BUNDLE_DOCS_MAX}",
+            bundle.docs.len()
+        )));
+    }
+    for doc in &bundle.docs {
+        if !is_doc_id(&doc.doc_id) {
+            return Err(BundleError::Damaged(format!("`{}` is not a case id", doc.doc_id.escape_default())));
+        }
+        if doc.changes.len() > BUNDLE_CHANGES_PER_DOC_MAX || doc.signatures.len() > BUNDLE_CHANGES_PER_DOC_MAX {
+            return Err(BundleError::Damaged(format!("case {} has too many changes", doc.doc_id)));
+        }
+    }
+    Ok(bundle)
+}
+
+/// What [`verify`] found acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verified {
+    /// Documents whose every change verified: store these.
+    pub accepted: Vec<usize>,
+    /// Documents skipped because a revoked member made a change after its revocation (as sync skips them).
+    pub refused: Vec<(String, String)>,
+    pub changes: usize,
+}
+
+/// Checks the bundle belongs to the roster's hall and that every change is signed by an enrolled key; a forged,
+/// unsigned or foreign change refuses the whole bundle.
+pub fn verify(bundle: &Bundle, roster: &Roster) -> Result<Verified, BundleError> {
+    if &bundle.hall != roster.hall() {
+        return Err(BundleError::OtherHall);
+    }
+    let mut verified = Verified::default();
+    'docs: for (index, doc) in bundle.docs.iter().enumerate() {
+        let signatures: BTreeMap<[u8; 32], [u8; 64]> = doc.signatures.iter().map(|s| (s.hash, s.signature)).collect();
+        for change in &doc.changes {
+            match verify_change(roster, change, |hash| signatures.get(&hash.0).copied()) {
+                Ok(_) => {}
+                Err(refused @ ChangeRejected::Revoked(..)) => {
+                    verified.refused.push((doc.doc_id.clone(), refused.to_string()));
+                    continue 'docs;
+                }
+                Err(rejected) => {
+                    return Err(BundleError::Rejected { doc_id: doc.doc_id.clone(), reason: rejected.to_string() });
+                }
+            }
+        }
+        verified.changes += doc.changes.len();
+        verified.accepted.push(index);
+    }
+    Ok(verified)
+}
