@@ -152,6 +152,41 @@ async fn compaction_replaces_change_rows_with_a_snapshot() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
+/// A second process (the CLI while `zhaowo run` holds the store) writes a case the first one has cached: the first
+/// must neither serve the stale copy nor compact it over the other's change rows.
+#[tokio::test]
+async fn a_case_written_by_another_process_is_not_served_or_compacted_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.db");
+    let options = |n: u8| {
+        let mut options = StoreOptions::recommended(path.clone(), actor(n));
+        options.compact_min_bytes = 0; // every write compacts: the worst case for a stale copy
+        options
+    };
+    let running = Store::open(options(1)).unwrap();
+    let mut factory = CaseFactory::new(17, actor(1), CaseFactory::start_2026());
+    let ack = running.register(factory.register()).await.unwrap();
+    let note = |text: &str| zhaowo_crdt::Command::AddNote { text: text.into() };
+    running.apply(&ack.case_id, factory.ctx(), factory.hall(), note("节点写的第一条")).await.unwrap();
+    let cli = Store::open(options(2)).unwrap();
+    cli.apply(&ack.case_id, factory.ctx(), factory.hall(), note("命令行写的")).await.unwrap();
+    cli.close();
+    let notes = |view: &CaseView| view.notes.clone();
+    let seen = running.case_view(&ack.case_id).await.unwrap();
+    assert!(
+        notes(&seen).contains(&"命令行写的".to_owned()),
+        "the running store served a stale copy: {:?}",
+        notes(&seen)
+    );
+    running.apply(&ack.case_id, factory.ctx(), factory.hall(), note("节点写的第二条")).await.unwrap();
+    running.close();
+    let reopened = open(&path);
+    let view = reopened.case_view(&ack.case_id).await.unwrap();
+    assert_eq!(notes(&view).len(), 3, "a note was lost: {:?}", notes(&view));
+    let report = reopened.verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
 #[tokio::test]
 async fn a_newer_schema_and_a_foreign_file_are_refused_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -37,6 +37,12 @@ pub(crate) struct Db {
     notify: tokio::sync::watch::Sender<i64>,
     /// The schema has every projection table (the latest version; older versions are opened only by migration tests).
     projections: bool,
+    /// `PRAGMA data_version` when the cache was last checked: it moves only when *another* connection commits (the
+    /// CLI writing a case while `zhaowo run` holds this store), and then cached documents may be stale.
+    data_version: i64,
+    /// Every catalog entry at or below this counter was on disk when the cache was last checked, so a cached
+    /// document with nothing newer is current.
+    checked_seq: i64,
 }
 
 /// The hash the catalog keeps of a set of heads: SHA-256 over the sorted head hashes.
@@ -94,6 +100,8 @@ impl Db {
             signer: options.signer.clone(),
             notify: options.notify.clone(),
             projections: false,
+            data_version: 0,
+            checked_seq: i64::MAX,
         };
         let target = options.schema_version_target;
         assert!((1..=SCHEMA_VERSION_LATEST).contains(&target), "schema_version_target out of range");
@@ -163,6 +171,39 @@ impl Db {
 
     pub fn cached_docs(&self) -> usize {
         self.cache.len()
+    }
+
+    /// Drops cached documents another process changed since the last check. Runs before every request: a document
+    /// written by the CLI while the node runs must not be served, synced or compacted from a stale copy (compacting
+    /// a stale copy would replace the other process's change rows with a snapshot that lacks them).
+    pub fn refresh_cache(&mut self) -> rusqlite::Result<()> {
+        let version: i64 = self.conn.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        if version == self.data_version && self.checked_seq != i64::MAX {
+            return Ok(());
+        }
+        let first_check = self.checked_seq == i64::MAX;
+        self.data_version = version;
+        let after = if first_check { i64::MAX } else { self.checked_seq };
+        let mut newest = if first_check { self.local_seq()? } else { self.checked_seq };
+        // Our own writes since the last check are in the answer too: dropping them costs a reload, nothing more.
+        let mut statement = self.conn.prepare_cached("SELECT doc_id, local_seq FROM catalog WHERE local_seq > ?1")?;
+        let rows = statement.query_map([after], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (doc_id, seq) = row?;
+            newest = newest.max(seq);
+            self.cache.remove(&doc_id);
+        }
+        self.checked_seq = newest;
+        Ok(())
+    }
+
+    /// Forgets every cached document (they reload from disk on demand).
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    fn local_seq(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0))
     }
 
     // ---- local writes ----
@@ -847,6 +888,21 @@ fn persist(
         tx.prepare_cached("SELECT value FROM meta WHERE key = 'local_seq'")?.query_row([], |row| row.get(0))?;
     if n_changes == 0 {
         return Ok(Stored { changes: 0, local_seq });
+    }
+    // The copy we changed must be the stored document: if another process committed to it since we loaded it, the
+    // catalog, the projections and a compaction computed from our copy would drop that process's changes. Refuse
+    // (unacknowledged, the cached copy is dropped by the caller) and let the caller retry from the stored document.
+    let stored_heads: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT heads_hash FROM catalog WHERE doc_id = ?1")?
+        .query_row([doc_id], |row| row.get(0))
+        .optional()?;
+    if let Some(stored_heads) = stored_heads
+        && stored_heads.as_slice() != heads_hash(heads_before).as_slice()
+    {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some(format!("case {doc_id} was changed by another process meanwhile; retry")),
+        ));
     }
     let mut added_bytes = 0i64;
     let mut stored = 0;

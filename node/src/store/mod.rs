@@ -543,6 +543,10 @@ pub struct Store {
 fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
     // A caller that stopped waiting (its future dropped) is not an error: the work is done or rolled back either way.
     while let Some(request) = requests.blocking_recv() {
+        if let Err(error) = db.refresh_cache() {
+            tracing::warn!(%error, "cannot check the store for other processes' writes; dropping every cached document");
+            db.clear_cache();
+        }
         match request {
             Request::Register(case, reply) => drop(reply.send(db.register(*case))),
             Request::Edit(case_id, edit, reply) => drop(reply.send(db.edit(&case_id, edit))),
