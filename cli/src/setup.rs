@@ -184,8 +184,25 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
                 .collect()
         })
         .unwrap_or_default();
+    // What each peer has acknowledged of this node's catalog (stored by sync): the documents it is behind on.
+    let checkpoints = store.peer_checkpoints().await.context("failed to read the store")?;
+    let peers: Vec<serde_json::Value> = checkpoints
+        .iter()
+        .map(|(key, checkpoint, behind)| {
+            let member = home.roster().and_then(|roster| roster.active().find(|e| &e.node_key == key));
+            serde_json::json!({
+                "node_id": zhaowo_node::home::hex(key),
+                "window": member.map(|e| e.window.clone()),
+                "name": member.map(|e| e.display_name.clone()),
+                "active_member": member.is_some(),
+                "acknowledged_seq": checkpoint,
+                "documents_behind": behind,
+            })
+        })
+        .collect();
     if cli.json {
         print_json(&serde_json::json!({
+            "sync_peers": peers,
             "node_id": home.identity.node_id(),
             "window": home.config.window,
             "role": home.config.role.code(),
@@ -203,6 +220,17 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
         out!("members  {}", members.len());
         out!("cases    {}", counts.docs);
         out!("peers    {}", home.config.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+        if peers.is_empty() {
+            out!("sync     no peer has synced with this node yet");
+        }
+        for (peer, (key, _, behind)) in peers.iter().zip(&checkpoints) {
+            let who = match (peer["window"].as_str(), peer["name"].as_str()) {
+                (Some(window), Some(name)) => format!("{window} {name}"),
+                _ => "(no longer a member)".to_owned(),
+            };
+            let state = if *behind == 0 { "caught up".to_owned() } else { format!("{behind} cases behind this node") };
+            out!("sync     {} {who}: {state}", &zhaowo_node::home::hex(key)[..16]);
+        }
     }
     Ok(())
 }

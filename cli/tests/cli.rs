@@ -602,3 +602,139 @@ fn three_node_processes_converge_after_a_restart() {
     let error = fails(others[1].path(), &["sync", "--peer", "127.0.0.1:9", "--timeout-secs", "1"], 1);
     assert!(error.contains("not caught up"), "{error}");
 }
+
+/// Polls `condition` every 200 ms for up to 60 s.
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    started.elapsed()
+}
+
+/// Enrolls a fresh node under `window` with `role` and forgets the admin address its enrollment named (the admin of
+/// these tests listens on an OS-chosen port).
+fn enrolled_node(admin: &Path, window: &str, role: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let id = json(&ok(dir.path(), &["init", "--window", window, "--json"]))["node_id"].as_str().unwrap().to_owned();
+    let file = dir.path().join("node.enrollment");
+    ok(admin, &["enroll", &id, "--window", window, "--role", role, "--out", file.to_str().unwrap()]);
+    ok(dir.path(), &["join", file.to_str().unwrap()]);
+    for peer in json(&ok(dir.path(), &["peers", "list", "--json"]))["peers"].as_array().unwrap() {
+        ok(dir.path(), &["peers", "remove", peer.as_str().unwrap()]);
+    }
+    (dir, id)
+}
+
+/// Issue 5's end-to-end story: three nodes run; the volunteer's laptop goes offline, records a home visit and a note,
+/// and carries them back on a bundle the admin imports (verified, idempotent, tampering refused). Meanwhile the
+/// window PC, cut off from the hall LAN, answers the case while the 督查科 (admin) reassigns it: once the window is
+/// back, the conflict is listed by `conflicts list` and resolved, and the resolution reaches the window.
+#[test]
+fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_resolved() {
+    let admin = tempfile::tempdir().unwrap();
+    let admin_id = new_hall(admin.path());
+    let (window, window_id) = enrolled_node(admin.path(), "2F03", "window");
+    let (laptop, _) = enrolled_node(admin.path(), "V01", "volunteer");
+    let (reg_no, _) = register(admin.path());
+    register(admin.path());
+    ok(admin.path(), &["case", "dispatch", &reg_no]);
+
+    let admin_node = start_node(admin.path());
+    for dir in [window.path(), laptop.path()] {
+        ok(dir, &["peers", "add", &admin_node.sync_addr]);
+    }
+    let window_node = start_node(window.path());
+    let laptop_node = start_node(laptop.path());
+    wait_converged(&[admin.path(), window.path(), laptop.path()], 2);
+    let status = json(&ok(admin.path(), &["status", "--json"]));
+    assert!(status["sync_peers"].as_array().unwrap().iter().any(|peer| peer["node_id"] == window_id), "{status}");
+    // Both nodes saw the same case, dispatched.
+    let status_of = |dir: &Path| json(&ok(dir, &["case", "show", &reg_no, "--json"]))["status"].clone();
+    wait_for("the laptop to see the dispatch", || status_of(laptop.path()) == "DISPATCHED");
+    wait_for("the laptop to acknowledge the admin's catalog", || {
+        let status = json(&ok(laptop.path(), &["status", "--json"]));
+        status["sync_peers"].as_array().unwrap().iter().any(|peer| peer["node_id"] == admin_id)
+    });
+
+    // Offline: the laptop leaves for a home visit; the window PC loses the hall LAN.
+    drop(laptop_node);
+    drop(window_node);
+    let volunteer = ["--staff", "帮帮哥小周"];
+    ok(
+        laptop.path(),
+        &[&volunteer[..], &["case", "visit", &reg_no, "--volunteers", "小周,小李", "--outcome", "上门收集材料"]]
+            .concat(),
+    );
+    ok(laptop.path(), &[&volunteer[..], &["case", "note", &reg_no, "李先生行动不便，材料已收齐"]].concat());
+    ok(
+        window.path(),
+        &["--staff", "王工", "case", "resolve", &reg_no, "--result", "解释说明", "--reply", "已电话说明"],
+    );
+    ok(admin.path(), &["--staff", "刘督查", "case", "reassign", &reg_no, "--lead", "FG", "--reason", "属房管职责"]);
+
+    // The laptop exports what the admin has not seen: one case, not both.
+    let bundle = laptop.path().join("visits.bundle");
+    let exported = json(&ok(
+        laptop.path(),
+        &["bundle", "export", "--out", bundle.to_str().unwrap(), "--since-peer", &admin_id, "--json"],
+    ));
+    assert_eq!(exported["cases"], 1, "{exported}");
+    let all = laptop.path().join("all.bundle");
+    let everything = json(&ok(laptop.path(), &["bundle", "export", "--out", all.to_str().unwrap(), "--json"]));
+    assert_eq!(everything["cases"], 2, "{everything}");
+
+    // Bad bundles change nothing: not a bundle, a flipped byte, a bundle of another hall.
+    let before = ok(admin.path(), &["case", "show", &reg_no, "--json"]);
+    let error = fails(admin.path(), &["bundle", "import", admin.path().join("node.toml").to_str().unwrap()], 2);
+    assert!(error.contains("not a zhaowo bundle"), "{error}");
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    let tampered = laptop.path().join("tampered.bundle");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let tampered_run = zhaowo(admin.path(), &["bundle", "import", tampered.to_str().unwrap()]);
+    assert_ne!(tampered_run.status.code(), Some(0), "a tampered bundle was accepted: {}", stdout(&tampered_run));
+    assert!(!stderr(&tampered_run).contains("panicked"), "{}", stderr(&tampered_run));
+    let stranger = tempfile::tempdir().unwrap();
+    new_hall(stranger.path());
+    let foreign = stranger.path().join("foreign.bundle");
+    ok(stranger.path(), &["bundle", "export", "--out", foreign.to_str().unwrap()]);
+    let error = fails(admin.path(), &["bundle", "import", foreign.to_str().unwrap()], 1);
+    assert!(error.contains("another hall"), "{error}");
+    assert_eq!(ok(admin.path(), &["case", "show", &reg_no, "--json"]), before, "a refused bundle changed the case");
+
+    // The admin imports the laptop's bundle: the visit and the note arrive; a second import changes nothing.
+    let imported = json(&ok(admin.path(), &["bundle", "import", bundle.to_str().unwrap(), "--json"]));
+    assert_eq!(imported["changed"][0].as_str(), Some(reg_no.as_str()), "{imported}");
+    assert_eq!(imported["new_conflicts"].as_array().unwrap().len(), 0, "a visit and a note conflict with nothing");
+    let view = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!((view["site_visits"].as_u64(), view["notes"].as_array().unwrap().len()), (Some(1), 1), "{view}");
+    let again = json(&ok(admin.path(), &["bundle", "import", all.to_str().unwrap(), "--json"]));
+    assert_eq!((again["changed"].as_array().unwrap().len(), again["unchanged"].as_u64()), (0, Some(2)), "{again}");
+
+    // The window is back on the LAN: its answer meets the reassignment and the conflict is listed on the admin node.
+    let window_node = start_node(window.path());
+    let listed = || json(&ok(admin.path(), &["conflicts", "list", "--json"]));
+    wait_for("the window's answer to reach the admin", || !listed().as_array().unwrap().is_empty());
+    let conflicts = listed();
+    assert_eq!(conflicts.as_array().unwrap().len(), 1, "{conflicts}");
+    assert_eq!(conflicts[0]["reg_no"].as_str(), Some(reg_no.as_str()));
+    let conflict = conflicts[0]["conflict"]["id"].as_str().unwrap().to_owned();
+    ok(admin.path(), &["--staff", "刘督查", "conflicts", "resolve", &reg_no, &conflict, "--note", "以督查科意见为准"]);
+    assert_eq!(listed().as_array().unwrap().len(), 0);
+    let view = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!((view["status"].as_str(), view["lead_unit"].as_str()), (Some("DISPATCHED"), Some("FG")));
+    // The decision syncs to the window, which now shows the visit too (relayed by the admin with its signature).
+    let on_admin = ok(admin.path(), &["case", "show", &reg_no, "--json"]);
+    let waited = wait_for("the resolution to reach the window", || {
+        ok(window.path(), &["case", "show", &reg_no, "--json"]) == on_admin
+    });
+    assert!(json(&ok(window.path(), &["conflicts", "list", "--json"])).as_array().unwrap().is_empty());
+    println!(
+        "bundle e2e: exported_cases=1/2 import_twice_unchanged=2 refused=3 conflict_resolved_ms={}",
+        waited.as_millis()
+    );
+    drop((window_node, admin_node));
+}

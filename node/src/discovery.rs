@@ -20,12 +20,16 @@
 //! Wiring it to a running node (`zhaowo run`): hints go through the cheap [`SyncStatus`](crate::sync::SyncStatus)
 //! handle, since the callback runs on the discovery thread and outlives any borrow of the `SyncNode`.
 //!
-//! ```ignore
+//! ```no_run
+//! # async fn example(sync: &zhaowo_node::sync::SyncNode) -> Result<(), Box<dyn std::error::Error>> {
+//! use zhaowo_node::discovery::{Discovery, DiscoveryOptions};
 //! let status = sync.status();
 //! let options = DiscoveryOptions::recommended(*sync.roster().hall(), sync.node_key(), sync.local_addr()?.port());
 //! let discovery = Discovery::start(options, move |node_key, addr| status.hint(node_key, addr))?;
 //! // … run until asked to stop …
 //! discovery.shutdown(); // says goodbye on the LAN (blocks up to ~2 s)
+//! # Ok(())
+//! # }
 //! ```
 
 use crate::transport::{NodeKey, short_key};
