@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use zhaowo_crdt::model::Role;
 use zhaowo_node::home::{Home, InitOptions, now_ms};
 use zhaowo_node::http::{CitizenRouting, HttpOptions};
+use zhaowo_node::identity::NodeIdentity;
+use zhaowo_node::store::Store;
+use zhaowo_node::sync::{SyncNode, SyncOptions};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -289,35 +292,76 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
     if !chromium_available() {
         return;
     }
+    // Two PCs of the hall, each its own node: the 办不成事 window (admin, serves the citizen pages the QR code names)
+    // and window 2F03, where the clerk works. They sync over QUIC on loopback; the browser talks to each over HTTP.
     let dir = tempfile::tempdir().unwrap();
-    let init = InitOptions {
-        hall_name: Some("江岸区政务服务中心".to_owned()),
-        window: "BBC01".to_owned(),
-        role: Role::Window,
-        display_name: "办不成事窗口".to_owned(),
+    let init = |window: &str, hall: Option<&str>, role: Role, name: &str| InitOptions {
+        hall_name: hall.map(str::to_owned),
+        window: window.to_owned(),
+        role,
+        display_name: name.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
     };
-    let mut home = Home::init(dir.path(), init, now_ms()).unwrap();
+    let mut home = Home::init(
+        &dir.path().join("a"),
+        init("BBC01", Some("江岸区政务服务中心"), Role::Admin, "办不成事窗口"),
+        now_ms(),
+    )
+    .unwrap();
     home.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
+    let mut other =
+        Home::init(&dir.path().join("b"), init("2F03", None, Role::Window, "二楼3号窗口"), now_ms()).unwrap();
+    let enrollment = home.enroll(&other.identity.node_id(), "2F03", Role::Window, "二楼3号窗口", now_ms()).unwrap();
+    other.join(&serde_json::to_vec(&enrollment).unwrap()).unwrap();
+    let start_sync = |home: &Home, store: &Arc<Store>, peers: Vec<SocketAddr>| {
+        let mut options = SyncOptions::of_home(home);
+        options.listen = "127.0.0.1:0".parse().unwrap();
+        options.peers = peers;
+        let identity = Arc::new(NodeIdentity::load(&home.config.key_path()).unwrap());
+        SyncNode::start(store.clone(), identity, home.roster().cloned().unwrap(), options).unwrap()
+    };
     let store = Arc::new(home.open_store().unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let base = format!("http://{addr}");
-    let mut options = HttpOptions::recommended(addr, base.clone());
-    // The clerk dispatches with the routing table's suggestion (the scenario of the issue).
-    options.citizen_routing = CitizenRouting::Accept;
-    options.citizen_lookups_per_period = 6;
-    options.body_bytes_max = 64 * 1024;
-    let router = zhaowo_node::http::router(home, store.clone(), options);
-    tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
-    });
+    let other_store = Arc::new(other.open_store().unwrap());
+    let sync_a = start_sync(&home, &store, Vec::new());
+    let sync_b = start_sync(&other, &other_store, vec![sync_a.local_addr().unwrap()]);
+    let serve = |home: Home, store: Arc<Store>, sync: &SyncNode| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let mut options = HttpOptions::recommended(addr, base.clone());
+        // The clerk dispatches with the routing table's suggestion (the scenario of the issue).
+        options.citizen_routing = CitizenRouting::Accept;
+        options.citizen_lookups_per_period = 6;
+        options.body_bytes_max = 64 * 1024;
+        options.sync = Some(sync.status());
+        let router = zhaowo_node::http::router(home, store, options);
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+        });
+        base
+    };
+    let base = serve(home, store.clone(), &sync_a);
+    let desk_b = serve(other, other_store.clone(), &sync_b);
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     let store_for_counts = store.clone();
     let count = move || {
         let store = store_for_counts.clone();
         tokio::runtime::Handle::current().block_on(async move { store.counts().await.unwrap().docs })
+    };
+    // Public replies the window's node holds for a case (read from its store: polling the citizen's lookup page would
+    // spend the lookup rate limit this test checks).
+    let store_for_replies = store.clone();
+    let replies_on_window = move |reg_no: String| {
+        let store = store_for_replies.clone();
+        tokio::runtime::Handle::current().block_on(async move {
+            let rows = store.search("两套", 10).await.unwrap();
+            let Some(row) = rows.into_iter().find(|row| row.reg_no == reg_no) else { return Vec::new() };
+            let view = store.case_view(&row.case_id).await.unwrap();
+            view.public_replies.into_iter().map(|reply| reply.text).collect::<Vec<_>>()
+        })
     };
 
     let report = tokio::task::spawn_blocking(move || {
@@ -376,14 +420,25 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         assert_eq!(count(), 2);
         seen.push("oversized refused".to_owned());
 
-        // 4. A clerk at a desktop signs in, finds the case, dispatches it with the suggestion and replies.
+        // 4. A clerk at another window's PC (another node) signs in, finds the case once sync brought it, dispatches
+        // it with the suggestion and replies.
         browser.viewport(1280, 800);
-        browser.go(&format!("{base}/desk"));
+        browser.go(&format!("{desk_b}/desk"));
         browser.type_into("#username", "wangmin");
         browser.type_into("#password", PASSWORD);
         browser.screenshot("desk-sign-in");
         browser.click("button[type=submit]");
         assert!(browser.wait_for("h1", "登记簿").contains("登记簿"), "{}", browser.text("main"));
+        let synced = Instant::now();
+        loop {
+            browser.go(&format!("{desk_b}/desk?q=%E4%B8%A4%E5%A5%97"));
+            if browser.text("main").contains(&reg_no) {
+                break;
+            }
+            assert!(synced.elapsed() < Duration::from_millis(PAGE_TIMEOUT_MS), "the case never reached the other node");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        seen.push(format!("case on the other node's desk after {} ms", synced.elapsed().as_millis()));
         browser.type_into("#q", "两套");
         browser.click(".filters button[type=submit]");
         browser.screenshot("desk-register-book");
@@ -402,7 +457,7 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         assert!(after.contains("王敏(wangmin)"), "the timeline names the clerk");
         browser.screenshot("desk-case");
         seen.push("clerk dispatched and replied".to_owned());
-        browser.go(&format!("{base}/desk/stats"));
+        browser.go(&format!("{desk_b}/desk/stats"));
         let stats = browser.text("main");
         assert!(
             stats.contains("受理量") && stats.contains("响应率") && stats.contains("/ 2"),
@@ -410,13 +465,23 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         );
         browser.find("main svg");
         browser.screenshot("desk-stats");
-        browser.go(&format!("{base}/desk/qr"));
+        browser.go(&format!("{desk_b}/desk/peers"));
+        let peers = browser.text("main");
+        assert!(peers.contains("已连接") && peers.contains("BBC01"), "the clerk's node shows its peer: {peers}");
+        browser.screenshot("desk-peers");
+        browser.go(&format!("{desk_b}/desk/qr"));
         assert!(browser.text("main").contains("办不成事，扫码找我"));
         browser.screenshot("desk-window-qr-codes");
         seen.push("stats and QR pages shown".to_owned());
 
-        // 5. The citizen's lookup shows the reply.
+        // 5. The citizen's lookup on the window's node shows the reply, once it synced back.
         browser.viewport(400, 800);
+        let back = Instant::now();
+        while !replies_on_window(reg_no.clone()).iter().any(|text| text == reply) {
+            assert!(back.elapsed() < Duration::from_millis(PAGE_TIMEOUT_MS), "the reply never reached the citizen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen.push(format!("reply back on the citizen's node after {} ms", back.elapsed().as_millis()));
         browser.go(&format!("{base}/q"));
         browser.type_into("#no", &reg_no);
         browser.type_into("#code", &code);
