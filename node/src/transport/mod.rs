@@ -36,6 +36,7 @@
 //!
 //! The sync layer drives everything above the frames; this module makes no protocol decisions beyond the hello.
 
+pub mod faults;
 pub mod frame;
 pub mod tls;
 
@@ -361,6 +362,8 @@ pub struct TransportConfig {
     pub connections_max: usize,
     /// Live connections of one peer key (see [`CONNECTIONS_PER_PEER_MAX`]).
     pub connections_per_peer_max: usize,
+    /// Tests only: send every datagram through this network's faults (loss, duplication, delay, partitions).
+    pub faults: Option<Arc<faults::FaultyNetwork>>,
 }
 
 impl TransportConfig {
@@ -376,6 +379,7 @@ impl TransportConfig {
             streams_bidi_max: STREAMS_BIDI_MAX,
             connections_max: CONNECTIONS_MAX,
             connections_per_peer_max: CONNECTIONS_PER_PEER_MAX,
+            faults: None,
         }
     }
 
@@ -748,12 +752,21 @@ impl Transport {
 
         let (socket, udp_buffer_bytes) =
             bind_socket(addr, config.udp_buffer_bytes).map_err(|source| TransportError::Bind { addr, source })?;
-        let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let mut endpoint = match &config.faults {
+            None => quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime),
+            Some(network) => runtime
+                .wrap_udp_socket(socket)
+                .and_then(|inner| faults::FaultySocket::new(inner, network.clone()))
+                .and_then(|socket| {
+                    quinn::Endpoint::new_with_abstract_socket(
+                        quinn::EndpointConfig::default(),
+                        Some(server_config),
+                        Arc::new(socket),
+                        runtime,
+                    )
+                }),
+        }
         .map_err(|source| TransportError::Bind { addr, source })?;
         endpoint.set_default_client_config(client_config);
 
