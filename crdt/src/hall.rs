@@ -565,7 +565,10 @@ impl SignedHall {
                 Ok(Err(error)) => return Err(ChangeRejected::Malformed(error.to_string())),
                 Err(_) => return Err(ChangeRejected::Malformed("automerge panicked applying hall changes".into())),
             };
-            if let Err(error) = copy.hall() {
+            // Reading walks the whole document Automerge just built from outside bytes: isolated like the apply.
+            let readable = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy.hall()))
+                .unwrap_or_else(|_| Err(HallError::Unreadable("automerge panicked reading it".into())));
+            if let Err(error) = readable {
                 received.refused = Some(format!("the hall changes leave the configuration unreadable: {error}"));
                 return Ok(received);
             }
