@@ -8,6 +8,8 @@ use crate::amjson;
 use crate::ids::is_valid_code;
 use crate::limits::NAME_CHARS_MAX;
 use crate::model::{Nature, Priority, Role};
+use crate::roster::{PublicKey, Roster};
+use crate::signing::{ChangeRejected, verify_admin_change};
 use crate::time::{DAY_MS, Date};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, ObjType, ROOT, ReadDoc};
@@ -406,5 +408,184 @@ impl HallDoc {
 
     pub fn automerge_mut(&mut self) -> &mut AutoCommit {
         &mut self.doc
+    }
+}
+
+/// A hall document change's hash and its author's signature (see `signing`).
+pub type HallSignatures = BTreeMap<[u8; 32], [u8; 64]>;
+
+/// A signed change of the hall document, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HallChange {
+    pub hash: [u8; 32],
+    pub bytes: Vec<u8>,
+    pub signature: [u8; 64],
+}
+
+/// What [`SignedHall::receive`] did with a peer's hall changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HallReceived {
+    /// Changes new to us, verified and applied.
+    pub applied: usize,
+    /// Signatures learned for changes we already held without one (so we can relay them).
+    pub signatures_learned: usize,
+    /// Why the frame was refused without blaming the peer (a revoked admin's late change, or changes that would leave
+    /// the configuration unreadable): nothing of it was applied.
+    pub refused: Option<String>,
+}
+
+/// The hall document and the signatures of its changes: what nodes sync.
+///
+/// Trust: every change a node takes from a peer must be signed by an enrolled admin ([`verify_admin_change`]). The
+/// changes a node already holds need no signature: the hall document that came in the enrollment file (handed over
+/// by the admin with the root-signed roster) is trusted as the base, so halls whose first changes predate signing keep
+/// working. A change we hold without a signature is never sent (the peer would rightly refuse it).
+///
+/// [`verify_admin_change`]: crate::signing::verify_admin_change
+#[derive(Debug)]
+pub struct SignedHall {
+    pub doc: HallDoc,
+    pub signatures: HallSignatures,
+}
+
+impl SignedHall {
+    pub fn new(doc: HallDoc, signatures: HallSignatures) -> SignedHall {
+        SignedHall { doc, signatures }
+    }
+
+    pub fn heads(&mut self) -> Vec<automerge::ChangeHash> {
+        self.doc.doc.get_heads()
+    }
+
+    /// Signs the changes authored by `node_key` that have no signature yet (the admin's own edits, including those
+    /// made before hall changes were signed). Returns how many were signed.
+    pub fn sign_own(&mut self, node_key: &PublicKey, sign: impl Fn(&automerge::ChangeHash) -> [u8; 64]) -> usize {
+        let mut signed = 0;
+        for change in self.doc.doc.get_changes(&[]) {
+            let hash = change.hash();
+            if !self.signatures.contains_key(&hash.0)
+                && crate::signing::node_key_of(change.actor_id()).as_ref() == Some(node_key)
+            {
+                self.signatures.insert(hash.0, sign(&hash));
+                signed += 1;
+            }
+        }
+        signed
+    }
+
+    /// The changes a peer whose heads (and received changes) are `theirs` lacks, oldest first, each with its
+    /// signature; changes we hold unsigned are left out (`skipped`).
+    pub fn changes_for(&mut self, theirs: &BTreeSet<[u8; 32]>) -> (Vec<HallChange>, usize) {
+        // `get_changes` wants hashes we know: a peer ahead of us names heads we have never seen.
+        let known: Vec<automerge::ChangeHash> = theirs
+            .iter()
+            .map(|hash| automerge::ChangeHash(*hash))
+            .filter(|hash| self.doc.doc.get_change_by_hash(hash).is_some())
+            .collect();
+        let mut skipped = 0;
+        let mut out = Vec::new();
+        for change in self.doc.doc.get_changes(&known) {
+            let hash = change.hash().0;
+            if theirs.contains(&hash) {
+                continue;
+            }
+            match self.signatures.get(&hash) {
+                Some(signature) => {
+                    out.push(HallChange { hash, bytes: change.raw_bytes().to_vec(), signature: *signature })
+                }
+                None => skipped += 1,
+            }
+        }
+        (out, skipped)
+    }
+
+    /// Merges a hall document this node wrote itself (the admin's CLI saving `hall.automerge`): trusted, not
+    /// verified. Returns whether anything was new.
+    pub fn merge_local(&mut self, other: &mut SignedHall) -> Result<bool, HallError> {
+        let before = (self.heads(), self.signatures.len());
+        self.doc.doc.merge(&mut other.doc.doc).map_err(|error| HallError::Unreadable(error.to_string()))?;
+        for (hash, signature) in &other.signatures {
+            self.signatures.entry(*hash).or_insert(*signature);
+        }
+        Ok((self.heads(), self.signatures.len()) != before)
+    }
+
+    /// Takes hall changes from a peer. Every change we lack must be signed by an enrolled admin: one that is not
+    /// (unsigned, forged, by a non-admin or a non-member, malformed) rejects the whole frame before anything is applied,
+    /// and the caller drops the peer. Changes we already hold are skipped (their verified signatures are kept).
+    /// Automerge runs on a copy, inside `catch_unwind`, and the copy replaces the document only if the configuration
+    /// still reads.
+    pub fn receive(
+        &mut self,
+        roster: &Roster,
+        changes: &[Vec<u8>],
+        signatures: &[crate::wire::ChangeSignature],
+    ) -> Result<HallReceived, ChangeRejected> {
+        let by_hash: HallSignatures = signatures.iter().map(|s| (s.hash, s.signature)).collect();
+        let signature_of = |hash: &automerge::ChangeHash| by_hash.get(&hash.0).copied();
+        let mut received = HallReceived::default();
+        let mut new_changes = Vec::new();
+        let mut new_signatures = HallSignatures::new();
+        let mut old_signatures = HallSignatures::new();
+        for bytes in changes {
+            let parsed = std::panic::catch_unwind(|| automerge::Change::from_bytes(bytes.clone()))
+                .map_err(|_| ChangeRejected::Malformed("the parser panicked".into()))?
+                .map_err(|error| ChangeRejected::Malformed(error.to_string()))?;
+            let hash = parsed.hash();
+            if self.doc.doc.get_change_by_hash(&hash).is_some() {
+                if !self.signatures.contains_key(&hash.0)
+                    && let Ok((_, _)) = verify_admin_change(roster, bytes, signature_of)
+                    && let Some(signature) = signature_of(&hash)
+                {
+                    old_signatures.insert(hash.0, signature);
+                }
+                continue;
+            }
+            match verify_admin_change(roster, bytes, signature_of) {
+                Ok(_) => {}
+                Err(refused @ ChangeRejected::Revoked(..)) => {
+                    received.refused = Some(refused.to_string());
+                    return Ok(received);
+                }
+                Err(rejected) => return Err(rejected),
+            }
+            if let Some(signature) = signature_of(&hash) {
+                new_signatures.insert(hash.0, signature);
+            }
+            new_changes.push(parsed);
+        }
+        if !new_changes.is_empty() {
+            let copy = self.doc.doc.clone();
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let mut copy = copy;
+                copy.apply_changes(new_changes).map(|()| copy)
+            }));
+            let copy = match applied {
+                Ok(Ok(copy)) => HallDoc { doc: copy },
+                Ok(Err(error)) => return Err(ChangeRejected::Malformed(error.to_string())),
+                Err(_) => return Err(ChangeRejected::Malformed("automerge panicked applying hall changes".into())),
+            };
+            // Reading walks the whole document Automerge just built from outside bytes: isolated like the apply.
+            let readable = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy.hall()))
+                .unwrap_or_else(|_| Err(HallError::Unreadable("automerge panicked reading it".into())));
+            if let Err(error) = readable {
+                received.refused = Some(format!("the hall changes leave the configuration unreadable: {error}"));
+                return Ok(received);
+            }
+            // A change whose dependencies we lack waits in Automerge's queue and is not part of the document yet.
+            for (hash, signature) in new_signatures {
+                if copy.doc.get_change_by_hash(&automerge::ChangeHash(hash)).is_some() {
+                    self.signatures.insert(hash, signature);
+                    received.applied += 1;
+                }
+            }
+            self.doc = copy;
+        }
+        for (hash, signature) in old_signatures {
+            if self.signatures.insert(hash, signature).is_none() {
+                received.signatures_learned += 1;
+            }
+        }
+        Ok(received)
     }
 }

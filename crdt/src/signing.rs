@@ -61,6 +61,9 @@ pub enum ChangeRejected {
     /// The signature does not verify under the author's key.
     #[error("change {0} has a forged signature")]
     Forged(String),
+    /// A hall document change by a member who is not an admin (only admins may change the hall configuration).
+    #[error("author {0} of hall change {1} is not an admin")]
+    NotAdmin(String, String),
 }
 
 impl ChangeRejected {
@@ -104,4 +107,18 @@ pub fn verify_change(
     key.verify_strict(&message(&hash), &Signature::from_bytes(&signature))
         .map_err(|_| ChangeRejected::Forged(hash.to_string()))?;
     Ok((hash, node_key))
+}
+
+/// Checks one change of the hall document: [`verify_change`], and its author must be enrolled as an admin (DESIGN.md:
+/// only admin keys may change the hall document). A revoked admin's earlier changes stay valid, as for cases.
+pub fn verify_admin_change(
+    roster: &Roster,
+    bytes: &[u8],
+    signature_of: impl Fn(&ChangeHash) -> Option<[u8; 64]>,
+) -> Result<(ChangeHash, PublicKey), ChangeRejected> {
+    let (hash, node_key) = verify_change(roster, bytes, signature_of)?;
+    match roster.enrollment(&node_key) {
+        Some(enrollment) if enrollment.role == crate::model::Role::Admin => Ok((hash, node_key)),
+        _ => Err(ChangeRejected::NotAdmin(crate::ids::hex_encode(&node_key), hash.to_string())),
+    }
 }

@@ -15,7 +15,13 @@
 //!    `sync::State` (NOTES.md: never reuse a state across connections).
 //! 4. `CatalogAck { seq }` once every differing document up to `seq` is caught up: the peer advances its checkpoint.
 //! 5. While connected, every new local or received change is pushed as a one-entry `Catalog`.
+//!
+//! The hall document travels beside the catalog, outside it: after hello each side sends `HallHeads`; a side that
+//! holds changes the other's heads lack pushes them in `HallChanges`, each signed by an admin (see
+//! [`SignedHall`]), and pushes again whenever its hall document grows ([`Session::push_hall`]). In-sync peers
+//! exchange two frames of ~40 bytes.
 
+use crate::hall::SignedHall;
 use crate::roster::{PublicKey, Roster, SignedRecord};
 use crate::signing::verify_change;
 use crate::wire::{self, CatalogEntry, ChangeSignature, Frame, WireError};
@@ -61,6 +67,14 @@ pub trait Replica {
     fn roster(&self) -> &Roster;
     /// Verifies and stores roster records from the peer; returns how many were new.
     fn add_roster_records(&mut self, records: Vec<SignedRecord>) -> usize;
+    /// The hall document and the signatures of its changes, if this replica syncs it. `None` (the default) sends no
+    /// hall frames and ignores the peer's.
+    fn hall(&mut self) -> Option<&mut SignedHall> {
+        None
+    }
+    /// The hall document grew or learned signatures through this session: persist it (before the step's frames go
+    /// out, like [`Replica::receive`]).
+    fn hall_changed(&mut self) {}
 }
 
 /// What the node must act on, drained before frames.
@@ -79,6 +93,9 @@ pub enum SessionEvent {
     Settled,
     /// The peer told us where it reached other members: address hints to dial by key.
     PeerHints(Vec<wire::PeerHint>),
+    /// The hall document took changes (or signatures) from the peer, already handed to [`Replica::hall_changed`]:
+    /// push it to the other peers.
+    HallChanged { applied: usize, signatures_learned: usize },
 }
 
 /// Why the session with a peer ended. Every variant drops the peer; none panics the node.
@@ -146,6 +163,9 @@ pub struct Session {
     /// Documents skipped for the rest of the session because the peer relayed a refused change in them.
     refused: BTreeSet<String>,
     settled_reported: bool,
+    /// What the peer holds of the hall document: its announced heads plus the changes exchanged since (`None` until
+    /// its `HallHeads`).
+    their_hall: Option<BTreeSet<[u8; 32]>>,
 }
 
 impl Session {
@@ -170,6 +190,7 @@ impl Session {
             exchanges: BTreeMap::new(),
             refused: BTreeSet::new(),
             settled_reported: false,
+            their_hall: None,
         };
         session.send(&Frame::Hello { hall: *roster.hall(), node_key: our_key, roster_digest: roster.digest() });
         session
@@ -202,6 +223,10 @@ impl Session {
                     self.send(&Frame::Roster { records });
                 }
                 self.phase = Phase::Running;
+                if let Some(hall) = replica.hall() {
+                    let heads = hall.heads().into_iter().take(wire::HALL_HEADS_MAX).map(|hash| hash.0).collect();
+                    self.send(&Frame::HallHeads { heads });
+                }
             }
             (Phase::AwaitHello, _) => return Err(SyncError::Protocol("first frame must be hello")),
             (Phase::Running, Frame::Hello { .. }) => return Err(SyncError::Protocol("second hello")),
@@ -248,6 +273,16 @@ impl Session {
                 if !peers.is_empty() {
                     self.events.push_back(SessionEvent::PeerHints(peers));
                 }
+            }
+            (Phase::Running, Frame::HallHeads { heads }) => {
+                if self.their_hall.is_some() {
+                    return Err(SyncError::Protocol("second hall heads"));
+                }
+                self.their_hall = Some(heads.into_iter().collect());
+                self.push_hall(replica);
+            }
+            (Phase::Running, Frame::HallChanges { changes, signatures }) => {
+                self.receive_hall(&changes, &signatures, replica)?;
             }
             (_, Frame::Bye { reason }) => return Err(SyncError::Closed(reason)),
         }
@@ -362,6 +397,73 @@ impl Session {
         let bytes = wire::encode_sync_message(message);
         self.send(&Frame::Sync { doc_id: doc_id.to_owned(), message: bytes, signatures });
         true
+    }
+
+    fn receive_hall(
+        &mut self,
+        changes: &[Vec<u8>],
+        signatures: &[ChangeSignature],
+        replica: &mut impl Replica,
+    ) -> Result<(), SyncError> {
+        let roster = replica.roster().clone();
+        let Some(hall) = replica.hall() else { return Ok(()) };
+        let received = hall
+            .receive(&roster, changes, signatures)
+            .map_err(|rejected| SyncError::RejectedChange(format!("hall document: {rejected}")))?;
+        if let Some(theirs) = &mut self.their_hall {
+            // The peer holds what it sent: never push it back.
+            theirs.extend(signatures.iter().map(|signature| signature.hash));
+        }
+        if let Some(reason) = received.refused {
+            self.events.push_back(SessionEvent::ChangeRefused { doc_id: wire::HALL_DOC_ID.to_owned(), reason });
+        }
+        if received.applied > 0 || received.signatures_learned > 0 {
+            replica.hall_changed();
+            self.events.push_back(SessionEvent::HallChanged {
+                applied: received.applied,
+                signatures_learned: received.signatures_learned,
+            });
+        }
+        Ok(())
+    }
+
+    /// Pushes the hall document changes the peer lacks (after its `HallHeads`, and whenever ours grew). Costs a set
+    /// comparison when the peer already holds our heads. Changes we hold unsigned stay local (see [`SignedHall`]).
+    pub fn push_hall(&mut self, replica: &mut impl Replica) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let (Some(theirs), Some(hall)) = (&mut self.their_hall, replica.hall()) else { return };
+        if hall.heads().iter().all(|head| theirs.contains(&head.0)) {
+            return;
+        }
+        let (changes, _unsigned) = hall.changes_for(theirs);
+        let mut frames = Vec::new();
+        let (mut batch, mut batch_signatures, mut batch_bytes) = (Vec::new(), Vec::new(), 0);
+        for change in changes {
+            if change.bytes.len() > wire::HALL_FRAME_CHANGE_BYTES_MAX {
+                continue;
+            }
+            if batch.len() == wire::HALL_CHANGES_PER_FRAME_MAX
+                || batch_bytes + change.bytes.len() > wire::HALL_FRAME_CHANGE_BYTES_MAX
+            {
+                frames.push(Frame::HallChanges {
+                    changes: std::mem::take(&mut batch),
+                    signatures: std::mem::take(&mut batch_signatures),
+                });
+                batch_bytes = 0;
+            }
+            theirs.insert(change.hash);
+            batch_bytes += change.bytes.len();
+            batch.push(change.bytes);
+            batch_signatures.push(ChangeSignature { hash: change.hash, signature: change.signature });
+        }
+        if !batch.is_empty() {
+            frames.push(Frame::HallChanges { changes: batch, signatures: batch_signatures });
+        }
+        for frame in frames {
+            self.send(&frame);
+        }
     }
 
     /// A local change (ours, or received from another peer) to announce.

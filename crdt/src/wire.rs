@@ -73,6 +73,13 @@ pub enum Frame {
     Bye { reason: String },
     /// Where the sender reached other members (address hints for the receiver; it still dials by key).
     Peers { peers: Vec<PeerHint> },
+    // Appended after every older variant: postcard numbers variants by position, so older frames keep their bytes.
+    /// The heads of the sender's hall document, sent once after hello: the receiver pushes the changes the sender
+    /// lacks (and nothing when the heads match).
+    HallHeads { heads: Vec<[u8; 32]> },
+    /// Hall document changes the receiver lacks, with the signatures of those the sender holds one for. Only changes
+    /// signed by an admin member are accepted (`signing::verify_admin_change`).
+    HallChanges { changes: Vec<Vec<u8>>, signatures: Vec<ChangeSignature> },
 }
 
 /// A member and an address it was reached at, as `host:port` text (parsed, and ignored if bad, by the receiver).
@@ -84,6 +91,15 @@ pub struct PeerHint {
 
 /// Address hints in one `Peers` frame: a hall has tens of nodes.
 pub const PEER_HINTS_MAX: usize = 256;
+/// Heads of a hall document: one per admin edit made concurrently with others, so a handful; hundreds mean a hostile
+/// peer.
+pub const HALL_HEADS_MAX: usize = 256;
+/// Changes (and signatures) in one `HallChanges` frame: the hall document gains one change per admin edit, so a
+/// hall's whole history fits a few frames; the sender splits longer pushes.
+pub const HALL_CHANGES_PER_FRAME_MAX: usize = 1_024;
+/// Change bytes a sender packs into one `HallChanges` frame: half the frame limit leaves room for the signatures and
+/// the encoding overhead.
+pub const HALL_FRAME_CHANGE_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
 
 /// Why bytes from a peer were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +163,12 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
         Frame::Bye { reason } if reason.len() > 1_024 => Err(WireError::Bounds("bye reason")),
         Frame::Peers { peers } if peers.len() > PEER_HINTS_MAX => Err(WireError::Bounds("peer hints")),
         Frame::Peers { peers } if peers.iter().any(|p| p.addr.len() > 64) => Err(WireError::Bounds("peer address")),
+        Frame::HallHeads { heads } if heads.len() > HALL_HEADS_MAX => Err(WireError::Bounds("hall heads")),
+        Frame::HallChanges { changes, signatures }
+            if changes.len() > HALL_CHANGES_PER_FRAME_MAX || signatures.len() > HALL_CHANGES_PER_FRAME_MAX =>
+        {
+            Err(WireError::Bounds("hall changes"))
+        }
         _ => Ok(frame),
     }
 }

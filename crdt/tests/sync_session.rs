@@ -227,7 +227,8 @@ fn drain(
             SessionEvent::RosterChanged { .. }
             | SessionEvent::Settled
             | SessionEvent::ChangeRefused { .. }
-            | SessionEvent::PeerHints(_) => {}
+            | SessionEvent::PeerHints(_)
+            | SessionEvent::HallChanged { .. } => {}
         }
     }
     while let Some(frame) = session.poll_transmit() {

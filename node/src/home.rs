@@ -5,20 +5,24 @@
 //! DIR/node.toml        the node's config (window, role, name, addresses, peers); see `config`
 //! DIR/node.key         the node's ed25519 key (mode 0600); its public key is the node id
 //! DIR/hall.key         the hall root key (admin node only, mode 0600): signs enrollments and revocations
-//! DIR/hall.automerge   the hall document (windows, units, categories, routing, time limits, calendar)
+//! DIR/hall.automerge   the hall document (windows, units, categories, routing, time limits, calendar, desk accounts)
+//! DIR/hall.signatures  the signatures of its changes, 96 bytes each (hash, ed25519 signature by the author)
 //! DIR/roster.records   the signed roster records this node knows
 //! DIR/cases.db         the store
 //! ```
 //!
-//! The hall document and the roster live in files until the sync of the hall document lands; every write goes to a
-//! temporary file first and is renamed into place, so a crash leaves the old or the new file, never half of one.
+//! The hall document and the roster live in files, kept up to date by the running node's sync (`sync`), which
+//! re-reads them when the admin's CLI writes them; every write goes to a temporary file first and is renamed into
+//! place, so a crash leaves the old or the new file, never half of one. Saving the hall document merges what is on
+//! disk first (sync may have written changes from peers since this `Home` read it) and signs this node's own changes,
+//! so an admin's edit can travel to every node (peers accept only admin-signed hall changes, see `SignedHall`).
 
 use crate::config::{Config, ConfigError};
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::store::{OpenStoreError, Store, StoreOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use zhaowo_crdt::hall::{Hall, HallDoc, HallError};
+use zhaowo_crdt::hall::{Hall, HallDoc, HallError, HallSignatures, SignedHall};
 use zhaowo_crdt::model::Role;
 use zhaowo_crdt::roster::{Enrollment, Record, Revocation, Roster, RosterError, SignedRecord};
 use zhaowo_crdt::{Author, Ctx};
@@ -27,6 +31,10 @@ use zhaowo_crdt::{Author, Ctx};
 pub const ROSTER_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// The hall document file.
 pub const HALL_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// The hall signatures file: one 96-byte entry per change, so ~43,000 admin edits, far beyond a hall's lifetime.
+pub const HALL_SIGNATURES_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Bytes of one entry of the hall signatures file: the change hash, then the signature.
+const HALL_SIGNATURE_ENTRY_BYTES: usize = 32 + 64;
 
 /// Why the data directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +94,8 @@ pub struct Home {
     pub identity: NodeIdentity,
     hall_root: Option<NodeIdentity>,
     hall_doc: Option<HallDoc>,
+    /// Signatures of the hall document's changes (this node's own, and those learned by sync).
+    hall_signatures: HallSignatures,
     roster: Option<Roster>,
 }
 
@@ -105,7 +115,12 @@ fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, HomeError> {
 /// Writes a file atomically: a temporary file, fsync, rename, fsync of the directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
     use std::io::Write;
-    let temporary = path.with_extension("tmp");
+    // Named after the whole file name and the process: `hall.automerge` and `hall.signatures` must not share one, nor
+    // the node and the admin's CLI writing the same file at once.
+    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = path.with_file_name(format!("{name}.{}.{write}.tmp", std::process::id()));
     let mut file = std::fs::File::create(&temporary).map_err(io("create", &temporary))?;
     file.write_all(bytes).map_err(io("write", &temporary))?;
     file.sync_all().map_err(io("sync", &temporary))?;
@@ -181,7 +196,15 @@ impl Home {
             ..Config::recommended()
         };
         write_atomic(&Home::path(dir, "node.toml"), config_toml(&config).as_bytes())?;
-        let mut home = Home { dir: dir.to_path_buf(), config, identity, hall_root: None, hall_doc: None, roster: None };
+        let mut home = Home {
+            dir: dir.to_path_buf(),
+            config,
+            identity,
+            hall_root: None,
+            hall_doc: None,
+            hall_signatures: HallSignatures::new(),
+            roster: None,
+        };
         if let Some(name) = options.hall_name {
             let root = NodeIdentity::generate()?;
             root.save_new(&Home::path(dir, "hall.key"))?;
@@ -222,11 +245,20 @@ impl Home {
         let identity = NodeIdentity::load(&Home::path(dir, "node.key"))?;
         let root_path = Home::path(dir, "hall.key");
         let hall_root = if root_path.exists() { Some(NodeIdentity::load(&root_path)?) } else { None };
-        let mut home = Home { dir: dir.to_path_buf(), config, identity, hall_root, hall_doc: None, roster: None };
+        let mut home = Home {
+            dir: dir.to_path_buf(),
+            config,
+            identity,
+            hall_root,
+            hall_doc: None,
+            hall_signatures: HallSignatures::new(),
+            roster: None,
+        };
         let hall_path = Home::path(dir, "hall.automerge");
         if hall_path.exists() {
             let actor = home.identity.new_actor()?;
             home.hall_doc = Some(HallDoc::load(&read_capped(&hall_path, HALL_FILE_BYTES_MAX)?, actor)?);
+            home.hall_signatures = Home::read_hall_signatures(dir)?;
         }
         let roster_path = Home::path(dir, "roster.records");
         if roster_path.exists() {
@@ -255,15 +287,77 @@ impl Home {
         write_atomic(&Home::path(&self.dir, "node.toml"), config_toml(&self.config).as_bytes())
     }
 
+    /// Writes the hall document (merged with the one on disk, this node's changes signed), the roster and the config.
     fn save_hall(&mut self) -> Result<(), HomeError> {
-        if let Some(hall_doc) = &mut self.hall_doc {
-            let bytes = hall_doc.automerge_mut().save();
-            write_atomic(&Home::path(&self.dir, "hall.automerge"), &bytes)?;
+        self.save_hall_merging(true)
+    }
+
+    fn save_hall_merging(&mut self, merge_disk: bool) -> Result<(), HomeError> {
+        if let Some(doc) = self.hall_doc.take() {
+            let mut signed = SignedHall::new(doc, std::mem::take(&mut self.hall_signatures));
+            let written = self.write_own_hall(&mut signed, merge_disk);
+            self.hall_doc = Some(signed.doc);
+            self.hall_signatures = signed.signatures;
+            written?;
         }
         if let Some(roster) = &self.roster {
             Home::write_roster(&self.dir, roster)?;
         }
         write_atomic(&Home::path(&self.dir, "node.toml"), config_toml(&self.config).as_bytes())
+    }
+
+    fn write_own_hall(&self, signed: &mut SignedHall, merge_disk: bool) -> Result<(), HomeError> {
+        if merge_disk {
+            // A damaged file on disk is replaced by ours rather than blocking the admin's edit.
+            let actor = self.identity.new_actor()?;
+            if let Ok(Some(mut on_disk)) = Home::read_signed_hall(&self.dir, actor) {
+                signed.merge_local(&mut on_disk).ok();
+            }
+        }
+        let signer = self.identity.change_signer();
+        signed.sign_own(&signer.node_key, |hash| (signer.sign)(hash));
+        Home::write_signed_hall(&self.dir, signed)
+    }
+
+    /// Reads the hall document and its signatures from a data directory, if it holds one (the sync runtime's copy).
+    pub fn read_signed_hall(dir: &Path, actor: automerge::ActorId) -> Result<Option<SignedHall>, HomeError> {
+        let path = Home::path(dir, "hall.automerge");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let doc = HallDoc::load(&read_capped(&path, HALL_FILE_BYTES_MAX)?, actor)?;
+        Ok(Some(SignedHall::new(doc, Home::read_hall_signatures(dir)?)))
+    }
+
+    fn read_hall_signatures(dir: &Path) -> Result<HallSignatures, HomeError> {
+        let path = Home::path(dir, "hall.signatures");
+        if !path.exists() {
+            // A hall from before signed hall changes: its changes are trusted where they already are.
+            return Ok(HallSignatures::new());
+        }
+        let bytes = read_capped(&path, HALL_SIGNATURES_FILE_BYTES_MAX)?;
+        if bytes.len() % HALL_SIGNATURE_ENTRY_BYTES != 0 {
+            return Err(HomeError::Invalid("the hall signatures file is damaged".into()));
+        }
+        Ok(bytes
+            .chunks_exact(HALL_SIGNATURE_ENTRY_BYTES)
+            .map(|entry| {
+                let (hash, signature) = entry.split_at(32);
+                (hash.try_into().expect("32 bytes"), signature.try_into().expect("64 bytes"))
+            })
+            .collect())
+    }
+
+    /// Writes the hall document and its signatures (atomically each; the signatures first, so a crash in between
+    /// leaves signatures for changes the file lacks, never changes we cannot relay).
+    pub fn write_signed_hall(dir: &Path, signed: &mut SignedHall) -> Result<(), HomeError> {
+        let mut signatures = Vec::with_capacity(signed.signatures.len() * HALL_SIGNATURE_ENTRY_BYTES);
+        for (hash, signature) in &signed.signatures {
+            signatures.extend_from_slice(hash);
+            signatures.extend_from_slice(signature);
+        }
+        write_atomic(&Home::path(dir, "hall.signatures"), &signatures)?;
+        write_atomic(&Home::path(dir, "hall.automerge"), &signed.doc.automerge_mut().save())
     }
 
     /// Writes the roster file (atomically): the hall key, then each record with a length prefix.
@@ -383,8 +477,11 @@ impl Home {
             }
         }
         self.roster = Some(roster);
+        // The hall document of the enrollment file is the trusted base (it came from the admin with the root-signed
+        // roster); it replaces whatever hall this directory held before, so nothing is merged from disk.
         self.hall_doc = Some(hall_doc);
-        self.save_hall()?;
+        self.hall_signatures = HallSignatures::new();
+        self.save_hall_merging(false)?;
         Ok(enrollment)
     }
 

@@ -12,6 +12,11 @@
 //!  store.subscribe() ────────┘  └──frames──▶ writer task ──▶ QUIC stream
 //! ```
 //!
+//! The hall document (configuration and desk accounts) is synced by the same sessions: the node holds it in memory
+//! (`Shared::hall`), each step locks it, and when a peer's admin-signed changes grow it the driver writes
+//! `hall.automerge` and `hall.signatures` (so the desk's next sign-in sees a new account) and every driver pushes it to
+//! its peer. The admin's CLI writes the same files: the poll loop merges them in and pushes what is new.
+//!
 //! One sync per peer pair: when two connections to the same key exist (both sides dialed at once), both nodes keep
 //! the one dialed by the smaller key and close the other, so they agree without talking.
 
@@ -29,6 +34,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
+use zhaowo_crdt::hall::SignedHall;
 use zhaowo_crdt::roster::{Record, Roster, SignedRecord};
 use zhaowo_crdt::sync::{Session, SessionEvent, SyncError};
 use zhaowo_crdt::wire::{self, Frame};
@@ -66,8 +72,9 @@ pub struct SyncOptions {
     pub redial_max: Duration,
     pub reconcile_interval: Duration,
     pub poll_interval: Duration,
-    /// The data directory whose roster file the node keeps up to date (records learned from peers are written to
-    /// it, records the CLI adds are read from it). `None` keeps the roster in memory only (tests).
+    /// The data directory whose roster file and hall document the node keeps up to date (what peers teach is written
+    /// to it, what the CLI writes is read from it). `None` keeps the roster in memory only and does not sync the hall
+    /// document (tests).
     pub roster_dir: Option<PathBuf>,
 }
 
@@ -189,6 +196,10 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     /// Bumped when the roster gains records: every driver sends the records to its peer (gossip while connected).
     roster_changed: watch::Sender<u64>,
+    /// The hall document and its signatures, when the data directory holds one (see the module docs).
+    hall: Option<Arc<Mutex<SignedHall>>>,
+    /// Bumped when the hall document grows: every driver pushes what its peer lacks.
+    hall_changed: watch::Sender<u64>,
 }
 
 fn now_ms() -> i64 {
@@ -255,6 +266,19 @@ impl Shared {
         if added > 0 {
             tracing::info!(added, "roster records learned");
         }
+    }
+
+    /// Writes the hall document's files after a peer grew it, and has every driver push it on.
+    fn hall_grew(&self) {
+        let (Some(hall), Some(dir)) = (&self.hall, &self.options.roster_dir) else { return };
+        {
+            // Held while writing: two drivers never write the files in the opposite order of their changes.
+            let mut hall = lock(hall);
+            if let Err(error) = Home::write_signed_hall(dir, &mut hall) {
+                tracing::error!(%error, "cannot write the hall document");
+            }
+        }
+        self.hall_changed.send_modify(|version| *version += 1);
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -335,6 +359,10 @@ impl SyncNode {
     ) -> Result<SyncNode, SyncStartError> {
         let our_key = identity.verifying_key().to_bytes();
         let roster = Arc::new(SharedRoster(RwLock::new(roster)));
+        let hall = match &options.roster_dir {
+            Some(dir) => load_hall(dir, &identity),
+            None => None,
+        };
         let transport = Transport::bind(options.listen, identity, roster.clone(), options.transport.clone())?;
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -350,6 +378,8 @@ impl SyncNode {
             counters: Counters::default(),
             shutdown,
             roster_changed: watch::channel(0).0,
+            hall: hall.map(|hall| Arc::new(Mutex::new(hall))),
+            hall_changed: watch::channel(0).0,
         });
         let span = tracing::info_span!("sync", me = %short_key(&our_key));
         let mut tasks = vec![tokio::spawn(accept_loop(shared.clone()).instrument(span.clone()))];
@@ -495,14 +525,99 @@ async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
     }
 }
 
+/// The hall document of a data directory, with this node's own unsigned changes signed (an admin node from before
+/// signed hall changes), or `None` (no hall document, or an unreadable one: the node runs without hall sync).
+fn load_hall(dir: &std::path::Path, identity: &crate::identity::NodeIdentity) -> Option<SignedHall> {
+    let actor = identity.new_actor().ok()?;
+    match Home::read_signed_hall(dir, actor) {
+        Ok(Some(mut hall)) => {
+            let signer = identity.change_signer();
+            if hall.sign_own(&signer.node_key, |hash| (signer.sign)(hash)) > 0
+                && let Err(error) = Home::write_signed_hall(dir, &mut hall)
+            {
+                tracing::error!(%error, "cannot write the hall document");
+            }
+            Some(hall)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the hall document: it is not synced");
+            None
+        }
+    }
+}
+
+/// Size and modification time of the hall files: a change means the CLI (or a driver) wrote them.
+fn hall_files_stamp(dir: &std::path::Path) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    ["hall.automerge", "hall.signatures"]
+        .iter()
+        .map(|name| std::fs::metadata(dir.join(name)).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
+        .collect()
+}
+
+/// Merges the hall files into the node's hall document when they changed on disk (the admin's CLI added an account):
+/// what is new is pushed to every peer; what the node holds beyond the files (changes a peer sent while the CLI
+/// wrote an older copy) is written back.
+fn poll_hall_files(shared: &Shared, dir: &std::path::Path, identity_actor: automerge::ActorId) {
+    let Some(hall) = &shared.hall else { return };
+    let mut on_disk = match Home::read_signed_hall(dir, identity_actor) {
+        Ok(Some(on_disk)) => on_disk,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the hall document");
+            return;
+        }
+    };
+    let disk_heads = on_disk.heads();
+    let disk_signatures = on_disk.signatures.len();
+    let grew = {
+        let mut hall = lock(hall);
+        let grew = match hall.merge_local(&mut on_disk) {
+            Ok(grew) => grew,
+            Err(error) => {
+                tracing::warn!(%error, "cannot merge the hall document");
+                return;
+            }
+        };
+        let mut heads = hall.heads();
+        heads.sort();
+        let mut disk_heads = disk_heads;
+        disk_heads.sort();
+        if (heads != disk_heads || hall.signatures.len() != disk_signatures)
+            && let Err(error) = Home::write_signed_hall(dir, &mut hall)
+        {
+            tracing::error!(%error, "cannot write the hall document");
+        }
+        grew
+    };
+    if grew {
+        tracing::info!("hall document changed on disk");
+        shared.hall_changed.send_modify(|version| *version += 1);
+    }
+}
+
 async fn roster_poll_loop(shared: Arc<Shared>) {
     let Some(dir) = shared.options.roster_dir.clone() else { return };
     let mut shutdown = shared.shutdown.subscribe();
     let mut interval = tokio::time::interval(shared.options.poll_interval);
+    let mut hall_stamp = hall_files_stamp(&dir);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = shutdown.changed() => return,
+        }
+        if shared.hall.is_some() {
+            let stamp = hall_files_stamp(&dir);
+            if stamp != hall_stamp {
+                hall_stamp = stamp;
+                let (poll_shared, poll_dir) = (shared.clone(), dir.clone());
+                let actor = automerge::ActorId::from(shared.our_key.to_vec());
+                let polled = tokio::task::spawn_blocking(move || poll_hall_files(&poll_shared, &poll_dir, actor)).await;
+                if polled.is_ok() {
+                    // Our own write-back (if any) must not look like a new change next time.
+                    hall_stamp = hall_files_stamp(&dir);
+                }
+            }
         }
         let dir = dir.clone();
         let read = tokio::task::spawn_blocking(move || Home::read_roster_file(&dir)).await;
@@ -669,6 +784,7 @@ async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: 
     let mut changes = shared.store.subscribe();
     let mut shutdown = shared.shutdown.subscribe();
     let mut roster_changed = shared.roster_changed.subscribe();
+    let mut hall_changed = shared.hall_changed.subscribe();
     let mut reconcile = tokio::time::interval(shared.options.reconcile_interval);
     reconcile.tick().await;
     let mut poll = tokio::time::interval(shared.options.poll_interval);
@@ -711,6 +827,7 @@ async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: 
                 send(wire::encode(&Frame::Roster { records }))?;
                 continue;
             }
+            _ = hall_changed.changed() => inputs.push(SyncInput::HallPush),
             _ = poll.tick() => inputs.push(SyncInput::CatchUp),
             _ = reconcile.tick() => inputs.push(SyncInput::Reconcile),
             _ = shutdown.changed() => {
@@ -725,11 +842,15 @@ async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: 
             peer_key: key,
             roster: shared.roster.read().clone(),
             inputs,
+            hall: shared.hall.clone(),
         };
         let outcome = shared.store.sync_step(step).await;
         session = outcome.session;
         if !outcome.new_records.is_empty() {
             shared.learn_records(outcome.new_records);
+        }
+        if outcome.hall_changed {
+            shared.hall_grew();
         }
         for event in outcome.events {
             match event {
@@ -761,6 +882,9 @@ async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: 
                             hint(shared, peer.node_key, addr);
                         }
                     }
+                }
+                SessionEvent::HallChanged { applied, signatures_learned } => {
+                    tracing::info!(applied, signatures_learned, "hall document changed by sync");
                 }
                 SessionEvent::CheckpointAdvanced { .. }
                 | SessionEvent::DocChanged { .. }

@@ -1044,6 +1044,9 @@ struct DbReplica<'a> {
     touched: Vec<String>,
     /// The first storage error: the step rolls back and the peer is dropped (the peer did nothing wrong).
     storage_error: Option<String>,
+    /// The node's hall document, locked for the step (the driver writes its files once the step is over).
+    hall: Option<&'a mut SignedHall>,
+    hall_changed: bool,
 }
 
 impl DbReplica<'_> {
@@ -1209,6 +1212,14 @@ impl Replica for DbReplica<'_> {
         }
         added
     }
+
+    fn hall(&mut self) -> Option<&mut SignedHall> {
+        self.hall.as_deref_mut()
+    }
+
+    fn hall_changed(&mut self) {
+        self.hall_changed = true;
+    }
 }
 
 impl Db {
@@ -1222,6 +1233,8 @@ impl Db {
             return outcome;
         }
         let seq_before = self.notify.borrow().to_owned();
+        let hall = step.hall.take();
+        let mut hall_guard = hall.as_ref().map(|hall| hall.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let mut replica = DbReplica {
             db: self,
             step_docs: StepDocs { docs: HashMap::new() },
@@ -1229,6 +1242,8 @@ impl Db {
             new_records: Vec::new(),
             touched: Vec::new(),
             storage_error: None,
+            hall: hall_guard.as_deref_mut(),
+            hall_changed: false,
         };
         let session = &mut step.session;
         for input in step.inputs {
@@ -1242,6 +1257,10 @@ impl Db {
                 SyncInput::Reconcile => {
                     session.reconcile();
                     session.pump(&mut replica);
+                    Ok(())
+                }
+                SyncInput::HallPush => {
+                    session.push_hall(&mut replica);
                     Ok(())
                 }
             };
@@ -1271,7 +1290,9 @@ impl Db {
             }
             outcome.events.push(event);
         }
-        let DbReplica { touched, storage_error, new_records, roster, .. } = replica;
+        let DbReplica { touched, storage_error, new_records, roster, hall_changed, .. } = replica;
+        drop(hall_guard);
+        outcome.hall_changed = hall_changed;
         outcome.new_records = new_records;
         outcome.roster = Some(roster);
         let committed = match storage_error {

@@ -32,6 +32,7 @@ use automerge::{ActorId, ChangeHash};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use zhaowo_crdt::hall::SignedHall;
 use zhaowo_crdt::model::{Nature, Status};
 use zhaowo_crdt::roster::{Roster, SignedRecord};
 use zhaowo_crdt::sync::{Session, SessionEvent, SyncError};
@@ -466,12 +467,15 @@ pub type EditFn = Box<dyn FnOnce(&mut CaseDoc) -> Result<EventId, CommandError> 
 
 type Reply<T> = oneshot::Sender<T>;
 
+/// A peer's key, its acknowledged checkpoint, and how many of our documents changed after it.
+type PeerCheckpoint = ([u8; 32], u64, u64);
+
 enum Request {
     Register(Box<CaseDoc>, Reply<Result<Acknowledged, WriteError>>),
     Edit(String, EditFn, Reply<Result<Acknowledged, WriteError>>),
     ApplyRemote(Vec<RemoteChanges>, Vec<ChangeSignature>, Reply<Result<RemoteReport, ApplyRemoteError>>),
     Signatures(String, Reply<Result<Vec<ChangeSignature>, ReadError>>),
-    PeerCheckpoints(Reply<Result<Vec<([u8; 32], u64, u64)>, ReadError>>),
+    PeerCheckpoints(Reply<Result<Vec<PeerCheckpoint>, ReadError>>),
     ChangesSince(String, Vec<ChangeHash>, Reply<Result<Vec<Vec<u8>>, ReadError>>),
     CatalogSince(i64, usize, Reply<Result<Vec<CatalogEntry>, ReadError>>),
     CaseView(String, Reply<Result<CaseView, ReadError>>),
@@ -498,6 +502,8 @@ pub struct SyncStep {
     /// A copy of the node's roster: records the peer sends are verified into it and come back in the outcome.
     pub roster: Roster,
     pub inputs: Vec<SyncInput>,
+    /// The node's hall document, shared by every session (`None`: the hall document is not synced).
+    pub hall: Option<Arc<std::sync::Mutex<SignedHall>>>,
 }
 
 /// One input of a sync step.
@@ -509,6 +515,8 @@ pub enum SyncInput {
     CatchUp,
     /// Send our whole catalog again (periodic full reconciliation).
     Reconcile,
+    /// Our hall document grew: push what the peer lacks.
+    HallPush,
 }
 
 /// What a sync step did. Frames are present only when the step's transaction committed.
@@ -528,6 +536,8 @@ pub struct SyncOutcome {
     pub roster: Option<Roster>,
     /// Documents that gained changes in this step.
     pub changed_docs: usize,
+    /// The hall document took changes or signatures from the peer: write its files and push it to the other peers.
+    pub hall_changed: bool,
 }
 
 /// A handle to the store thread. Cheap to share behind an `Arc`; dropping it shuts the thread down after the
