@@ -89,3 +89,15 @@ pub fn case_document(bytes: &[u8]) -> Outcome {
     });
     result.unwrap_or(Outcome::Isolated)
 }
+
+/// A bundle file handed to `zhaowo bundle import`: the decoder's bounds, then every change checked against a roster of
+/// the bundle's own hall (no member is enrolled in it, so the signature path runs up to the roster lookup).
+pub fn bundle_file(bytes: &[u8]) -> Outcome {
+    match crate::bundle::decode(bytes) {
+        Ok(bundle) => match crate::bundle::verify(&bundle, &crate::roster::Roster::new(bundle.hall)) {
+            Ok(_) => Outcome::Accepted,
+            Err(_) => Outcome::Refused,
+        },
+        Err(_) => Outcome::Refused,
+    }
+}

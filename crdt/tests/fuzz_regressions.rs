@@ -19,12 +19,13 @@ type Target = (&'static str, fn(&[u8]) -> Outcome);
 
 #[test]
 fn every_found_input_is_refused_or_isolated() {
-    let targets: [Target; 5] = [
+    let targets: [Target; 6] = [
         ("frame", fuzzing::frame),
         ("sync_message", fuzzing::sync_message),
         ("roster_record", fuzzing::roster_record),
         ("enrollment_file", fuzzing::enrollment_file),
         ("case_document", fuzzing::case_document),
+        ("bundle_file", fuzzing::bundle_file),
     ];
     let mut total = 0;
     for (target, run) in targets {
