@@ -43,6 +43,14 @@ pub struct InitArgs {
 
 pub fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
     let role = args.role.unwrap_or(if args.hall.is_some() { Role::Admin } else { Role::Window });
+    if args.hall.is_some() && role != Role::Admin {
+        // Peers take hall-document changes (accounts, routing) only from admin nodes: a hall set up by a node of
+        // another role could never spread an edit.
+        return Err(expected(format!(
+            "the node that sets up a hall holds its root key and must have the role admin, not {}",
+            role.code()
+        )));
+    }
     let options = InitOptions {
         hall_name: args.hall.clone(),
         window: args.window.clone(),

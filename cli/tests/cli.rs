@@ -183,6 +183,11 @@ fn a_case_goes_through_its_life_from_the_terminal() {
 #[test]
 fn bad_arguments_and_unknown_cases_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
+    // The node that sets up a hall must be an admin (peers take hall changes from admins only); nothing is created.
+    let error =
+        fails(dir.path(), &["init", "--hall", "江岸区政务服务中心", "--window", "BBC01", "--role", "window"], 1);
+    assert!(error.contains("must have the role admin"), "{error}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "a refused init wrote files");
     new_hall(dir.path());
     let error = fails(
         dir.path(),
