@@ -228,7 +228,25 @@ impl CaseDoc {
 
     /// Wraps an Automerge document (one that sync or a merge produced) after checking it is a readable case.
     pub fn from_automerge(doc: AutoCommit) -> Result<CaseDoc, LoadError> {
+        match CaseDoc::from_automerge_or_back(doc) {
+            Ok(case) => Ok(case),
+            Err((error, _)) => Err(error),
+        }
+    }
+
+    /// [`CaseDoc::from_automerge`] that hands the document back when it is not a case (no copy either way: sync
+    /// holds documents that may turn out not to be cases, and copying every one cost a tenth of an initial sync).
+    #[allow(clippy::result_large_err, reason = "the Ok variant is the same document: boxing one side saves nothing")]
+    pub fn from_automerge_or_back(doc: AutoCommit) -> Result<CaseDoc, (LoadError, AutoCommit)> {
         let case = CaseDoc { doc };
+        match case.check() {
+            Ok(()) => Ok(case),
+            Err(error) => Err((error, case.doc)),
+        }
+    }
+
+    fn check(&self) -> Result<(), LoadError> {
+        let case = self;
         match amjson::read_prop(&case.doc, &ROOT, "schema").and_then(|v| v.as_i64()) {
             Some(found) if found > SCHEMA_VERSION => return Err(LoadError::NewerSchema { found }),
             Some(found) if found >= 1 => {}
@@ -240,7 +258,7 @@ impl CaseDoc {
             Ok(Some((automerge::Value::Object(ObjType::List), _))) => {}
             _ => return Err(LoadError::Field("events")),
         }
-        Ok(case)
+        Ok(())
     }
 
     pub fn save(&mut self) -> Vec<u8> {

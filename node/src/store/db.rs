@@ -22,6 +22,9 @@ use zhaowo_crdt::sync::{Replica, SessionEvent};
 use zhaowo_crdt::wire::{CatalogEntry as WireCatalogEntry, ChangeSignature};
 use zhaowo_crdt::{CaseDoc, CaseView};
 
+/// Prepared statements kept: more than the store has distinct statements (search builds a few per filter shape).
+const STATEMENTS_CACHED_MAX: usize = 128;
+
 /// Doc ids read per step when walking every document (verify, reindex): bounds memory at ~100 KB of ids.
 const WALK_CHUNK_DOCS: usize = 1024;
 
@@ -91,6 +94,9 @@ impl Db {
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = OFF;")
             .map_err(sqlite)?;
+        // The store uses a few dozen distinct statements; rusqlite's default cache of 16 re-parsed SQL on every sync
+        // step (a tenth of an initial sync's CPU).
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED_MAX);
         let mut db = Db {
             conn,
             actor: options.actor.clone(),
@@ -1061,9 +1067,9 @@ impl DbReplica<'_> {
                     self.step_docs.docs.insert(doc_id.to_owned(), AutoCommit::new().with_actor(self.db.actor.clone()));
                     return Ok(self.step_docs.docs.get_mut(doc_id).expect("inserted"));
                 }
-                Ok(Some(doc)) => match CaseDoc::from_automerge(doc.clone()) {
+                Ok(Some(doc)) => match CaseDoc::from_automerge_or_back(doc) {
                     Ok(case) => self.db.cache.insert(doc_id.to_owned(), case),
-                    Err(_) => {
+                    Err((_, doc)) => {
                         self.step_docs.docs.insert(doc_id.to_owned(), doc);
                         return Ok(self.step_docs.docs.get_mut(doc_id).expect("inserted"));
                     }
@@ -1161,10 +1167,18 @@ impl Replica for DbReplica<'_> {
             Err(error) => return Err(self.fail(error)),
         };
         if projections && stored.changes > 0 {
-            let projected = match self.step_docs.docs.get(doc_id) {
-                Some(doc) => match CaseDoc::from_automerge(doc.clone()) {
-                    Ok(case) => project(&self.db.conn, &case),
-                    Err(_) => projection::remove(&self.db.conn, doc_id),
+            let projected = match self.step_docs.docs.remove(doc_id) {
+                // Lent to a `CaseDoc` for the projection and put back (no copy).
+                Some(doc) => match CaseDoc::from_automerge_or_back(doc) {
+                    Ok(case) => {
+                        let projected = project(&self.db.conn, &case);
+                        self.step_docs.docs.insert(doc_id.to_owned(), case.into_automerge());
+                        projected
+                    }
+                    Err((_, doc)) => {
+                        self.step_docs.docs.insert(doc_id.to_owned(), doc);
+                        projection::remove(&self.db.conn, doc_id)
+                    }
                 },
                 None => project(&self.db.conn, self.db.cache.get_mut(doc_id).expect("cached")),
             };
