@@ -245,7 +245,8 @@ pub fn signed_store(dir: &Path, cases: usize) -> Fixture {
     remove_db(&db);
     drop(std::fs::remove_file(&key));
     let started = Instant::now();
-    generate(&db, &key, cases);
+    // Generation drives its own runtime: run it on a thread of its own, outside the caller's runtime.
+    std::thread::scope(|scope| scope.spawn(|| generate(&db, &key, cases)).join().expect("the generator thread"));
     let secs = started.elapsed().as_secs_f64();
     std::fs::write(&done, format!("{secs:.1}\n")).expect("write the marker");
     fixture.generated_secs = Some(secs);

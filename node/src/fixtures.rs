@@ -61,7 +61,9 @@ impl CaseFactory {
             actor,
             author,
             now_ms: start_ms,
-            state: seed | 1,
+            // Spread the seed first: with `seed | 1` alone, seeds 2k and 2k+1 gave the same stream (same case ids on
+            // two "different" nodes).
+            state: (seed ^ 0x5851_f42d_4c95_7f2d).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
             last_seq: (0, None),
         }
     }
