@@ -112,7 +112,17 @@ fn qr_codes_of_window_pages() {
     ok(dir.path(), &["qr", "--window", "BBC01", "--out", svg.to_str().unwrap()]);
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<?xml"));
     assert!(fails(dir.path(), &["qr", "--window", "NOPE"], 1).contains("no window `NOPE`"));
-    assert!(fails(dir.path(), &["qr", "--window", "BBC01", "--out", "x.png"], 1).contains("only .svg"));
+    let png = dir.path().join("bbc01.png");
+    ok(dir.path(), &["qr", "--window", "BBC01", "--out", png.to_str().unwrap()]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    assert!(width >= 200 && width % 8 == 0, "a square code of whole 8-px modules, got {width} px");
+    assert!(
+        bytes.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82]),
+        "an IEND chunk with its CRC"
+    );
+    assert!(fails(dir.path(), &["qr", "--window", "BBC01", "--out", "x.gif"], 1).contains("write a .svg or .png"));
     assert!(fails(dir.path(), &["qr", "--window", "BBC01", "--base", "ftp://x"], 1).contains("not an http"));
 }
 
