@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use zhaowo_crdt::model::Status;
 use zhaowo_crdt::time::Date;
+use zhaowo_examples::rss_mb;
 use zhaowo_node::fixtures::CaseFactory;
 use zhaowo_node::store::{RegisterQuery, RemoteChanges, Store, StoreOptions};
 
@@ -29,15 +30,6 @@ const WRITE_RUNS: usize = 400;
 
 fn actor(n: u8) -> ActorId {
     ActorId::from(vec![n; 16])
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {

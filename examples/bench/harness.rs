@@ -14,6 +14,7 @@ use zhaowo_crdt::CaseDoc;
 use zhaowo_crdt::model::Role;
 use zhaowo_crdt::roster::{Enrollment, Record, Roster};
 use zhaowo_crdt::time::Date;
+pub use zhaowo_examples::rss_mb;
 use zhaowo_node::fixtures::CaseFactory;
 use zhaowo_node::identity::NodeIdentity;
 use zhaowo_node::store::{CATALOG_PAGE_MAX, Store, StoreOptions};
@@ -165,15 +166,6 @@ fn nearest_rank(sorted: &[f64], quantile: f64) -> f64 {
 
 pub fn median_u64(values: &[u64]) -> u64 {
     median_f64(&values.iter().map(|&v| v as f64).collect::<Vec<_>>()).round() as u64
-}
-
-pub fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// The database file plus its WAL.
