@@ -4,9 +4,9 @@
 //! the article's cases in the states a real week leaves them in, serves the staff desk and the citizen pages, prints
 //! their addresses, the accounts and a QR code of the citizen page, and runs until Ctrl-C.
 //!
-//! The demo hall has three nodes in one process, each with its own data directory, key, store and desk, syncing over
+//! The demo hall has four nodes in one process, each with its own data directory, key, store and desk, syncing over
 //! QUIC on loopback exactly as separate PCs would: the 办不成事 window (the admin node, which also serves the citizen
-//! pages), the 督查科's PC and a volunteer's laptop.
+//! pages), a second window (2F03), the 督查科's PC and a volunteer's laptop.
 
 use crate::{Cli, out, say};
 use anyhow::Context;
@@ -229,10 +229,14 @@ fn terminal_qr(text: &str) -> String {
     }
 }
 
-/// The other nodes of the demo hall: the supervision section's PC and a volunteer's laptop, each with its own store,
-/// key and desk, syncing with the 办不成事 window over QUIC on loopback.
-const OTHER_NODES: [(&str, &str, Role, &str); 2] =
-    [("supervision", "DC01", Role::Supervision, "督查科"), ("laptop", "V01", Role::Volunteer, "帮帮哥笔记本")];
+/// The other nodes of the demo hall: a second window's PC (the real-estate window on the second floor), the
+/// supervision section's PC and a volunteer's laptop, each with its own store, key and desk, syncing with the 办不成事
+/// window over QUIC on loopback.
+const OTHER_NODES: [(&str, &str, Role, &str); 3] = [
+    ("window-2f03", "2F03", Role::Window, "二楼3号窗口"),
+    ("supervision", "DC01", Role::Supervision, "督查科"),
+    ("laptop", "V01", Role::Volunteer, "帮帮哥笔记本"),
+];
 
 /// The desk address of the `index`-th other node: ten ports above the window's desk (or an OS port in tests).
 fn other_desk(desk: SocketAddr, index: usize) -> SocketAddr {
@@ -346,7 +350,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     say(
         cli,
         "seeded 5 cases (the article's three stories, a 倾诉 and a complaint) on the window node; they sync to the \
-         督查科 and the laptop within a second. Press Ctrl-C to stop",
+         second window, the 督查科 and the laptop within a second. Press Ctrl-C to stop",
     );
     let mut servers = tokio::task::JoinSet::new();
     let mut syncs = vec![window_sync];

@@ -460,7 +460,8 @@ fn the_demo_serves_a_seeded_hall_and_stops() {
     assert!(http_get(&format!("{desk}/login")).starts_with("HTTP/1.1 200"));
     // The 督查科's node and the laptop are separate nodes that received the seeded cases by sync.
     assert!(printed.iter().any(|l| l.contains("督查科") && l.contains("/desk")), "{printed:?}");
-    for node in ["supervision", "laptop"] {
+    assert!(printed.iter().any(|l| l.contains("二楼3号窗口") && l.contains("/desk")), "{printed:?}");
+    for node in ["window-2f03", "supervision", "laptop"] {
         let node_dir = dir.path().join("demo").join(node);
         let started = std::time::Instant::now();
         loop {
