@@ -208,8 +208,16 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             })
         })
         .collect();
+    // The hall document (configuration and desk accounts) as far as sync has brought it to this node.
+    let history = home.hall_history();
+    let last_edit = history.last().map(|edit| {
+        serde_json::json!({ "what": edit.what, "by": edit.by, "at": zhaowo_crdt::time::format_rfc3339(edit.at_ms) })
+    });
     if cli.json {
         print_json(&serde_json::json!({
+            "hall_edits": history.len(),
+            "hall_last_edit": last_edit,
+            "accounts": hall.accounts.len(),
             "sync_peers": peers,
             "node_id": home.identity.node_id(),
             "window": home.config.window,
@@ -226,6 +234,17 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
         out!("window   {} ({})", home.config.window, home.config.role.label());
         out!("hall     {}{}", hall.name, if home.is_admin() { " (admin: holds the hall root key)" } else { "" });
         out!("members  {}", members.len());
+        match history.last() {
+            Some(edit) => out!(
+                "hall doc {} edits, {} desk accounts; last: {} ({}, {})",
+                history.len(),
+                hall.accounts.len(),
+                edit.what,
+                edit.by,
+                zhaowo_crdt::time::format_local_minute(edit.at_ms)
+            ),
+            None => out!("hall doc {} desk accounts", hall.accounts.len()),
+        }
         out!("cases    {}", counts.docs);
         out!("peers    {}", home.config.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
         if peers.is_empty() {

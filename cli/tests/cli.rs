@@ -666,6 +666,22 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     wait_converged(&[admin.path(), window.path(), laptop.path()], 2);
     let status = json(&ok(admin.path(), &["status", "--json"]));
     assert!(status["sync_peers"].as_array().unwrap().iter().any(|peer| peer["node_id"] == window_id), "{status}");
+    // A desk account the admin adds while the nodes run reaches the window's hall document (a clerk signs in anywhere).
+    let accounts_before = json(&ok(window.path(), &["status", "--json"]))["accounts"].as_u64().unwrap();
+    let mut staff_add = std::process::Command::new(env!("CARGO_BIN_EXE_zhaowo"))
+        .args(["--dir", admin.path().to_str().unwrap(), "staff", "add", "zhanghua", "--role", "window"])
+        .args(["--name", "张华", "--password-stdin"])
+        .env_remove("ZHAOWO_DIR")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut staff_add.stdin.take().unwrap(), b"window-pass-2026\n").unwrap();
+    assert!(staff_add.wait().unwrap().success());
+    let account_ms = wait_for("the new account to reach the window", || {
+        let status = json(&ok(window.path(), &["status", "--json"]));
+        status["accounts"].as_u64() == Some(accounts_before + 1)
+            && status["hall_last_edit"]["what"].as_str().is_some_and(|what| what.contains("zhanghua"))
+    });
     // Both nodes saw the same case, dispatched.
     let status_of = |dir: &Path| json(&ok(dir, &["case", "show", &reg_no, "--json"]))["status"].clone();
     wait_for("the laptop to see the dispatch", || status_of(laptop.path()) == "DISPATCHED");
@@ -749,8 +765,9 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     });
     assert!(json(&ok(window.path(), &["conflicts", "list", "--json"])).as_array().unwrap().is_empty());
     println!(
-        "bundle e2e: exported_cases=1/2 import_twice_unchanged=2 refused=3 conflict_resolved_ms={}",
-        waited.as_millis()
+        "bundle e2e: exported_cases=1/2 import_twice_unchanged=2 refused=3 conflict_resolved_ms={} account_synced_ms={}",
+        waited.as_millis(),
+        account_ms.as_millis()
     );
     drop((window_node, admin_node));
 }

@@ -405,6 +405,11 @@ impl Home {
         self.roster.as_ref()
     }
 
+    /// The hall document's edit history as this node holds it (what sync has brought so far), oldest first.
+    pub fn hall_history(&self) -> Vec<zhaowo_crdt::hall::HallEdit> {
+        self.hall_doc.as_ref().map(HallDoc::history).unwrap_or_default()
+    }
+
     pub fn is_admin(&self) -> bool {
         self.hall_root.is_some()
     }
