@@ -25,6 +25,11 @@ use zhaowo_crdt::{CaseDoc, CaseView};
 /// Prepared statements kept: more than the store has distinct statements (search builds a few per filter shape).
 const STATEMENTS_CACHED_MAX: usize = 128;
 
+/// The node-wide change counter as stored (`meta.local_seq`).
+fn stored_local_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = 'local_seq'")?.query_row([], |row| row.get(0))
+}
+
 /// Doc ids read per step when walking every document (verify, reindex): bounds memory at ~100 KB of ids.
 const WALK_CHUNK_DOCS: usize = 1024;
 
@@ -106,8 +111,9 @@ impl Db {
             signer: options.signer.clone(),
             notify: options.notify.clone(),
             projections: false,
+            // Set once the schema is ready, at the end of `open`.
             data_version: 0,
-            checked_seq: i64::MAX,
+            checked_seq: 0,
         };
         let target = options.schema_version_target;
         assert!((1..=SCHEMA_VERSION_LATEST).contains(&target), "schema_version_target out of range");
@@ -141,9 +147,11 @@ impl Db {
         }
         tx.commit().map_err(sqlite)?;
         db.projections = version_now >= SCHEMA_VERSION_LATEST;
-        if let Ok(seq) = db.conn.query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0)) {
+        if let Ok(seq) = stored_local_seq(&db.conn) {
             db.notify.send_replace(seq);
+            db.checked_seq = seq;
         }
+        db.data_version = db.conn.query_row("PRAGMA data_version", [], |row| row.get(0)).map_err(sqlite)?;
         Ok(db)
     }
 
@@ -184,16 +192,15 @@ impl Db {
     /// a stale copy would replace the other process's change rows with a snapshot that lacks them).
     pub fn refresh_cache(&mut self) -> rusqlite::Result<()> {
         let version: i64 = self.conn.query_row("PRAGMA data_version", [], |row| row.get(0))?;
-        if version == self.data_version && self.checked_seq != i64::MAX {
+        if version == self.data_version {
             return Ok(());
         }
-        let first_check = self.checked_seq == i64::MAX;
         self.data_version = version;
-        let after = if first_check { i64::MAX } else { self.checked_seq };
-        let mut newest = if first_check { self.local_seq()? } else { self.checked_seq };
         // Our own writes since the last check are in the answer too: dropping them costs a reload, nothing more.
         let mut statement = self.conn.prepare_cached("SELECT doc_id, local_seq FROM catalog WHERE local_seq > ?1")?;
-        let rows = statement.query_map([after], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+        let rows =
+            statement.query_map([self.checked_seq], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+        let mut newest = self.checked_seq;
         for row in rows {
             let (doc_id, seq) = row?;
             newest = newest.max(seq);
@@ -206,10 +213,6 @@ impl Db {
     /// Forgets every cached document (they reload from disk on demand).
     pub fn clear_cache(&mut self) {
         self.cache.clear();
-    }
-
-    fn local_seq(&self) -> rusqlite::Result<i64> {
-        self.conn.query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0))
     }
 
     // ---- local writes ----
@@ -398,8 +401,7 @@ impl Db {
                     self.cache.insert(doc_id, case);
                 }
                 if report.applied_changes > 0
-                    && let Ok(seq) =
-                        self.conn.query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0))
+                    && let Ok(seq) = stored_local_seq(&self.conn)
                 {
                     self.notify.send_replace(seq);
                 }
@@ -651,7 +653,7 @@ impl Db {
             snapshots: self
                 .conn
                 .query_row("SELECT count(*) FROM docs WHERE length(snapshot) > 0", [], |row| row.get(0))?,
-            local_seq: self.conn.query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0))?,
+            local_seq: stored_local_seq(&self.conn)?,
             cached_docs: self.cache.len() as i64,
         })
     }
@@ -890,8 +892,7 @@ fn persist(
 ) -> rusqlite::Result<Stored> {
     let changes = doc.get_changes(heads_before);
     let n_changes = changes.len();
-    let mut local_seq: i64 =
-        tx.prepare_cached("SELECT value FROM meta WHERE key = 'local_seq'")?.query_row([], |row| row.get(0))?;
+    let mut local_seq: i64 = stored_local_seq(tx)?;
     if n_changes == 0 {
         return Ok(Stored { changes: 0, local_seq });
     }
@@ -1317,10 +1318,7 @@ impl Db {
             Ok(()) => {
                 outcome.frames = std::iter::from_fn(|| session.poll_transmit()).collect();
                 outcome.changed_docs = touched.len();
-                let seq_after: i64 = self
-                    .conn
-                    .query_row("SELECT value FROM meta WHERE key = 'local_seq'", [], |row| row.get(0))
-                    .unwrap_or(seq_before);
+                let seq_after = stored_local_seq(&self.conn).unwrap_or(seq_before);
                 if seq_after != seq_before {
                     self.notify.send_replace(seq_after);
                 }
