@@ -243,7 +243,14 @@ async fn run_seed(seed: u64) -> Outcome {
     for _ in 0..3 {
         intruder_cases.insert(intruder_store.register(intruder_factory.register()).await.unwrap().case_id);
     }
-    // The intruder's transport trusts every key: only the hall's nodes can refuse it.
+    // The intruder also runs a whole sync runtime with a copy of the hall's roster, dialing every node and pushing its
+    // cases to any session it gets: `intruder_changes` counts what would reach an honest node that way.
+    let mut options = SyncOptions::recommended("127.0.0.1:0".parse().unwrap(), addrs.clone());
+    options.transport = transport_config(&network);
+    options.redial_min = Duration::from_millis(50);
+    options.redial_max = Duration::from_millis(400);
+    let intruder_sync = SyncNode::start(intruder_store.clone(), intruder.clone(), roster.clone(), options).unwrap();
+    // And a bare transport that trusts every key, dialing each node by its key: only the hall's nodes can refuse it.
     let intruder_transport =
         Transport::bind("127.0.0.1:0".parse().unwrap(), intruder.clone(), Arc::new(AnyKey), transport_config(&network))
             .unwrap();
@@ -430,6 +437,7 @@ async fn run_seed(seed: u64) -> Outcome {
             sync.shutdown().await;
         }
     }
+    intruder_sync.shutdown().await;
     intruder_transport.close().await;
     outcome
 }
