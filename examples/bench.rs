@@ -265,6 +265,20 @@ fn main() {
         rows::measure_node(Path::new(&args[position + 1]), Path::new(&args[position + 2]));
         return;
     }
+    if let Some(cases) = value("--generate") {
+        let Ok(cases) = cases.parse::<usize>() else {
+            eprintln!("--generate takes a number of cases, not {cases:?}");
+            std::process::exit(2);
+        };
+        let dir = PathBuf::from(value("--dir").unwrap_or_else(|| "/tmp/zhaowo-bench".to_owned()));
+        std::fs::create_dir_all(&dir).expect("the bench directory");
+        let fixture = harness::signed_store(&dir, cases);
+        match fixture.generated_secs {
+            Some(secs) => eprintln!("generated {cases} signed cases in {secs:.0} s: {}", fixture.db.display()),
+            None => eprintln!("{} already holds {cases} signed cases", fixture.db.display()),
+        }
+        return;
+    }
     if args.iter().any(|arg| arg == "--help" || arg == "-h") {
         println!(
             "bench: the issue-7 benchmark table (P1–P7) with same-run baselines\n\n\
@@ -273,7 +287,8 @@ fn main() {
              --million        with --full: also the 1M-case initial sync (generating 1M cases takes hours)\n\
              --json PATH      also write the table as JSON\n\
              --dir DIR        where generated stores live and are reused (default /tmp/zhaowo-bench)\n\
-             --only P1,P5     run only these rows (P2 and P4 run P3 first)"
+             --only P1,P5     run only these rows (P2 and P4 run P3 first)\n\
+             --generate N     only generate (or find) the store of N signed cases in --dir, for a later run"
         );
         return;
     }
