@@ -84,15 +84,25 @@ pub fn verify_change(
     let parsed = std::panic::catch_unwind(|| Change::from_bytes(bytes.to_vec()))
         .map_err(|_| ChangeRejected::Malformed("the parser panicked".into()))?
         .map_err(|error| ChangeRejected::Malformed(error.to_string()))?;
-    let hash = parsed.hash();
-    let actor = parsed.actor_id();
+    verify_signed(roster, parsed.actor_id(), parsed.hash(), parsed.timestamp(), signature_of)
+}
+
+/// Checks a change known by its author, hash and timestamp (seconds), as Automerge lists the changes of a document it
+/// loaded and re-hashed (a document received whole): the same rules as [`verify_change`].
+pub fn verify_signed(
+    roster: &Roster,
+    actor: &automerge::ActorId,
+    hash: ChangeHash,
+    timestamp_secs: i64,
+    signature_of: impl Fn(&ChangeHash) -> Option<[u8; 64]>,
+) -> Result<(ChangeHash, PublicKey), ChangeRejected> {
     let node_key = node_key_of(actor).ok_or_else(|| ChangeRejected::ForeignActor(actor.to_hex_string()))?;
     match roster.revocation(&node_key) {
         // Changes a member made before the admin revoked it stay valid (the hall relies on them, and every node judges
         // them alike, so nodes converge); a change stamped later is refused everywhere, whoever relays it. Timestamps
         // are the author's clock in seconds: a thief could backdate, but cannot deliver, because the transport refuses
         // the revoked key and honest nodes relay only what they took while the key was active.
-        Some(revocation) if parsed.timestamp().saturating_mul(1000) >= revocation.revoked_ms => {
+        Some(revocation) if timestamp_secs.saturating_mul(1000) >= revocation.revoked_ms => {
             return Err(ChangeRejected::Revoked(crate::ids::hex_encode(&node_key), hash.to_string()));
         }
         Some(_) => {}

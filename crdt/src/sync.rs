@@ -23,10 +23,10 @@
 
 use crate::hall::SignedHall;
 use crate::roster::{PublicKey, Roster, SignedRecord};
-use crate::signing::verify_change;
-use crate::wire::{self, CatalogEntry, ChangeSignature, Frame, WireError};
-use automerge::ChangeHash;
+use crate::signing::{ChangeRejected, verify_change, verify_signed};
+use crate::wire::{self, CatalogEntry, ChangeSignature, Frame, WholeDoc, WireError};
 use automerge::sync::{Message, State};
+use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Documents synced at once per peer: enough to fill a LAN pipe (each exchange is a few round trips of ~0.1 ms), few
@@ -40,6 +40,10 @@ pub const OUT_FRAMES_MAX: usize = 256;
 pub const DOC_ROUNDS_MAX: u32 = 64;
 /// Documents the peer's catalog may leave waiting for sync: bounds memory against a peer announcing endless ids.
 pub const PENDING_DOCS_MAX: usize = 2_000_000;
+/// Documents asked for whole and not yet answered: four pages of [`WANT_PAGE_DOCS`] keep the pipe full.
+pub const WHOLE_DOCS_IN_FLIGHT_MAX: usize = 4 * WANT_PAGE_DOCS;
+/// Documents per `Want` frame we send: a page answers in one `Docs` frame of ~100 KB for cases of ~1.5 KB.
+pub const WANT_PAGE_DOCS: usize = 64;
 
 /// The node's side of a session: its documents, catalog, signatures and roster.
 pub trait Replica {
@@ -62,6 +66,22 @@ pub trait Replica {
     ) -> Result<(), String>;
     /// Drops any in-memory copy of a document (after Automerge panicked on it) so it is reloaded from storage.
     fn reload(&mut self, doc_id: &str);
+    /// Whether documents we lack may arrive whole ([`Replica::receive_whole`]); when false every document is synced
+    /// change by change.
+    fn takes_whole_docs(&self) -> bool {
+        false
+    }
+    /// A document as we store it, to send whole to a peer that lacks it: the snapshot, the change chunks after it and
+    /// the signatures we hold for its changes. `None` when we do not hold it (the peer then syncs it change by change).
+    fn whole_doc(&mut self, _doc_id: &str) -> Option<WholeDoc> {
+        None
+    }
+    /// Stores a document received whole and verified by the session (every change signed by a member), as
+    /// [`Replica::receive`] does: durably, before returning. Only called for documents [`Replica::heads_hash`] does
+    /// not know.
+    fn receive_whole(&mut self, doc_id: &str, _received: ReceivedDoc) -> Result<(), String> {
+        Err(format!("{doc_id}: this replica does not take whole documents"))
+    }
     /// The signature we hold for a change of a document (ours or relayed).
     fn signature(&mut self, doc_id: &str, hash: &ChangeHash) -> Option<[u8; 64]>;
     fn roster(&self) -> &Roster;
@@ -75,6 +95,67 @@ pub trait Replica {
     /// The hall document grew or learned signatures through this session: persist it (before the step's frames go
     /// out, like [`Replica::receive`]).
     fn hall_changed(&mut self) {}
+}
+
+/// A document that arrived whole, loaded by Automerge (which recomputed every change hash and checked the heads) and
+/// with every change's signature verified.
+#[derive(Debug)]
+pub struct ReceivedDoc {
+    pub doc: AutoCommit,
+    /// The document's heads (snapshot and changes).
+    pub heads: Vec<ChangeHash>,
+    /// The snapshot as received (empty when the document came as change chunks only), and the heads it holds.
+    pub snapshot: Vec<u8>,
+    pub snapshot_heads: Vec<ChangeHash>,
+    /// The change chunks after the snapshot, as received, with their hash and author.
+    pub changes: Vec<ReceivedChange>,
+    /// The verified signature of every change of the document, with its signer.
+    pub signatures: Vec<(ChangeSignature, PublicKey)>,
+}
+
+#[derive(Debug)]
+pub struct ReceivedChange {
+    pub hash: ChangeHash,
+    pub actor: ActorId,
+    pub bytes: Vec<u8>,
+}
+
+/// Loads a whole document from a peer. Everything here is the peer's bytes: Automerge's panics are errors, the
+/// snapshot must be a document chunk, and the result must depend on nothing it lacks. The signatures are left for
+/// the caller to verify.
+fn load_whole(whole: &mut WholeDoc) -> Result<ReceivedDoc, String> {
+    let snapshot = std::mem::take(&mut whole.snapshot);
+    let mut doc = if snapshot.is_empty() {
+        AutoCommit::new()
+    } else {
+        // Header: 4 magic bytes, a 4-byte checksum, the chunk type (0: document).
+        if snapshot.get(8) != Some(&0) {
+            return Err("the snapshot is not an Automerge document".to_owned());
+        }
+        std::panic::catch_unwind(|| AutoCommit::load(&snapshot))
+            .map_err(|_| "automerge panicked loading the snapshot".to_owned())?
+            .map_err(|error| format!("snapshot: {error}"))?
+    };
+    let snapshot_heads = doc.get_heads();
+    let mut changes = Vec::with_capacity(whole.changes.len());
+    let mut parsed = Vec::with_capacity(whole.changes.len());
+    for bytes in std::mem::take(&mut whole.changes) {
+        let change = std::panic::catch_unwind(|| Change::from_bytes(bytes.clone()))
+            .map_err(|_| "automerge panicked parsing a change".to_owned())?
+            .map_err(|error| format!("change: {error}"))?;
+        changes.push(ReceivedChange { hash: change.hash(), actor: change.actor_id().clone(), bytes });
+        parsed.push(change);
+    }
+    if !parsed.is_empty() {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes(parsed)))
+            .map_err(|_| "automerge panicked applying the changes".to_owned())?
+            .map_err(|error| format!("applying the changes: {error}"))?;
+    }
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Err("the document depends on changes it does not carry".to_owned());
+    }
+    let heads = doc.get_heads();
+    Ok(ReceivedDoc { doc, heads, snapshot, snapshot_heads, changes, signatures: Vec::new() })
 }
 
 /// What the node must act on, drained before frames.
@@ -161,6 +242,9 @@ pub struct Session {
     their_max_seq: u64,
     their_last: bool,
     acked_to_them: u64,
+    /// Documents of their catalog we hold nothing of, to ask for whole; and those asked for, not yet answered.
+    wanted: VecDeque<String>,
+    requested: BTreeSet<String>,
     /// Documents with an exchange open on this connection.
     exchanges: BTreeMap<String, DocExchange>,
     /// Documents skipped for the rest of the session because the peer relayed a refused change in them.
@@ -191,6 +275,8 @@ impl Session {
             their_max_seq: 0,
             their_last: false,
             acked_to_them: 0,
+            wanted: VecDeque::new(),
+            requested: BTreeSet::new(),
             exchanges: BTreeMap::new(),
             refused: BTreeSet::new(),
             settled_reported: false,
@@ -255,7 +341,14 @@ impl Session {
                         return Err(SyncError::Protocol("too many documents pending"));
                     }
                     if !self.pending.contains_key(&entry.doc_id) {
-                        self.to_sync.push_back(entry.doc_id.clone());
+                        let whole = replica.takes_whole_docs()
+                            && entry.doc_id != wire::HALL_DOC_ID
+                            && replica.heads_hash(&entry.doc_id).is_none();
+                        if whole {
+                            self.wanted.push_back(entry.doc_id.clone());
+                        } else {
+                            self.to_sync.push_back(entry.doc_id.clone());
+                        }
                     }
                     // Keep the lowest seq still waiting for this document: the ack may not pass it.
                     self.add_pending(entry.doc_id, entry.seq);
@@ -287,6 +380,12 @@ impl Session {
             }
             (Phase::Running, Frame::HallChanges { changes, signatures }) => {
                 self.receive_hall(&changes, &signatures, replica)?;
+            }
+            (Phase::Running, Frame::Want { doc_ids }) => self.send_whole(doc_ids, replica),
+            (Phase::Running, Frame::Docs { docs }) => {
+                for whole in docs {
+                    self.receive_whole(whole, replica)?;
+                }
             }
             (_, Frame::Bye { reason }) => return Err(SyncError::Closed(reason)),
         }
@@ -358,6 +457,89 @@ impl Session {
             // Quiet both ways: the exchange is over. A later change opens a new one from a fresh state.
             self.exchanges.remove(&doc_id);
         }
+        Ok(())
+    }
+
+    /// Answers a `Want`: each document whole, packed into `Docs` frames of at most [`wire::DOCS_FRAME_BYTES_MAX`]
+    /// document bytes. A document we do not hold, or too large for a frame, is marked not offered.
+    fn send_whole(&mut self, doc_ids: Vec<String>, replica: &mut impl Replica) {
+        let mut docs = Vec::new();
+        let mut bytes = 0;
+        for doc_id in doc_ids {
+            let whole = replica
+                .whole_doc(&doc_id)
+                .filter(|whole| whole.wire_bytes() <= wire::DOCS_FRAME_BYTES_MAX)
+                .unwrap_or_else(|| WholeDoc::not_offered(doc_id));
+            if bytes + whole.wire_bytes() > wire::DOCS_FRAME_BYTES_MAX {
+                self.send(&Frame::Docs { docs: std::mem::take(&mut docs) });
+                bytes = 0;
+            }
+            bytes += whole.wire_bytes();
+            docs.push(whole);
+        }
+        if !docs.is_empty() {
+            self.send(&Frame::Docs { docs });
+        }
+    }
+
+    /// One document of a `Docs` frame: loaded, every change's signature verified, then stored by the replica. A
+    /// document not offered, one we came to hold meanwhile, or one with an unsigned change (a holder keeps changes
+    /// imported from plain files local) goes the change-by-change way, which knows how to skip it.
+    fn receive_whole(&mut self, mut whole: WholeDoc, replica: &mut impl Replica) -> Result<(), SyncError> {
+        if !self.requested.remove(&whole.doc_id) {
+            return Err(SyncError::Protocol("a whole document that was not asked for"));
+        }
+        let doc_id = whole.doc_id.clone();
+        if !self.pending.contains_key(&doc_id) || self.refused.contains(&doc_id) {
+            return Ok(());
+        }
+        if !whole.is_offered() || replica.heads_hash(&doc_id).is_some() {
+            self.to_sync.push_back(doc_id);
+            return Ok(());
+        }
+        let mut received =
+            load_whole(&mut whole).map_err(|reason| SyncError::Automerge { doc_id: doc_id.clone(), reason })?;
+        let by_hash: BTreeMap<[u8; 32], [u8; 64]> = whole.signatures.iter().map(|s| (s.hash, s.signature)).collect();
+        let metas: Vec<(ActorId, ChangeHash, i64)> = received
+            .doc
+            .get_changes_meta(&[])
+            .into_iter()
+            .map(|meta| (meta.actor.into_owned(), meta.hash, meta.timestamp))
+            .collect();
+        let mut signatures = Vec::with_capacity(metas.len());
+        for (actor, hash, timestamp) in metas {
+            match verify_signed(replica.roster(), &actor, hash, timestamp, |hash| by_hash.get(&hash.0).copied()) {
+                Ok((_, signer)) => {
+                    signatures.push((ChangeSignature { hash: hash.0, signature: by_hash[&hash.0] }, signer))
+                }
+                Err(ChangeRejected::Unsigned(_)) => {
+                    self.to_sync.push_back(doc_id);
+                    return Ok(());
+                }
+                Err(rejected) if rejected.drops_peer() => return Err(SyncError::RejectedChange(rejected.to_string())),
+                Err(refused) => {
+                    self.remove_pending(&doc_id);
+                    if self.refused.len() < PENDING_DOCS_MAX {
+                        self.refused.insert(doc_id.clone());
+                    }
+                    self.events.push_back(SessionEvent::ChangeRefused { doc_id, reason: refused.to_string() });
+                    return Ok(());
+                }
+            }
+        }
+        received.signatures = signatures;
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replica.receive_whole(&doc_id, received)));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(SyncError::Automerge { doc_id, reason }),
+            Err(_) => {
+                replica.reload(&doc_id);
+                return Err(SyncError::Automerge { doc_id, reason: "automerge panicked".into() });
+            }
+        }
+        self.remove_pending(&doc_id);
+        self.events.push_back(SessionEvent::DocChanged { doc_id });
         Ok(())
     }
 
@@ -554,6 +736,21 @@ impl Session {
             self.step_exchange(&doc_id, replica);
             room -= 1;
         }
+        while self.requested.len() < WHOLE_DOCS_IN_FLIGHT_MAX && self.out.len() < OUT_FRAMES_MAX {
+            let room = (WHOLE_DOCS_IN_FLIGHT_MAX - self.requested.len()).min(WANT_PAGE_DOCS);
+            let mut page = Vec::with_capacity(room);
+            while page.len() < room {
+                let Some(doc_id) = self.wanted.pop_front() else { break };
+                if self.pending.contains_key(&doc_id) && !self.requested.contains(&doc_id) {
+                    self.requested.insert(doc_id.clone());
+                    page.push(doc_id);
+                }
+            }
+            if page.is_empty() {
+                break;
+            }
+            self.send(&Frame::Want { doc_ids: page });
+        }
         let ack = match self.pending_seqs.keys().next() {
             Some(&lowest) => lowest.saturating_sub(1),
             None => self.their_max_seq,
@@ -575,6 +772,8 @@ impl Session {
             && self.their_last
             && self.pending.is_empty()
             && self.to_sync.is_empty()
+            && self.wanted.is_empty()
+            && self.requested.is_empty()
     }
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {

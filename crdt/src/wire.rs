@@ -80,7 +80,48 @@ pub enum Frame {
     /// Hall document changes the receiver lacks, with the signatures of those the sender holds one for. Only changes
     /// signed by an admin member are accepted (`signing::verify_admin_change`).
     HallChanges { changes: Vec<Vec<u8>>, signatures: Vec<ChangeSignature> },
+    /// Documents the sender does not hold at all: the receiver answers with `Docs`, each document whole as it stores
+    /// it, instead of an Automerge sync exchange per document (four messages, and the sender re-encoding every change).
+    Want { doc_ids: Vec<String> },
+    /// Answers to `Want`, each document whole (or marked not offered: the asker then syncs it change by change).
+    Docs { docs: Vec<WholeDoc> },
 }
+
+/// A document as its holder stores it, for a peer that lacks it: Automerge's saved form (empty when the holder keeps
+/// only change chunks), the change chunks after it, and the signature of every change in both. The receiver loads it
+/// (Automerge recomputes every change hash and checks the heads) and verifies each change's signature before storing
+/// it. Both byte lists empty: the holder does not offer this document whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WholeDoc {
+    pub doc_id: String,
+    pub snapshot: Vec<u8>,
+    pub changes: Vec<Vec<u8>>,
+    pub signatures: Vec<ChangeSignature>,
+}
+
+impl WholeDoc {
+    /// The answer for a document the holder cannot send whole.
+    pub fn not_offered(doc_id: String) -> WholeDoc {
+        WholeDoc { doc_id, snapshot: Vec::new(), changes: Vec::new(), signatures: Vec::new() }
+    }
+
+    pub fn is_offered(&self) -> bool {
+        !self.snapshot.is_empty() || !self.changes.is_empty()
+    }
+
+    /// Bytes this document adds to a `Docs` frame (within a few bytes of length prefixes).
+    pub fn wire_bytes(&self) -> usize {
+        self.doc_id.len()
+            + self.snapshot.len()
+            + self.changes.iter().map(|change| change.len() + 4).sum::<usize>()
+            + self.signatures.len() * 98
+    }
+}
+
+/// Documents one `Want` (and one `Docs`) frame names: a page of documents of a few KB each.
+pub const WANT_DOCS_MAX: usize = 256;
+/// Document bytes a sender packs into one `Docs` frame; a document larger than this alone is not offered whole.
+pub const DOCS_FRAME_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
 
 /// A member and an address it was reached at, as `host:port` text (parsed, and ignored if bad, by the receiver).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +209,20 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
             if changes.len() > HALL_CHANGES_PER_FRAME_MAX || signatures.len() > HALL_CHANGES_PER_FRAME_MAX =>
         {
             Err(WireError::Bounds("hall changes"))
+        }
+        Frame::Want { doc_ids } if doc_ids.len() > WANT_DOCS_MAX => Err(WireError::Bounds("wanted documents")),
+        Frame::Want { doc_ids } if doc_ids.iter().any(|id| crate::ids::CaseId::parse(id).is_none()) => {
+            Err(WireError::Bounds("wanted doc id"))
+        }
+        Frame::Docs { docs } if docs.len() > WANT_DOCS_MAX => Err(WireError::Bounds("whole documents")),
+        Frame::Docs { docs }
+            if docs.iter().any(|doc| {
+                crate::ids::CaseId::parse(&doc.doc_id).is_none()
+                    || doc.changes.len() > SYNC_CHANGES_MAX
+                    || doc.signatures.len() > SIGNATURES_PER_FRAME_MAX
+            }) =>
+        {
+            Err(WireError::Bounds("whole document"))
         }
         _ => Ok(frame),
     }

@@ -10,8 +10,8 @@ use support::*;
 use zhaowo_crdt::model::{Nature, Role};
 use zhaowo_crdt::roster::{Enrollment, PublicKey, Record, Revocation, Roster, SignedRecord};
 use zhaowo_crdt::signing::{actor_id, sign_change};
-use zhaowo_crdt::sync::{Replica, Session, SessionEvent, SyncError, heads_hash};
-use zhaowo_crdt::wire::{self, CatalogEntry, ChangeSignature, Frame};
+use zhaowo_crdt::sync::{ReceivedDoc, Replica, Session, SessionEvent, SyncError, heads_hash};
+use zhaowo_crdt::wire::{self, CatalogEntry, ChangeSignature, Frame, WholeDoc};
 use zhaowo_crdt::{CaseDoc, Command, EventId, Hall, QueryCode, RegNo};
 
 /// A node's replica in memory: documents, the catalog (one row per document, latest seq), signatures, roster.
@@ -24,6 +24,8 @@ struct Mem {
     signatures: BTreeMap<ChangeHash, [u8; 64]>,
     roster: Roster,
     checkpoints: BTreeMap<PublicKey, u64>,
+    /// Whether documents this replica lacks may arrive whole (`Want`/`Docs`) rather than change by change.
+    whole_docs: bool,
 }
 
 impl Mem {
@@ -39,6 +41,7 @@ impl Mem {
             signatures: BTreeMap::new(),
             roster,
             checkpoints: BTreeMap::new(),
+            whole_docs: true,
         }
     }
 
@@ -137,6 +140,28 @@ impl Replica for Mem {
         Ok(())
     }
     fn reload(&mut self, _doc_id: &str) {}
+    fn takes_whole_docs(&self) -> bool {
+        self.whole_docs
+    }
+    fn whole_doc(&mut self, doc_id: &str) -> Option<WholeDoc> {
+        let doc = self.docs.get_mut(doc_id)?;
+        let hashes: Vec<ChangeHash> = doc.get_changes_meta(&[]).into_iter().map(|meta| meta.hash).collect();
+        let snapshot = doc.save();
+        let signatures = hashes
+            .iter()
+            .filter_map(|hash| self.signatures.get(hash).map(|s| ChangeSignature { hash: hash.0, signature: *s }))
+            .collect();
+        Some(WholeDoc { doc_id: doc_id.to_owned(), snapshot, changes: Vec::new(), signatures })
+    }
+    fn receive_whole(&mut self, doc_id: &str, received: ReceivedDoc) -> Result<(), String> {
+        assert!(!self.docs.contains_key(doc_id), "the session hands over only documents we lack");
+        for (signature, _) in &received.signatures {
+            self.signatures.insert(ChangeHash(signature.hash), signature.signature);
+        }
+        self.docs.insert(doc_id.to_owned(), received.doc.with_actor(self.node.actor.clone()));
+        self.bump(doc_id);
+        Ok(())
+    }
     fn signature(&mut self, _doc_id: &str, hash: &ChangeHash) -> Option<[u8; 64]> {
         self.signatures.get(hash).copied()
     }
@@ -195,6 +220,7 @@ struct Link {
 struct Counters {
     frames: usize,
     sync_frames: usize,
+    whole_docs: usize,
     bytes: usize,
 }
 
@@ -252,8 +278,10 @@ fn deliver(
     let Some(frame) = queue.pop_front() else { return Ok(false) };
     counters.frames += 1;
     counters.bytes += frame.len();
-    if matches!(wire::decode(&frame), Ok(Frame::Sync { .. })) {
-        counters.sync_frames += 1;
+    match wire::decode(&frame) {
+        Ok(Frame::Sync { .. }) => counters.sync_frames += 1,
+        Ok(Frame::Docs { docs }) => counters.whole_docs += docs.len(),
+        _ => {}
     }
     session.handle_frame(&frame, &mut nodes[node])?;
     drain(session, node, nodes, outbox, relay);
@@ -301,37 +329,133 @@ fn push(links: &mut [Link], nodes: &mut [Mem], node: usize, entry: CatalogEntry)
 
 #[test]
 fn first_contact_copies_everything_and_a_reconnect_copies_nothing() {
+    // Whole documents (the default) and, for replicas that do not take them, change by change.
+    for whole_docs in [true, false] {
+        let hall = Hall::jiangan_default();
+        let (_, mut nodes) = hall_of(2);
+        nodes[1].whole_docs = whole_docs;
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            let (doc_id, _) = nodes[0].register(&hall);
+            nodes[0].record_local(&doc_id);
+            ids.push(doc_id);
+        }
+        let mut counters = Counters::default();
+        let mut links = vec![connect(&nodes, 0, 1)];
+        run_quiet(&mut links, &mut nodes, &mut counters);
+        assert!(links[0].session_a.is_settled() && links[0].session_b.is_settled());
+        for doc_id in &ids {
+            assert_eq!(nodes[1].view(doc_id), nodes[0].view(doc_id));
+        }
+        if whole_docs {
+            assert_eq!((counters.whole_docs, counters.sync_frames), (50, 0), "every document arrived whole");
+        } else {
+            assert_eq!(counters.whole_docs, 0);
+            assert!(counters.sync_frames >= 100, "each document took a sync exchange");
+        }
+        let (k0, k1) = (nodes[0].public(), nodes[1].public());
+        assert_eq!(nodes[0].checkpoints.get(&k1), Some(&50), "node 0's catalog is acknowledged up to its last change");
+        let first = std::mem::take(&mut counters);
+        let mut links = vec![connect(&nodes, 0, 1)];
+        run_quiet(&mut links, &mut nodes, &mut counters);
+        assert_eq!(counters.sync_frames + counters.whole_docs, 0, "an in-sync reconnect exchanges no document");
+        println!(
+            "session first_contact whole_docs={whole_docs} docs=50 frames={} sync_frames={} bytes={} ; reconnect frames={} bytes={} ; checkpoints {:?}/{:?}",
+            first.frames,
+            first.sync_frames,
+            first.bytes,
+            counters.frames,
+            counters.bytes,
+            nodes[0].checkpoints.get(&k1),
+            nodes[1].checkpoints.get(&k0)
+        );
+    }
+}
+
+/// A session of node 1 with node 0 past hello and node 0's catalog: node 1 has asked for `doc_id` whole.
+fn asking_session(nodes: &mut [Mem], doc_id: &str) -> Session {
+    let mut session = Session::new(nodes[1].public(), nodes[0].public(), 0, &nodes[1].roster);
+    let hello = wire::encode(&Frame::Hello {
+        hall: *nodes[1].roster.hall(),
+        node_key: nodes[0].public(),
+        roster_digest: nodes[1].roster.digest(),
+    });
+    session.handle_frame(&hello, &mut nodes[1]).unwrap();
+    let entries = nodes[0].catalog_after(0, 100);
+    session.handle_frame(&wire::encode(&Frame::Catalog { entries, last: true }), &mut nodes[1]).unwrap();
+    let asked = std::iter::from_fn(|| session.poll_transmit())
+        .any(|frame| matches!(wire::decode(&frame), Ok(Frame::Want { doc_ids }) if doc_ids == [doc_id]));
+    assert!(asked, "node 1 asks for the document it lacks");
+    session
+}
+
+#[test]
+fn whole_documents_are_verified_before_they_are_stored() {
     let hall = Hall::jiangan_default();
     let (_, mut nodes) = hall_of(2);
-    let mut ids = Vec::new();
-    for _ in 0..50 {
-        let (doc_id, _) = nodes[0].register(&hall);
-        nodes[0].record_local(&doc_id);
-        ids.push(doc_id);
+    let (doc_id, _) = nodes[0].register(&hall);
+    nodes[0].record_local(&doc_id);
+    let honest = nodes[0].whole_doc(&doc_id).unwrap();
+    assert!(!honest.signatures.is_empty() && !honest.snapshot.is_empty());
+    let mut outcomes = Vec::new();
+
+    // Tampered on the way: each drops the peer, and nothing is stored.
+    let mut forged = honest.clone();
+    forged.signatures[0].signature = sign_change(&key(77), &ChangeHash(forged.signatures[0].hash));
+    let mut flipped = honest.clone();
+    let middle = flipped.snapshot.len() / 2;
+    flipped.snapshot[middle] ^= 0x01;
+    let mut as_change = honest.clone();
+    as_change.snapshot = nodes[0].docs[&doc_id].clone().get_changes(&[])[0].raw_bytes().to_vec();
+    for (label, whole) in [("forged signature", forged), ("flipped byte", flipped), ("change as snapshot", as_change)] {
+        let mut session = asking_session(&mut nodes, &doc_id);
+        let error = session.handle_frame(&wire::encode(&Frame::Docs { docs: vec![whole] }), &mut nodes[1]).unwrap_err();
+        match label {
+            "forged signature" => assert!(matches!(error, SyncError::RejectedChange(_)), "{label}: {error}"),
+            _ => assert!(matches!(error, SyncError::Automerge { .. }), "{label}: {error}"),
+        }
+        assert!(!nodes[1].docs.contains_key(&doc_id), "{label}: stored");
+        outcomes.push(format!("{label}: {error}"));
     }
-    let mut counters = Counters::default();
-    let mut links = vec![connect(&nodes, 0, 1)];
-    run_quiet(&mut links, &mut nodes, &mut counters);
-    assert!(links[0].session_a.is_settled() && links[0].session_b.is_settled());
-    for doc_id in &ids {
-        assert_eq!(nodes[1].view(doc_id), nodes[0].view(doc_id));
+
+    // A document nobody asked for.
+    let mut session = asking_session(&mut nodes, &doc_id);
+    let mut other = honest.clone();
+    other.doc_id = zhaowo_crdt::CaseId::new(1_780_000_000_000, 99).as_str().to_owned();
+    let error = session.handle_frame(&wire::encode(&Frame::Docs { docs: vec![other] }), &mut nodes[1]).unwrap_err();
+    assert_eq!(error, SyncError::Protocol("a whole document that was not asked for"));
+    outcomes.push(format!("unasked: {error}"));
+
+    // Another document under node 0's actor, sent with node 0's signatures (which sign other hashes), and the honest
+    // document without signatures: neither is stored whole; node 1 turns to a change-by-change exchange (where the
+    // holder's changes are checked one by one as always).
+    let mut swapped = honest.clone();
+    let mut imposter = CaseDoc::from_automerge(nodes[0].docs[&doc_id].clone()).unwrap().into_automerge();
+    {
+        use automerge::transaction::Transactable;
+        imposter.put(automerge::ROOT, "summary", "被调包的内容").unwrap();
     }
-    let (k0, k1) = (nodes[0].public(), nodes[1].public());
-    assert_eq!(nodes[0].checkpoints.get(&k1), Some(&50), "node 0's catalog is acknowledged up to its last change");
-    let first = std::mem::take(&mut counters);
-    let mut links = vec![connect(&nodes, 0, 1)];
-    run_quiet(&mut links, &mut nodes, &mut counters);
-    assert_eq!(counters.sync_frames, 0, "an in-sync reconnect exchanges no document");
-    println!(
-        "session first_contact docs=50 frames={} sync_frames={} bytes={} ; reconnect frames={} bytes={} ; checkpoints {:?}/{:?}",
-        first.frames,
-        first.sync_frames,
-        first.bytes,
-        counters.frames,
-        counters.bytes,
-        nodes[0].checkpoints.get(&k1),
-        nodes[1].checkpoints.get(&k0)
-    );
+    imposter.commit();
+    swapped.snapshot = imposter.save();
+    let mut unsigned = honest.clone();
+    unsigned.signatures.clear();
+    for (label, whole) in [("content swapped", swapped), ("unsigned", unsigned)] {
+        let mut session = asking_session(&mut nodes, &doc_id);
+        session.handle_frame(&wire::encode(&Frame::Docs { docs: vec![whole] }), &mut nodes[1]).unwrap();
+        let exchange = std::iter::from_fn(|| session.poll_transmit())
+            .any(|frame| matches!(wire::decode(&frame), Ok(Frame::Sync { doc_id: id, .. }) if id == doc_id));
+        assert!(exchange, "{label}: node 1 falls back to a sync exchange");
+        assert!(nodes[1].docs.get(&doc_id).is_none_or(|doc| doc.clone().get_heads().is_empty()), "{label}: stored");
+        // The exchange left an empty stand-in; the next round starts from nothing again.
+        nodes[1].docs.remove(&doc_id);
+        outcomes.push(format!("{label}: change by change"));
+    }
+
+    // The honest answer is stored.
+    let mut session = asking_session(&mut nodes, &doc_id);
+    session.handle_frame(&wire::encode(&Frame::Docs { docs: vec![honest] }), &mut nodes[1]).unwrap();
+    assert_eq!(nodes[1].view(&doc_id), nodes[0].view(&doc_id));
+    println!("session whole docs checked={} : {}", outcomes.len(), outcomes.join(" | "));
 }
 
 /// xorshift64*: the simulation's only source of randomness, seeded per run.

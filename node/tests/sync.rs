@@ -160,6 +160,11 @@ async fn two_nodes_converge_push_live_and_resume_after_restart() {
     let a_addr = a.start(&hall.roster, vec![]);
     b.start(&hall.roster, vec![a_addr]);
     let first = converge(&[&a, &b], 250).await;
+    // The documents B lacked arrived whole and were stored as they came: they load, match the catalog and project.
+    for node in [&a, &b] {
+        let report = node.store.verify().await.unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
     let status = b.sync.as_ref().unwrap().status();
     wait_for("b reports a settled, connected peer", || status.peers().iter().any(|p| p.connected && p.settled)).await;
     let peer = status.peers().into_iter().find(|p| p.connected).unwrap();
@@ -384,6 +389,12 @@ async fn concurrent_offline_edits_of_the_same_cases_merge_on_reconnect() {
     let took = converge(&[&a, &b], 8).await;
     for id in &ids {
         assert_eq!(a.store.case_view(id).await.unwrap(), b.store.case_view(id).await.unwrap(), "{id}: same view");
+    }
+    // B edited documents it had received whole: its stored form (the peer's snapshot, then its own change rows or a
+    // compaction) still verifies.
+    for node in [&a, &b] {
+        let report = node.store.verify().await.unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
     println!("sync concurrent offline edits docs=8 edits={edits} converge_ms={}", took.as_millis());
 }

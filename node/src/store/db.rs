@@ -18,8 +18,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use zhaowo_crdt::roster::{Roster, SignedRecord};
-use zhaowo_crdt::sync::{Replica, SessionEvent};
-use zhaowo_crdt::wire::{CatalogEntry as WireCatalogEntry, ChangeSignature};
+use zhaowo_crdt::sync::{ReceivedDoc, Replica, SessionEvent};
+use zhaowo_crdt::wire::{CatalogEntry as WireCatalogEntry, ChangeSignature, WholeDoc};
 use zhaowo_crdt::{CaseDoc, CaseView};
 
 /// Prepared statements kept: more than the store has distinct statements (search builds a few per filter shape).
@@ -982,6 +982,86 @@ fn persist(
     Ok(Stored { changes: stored, local_seq })
 }
 
+/// A stored document as sync sends it whole: the snapshot and change rows as stored, and every signature stored for
+/// its changes. `Ok(None)` when nothing is stored under `doc_id`.
+fn stored_whole_doc(conn: &Connection, doc_id: &str) -> rusqlite::Result<Option<WholeDoc>> {
+    let snapshot: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT snapshot FROM docs WHERE doc_id = ?1")?
+        .query_row([doc_id], |row| row.get(0))
+        .optional()?;
+    let Some(snapshot) = snapshot else { return Ok(None) };
+    let changes = conn
+        .prepare_cached("SELECT bytes FROM changes WHERE doc_id = ?1 ORDER BY seq")?
+        .query_map([doc_id], |row| row.get::<_, Vec<u8>>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let signatures = stored_signatures(conn, doc_id)?;
+    Ok(Some(WholeDoc { doc_id: doc_id.to_owned(), snapshot, changes, signatures }))
+}
+
+/// Stores a document received whole (see `zhaowo_crdt::sync::ReceivedDoc`) as it came: its snapshot and change rows
+/// byte for byte (no re-encoding), its signatures, its catalog row. The caller checked that nothing is stored under
+/// `doc_id`. Runs inside the caller's transaction.
+fn persist_whole(tx: &Connection, doc_id: &str, received: &ReceivedDoc) -> rusqlite::Result<Stored> {
+    let mut local_seq = stored_local_seq(tx)?;
+    let mut changes_bytes = 0i64;
+    {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO changes (doc_id, hash, actor, seq, bytes) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for change in &received.changes {
+            local_seq += 1;
+            insert.execute(params![
+                doc_id,
+                change.hash.0.as_slice(),
+                change.actor.to_bytes(),
+                local_seq,
+                change.bytes.as_slice()
+            ])?;
+            changes_bytes += change.bytes.len() as i64;
+        }
+    }
+    if received.changes.is_empty() {
+        local_seq += 1;
+    }
+    let snapshot_heads: Vec<u8> = received.snapshot_heads.iter().flat_map(|head| head.0).collect();
+    tx.prepare_cached("INSERT INTO docs (doc_id, snapshot, snapshot_heads, changes_bytes) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![doc_id, received.snapshot.as_slice(), snapshot_heads, changes_bytes])?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO change_signatures (doc_id, hash, signer, signature) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (signature, signer) in &received.signatures {
+            insert.execute(params![
+                doc_id,
+                signature.hash.as_slice(),
+                signer.as_slice(),
+                signature.signature.as_slice()
+            ])?;
+        }
+    }
+    let heads = &received.heads;
+    tx.prepare_cached(
+        "INSERT INTO catalog (doc_id, heads_hash, local_seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (doc_id) DO UPDATE SET heads_hash = ?2, local_seq = ?3",
+    )?
+    .execute(params![doc_id, heads_hash(heads).as_slice(), local_seq])?;
+    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'local_seq'")?.execute([local_seq])?;
+    Ok(Stored { changes: received.changes.len().max(1), local_seq })
+}
+
+/// The signatures stored for a document's changes.
+fn stored_signatures(conn: &Connection, doc_id: &str) -> rusqlite::Result<Vec<ChangeSignature>> {
+    let mut statement = conn.prepare_cached("SELECT hash, signature FROM change_signatures WHERE doc_id = ?1")?;
+    let rows = statement.query_map([doc_id], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)))?;
+    let mut signatures = Vec::new();
+    for row in rows {
+        let (hash, signature) = row?;
+        if let (Ok(hash), Ok(signature)) = (hash.try_into(), signature.try_into()) {
+            signatures.push(ChangeSignature { hash, signature });
+        }
+    }
+    Ok(signatures)
+}
+
 /// Loads a stored document: its snapshot plus its change rows. `Ok(None)` when nothing is stored under `doc_id`.
 pub(crate) fn load_automerge(
     conn: &Connection,
@@ -1195,6 +1275,44 @@ impl Replica for DbReplica<'_> {
         self.step_docs.docs.remove(doc_id);
     }
 
+    fn takes_whole_docs(&self) -> bool {
+        true
+    }
+
+    fn whole_doc(&mut self, doc_id: &str) -> Option<WholeDoc> {
+        match stored_whole_doc(&self.db.conn, doc_id) {
+            Ok(whole) => whole,
+            Err(error) => {
+                self.fail(error);
+                None
+            }
+        }
+    }
+
+    fn receive_whole(&mut self, doc_id: &str, received: ReceivedDoc) -> Result<(), String> {
+        if zhaowo_crdt::CaseId::parse(doc_id).is_none() {
+            return Err(format!("`{doc_id}` is not a case id"));
+        }
+        // An empty stand-in an earlier frame of this step made for the document must not outlive it.
+        self.step_docs.docs.remove(doc_id);
+        self.db.cache.remove(doc_id);
+        if let Err(error) = persist_whole(&self.db.conn, doc_id, &received) {
+            return Err(self.fail(error));
+        }
+        self.touched.push(doc_id.to_owned());
+        if self.db.projections {
+            let projected = match CaseDoc::from_automerge_or_back(received.doc) {
+                Ok(case) => project(&self.db.conn, &case),
+                Err(_) => projection::remove(&self.db.conn, doc_id),
+            };
+            if let Err(error) = projected {
+                return Err(self.fail(error));
+            }
+        }
+        // Not cached: a later read loads it from its snapshot, which holds far less memory than this copy.
+        Ok(())
+    }
+
     fn signature(&mut self, doc_id: &str, hash: &ChangeHash) -> Option<[u8; 64]> {
         let found = self
             .db
@@ -1337,17 +1455,7 @@ impl Db {
 
     /// The signatures stored for a document's changes (its author's, relayed by sync or bundles).
     pub fn signatures(&self, doc_id: &str) -> rusqlite::Result<Vec<ChangeSignature>> {
-        let mut statement =
-            self.conn.prepare_cached("SELECT hash, signature FROM change_signatures WHERE doc_id = ?1")?;
-        let rows = statement.query_map([doc_id], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)))?;
-        let mut signatures = Vec::new();
-        for row in rows {
-            let (hash, signature) = row?;
-            if let (Ok(hash), Ok(signature)) = (hash.try_into(), signature.try_into()) {
-                signatures.push(ChangeSignature { hash, signature });
-            }
-        }
-        Ok(signatures)
+        stored_signatures(&self.conn, doc_id)
     }
 
     /// Every peer's acknowledged checkpoint and how many of our documents changed after it.
