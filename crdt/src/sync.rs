@@ -158,6 +158,68 @@ fn load_whole(whole: &mut WholeDoc) -> Result<ReceivedDoc, String> {
     Ok(ReceivedDoc { doc, heads, snapshot, snapshot_heads, changes, signatures: Vec::new() })
 }
 
+/// Why a document received whole is not stored.
+enum WholeFault {
+    /// Automerge refused (or panicked on) the bytes: the peer sent something no honest holder stores.
+    Automerge(String),
+    /// A change failed its signature check.
+    Rejected(ChangeRejected),
+}
+
+/// Loads a whole document and verifies the signature of every change Automerge lists in it (hashes it recomputed
+/// itself, so the signatures cover the content).
+fn check_whole(mut whole: WholeDoc, roster: &Roster) -> Result<ReceivedDoc, WholeFault> {
+    let mut received = load_whole(&mut whole).map_err(WholeFault::Automerge)?;
+    let by_hash: BTreeMap<[u8; 32], [u8; 64]> = whole.signatures.iter().map(|s| (s.hash, s.signature)).collect();
+    let metas = received.doc.get_changes_meta(&[]);
+    let mut signatures = Vec::with_capacity(metas.len());
+    for meta in metas {
+        let signature_of = |hash: &ChangeHash| by_hash.get(&hash.0).copied();
+        let (hash, signer) =
+            verify_signed(roster, &meta.actor, meta.hash, meta.timestamp, signature_of).map_err(WholeFault::Rejected)?;
+        signatures.push((ChangeSignature { hash: hash.0, signature: by_hash[&hash.0] }, signer));
+    }
+    received.signatures = signatures;
+    Ok(received)
+}
+
+/// Threads [`parallel_map`] uses at most, and the fewest items worth starting threads for.
+const PARALLEL_THREADS_MAX: usize = 4;
+const PARALLEL_ITEMS_MIN: usize = 8;
+
+/// `items.map(f)`, in order, spread over the machine's cores (scoped threads; no pool to keep).
+fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(PARALLEL_THREADS_MAX);
+    if threads < 2 || items.len() < PARALLEL_ITEMS_MIN {
+        return items.into_iter().map(f).collect();
+    }
+    let per_thread = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut items = items.into_iter();
+    loop {
+        let chunk: Vec<T> = items.by_ref().take(per_thread).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut chunks = chunks.into_iter();
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> =
+            chunks.map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<R>>())).collect();
+        let mut results: Vec<R> = first.into_iter().map(f).collect();
+        for other in others {
+            match other.join() {
+                Ok(part) => results.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        results
+    })
+}
+
 /// What the node must act on, drained before frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
@@ -382,11 +444,7 @@ impl Session {
                 self.receive_hall(&changes, &signatures, replica)?;
             }
             (Phase::Running, Frame::Want { doc_ids }) => self.send_whole(doc_ids, replica),
-            (Phase::Running, Frame::Docs { docs }) => {
-                for whole in docs {
-                    self.receive_whole(whole, replica)?;
-                }
-            }
+            (Phase::Running, Frame::Docs { docs }) => self.receive_docs(docs, replica)?,
             (_, Frame::Bye { reason }) => return Err(SyncError::Closed(reason)),
         }
         self.pump(replica);
@@ -482,64 +540,66 @@ impl Session {
         }
     }
 
-    /// One document of a `Docs` frame: loaded, every change's signature verified, then stored by the replica. A
-    /// document not offered, one we came to hold meanwhile, or one with an unsigned change (a holder keeps changes
-    /// imported from plain files local) goes the change-by-change way, which knows how to skip it.
-    fn receive_whole(&mut self, mut whole: WholeDoc, replica: &mut impl Replica) -> Result<(), SyncError> {
-        if !self.requested.remove(&whole.doc_id) {
-            return Err(SyncError::Protocol("a whole document that was not asked for"));
+    /// A `Docs` frame: each document loaded, every change's signature verified, then stored by the replica, in the
+    /// frame's order. A document not offered, one we came to hold meanwhile, or one with an unsigned change (a holder
+    /// keeps changes imported from plain files local) goes the change-by-change way, which knows how to skip it.
+    fn receive_docs(&mut self, docs: Vec<WholeDoc>, replica: &mut impl Replica) -> Result<(), SyncError> {
+        let mut to_check = Vec::with_capacity(docs.len());
+        for whole in docs {
+            if !self.requested.remove(&whole.doc_id) {
+                return Err(SyncError::Protocol("a whole document that was not asked for"));
+            }
+            if !self.pending.contains_key(&whole.doc_id) || self.refused.contains(&whole.doc_id) {
+                continue;
+            }
+            if !whole.is_offered() || replica.heads_hash(&whole.doc_id).is_some() {
+                self.to_sync.push_back(whole.doc_id);
+                continue;
+            }
+            to_check.push(whole);
         }
-        let doc_id = whole.doc_id.clone();
-        if !self.pending.contains_key(&doc_id) || self.refused.contains(&doc_id) {
-            return Ok(());
-        }
-        if !whole.is_offered() || replica.heads_hash(&doc_id).is_some() {
-            self.to_sync.push_back(doc_id);
-            return Ok(());
-        }
-        let mut received =
-            load_whole(&mut whole).map_err(|reason| SyncError::Automerge { doc_id: doc_id.clone(), reason })?;
-        let by_hash: BTreeMap<[u8; 32], [u8; 64]> = whole.signatures.iter().map(|s| (s.hash, s.signature)).collect();
-        let metas: Vec<(ActorId, ChangeHash, i64)> = received
-            .doc
-            .get_changes_meta(&[])
-            .into_iter()
-            .map(|meta| (meta.actor.into_owned(), meta.hash, meta.timestamp))
-            .collect();
-        let mut signatures = Vec::with_capacity(metas.len());
-        for (actor, hash, timestamp) in metas {
-            match verify_signed(replica.roster(), &actor, hash, timestamp, |hash| by_hash.get(&hash.0).copied()) {
-                Ok((_, signer)) => {
-                    signatures.push((ChangeSignature { hash: hash.0, signature: by_hash[&hash.0] }, signer))
-                }
-                Err(ChangeRejected::Unsigned(_)) => {
+        // Automerge's loading and ed25519 are most of a fresh node's initial sync: a page's documents are checked on
+        // the machine's cores, then stored one by one.
+        let roster = replica.roster();
+        let checked = parallel_map(to_check, |whole| {
+            let doc_id = whole.doc_id.clone();
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_whole(whole, roster)))
+                .unwrap_or_else(|_| Err(WholeFault::Automerge("automerge panicked".to_owned())));
+            (doc_id, checked)
+        });
+        for (doc_id, checked) in checked {
+            let received = match checked {
+                Ok(received) => received,
+                Err(WholeFault::Automerge(reason)) => return Err(SyncError::Automerge { doc_id, reason }),
+                Err(WholeFault::Rejected(ChangeRejected::Unsigned(_))) => {
                     self.to_sync.push_back(doc_id);
-                    return Ok(());
+                    continue;
                 }
-                Err(rejected) if rejected.drops_peer() => return Err(SyncError::RejectedChange(rejected.to_string())),
-                Err(refused) => {
+                Err(WholeFault::Rejected(rejected)) if rejected.drops_peer() => {
+                    return Err(SyncError::RejectedChange(rejected.to_string()));
+                }
+                Err(WholeFault::Rejected(refused)) => {
                     self.remove_pending(&doc_id);
                     if self.refused.len() < PENDING_DOCS_MAX {
                         self.refused.insert(doc_id.clone());
                     }
                     self.events.push_back(SessionEvent::ChangeRefused { doc_id, reason: refused.to_string() });
-                    return Ok(());
+                    continue;
+                }
+            };
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replica.receive_whole(&doc_id, received)));
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Err(SyncError::Automerge { doc_id, reason }),
+                Err(_) => {
+                    replica.reload(&doc_id);
+                    return Err(SyncError::Automerge { doc_id, reason: "automerge panicked".into() });
                 }
             }
+            self.remove_pending(&doc_id);
+            self.events.push_back(SessionEvent::DocChanged { doc_id });
         }
-        received.signatures = signatures;
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replica.receive_whole(&doc_id, received)));
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(SyncError::Automerge { doc_id, reason }),
-            Err(_) => {
-                replica.reload(&doc_id);
-                return Err(SyncError::Automerge { doc_id, reason: "automerge panicked".into() });
-            }
-        }
-        self.remove_pending(&doc_id);
-        self.events.push_back(SessionEvent::DocChanged { doc_id });
         Ok(())
     }
 
