@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! cargo run --release -p zhaowo-examples --example store_bench -- --cases 1000000 --dir /tmp/zhaowo-bench
+//! # or measure a store generated elsewhere, e.g. the bench's signed million (`bench --generate 1000000`):
+//! cargo run --release -p zhaowo-examples --example store_bench -- --db /tmp/zhaowo-bench/signed-1000000.db
 //! ```
 //! Goals (issue 3): open ≤ 2 s, RSS ≤ 300 MB, a filtered page ≤ 50 ms, acknowledged write ≤ 1.5× the bare commit.
 
@@ -343,8 +345,15 @@ fn main() {
     let n_cases: usize = value("--cases").map_or(1_000_000, |text| text.parse().expect("--cases N"));
     let dir = PathBuf::from(value("--dir").unwrap_or_else(|| "/tmp/zhaowo-bench".to_owned()));
     std::fs::create_dir_all(&dir).expect("bench dir");
-    let db = dir.join(format!("cases-{n_cases}.db"));
-    if !db.exists() || args.iter().any(|arg| arg == "--regenerate") {
+    let given = value("--db").map(PathBuf::from);
+    if let Some(db) = &given
+        && !db.exists()
+    {
+        eprintln!("--db {}: no such store", db.display());
+        std::process::exit(2);
+    }
+    let db = given.clone().unwrap_or_else(|| dir.join(format!("cases-{n_cases}.db")));
+    if given.is_none() && (!db.exists() || args.iter().any(|arg| arg == "--regenerate")) {
         drop(std::fs::remove_file(&db));
         let started = Instant::now();
         generate(&db, n_cases);
