@@ -284,7 +284,7 @@ fn main() {
             "bench: the issue-7 benchmark table (P1–P7) with same-run baselines\n\n\
              --quick          small sizes, under 5 minutes on 2 cores (the default)\n\
              --full           the issue's sizes (10k and 100k initial syncs, P5 at 1,000 cases per node)\n\
-             --million        with --full: also the 1M-case initial sync (generating 1M cases takes hours)\n\
+             --million        with --full: also the 1M-case initial sync (build its store first with --generate 1000000)\n\
              --json PATH      also write the table as JSON\n\
              --dir DIR        where generated stores live and are reused (default /tmp/zhaowo-bench)\n\
              --only P1,P5     run only these rows (P2 and P4 run P3 first)\n\
