@@ -23,7 +23,7 @@
 
 use crate::hall::SignedHall;
 use crate::roster::{PublicKey, Roster, SignedRecord};
-use crate::signing::{ChangeRejected, verify_change, verify_signed};
+use crate::signing::{AuthorKeys, ChangeRejected, verify_change, verify_signed_with};
 use crate::wire::{self, CatalogEntry, ChangeSignature, Frame, WholeDoc, WireError};
 use automerge::sync::{Message, State};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
@@ -111,6 +111,9 @@ pub struct ReceivedDoc {
     pub changes: Vec<ReceivedChange>,
     /// The verified signature of every change of the document, with its signer.
     pub signatures: Vec<(ChangeSignature, PublicKey)>,
+    /// The case's view, folded while the page was checked on the machine's cores (for the replica's projections);
+    /// `None` when the document is not a case.
+    pub view: Option<crate::CaseView>,
 }
 
 #[derive(Debug)]
@@ -155,7 +158,7 @@ fn load_whole(whole: &mut WholeDoc) -> Result<ReceivedDoc, String> {
         return Err("the document depends on changes it does not carry".to_owned());
     }
     let heads = doc.get_heads();
-    Ok(ReceivedDoc { doc, heads, snapshot, snapshot_heads, changes, signatures: Vec::new() })
+    Ok(ReceivedDoc { doc, heads, snapshot, snapshot_heads, changes, signatures: Vec::new(), view: None })
 }
 
 /// Why a document received whole is not stored.
@@ -173,50 +176,83 @@ fn check_whole(mut whole: WholeDoc, roster: &Roster) -> Result<ReceivedDoc, Whol
     let by_hash: BTreeMap<[u8; 32], [u8; 64]> = whole.signatures.iter().map(|s| (s.hash, s.signature)).collect();
     let metas = received.doc.get_changes_meta(&[]);
     let mut signatures = Vec::with_capacity(metas.len());
+    let mut keys = AuthorKeys::default();
     for meta in metas {
         let signature_of = |hash: &ChangeHash| by_hash.get(&hash.0).copied();
         let (hash, signer) =
-            verify_signed(roster, &meta.actor, meta.hash, meta.timestamp, signature_of).map_err(WholeFault::Rejected)?;
+            verify_signed_with(&mut keys, roster, &meta.actor, meta.hash, meta.timestamp, signature_of)
+                .map_err(WholeFault::Rejected)?;
         signatures.push((ChangeSignature { hash: hash.0, signature: by_hash[&hash.0] }, signer));
     }
     received.signatures = signatures;
+    received.doc = match crate::CaseDoc::from_automerge_or_back(received.doc) {
+        Ok(case) => {
+            received.view = Some(case.view());
+            case.into_automerge()
+        }
+        Err((_, doc)) => doc,
+    };
     Ok(received)
 }
 
-/// Threads [`parallel_map`] uses at most, and the fewest items worth starting threads for.
-const PARALLEL_THREADS_MAX: usize = 4;
-const PARALLEL_ITEMS_MIN: usize = 8;
+/// Helper threads [`check_pipelined`] starts at most, and the fewest documents worth starting them for.
+const CHECK_THREADS_MAX: usize = 4;
+const CHECK_THREADS_DOCS_MIN: usize = 8;
 
-/// `items.map(f)`, in order, spread over the machine's cores (scoped threads; no pool to keep).
-fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(PARALLEL_THREADS_MAX);
-    if threads < 2 || items.len() < PARALLEL_ITEMS_MIN {
-        return items.into_iter().map(f).collect();
-    }
-    let per_thread = items.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
-    let mut items = items.into_iter();
-    loop {
-        let chunk: Vec<T> = items.by_ref().take(per_thread).collect();
-        if chunk.is_empty() {
-            break;
+/// Checks documents received whole ([`check_whole`]) on helper threads, one per core, while the calling thread hands
+/// each result to `consume` in the documents' order as soon as it is ready: the store writes one document while the
+/// next ones load and verify. The first error `consume` returns stops the helpers (at their next result) and is
+/// returned.
+fn check_pipelined<E>(
+    docs: Vec<WholeDoc>,
+    roster: &Roster,
+    mut consume: impl FnMut(String, Result<ReceivedDoc, WholeFault>) -> Result<(), E>,
+) -> Result<(), E> {
+    let check = |whole: WholeDoc| {
+        let doc_id = whole.doc_id.clone();
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_whole(whole, roster)))
+            .unwrap_or_else(|_| Err(WholeFault::Automerge("automerge panicked".to_owned())));
+        (doc_id, checked)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(CHECK_THREADS_MAX);
+    if threads < 2 || docs.len() < CHECK_THREADS_DOCS_MIN {
+        for whole in docs {
+            let (doc_id, checked) = check(whole);
+            consume(doc_id, checked)?;
         }
-        chunks.push(chunk);
+        return Ok(());
     }
-    let f = &f;
+    let total = docs.len();
+    // Round robin: helper k checks documents k, k + threads, … so results come out roughly in order.
+    let mut lanes: Vec<Vec<(usize, WholeDoc)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (index, whole) in docs.into_iter().enumerate() {
+        lanes[index % threads].push((index, whole));
+    }
     std::thread::scope(|scope| {
-        let mut chunks = chunks.into_iter();
-        let first = chunks.next().unwrap_or_default();
-        let others: Vec<_> =
-            chunks.map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<R>>())).collect();
-        let mut results: Vec<R> = first.into_iter().map(f).collect();
-        for other in others {
-            match other.join() {
-                Ok(part) => results.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
+        let (sender, receiver) = std::sync::mpsc::channel();
+        for lane in lanes {
+            let sender = sender.clone();
+            let check = &check;
+            scope.spawn(move || {
+                for (index, whole) in lane {
+                    if sender.send((index, check(whole))).is_err() {
+                        return; // The consumer stopped at an error.
+                    }
+                }
+            });
+        }
+        drop(sender);
+        let mut ready = BTreeMap::new();
+        let mut next = 0;
+        while next < total {
+            let Ok((index, checked)) = receiver.recv() else { break };
+            ready.insert(index, checked);
+            while let Some((doc_id, checked)) = ready.remove(&next) {
+                next += 1;
+                consume(doc_id, checked)?;
             }
         }
-        results
+        Ok(())
     })
 }
 
@@ -558,22 +594,16 @@ impl Session {
             }
             to_check.push(whole);
         }
-        // Automerge's loading and ed25519 are most of a fresh node's initial sync: a page's documents are checked on
-        // the machine's cores, then stored one by one.
-        let roster = replica.roster();
-        let checked = parallel_map(to_check, |whole| {
-            let doc_id = whole.doc_id.clone();
-            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_whole(whole, roster)))
-                .unwrap_or_else(|_| Err(WholeFault::Automerge("automerge panicked".to_owned())));
-            (doc_id, checked)
-        });
-        for (doc_id, checked) in checked {
+        // Automerge's loading and ed25519 are most of a fresh node's initial sync: helper threads check the page's
+        // documents while this thread stores them, in the frame's order, as they come out checked.
+        let roster = replica.roster().clone();
+        check_pipelined(to_check, &roster, |doc_id, checked| {
             let received = match checked {
                 Ok(received) => received,
                 Err(WholeFault::Automerge(reason)) => return Err(SyncError::Automerge { doc_id, reason }),
                 Err(WholeFault::Rejected(ChangeRejected::Unsigned(_))) => {
                     self.to_sync.push_back(doc_id);
-                    continue;
+                    return Ok(());
                 }
                 Err(WholeFault::Rejected(rejected)) if rejected.drops_peer() => {
                     return Err(SyncError::RejectedChange(rejected.to_string()));
@@ -584,7 +614,7 @@ impl Session {
                         self.refused.insert(doc_id.clone());
                     }
                     self.events.push_back(SessionEvent::ChangeRefused { doc_id, reason: refused.to_string() });
-                    continue;
+                    return Ok(());
                 }
             };
             let outcome =
@@ -599,8 +629,8 @@ impl Session {
             }
             self.remove_pending(&doc_id);
             self.events.push_back(SessionEvent::DocChanged { doc_id });
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Sends our next sync message for a document; returns whether there was anything to say.

@@ -1301,9 +1301,10 @@ impl Replica for DbReplica<'_> {
         }
         self.touched.push(doc_id.to_owned());
         if self.db.projections {
-            let projected = match CaseDoc::from_automerge_or_back(received.doc) {
-                Ok(case) => project(&self.db.conn, &case),
-                Err(_) => projection::remove(&self.db.conn, doc_id),
+            // The session folded the view beside the signature checks, off this thread.
+            let projected = match &received.view {
+                Some(view) => projection::upsert(&self.db.conn, &CaseRow::of(view), &SearchText::of(view)),
+                None => projection::remove(&self.db.conn, doc_id),
             };
             if let Err(error) = projected {
                 return Err(self.fail(error));
