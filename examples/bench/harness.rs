@@ -223,6 +223,16 @@ impl Fixture {
             conn.query_row("SELECT coalesce(sum(length(bytes)), 0) FROM changes", [], |row| row.get(0)).expect("sum");
         (snapshots + changes) as u64
     }
+
+    /// Bytes of the change signatures stored for the cases (64 each): what a node must receive beside the documents.
+    pub fn signature_bytes(&self) -> u64 {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(&self.db, flags).expect("open the fixture read-only");
+        let signatures: i64 = conn
+            .query_row("SELECT coalesce(sum(length(signature)), 0) FROM change_signatures", [], |row| row.get(0))
+            .expect("sum");
+        signatures as u64
+    }
 }
 
 /// The signed store of `cases` cases in `dir`, generated on first use (a `.done` marker says it is complete).
