@@ -627,3 +627,100 @@ async fn authorization_matrix_against_a_syncing_node() {
         println!("T5   {row}");
     }
 }
+
+/// A member that announces a case the node lacks and answers the node's `Want`: with a forged signature the node drops
+/// it and stores nothing; with the author's own signatures (the control, so the test can fail) the case is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_document_with_a_forged_signature_is_refused_and_an_honest_one_stored() {
+    let mut hall = Hall::new();
+    let mut a = Node::new(61);
+    let member = Arc::new(NodeIdentity::generate().unwrap());
+    hall.enroll(&a.identity, "BBC01");
+    hall.enroll(&member, "BBC07");
+    a.register(3).await;
+    let a_addr = a.start(&hall.roster, vec![]);
+    let roster_for_member = {
+        let roster = hall.roster.clone();
+        Arc::new(move |key: &[u8; 32]| roster.authorized(key).is_some())
+    };
+    let transport = Transport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        member.clone(),
+        roster_for_member,
+        TransportConfig::recommended(),
+    )
+    .unwrap();
+    let mut factory = CaseFactory::new(62, member.new_actor().unwrap(), CaseFactory::start_2026());
+    let mut case = factory.register();
+    let view = case.view();
+    factory.work(&mut case, 3);
+    let doc_id = case.case_id().as_str().to_owned();
+    let doc = case.automerge_mut();
+    let signer = member.change_signer();
+    let honest_signatures: Vec<ChangeSignature> = doc
+        .get_changes(&[])
+        .iter()
+        .map(|change| ChangeSignature { hash: change.hash().0, signature: (signer.sign)(&change.hash()) })
+        .collect();
+    let heads_hash = zhaowo_crdt::sync::heads_hash(&doc.get_heads());
+    let snapshot = doc.save();
+    let stranger = NodeIdentity::generate().unwrap().change_signer();
+    let mut forged_signatures = honest_signatures.clone();
+    forged_signatures[0].signature = (stranger.sign)(&ChangeHash(forged_signatures[0].hash));
+    let before = a.catalog().await;
+
+    let mut outcomes = Vec::new();
+    for (label, signatures) in [("forged", forged_signatures), ("honest", honest_signatures)] {
+        let peer = tokio::time::timeout(CONVERGE, transport.dial(a_addr, a.key())).await.unwrap().unwrap();
+        let (mut writer, mut reader) = peer.open_bi().await.unwrap();
+        let hello = Frame::Hello {
+            hall: *hall.roster.hall(),
+            node_key: member.verifying_key().to_bytes(),
+            roster_digest: hall.roster.digest(),
+        };
+        writer.send_frame(&wire::encode(&hello)).await.unwrap();
+        let entry = wire::CatalogEntry { doc_id: doc_id.clone(), heads_hash, seq: 1 };
+        writer.send_frame(&wire::encode(&Frame::Catalog { entries: vec![entry], last: true })).await.unwrap();
+        // The node asks for the case it lacks, whole.
+        let asked = tokio::time::timeout(CONVERGE, async {
+            loop {
+                let frame = reader.recv_frame().await.unwrap().expect("the node closed before asking");
+                if let Ok(Frame::Want { doc_ids }) = wire::decode(&frame) {
+                    return doc_ids;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(asked, vec![doc_id.clone()], "{label}: the node asks for the case by id");
+        let whole =
+            wire::WholeDoc { doc_id: doc_id.clone(), snapshot: snapshot.clone(), changes: Vec::new(), signatures };
+        writer.send_frame(&wire::encode(&Frame::Docs { docs: vec![whole] })).await.unwrap();
+        if label == "forged" {
+            let dropped = tokio::time::timeout(CONVERGE, async {
+                loop {
+                    match reader.recv_frame().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => return,
+                    }
+                }
+            })
+            .await;
+            assert!(dropped.is_ok(), "the node did not drop the member that forged a signature");
+            assert_eq!(a.catalog().await, before, "nothing of the forged document was stored");
+            assert_eq!(a.sync.as_ref().unwrap().status().counts().rejected_changes, 1);
+        } else {
+            let started = Instant::now();
+            while a.catalog().await.get(&doc_id) != Some(&heads_hash) {
+                assert!(started.elapsed() < CONVERGE, "the honest whole document was not stored");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let stored = a.store.case_view(&doc_id).await.unwrap();
+            assert_eq!(stored.reg_no, view.reg_no, "the stored case is the member's");
+            let report = a.store.verify().await.unwrap();
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+        }
+        outcomes.push(label);
+    }
+    println!("sync whole documents from a member: {}", outcomes.join(" refused, ") + " stored");
+}
