@@ -454,6 +454,7 @@ fn check_reads_against_fold(seed: u64, n_cases: usize) {
             "补充",
             "绝对不存在的词",
             "编号 7",
+            "房产证 补充",
             "%",
             "政策",
         ];

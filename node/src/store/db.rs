@@ -524,11 +524,18 @@ impl Db {
             chars.len() == 2 && projection::is_bigram(chars[0], chars[1])
         };
         let bigrams: Vec<String> = terms.iter().filter(|term| is_bigram_term(term)).map(|term| quote(term)).collect();
-        let scanned: Vec<&str> =
+        let mut scanned: Vec<&str> =
             terms.iter().copied().filter(|term| term.chars().count() < 3 && !is_bigram_term(term)).collect();
         let mut matches: Option<HashSet<i64>> = None;
         for (table, expression) in [("cases_fts", long.join(" AND ")), ("cases_bigrams", bigrams.join(" AND "))] {
             if expression.is_empty() {
+                continue;
+            }
+            if table == "cases_bigrams" && matches.as_ref().is_some_and(|rows| rows.len() <= self.search_sort_matches_max)
+            {
+                // The longer terms left few rows: check the two-character terms against their text rather than list
+                // every row holding a common word (编号 in every case: 460 ms at 1M cases).
+                scanned.extend(terms.iter().copied().filter(|term| is_bigram_term(term)));
                 continue;
             }
             let mut statement =
