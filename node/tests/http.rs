@@ -761,6 +761,8 @@ async fn a_clerk_signs_in_dispatches_and_replies_and_the_citizen_sees_the_reply(
     assert!(stats.contains("<svg") && stats.contains("受理量"));
     let qr = node.get("/desk/qr", &session).await.body;
     assert!(qr.matches("<svg").count() >= 6, "a QR code per window");
+    let peers = node.get("/desk/peers", &session).await.body;
+    assert!(peers.contains("大厅配置") && peers.contains("个工作人员账户"), "the hall document's state is shown");
 
     // The LAN listener serves no desk and no metrics.
     let request = Request::get("/desk/login").body(Body::empty()).unwrap();

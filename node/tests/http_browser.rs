@@ -468,6 +468,10 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         browser.go(&format!("{desk_b}/desk/peers"));
         let peers = browser.text("main");
         assert!(peers.contains("已连接") && peers.contains("BBC01"), "the clerk's node shows its peer: {peers}");
+        assert!(
+            peers.contains("大厅配置") && peers.contains("个工作人员账户"),
+            "and the hall document's state: {peers}"
+        );
         browser.screenshot("desk-peers");
         browser.go(&format!("{desk_b}/desk/qr"));
         assert!(browser.text("main").contains("办不成事，扫码找我"));

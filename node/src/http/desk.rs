@@ -1763,6 +1763,10 @@ async fn peers(State(app): State<App>, headers: HeaderMap) -> Response {
     let sync = app.options.sync.as_ref();
     let peers = sync.map(|sync| sync.peers()).unwrap_or_default();
     let totals = sync.map(|sync| sync.counts());
+    // The hall document as sync has brought it to this node: read afresh from disk, as sign-in does.
+    let fresh_home = crate::home::Home::open(&app.home.dir).ok();
+    let hall_edits = fresh_home.as_ref().map(crate::home::Home::hall_history).unwrap_or_default();
+    let hall_accounts = fresh_home.as_ref().and_then(|home| home.hall().ok()).map(|hall| hall.accounts.len());
     let now = crate::home::now_ms();
     let ago = |ms: Option<i64>| match ms {
         None => "从未".to_owned(),
@@ -1777,6 +1781,13 @@ async fn peers(State(app): State<App>, headers: HeaderMap) -> Response {
             dt { "窗口" } dd { (config.window) " · " (config.display_name) " · " (config.role.label()) }
             dt { "同步端口" } dd { (sync.and_then(|s| s.local_addr()).map_or(config.listen.to_string(), |a| a.to_string())) }
             @if let Some(c) = counts { dt { "本地案件" } dd { (c.docs) " 件（本地序号 " (c.local_seq) "）" } }
+            dt { "大厅配置" } dd {
+                (hall_edits.len()) " 次修改"
+                @if let Some(accounts) = hall_accounts { " · " (accounts) " 个工作人员账户" }
+                @if let Some(edit) = hall_edits.last() {
+                    br; "最近：" (edit.what) "（" (edit.by) "，" (zhaowo_crdt::time::format_local_minute(edit.at_ms)) "）"
+                }
+            }
             @if let Some(t) = totals {
                 dt { "在线节点" } dd { (t.peers_connected) }
                 dt { "拒收的伪造/未签名修改" } dd { (t.rejected_changes) }
