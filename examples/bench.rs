@@ -265,20 +265,6 @@ fn main() {
         rows::measure_node(Path::new(&args[position + 1]), Path::new(&args[position + 2]));
         return;
     }
-    if let Some(cases) = value("--generate") {
-        let Ok(cases) = cases.parse::<usize>() else {
-            eprintln!("--generate takes a number of cases, not {cases:?}");
-            std::process::exit(2);
-        };
-        let dir = PathBuf::from(value("--dir").unwrap_or_else(|| "/tmp/zhaowo-bench".to_owned()));
-        std::fs::create_dir_all(&dir).expect("the bench directory");
-        let fixture = harness::signed_store(&dir, cases);
-        match fixture.generated_secs {
-            Some(secs) => eprintln!("generated {cases} signed cases in {secs:.0} s: {}", fixture.db.display()),
-            None => eprintln!("{} already holds {cases} signed cases", fixture.db.display()),
-        }
-        return;
-    }
     if args.iter().any(|arg| arg == "--help" || arg == "-h") {
         println!(
             "bench: the issue-7 benchmark table (P1–P7) with same-run baselines\n\n\
@@ -299,6 +285,18 @@ fn main() {
     };
     let dir = PathBuf::from(value("--dir").unwrap_or_else(|| "/tmp/zhaowo-bench".to_owned()));
     std::fs::create_dir_all(&dir).expect("the bench directory");
+    if let Some(cases) = value("--generate") {
+        let Ok(cases) = cases.parse::<usize>() else {
+            eprintln!("--generate takes a number of cases, not {cases:?}");
+            std::process::exit(2);
+        };
+        let fixture = harness::signed_store(&dir, cases);
+        match fixture.generated_secs {
+            Some(secs) => eprintln!("generated {cases} signed cases in {secs:.0} s: {}", fixture.db.display()),
+            None => eprintln!("{} already holds {cases} signed cases", fixture.db.display()),
+        }
+        return;
+    }
     let only: Option<Vec<String>> = value("--only").map(|ids| ids.split(',').map(|id| id.trim().to_owned()).collect());
     let (cores, mem_gib) = machine();
     let started = Instant::now();

@@ -84,19 +84,14 @@ pub fn verify_change(
     let parsed = std::panic::catch_unwind(|| Change::from_bytes(bytes.to_vec()))
         .map_err(|_| ChangeRejected::Malformed("the parser panicked".into()))?
         .map_err(|error| ChangeRejected::Malformed(error.to_string()))?;
-    verify_signed(roster, parsed.actor_id(), parsed.hash(), parsed.timestamp(), signature_of)
-}
-
-/// Checks a change known by its author, hash and timestamp (seconds), as Automerge lists the changes of a document it
-/// loaded and re-hashed (a document received whole): the same rules as [`verify_change`].
-pub fn verify_signed(
-    roster: &Roster,
-    actor: &automerge::ActorId,
-    hash: ChangeHash,
-    timestamp_secs: i64,
-    signature_of: impl Fn(&ChangeHash) -> Option<[u8; 64]>,
-) -> Result<(ChangeHash, PublicKey), ChangeRejected> {
-    verify_signed_with(&mut AuthorKeys::default(), roster, actor, hash, timestamp_secs, signature_of)
+    verify_signed(
+        &mut AuthorKeys::default(),
+        roster,
+        parsed.actor_id(),
+        parsed.hash(),
+        parsed.timestamp(),
+        signature_of,
+    )
 }
 
 /// Authors' keys as points, kept while checking many changes (decompressing a key costs about a tenth of a
@@ -104,8 +99,10 @@ pub fn verify_signed(
 #[derive(Debug, Default)]
 pub struct AuthorKeys(std::collections::BTreeMap<PublicKey, VerifyingKey>);
 
-/// [`verify_signed`] with the authors' keys kept in `keys`.
-pub fn verify_signed_with(
+/// Checks a change known by its author, hash and timestamp (seconds), as Automerge lists the changes of a document it
+/// loaded and re-hashed (a document received whole): the same rules as [`verify_change`]. Authors' keys are kept in
+/// `keys` for the next change.
+pub fn verify_signed(
     keys: &mut AuthorKeys,
     roster: &Roster,
     actor: &automerge::ActorId,

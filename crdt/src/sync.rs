@@ -23,7 +23,7 @@
 
 use crate::hall::SignedHall;
 use crate::roster::{PublicKey, Roster, SignedRecord};
-use crate::signing::{AuthorKeys, ChangeRejected, verify_change, verify_signed_with};
+use crate::signing::{AuthorKeys, ChangeRejected, verify_change, verify_signed};
 use crate::wire::{self, CatalogEntry, ChangeSignature, Frame, WholeDoc, WireError};
 use automerge::sync::{Message, State};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
@@ -179,9 +179,8 @@ fn check_whole(mut whole: WholeDoc, roster: &Roster) -> Result<ReceivedDoc, Whol
     let mut keys = AuthorKeys::default();
     for meta in metas {
         let signature_of = |hash: &ChangeHash| by_hash.get(&hash.0).copied();
-        let (hash, signer) =
-            verify_signed_with(&mut keys, roster, &meta.actor, meta.hash, meta.timestamp, signature_of)
-                .map_err(WholeFault::Rejected)?;
+        let (hash, signer) = verify_signed(&mut keys, roster, &meta.actor, meta.hash, meta.timestamp, signature_of)
+            .map_err(WholeFault::Rejected)?;
         signatures.push((ChangeSignature { hash: hash.0, signature: by_hash[&hash.0] }, signer));
     }
     received.signatures = signatures;
@@ -430,18 +429,15 @@ impl Session {
             (Phase::Running, Frame::Catalog { entries, last }) => {
                 for entry in entries {
                     self.their_max_seq = self.their_max_seq.max(entry.seq);
-                    if replica.heads_hash(&entry.doc_id) == Some(entry.heads_hash)
-                        || self.refused.contains(&entry.doc_id)
-                    {
+                    let ours = replica.heads_hash(&entry.doc_id);
+                    if ours == Some(entry.heads_hash) || self.refused.contains(&entry.doc_id) {
                         continue;
                     }
                     if self.pending.len() >= PENDING_DOCS_MAX {
                         return Err(SyncError::Protocol("too many documents pending"));
                     }
                     if !self.pending.contains_key(&entry.doc_id) {
-                        let whole = replica.takes_whole_docs()
-                            && entry.doc_id != wire::HALL_DOC_ID
-                            && replica.heads_hash(&entry.doc_id).is_none();
+                        let whole = ours.is_none() && entry.doc_id != wire::HALL_DOC_ID && replica.takes_whole_docs();
                         if whole {
                             self.wanted.push_back(entry.doc_id.clone());
                         } else {
@@ -504,12 +500,7 @@ impl Session {
                 Ok(_) => {}
                 Err(rejected) if rejected.drops_peer() => return Err(SyncError::RejectedChange(rejected.to_string())),
                 Err(refused) => {
-                    self.exchanges.remove(&doc_id);
-                    self.remove_pending(&doc_id);
-                    if self.refused.len() < PENDING_DOCS_MAX {
-                        self.refused.insert(doc_id.clone());
-                    }
-                    self.events.push_back(SessionEvent::ChangeRefused { doc_id, reason: refused.to_string() });
+                    self.refuse_doc(&doc_id, refused.to_string());
                     return Ok(());
                 }
             }
@@ -564,11 +555,12 @@ impl Session {
                 .whole_doc(&doc_id)
                 .filter(|whole| whole.wire_bytes() <= wire::DOCS_FRAME_BYTES_MAX)
                 .unwrap_or_else(|| WholeDoc::not_offered(doc_id));
-            if bytes + whole.wire_bytes() > wire::DOCS_FRAME_BYTES_MAX {
+            let size = whole.wire_bytes();
+            if bytes + size > wire::DOCS_FRAME_BYTES_MAX {
                 self.send(&Frame::Docs { docs: std::mem::take(&mut docs) });
                 bytes = 0;
             }
-            bytes += whole.wire_bytes();
+            bytes += size;
             docs.push(whole);
         }
         if !docs.is_empty() {
@@ -609,11 +601,7 @@ impl Session {
                     return Err(SyncError::RejectedChange(rejected.to_string()));
                 }
                 Err(WholeFault::Rejected(refused)) => {
-                    self.remove_pending(&doc_id);
-                    if self.refused.len() < PENDING_DOCS_MAX {
-                        self.refused.insert(doc_id.clone());
-                    }
-                    self.events.push_back(SessionEvent::ChangeRefused { doc_id, reason: refused.to_string() });
+                    self.refuse_doc(&doc_id, refused.to_string());
                     return Ok(());
                 }
             };
@@ -657,15 +645,10 @@ impl Session {
                 None => {
                     // A change we hold without its author's signature (imported from a plain Automerge file): the
                     // peer would rightly drop us for it. Keep it local, skip this document for the session.
-                    self.exchanges.remove(doc_id);
-                    self.remove_pending(doc_id);
-                    if self.refused.len() < PENDING_DOCS_MAX {
-                        self.refused.insert(doc_id.to_owned());
-                    }
-                    self.events.push_back(SessionEvent::ChangeRefused {
-                        doc_id: doc_id.to_owned(),
-                        reason: "a change of ours has no member's signature: kept local, not relayed".to_owned(),
-                    });
+                    self.refuse_doc(
+                        doc_id,
+                        "a change of ours has no member's signature: kept local, not relayed".to_owned(),
+                    );
                     return false;
                 }
             }
@@ -769,7 +752,17 @@ impl Session {
         }
     }
 
-    /// Moves the session forward: more catalog, more document exchanges, acknowledgements.
+    /// Skips a document for the rest of the session (a change in it is refused, without blaming the peer): no
+    /// exchange, nothing pending, an event for the node to count and log.
+    fn refuse_doc(&mut self, doc_id: &str, reason: String) {
+        self.exchanges.remove(doc_id);
+        self.remove_pending(doc_id);
+        if self.refused.len() < PENDING_DOCS_MAX {
+            self.refused.insert(doc_id.to_owned());
+        }
+        self.events.push_back(SessionEvent::ChangeRefused { doc_id: doc_id.to_owned(), reason });
+    }
+
     fn add_pending(&mut self, doc_id: String, seq: u64) {
         if let std::collections::btree_map::Entry::Vacant(vacant) = self.pending.entry(doc_id) {
             vacant.insert(seq);
@@ -788,6 +781,7 @@ impl Session {
         }
     }
 
+    /// Moves the session forward: more catalog, more document exchanges, acknowledgements.
     pub fn pump(&mut self, replica: &mut impl Replica) {
         if self.phase != Phase::Running {
             return;

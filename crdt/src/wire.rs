@@ -109,14 +109,20 @@ impl WholeDoc {
         !self.snapshot.is_empty() || !self.changes.is_empty()
     }
 
-    /// Bytes this document adds to a `Docs` frame (within a few bytes of length prefixes).
+    /// Bytes this document adds to a `Docs` frame, an upper estimate (length prefixes counted at their widest).
     pub fn wire_bytes(&self) -> usize {
         self.doc_id.len()
             + self.snapshot.len()
-            + self.changes.iter().map(|change| change.len() + 4).sum::<usize>()
-            + self.signatures.len() * 98
+            + self.changes.iter().map(|change| change.len() + LENGTH_PREFIX_BYTES_MAX).sum::<usize>()
+            + self.signatures.len() * SIGNATURE_WIRE_BYTES
     }
 }
+
+/// A postcard length prefix of a byte list below [`FRAME_BYTES_MAX`]: a varint of at most 4 bytes.
+const LENGTH_PREFIX_BYTES_MAX: usize = 4;
+/// One [`ChangeSignature`] on the wire: the 32-byte hash, then the 64-byte signature with its 1-byte length (and a
+/// byte of slack).
+const SIGNATURE_WIRE_BYTES: usize = 32 + 1 + 64 + 1;
 
 /// Documents one `Want` (and one `Docs`) frame names: a page of documents of a few KB each.
 pub const WANT_DOCS_MAX: usize = 256;

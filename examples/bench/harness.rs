@@ -212,11 +212,15 @@ impl Fixture {
         Arc::new(NodeIdentity::load(&self.key).expect("the fixture's node key"))
     }
 
+    fn read_only(&self) -> rusqlite::Connection {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        rusqlite::Connection::open_with_flags(&self.db, flags).expect("open the fixture read-only")
+    }
+
     /// Bytes of the case documents as stored: snapshots plus change rows (what a fresh node must receive at least,
     /// compressed as the store keeps them; signatures and the catalog are not counted).
     pub fn document_bytes(&self) -> u64 {
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(&self.db, flags).expect("open the fixture read-only");
+        let conn = self.read_only();
         let snapshots: i64 =
             conn.query_row("SELECT coalesce(sum(length(snapshot)), 0) FROM docs", [], |row| row.get(0)).expect("sum");
         let changes: i64 =
@@ -226,8 +230,7 @@ impl Fixture {
 
     /// Bytes of the change signatures stored for the cases (64 each): what a node must receive beside the documents.
     pub fn signature_bytes(&self) -> u64 {
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(&self.db, flags).expect("open the fixture read-only");
+        let conn = self.read_only();
         let signatures: i64 = conn
             .query_row("SELECT coalesce(sum(length(signature)), 0) FROM change_signatures", [], |row| row.get(0))
             .expect("sum");

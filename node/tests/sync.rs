@@ -276,13 +276,7 @@ async fn forged_unsigned_and_revoked_peers_are_dropped_while_members_keep_syncin
 
     // An enrolled member sends, in turn: a change under A's actor signed with its own key (forged), the same
     // change unsigned, and a change under its own actor signed by another key.
-    let roster_for_evil = {
-        let roster = hall.roster.clone();
-        Arc::new(move |key: &[u8; 32]| roster.authorized(key).is_some())
-    };
-    let transport =
-        Transport::bind("127.0.0.1:0".parse().unwrap(), evil.clone(), roster_for_evil, TransportConfig::recommended())
-            .unwrap();
+    let transport = attacker_transport(&evil, &hall.roster);
     let a_actor = a.identity.new_actor().unwrap();
     let mut rows = Vec::new();
     for (label, actor, signer) in [
@@ -639,17 +633,7 @@ async fn a_whole_document_with_a_forged_signature_is_refused_and_an_honest_one_s
     hall.enroll(&member, "BBC07");
     a.register(3).await;
     let a_addr = a.start(&hall.roster, vec![]);
-    let roster_for_member = {
-        let roster = hall.roster.clone();
-        Arc::new(move |key: &[u8; 32]| roster.authorized(key).is_some())
-    };
-    let transport = Transport::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        member.clone(),
-        roster_for_member,
-        TransportConfig::recommended(),
-    )
-    .unwrap();
+    let transport = attacker_transport(&member, &hall.roster);
     let mut factory = CaseFactory::new(62, member.new_actor().unwrap(), CaseFactory::start_2026());
     let mut case = factory.register();
     let view = case.view();

@@ -943,10 +943,7 @@ fn persist(
                         .map(|(signature, signer)| (signer, *signature)),
                 };
                 if let Some((signer, signature)) = signature {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO change_signatures (doc_id, hash, signer, signature) VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![doc_id, hash.0.as_slice(), signer.as_slice(), signature.as_slice()])?;
+                    store_signature(tx, doc_id, &hash.0, &signer, &signature)?;
                 }
             }
         }
@@ -981,13 +978,34 @@ fn persist(
         tx.prepare_cached("UPDATE docs SET changes_bytes = ?2 WHERE doc_id = ?1")?
             .execute(params![doc_id, changes_bytes])?;
     }
+    store_catalog(tx, doc_id, &heads, local_seq)?;
+    Ok(Stored { changes: stored, local_seq })
+}
+
+/// A document's catalog row and the node-wide counter after storing its changes (inside the caller's transaction).
+fn store_catalog(tx: &Connection, doc_id: &str, heads: &[ChangeHash], local_seq: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO catalog (doc_id, heads_hash, local_seq) VALUES (?1, ?2, ?3)
          ON CONFLICT (doc_id) DO UPDATE SET heads_hash = ?2, local_seq = ?3",
     )?
-    .execute(params![doc_id, heads_hash(&heads).as_slice(), local_seq])?;
+    .execute(params![doc_id, heads_hash(heads).as_slice(), local_seq])?;
     tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'local_seq'")?.execute([local_seq])?;
-    Ok(Stored { changes: stored, local_seq })
+    Ok(())
+}
+
+/// A change's signature, kept so this node can relay the change (a repeat is a no-op).
+fn store_signature(
+    tx: &Connection,
+    doc_id: &str,
+    hash: &[u8; 32],
+    signer: &[u8; 32],
+    signature: &[u8; 64],
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO change_signatures (doc_id, hash, signer, signature) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![doc_id, hash.as_slice(), signer.as_slice(), signature.as_slice()])?;
+    Ok(())
 }
 
 /// A stored document as sync sends it whole: the snapshot and change rows as stored, and every signature stored for
@@ -1009,7 +1027,7 @@ fn stored_whole_doc(conn: &Connection, doc_id: &str) -> rusqlite::Result<Option<
 /// Stores a document received whole (see `zhaowo_crdt::sync::ReceivedDoc`) as it came: its snapshot and change rows
 /// byte for byte (no re-encoding), its signatures, its catalog row. The caller checked that nothing is stored under
 /// `doc_id`. Runs inside the caller's transaction.
-fn persist_whole(tx: &Connection, doc_id: &str, received: &ReceivedDoc) -> rusqlite::Result<Stored> {
+fn persist_whole(tx: &Connection, doc_id: &str, received: &ReceivedDoc) -> rusqlite::Result<()> {
     let mut local_seq = stored_local_seq(tx)?;
     let mut changes_bytes = 0i64;
     {
@@ -1033,27 +1051,10 @@ fn persist_whole(tx: &Connection, doc_id: &str, received: &ReceivedDoc) -> rusql
     let snapshot_heads: Vec<u8> = received.snapshot_heads.iter().flat_map(|head| head.0).collect();
     tx.prepare_cached("INSERT INTO docs (doc_id, snapshot, snapshot_heads, changes_bytes) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![doc_id, received.snapshot.as_slice(), snapshot_heads, changes_bytes])?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO change_signatures (doc_id, hash, signer, signature) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for (signature, signer) in &received.signatures {
-            insert.execute(params![
-                doc_id,
-                signature.hash.as_slice(),
-                signer.as_slice(),
-                signature.signature.as_slice()
-            ])?;
-        }
+    for (signature, signer) in &received.signatures {
+        store_signature(tx, doc_id, &signature.hash, signer, &signature.signature)?;
     }
-    let heads = &received.heads;
-    tx.prepare_cached(
-        "INSERT INTO catalog (doc_id, heads_hash, local_seq) VALUES (?1, ?2, ?3)
-         ON CONFLICT (doc_id) DO UPDATE SET heads_hash = ?2, local_seq = ?3",
-    )?
-    .execute(params![doc_id, heads_hash(heads).as_slice(), local_seq])?;
-    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'local_seq'")?.execute([local_seq])?;
-    Ok(Stored { changes: received.changes.len().max(1), local_seq })
+    store_catalog(tx, doc_id, &received.heads, local_seq)
 }
 
 /// The signatures stored for a document's changes.
