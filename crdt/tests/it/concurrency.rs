@@ -1,6 +1,6 @@
 //! Every row of the concurrency table of DOMAIN.md §6.3: two replicas fork from the same prior state, each applies its
 //! command offline, they merge both ways, both show the same state, and the loser (if any) is listed as a conflict.
-mod support;
+use crate::support;
 use support::*;
 use zhaowo_crdt::model::*;
 use zhaowo_crdt::view::ConflictDetail;

@@ -1,5 +1,5 @@
 //! Role and state validation, and bad input: every refusal is a typed error that says why, and changes nothing.
-mod support;
+use crate::support;
 use support::*;
 use zhaowo_crdt::limits::*;
 use zhaowo_crdt::model::*;

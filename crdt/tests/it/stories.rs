@@ -1,6 +1,6 @@
 //! The article's three stories (DOMAIN.md), start to end, as data-driven tests: each story is a list of steps, and the
 //! case it leaves is printed as a register-book card and compared with the expected text.
-mod support;
+use crate::support;
 use expect_test::{Expect, expect};
 use std::collections::BTreeSet;
 use support::*;

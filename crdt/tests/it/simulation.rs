@@ -52,7 +52,7 @@
 //! `lost_quarantined`. Backdated changes pass everywhere, as `verify_change` documents; they are counted as
 //! `backdated_accepted` (change copies on honest nodes that already knew of the revocation when they took them).
 #![allow(clippy::print_stdout)] // The simulation prints its figures (TESTING.md).
-mod support;
+use crate::support;
 use automerge::sync::{State, SyncDoc};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use ed25519_dalek::SigningKey;

@@ -1,7 +1,7 @@
 //! The sans-IO sync session between in-memory replicas: first contact, catalogs and checkpoints, live pushes and
 //! relays, random disconnects with reconnection, and hostile peers (intruders, forged and unsigned changes).
 #![allow(clippy::print_stdout)] // The simulation prints its figures (TESTING.md).
-mod support;
+use crate::support;
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::{AutoCommit, ChangeHash};
 use ed25519_dalek::SigningKey;

@@ -1,6 +1,6 @@
 //! Hall membership and signed changes: enrollments and revocations signed by the hall root, and changes that only
 //! count when signed by an enrolled, unrevoked author.
-mod support;
+use crate::support;
 use automerge::ChangeHash;
 use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;

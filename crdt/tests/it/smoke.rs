@@ -1,5 +1,5 @@
 //! A first walk through a case, to see the pieces fit.
-mod support;
+use crate::support;
 use support::*;
 use zhaowo_crdt::model::*;
 use zhaowo_crdt::*;

@@ -6,7 +6,7 @@
 //! COMMIT; received changes are persisted before the next message is generated. `PROPTEST_CASES` sets the number of
 //! cases (256 by default, as in CI).
 #![allow(clippy::print_stdout)] // The test prints its figures (TESTING.md).
-mod support;
+use crate::support;
 use automerge::sync::{Message, State, SyncDoc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

@@ -1,0 +1,15 @@
+//! The integration tests of `zhaowo-crdt`, one binary: each module links Automerge once instead of once per file,
+//! which saves CI minutes (issue 12).
+#![allow(clippy::print_stdout)] // tests print their figures (TESTING.md)
+mod support;
+mod concurrency;
+mod convergence;
+mod fuzz_regressions;
+mod hall;
+mod hall_sync;
+mod membership;
+mod simulation;
+mod smoke;
+mod stories;
+mod sync_session;
+mod validation;
