@@ -101,3 +101,57 @@ fn no_placeholders_or_ignored_tests() {
     }
     assert!(hits.is_empty(), "placeholders in the tree: {hits:?}");
 }
+
+/// The section of ARCHITECTURE.md's code map about one crate: from its `### `dir/`` heading to the next heading.
+fn code_map_section(architecture: &str, dir: &str) -> String {
+    let heading = format!("### `{dir}/`");
+    let start = architecture.find(&heading).unwrap_or_else(|| panic!("ARCHITECTURE.md has no `{heading}` section"));
+    let rest = &architecture[start + heading.len()..];
+    let end = rest.find("\n#").unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+/// The modules a crate root declares (`mod x;` / `pub mod x;`), with whether each is public.
+fn declared_modules(root: &Path) -> Vec<(String, bool)> {
+    let text = std::fs::read_to_string(root).unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let (public, rest) = match line.strip_prefix("pub mod ") {
+                Some(rest) => (true, rest),
+                None => (false, line.strip_prefix("mod ")?),
+            };
+            let name = rest.strip_suffix(';')?.trim();
+            Some((name.to_string(), public))
+        })
+        .collect()
+}
+
+/// A newcomer finds their room in the code map: every public module of `zhaowo-crdt` and `zhaowo-node`, and every
+/// module of the CLI, is named in its crate's section of ARCHITECTURE.md (issue 12).
+#[test]
+fn every_public_module_is_in_the_code_map() {
+    let architecture = std::fs::read_to_string(workspace_root().join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for (dir, root, only_public) in
+        [("crdt", "crdt/src/lib.rs", true), ("node", "node/src/lib.rs", true), ("cli", "cli/src/main.rs", false)]
+    {
+        let section = code_map_section(&architecture, dir);
+        for (module, public) in declared_modules(&workspace_root().join(root)) {
+            if only_public && !public {
+                continue;
+            }
+            checked += 1;
+            let named = [format!("`{module}`"), format!("`{module}.rs`"), format!("`{module}/`"), format!("`{module}::")]
+                .iter()
+                .any(|form| section.contains(form.as_str()));
+            if !named {
+                missing.push(format!("{dir}: {module}"));
+            }
+        }
+    }
+    println!("tidy code map: {checked} modules checked, {} missing", missing.len());
+    assert!(checked > 20, "the code-map check found only {checked} modules: is it reading the crate roots?");
+    assert!(missing.is_empty(), "modules missing from ARCHITECTURE.md's code map: {missing:?}");
+}
