@@ -2,7 +2,7 @@
 //! changes (`zhaowo_crdt::bundle`); importing verifies every signature against the roster like sync does, is
 //! idempotent, and reports what changed.
 
-use crate::case::{Incoming, merge_cases, print_merge};
+use crate::maintenance::{Incoming, merge_cases, print_merge};
 use crate::{Cli, expected, out, print_json, say, setup};
 use anyhow::Context;
 use clap::Subcommand;

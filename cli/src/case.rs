@@ -1,4 +1,5 @@
-//! `case`, `conflicts`, `stats`, `export`, `verify`, `doc`: working cases from the terminal.
+//! `case`: working cases from the terminal (register, list, show, every lifecycle step), and the helpers the other
+//! case commands share (`conflicts`, `stats`, `export`, `verify`, `doc`, `merge`).
 //!
 //! A case is named by its registration number (`BBC01-2026-0001`) or its case id (a ULID).
 
@@ -7,22 +8,21 @@ use crate::{Cli, expected, out, print_json, say};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use zhaowo_crdt::model::*;
 use zhaowo_crdt::pi::PersonalData;
 use zhaowo_crdt::time::{Date, format_local_minute};
-use zhaowo_crdt::view::ConflictDetail;
-use zhaowo_crdt::{
-    CaseDoc, CaseView, Command, CommandError, ConflictDecision, EventId, QueryCode, RegNo, Registration,
-};
+use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, EventId, QueryCode, RegNo, Registration};
 use zhaowo_node::home::{Home, entropy, now_ms};
 use zhaowo_node::store::{CaseRow, PAGE_ROWS_MAX, ReadError, RegisterQuery, Store, WriteError};
 
-fn parse_vocab<T>(parse: fn(&str) -> Option<T>, what: &'static str) -> impl Fn(&str) -> Result<T, String> + Clone {
+pub(crate) fn parse_vocab<T>(
+    parse: fn(&str) -> Option<T>,
+    what: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone {
     move |text| parse(text).ok_or_else(|| format!("unknown {what} `{text}`"))
 }
 
-fn parse_date(text: &str) -> Result<Date, String> {
+pub(crate) fn parse_date(text: &str) -> Result<Date, String> {
     Date::parse(text).ok_or_else(|| format!("`{text}` is not a date (YYYY-MM-DD)"))
 }
 
@@ -243,281 +243,12 @@ pub struct ListArgs {
     pub limit: usize,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum ConflictsCommand {
-    /// Every open conflict, by case.
-    List,
-    /// The conflicts of one case, with the values and who wrote them.
-    Show { case: String },
-    /// Settle a conflict (督查科/admin); recorded as an event.
-    Resolve {
-        case: String,
-        /// The conflict id (`t-…` or `f-…`, from `conflicts show`).
-        conflict: String,
-        /// For a field conflict: the value to keep (default: keep what the case shows now).
-        #[arg(long)]
-        choose: Option<String>,
-        #[arg(long, default_value = "")]
-        note: String,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct StatsArgs {
-    /// First day (YYYY-MM-DD); default: January 1st of this year.
-    #[arg(long, value_parser = parse_date)]
-    pub from: Option<Date>,
-    /// Last day (YYYY-MM-DD); default: today.
-    #[arg(long, value_parser = parse_date)]
-    pub to: Option<Date>,
-}
-
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// csv or xlsx.
-    #[arg(long, default_value = "csv", value_parser = ["csv", "xlsx"])]
-    pub format: String,
-    /// Names and phone numbers in full (admin only; every case records who exported it, as a reveal event).
-    #[arg(long)]
-    pub unmasked: bool,
-    #[arg(long)]
-    pub out: PathBuf,
-    #[arg(long, value_parser = parse_date)]
-    pub from: Option<Date>,
-    #[arg(long, value_parser = parse_date)]
-    pub to: Option<Date>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DocCommand {
-    /// Write a case's Automerge document to a file (readable by any Automerge implementation).
-    Export {
-        case: String,
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Merge an Automerge document of a case (from `doc export`, or any Automerge implementation) into this node.
-    Import { file: PathBuf },
-}
-
-#[derive(Debug, Args)]
-pub struct MergeArgs {
-    /// Another node's data directory (holding cases.db) or a database file.
-    pub path: PathBuf,
-}
-
-/// A document file is at most this large: a case with the maximum events saves to a few hundred KB.
-const DOC_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
-
-/// What merging brought: cases new to this node, cases that gained changes, conflicts that appeared.
-#[derive(Debug, Default)]
-pub struct MergeReport {
-    added: Vec<String>,
-    changed: Vec<String>,
-    unchanged: usize,
-    new_conflicts: Vec<(String, String)>,
-    /// Cases skipped because a revoked member changed them after its revocation (case id, why).
-    refused: Vec<(String, String)>,
-    /// Changes stored without a member's signature (a plain Automerge file): kept on this node, never relayed.
-    unsigned: usize,
-}
-
-/// One case's changes to merge, with the signatures that came with them.
-pub struct Incoming {
-    pub case_id: String,
-    pub changes: Vec<Vec<u8>>,
-    pub signatures: Vec<zhaowo_crdt::wire::ChangeSignature>,
-}
-
-/// Applies the changes of several cases and reports what they did to this node. With `roster`, every change must be
-/// signed by a member (a forged or unsigned change refuses everything before anything is stored); without it (a plain
-/// Automerge file) the changes are stored unsigned and stay on this node.
-pub async fn merge_cases(
-    store: &Store,
-    roster: Option<&zhaowo_crdt::roster::Roster>,
-    cases: Vec<Incoming>,
-) -> anyhow::Result<MergeReport> {
-    let mut report = MergeReport::default();
-    let mut accepted: Vec<Incoming> = Vec::new();
-    match roster {
-        Some(roster) => {
-            // A change the source holds without a signature may be one this node holds signed (its own, or relayed
-            // to it): lend those signatures before verifying.
-            let mut cases = cases;
-            for case in &mut cases {
-                let known: BTreeSet<[u8; 32]> = case.signatures.iter().map(|s| s.hash).collect();
-                if let Ok(ours) = store.signatures(&case.case_id).await {
-                    case.signatures.extend(ours.into_iter().filter(|s| !known.contains(&s.hash)));
-                }
-            }
-            let bundle = zhaowo_crdt::bundle::Bundle {
-                hall: *roster.hall(),
-                from: [0; 32],
-                created_ms: 0,
-                docs: cases
-                    .into_iter()
-                    .map(|case| zhaowo_crdt::bundle::BundleDoc {
-                        doc_id: case.case_id,
-                        changes: case.changes,
-                        signatures: case.signatures,
-                    })
-                    .collect(),
-            };
-            let verified = zhaowo_crdt::bundle::verify(&bundle, roster).map_err(|error| {
-                expected(format!("refused, nothing was stored: {error} (every change must be signed by a member)"))
-            })?;
-            report.refused = verified.refused;
-            let mut docs: Vec<Option<zhaowo_crdt::bundle::BundleDoc>> = bundle.docs.into_iter().map(Some).collect();
-            for index in verified.accepted {
-                if let Some(doc) = docs[index].take() {
-                    accepted.push(Incoming { case_id: doc.doc_id, changes: doc.changes, signatures: doc.signatures });
-                }
-            }
-        }
-        None => {
-            for case in &cases {
-                let signed: BTreeSet<[u8; 32]> = case.signatures.iter().map(|s| s.hash).collect();
-                report.unsigned += case
-                    .changes
-                    .iter()
-                    .filter(|bytes| {
-                        automerge::Change::try_from(bytes.as_slice()).map_or(true, |c| !signed.contains(&c.hash().0))
-                    })
-                    .count();
-            }
-            accepted = cases;
-        }
-    }
-    for case in accepted {
-        let case_id = case.case_id;
-        let before = store.case_view(&case_id).await.ok();
-        let batch = vec![zhaowo_node::store::RemoteChanges { case_id: case_id.clone(), changes: case.changes }];
-        let applied = store
-            .apply_signed(batch, case.signatures)
-            .await
-            .with_context(|| format!("failed to store the changes of {case_id}"))?;
-        if let Some(rejected) = applied.rejected.first() {
-            return Err(expected(format!("case {} was refused: {}", rejected.case_id, rejected.reason)));
-        }
-        let after = store.case_view(&case_id).await.map_err(read_error)?;
-        let old_conflicts: BTreeSet<String> =
-            before.iter().flat_map(|b| b.conflicts.iter().map(|c| c.id.clone())).collect();
-        for conflict in after.conflicts.iter().filter(|c| !old_conflicts.contains(&c.id)) {
-            report.new_conflicts.push((after.reg_no.to_string(), conflict.id.clone()));
-        }
-        match before {
-            None => report.added.push(after.reg_no.to_string()),
-            Some(before) if before != after => report.changed.push(after.reg_no.to_string()),
-            Some(_) => report.unchanged += 1,
-        }
-    }
-    Ok(report)
-}
-
-pub fn print_merge(cli: &Cli, report: &MergeReport) {
-    for (case_id, why) in &report.refused {
-        say(cli, &format!("skipped {case_id}: {why}"));
-    }
-    if report.unsigned > 0 {
-        say(
-            cli,
-            &format!(
-                "{} changes carry no member's signature: they stay on this node and are not synced to peers",
-                report.unsigned
-            ),
-        );
-    }
-    if cli.json {
-        let conflicts: Vec<_> = report
-            .new_conflicts
-            .iter()
-            .map(|(reg_no, id)| serde_json::json!({ "reg_no": reg_no, "conflict": id }))
-            .collect();
-        let refused: Vec<_> = report
-            .refused
-            .iter()
-            .map(|(case_id, why)| serde_json::json!({ "case_id": case_id, "reason": why }))
-            .collect();
-        print_json(&serde_json::json!({
-            "added": report.added, "changed": report.changed, "unchanged": report.unchanged, "new_conflicts": conflicts,
-            "refused": refused, "unsigned_changes": report.unsigned,
-        }));
-    } else {
-        for reg_no in &report.added {
-            out!("added    {reg_no}");
-        }
-        for reg_no in &report.changed {
-            out!("changed  {reg_no}");
-        }
-        for (reg_no, id) in &report.new_conflicts {
-            out!("conflict {reg_no} {id}");
-        }
-        say(
-            cli,
-            &format!(
-                "{} added, {} changed, {} unchanged, {} new conflicts (review them with `zhaowo conflicts list`)",
-                report.added.len(),
-                report.changed.len(),
-                report.unchanged,
-                report.new_conflicts.len()
-            ),
-        );
-    }
-}
-
-pub async fn merge(cli: &Cli, args: &MergeArgs) -> anyhow::Result<()> {
-    let home = open(cli)?;
-    if home.config.role != Role::Admin {
-        return Err(expected(format!("merge needs an admin node; this node is a {} node", home.config.role.code())));
-    }
-    let source = if args.path.is_dir() { args.path.join("cases.db") } else { args.path.clone() };
-    if !source.is_file() {
-        return Err(expected(format!(
-            "`{}` is neither a node's data directory nor a database file",
-            args.path.display()
-        )));
-    }
-    if std::fs::canonicalize(&source).ok() == std::fs::canonicalize(home.config.store_path()).ok() {
-        return Err(expected("that is this node's own store"));
-    }
-    // Read-only on the other side: open a copy (with its write-ahead log), never the original.
-    let scratch = std::env::temp_dir().join(format!("zhaowo-merge-{}-{}", std::process::id(), now_ms()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("failed to create `{}`", scratch.display()))?;
-    let copy = scratch.join("cases.db");
-    std::fs::copy(&source, &copy).with_context(|| format!("failed to read `{}`", source.display()))?;
-    let wal = source.with_extension("db-wal");
-    if wal.is_file() {
-        std::fs::copy(&wal, scratch.join("cases.db-wal"))
-            .with_context(|| format!("failed to read `{}`", wal.display()))?;
-    }
-    let result = async {
-        let other =
-            Store::open(zhaowo_node::store::StoreOptions::recommended(copy, automerge::ActorId::from(vec![0; 16])))
-                .map_err(|error| expected(format!("`{}` is not a zhaowo store: {error}", source.display())))?;
-        let mut cases = Vec::new();
-        for case_id in all_case_ids(&other).await? {
-            let changes = other.changes_since(&case_id, Vec::new()).await.map_err(read_error)?;
-            let signatures = other.signatures(&case_id).await.map_err(read_error)?;
-            cases.push(Incoming { case_id, changes, signatures });
-        }
-        other.close();
-        anyhow::Ok(cases)
-    }
-    .await;
-    let _ = std::fs::remove_dir_all(&scratch);
-    let store = home.open_store()?;
-    let roster = home.roster().context("this node has not joined a hall")?;
-    let report = merge_cases(&store, Some(roster), result?).await?;
-    print_merge(cli, &report);
-    Ok(())
-}
-
-fn staff(cli: &Cli, home: &Home) -> String {
+pub(crate) fn staff(cli: &Cli, home: &Home) -> String {
     cli.staff.clone().unwrap_or_else(|| home.config.display_name.clone())
 }
 
 /// Turns a refused command or a missing case into an expected failure (exit 1).
-fn write_error(error: WriteError) -> anyhow::Error {
+pub(crate) fn write_error(error: WriteError) -> anyhow::Error {
     match error {
         WriteError::Command(error) => expected(format!("refused: {error}")),
         other => {
@@ -531,13 +262,13 @@ fn write_error(error: WriteError) -> anyhow::Error {
     }
 }
 
-fn read_error(error: ReadError) -> anyhow::Error {
+pub(crate) fn read_error(error: ReadError) -> anyhow::Error {
     let text = error.to_string();
     if text.contains("no case") || text.contains("not found") { expected(text) } else { anyhow::Error::new(error) }
 }
 
 /// Finds a case by registration number or case id.
-async fn resolve(store: &Store, reference: &str) -> anyhow::Result<String> {
+pub(crate) async fn resolve(store: &Store, reference: &str) -> anyhow::Result<String> {
     if zhaowo_crdt::CaseId::parse(reference).is_some() {
         return Ok(reference.to_owned());
     }
@@ -859,7 +590,7 @@ async fn list(cli: &Cli, store: &Store, args: &ListArgs) -> anyhow::Result<()> {
 }
 
 /// Every case id of the store, page by page.
-async fn all_case_ids(store: &Store) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn all_case_ids(store: &Store) -> anyhow::Result<Vec<String>> {
     let mut ids = Vec::new();
     let mut query = RegisterQuery { limit: PAGE_ROWS_MAX, ..RegisterQuery::default() };
     loop {
@@ -870,293 +601,4 @@ async fn all_case_ids(store: &Store) -> anyhow::Result<Vec<String>> {
             None => return Ok(ids),
         }
     }
-}
-
-pub async fn conflicts(cli: &Cli, command: &ConflictsCommand) -> anyhow::Result<()> {
-    let home = open(cli)?;
-    let store = home.open_store()?;
-    match command {
-        ConflictsCommand::List => {
-            let mut listed = Vec::new();
-            for case_id in all_case_ids(&store).await? {
-                let view = store.case_view(&case_id).await.map_err(read_error)?;
-                for conflict in &view.conflicts {
-                    listed.push((view.reg_no.to_string(), conflict.clone()));
-                }
-            }
-            if cli.json {
-                let items: Vec<_> =
-                    listed.iter().map(|(reg_no, c)| serde_json::json!({ "reg_no": reg_no, "conflict": c })).collect();
-                print_json(&serde_json::Value::Array(items));
-            } else {
-                for (reg_no, conflict) in &listed {
-                    out!("{reg_no}  {}  {}", conflict.id, describe_conflict(&conflict.detail));
-                }
-                say(cli, &format!("{} open conflicts", listed.len()));
-            }
-        }
-        ConflictsCommand::Show { case } => {
-            let case_id = resolve(&store, case).await?;
-            let view = store.case_view(&case_id).await.map_err(read_error)?;
-            if cli.json {
-                print_json(&serde_json::to_value(&view.conflicts)?);
-            } else {
-                for conflict in &view.conflicts {
-                    out!("{}  {}", conflict.id, describe_conflict(&conflict.detail));
-                    if let ConflictDetail::Field { candidates, .. } = &conflict.detail {
-                        for candidate in candidates {
-                            out!(
-                                "    「{}」 by {} on {} at {}",
-                                candidate.value,
-                                candidate.staff,
-                                candidate.node.chars().take(12).collect::<String>(),
-                                format_local_minute(candidate.at_ms)
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        ConflictsCommand::Resolve { case, conflict, choose, note } => {
-            let case_id = resolve(&store, case).await?;
-            let hall = std::sync::Arc::new(home.hall()?);
-            let decision = choose.clone().map_or(ConflictDecision::Keep, ConflictDecision::Choose);
-            let command = Command::ResolveConflict { conflict: conflict.clone(), decision, note: note.clone() };
-            let ctx = home.ctx(&staff(cli, &home))?;
-            store.apply(&case_id, ctx, hall, command).await.map_err(write_error)?;
-            say(cli, &format!("{case}: conflict {conflict} resolved"));
-        }
-    }
-    Ok(())
-}
-
-fn describe_conflict(detail: &ConflictDetail) -> String {
-    match detail {
-        ConflictDetail::Transition { loser_label, loser_staff, loser_at_ms, winner_label, .. } => format!(
-            "{loser_label} by {loser_staff} at {} did not take effect{}",
-            format_local_minute(*loser_at_ms),
-            winner_label.map(|w| format!(" ({w} won)")).unwrap_or_default()
-        ),
-        ConflictDetail::Field { field, candidates } => {
-            format!("{field} written concurrently: {} values", candidates.len())
-        }
-    }
-}
-
-pub async fn stats(cli: &Cli, args: &StatsArgs) -> anyhow::Result<()> {
-    let home = open(cli)?;
-    let store = home.open_store()?;
-    let today = Date::of_ms(now_ms());
-    let from = args.from.unwrap_or_else(|| Date::new(today.year, 1, 1).expect("January 1st exists"));
-    let to = args.to.unwrap_or(today);
-    if from > to {
-        return Err(expected(format!("--from {from} is after --to {to}")));
-    }
-    let s = store.statistics(from, to).await.map_err(read_error)?;
-    let c = s.counts;
-    if cli.json {
-        print_json(&serde_json::json!({
-            "from": from.to_string(), "to": to.to_string(),
-            "registered": c.registered, "responded": c.responded, "responded_on_time": c.responded_on_time,
-            "closed": c.closed, "closed_on_time": c.closed_on_time, "rated": c.rated, "satisfied": c.satisfied,
-            "response_rate": s.response_rate, "close_rate": s.close_rate, "close_on_time_rate": s.close_on_time_rate,
-            "satisfaction_rate": s.satisfaction_rate, "rating_mean": s.rating_mean,
-        }));
-    } else {
-        let pct = |rate: f64| format!("{:.1}%", rate * 100.0);
-        out!("{from} – {to}");
-        out!("受理量      {}", c.registered);
-        out!("响应率      {} ({} / {})", pct(s.response_rate), c.responded, c.registered);
-        out!("按时响应率  {} ({} / {})", pct(s.response_on_time_rate), c.responded_on_time, c.registered);
-        out!("办结率      {} ({} / {})", pct(s.close_rate), c.closed, c.registered);
-        out!("按期办结率  {} ({} / {})", pct(s.close_on_time_rate), c.closed_on_time, c.closed);
-        out!("满意率      {} ({} / {})  平均评分 {:.2}", pct(s.satisfaction_rate), c.satisfied, c.rated, s.rating_mean);
-    }
-    Ok(())
-}
-
-/// Quotes a CSV field (RFC 4180) and defuses formula injection in spreadsheet programs.
-fn csv_field(text: &str) -> String {
-    let safe = if text.starts_with(['=', '+', '-', '@']) { format!("'{text}") } else { text.to_owned() };
-    if safe.contains([',', '"', '\n', '\r']) { format!("\"{}\"", safe.replace('"', "\"\"")) } else { safe }
-}
-
-/// The register book's columns (登记簿), in order.
-const EXPORT_HEADERS: [&str; 17] = [
-    "登记编号",
-    "登记时间",
-    "登记窗口",
-    "来源渠道",
-    "诉求性质",
-    "诉求类别",
-    "诉求摘要",
-    "诉求人",
-    "联系电话",
-    "紧急程度",
-    "状态",
-    "主办单位",
-    "承诺办结时间",
-    "办理结果",
-    "办结时间",
-    "督办级别",
-    "回访评价",
-];
-
-fn export_row(view: &CaseView, personal: Option<&PersonalData>) -> [String; 17] {
-    let rating = view.callbacks.iter().rev().find_map(|c| c.rating).map(|r| r.to_string()).unwrap_or_default();
-    let (name, phone) = match personal {
-        Some(p) => (p.name.clone().unwrap_or_default(), p.phone.clone().unwrap_or_default()),
-        None => (view.personal.name.clone().unwrap_or_default(), view.personal.phone.clone().unwrap_or_default()),
-    };
-    [
-        view.reg_no.to_string(),
-        format_local_minute(view.registered_at_ms),
-        view.window.clone(),
-        view.channel.label().to_owned(),
-        view.nature.label().to_owned(),
-        view.category.clone(),
-        view.summary.clone(),
-        name,
-        phone,
-        view.priority.label().to_owned(),
-        view.status.label().to_owned(),
-        view.lead_unit.clone().unwrap_or_default(),
-        format_local_minute(view.due_ms),
-        view.result.map(|r| r.label().to_owned()).unwrap_or_default(),
-        view.closed_at_ms.map(format_local_minute).unwrap_or_default(),
-        view.supervision.label().to_owned(),
-        rating,
-    ]
-}
-
-pub async fn export(cli: &Cli, args: &ExportArgs) -> anyhow::Result<()> {
-    let home = open(cli)?;
-    if args.unmasked && home.config.role != Role::Admin {
-        return Err(expected(format!(
-            "an unmasked export needs an admin node; this node is a {} node",
-            home.config.role.code()
-        )));
-    }
-    let store = home.open_store()?;
-    let (from, to) = (args.from.map(|d| d.at_minute_ms(0)), args.to.map(|d| d.add_days(1).at_minute_ms(0)));
-    let mut rows = Vec::new();
-    for case_id in all_case_ids(&store).await? {
-        let view = store.case_view(&case_id).await.map_err(read_error)?;
-        if from.is_some_and(|f| view.registered_at_ms < f) || to.is_some_and(|t| view.registered_at_ms >= t) {
-            continue;
-        }
-        let personal = if args.unmasked && !view.personal.purged {
-            // Each case records the reveal before its personal data leaves the store.
-            let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
-            let (out_slot, ctx) = (slot.clone(), home.ctx(&staff(cli, &home))?);
-            let reveal = move |doc: &mut CaseDoc| {
-                let (personal, event) = doc.reveal_personal_data_event(&ctx, "导出登记簿（未脱敏）")?;
-                *out_slot.lock().expect("the slot is never poisoned") = Some(personal);
-                Ok(event)
-            };
-            store.edit(&case_id, Box::new(reveal)).await.map_err(write_error)?;
-            slot.lock().expect("the slot is never poisoned").take()
-        } else {
-            None
-        };
-        rows.push(export_row(&view, personal.as_ref()));
-    }
-    match args.format.as_str() {
-        "xlsx" => write_xlsx(&args.out, &rows)?,
-        _ => {
-            let mut text = String::from("\u{feff}");
-            text += &EXPORT_HEADERS.join(",");
-            text += "\r\n";
-            for row in &rows {
-                text += &row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
-                text += "\r\n";
-            }
-            std::fs::write(&args.out, text).with_context(|| format!("failed to write `{}`", args.out.display()))?;
-        }
-    }
-    if cli.json {
-        print_json(&serde_json::json!({ "cases": rows.len(), "file": args.out, "masked": !args.unmasked }));
-    } else {
-        let masked =
-            if args.unmasked { "personal data in full; each case records the export" } else { "personal data masked" };
-        say(cli, &format!("exported {} cases to {} ({masked})", rows.len(), args.out.display()));
-    }
-    Ok(())
-}
-
-fn write_xlsx(path: &std::path::Path, rows: &[[String; 17]]) -> anyhow::Result<()> {
-    let mut workbook = rust_xlsxwriter::Workbook::new();
-    let sheet = workbook.add_worksheet();
-    sheet.set_name("登记簿")?;
-    let bold = rust_xlsxwriter::Format::new().set_bold();
-    for (column, header) in EXPORT_HEADERS.iter().enumerate() {
-        sheet.write_with_format(0, column as u16, *header, &bold)?;
-    }
-    for (row_index, row) in rows.iter().enumerate() {
-        for (column, value) in row.iter().enumerate() {
-            // Written as text: a leading `=` stays a string, never a formula.
-            sheet.write_string(row_index as u32 + 1, column as u16, value)?;
-        }
-    }
-    sheet.set_freeze_panes(1, 0)?;
-    workbook.save(path).with_context(|| format!("failed to write `{}`", path.display()))?;
-    Ok(())
-}
-
-pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
-    let store = open(cli)?.open_store()?;
-    let report = store.verify().await.context("verify failed")?;
-    if cli.json {
-        let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
-        print_json(&serde_json::json!({ "docs": report.docs, "problems": problems }));
-    } else {
-        for problem in &report.problems {
-            out!("{problem}");
-        }
-        say(cli, &format!("checked {} documents: {} problems", report.docs, report.problems.len()));
-    }
-    if report.problems.is_empty() { Ok(()) } else { Err(expected(format!("{} problems found", report.problems.len()))) }
-}
-
-pub async fn doc(cli: &Cli, command: &DocCommand) -> anyhow::Result<()> {
-    let home = open(cli)?;
-    let store = home.open_store()?;
-    match command {
-        DocCommand::Export { case, out } => {
-            let case_id = resolve(&store, case).await?;
-            let changes = store.changes_since(&case_id, Vec::new()).await.map_err(read_error)?;
-            let mut doc = automerge::AutoCommit::new();
-            for change in changes {
-                doc.load_incremental(&change).with_context(|| format!("the stored changes of {case} do not load"))?;
-            }
-            let bytes = doc.save();
-            std::fs::write(out, &bytes).with_context(|| format!("failed to write `{}`", out.display()))?;
-            say(cli, &format!("wrote {} ({} bytes)", out.display(), bytes.len()));
-        }
-        DocCommand::Import { file } => {
-            let size = std::fs::metadata(file).with_context(|| format!("failed to read `{}`", file.display()))?.len();
-            if size > DOC_FILE_BYTES_MAX {
-                return Err(expected(format!(
-                    "`{}` is {size} bytes, more than the limit of {DOC_FILE_BYTES_MAX}",
-                    file.display()
-                )));
-            }
-            let bytes = std::fs::read(file).with_context(|| format!("failed to read `{}`", file.display()))?;
-            // Outside bytes: Automerge has panicked on crafted documents, so the load is isolated.
-            let loaded = std::panic::catch_unwind(|| CaseDoc::load(&bytes, automerge::ActorId::from(vec![0; 16])))
-                .map_err(|_| expected(format!("`{}` is not a readable Automerge document", file.display())))?;
-            let mut case =
-                loaded.map_err(|error| expected(format!("`{}` is not a case document: {error}", file.display())))?;
-            let case_id = case.case_id().to_string();
-            let changes: Vec<Vec<u8>> =
-                case.automerge_mut().get_changes(&[]).iter().map(|c| c.raw_bytes().to_vec()).collect();
-            // A plain Automerge file carries no signatures: changes this node already holds keep theirs; new ones
-            // are stored unsigned and stay on this node.
-            let known = store.signatures(&case_id).await.unwrap_or_default();
-            let report = merge_cases(&store, None, vec![Incoming { case_id, changes, signatures: known }]).await?;
-            print_merge(cli, &report);
-        }
-    }
-
-    Ok(())
 }

@@ -7,12 +7,16 @@
 
 mod bundle;
 mod case;
+mod conflicts;
 mod demo;
 mod env_vars;
+mod export;
+mod maintenance;
 mod peers;
 mod qr;
 mod setup;
 mod staff;
+mod stats;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -74,11 +78,11 @@ pub enum Command {
     Case(case::CaseCommand),
     /// List, show and resolve conflicts that offline work produced.
     #[command(subcommand)]
-    Conflicts(case::ConflictsCommand),
+    Conflicts(conflicts::ConflictsCommand),
     /// The hall's KPIs for a period, counts next to rates.
-    Stats(case::StatsArgs),
+    Stats(stats::StatsArgs),
     /// Export the register book (登记簿) as CSV with Chinese headers; personal data masked.
-    Export(case::ExportArgs),
+    Export(export::ExportArgs),
     /// Check every document loads and every projection matches; report problems by case.
     Verify,
     /// Rebuild every projection from the documents.
@@ -96,9 +100,9 @@ pub enum Command {
     },
     /// Export or import the raw Automerge document of a case.
     #[command(subcommand)]
-    Doc(case::DocCommand),
+    Doc(maintenance::DocCommand),
     /// Merge another node's data directory or database file into this node (admin), read-only on the other side.
-    Merge(case::MergeArgs),
+    Merge(maintenance::MergeArgs),
     /// Manage web desk staff accounts (admin node).
     #[command(subcommand)]
     Staff(staff::StaffCommand),
@@ -296,10 +300,10 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Qr(args) => qr::run(cli, args),
         Command::Status => setup::status(cli).await,
         Command::Case(command) => case::run(cli, command).await,
-        Command::Conflicts(command) => case::conflicts(cli, command).await,
-        Command::Stats(args) => case::stats(cli, args).await,
-        Command::Export(args) => case::export(cli, args).await,
-        Command::Verify => case::verify(cli).await,
+        Command::Conflicts(command) => conflicts::conflicts(cli, command).await,
+        Command::Stats(args) => stats::stats(cli, args).await,
+        Command::Export(args) => export::export(cli, args).await,
+        Command::Verify => maintenance::verify(cli).await,
         Command::Reindex => {
             let store = setup::open(cli)?.open_store()?;
             let report = store.reindex().await.context("reindex failed")?;
@@ -323,8 +327,8 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             say(cli, &format!("restored {} into {}", file.display(), home.config.store_path().display()));
             Ok(())
         }
-        Command::Doc(command) => case::doc(cli, command).await,
-        Command::Merge(args) => case::merge(cli, args).await,
+        Command::Doc(command) => maintenance::doc(cli, command).await,
+        Command::Merge(args) => maintenance::merge(cli, args).await,
         Command::Staff(command) => staff::run(cli, command),
         Command::Peers(command) => peers::peers(cli, command),
         Command::Sync(args) => peers::sync(cli, args).await,

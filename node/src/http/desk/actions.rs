@@ -1,0 +1,457 @@
+//! The case page's actions: the submitted form becomes a case command (or a store operation: 编辑, 并案, 解除并案,
+//! 查看个人信息), applied through the store; a refusal shows the case page again with a zh-CN reason.
+
+use super::case_page::{
+    VISIT_FUTURE_SLACK_MS, VISIT_MINUTES_MAX, case_response, done, field_value, load_view, refused,
+};
+use super::{ctx, desk_csrf, hall, session, to_login};
+use crate::http::App;
+use crate::http::citizen::{clean, form_rejection, store_unavailable};
+use crate::http::guard::Session;
+use crate::http::page::command_error_zh;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use maud::html;
+use serde::Deserialize;
+use std::sync::Arc;
+use zhaowo_crdt::limits::EXTENSION_WORKING_DAYS_MAX;
+use zhaowo_crdt::model::{
+    CallbackMethod, CallbackOutcome, CaseResult, EditableField, Priority, Status, SupervisionLevel,
+};
+use zhaowo_crdt::time::Date;
+use zhaowo_crdt::{CaseDoc, CaseId, CaseView, Command, CommandError, ConflictDecision, Ctx, EventId, RegNo};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct ActionForm {
+    pub(super) csrf: String,
+    pub(super) action: String,
+    pub(super) text: String,
+    pub(super) basis: String,
+    pub(super) lead_unit: String,
+    pub(super) co_units: String,
+    pub(super) choice: String,
+    pub(super) method: String,
+    pub(super) rating: String,
+    pub(super) flag: Option<String>,
+    /// A field conflict: the candidate value the reviewer picked.
+    pub(super) value: Option<String>,
+    /// 申请延期: working days.
+    pub(super) days: String,
+    /// 批准延期: the request event.
+    pub(super) request: String,
+    /// 上门: who went, when (`datetime-local`), for how many minutes.
+    pub(super) volunteers: String,
+    pub(super) at: String,
+    pub(super) minutes: String,
+    /// 并案: the master's 登记编号 or case id.
+    pub(super) master: String,
+    /// 修改诉求信息: a field left out of the form is left as it is.
+    pub(super) summary: Option<String>,
+    pub(super) detail: Option<String>,
+    pub(super) expectation: Option<String>,
+    pub(super) location: Option<String>,
+    pub(super) category: Option<String>,
+    pub(super) priority: Option<String>,
+}
+
+fn units_list(text: &str) -> Vec<String> {
+    text.split([',', '，', '、', ' ']).map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
+}
+
+/// Names typed into one field: split on commas and 、 (not on spaces: a name may hold one).
+fn names_list(text: &str) -> Vec<String> {
+    text.split([',', '，', '、', ';', '；', '\n']).map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect()
+}
+
+/// A `datetime-local` value (`2026-03-02T09:30`, seconds optional) as an instant in the hall's zone (+08:00).
+fn parse_local_minute(text: &str) -> Option<i64> {
+    let (date, time) = text.trim().split_once(['T', ' '])?;
+    let date = Date::parse(date)?;
+    let (hour, minute) = time.split_once(':')?;
+    let (hour, minute): (u32, u32) = (hour.parse().ok()?, minute.get(..2)?.parse().ok()?);
+    (hour < 24 && minute < 60).then(|| date.at_minute_ms(hour * 60 + minute))
+}
+
+/// The command a desk form asks for, or a zh-CN message saying what is missing.
+fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
+    let text = clean(&form.text);
+    let required = |label: &str| if text.is_empty() { Err(format!("请填写{label}")) } else { Ok(text.clone()) };
+    Ok(match form.action.as_str() {
+        "accept" => Command::Accept,
+        "dispatch" => Command::Dispatch {
+            lead_unit: Some(form.lead_unit.trim().to_owned()).filter(|u| !u.is_empty()),
+            co_units: Some(units_list(&form.co_units)),
+            due_ms: None,
+        },
+        "sign_in" => Command::SignIn { assignee: required("承办人")? },
+        "reply" => Command::PublishReply { text: required("答复内容")? },
+        "note" => Command::AddNote { text: required("备注")? },
+        "consult" => Command::HoldConsultation {
+            units: units_list(&form.co_units),
+            minutes: required("会诊纪要")?,
+            site_visit: form.flag.is_some(),
+            held_at_ms: now_ms,
+        },
+        "visit" => {
+            let visited_at_ms = parse_local_minute(&form.at).ok_or("请填写走访时间（年-月-日 时:分）")?;
+            if visited_at_ms > now_ms + VISIT_FUTURE_SLACK_MS {
+                return Err("走访时间晚于现在：请在走访之后记录".to_owned());
+            }
+            let duration_minutes = form
+                .minutes
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (1..=VISIT_MINUTES_MAX).contains(m))
+                .ok_or(format!("走访时长须为 1-{VISIT_MINUTES_MAX} 分钟"))?;
+            Command::LogVisit {
+                volunteers: names_list(&form.volunteers),
+                outcome: required("走访情况")?,
+                visited_at_ms,
+                duration_minutes,
+            }
+        }
+        "extend" => Command::RequestExtension {
+            working_days: form
+                .days
+                .trim()
+                .parse()
+                .map_err(|_| format!("请填写延长的工作日数（1-{EXTENSION_WORKING_DAYS_MAX}）"))?,
+            reason: required("延期原因")?,
+        },
+        "approve_extension" => Command::ApproveExtension {
+            request: EventId::parse(form.request.trim()).ok_or("请选择要批准的延期申请")?,
+        },
+        "resolve" => Command::Resolve {
+            result: CaseResult::parse(&form.choice).ok_or("请选择办理结果")?,
+            reply: required("答复内容")?,
+        },
+        "callback" => {
+            let outcome = CallbackOutcome::parse(&form.choice);
+            Command::RecordCallback {
+                method: CallbackMethod::parse(&form.method).ok_or("请选择回访方式")?,
+                reached: outcome.is_some(),
+                outcome,
+                rating: if outcome.is_some() { form.rating.trim().parse().ok() } else { None },
+                comment: text,
+            }
+        }
+        "close" => Command::Close { reviewer: required("审核人")?, forced: false },
+        "return" => Command::Return { reason: required("原因")?, basis: clean(&form.basis) },
+        "reject" => Command::Reject { reason: required("原因")?, basis: clean(&form.basis) },
+        "suspend" => Command::Suspend { reason: required("原因")? },
+        "resume" => Command::Resume,
+        "reopen" => Command::Reopen { reason: required("原因")? },
+        "withdraw" => Command::Withdraw { reason: required("原因")? },
+        "resolve_conflict" => Command::ResolveConflict {
+            conflict: form.choice.trim().to_owned(),
+            decision: match form.value.as_deref().map(clean) {
+                Some(value) if !value.is_empty() => ConflictDecision::Choose(value),
+                _ => ConflictDecision::Keep,
+            },
+            note: required("核定说明")?,
+        },
+        "supervise" => Command::Supervise {
+            level: SupervisionLevel::parse(&form.choice).ok_or("请选择督办级别")?,
+            comment: required("意见")?,
+        },
+        _ => return Err("未知的操作".to_owned()),
+    })
+}
+
+/// The zh-CN name of a field the desk's newer forms send, for the refusals `page::command_error_zh` does not name.
+fn desk_field_zh(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "note" => "核定说明",
+        "volunteer" | "volunteers" => "走访人员",
+        "outcome" => "走访情况",
+        "units" => "参会单位",
+        "co-units" => "协办单位",
+        "lead unit" => "主办单位",
+        "visit time" => "走访时间",
+        "consultation time" => "会诊时间",
+        _ => return None,
+    })
+}
+
+/// A case-rule refusal in zh-CN: the desk's own wording for the refusals of its newer forms, else the shared one.
+fn command_error_desk(error: &CommandError) -> String {
+    use CommandError as E;
+    let own = match error {
+        E::Empty { field } => desk_field_zh(field).map(|name| format!("请填写{name}")),
+        E::TooLong { field, chars, max } => {
+            desk_field_zh(field).map(|name| format!("{name}最多 {max} 个字，现为 {chars} 个字"))
+        }
+        E::TooMany { field, max, count } => {
+            desk_field_zh(field).map(|name| format!("{name}最多 {max} 项，现为 {count} 项"))
+        }
+        E::ExtensionDays { max, .. } => Some(format!("延期须为 1-{max} 个工作日")),
+        E::UnknownExtension(_) => Some("没有这条待批准的延期申请（可能已被批准）".to_owned()),
+        E::TimeOutOfRange { field } => {
+            Some(format!("{}与当前时间相差过远，请检查日期", desk_field_zh(field).unwrap_or("时间")))
+        }
+        E::UnknownConflict(_) => Some("该冲突不存在或已经核定".to_owned()),
+        E::NotACandidate(_) => Some("所选取值不是冲突中的取值之一".to_owned()),
+        E::DecisionKind(_) => Some("状态冲突只能维持合并结果".to_owned()),
+        E::NoChange(_) => Some("没有需要修改的内容".to_owned()),
+        E::DuplicateCycle => Some("不能并入本案自身，也不能并入以本案为主案件的案件".to_owned()),
+        E::Purged => Some("本案的个人信息已清除".to_owned()),
+        E::TooManyEvents(_) => Some("本案的办理记录已达上限，请联系管理员".to_owned()),
+        _ => None,
+    };
+    own.unwrap_or_else(|| command_error_zh(error))
+}
+
+pub(super) async fn case_action(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let back = format!("/desk/case/{id}");
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => return form_rejection(&app, &rejection, &back),
+    };
+    if let Err(response) = desk_csrf(&app, &session, &form.csrf) {
+        return response;
+    }
+    let view = match load_view(&app, &id).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    let ctx = match ctx(&app, &session) {
+        Ok(ctx) => ctx,
+        Err(response) => return response,
+    };
+    match form.action.as_str() {
+        "reveal" => return reveal(&app, &session, &id, ctx, &clean(&form.text)).await,
+        "edit" => return edit_case(&app, &session, &view, &form).await,
+        "duplicate" => return mark_duplicate(&app, &session, &view, ctx, &form).await,
+        "unmerge" => return unmerge(&app, &session, &view, ctx).await,
+        _ => {}
+    }
+    let command = match command_of(&form, ctx.now_ms) {
+        Ok(command) => command,
+        Err(message) => return refused(&app, &session, &view, &message, None).await,
+    };
+    match app.store.apply(&id, ctx, Arc::new(hall(&app)), command).await {
+        Ok(_) => done(&view, &form.action),
+        Err(crate::store::WriteError::Command(error)) => {
+            refused(&app, &session, &view, &command_error_desk(&error), None).await
+        }
+        Err(error) => store_unavailable(&error),
+    }
+}
+
+/// 修改诉求信息: one command per changed field (summary, detail, expectation, location, category, priority), applied in
+/// one store edit so that a refused field stores none of the others.
+async fn edit_case(app: &App, session: &Session, view: &CaseView, form: &ActionForm) -> Response {
+    let mut commands = Vec::new();
+    for (field, typed) in [
+        (EditableField::Summary, &form.summary),
+        (EditableField::Detail, &form.detail),
+        (EditableField::Expectation, &form.expectation),
+        (EditableField::Location, &form.location),
+    ] {
+        if let Some(value) = typed.as_deref().map(clean)
+            && value != field_value(view, field.code())
+        {
+            commands.push(Command::EditField { field, value });
+        }
+    }
+    if let Some(category) = form.category.as_deref().map(str::trim)
+        && category != view.category
+    {
+        commands.push(Command::ChangeCategory { category: category.to_owned() });
+    }
+    if let Some(typed) = &form.priority {
+        let Some(priority) = Priority::parse(typed.trim()) else {
+            return refused(app, session, view, "请选择紧急程度", Some(form)).await;
+        };
+        if priority != view.priority {
+            commands.push(Command::ChangePriority { priority });
+        }
+    }
+    if commands.is_empty() {
+        return refused(app, session, view, "没有需要修改的内容", Some(form)).await;
+    }
+    // Each command gets its own context: fresh entropy per event id.
+    let mut steps = Vec::with_capacity(commands.len());
+    for command in commands {
+        match ctx(app, session) {
+            Ok(ctx) => steps.push((ctx, command)),
+            Err(response) => return response,
+        }
+    }
+    let hall = Arc::new(hall(app));
+    let edit: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| {
+        let mut last = None;
+        for (ctx, command) in steps {
+            last = Some(case.apply(&ctx, &hall, command)?);
+        }
+        last.ok_or(CommandError::NoChange("nothing to edit"))
+    });
+    match app.store.edit(view.case_id.as_str(), edit).await {
+        Ok(_) => done(view, "edit"),
+        Err(crate::store::WriteError::Command(error)) => {
+            refused(app, session, view, &command_error_desk(&error), Some(form)).await
+        }
+        Err(error) => store_unavailable(&error),
+    }
+}
+
+/// 并案: marks this case a duplicate of the master named by its 登记编号 or case id, then records the duplicate on the
+/// master (the two halves of `CaseDoc::mark_duplicate`, one document at a time as the store holds them).
+async fn mark_duplicate(app: &App, session: &Session, view: &CaseView, ctx: Ctx, form: &ActionForm) -> Response {
+    let typed = form.master.trim();
+    let master_id = if let Some(reg_no) = RegNo::parse(typed) {
+        match crate::http::cases::find_reg_no(&app.store, &reg_no).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                let message = format!("没有找到登记编号为 {reg_no} 的案件");
+                return refused(app, session, view, &message, None).await;
+            }
+            Err(error) => return store_unavailable(&error),
+        }
+    } else if CaseId::parse(typed).is_some() {
+        typed.to_owned()
+    } else {
+        let message = "请填写主案件的登记编号（如 BBC01-2026-0001）或案件标识";
+        return refused(app, session, view, message, None).await;
+    };
+    let master_view = match app.store.case_view(&master_id).await {
+        Ok(master_view) => master_view,
+        Err(crate::store::ReadError::UnknownCase(_)) => {
+            return refused(app, session, view, "没有找到该主案件", None).await;
+        }
+        Err(error) => return store_unavailable(&error),
+    };
+    if matches!(master_view.status, Status::Duplicate | Status::Archived) {
+        let message = format!("主案件 {} 的状态为“{}”，不能作为主案件", master_view.reg_no, master_view.status.label());
+        return refused(app, session, view, &message, None).await;
+    }
+    let master_ctx = match self::ctx(app, session) {
+        Ok(master_ctx) => master_ctx,
+        Err(response) => return response,
+    };
+    let checked_master = master_view.clone();
+    let mark: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| case.mark_duplicate_of(&checked_master, &ctx));
+    match app.store.edit(view.case_id.as_str(), mark).await {
+        Ok(_) => {}
+        Err(crate::store::WriteError::Command(error)) => {
+            return refused(app, session, view, &command_error_desk(&error), None).await;
+        }
+        Err(error) => return store_unavailable(&error),
+    }
+    let duplicate = view.case_id.clone();
+    let attach: crate::store::EditFn =
+        Box::new(move |case: &mut CaseDoc| case.attach_duplicate(&duplicate, &master_ctx));
+    match app.store.edit(&master_id, attach).await {
+        Ok(_) => done(view, "duplicate"),
+        Err(error) => {
+            tracing::warn!(%error, case_id = view.case_id.as_str(), master = %master_id, "duplicate marked, master not told");
+            store_unavailable(&error)
+        }
+    }
+}
+
+/// A scratch copy of a stored case (loaded from its changes), for a crdt call that needs the document itself.
+async fn scratch_copy(app: &App, id: &str) -> Result<CaseDoc, Response> {
+    let changes = app.store.changes_since(id, Vec::new()).await.map_err(|error| store_unavailable(&error))?;
+    let mut doc = automerge::AutoCommit::new();
+    for change in changes {
+        doc.load_incremental(&change).map_err(|error| store_unavailable(&error))?;
+    }
+    CaseDoc::from_automerge(doc).map_err(|error| store_unavailable(&error))
+}
+
+/// 解除并案 (督查科): the duplicate returns to 已登记 and the master stops listing it.
+///
+/// The crdt writes the master's half (`DuplicateDetached`) only inside `CaseDoc::unmerge`, next to the duplicate's; the
+/// store holds one document at a time. So the duplicate's half is applied to the stored duplicate (checked by the case
+/// rules), and the master's half is written by `CaseDoc::unmerge` over a scratch copy of the duplicate taken before,
+/// whose own half is thrown away.
+async fn unmerge(app: &App, session: &Session, view: &CaseView, ctx: Ctx) -> Response {
+    let Some(master) = view.duplicate_of.clone() else {
+        return refused(app, session, view, "本案不是重复件，无需解除并案", None).await;
+    };
+    let mut scratch = match scratch_copy(app, view.case_id.as_str()).await {
+        Ok(scratch) => scratch,
+        Err(response) => return response,
+    };
+    let master_ctx = match self::ctx(app, session) {
+        Ok(master_ctx) => master_ctx,
+        Err(response) => return response,
+    };
+    let hall = Arc::new(hall(app));
+    match app.store.apply(view.case_id.as_str(), ctx, hall.clone(), Command::Unmerge).await {
+        Ok(_) => {}
+        Err(crate::store::WriteError::Command(error)) => {
+            return refused(app, session, view, &command_error_desk(&error), None).await;
+        }
+        Err(error) => return store_unavailable(&error),
+    }
+    let detach: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| {
+        CaseDoc::unmerge(&mut scratch, case, &master_ctx, &hall).map(|(_, detached)| detached)
+    });
+    match app.store.edit(master.as_str(), detach).await {
+        Ok(_) => done(view, "unmerge"),
+        Err(crate::store::WriteError::UnknownCase(_)) => {
+            // The master has not reached this node: the duplicate is unmerged; the master's list heals when the
+            // master's node unmerges or the documents sync (the duplicate's own event says it left).
+            let view = match load_view(app, view.case_id.as_str()).await {
+                Ok(view) => view,
+                Err(response) => return response,
+            };
+            let message = "已解除并案（主案件不在本节点，主案件一侧未记录）";
+            case_response(app, session, StatusCode::OK, &view, Some(Ok(message)), None, None).await
+        }
+        Err(error) => {
+            tracing::warn!(%error, case_id = view.case_id.as_str(), master = %master, "unmerged, master not told");
+            store_unavailable(&error)
+        }
+    }
+}
+
+/// Shows the full personal record once and records who looked and why (a `PiRevealed` event).
+async fn reveal(app: &App, session: &Session, id: &str, ctx: Ctx, purpose: &str) -> Response {
+    let shown: Arc<std::sync::Mutex<Option<zhaowo_crdt::pi::PersonalData>>> = Arc::default();
+    let slot = shown.clone();
+    let purpose_owned = purpose.to_owned();
+    let edit: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| {
+        let (personal, event) = case.reveal_personal_data_event(&ctx, &purpose_owned)?;
+        *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(personal);
+        Ok(event)
+    });
+    let result = app.store.edit(id, edit).await;
+    let view = match load_view(app, id).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    match result {
+        Ok(_) => {
+            let personal = shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().unwrap_or_default();
+            tracing::info!(target: "zhaowo::_events::pi", case_id = id, staff = %session.staff(), "personal data revealed");
+            let revealed = html! {
+                div.card id="revealed" {
+                    strong { "完整个人信息（已记录查看）" }
+                    dl {
+                        dt { "姓名" } dd { (personal.name.unwrap_or_default()) }
+                        dt { "电话" } dd { (personal.phone.unwrap_or_default()) }
+                        @if let Some(address) = personal.address { dt { "地址" } dd { (address) } }
+                    }
+                }
+            };
+            case_response(app, session, StatusCode::OK, &view, None, Some(revealed), None).await
+        }
+        Err(crate::store::WriteError::Command(error)) => {
+            refused(app, session, &view, &command_error_desk(&error), None).await
+        }
+        Err(error) => store_unavailable(&error),
+    }
+}

@@ -1,0 +1,679 @@
+//! The case page: the case, its timeline, conflicts to settle, related cases, and a form for each action the
+//! signed-in role may take.
+
+use super::actions::ActionForm;
+use super::{desk_page, hall, session, to_login};
+use crate::http::App;
+use crate::http::citizen::store_unavailable;
+use crate::http::guard::Session;
+use crate::http::page::{error_page, minute};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use zhaowo_crdt::event::{EventKind, transition};
+use zhaowo_crdt::fold::SupersededBy;
+use zhaowo_crdt::limits::{
+    DETAIL_CHARS_MAX, EXPECTATION_CHARS_MAX, EXTENSION_WORKING_DAYS_MAX, LOCATION_CHARS_MAX, NOTE_CHARS_MAX,
+    REASON_CHARS_MAX, SUMMARY_CHARS_MAX, VOLUNTEERS_PER_VISIT_MAX,
+};
+use zhaowo_crdt::model::{
+    CallbackMethod, CallbackOutcome, CaseResult, EditableField, Priority, Role, Status, SupervisionLevel,
+};
+use zhaowo_crdt::view::{Conflict, ConflictDetail};
+use zhaowo_crdt::{CaseId, CaseView};
+
+/// Minutes one site visit may last. The case rules cut a longer visit to a day (24 × 60 minutes) without a word; the
+/// desk refuses the figure instead, so a typo ("900" for "90") is corrected by the person who typed it.
+pub(super) const VISIT_MINUTES_MAX: u32 = 24 * 60;
+/// A visit is recorded after it happened: a visit time later than now by more than this (clock slack between window PCs)
+/// is a typo.
+pub(super) const VISIT_FUTURE_SLACK_MS: i64 = 10 * 60 * 1000;
+
+/// The actions a role may take on a case in its state: the same transition table and role checks the case rules use,
+/// so a form is shown only when its command would be accepted.
+fn allowed(view: &CaseView, role: Role) -> BTreeSet<&'static str> {
+    let status = view.status;
+    let mut actions = BTreeSet::new();
+    // The case rules refuse every command on an archived case (its personal data is purged by the retention job).
+    if status == Status::Archived {
+        return actions;
+    }
+    let can = |kind: EventKind| transition(&kind, status, role).is_ok();
+    let text = String::new;
+    let staff = matches!(role, Role::Window | Role::Supervision | Role::Admin);
+    let oversight = matches!(role, Role::Supervision | Role::Admin);
+    let working = matches!(status, Status::Registered | Status::Dispatched | Status::InProgress | Status::OnHold);
+    if can(EventKind::Accepted {}) {
+        actions.insert("accept");
+    }
+    if can(EventKind::Rejected { reason: text(), basis: text() }) {
+        actions.insert("reject");
+    }
+    if can(EventKind::Dispatched { lead_unit: text(), co_units: Vec::new(), due_ms: 0 }) {
+        actions.insert("dispatch");
+    }
+    if can(EventKind::SignedIn { assignee: text() }) {
+        actions.insert("sign_in");
+    }
+    if can(EventKind::Returned { reason: text(), basis: text() }) {
+        actions.insert("return");
+    }
+    if can(EventKind::Suspended { reason: text() }) {
+        actions.insert("suspend");
+    }
+    if can(EventKind::Resumed {}) {
+        actions.insert("resume");
+    }
+    if can(EventKind::Resolved { result: CaseResult::Done, reply: text() }) {
+        actions.insert("resolve");
+    }
+    if can(EventKind::Closed { reviewer: text(), forced: false }) {
+        actions.insert("close");
+    }
+    if can(EventKind::Reopened { reason: text() }) {
+        actions.insert("reopen");
+    }
+    if can(EventKind::Withdrawn { reason: text() }) {
+        actions.insert("withdraw");
+    }
+    if can(EventKind::MarkedDuplicate { master: view.case_id.clone() }) {
+        actions.insert("duplicate");
+    }
+    if view.duplicate_of.is_some() && can(EventKind::Unmerged { master: view.case_id.clone() }) {
+        actions.insert("unmerge");
+    }
+    if staff && status.is_open() {
+        actions.extend(["reply", "note", "edit"]);
+    }
+    if staff && (working || status == Status::Replied) {
+        actions.insert("consult");
+    }
+    if (staff || role == Role::Volunteer) && (working || status == Status::Replied) {
+        actions.insert("visit");
+    }
+    if matches!(role, Role::Window | Role::Admin)
+        && matches!(status, Status::Dispatched | Status::InProgress | Status::OnHold)
+    {
+        actions.insert("extend");
+    }
+    if oversight && working && view.extensions.iter().any(|extension| extension.approved_due_ms.is_none()) {
+        actions.insert("approve_extension");
+    }
+    if staff && status == Status::Replied {
+        actions.insert("callback");
+    }
+    // 督办 is the 督查科's own act: the case rules take it from the supervision role only (not from an admin).
+    if role == Role::Supervision && status.is_open() {
+        actions.insert("supervise");
+    }
+    if oversight && !view.conflicts.is_empty() {
+        actions.insert("resolve_conflict");
+    }
+    if staff && !view.personal.purged {
+        actions.insert("reveal");
+    }
+    actions
+}
+
+/// The author shown on the desk: the QR channel's `citizen` reads as 群众.
+fn staff_label(staff: &str) -> &str {
+    if staff == "citizen" { "群众（扫码提交）" } else { staff }
+}
+
+fn unit_name(hall: &zhaowo_crdt::Hall, code: &str) -> String {
+    hall.units.get(code).map_or(code.to_owned(), |u| format!("{}（{code}）", u.name))
+}
+
+fn category_name(hall: &zhaowo_crdt::Hall, code: &str) -> String {
+    hall.categories.get(code).map_or(code.to_owned(), |c| c.name.clone())
+}
+
+/// The first characters of a node id (the whole id is 64 hex digits).
+fn node_short(node: &str) -> &str {
+    node.get(..8).unwrap_or(node)
+}
+
+/// The zh-CN name of a case field that offline nodes may write concurrently.
+fn field_label(field: &str) -> &str {
+    match EditableField::parse(field) {
+        Some(editable) => editable.label(),
+        None if field == "category" => "诉求类别",
+        None => field,
+    }
+}
+
+/// The value a conflicting field shows now (the merge's last writer).
+pub(super) fn field_value<'a>(view: &'a CaseView, field: &str) -> &'a str {
+    match field {
+        "summary" => &view.summary,
+        "detail" => &view.detail,
+        "expectation" => &view.expectation,
+        "location" => &view.location,
+        "category" => &view.category,
+        _ => "",
+    }
+}
+
+fn superseded_reason(reason: &SupersededBy) -> String {
+    match reason {
+        SupersededBy::Concurrent { .. } => "与另一节点离线时同时做出的操作相冲突，按优先级规则未生效".to_owned(),
+        SupersededBy::InvalidAfterMerge { state } => {
+            format!("合并后案件状态为“{}”，该操作已不适用", state.label())
+        }
+        SupersededBy::DuplicateCycle { .. } => "两案同时被互相并案，以登记较早的案件为主案件".to_owned(),
+    }
+}
+
+/// One 冲突待核 item with, for the 督查科 (and admins), the form that settles it: a field conflict takes the value the
+/// reviewer picks; a transition conflict keeps the merge result (the case rules decide the winning transition, so
+/// "adopt the loser instead" is a new action on the case page after the review).
+pub(super) fn conflict_item(
+    hall: &zhaowo_crdt::Hall,
+    session: &Session,
+    view: &CaseView,
+    conflict: &Conflict,
+) -> Markup {
+    let may_resolve = matches!(session.role, Role::Supervision | Role::Admin) && view.status != Status::Archived;
+    let action = format!("/desk/case/{}/act", view.case_id.as_str());
+    let head = html! {
+        input type="hidden" name="csrf" value=(session.csrf);
+        input type="hidden" name="action" value="resolve_conflict";
+        input type="hidden" name="choice" value=(conflict.id);
+    };
+    let note = html! {
+        label for={ "note-" (conflict.id) } { "核定说明（最多 " (REASON_CHARS_MAX) " 字）" }
+        input type="text" id={ "note-" (conflict.id) } name="text" required maxlength=(REASON_CHARS_MAX);
+    };
+    html! {
+        div.card.conflict id={ "conflict-" (conflict.id) } {
+            @match &conflict.detail {
+                ConflictDetail::Transition { loser_label, loser_node, loser_staff, loser_at_ms, reason, winner_label, .. } => {
+                    p {
+                        strong { "「" (loser_label) "」未生效" }
+                        " " span.hint { (minute(*loser_at_ms)) " · " (staff_label(loser_staff)) " · 节点 " (node_short(loser_node)) }
+                    }
+                    p.hint {
+                        (superseded_reason(reason))
+                        @if let Some(winner) = winner_label { "；生效的是「" (winner) "」" }
+                        "。"
+                    }
+                    @if may_resolve {
+                        form method="post" action=(action) {
+                            (head) (note)
+                            button.secondary type="submit" { "维持合并结果" }
+                            p.hint { "如应采用未生效的操作，请核定后在案件页重新办理。" }
+                        }
+                    }
+                }
+                ConflictDetail::Field { field, candidates } => {
+                    p { strong { (field_label(field)) " 有 " (candidates.len()) " 个并发取值" } }
+                    @let current = field_value(view, field);
+                    @if may_resolve {
+                        form method="post" action=(action) {
+                            (head)
+                            @for candidate in candidates {
+                                div.candidate {
+                                    label.inline {
+                                        input type="radio" name="value" value=(candidate.value) required checked[candidate.value == current];
+                                        " "
+                                        @if field == "category" { (category_name(hall, &candidate.value)) } @else { span style="white-space:pre-wrap" { (candidate.value) } }
+                                    }
+                                    br;
+                                    span.hint {
+                                        (staff_label(&candidate.staff)) " · " (minute(candidate.at_ms)) " · 节点 " (node_short(&candidate.node))
+                                        @if candidate.value == current { " · 当前显示" }
+                                    }
+                                }
+                            }
+                            (note)
+                            button type="submit" { "采用所选取值" }
+                        }
+                    } @else {
+                        ul { @for candidate in candidates {
+                            li {
+                                @if field == "category" { (category_name(hall, &candidate.value)) } @else { (candidate.value) }
+                                " " span.hint { (staff_label(&candidate.staff)) " · " (minute(candidate.at_ms)) }
+                            }
+                        } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The cases a case is merged with (its master, its duplicates) as case id and 登记编号, for links on the case page.
+#[derive(Debug, Default)]
+struct Related {
+    master: Option<(String, String)>,
+    duplicates: Vec<(String, String)>,
+}
+
+/// A case id with its 登记编号 (the id itself while that case has not reached this node).
+async fn linked(app: &App, id: &CaseId) -> (String, String) {
+    let reg_no = app.store.case_view(id.as_str()).await.map_or_else(|_| id.to_string(), |view| view.reg_no.to_string());
+    (id.to_string(), reg_no)
+}
+
+async fn related(app: &App, view: &CaseView) -> Related {
+    let mut related = Related::default();
+    if let Some(master) = &view.duplicate_of {
+        related.master = Some(linked(app, master).await);
+    }
+    for duplicate in &view.duplicates {
+        related.duplicates.push(linked(app, duplicate).await);
+    }
+    related
+}
+
+fn case_body(
+    app: &App,
+    session: &Session,
+    view: &CaseView,
+    related: &Related,
+    message: Option<Result<&str, &str>>,
+    revealed: Option<Markup>,
+    draft: Option<&ActionForm>,
+) -> Markup {
+    let hall = hall(app);
+    let now = crate::home::now_ms();
+    let actions = allowed(view, session.role);
+    let id = view.case_id.as_str();
+    let suggestion = hall.categories.get(&view.category);
+    let csrf = session.csrf.as_str();
+    let form_head = |action: &'static str| {
+        html! {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="action" value=(action);
+        }
+    };
+    // A refused edit shows what was typed, not the stored values, so nothing typed is lost.
+    let typed = |typed: Option<&Option<String>>, stored: &str| -> String {
+        typed.and_then(|value| value.clone()).unwrap_or_else(|| stored.to_owned())
+    };
+    let edit_category = typed(draft.map(|d| &d.category), &view.category);
+    let edit_priority = typed(draft.map(|d| &d.priority), view.priority.code());
+    html! {
+        h1 { "案件 " (view.reg_no) " " span.tag { (view.status.label()) } @if view.overdue(now) { " " span.tag.red { "超期" } } }
+        @match message {
+            Some(Ok(text)) => div.ok role="status" { (text) },
+            Some(Err(text)) => div.error role="alert" { (text) "（未保存）" },
+            None => {},
+        }
+        @if let Some(revealed) = revealed { (revealed) }
+        div.card { dl {
+            dt { "诉求摘要" } dd id="summary" { (view.summary) }
+            dt { "诉求内容" } dd id="detail" style="white-space:pre-wrap" { (view.detail) }
+            @if !view.expectation.is_empty() { dt { "诉求人期望" } dd id="expectation" { (view.expectation) } }
+            @if !view.location.is_empty() { dt { "地点" } dd id="location" { (view.location) } }
+            dt { "性质 / 类别" } dd id="category" { (view.nature.label()) " / " (category_name(&hall, &view.category)) }
+            dt { "来源渠道" } dd { (view.channel.label()) " · 窗口 " (view.window) }
+            dt { "紧急程度" } dd id="priority" { (view.priority.label()) }
+            dt { "登记" } dd { (minute(view.registered_at_ms)) " · " (staff_label(&view.registered_by)) }
+            dt { "主办单位" } dd { (view.lead_unit.as_deref().map_or("未派单".to_owned(), |u| unit_name(&hall, u))) }
+            @if !view.co_units.is_empty() { dt { "协办单位" } dd { (view.co_units.iter().map(|u| unit_name(&hall, u)).collect::<Vec<_>>().join("、")) } }
+            @if let Some(assignee) = &view.assignee { dt { "承办人" } dd { (assignee) } }
+            dt { "承诺办结" } dd id="due" { (minute(view.effective_due_ms(now))) @if view.flags.extended { " " span.tag { "已延期" } } }
+            dt { "督办" } dd { (view.supervision.label()) }
+            @if view.consultations > 0 || view.site_visits > 0 {
+                dt { "会诊 / 上门" } dd id="visits" {
+                    "会诊 " (view.consultations) " 次；上门/走访 " (view.site_visits) " 次，共 " (view.visit_minutes) " 分钟"
+                }
+            }
+            @if let Some((master_id, master_reg_no)) = &related.master {
+                dt { "并案" } dd id="merged-into" {
+                    "本案为重复件，已并入主案件 " a href={ "/desk/case/" (master_id) } { (master_reg_no) }
+                }
+            }
+            @if !related.duplicates.is_empty() {
+                dt { "重复件" } dd id="duplicates" {
+                    @for (i, (dup_id, dup_reg_no)) in related.duplicates.iter().enumerate() {
+                        @if i > 0 { "、" }
+                        a href={ "/desk/case/" (dup_id) } { (dup_reg_no) }
+                    }
+                    " 已并入本案"
+                }
+            }
+            dt { "诉求人" } dd id="personal" {
+                (view.personal.name.clone().unwrap_or_else(|| "（未留姓名）".into())) " "
+                (view.personal.phone.clone().unwrap_or_default())
+                @if view.pi_reveals > 0 { " " span.hint id="pi-reveals" { "已查看完整信息 " (view.pi_reveals) " 次" } }
+            }
+            @if !view.tags.is_empty() { dt { "标签" } dd { @for t in &view.tags { span.tag { (t) } " " } } }
+        } }
+        @if !view.conflicts.is_empty() {
+            h2 id="conflicts" { "冲突待核（" (view.conflicts.len()) " 项）" }
+            div.error { "离线节点同时做出的操作相互冲突，须由督查科核定。" }
+            @for conflict in &view.conflicts { (conflict_item(&hall, session, view, conflict)) }
+        }
+        @if !view.extensions.is_empty() {
+            h2 { "延期" }
+            div.scroll { table id="extensions" {
+                thead { tr { th { "申请时间" } th { "申请人" } th { "原因" } th { "状态" } } }
+                tbody { @for extension in &view.extensions {
+                    tr {
+                        td { (minute(extension.requested_at_ms)) }
+                        td { (view.timeline.iter().find(|entry| entry.event_id == extension.request).map_or("", |entry| staff_label(&entry.staff))) }
+                        td { (extension.reason) }
+                        td {
+                            @match extension.approved_due_ms {
+                                Some(due) => { "已批准，办结时限延至 " (minute(due)) }
+                                None => {
+                                    "待督查科批准"
+                                    @if actions.contains("approve_extension") {
+                                        form method="post" action={ "/desk/case/" (id) "/act" } {
+                                            (form_head("approve_extension"))
+                                            input type="hidden" name="request" value=(extension.request.as_str());
+                                            button type="submit" { "批准延期" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } }
+            } }
+        }
+        h2 { "办理" }
+        div.grid.noprint {
+            @if actions.contains("accept") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head("accept")) strong { "受理" } br; button type="submit" { "受理" } }
+            }
+            @if actions.contains("dispatch") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("dispatch"))
+                    strong { "派单" }
+                    @if let Some(s) = suggestion { p.hint { "路由表建议：" (unit_name(&hall, &s.lead_unit)) @if !s.co_units.is_empty() { "，协办 " (s.co_units.join("、")) } } }
+                    label for="lead_unit" { "主办单位" }
+                    select id="lead_unit" name="lead_unit" {
+                        @for (code, unit) in &hall.units {
+                            option value=(code) selected[suggestion.is_some_and(|s| &s.lead_unit == code)] { (unit.name) }
+                        }
+                    }
+                    label for="co_units" { "协办单位代码（逗号分隔）" }
+                    input type="text" id="co_units" name="co_units" value=(suggestion.map(|s| s.co_units.join(",")).unwrap_or_default());
+                    button type="submit" id="do-dispatch" { "派单" }
+                }
+            }
+            @if actions.contains("sign_in") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("sign_in")) strong { "签收" }
+                    label { "承办人" } input type="text" name="text" value=(session.staff());
+                    button type="submit" { "签收" }
+                }
+            }
+            @if actions.contains("reply") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("reply")) label for="reply-text" { "对外答复（群众可见）" }
+                    textarea id="reply-text" name="text" required {}
+                    button type="submit" id="do-reply" { "发布答复" }
+                }
+            }
+            @if actions.contains("note") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("note")) label for="note-text" { "内部备注（仅工作人员可见）" }
+                    textarea id="note-text" name="text" required {}
+                    button type="submit" { "添加备注" }
+                }
+            }
+            @if actions.contains("consult") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("consult")) strong { "联合会诊" }
+                    label { "参会单位代码（逗号分隔）" } input type="text" name="co_units" required;
+                    p.hint { @for (i, (code, unit)) in hall.units.iter().enumerate() { @if i > 0 { "；" } (code) " " (unit.name) } }
+                    label { "会诊纪要" } textarea name="text" required maxlength=(NOTE_CHARS_MAX) {}
+                    p { label.inline { input type="checkbox" name="flag" value="yes"; " 含现场勘查" } }
+                    button type="submit" { "记录会诊" }
+                }
+            }
+            @if actions.contains("visit") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("visit")) strong { "上门 / 走访记录" }
+                    label for="visit-volunteers" { "走访人员（逗号分隔，最多 " (VOLUNTEERS_PER_VISIT_MAX) " 人）" }
+                    input type="text" id="visit-volunteers" name="volunteers" required value=(session.display_name);
+                    label for="visit-at" { "走访时间" }
+                    input type="datetime-local" id="visit-at" name="at" required value=(minute(now).replace(' ', "T"));
+                    label for="visit-minutes" { "时长（分钟）" }
+                    input type="number" id="visit-minutes" name="minutes" min="1" max=(VISIT_MINUTES_MAX) required value="60";
+                    label for="visit-outcome" { "走访情况" }
+                    textarea id="visit-outcome" name="text" required maxlength=(NOTE_CHARS_MAX) {}
+                    button type="submit" { "记录走访" }
+                }
+            }
+            @if actions.contains("extend") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("extend")) strong { "申请延期" }
+                    p.hint { "当前承诺办结：" (minute(view.effective_due_ms(now))) "。督查科批准后生效。" }
+                    label for="extend-days" { "延长工作日（1-" (EXTENSION_WORKING_DAYS_MAX) "）" }
+                    input type="number" id="extend-days" name="days" min="1" max=(EXTENSION_WORKING_DAYS_MAX) required value="5";
+                    label for="extend-reason" { "延期原因" }
+                    input type="text" id="extend-reason" name="text" required maxlength=(REASON_CHARS_MAX);
+                    button type="submit" { "申请延期" }
+                }
+            }
+            @if actions.contains("resolve") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("resolve")) strong { "办理完毕 / 答复" }
+                    label { "办理结果" } select name="choice" { @for r in CaseResult::ALL { option value=(r.code()) { (r.label()) } } }
+                    label { "答复内容（群众可见）" } textarea name="text" required {}
+                    button type="submit" { "办理完毕" }
+                }
+            }
+            @if actions.contains("callback") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("callback")) strong { "回访" }
+                    label { "方式" } select name="method" { @for m in CallbackMethod::ALL { option value=(m.code()) { (m.label()) } } }
+                    label { "结果" } select name="choice" {
+                        option value="" { "未联系上" }
+                        @for o in CallbackOutcome::ALL { option value=(o.code()) selected[*o == CallbackOutcome::Resolved] { (o.label()) } }
+                    }
+                    label { "评价（1-5）" } input type="number" name="rating" min="1" max="5" value="5";
+                    label { "说明" } input type="text" name="text";
+                    button type="submit" { "记录回访" }
+                }
+            }
+            @if actions.contains("close") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("close")) strong { "办结" }
+                    label { "审核人" } input type="text" name="text" required;
+                    button type="submit" { "办结" }
+                }
+            }
+            @for (action, title, fields) in [("return", "退单", true), ("reject", "不予受理", true)] {
+                @if actions.contains(action) {
+                    form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                        (form_head(action)) strong { (title) }
+                        label { "原因" } input type="text" name="text" required;
+                        @if fields { label { "依据" } input type="text" name="basis" required; }
+                        button.secondary type="submit" { (title) }
+                    }
+                }
+            }
+            @for (action, title) in [("suspend", "待补充材料（暂停计时）"), ("reopen", "发回重办"), ("withdraw", "撤回（应诉求人要求）")] {
+                @if actions.contains(action) {
+                    form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                        (form_head(action)) strong { (title) }
+                        label { "原因" } input type="text" name="text" required;
+                        button.secondary type="submit" { (title) }
+                    }
+                }
+            }
+            @if actions.contains("resume") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head("resume")) strong { "恢复办理" } br; button type="submit" { "恢复办理" } }
+            }
+            @if actions.contains("duplicate") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("duplicate")) strong { "并案（标记为重复件）" }
+                    p.hint { "本案将并入主案件，状态变为“重复件”；督查科可解除并案。" }
+                    label for="duplicate-master" { "主案件登记编号或案件标识" }
+                    input type="text" id="duplicate-master" name="master" required placeholder="BBC01-2026-0001";
+                    button.secondary type="submit" { "并案" }
+                }
+            }
+            @if actions.contains("unmerge") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("unmerge")) strong { "解除并案" }
+                    p.hint { "本案恢复为“已登记”，主案件不再列出本案。" }
+                    button.secondary type="submit" { "解除并案" }
+                }
+            }
+            @if actions.contains("supervise") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("supervise")) strong { "督办" }
+                    select name="choice" { @for l in &SupervisionLevel::ALL[1..] { option value=(l.code()) { (l.label()) } } }
+                    label { "意见" } input type="text" name="text" required;
+                    button type="submit" { "督办" }
+                }
+            }
+            @if actions.contains("reveal") {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("reveal")) strong { "查看完整个人信息" }
+                    p.hint { "查看将被记录（时间、人员、用途）。" }
+                    label { "用途" } input type="text" name="text" required maxlength=(REASON_CHARS_MAX) value="电话回访";
+                    button.secondary type="submit" id="do-reveal" { "查看" }
+                }
+            }
+        }
+        @if actions.contains("edit") {
+            details.card.noprint open[draft.is_some()] {
+                summary { strong { "修改诉求信息" } }
+                form method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head("edit"))
+                    label for="edit-summary" { "诉求摘要（公开，勿含个人信息，最多 " (SUMMARY_CHARS_MAX) " 字）" }
+                    input type="text" id="edit-summary" name="summary" required maxlength=(SUMMARY_CHARS_MAX)
+                        value=(typed(draft.map(|d| &d.summary), &view.summary));
+                    label for="edit-detail" { "诉求内容（最多 " (DETAIL_CHARS_MAX) " 字）" }
+                    textarea id="edit-detail" name="detail" required maxlength=(DETAIL_CHARS_MAX) { (typed(draft.map(|d| &d.detail), &view.detail)) }
+                    label for="edit-expectation" { "诉求人期望" }
+                    input type="text" id="edit-expectation" name="expectation" maxlength=(EXPECTATION_CHARS_MAX)
+                        value=(typed(draft.map(|d| &d.expectation), &view.expectation));
+                    label for="edit-location" { "地点" }
+                    input type="text" id="edit-location" name="location" maxlength=(LOCATION_CHARS_MAX)
+                        value=(typed(draft.map(|d| &d.location), &view.location));
+                    div.filters {
+                        div { label for="edit-category" { "诉求类别" } select id="edit-category" name="category" {
+                            @for (code, c) in &hall.categories { option value=(code) selected[&edit_category == code] { (c.name) } }
+                        } }
+                        div { label for="edit-priority" { "紧急程度" } select id="edit-priority" name="priority" {
+                            @for p in Priority::ALL { option value=(p.code()) selected[edit_priority == p.code()] { (p.label()) } }
+                        } }
+                    }
+                    @if view.lead_unit.is_some() { p.hint { "已派单的案件修改类别后，将提示督查科核查。" } }
+                    button type="submit" id="do-edit" { "保存修改" }
+                }
+            }
+        }
+        h2 { "对外答复" }
+        @if view.public_replies.is_empty() { p.hint { "暂无" } }
+        ul { @for r in &view.public_replies { li { span.hint { (minute(r.at_ms)) } " " (r.text) } } }
+        h2 { "办理过程" }
+        ol.card.timeline id="timeline" {
+            @for entry in &view.timeline {
+                li class=(if entry.superseded { "superseded" } else { "" }) {
+                    span.hint { (minute(entry.at_ms)) " · " (staff_label(&entry.staff)) "（" (entry.role.label()) "）· 节点 " (node_short(&entry.node)) }
+                    br;
+                    strong { (entry.label) } " "
+                    @if !entry.public { span.tag { "内部" } " " }
+                    (entry.text)
+                }
+            }
+        }
+    }
+}
+
+/// The case page with a message (or a refusal) on top.
+pub(super) async fn case_response(
+    app: &App,
+    session: &Session,
+    status: StatusCode,
+    view: &CaseView,
+    message: Option<Result<&str, &str>>,
+    revealed: Option<Markup>,
+    draft: Option<&ActionForm>,
+) -> Response {
+    let related = related(app, view).await;
+    let title = format!("案件 {}", view.reg_no);
+    desk_page(session, status, &title, case_body(app, session, view, &related, message, revealed, draft))
+}
+
+/// A refused action: the case page again with the reason on top (400); nothing was stored.
+pub(super) async fn refused(
+    app: &App,
+    session: &Session,
+    view: &CaseView,
+    message: &str,
+    draft: Option<&ActionForm>,
+) -> Response {
+    case_response(app, session, StatusCode::BAD_REQUEST, view, Some(Err(message)), None, draft).await
+}
+
+pub(super) fn done(view: &CaseView, action: &str) -> Response {
+    Redirect::to(&format!("/desk/case/{}?done={action}", view.case_id.as_str())).into_response()
+}
+
+pub(super) async fn load_view(app: &App, id: &str) -> Result<CaseView, Response> {
+    if zhaowo_crdt::CaseId::parse(id).is_none() {
+        return Err(error_page(StatusCode::NOT_FOUND, "案件不存在", "案件标识不正确。", Some(("/desk", "返回登记簿"))));
+    }
+    match app.store.case_view(id).await {
+        Ok(view) => Ok(view),
+        Err(crate::store::ReadError::UnknownCase(_)) => {
+            Err(error_page(StatusCode::NOT_FOUND, "案件不存在", "没有找到该案件。", Some(("/desk", "返回登记簿"))))
+        }
+        Err(error) => Err(store_unavailable(&error)),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct CaseQuery {
+    done: String,
+}
+
+pub(super) async fn case_page(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<CaseQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let view = match load_view(&app, &id).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    let done = query.map(|Query(q)| q.done).unwrap_or_default();
+    let message = (!done.is_empty()).then(|| Ok(action_title(&done)));
+    case_response(&app, &session, StatusCode::OK, &view, message, None, None).await
+}
+
+fn action_title(action: &str) -> &'static str {
+    match action {
+        "accept" => "已受理",
+        "dispatch" => "已派单",
+        "sign_in" => "已签收",
+        "reply" => "答复已发布",
+        "note" => "备注已添加",
+        "consult" => "会诊已记录",
+        "visit" => "上门/走访已记录",
+        "extend" => "延期申请已提交，待督查科批准",
+        "approve_extension" => "已批准延期",
+        "edit" => "诉求信息已修改",
+        "resolve" => "已办理完毕",
+        "callback" => "回访已记录",
+        "close" => "已办结",
+        "return" => "已退单",
+        "reject" => "已不予受理",
+        "suspend" => "已暂停计时",
+        "resume" => "已恢复办理",
+        "reopen" => "已发回重办",
+        "withdraw" => "已撤回",
+        "duplicate" => "已并案：本案为重复件",
+        "unmerge" => "已解除并案",
+        "supervise" => "已督办",
+        "resolve_conflict" => "冲突已核定",
+        _ => "操作完成",
+    }
+}

@@ -1,0 +1,182 @@
+//! The new-case form (登记): a case registered at the window, its registration number and query code shown once.
+
+use super::{ctx, desk_csrf, desk_page, hall, session, to_login};
+use crate::http::App;
+use crate::http::citizen::{clean, form_rejection, store_unavailable};
+use crate::http::guard::Session;
+use crate::http::page::{command_error_zh, error_page};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use maud::{Markup, html};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use zhaowo_crdt::model::{Channel, Nature, Priority};
+use zhaowo_crdt::time::Date;
+use zhaowo_crdt::{CaseDoc, QueryCode, Registration};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct NewCaseForm {
+    csrf: String,
+    channel: String,
+    nature: String,
+    category: String,
+    priority: String,
+    summary: String,
+    detail: String,
+    expectation: String,
+    location: String,
+    name: String,
+    phone: String,
+    consent: Option<String>,
+}
+
+fn new_case_page(app: &App, session: &Session, form: &NewCaseForm, errors: &[String]) -> Markup {
+    let hall = hall(app);
+    html! {
+        h1 { "新登记" }
+        @if !errors.is_empty() { div.error role="alert" { ul { @for e in errors { li { (e) } } } } }
+        form.card method="post" action="/desk/new" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            div.filters {
+                div { label for="channel" { "来源渠道" } select id="channel" name="channel" {
+                    @for c in Channel::ALL { @if *c != Channel::MiniProgram { option value=(c.code()) selected[form.channel == c.code()] { (c.label()) } } }
+                } }
+                div { label for="nature" { "诉求性质" } select id="nature" name="nature" {
+                    @for n in Nature::ALL { option value=(n.code()) selected[form.nature == n.code()] { (n.label()) } }
+                } }
+                div { label for="category" { "诉求类别" } select id="category" name="category" {
+                    @for (code, c) in &hall.categories { option value=(code) selected[&form.category == code] { (c.name) } }
+                } }
+                div { label for="priority" { "紧急程度" } select id="priority" name="priority" {
+                    @for p in Priority::ALL { option value=(p.code()) selected[form.priority == p.code()] { (p.label()) } }
+                } }
+            }
+            label for="summary" { "诉求摘要（公开，勿含个人信息）" }
+            input type="text" id="summary" name="summary" maxlength="100" required value=(form.summary);
+            label for="detail" { "诉求内容" }
+            textarea id="detail" name="detail" required { (form.detail) }
+            label for="expectation" { "诉求人期望" }
+            input type="text" id="expectation" name="expectation" value=(form.expectation);
+            label for="location" { "地点" }
+            input type="text" id="location" name="location" value=(form.location);
+            label for="name" { "诉求人姓名" }
+            input type="text" id="name" name="name" value=(form.name);
+            label for="phone" { "联系电话" }
+            input type="tel" id="phone" name="phone" value=(form.phone);
+            p { label.inline { input type="checkbox" name="consent" value="yes" checked[form.consent.is_some()]; " 同意回访" } }
+            button type="submit" { "登记" }
+        }
+    }
+}
+
+pub(super) async fn new_form(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let form = NewCaseForm {
+        channel: Channel::Window.code().into(),
+        nature: Nature::Consultation.code().into(),
+        ..Default::default()
+    };
+    desk_page(&session, StatusCode::OK, "新登记", new_case_page(&app, &session, &form, &[]))
+}
+
+pub(super) async fn new_submit(
+    State(app): State<App>,
+    headers: HeaderMap,
+    form: Result<Form<NewCaseForm>, FormRejection>,
+) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => return form_rejection(&app, &rejection, "/desk/new"),
+    };
+    if let Err(response) = desk_csrf(&app, &session, &form.csrf) {
+        return response;
+    }
+    let hall = hall(&app);
+    let report_form = crate::http::citizen::ReportForm {
+        csrf: String::new(),
+        nature: form.nature.clone(),
+        category: form.category.clone(),
+        summary: form.summary.clone(),
+        detail: form.detail.clone(),
+        name: form.name.clone(),
+        phone: form.phone.clone(),
+        consent: form.consent.clone(),
+    };
+    let mut errors = Vec::new();
+    let checked = crate::http::citizen::check_report(&hall, &report_form).map_err(|e| errors.extend(e)).ok();
+    let channel = Channel::parse(&form.channel).filter(|c| *c != Channel::MiniProgram);
+    let priority = Priority::parse(&form.priority);
+    if channel.is_none() {
+        errors.push("请选择来源渠道。".into());
+    }
+    if priority.is_none() {
+        errors.push("请选择紧急程度。".into());
+    }
+    let (Some(report), Some(channel), Some(priority)) = (checked, channel, priority) else {
+        return desk_page(&session, StatusCode::BAD_REQUEST, "新登记", new_case_page(&app, &session, &form, &errors));
+    };
+    let mut ctx = match ctx(&app, &session) {
+        Ok(ctx) => ctx,
+        Err(response) => return response,
+    };
+    let registration = Registration {
+        channel,
+        nature: report.nature,
+        category: report.category,
+        modes: BTreeSet::new(),
+        priority,
+        matter: None,
+        not_done_reason: None,
+        summary: report.summary,
+        detail: report.detail,
+        expectation: clean(&form.expectation),
+        location: clean(&form.location),
+        sensitive: false,
+        tags: BTreeSet::new(),
+        personal: report.personal,
+    };
+    let guard = app.register_lock.lock().await;
+    ctx.now_ms = crate::home::now_ms();
+    let year = Date::of_ms(ctx.now_ms).year;
+    let reg_no = match crate::http::cases::next_reg_no(&app.store, &app.home.config.window, year).await {
+        Ok(Some(reg_no)) => reg_no,
+        Ok(None) => return error_page(StatusCode::CONFLICT, "无法登记", "本年度登记编号已用完。", None),
+        Err(error) => return store_unavailable(&error),
+    };
+    let code = QueryCode::from_entropy(crate::home::entropy().map(|e| e as u64).unwrap_or_default());
+    let actor = match app.home.identity.new_actor() {
+        Ok(actor) => actor,
+        Err(error) => return store_unavailable(&error),
+    };
+    let doc = match CaseDoc::register(&ctx, &hall, actor, reg_no.clone(), &code, registration) {
+        Ok((doc, _)) => doc,
+        Err(error) => {
+            let errors = vec![command_error_zh(&error)];
+            return desk_page(
+                &session,
+                StatusCode::BAD_REQUEST,
+                "新登记",
+                new_case_page(&app, &session, &form, &errors),
+            );
+        }
+    };
+    let ack = match app.store.register(doc).await {
+        Ok(ack) => ack,
+        Err(error) => return store_unavailable(&error),
+    };
+    drop(guard);
+    let body = html! {
+        h1 { "登记成功" }
+        div.ok { "已登记，请将登记编号和查询码告知诉求人（查询码只显示这一次）。" }
+        div.card { dl {
+            dt { "登记编号" } dd.big { (reg_no) }
+            dt { "查询码" } dd.big { (code.as_str()) }
+        } }
+        a.button href={ "/desk/case/" (ack.case_id) } { "打开案件" }
+    };
+    desk_page(&session, StatusCode::OK, "登记成功", body)
+}

@@ -1,0 +1,250 @@
+//! The desk's other pages: the overdue list, supervision statistics with a monthly chart, conflicts to review, peers
+//! and sync status, and printable window QR codes.
+
+use super::book::{label_of, rows_table};
+use super::case_page::conflict_item;
+use super::{desk_page, hall, session, to_login};
+use crate::http::citizen::store_unavailable;
+use crate::http::page::{self};
+use crate::http::{App, limits};
+use crate::store::RegisterQuery;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use maud::{Markup, PreEscaped, html};
+use zhaowo_crdt::model::Status;
+use zhaowo_crdt::time::Date;
+
+pub(super) async fn overdue(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let now = crate::home::now_ms();
+    let rows = match app.store.overdue(now, crate::store::PAGE_ROWS_MAX).await {
+        Ok(rows) => rows,
+        Err(error) => return store_unavailable(&error),
+    };
+    let body = html! {
+        h1 { "超期清单（" (rows.len()) " 件）" }
+        p.hint { "按超期时长排序，最久的在前。" }
+        (rows_table(&app, &rows, now))
+    };
+    desk_page(&session, StatusCode::OK, "超期清单", body)
+}
+
+/// A rate as a percentage, or "—" when nothing was counted (0 / 0 is not 0%).
+fn ratio(count: i64, of: i64) -> String {
+    if of > 0 { format!("{:.1}%", count as f64 * 100.0 / of as f64) } else { "—".to_owned() }
+}
+
+/// A monthly bar chart (registered and closed) as inline SVG: no script, printable.
+fn monthly_chart(months: &[(String, i64, i64)]) -> Markup {
+    let max = months.iter().map(|(_, r, c)| (*r).max(*c)).max().unwrap_or(0).max(1);
+    let (width, height, left, bottom) = (640.0_f64, 220.0_f64, 30.0_f64, 30.0_f64);
+    let slot = (width - left) / months.len().max(1) as f64;
+    let bar = slot * 0.35;
+    let scale = |n: i64| (height - bottom - 10.0) * n as f64 / max as f64;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" aria-label="每月受理量与办结量" style="width:100%;max-width:760px;background:#fff">"#
+    );
+    svg.push_str(&format!(
+        r##"<line x1="{left}" y1="{y}" x2="{width}" y2="{y}" stroke="#999"/>"##,
+        y = height - bottom
+    ));
+    svg.push_str(&format!(r##"<text x="2" y="14" font-size="11" fill="#555">{max}</text>"##));
+    for (i, (label, registered, closed)) in months.iter().enumerate() {
+        let x = left + slot * i as f64 + slot * 0.1;
+        let (hr, hc) = (scale(*registered), scale(*closed));
+        svg.push_str(&format!(
+            r##"<rect x="{x:.1}" y="{:.1}" width="{bar:.1}" height="{hr:.1}" fill="#b3261e"><title>{label} 受理 {registered}</title></rect>"##,
+            height - bottom - hr
+        ));
+        svg.push_str(&format!(
+            r##"<rect x="{:.1}" y="{:.1}" width="{bar:.1}" height="{hc:.1}" fill="#2e7d32"><title>{label} 办结 {closed}</title></rect>"##,
+            x + bar,
+            height - bottom - hc
+        ));
+        svg.push_str(&format!(
+            r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#333">{label}</text>"##,
+            x + bar,
+            height - 10.0
+        ));
+    }
+    svg.push_str("</svg>");
+    // Built from numbers and month labels we format ourselves: nothing user-typed reaches the SVG.
+    html! {
+        (PreEscaped(svg))
+        p.hint { span style="color:#b3261e" { "■" } " 受理量　" span style="color:#2e7d32" { "■" } " 办结量" }
+    }
+}
+
+pub(super) async fn stats(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let now = crate::home::now_ms();
+    let today = Date::of_ms(now);
+    let year_start = Date::new(today.year, 1, 1).unwrap_or(today);
+    let year = match app.store.statistics(year_start, today).await {
+        Ok(stats) => stats,
+        Err(error) => return store_unavailable(&error),
+    };
+    let mut months = Vec::new();
+    for back in (0..12).rev() {
+        let month_index = today.year * 12 + i32::from(today.month) - 1 - back;
+        let (y, m) = (month_index.div_euclid(12), (month_index.rem_euclid(12) + 1) as u8);
+        let (Some(first), Some(next)) = (
+            Date::new(y, m, 1),
+            Date::new((month_index + 1).div_euclid(12), ((month_index + 1).rem_euclid(12) + 1) as u8, 1),
+        ) else {
+            continue;
+        };
+        match app.store.statistics(first, next.add_days(-1)).await {
+            Ok(s) => months.push((format!("{m}月"), s.counts.registered, s.counts.closed)),
+            Err(error) => return store_unavailable(&error),
+        }
+    }
+    let by_status = crate::http::metrics::cases_by_status(&app).await.unwrap_or_default();
+    let c = &year.counts;
+    let body = html! {
+        h1 { (today.year) " 年督查统计" }
+        p.hint { "件数少时比率波动大：比率旁均列出件数，请勿据此对窗口排名。" }
+        div.grid {
+            div.card { "受理量" div.kpi { (c.registered) " 件" } }
+            div.card { "响应率" div.kpi { (ratio(c.responded, c.registered)) } span.hint { (c.responded) " / " (c.registered) } }
+            div.card { "按时响应率" div.kpi { (ratio(c.responded_on_time, c.registered)) } span.hint { (c.responded_on_time) " / " (c.registered) } }
+            div.card { "办结率" div.kpi { (ratio(c.closed, c.registered)) } span.hint { (c.closed) " / " (c.registered) } }
+            div.card { "按期办结率" div.kpi { (ratio(c.closed_on_time, c.closed)) } span.hint { (c.closed_on_time) " / " (c.closed) } }
+            div.card { "满意率" div.kpi { (ratio(c.satisfied, c.rated)) } span.hint { (c.satisfied) " / " (c.rated) " · 平均 " (if c.rated > 0 { format!("{:.2}", year.rating_mean) } else { "—".to_owned() }) " 分" } }
+        }
+        h2 { "近 12 个月" }
+        (monthly_chart(&months))
+        h2 { "当前状态分布（全部案件）" }
+        table { tbody {
+            @for (code, count) in &by_status {
+                @if *count > 0 { tr { td { (label_of(Status::parse, Status::label, code)) } td { (count) } } }
+            }
+        } }
+    };
+    desk_page(&session, StatusCode::OK, "督查统计", body)
+}
+
+pub(super) async fn conflicts(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let mut found = Vec::new();
+    let mut query = RegisterQuery { limit: crate::store::PAGE_ROWS_MAX, ..RegisterQuery::default() };
+    let mut seen = 0;
+    loop {
+        let page = match app.store.register_page(query.clone()).await {
+            Ok(page) => page,
+            Err(error) => return store_unavailable(&error),
+        };
+        for row in &page.rows {
+            if let Ok(view) = app.store.case_view(&row.case_id).await
+                && !view.conflicts.is_empty()
+            {
+                found.push(view);
+            }
+        }
+        seen += page.rows.len();
+        match page.next {
+            Some(next) if seen < limits::METRICS_CASES_MAX => query.after = Some(next),
+            _ => break,
+        }
+    }
+    let hall = hall(&app);
+    let body = html! {
+        h1 { "冲突待核（" (found.len()) " 件）" }
+        p.hint { "离线节点同时做出的相互冲突的操作：未生效的一方保留在记录中，请核定。" }
+        @for view in &found {
+            h2 {
+                a href={ "/desk/case/" (view.case_id.as_str()) } { (view.reg_no) } " " (view.summary)
+                " " span.tag { (view.status.label()) }
+            }
+            @for conflict in &view.conflicts { (conflict_item(&hall, &session, view, conflict)) }
+        }
+        @if found.is_empty() { p { "没有待核的冲突。" } }
+    };
+    desk_page(&session, StatusCode::OK, "冲突待核", body)
+}
+
+pub(super) async fn peers(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let config = &app.home.config;
+    let counts = app.store.counts().await.ok();
+    let sync = app.options.sync.as_ref();
+    let peers = sync.map(|sync| sync.peers()).unwrap_or_default();
+    let totals = sync.map(|sync| sync.counts());
+    // The hall document as sync has brought it to this node: read afresh from disk, as sign-in does.
+    let fresh_home = crate::home::Home::open(&app.home.dir).ok();
+    let hall_edits = fresh_home.as_ref().map(crate::home::Home::hall_history).unwrap_or_default();
+    let hall_accounts = fresh_home.as_ref().and_then(|home| home.hall().ok()).map(|hall| hall.accounts.len());
+    let now = crate::home::now_ms();
+    let ago = |ms: Option<i64>| match ms {
+        None => "从未".to_owned(),
+        Some(ms) if now - ms < 60_000 => format!("{} 秒前", ((now - ms) / 1000).max(0)),
+        Some(ms) if now - ms < 3_600_000 => format!("{} 分钟前", (now - ms) / 60_000),
+        Some(ms) => format!("{} 小时前", (now - ms) / 3_600_000),
+    };
+    let body = html! {
+        h1 { "节点与同步" }
+        div.card { dl {
+            dt { "本节点" } dd { code { (app.home.identity.node_id()) } }
+            dt { "窗口" } dd { (config.window) " · " (config.display_name) " · " (config.role.label()) }
+            dt { "同步端口" } dd { (sync.and_then(|s| s.local_addr()).map_or(config.listen.to_string(), |a| a.to_string())) }
+            @if let Some(c) = counts { dt { "本地案件" } dd { (c.docs) " 件（本地序号 " (c.local_seq) "）" } }
+            dt { "大厅配置" } dd {
+                (hall_edits.len()) " 次修改"
+                @if let Some(accounts) = hall_accounts { " · " (accounts) " 个工作人员账户" }
+                @if let Some(edit) = hall_edits.last() {
+                    br; "最近：" (edit.what) "（" (edit.by) "，" (zhaowo_crdt::time::format_local_minute(edit.at_ms)) "）"
+                }
+            }
+            @if let Some(t) = totals {
+                dt { "在线节点" } dd { (t.peers_connected) }
+                dt { "拒收的伪造/未签名修改" } dd { (t.rejected_changes) }
+                dt { "拒收的吊销节点修改" } dd { (t.refused_changes) }
+            }
+        } }
+        h2 { "已知节点" }
+        @if sync.is_none() {
+            div.error { "本节点未启动同步（仅本机数据）。使用 zhaowo run 启动后，此处显示各节点的连接和同步状态。" }
+        }
+        table { thead { tr {
+            th { "节点" } th { "地址" } th { "状态" } th { "最近联系" } th { "对方待同步" } th { "本机待同步" }
+            th { "发送 / 接收" } th { "拒收" } th { "最近错误" }
+        } } tbody {
+            @for peer in &peers { tr {
+                td { (peer.window) " " (peer.display_name) br; code.small { (&peer.node_id[..peer.node_id.len().min(16)]) } }
+                td { (peer.address.map(|a| a.to_string()).unwrap_or_default()) }
+                td { @if peer.connected { @if peer.settled { "已连接 · 已同步" } @else { "已连接 · 同步中" } } @else { "未连接" } }
+                td { (ago(peer.last_contact_ms)) }
+                td { (peer.docs_behind_peer) " 件" }
+                td { (peer.docs_behind_us) " 件" }
+                td { (peer.bytes_sent / 1024) " KB / " (peer.bytes_received / 1024) " KB" }
+                td { (peer.rejected_changes + peer.refused_changes) }
+                td { (peer.last_error.clone().unwrap_or_default()) }
+            } }
+        } }
+        @if peers.is_empty() {
+            p.hint { "尚无节点连接。" @if !config.peers.is_empty() { "配置的节点：" @for p in &config.peers { (p) " " } } }
+        }
+    };
+    desk_page(&session, StatusCode::OK, "节点与同步", body)
+}
+
+pub(super) async fn qr_codes(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let hall = hall(&app);
+    let base = &app.options.public_base_url;
+    let body = html! {
+        h1 { "窗口二维码" }
+        p.hint.noprint { "打印后张贴在各窗口：群众扫码即可反映问题。链接地址：" (base) "/r/窗口编号" }
+        div.grid {
+            @for (code, window) in &hall.windows {
+                div.card {
+                    strong { (window.name) } " " span.hint { (code) " · " (window.floor) }
+                    (page::qr_svg(&format!("{base}/r/{code}")))
+                    p { "办不成事，扫码找我" }
+                }
+            }
+        }
+    };
+    desk_page(&session, StatusCode::OK, "窗口二维码", body)
+}
