@@ -433,9 +433,11 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
             time_limits.push(TimeLimit { nature, priority, response, solve });
         }
     }
+    // Missing rules are named only when every rule read: a rule with an unknown nature would be reported twice.
+    let rules_read = rules_seen.len() == time_limits.len() && time_limits.len() == file.time_limits.len();
     for &nature in Nature::ALL {
         for &priority in Priority::ALL {
-            if !rules_seen.contains_key(&(nature, priority)) && check.problems.is_empty() {
+            if !rules_seen.contains_key(&(nature, priority)) && rules_read {
                 let offset = text.find("[[time_limits]]").unwrap_or(0);
                 let message = format!(
                     "no time limit for nature {} ({}) and priority {} ({})",
@@ -450,7 +452,6 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
     }
     let mut holidays = BTreeSet::new();
     let mut make_up_workdays = BTreeSet::new();
-    let mut holiday_at: BTreeMap<Date, Range<usize>> = BTreeMap::new();
     for (year_key, year) in &file.calendar {
         let section = format!("calendar.{}", year_key.get_ref());
         let year_number = year_key.get_ref().parse::<i32>().ok().filter(|y| CALENDAR_YEARS.contains(y));
@@ -482,7 +483,6 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
                     continue;
                 }
                 let fresh = if field == "holidays" {
-                    holiday_at.insert(day, date.span());
                     holidays.insert(day)
                 } else {
                     if day.weekday() <= 5 {
@@ -528,7 +528,8 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
             })
             .collect(),
         time_limits,
-        calendar: Calendar { holidays, make_up_workdays, workday_end_minute: workday_end.unwrap_or_default() },
+        // `workday_end` is `Some` here: a problem was recorded when it did not parse.
+        calendar: Calendar { holidays, make_up_workdays, workday_end_minute: workday_end.unwrap_or(u32::MAX) },
         phone_tag_key: current.phone_tag_key.clone(),
         accounts: current.accounts.clone(),
     };
@@ -693,16 +694,21 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
     let coverage = hall.calendar.coverage(today);
     if cli.json {
         let file = HallFile::of(&hall);
+        let time_limits: Vec<serde_json::Value> = hall
+            .time_limits
+            .iter()
+            .map(|r| {
+                serde_json::json!({ "nature": r.nature.code(), "priority": r.priority.code(),
+                    "response": span_text(r.response), "solve": span_text(r.solve) })
+            })
+            .collect();
         print_json(&serde_json::json!({
             "name": hall.name,
             "workday_end": file.workday_end.get_ref(),
             "windows": hall.windows,
             "units": hall.units,
             "categories": hall.categories,
-            "time_limits": hall.time_limits.iter().map(|r| serde_json::json!({
-                "nature": r.nature.code(), "priority": r.priority.code(),
-                "response": span_text(r.response), "solve": span_text(r.solve),
-            })).collect::<Vec<_>>(),
+            "time_limits": time_limits,
             "holidays": hall.calendar.holidays,
             "make_up_workdays": hall.calendar.make_up_workdays,
             "coverage": coverage,

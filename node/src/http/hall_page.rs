@@ -94,9 +94,8 @@ fn day_ranges(days: &BTreeSet<Date>) -> Vec<String> {
         if first == last {
             out.push(format!("{}月{}日", first.month, first.day));
         } else {
-            out.push(format!("{}月{}日—{}月{}日（{}天）", first.month, first.day, last.month, last.day, {
-                last.to_days() - first.to_days() + 1
-            }));
+            let days = last.to_days() - first.to_days() + 1;
+            out.push(format!("{}月{}日—{}月{}日（{days}天）", first.month, first.day, last.month, last.day));
         }
     }
     out
@@ -108,8 +107,12 @@ fn calendar_markup(calendar: &Calendar) -> Markup {
     let coverage = calendar.coverage(today());
     html! {
         @match coverage.last_covered_day {
-            Some(last) => p #calendar-coverage { "节假日日历覆盖至 " (last.to_string()) "（还剩 " (coverage.days_left) " 天）。" },
-            None => p #calendar-coverage { "节假日日历未包含 " (coverage.today.year) " 年：办理时限只按周一至周五计算。" },
+            Some(last) => {
+                p #calendar-coverage { "节假日日历覆盖至 " (last.to_string()) "（还剩 " (coverage.days_left) " 天）。" }
+            }
+            None => {
+                p #calendar-coverage { "节假日日历未包含 " (coverage.today.year) " 年：办理时限只按周一至周五计算。" }
+            }
         }
         @for year in calendar.covered_years() {
             @let holidays: BTreeSet<Date> = calendar.holidays.iter().copied().filter(|d| d.year == year).collect();
@@ -177,7 +180,7 @@ pub(super) async fn hall_page(State(app): State<App>, headers: HeaderMap) -> Res
                         td {
                             @match hall.time_limit(*nature, *priority) {
                                 Some(rule) => { (span_zh(rule.response)) " / " (span_zh(rule.solve)) }
-                                None => "—",
+                                None => { "—" }
                             }
                         }
                     }
