@@ -157,17 +157,17 @@ fn toml_date(date: Date) -> toml::value::Datetime {
 
 impl HallFile {
     fn of(hall: &Hall) -> HallFile {
-        let mut calendar: BTreeMap<Spanned<String>, YearFile> = BTreeMap::new();
-        let mut year = |date: &Date| {
+        fn year<'a>(calendar: &'a mut BTreeMap<Spanned<String>, YearFile>, date: &Date) -> &'a mut YearFile {
             calendar
                 .entry(unspanned(date.year.to_string()))
                 .or_insert_with(|| YearFile { holidays: Vec::new(), make_up_workdays: Vec::new() })
-        };
+        }
+        let mut calendar: BTreeMap<Spanned<String>, YearFile> = BTreeMap::new();
         for date in &hall.calendar.holidays {
-            year(date).holidays.push(unspanned(toml_date(*date)));
+            year(&mut calendar, date).holidays.push(unspanned(toml_date(*date)));
         }
         for date in &hall.calendar.make_up_workdays {
-            year(date).make_up_workdays.push(unspanned(toml_date(*date)));
+            year(&mut calendar, date).make_up_workdays.push(unspanned(toml_date(*date)));
         }
         let minute = hall.calendar.workday_end_minute;
         HallFile {
@@ -231,7 +231,7 @@ fn header(hall: &Hall) -> String {
          #   YEAR年部分节假日安排的通知): every day off in `holidays`, every weekend day worked (调休上班) in\n\
          #   `make_up_workdays`. A year without a section counts Monday to Friday only, and the node warns about it.\n\
          # Not in this file: desk accounts (`zhaowo staff`) and the phone-tag key (a secret of the hall); both are kept.\n\n",
-        name = hall.name.replace('"', "'"),
+        name = hall.name.replace(['"', '\n', '\r'], " "),
         at = format_local_minute(zhaowo_node::home::now_ms()),
         natures = natures.join(", "),
         priorities = priorities.join(", "),
@@ -291,7 +291,11 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// The dotted key at a byte offset: the last table header above it, then the key on its line.
 fn key_at(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or_default();
     let table = before[..line_start]

@@ -1010,3 +1010,28 @@ fn an_imported_configuration_reaches_every_running_node() {
     println!("the imported configuration reached the running window node in {} ms", took.as_millis());
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
 }
+
+/// No default hall (issue 12 §1): a node that has not joined a hall says so instead of showing the demo's Jiang'an
+/// hall, and a damaged hall document is an error naming it, never replaced.
+#[test]
+fn no_default_hall_before_joining_and_a_damaged_hall_document_is_an_error() {
+    let node = tempfile::tempdir().unwrap();
+    ok(node.path(), &["init", "--window", "W9"]);
+    let status = json(&ok(node.path(), &["status", "--json"]));
+    assert_eq!(status["hall"], serde_json::Value::Null, "{status}");
+    assert!(ok(node.path(), &["status"]).contains("(not joined yet)"));
+    let error = fails(node.path(), &["hall", "show"], 2);
+    assert!(error.contains("has not joined a hall") && error.contains("hint: ask the admin"), "{error}");
+    let error = fails(node.path(), &["case", "new", "--nature", "咨询", "--category", "BDC", "--summary", "x", "--detail", "y"], 2);
+    assert!(!error.contains("panicked") && error.contains("has not joined a hall"), "{error}");
+
+    let admin = tempfile::tempdir().unwrap();
+    new_hall(admin.path());
+    std::fs::write(admin.path().join("hall.automerge"), b"not an automerge document").unwrap();
+    for args in [&["status"][..], &["hall", "show"], &["staff", "list"]] {
+        let error = fails(admin.path(), args, 2);
+        assert!(error.contains("the hall document is unreadable"), "{args:?}: {error}");
+    }
+    assert_eq!(std::fs::read(admin.path().join("hall.automerge")).unwrap(), b"not an automerge document");
+    println!("an unjoined node and a damaged hall document: refused with a clear error, nothing rewritten");
+}
