@@ -516,9 +516,15 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
         windows: file
             .windows
             .iter()
-            .map(|(code, w)| (code.get_ref().clone(), Window { name: w.name.get_ref().clone(), floor: w.floor.clone() }))
+            .map(|(code, w)| {
+                (code.get_ref().clone(), Window { name: w.name.get_ref().clone(), floor: w.floor.clone() })
+            })
             .collect(),
-        units: file.units.iter().map(|(code, u)| (code.get_ref().clone(), Unit { name: u.name.get_ref().clone() })).collect(),
+        units: file
+            .units
+            .iter()
+            .map(|(code, u)| (code.get_ref().clone(), Unit { name: u.name.get_ref().clone() }))
+            .collect(),
         categories: file
             .categories
             .iter()
@@ -587,7 +593,9 @@ fn diff_maps<T: PartialEq>(
 ) {
     for (key, old) in before {
         match after.get(key) {
-            None => out.push(Difference { change: "removed", item, key: key.clone(), before: Some(show(old)), after: None }),
+            None => {
+                out.push(Difference { change: "removed", item, key: key.clone(), before: Some(show(old)), after: None })
+            }
             Some(new) if new != old => out.push(Difference {
                 change: "changed",
                 item,
@@ -616,7 +624,9 @@ pub fn difference(before: &Hall, after: &Hall) -> Vec<Difference> {
     scalar("name", before.name.clone(), after.name.clone());
     let minute = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     scalar("workday_end", minute(before.calendar.workday_end_minute), minute(after.calendar.workday_end_minute));
-    diff_maps(&mut out, "window", &before.windows, &after.windows, |w| format!("{} {}", w.name, w.floor).trim().to_owned());
+    diff_maps(&mut out, "window", &before.windows, &after.windows, |w| {
+        format!("{} {}", w.name, w.floor).trim().to_owned()
+    });
     diff_maps(&mut out, "unit", &before.units, &after.units, |u| u.name.clone());
     diff_maps(&mut out, "category", &before.categories, &after.categories, |c| {
         let co = if c.co_units.is_empty() { String::new() } else { format!(" + {}", c.co_units.join(", ")) };
@@ -632,7 +642,9 @@ pub fn difference(before: &Hall, after: &Hall) -> Vec<Difference> {
         format!("response {}, solve {}", span_text(*response), span_text(*solve))
     });
     let days = |set: &BTreeSet<Date>| -> BTreeMap<String, ()> { set.iter().map(|d| (d.to_string(), ())).collect() };
-    diff_maps(&mut out, "holiday", &days(&before.calendar.holidays), &days(&after.calendar.holidays), |()| String::new());
+    diff_maps(&mut out, "holiday", &days(&before.calendar.holidays), &days(&after.calendar.holidays), |()| {
+        String::new()
+    });
     diff_maps(
         &mut out,
         "make_up_workday",
@@ -733,7 +745,8 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
     }
     out!("categories  {} (lead unit + co-units)", hall.categories.len());
     for (code, category) in &hall.categories {
-        let co = if category.co_units.is_empty() { String::new() } else { format!(" + {}", category.co_units.join(", ")) };
+        let co =
+            if category.co_units.is_empty() { String::new() } else { format!(" + {}", category.co_units.join(", ")) };
         out!("  {code:<16} {} → {}{co}", category.name, category.lead_unit);
     }
     out!("time limits (response / solve)");
@@ -838,7 +851,9 @@ fn log(cli: &Cli) -> anyhow::Result<()> {
     if cli.json {
         let edits: Vec<serde_json::Value> = history
             .iter()
-            .map(|e| serde_json::json!({ "at": zhaowo_crdt::time::format_rfc3339(e.at_ms), "by": e.by, "what": e.what }))
+            .map(
+                |e| serde_json::json!({ "at": zhaowo_crdt::time::format_rfc3339(e.at_ms), "by": e.by, "what": e.what }),
+            )
             .collect();
         print_json(&serde_json::json!({ "edits": edits }));
     } else {

@@ -898,7 +898,9 @@ fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refu
     let log_before = json(&ok(dir.path(), &["hall", "log", "--json"]))["edits"].as_array().unwrap().len();
     let dry = ok(dir.path(), &["hall", "import", file.to_str().unwrap(), "--dry-run"]);
     println!("dry run:\n{dry}");
-    assert!(dry.contains("+ unit SW: 税务局") && dry.contains("+ category SHUIWU") && dry.contains("+ holiday 2027-01-01"));
+    assert!(
+        dry.contains("+ unit SW: 税务局") && dry.contains("+ category SHUIWU") && dry.contains("+ holiday 2027-01-01")
+    );
     assert!(dry.contains("~ name"));
     assert_eq!(json(&ok(dir.path(), &["hall", "log", "--json"]))["edits"].as_array().unwrap().len(), log_before);
     ok(dir.path(), &["hall", "import", file.to_str().unwrap()]);
@@ -945,12 +947,7 @@ fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refu
             "2027-01-04",
             "not a weekend day",
         );
-        add(
-            "unknown nature",
-            edited.replacen("nature = \"ZX\"", "nature = \"闲聊\"", 1),
-            "闲聊",
-            "unknown nature",
-        );
+        add("unknown nature", edited.replacen("nature = \"ZX\"", "nature = \"闲聊\"", 1), "闲聊", "unknown nature");
         add(
             "bad limit",
             edited.replacen("solve = \"15 working days\"", "solve = \"15 weeks\"", 1),
@@ -997,10 +994,9 @@ fn an_imported_configuration_reaches_every_running_node() {
     let file = admin.path().join("exported.toml");
     ok(admin.path(), &["hall", "export", "--out", file.to_str().unwrap()]);
     let text = std::fs::read_to_string(&file).unwrap();
-    let edited = text.replace("[units.ZH]", "[units.XZ]\nname = \"行政审批局\"\n\n[units.ZH]").replace(
-        "lead_unit = \"ZH\"",
-        "lead_unit = \"XZ\"",
-    );
+    let edited = text
+        .replace("[units.ZH]", "[units.XZ]\nname = \"行政审批局\"\n\n[units.ZH]")
+        .replace("lead_unit = \"ZH\"", "lead_unit = \"XZ\"");
     std::fs::write(&file, edited).unwrap();
     ok(admin.path(), &["hall", "import", file.to_str().unwrap()]);
     let took = wait_for("the window node to see the import", || {
@@ -1022,7 +1018,11 @@ fn no_default_hall_before_joining_and_a_damaged_hall_document_is_an_error() {
     assert!(ok(node.path(), &["status"]).contains("(not joined yet)"));
     let error = fails(node.path(), &["hall", "show"], 2);
     assert!(error.contains("has not joined a hall") && error.contains("hint: ask the admin"), "{error}");
-    let error = fails(node.path(), &["case", "new", "--nature", "咨询", "--category", "BDC", "--summary", "x", "--detail", "y"], 2);
+    let error = fails(
+        node.path(),
+        &["case", "new", "--nature", "咨询", "--category", "BDC", "--summary", "x", "--detail", "y"],
+        2,
+    );
     assert!(!error.contains("panicked") && error.contains("has not joined a hall"), "{error}");
 
     let admin = tempfile::tempdir().unwrap();

@@ -5,12 +5,12 @@
 //! days (a Saturday that is a working day because a holiday was moved).
 
 use crate::amjson;
+pub use crate::calendar::Calendar;
 use crate::ids::is_valid_code;
 use crate::limits::NAME_CHARS_MAX;
 use crate::model::{Nature, Priority, Role};
 use crate::roster::{PublicKey, Roster};
 use crate::signing::{ChangeRejected, verify_admin_change};
-pub use crate::calendar::Calendar;
 use crate::time::{DAY_MS, Date};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, ObjType, ROOT, ReadDoc};
@@ -266,10 +266,8 @@ impl Hall {
     /// the phone-tag key the caller drew from the OS ([`PHONE_TAG_KEY_BYTES`] random bytes). The admin edits it with
     /// `zhaowo hall export` / `zhaowo hall import`.
     pub fn template(name: &str, window: &str, window_name: &str, phone_tag_key: &[u8; PHONE_TAG_KEY_BYTES]) -> Hall {
-        let windows = BTreeMap::from([(
-            window.to_owned(),
-            Window { name: window_name.to_owned(), floor: String::new() },
-        )]);
+        let windows =
+            BTreeMap::from([(window.to_owned(), Window { name: window_name.to_owned(), floor: String::new() })]);
         let units = BTreeMap::from([("ZH".to_owned(), Unit { name: "综合受理".to_owned() })]);
         let categories = BTreeMap::from([(
             "ZONGHE".to_owned(),

@@ -102,8 +102,17 @@ fn the_published_arrangements_are_the_notices_day_by_day() {
     assert_eq!(
         make_up,
         [
-            "2025-01-26", "2025-02-08", "2025-04-27", "2025-09-28", "2025-10-11", "2026-01-04", "2026-02-14",
-            "2026-02-28", "2026-05-09", "2026-09-20", "2026-10-10"
+            "2025-01-26",
+            "2025-02-08",
+            "2025-04-27",
+            "2025-09-28",
+            "2025-10-11",
+            "2026-01-04",
+            "2026-02-14",
+            "2026-02-28",
+            "2026-05-09",
+            "2026-09-20",
+            "2026-10-10"
         ]
     );
     for make_up in &cal.make_up_workdays {
@@ -201,7 +210,9 @@ fn every_new_rule_of_a_hall_is_checked() {
         ("short key", Box::new(|h| h.phone_tag_key = "abcd".into()), |e| *e == HallError::InvalidPhoneTagKey),
         ("no hex key", Box::new(|h| h.phone_tag_key = "zz".repeat(20)), |e| *e == HallError::InvalidPhoneTagKey),
         ("empty name", Box::new(|h| h.name = " ".into()), |e| matches!(e, HallError::InvalidHallName { .. })),
-        ("no units", Box::new(|h| h.units.clear()), |e| matches!(e, HallError::UnknownUnit { .. } | HallError::Empty(_))),
+        ("no units", Box::new(|h| h.units.clear()), |e| {
+            matches!(e, HallError::UnknownUnit { .. } | HallError::Empty(_))
+        }),
         ("no categories", Box::new(|h| h.categories.clear()), |e| *e == HallError::Empty("categories")),
         (
             "duplicate limit",
@@ -211,16 +222,12 @@ fn every_new_rule_of_a_hall_is_checked() {
             }),
             |e| matches!(e, HallError::DuplicateTimeLimit { .. }),
         ),
-        (
-            "zero hours",
-            Box::new(|h| h.time_limits[1].response = Span::Hours(0)),
-            |e| matches!(e, HallError::InvalidTimeLimit { which: "response", .. }),
-        ),
-        (
-            "too many days",
-            Box::new(|h| h.time_limits[0].solve = Span::WorkingDays(251)),
-            |e| matches!(e, HallError::InvalidTimeLimit { which: "solve", .. }),
-        ),
+        ("zero hours", Box::new(|h| h.time_limits[1].response = Span::Hours(0)), |e| {
+            matches!(e, HallError::InvalidTimeLimit { which: "response", .. })
+        }),
+        ("too many days", Box::new(|h| h.time_limits[0].solve = Span::WorkingDays(251)), |e| {
+            matches!(e, HallError::InvalidTimeLimit { which: "solve", .. })
+        }),
     ];
     for (what, edit, expected) in &cases {
         let mut hall = Hall::jiangan_default();
