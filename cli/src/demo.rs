@@ -267,7 +267,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         listen: loopback,
         http_listen: args.desk,
     };
-    let mut home = Home::init(&dir, options, now_ms())
+    let mut home = Home::init_with_hall(&dir, options, zhaowo_crdt::Hall::jiangan_default(), now_ms())
         .with_context(|| format!("failed to create the demo hall in `{}`", dir.display()))?;
     for (user, name, role) in [
         ("wangmin", "王敏", Role::Window),

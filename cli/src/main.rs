@@ -11,6 +11,7 @@ mod conflicts;
 mod demo;
 mod env_vars;
 mod export;
+mod hall;
 mod maintenance;
 mod peers;
 mod qr;
@@ -103,6 +104,9 @@ pub enum Command {
     Doc(maintenance::DocCommand),
     /// Merge another node's data directory or database file into this node (admin), read-only on the other side.
     Merge(maintenance::MergeArgs),
+    /// The hall's configuration (windows, units, routing, time limits, calendar): show, export, import (admin), log.
+    #[command(subcommand)]
+    Hall(hall::HallCommand),
     /// Manage web desk staff accounts (admin node).
     #[command(subcommand)]
     Staff(staff::StaffCommand),
@@ -247,14 +251,36 @@ pub fn say(cli: &Cli, message: &str) {
 }
 
 fn hint_for(error: &anyhow::Error) -> Option<String> {
+    if let Some(refused) = error.chain().find_map(|cause| cause.downcast_ref::<hall::HallFileErrors>()) {
+        return refused.hint();
+    }
+    if let Some(home_error) = error.chain().find_map(|cause| cause.downcast_ref::<zhaowo_node::home::HomeError>()) {
+        match home_error {
+            zhaowo_node::home::HomeError::KeyMissing { .. } => {
+                return Some(
+                    "put back this node's node.key from a backup of the data directory; if it is lost, this node's \
+                     identity is gone: create a node in a new --dir (`zhaowo init`), have the admin enroll it \
+                     (`zhaowo enroll`, `zhaowo join`) and `zhaowo restore` the store backup into it. Do not run \
+                     `zhaowo init` here: a new key is outside the roster"
+                        .into(),
+                );
+            }
+            zhaowo_node::home::HomeError::AlreadyInitialized { .. } => {
+                return Some(
+                    "use another --dir for a new node; a node whose node.key is lost is restored from a backup \
+                     (`zhaowo restore` into a newly enrolled node), never re-initialised in place"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+    }
     let text = format!("{error:#}");
     if text.contains("holds no zhaowo node") {
         Some(
             "create one with `zhaowo init --hall NAME --window CODE`, or point --dir (ZHAOWO_DIR) at an existing node"
                 .into(),
         )
-    } else if text.contains("already holds a zhaowo node") {
-        Some("use another --dir, or keep using the node that is there".into())
     } else if text.contains("has not joined a hall") {
         Some("ask the admin for an enrollment file (`zhaowo enroll`) and install it with `zhaowo join FILE`".into())
     } else if text.contains("does not hold the hall root key") {
@@ -329,6 +355,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Doc(command) => maintenance::doc(cli, command).await,
         Command::Merge(args) => maintenance::merge(cli, args).await,
+        Command::Hall(command) => hall::run(cli, command),
         Command::Staff(command) => staff::run(cli, command),
         Command::Peers(command) => peers::peers(cli, command),
         Command::Sync(args) => peers::sync(cli, args).await,

@@ -238,18 +238,20 @@ pub async fn merge(cli: &Cli, args: &MergeArgs) -> anyhow::Result<()> {
 }
 
 pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
-    let store = open(cli)?.open_store()?;
+    let home = open(cli)?;
+    let store = home.open_store()?;
     let report = store.verify().await.context("verify failed")?;
+    let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    problems.extend(crate::setup::node_problems(&home));
     if cli.json {
-        let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
         print_json(&serde_json::json!({ "docs": report.docs, "problems": problems }));
     } else {
-        for problem in &report.problems {
+        for problem in &problems {
             out!("{problem}");
         }
-        say(cli, &format!("checked {} documents: {} problems", report.docs, report.problems.len()));
+        say(cli, &format!("checked {} documents and the node: {} problems", report.docs, problems.len()));
     }
-    if report.problems.is_empty() { Ok(()) } else { Err(expected(format!("{} problems found", report.problems.len()))) }
+    if problems.is_empty() { Ok(()) } else { Err(expected(format!("{} problems found", problems.len()))) }
 }
 
 pub async fn doc(cli: &Cli, command: &DocCommand) -> anyhow::Result<()> {

@@ -72,7 +72,9 @@ pub fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
             say(
                 cli,
                 &format!(
-                    "created hall `{}` with this node as its admin (window {})",
+                    "created hall `{}` with this node as its admin (window {}) from a neutral template: one window, \
+                     one unit, one category, the State Council holiday arrangements; make it this hall's with \
+                     `zhaowo hall export --out hall.toml`, edit, `zhaowo hall import hall.toml`",
                     args.hall.as_deref().unwrap_or_default(),
                     args.window
                 ),
@@ -178,11 +180,32 @@ pub fn revoke(cli: &Cli, args: &RevokeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What is wrong with the node itself (not its store), for `verify`: a node key outside the roster it holds.
+pub fn node_problems(home: &Home) -> Vec<String> {
+    let mut problems = Vec::new();
+    if home.key_in_roster() == Some(false) {
+        problems.push(format!(
+            "node key {} is not an active member of the roster: peers refuse this node (node.key replaced, or the \
+             node was revoked)",
+            home.identity.node_id()
+        ));
+    }
+    problems
+}
+
 pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     let home = open(cli)?;
     let store = home.open_store()?;
     let counts = store.counts().await.context("failed to read the store")?;
-    let hall = home.hall()?;
+    // Before joining a hall a node has no configuration: said as such, never a default hall.
+    let hall = match home.hall() {
+        Ok(hall) => Some(hall),
+        Err(HomeError::NoHall) => None,
+        Err(error) => return Err(anyhow::Error::new(error).context("failed to read the hall configuration")),
+    };
+    let coverage = hall.as_ref().map(|hall| hall.calendar.coverage(zhaowo_crdt::time::Date::of_ms(now_ms())));
+    let key_in_roster = home.key_in_roster();
+    let accounts = hall.as_ref().map_or(0, |hall| hall.accounts.len());
     let members: Vec<serde_json::Value> = home
         .roster()
         .map(|roster| {
@@ -217,12 +240,14 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
         print_json(&serde_json::json!({
             "hall_edits": history.len(),
             "hall_last_edit": last_edit,
-            "accounts": hall.accounts.len(),
+            "accounts": accounts,
+            "calendar_coverage": coverage,
+            "key_in_roster": key_in_roster,
             "sync_peers": peers,
             "node_id": home.identity.node_id(),
             "window": home.config.window,
             "role": home.config.role.code(),
-            "hall": hall.name,
+            "hall": hall.as_ref().map(|hall| hall.name.clone()),
             "admin": home.is_admin(),
             "members": members,
             "cases": counts.docs,
@@ -232,18 +257,35 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     } else {
         out!("node     {}", home.identity.node_id());
         out!("window   {} ({})", home.config.window, home.config.role.label());
-        out!("hall     {}{}", hall.name, if home.is_admin() { " (admin: holds the hall root key)" } else { "" });
+        match &hall {
+            Some(hall) => {
+                out!("hall     {}{}", hall.name, if home.is_admin() { " (admin: holds the hall root key)" } else { "" })
+            }
+            None => out!("hall     (not joined yet)"),
+        }
+        if key_in_roster == Some(false) {
+            out!("roster   THIS NODE'S KEY IS NOT AN ACTIVE MEMBER: peers refuse it (a replaced node.key, or revoked)");
+        }
+        if let Some(coverage) = &coverage {
+            match coverage.last_covered_day {
+                Some(last) => out!("calendar holidays known to {last} ({} days left)", coverage.days_left),
+                None => out!("calendar holidays of {} unknown: due dates count Monday to Friday", coverage.today.year),
+            }
+            if let Some(warning) = coverage.warning() {
+                say(cli, &format!("warning: {warning}"));
+            }
+        }
         out!("members  {}", members.len());
         match history.last() {
             Some(edit) => out!(
                 "hall doc {} edits, {} desk accounts; last: {} ({}, {})",
                 history.len(),
-                hall.accounts.len(),
+                accounts,
                 edit.what,
                 edit.by,
                 zhaowo_crdt::time::format_local_minute(edit.at_ms)
             ),
-            None => out!("hall doc {} desk accounts", hall.accounts.len()),
+            None => out!("hall doc {accounts} desk accounts"),
         }
         out!("cases    {}", counts.docs);
         out!("peers    {}", home.config.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));

@@ -60,9 +60,63 @@ fn read_workbook(path: &Path) -> Vec<Vec<String>> {
     range.rows().map(|row| row.iter().map(|cell| cell.to_string()).collect()).collect()
 }
 
+/// The demo's Jiang'an configuration as a hall file, written here by hand from `Hall::jiangan_default` (the file
+/// format of `zhaowo hall export`), so the tests' halls have its units and categories.
+fn jiangan_toml() -> String {
+    use std::fmt::Write;
+    let hall = zhaowo_crdt::Hall::jiangan_default();
+    let span = |span: zhaowo_crdt::hall::Span| match span {
+        zhaowo_crdt::hall::Span::WorkingDays(days) => format!("{days} working days"),
+        zhaowo_crdt::hall::Span::Hours(hours) => format!("{hours} hours"),
+    };
+    let mut t = format!("name = \"{}\"\nworkday_end = \"17:30\"\n", hall.name);
+    for (code, w) in &hall.windows {
+        let _ = write!(t, "\n[windows.{code}]\nname = \"{}\"\nfloor = \"{}\"\n", w.name, w.floor);
+    }
+    for (code, u) in &hall.units {
+        let _ = write!(t, "\n[units.{code}]\nname = \"{}\"\n", u.name);
+    }
+    for (code, c) in &hall.categories {
+        let co: Vec<String> = c.co_units.iter().map(|u| format!("\"{u}\"")).collect();
+        let _ = write!(
+            t,
+            "\n[categories.{code}]\nname = \"{}\"\nlead_unit = \"{}\"\nco_units = [{}]\n",
+            c.name,
+            c.lead_unit,
+            co.join(", ")
+        );
+    }
+    for rule in &hall.time_limits {
+        let _ = write!(
+            t,
+            "\n[[time_limits]]\nnature = \"{}\"\npriority = \"{}\"\nresponse = \"{}\"\nsolve = \"{}\"\n",
+            rule.nature.code(),
+            rule.priority.code(),
+            span(rule.response),
+            span(rule.solve)
+        );
+    }
+    for year in hall.calendar.covered_years() {
+        let days = |set: &std::collections::BTreeSet<zhaowo_crdt::time::Date>| {
+            set.iter().filter(|d| d.year == year).map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        let _ = write!(
+            t,
+            "\n[calendar.{year}]\nholidays = [{}]\nmake_up_workdays = [{}]\n",
+            days(&hall.calendar.holidays),
+            days(&hall.calendar.make_up_workdays)
+        );
+    }
+    t
+}
+
+/// A new hall (neutral template) made the Jiang'an hall of the tests by `zhaowo hall import`.
 fn new_hall(dir: &Path) -> String {
     let out =
         ok(dir, &["init", "--hall", "江岸区政务服务中心", "--window", "BBC01", "--name", "办不成事窗口", "--json"]);
+    let file = dir.join("jiangan.toml");
+    std::fs::write(&file, jiangan_toml()).unwrap();
+    ok(dir, &["hall", "import", file.to_str().unwrap()]);
     json(&out)["node_id"].as_str().unwrap().to_owned()
 }
 
@@ -770,4 +824,214 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
         account_ms.as_millis()
     );
     drop((window_node, admin_node));
+}
+
+/// Issue 14 §4: with `node.key` deleted, `init` used to succeed on the existing data directory (a new identity outside
+/// the roster, the admin role rewritten to window, `verify` still clean). Now it refuses, and the hint of the missing
+/// key points at a backup and `zhaowo restore`; `status` and `verify` report a node key outside the roster.
+#[test]
+fn init_refuses_a_directory_holding_a_nodes_data_and_a_key_outside_the_roster_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    zhaowo(dir.path(), &["init", "--hall", "测试大厅", "--window", "W01", "--name", "管理员"]);
+    let before: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    std::fs::remove_file(dir.path().join("node.key")).unwrap();
+    let error = fails(dir.path(), &["status"], 2);
+    println!("status without node.key:\n{error}");
+    assert!(error.contains("but no node.key") && error.contains("roster.records"), "{error}");
+    assert!(error.contains("hint:") && error.contains("zhaowo restore") && !error.contains("create one with"));
+    let error = fails(dir.path(), &["init", "--window", "W01"], 2);
+    println!("init on the directory:\n{error}");
+    assert!(error.contains("already holds a zhaowo node's data"), "{error}");
+    assert!(error.contains("roster.records") && error.contains("hall.key") && error.contains("zhaowo restore"));
+    assert!(!dir.path().join("node.key").exists(), "init created nothing");
+    let config = std::fs::read_to_string(dir.path().join("node.toml")).unwrap();
+    assert!(config.contains("role = \"admin\""), "the role was not rewritten: {config}");
+    println!("files before {before:?}; after the refused init: node.key absent, node.toml unchanged");
+
+    // A node whose key is not in the roster it holds (here: the key of another node put in place).
+    let other = tempfile::tempdir().unwrap();
+    ok(other.path(), &["init", "--window", "W02"]);
+    std::fs::copy(other.path().join("node.key"), dir.path().join("node.key")).unwrap();
+    let status = json(&ok(dir.path(), &["status", "--json"]));
+    assert_eq!(status["key_in_roster"], false, "{status}");
+    assert!(ok(dir.path(), &["status"]).contains("NOT AN ACTIVE MEMBER"));
+    let output = zhaowo(dir.path(), &["verify", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = json(&stdout(&output));
+    println!("verify with a foreign key: {report}");
+    assert!(report["problems"][0].as_str().unwrap().contains("not an active member of the roster"));
+}
+
+/// Issue 12 §1: the hall's configuration round-trips through a file the admin edits; a bad file is refused with its
+/// file, line and key for every error and changes nothing; `--dry-run` shows the difference; a non-admin is refused.
+#[test]
+fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refused_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(dir.path(), &["init", "--hall", "某区政务服务中心", "--window", "W01", "--name", "一号窗口"]);
+    assert_eq!(out.trim().len(), 64);
+    let shown = json(&ok(dir.path(), &["hall", "show", "--json"]));
+    println!("template: units {} categories {}", shown["units"], shown["categories"]);
+    assert_eq!(shown["units"].as_object().unwrap().len(), 1, "a neutral template: one unit");
+    assert!(shown["categories"].get("HUZHENG").is_none() && shown["coverage"]["covered_years"][0] == 2025);
+    let file = dir.path().join("hall.toml");
+    ok(dir.path(), &["hall", "export", "--out", file.to_str().unwrap()]);
+    let exported = std::fs::read_to_string(&file).unwrap();
+    assert!(exported.starts_with("# The configuration of the hall") && exported.contains("[calendar.2026]"));
+    assert!(!exported.contains("phone_tag_key") && !exported.contains("accounts"));
+    // The file as exported imports to no difference.
+    let same = json(&ok(dir.path(), &["hall", "import", file.to_str().unwrap(), "--dry-run", "--json"]));
+    assert_eq!(same["differences"].as_array().unwrap().len(), 0, "{same}");
+
+    // Edit: a unit, a category routed to it with a co-unit, a longer limit, 2027's 元旦 (a year of its own).
+    let edited = exported
+        .replace("[units.ZH]", "[units.SW]\nname = \"税务局\"\n\n[units.ZH]")
+        .replace(
+            "[categories.ZONGHE]",
+            "[categories.SHUIWU]\nname = \"税务\"\nlead_unit = \"SW\"\nco_units = [\"ZH\"]\n\n[categories.ZONGHE]",
+        )
+        .replace("name = \"某区政务服务中心\"", "name = \"某区政务服务中心（新）\"")
+        + "\n[calendar.2027]\nholidays = [2027-01-01]\n";
+    std::fs::write(&file, &edited).unwrap();
+    let log_before = json(&ok(dir.path(), &["hall", "log", "--json"]))["edits"].as_array().unwrap().len();
+    let dry = ok(dir.path(), &["hall", "import", file.to_str().unwrap(), "--dry-run"]);
+    println!("dry run:\n{dry}");
+    assert!(
+        dry.contains("+ unit SW: 税务局") && dry.contains("+ category SHUIWU") && dry.contains("+ holiday 2027-01-01")
+    );
+    assert!(dry.contains("~ name"));
+    assert_eq!(json(&ok(dir.path(), &["hall", "log", "--json"]))["edits"].as_array().unwrap().len(), log_before);
+    ok(dir.path(), &["hall", "import", file.to_str().unwrap()]);
+    let shown = json(&ok(dir.path(), &["hall", "show", "--json"]));
+    assert_eq!(shown["categories"]["SHUIWU"]["co_units"][0], "ZH");
+    assert_eq!(shown["name"], "某区政务服务中心（新）");
+    let log = json(&ok(dir.path(), &["hall", "log", "--json"]));
+    let edits = log["edits"].as_array().unwrap();
+    println!("hall log: {log}");
+    assert_eq!(edits.len(), log_before + 1, "one import, one change");
+    assert!(edits.last().unwrap()["what"].as_str().unwrap().contains("导入大厅配置 hall.toml"));
+
+    // Bad files: each refused with its line and key, nothing changed.
+    let line_of = |text: &str, needle: &str| text.lines().position(|line| line.contains(needle)).unwrap() + 1;
+    let bad_files: Vec<(&str, String, String, &str)> = {
+        let mut list = Vec::new();
+        let mut add = |what: &'static str, text: String, needle: &str, expect: &'static str| {
+            let line = line_of(&text, needle);
+            list.push((what, text, format!(":{line}:"), expect));
+        };
+        add("syntax", edited.replacen("lead_unit = \"SW\"", "lead_unit = \"SW", 1), "lead_unit = \"SW", "");
+        add("unknown key", edited.replacen("lead_unit = \"SW\"", "lead = \"SW\"", 1), "lead = \"SW\"", "unknown field");
+        add(
+            "unknown unit",
+            edited.replacen("lead_unit = \"SW\"", "lead_unit = \"XX\"", 1),
+            "lead_unit = \"XX\"",
+            "unknown unit `XX`",
+        );
+        add(
+            "duplicate code",
+            edited.replacen("[units.ZH]", "[units.SW]\nname = \"又一个\"\n\n[units.ZH]", 1),
+            "又一个",
+            "",
+        );
+        add(
+            "wrong year",
+            edited.replacen("holidays = [2027-01-01]", "holidays = [2027-01-01, 2028-01-01]", 1),
+            "2028-01-01",
+            "is not in 2027",
+        );
+        add(
+            "weekday make-up day",
+            edited.replacen("holidays = [2027-01-01]", "holidays = [2027-01-01]\nmake_up_workdays = [2027-01-04]", 1),
+            "2027-01-04",
+            "not a weekend day",
+        );
+        add("unknown nature", edited.replacen("nature = \"ZX\"", "nature = \"闲聊\"", 1), "闲聊", "unknown nature");
+        add(
+            "bad limit",
+            edited.replacen("solve = \"15 working days\"", "solve = \"15 weeks\"", 1),
+            "15 weeks",
+            "not a time limit",
+        );
+        add("bad time", edited.replacen("workday_end = \"17:30\"", "workday_end = \"25:00\"", 1), "25:00", "HH:MM");
+        list
+    };
+    let bad = dir.path().join("bad.toml");
+    for (what, text, line, expect) in &bad_files {
+        std::fs::write(&bad, text).unwrap();
+        let error = fails(dir.path(), &["hall", "import", bad.to_str().unwrap()], 2);
+        assert!(error.contains(&format!("bad.toml{line}")) && error.contains(expect), "{what}: {error}");
+        if *what == "unknown unit" {
+            assert!(error.contains("hint: known units: SW, ZH"), "{error}");
+        }
+        if *what == "unknown nature" {
+            assert!(error.contains("ZX (咨询)"), "{error}");
+        }
+        println!("{what}: {}", error.lines().nth(1).unwrap_or_default().trim());
+    }
+    assert_eq!(json(&ok(dir.path(), &["hall", "log", "--json"]))["edits"].as_array().unwrap().len(), log_before + 1);
+    assert_eq!(json(&ok(dir.path(), &["hall", "show", "--json"]))["name"], "某区政务服务中心（新）");
+    println!("{} bad files refused by line, nothing changed", bad_files.len());
+
+    // A window node may look (show, export, dry-run) but not import.
+    let (window, _) = enrolled_node(dir.path(), "W02", "window");
+    let error = fails(window.path(), &["hall", "import", file.to_str().unwrap()], 1);
+    assert!(error.contains("only the admin node"), "{error}");
+}
+
+/// Issue 12's round trip on running nodes: export → edit → import on the admin while the admin and a window node run;
+/// the window node's hall document has it within a second or so (the admin's node polls `hall.automerge` each second
+/// and pushes the signed change).
+#[test]
+fn an_imported_configuration_reaches_every_running_node() {
+    let admin = tempfile::tempdir().unwrap();
+    new_hall(admin.path());
+    let (window, _) = enrolled_node(admin.path(), "2F03", "window");
+    let admin_node = start_node(admin.path());
+    ok(window.path(), &["peers", "add", &admin_node.sync_addr]);
+    let _window_node = start_node(window.path());
+    let file = admin.path().join("exported.toml");
+    ok(admin.path(), &["hall", "export", "--out", file.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text
+        .replace("[units.ZH]", "[units.XZ]\nname = \"行政审批局\"\n\n[units.ZH]")
+        .replace("lead_unit = \"ZH\"", "lead_unit = \"XZ\"");
+    std::fs::write(&file, edited).unwrap();
+    ok(admin.path(), &["hall", "import", file.to_str().unwrap()]);
+    let took = wait_for("the window node to see the import", || {
+        let shown = json(&ok(window.path(), &["hall", "show", "--json"]));
+        shown["categories"]["ZONGHE"]["lead_unit"] == "XZ"
+    });
+    println!("the imported configuration reached the running window node in {} ms", took.as_millis());
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}
+
+/// No default hall (issue 12 §1): a node that has not joined a hall says so instead of showing the demo's Jiang'an
+/// hall, and a damaged hall document is an error naming it, never replaced.
+#[test]
+fn no_default_hall_before_joining_and_a_damaged_hall_document_is_an_error() {
+    let node = tempfile::tempdir().unwrap();
+    ok(node.path(), &["init", "--window", "W9"]);
+    let status = json(&ok(node.path(), &["status", "--json"]));
+    assert_eq!(status["hall"], serde_json::Value::Null, "{status}");
+    assert!(ok(node.path(), &["status"]).contains("(not joined yet)"));
+    let error = fails(node.path(), &["hall", "show"], 2);
+    assert!(error.contains("has not joined a hall") && error.contains("hint: ask the admin"), "{error}");
+    let error = fails(
+        node.path(),
+        &["case", "new", "--nature", "咨询", "--category", "BDC", "--summary", "x", "--detail", "y"],
+        2,
+    );
+    assert!(!error.contains("panicked") && error.contains("has not joined a hall"), "{error}");
+
+    let admin = tempfile::tempdir().unwrap();
+    new_hall(admin.path());
+    std::fs::write(admin.path().join("hall.automerge"), b"not an automerge document").unwrap();
+    for args in [&["status"][..], &["hall", "show"], &["staff", "list"]] {
+        let error = fails(admin.path(), args, 2);
+        assert!(error.contains("the hall document is unreadable"), "{args:?}: {error}");
+    }
+    assert_eq!(std::fs::read(admin.path().join("hall.automerge")).unwrap(), b"not an automerge document");
+    println!("an unjoined node and a damaged hall document: refused with a clear error, nothing rewritten");
 }

@@ -5,6 +5,7 @@
 //! days (a Saturday that is a working day because a holiday was moved).
 
 use crate::amjson;
+pub use crate::calendar::Calendar;
 use crate::ids::is_valid_code;
 use crate::limits::NAME_CHARS_MAX;
 use crate::model::{Nature, Priority, Role};
@@ -47,6 +48,22 @@ pub enum Span {
     Hours(u16),
 }
 
+impl Span {
+    /// Whether the span is within [`TIME_LIMIT_WORKING_DAYS_MAX`] / [`TIME_LIMIT_HOURS_MAX`] (and not zero hours).
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Span::WorkingDays(days) if days > TIME_LIMIT_WORKING_DAYS_MAX => {
+                Err(format!("{days} working days, more than {TIME_LIMIT_WORKING_DAYS_MAX}"))
+            }
+            Span::Hours(0) => Err("0 hours".to_owned()),
+            Span::Hours(hours) if hours > TIME_LIMIT_HOURS_MAX => {
+                Err(format!("{hours} hours, more than {TIME_LIMIT_HOURS_MAX}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// 时限规则 for one nature × priority.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeLimit {
@@ -56,63 +73,6 @@ pub struct TimeLimit {
     pub response: Span,
     /// Solution (REPLIED), paused while ON_HOLD.
     pub solve: Span,
-}
-
-/// The working-day calendar.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Calendar {
-    /// Public holidays that fall on weekdays or weekends (法定节假日及调休放假).
-    pub holidays: BTreeSet<Date>,
-    /// Weekend days that are working days (调休上班).
-    pub make_up_workdays: BTreeSet<Date>,
-    /// The end of a working day, in minutes after midnight (17:30 = 1050): a due date is the end of its day.
-    pub workday_end_minute: u32,
-}
-
-/// Farthest a due date search walks: a year of calendar days always holds a working day unless the calendar is broken.
-const CALENDAR_SEARCH_DAYS_MAX: i64 = 366;
-
-impl Calendar {
-    pub fn is_working_day(&self, date: Date) -> bool {
-        if self.make_up_workdays.contains(&date) {
-            return true;
-        }
-        !self.holidays.contains(&date) && date.weekday() <= 5
-    }
-
-    /// The instant `span` after `start_ms`.
-    pub fn add(&self, start_ms: i64, span: Span) -> i64 {
-        match span {
-            Span::Hours(hours) => start_ms + i64::from(hours) * 3_600_000,
-            Span::WorkingDays(days) => {
-                // Day 0 is the day of registration if it is a working day and the desk is still open, else the next
-                // working day; the due date is the end of the working day `days` working days after day 0.
-                let start = Date::of_ms(start_ms);
-                let mut date = if self.is_working_day(start) && start_ms <= start.at_minute_ms(self.workday_end_minute)
-                {
-                    start
-                } else {
-                    self.next_working_day(start.add_days(1))
-                };
-                for _ in 0..days {
-                    date = self.next_working_day(date.add_days(1));
-                }
-                date.at_minute_ms(self.workday_end_minute)
-            }
-        }
-    }
-
-    /// `date` itself if it is a working day, else the first working day after it.
-    fn next_working_day(&self, date: Date) -> Date {
-        (0..CALENDAR_SEARCH_DAYS_MAX).map(|d| date.add_days(d)).find(|&d| self.is_working_day(d)).unwrap_or(date)
-    }
-
-    /// Working days strictly after the date of `from_ms` up to and including the date of `to_ms` (0 if `to` ≤ `from`).
-    pub fn working_days_between(&self, from_ms: i64, to_ms: i64) -> u32 {
-        let (from, to) = (Date::of_ms(from_ms), Date::of_ms(to_ms));
-        let span = (to.to_days() - from.to_days()).clamp(0, CALENDAR_SEARCH_DAYS_MAX * 10);
-        (1..=span).filter(|&d| self.is_working_day(from.add_days(d))).count() as u32
-    }
 }
 
 /// The whole configuration of a hall.
@@ -171,11 +131,66 @@ pub enum HallError {
     /// Only admin keys may change the hall document.
     #[error("only an admin may change the hall configuration, not a {0} node")]
     NotAdmin(Role),
+    /// The hall's name is empty or too long.
+    #[error("the hall name must be 1-{max} characters")]
+    InvalidHallName { max: usize },
+    /// A hall without units or categories cannot route a case.
+    #[error("the hall has no {0}: it needs at least one to route a case")]
+    Empty(&'static str),
+    /// More windows, units, categories or calendar days than [`HALL_ENTRIES_MAX`].
+    #[error("the hall has {count} {kind}, more than the limit of {max}")]
+    TooMany { kind: &'static str, count: usize, max: usize },
+    /// Two time limits for the same nature × priority.
+    #[error("two time limits for nature {nature} and priority {priority}")]
+    DuplicateTimeLimit { nature: Nature, priority: Priority },
+    /// A time limit of zero hours, or longer than [`TIME_LIMIT_WORKING_DAYS_MAX`] / [`TIME_LIMIT_HOURS_MAX`].
+    #[error("the {which} limit for nature {nature} and priority {priority} is out of range: {reason}")]
+    InvalidTimeLimit { nature: Nature, priority: Priority, which: &'static str, reason: String },
+    /// A 调休 make-up working day that is not a Saturday or Sunday (a weekday is a working day anyway).
+    #[error("make-up working day {0} is not a Saturday or Sunday")]
+    MakeUpNotWeekend(Date),
+    /// The phone-tag key is not hex of at least [`PHONE_TAG_KEY_BYTES_MIN`] bytes.
+    #[error("the phone-tag key must be at least {PHONE_TAG_KEY_BYTES_MIN} bytes of hex")]
+    InvalidPhoneTagKey,
 }
+
+/// Windows, units or categories of one hall, and holidays plus make-up days of its calendar: a district hall has tens
+/// of each and ~40 calendar days a year; 1,024 keeps a hall document far below `HALL_FILE_BYTES_MAX` (4 MiB).
+pub const HALL_ENTRIES_MAX: usize = 1024;
+/// The longest working-day limit: a year of working days (statutory limits are at most 60 working days).
+pub const TIME_LIMIT_WORKING_DAYS_MAX: u16 = 250;
+/// The longest limit in hours: 30 days (hour limits are for 加急 and 特急 cases).
+pub const TIME_LIMIT_HOURS_MAX: u16 = 720;
+/// The shortest phone-tag key: 128 bits, so tags cannot be reversed by trying every phone number.
+pub const PHONE_TAG_KEY_BYTES_MIN: usize = 16;
+/// Bytes of the phone-tag key a new hall draws ([`Hall::template`]).
+pub const PHONE_TAG_KEY_BYTES: usize = 32;
+/// The demo hall's phone-tag key (hex of "zhaowo-demo-phone-tag"): public, for the demo and tests only.
+const DEMO_PHONE_TAG_KEY: &str = "7a68616f776f2d64656d6f2d70686f6e652d746167";
 
 impl Hall {
     pub fn validate(&self) -> Result<(), HallError> {
         let name_ok = |name: &str| !name.trim().is_empty() && name.chars().count() <= NAME_CHARS_MAX;
+        if !name_ok(&self.name) {
+            return Err(HallError::InvalidHallName { max: NAME_CHARS_MAX });
+        }
+        let days = self.calendar.holidays.len() + self.calendar.make_up_workdays.len();
+        for (kind, count) in [
+            ("windows", self.windows.len()),
+            ("units", self.units.len()),
+            ("categories", self.categories.len()),
+            ("calendar days", days),
+        ] {
+            if count > HALL_ENTRIES_MAX {
+                return Err(HallError::TooMany { kind, count, max: HALL_ENTRIES_MAX });
+            }
+        }
+        if self.units.is_empty() {
+            return Err(HallError::Empty("units"));
+        }
+        if self.categories.is_empty() {
+            return Err(HallError::Empty("categories"));
+        }
         let check = |kind: &'static str, code: &str, name: &str| {
             if !is_valid_code(code) {
                 return Err(HallError::InvalidCode { kind, code: code.to_owned() });
@@ -206,8 +221,27 @@ impl Hall {
                 }
             }
         }
+        let mut seen = BTreeSet::new();
+        for rule in &self.time_limits {
+            let (nature, priority) = (rule.nature, rule.priority);
+            if !seen.insert((nature, priority)) {
+                return Err(HallError::DuplicateTimeLimit { nature, priority });
+            }
+            for (which, span) in [("response", rule.response), ("solve", rule.solve)] {
+                if let Err(reason) = span.check() {
+                    return Err(HallError::InvalidTimeLimit { nature, priority, which, reason });
+                }
+            }
+        }
         if let Some(day) = self.calendar.holidays.intersection(&self.calendar.make_up_workdays).next() {
             return Err(HallError::CalendarClash(*day));
+        }
+        if let Some(day) = self.calendar.make_up_workdays.iter().find(|day| day.weekday() <= 5) {
+            return Err(HallError::MakeUpNotWeekend(*day));
+        }
+        match crate::ids::hex_decode(&self.phone_tag_key) {
+            Some(key) if key.len() >= PHONE_TAG_KEY_BYTES_MIN => {}
+            _ => return Err(HallError::InvalidPhoneTagKey),
         }
         if self.calendar.workday_end_minute >= (DAY_MS / 60_000) as u32 {
             return Err(HallError::InvalidWorkdayEnd(self.calendar.workday_end_minute));
@@ -227,8 +261,33 @@ impl Hall {
         (self.calendar.add(registered_ms, response), self.calendar.add(registered_ms, solve))
     }
 
-    /// The default hall of the demo and of new installations: Jiang'an district's service hall, with the departments and
-    /// categories of DOMAIN.md §7 and the 2026 national holiday schedule.
+    /// The neutral starting point of a new hall (`zhaowo init --hall`): one window (the admin's), one unit and one
+    /// category routed to it, the time limits of DOMAIN.md §7, the State Council's published holiday arrangements, and
+    /// the phone-tag key the caller drew from the OS ([`PHONE_TAG_KEY_BYTES`] random bytes). The admin edits it with
+    /// `zhaowo hall export` / `zhaowo hall import`.
+    pub fn template(name: &str, window: &str, window_name: &str, phone_tag_key: &[u8; PHONE_TAG_KEY_BYTES]) -> Hall {
+        let windows =
+            BTreeMap::from([(window.to_owned(), Window { name: window_name.to_owned(), floor: String::new() })]);
+        let units = BTreeMap::from([("ZH".to_owned(), Unit { name: "综合受理".to_owned() })]);
+        let categories = BTreeMap::from([(
+            "ZONGHE".to_owned(),
+            Category { name: "综合/其他".to_owned(), lead_unit: "ZH".to_owned(), co_units: Vec::new() },
+        )]);
+        Hall {
+            name: name.to_owned(),
+            windows,
+            units,
+            categories,
+            time_limits: default_time_limits(),
+            calendar: Calendar::state_council(),
+            phone_tag_key: crate::ids::hex_encode(phone_tag_key),
+            accounts: BTreeMap::new(),
+        }
+    }
+
+    /// The hall of the demo and of the tests: Jiang'an district's service hall, with the departments and categories of
+    /// DOMAIN.md §7, the State Council's published holiday arrangements and a public phone-tag key. A real hall starts
+    /// from [`Hall::template`].
     pub fn jiangan_default() -> Hall {
         let windows = [
             ("BBC01", "办不成事窗口", "1F"),
@@ -281,45 +340,42 @@ impl Hall {
             (code.to_owned(), category)
         })
         .collect();
-        let mut time_limits = Vec::new();
-        for &nature in Nature::ALL {
-            // DOMAIN.md §7 default limits: 咨询 on the spot or ≤1 working day, 求助 2-5, 投诉 5, 建议 15.
-            let solve_days = match nature {
-                Nature::Consultation | Nature::Venting => 1,
-                Nature::Help | Nature::Complaint | Nature::Praise | Nature::Other => 5,
-                Nature::Report | Nature::Suggestion => 15,
-            };
-            for &priority in Priority::ALL {
-                let (response, solve) = match priority {
-                    Priority::Normal => (Span::WorkingDays(1), Span::WorkingDays(solve_days)),
-                    // 加急: same-day or 24 h limits.
-                    Priority::Urgent => (Span::Hours(4), Span::Hours(24)),
-                    Priority::Critical => (Span::Hours(1), Span::Hours(8)),
-                };
-                time_limits.push(TimeLimit { nature, priority, response, solve });
-            }
-        }
-        let dates = |list: &[(i32, u8, u8)]| list.iter().filter_map(|&(y, m, d)| Date::new(y, m, d)).collect();
-        let mut holidays: BTreeSet<Date> = dates(&[(2026, 1, 1), (2026, 1, 2), (2026, 1, 3)]);
-        holidays.extend((15..=23).filter_map(|d| Date::new(2026, 2, d)));
-        holidays.extend([(2026, 4, 4), (2026, 4, 5), (2026, 4, 6)].iter().filter_map(|&(y, m, d)| Date::new(y, m, d)));
-        holidays.extend((1..=5).filter_map(|d| Date::new(2026, 5, d)));
-        holidays.extend((19..=21).filter_map(|d| Date::new(2026, 6, d)));
-        holidays.extend((25..=27).filter_map(|d| Date::new(2026, 9, d)));
-        holidays.extend((1..=7).filter_map(|d| Date::new(2026, 10, d)));
-        let make_up_workdays =
-            dates(&[(2026, 1, 4), (2026, 2, 14), (2026, 2, 28), (2026, 5, 9), (2026, 9, 20), (2026, 10, 10)]);
+        let time_limits = default_time_limits();
         Hall {
             name: "江岸区政务服务中心".to_owned(),
             windows,
             units,
             categories,
             time_limits,
-            calendar: Calendar { holidays, make_up_workdays, workday_end_minute: 17 * 60 + 30 },
-            phone_tag_key: "7a68616f776f2d64656d6f2d70686f6e652d746167".to_owned(),
+            calendar: Calendar::state_council(),
+            // The demo's key, public on purpose ("zhaowo-demo-phone-tag"): a real hall draws its own (`Hall::template`).
+            phone_tag_key: DEMO_PHONE_TAG_KEY.to_owned(),
             accounts: BTreeMap::new(),
         }
     }
+}
+
+/// The time limits of DOMAIN.md §7 for every nature × priority: 咨询 on the spot or ≤1 working day, 求助 2-5, 投诉 5,
+/// 建议 15 working days; 加急 and 特急 in hours.
+pub fn default_time_limits() -> Vec<TimeLimit> {
+    let mut time_limits = Vec::new();
+    for &nature in Nature::ALL {
+        let solve_days = match nature {
+            Nature::Consultation | Nature::Venting => 1,
+            Nature::Help | Nature::Complaint | Nature::Praise | Nature::Other => 5,
+            Nature::Report | Nature::Suggestion => 15,
+        };
+        for &priority in Priority::ALL {
+            let (response, solve) = match priority {
+                Priority::Normal => (Span::WorkingDays(1), Span::WorkingDays(solve_days)),
+                // 加急: same-day or 24 h limits.
+                Priority::Urgent => (Span::Hours(4), Span::Hours(24)),
+                Priority::Critical => (Span::Hours(1), Span::Hours(8)),
+            };
+            time_limits.push(TimeLimit { nature, priority, response, solve });
+        }
+    }
+    time_limits
 }
 
 /// One change of the hall configuration, kept in the hall document's history (the routing table's edit history).

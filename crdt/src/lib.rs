@@ -3,6 +3,7 @@
 //! Pure: no I/O, no clock, no randomness. Callers pass time (`now_ms`), entropy and the author.
 pub mod amjson;
 pub mod bundle;
+pub mod calendar;
 pub mod case;
 pub mod command;
 pub mod duplicates;

@@ -39,12 +39,16 @@ const HALL_SIGNATURE_ENTRY_BYTES: usize = 32 + 64;
 /// Why the data directory could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
-    /// `init` on a directory that already holds a node.
-    #[error("`{0}` already holds a zhaowo node")]
-    AlreadyInitialized(PathBuf),
+    /// `init` on a directory that already holds a node, or a node's data (a store, a roster, a hall key or document)
+    /// without its key: a new identity there would be outside the roster and rewrite the node's role.
+    #[error("`{dir}` already holds a zhaowo node's data: {}", found.join(", "))]
+    AlreadyInitialized { dir: PathBuf, found: Vec<&'static str> },
     /// The directory holds no node yet.
     #[error("`{0}` holds no zhaowo node")]
     NotInitialized(PathBuf),
+    /// The directory holds a node's data but its key file is gone (deleted, or not restored from a backup).
+    #[error("`{dir}` holds a zhaowo node's data ({}) but no node.key", found.join(", "))]
+    KeyMissing { dir: PathBuf, found: Vec<&'static str> },
     #[error("cannot {what} `{path}`")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
     /// A file is larger than its limit.
@@ -70,6 +74,15 @@ pub enum HomeError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// Why the HTTP surfaces may take the hall of their `Home` as readable: a `Home` holding a hall document read it
+/// (and validated it) when it opened, the document does not change under it, and `zhaowo run` serves only a node that
+/// joined a hall. There is no default hall to fall back on.
+pub const SERVED_HALL: &str = "the HTTP surfaces serve a node that joined a hall: its hall was read when it opened";
+
+/// The files of a data directory that belong to a node (besides `node.key`): `init` refuses a directory holding any.
+pub const NODE_FILES: &[&str] =
+    &["node.key", "cases.db", "roster.records", "hall.key", "hall.automerge", "hall.signatures", "node.toml"];
 
 /// What `init` creates.
 #[derive(Debug, Clone)]
@@ -171,10 +184,23 @@ impl Home {
         dir.join(name)
     }
 
-    /// Creates a node in `dir` (and, with a hall name, the hall: root key, hall document, the node's own enrollment).
+    /// Creates a node in `dir` (and, with a hall name, the hall: root key, hall document from the neutral template
+    /// [`Hall::template`] with a phone-tag key drawn from the OS, the node's own enrollment). Refuses a directory that
+    /// holds any node file ([`NODE_FILES`]).
     pub fn init(dir: &Path, options: InitOptions, now_ms: i64) -> Result<Home, HomeError> {
-        if Home::path(dir, "node.key").exists() {
-            return Err(HomeError::AlreadyInitialized(dir.to_path_buf()));
+        Home::init_from(dir, options, None, now_ms)
+    }
+
+    /// [`Home::init`] starting the hall from `hall` instead of the neutral template (the demo's Jiang'an hall, tests);
+    /// the node's window is added to it if missing.
+    pub fn init_with_hall(dir: &Path, options: InitOptions, hall: Hall, now_ms: i64) -> Result<Home, HomeError> {
+        Home::init_from(dir, options, Some(hall), now_ms)
+    }
+
+    fn init_from(dir: &Path, options: InitOptions, start: Option<Hall>, now_ms: i64) -> Result<Home, HomeError> {
+        let found = Home::node_files(dir);
+        if !found.is_empty() {
+            return Err(HomeError::AlreadyInitialized { dir: dir.to_path_buf(), found });
         }
         if !zhaowo_crdt::ids::is_valid_code(&options.window) {
             return Err(HomeError::Invalid(format!(
@@ -208,14 +234,25 @@ impl Home {
         if let Some(name) = options.hall_name {
             let root = NodeIdentity::generate()?;
             root.save_new(&Home::path(dir, "hall.key"))?;
-            let mut hall = Hall::jiangan_default();
-            hall.name = name;
-            if !hall.windows.contains_key(&options.window) {
-                hall.windows.insert(
-                    options.window.clone(),
-                    zhaowo_crdt::hall::Window { name: options.display_name.clone(), floor: String::new() },
-                );
-            }
+            let hall = match start {
+                Some(mut hall) => {
+                    hall.name = name;
+                    if !hall.windows.contains_key(&options.window) {
+                        let window =
+                            zhaowo_crdt::hall::Window { name: options.display_name.clone(), floor: String::new() };
+                        hall.windows.insert(options.window.clone(), window);
+                    }
+                    hall
+                }
+                None => {
+                    // A neutral template the admin edits (`zhaowo hall export` / `hall import`), with its own
+                    // phone-tag key: a failing OS random source is an error, never a fixed key.
+                    let mut phone_tag_key = [0u8; zhaowo_crdt::hall::PHONE_TAG_KEY_BYTES];
+                    getrandom::fill(&mut phone_tag_key)
+                        .map_err(|error| HomeError::Identity(IdentityError::Random(error.to_string())))?;
+                    Hall::template(&name, &options.window, &options.display_name, &phone_tag_key)
+                }
+            };
             let actor = home.identity.new_actor()?;
             home.hall_doc = Some(HallDoc::create(actor, Role::Admin, &options.display_name, now_ms, &hall)?);
             home.roster = Some(Roster::new(root.verifying_key().to_bytes()));
@@ -234,11 +271,20 @@ impl Home {
         Ok(home)
     }
 
+    /// The node files present in `dir` (see [`NODE_FILES`]).
+    pub fn node_files(dir: &Path) -> Vec<&'static str> {
+        NODE_FILES.iter().copied().filter(|name| Home::path(dir, name).exists()).collect()
+    }
+
     /// Opens an existing data directory.
     pub fn open(dir: &Path) -> Result<Home, HomeError> {
         let config_path = Home::path(dir, "node.toml");
         if !Home::path(dir, "node.key").exists() {
-            return Err(HomeError::NotInitialized(dir.to_path_buf()));
+            let found = Home::node_files(dir);
+            if found.is_empty() {
+                return Err(HomeError::NotInitialized(dir.to_path_buf()));
+            }
+            return Err(HomeError::KeyMissing { dir: dir.to_path_buf(), found });
         }
         let mut config = Config::load(&config_path)?;
         config.data_dir = dir.to_path_buf();
@@ -308,10 +354,11 @@ impl Home {
 
     fn write_own_hall(&self, signed: &mut SignedHall, merge_disk: bool) -> Result<(), HomeError> {
         if merge_disk {
-            // A damaged file on disk is replaced by ours rather than blocking the admin's edit.
+            // What sync wrote since this `Home` read the file. A damaged file is an error, not overwritten: it may hold
+            // changes from peers that exist nowhere else on this node (move it away to start over from ours).
             let actor = self.identity.new_actor()?;
-            if let Ok(Some(mut on_disk)) = Home::read_signed_hall(&self.dir, actor) {
-                signed.merge_local(&mut on_disk).ok();
+            if let Some(mut on_disk) = Home::read_signed_hall(&self.dir, actor)? {
+                signed.merge_local(&mut on_disk)?;
             }
         }
         let signer = self.identity.change_signer();
@@ -393,12 +440,34 @@ impl Home {
         Ok(signed)
     }
 
-    /// The hall configuration (the default hall until this node has joined one).
+    /// The hall configuration; [`HomeError::NoHall`] until this node has joined a hall (never a default hall).
     pub fn hall(&self) -> Result<Hall, HomeError> {
         match &self.hall_doc {
             Some(doc) => Ok(doc.hall()?),
-            None => Ok(Hall::jiangan_default()),
+            None => Err(HomeError::NoHall),
         }
+    }
+
+    /// Replaces the hall configuration with `hall` as one signed change of the hall document (admin node only): the
+    /// phone-tag key and the desk accounts are kept (they are not part of an imported file). Peers take it by sync.
+    pub fn import_hall(&mut self, mut hall: Hall, what: &str, now_ms: i64) -> Result<(), HomeError> {
+        if !self.is_admin() || self.config.role != Role::Admin {
+            return Err(HomeError::NotAdmin);
+        }
+        let by = self.config.display_name.clone();
+        let doc = self.hall_doc.as_mut().ok_or(HomeError::NoHall)?;
+        let current = doc.hall()?;
+        hall.phone_tag_key = current.phone_tag_key;
+        hall.accounts = current.accounts;
+        doc.update(Role::Admin, &by, now_ms, &hall, what)?;
+        self.save_hall()
+    }
+
+    /// Whether this node's key is an active member of the roster it holds (`None` before it joined a hall). A node
+    /// key outside the roster (a key replaced by `init` on an existing directory, a revoked node) cannot sync.
+    pub fn key_in_roster(&self) -> Option<bool> {
+        let key = self.identity.verifying_key().to_bytes();
+        self.roster.as_ref().map(|roster| roster.active().any(|member| member.node_key == key))
     }
 
     pub fn roster(&self) -> Option<&Roster> {

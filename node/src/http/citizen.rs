@@ -120,7 +120,7 @@ fn natures() -> &'static [Nature] {
 }
 
 fn report_page(app: &App, window: &str, form: &ReportForm, errors: &[String], csrf: &str) -> Markup {
-    let hall = app.home.hall().unwrap_or_else(|_| zhaowo_crdt::Hall::jiangan_default());
+    let hall = app.home.hall().expect(crate::home::SERVED_HALL);
     let window_name = hall.windows.get(window).map_or(window.to_owned(), |w| w.name.clone());
     let body = html! {
         h1 { "反映问题" }
@@ -534,7 +534,7 @@ async fn lookup(
         Ok(view) => view.public(),
         Err(error) => return store_unavailable(&error),
     };
-    let hall = app.home.hall().unwrap_or_else(|_| zhaowo_crdt::Hall::jiangan_default());
+    let hall = app.home.hall().expect(crate::home::SERVED_HALL);
     let category = hall.categories.get(&view.category).map_or(view.category.clone(), |c| c.name.clone());
     let unit = view.lead_unit.as_ref().map(|unit| hall.units.get(unit).map_or(unit.clone(), |u| u.name.clone()));
     let body = html! {

@@ -84,6 +84,8 @@ pub struct Session {
     pub role: Role,
     pub csrf: String,
     pub expires_ms: i64,
+    /// A notice for the desk header, set per request (the holiday calendar's coverage for 督查科/admin).
+    pub notice: Option<String>,
 }
 
 impl Session {
@@ -124,6 +126,7 @@ impl Sessions {
                 role,
                 csrf,
                 expires_ms: now_ms + self.session_ms,
+                notice: None,
             },
         );
         Some(id)

@@ -56,6 +56,7 @@ async fn metrics(State(app): State<App>) -> Response {
     );
     let _ = writeln!(text, "# TYPE zhaowo_cases_overdue gauge");
     let _ = writeln!(text, "zhaowo_cases_overdue {overdue}");
+    super::hall_page::write_calendar_gauges(&mut text, &app);
     let counters = &app.counters;
     let rows = [
         ("zhaowo_http_citizen_reports_total", "Citizen reports stored.", &counters.citizen_reports),

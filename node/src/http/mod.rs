@@ -16,6 +16,7 @@ pub mod cases;
 mod citizen;
 mod desk;
 mod guard;
+mod hall_page;
 mod metrics;
 mod open311;
 mod page;

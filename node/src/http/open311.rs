@@ -54,7 +54,7 @@ fn json_file(file: &str) -> Result<&str, Response> {
 }
 
 fn hall(app: &App) -> Hall {
-    app.home.hall().unwrap_or_else(|_| Hall::jiangan_default())
+    app.home.hall().expect(crate::home::SERVED_HALL)
 }
 
 fn service_json(code: &str, category: &zhaowo_crdt::hall::Category, hall: &Hall) -> Value {

@@ -55,7 +55,7 @@ pub enum Frame<'a> {
     /// A citizen page (no desk links).
     Citizen,
     /// A desk page, with the staff member's name and a sign-out button carrying the session's CSRF token.
-    Desk { staff: &'a str, role: &'a str, csrf: &'a str },
+    Desk { staff: &'a str, role: &'a str, csrf: &'a str, notice: Option<&'a str> },
     /// The sign-in page.
     SignIn,
 }
@@ -74,7 +74,7 @@ pub fn layout(title: &str, frame: Frame<'_>, body: Markup) -> Markup {
             body {
                 header {
                     span.brand { "找我 · 办不成事窗口" }
-                    @if let Frame::Desk { staff, role, csrf } = frame {
+                    @if let Frame::Desk { staff, role, csrf, .. } = frame {
                         a href="/desk" { "登记簿" }
                         a href="/desk/new" { "新登记" }
                         a href="/desk/overdue" { "超期" }
@@ -82,6 +82,7 @@ pub fn layout(title: &str, frame: Frame<'_>, body: Markup) -> Markup {
                         a href="/desk/conflicts" { "冲突待核" }
                         a href="/desk/peers" { "同步" }
                         a href="/desk/qr" { "窗口二维码" }
+                        a href="/desk/hall" { "大厅配置" }
                         span { (staff) "（" (role) "）" }
                         form method="post" action="/desk/logout" style="display:inline" {
                             input type="hidden" name="csrf" value=(csrf);
@@ -89,6 +90,7 @@ pub fn layout(title: &str, frame: Frame<'_>, body: Markup) -> Markup {
                         }
                     }
                 }
+                @if let Frame::Desk { notice: Some(notice), .. } = frame { div.error #calendar-notice role="status" { (notice) } }
                 main class=(if matches!(frame, Frame::Desk { .. }) { "" } else { "narrow" }) { (body) }
             }
         }

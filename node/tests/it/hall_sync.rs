@@ -29,7 +29,7 @@ fn init(dir: &Path, hall_name: Option<&str>, window: &str, role: Role) -> Home {
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
     };
-    Home::init(dir, options, now_ms()).unwrap()
+    Home::init_with_hall(dir, options, zhaowo_crdt::Hall::jiangan_default(), now_ms()).unwrap()
 }
 
 fn start(home: &Home, peers: Vec<SocketAddr>) -> (SyncNode, Arc<zhaowo_node::store::Store>) {

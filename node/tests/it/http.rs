@@ -56,7 +56,7 @@ fn home_in(dir: &std::path::Path) -> Home {
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
     };
-    let mut home = Home::init(dir, options, now_ms()).unwrap();
+    let mut home = Home::init_with_hall(dir, options, zhaowo_crdt::Hall::jiangan_default(), now_ms()).unwrap();
     home.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
     home.set_account("dc", "督查员", Role::Supervision, PASSWORD, now_ms()).unwrap();
     home
@@ -844,7 +844,7 @@ async fn serve_puts_the_desk_on_loopback_and_the_citizen_pages_on_the_lan_listen
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
     };
-    let home = Home::init(dir.path(), options, now_ms()).unwrap();
+    let home = Home::init_with_hall(dir.path(), options, zhaowo_crdt::Hall::jiangan_default(), now_ms()).unwrap();
     let store = Arc::new(home.open_store().unwrap());
     let desk = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -303,9 +303,10 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
     };
-    let mut home = Home::init(
+    let mut home = Home::init_with_hall(
         &dir.path().join("a"),
         init("BBC01", Some("江岸区政务服务中心"), Role::Admin, "办不成事窗口"),
+        zhaowo_crdt::Hall::jiangan_default(),
         now_ms(),
     )
     .unwrap();

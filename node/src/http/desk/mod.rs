@@ -51,29 +51,36 @@ pub fn routes() -> Router<App> {
         .route("/desk/conflicts", get(conflicts))
         .route("/desk/peers", get(peers))
         .route("/desk/qr", get(qr_codes))
+        .route("/desk/hall", get(super::hall_page::hall_page))
 }
 
 /// The signed-in staff member of a request, with the session id.
-fn session(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
+pub(super) fn session(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
     let id = guard::cookie(headers, &guard::cookie_name(app, SESSION_COOKIE))?;
-    let session = app.sessions.get(&id, crate::home::now_ms())?;
+    let mut session = app.sessions.get(&id, crate::home::now_ms())?;
+    session.notice = super::hall_page::header_notice(app, session.role);
     Some((id, session))
 }
 
-fn to_login() -> Response {
+pub(super) fn to_login() -> Response {
     Redirect::to("/desk/login").into_response()
 }
 
 fn frame(session: &Session) -> Frame<'_> {
-    Frame::Desk { staff: &session.display_name, role: session.role.label(), csrf: &session.csrf }
+    Frame::Desk {
+        staff: &session.display_name,
+        role: session.role.label(),
+        csrf: &session.csrf,
+        notice: session.notice.as_deref(),
+    }
 }
 
-fn desk_page(session: &Session, status: StatusCode, title: &str, body: Markup) -> Response {
+pub(super) fn desk_page(session: &Session, status: StatusCode, title: &str, body: Markup) -> Response {
     respond(status, layout(title, frame(session), body))
 }
 
 fn hall(app: &App) -> zhaowo_crdt::Hall {
-    app.home.hall().unwrap_or_else(|_| zhaowo_crdt::Hall::jiangan_default())
+    app.home.hall().expect(crate::home::SERVED_HALL)
 }
 
 fn ctx(app: &App, session: &Session) -> Result<Ctx, Response> {
@@ -158,7 +165,10 @@ async fn login_submit(
     }
     // Accounts live in the hall document on disk: read it afresh so an account an admin just added (or disabled)
     // counts without a restart of the node.
-    let hall = crate::home::Home::open(&app.home.dir).and_then(|home| home.hall()).unwrap_or_else(|_| hall(&app));
+    let hall = match crate::home::Home::open(&app.home.dir).and_then(|home| home.hall()) {
+        Ok(hall) => hall,
+        Err(error) => return store_unavailable(&error),
+    };
     let username = form.username.trim().to_owned();
     let password = form.password.clone();
     // argon2 takes tens of milliseconds: off the async workers.

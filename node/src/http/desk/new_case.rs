@@ -147,7 +147,10 @@ pub(super) async fn new_submit(
         Ok(None) => return error_page(StatusCode::CONFLICT, "无法登记", "本年度登记编号已用完。", None),
         Err(error) => return store_unavailable(&error),
     };
-    let code = QueryCode::from_entropy(crate::home::entropy().map(|e| e as u64).unwrap_or_default());
+    let code = match crate::home::entropy() {
+        Ok(entropy) => QueryCode::from_entropy(entropy as u64),
+        Err(error) => return store_unavailable(&error),
+    };
     let actor = match app.home.identity.new_actor() {
         Ok(actor) => actor,
         Err(error) => return store_unavailable(&error),
