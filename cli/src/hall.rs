@@ -781,7 +781,8 @@ fn export(cli: &Cli, out_path: &Path) -> anyhow::Result<()> {
     let home = crate::setup::open(cli)?;
     let hall = home.hall().context("failed to read the hall configuration")?;
     let body = toml::to_string_pretty(&HallFile::of(&hall)).context("failed to write the configuration as TOML")?;
-    let text = format!("{}{body}", header(&hall));
+    let newline = if body.ends_with('\n') { "" } else { "\n" };
+    let text = format!("{}{body}{newline}", header(&hall));
     std::fs::write(out_path, text).with_context(|| format!("failed to write `{}`", out_path.display()))?;
     if cli.json {
         print_json(&serde_json::json!({ "file": out_path, "windows": hall.windows.len(), "units": hall.units.len(),

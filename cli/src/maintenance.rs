@@ -249,7 +249,7 @@ pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
         for problem in &problems {
             out!("{problem}");
         }
-        say(cli, &format!("checked {} documents and the node: {} problems", report.docs, problems.len()));
+        say(cli, &format!("checked {} documents: {} problems", report.docs, problems.len()));
     }
     if problems.is_empty() { Ok(()) } else { Err(expected(format!("{} problems found", problems.len()))) }
 }

@@ -41,13 +41,13 @@ const HALL_SIGNATURE_ENTRY_BYTES: usize = 32 + 64;
 pub enum HomeError {
     /// `init` on a directory that already holds a node, or a node's data (a store, a roster, a hall key or document)
     /// without its key: a new identity there would be outside the roster and rewrite the node's role.
-    #[error("`{dir}` already holds a zhaowo node's data: {}", found.join(", "))]
+    #[error("`{dir}` already holds a zhaowo node's data: {}", .found.join(", "))]
     AlreadyInitialized { dir: PathBuf, found: Vec<&'static str> },
     /// The directory holds no node yet.
     #[error("`{0}` holds no zhaowo node")]
     NotInitialized(PathBuf),
     /// The directory holds a node's data but its key file is gone (deleted, or not restored from a backup).
-    #[error("`{dir}` holds a zhaowo node's data ({}) but no node.key", found.join(", "))]
+    #[error("`{dir}` holds a zhaowo node's data ({}) but no node.key", .found.join(", "))]
     KeyMissing { dir: PathBuf, found: Vec<&'static str> },
     #[error("cannot {what} `{path}`")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
@@ -153,18 +153,21 @@ pub fn parse_node_id(text: &str) -> Result<[u8; 32], HomeError> {
         .ok_or_else(|| HomeError::Invalid(format!("`{text}` is not a node id (64 hex digits)")))
 }
 
-fn config_toml(config: &Config) -> String {
-    let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
-    let peers: Vec<String> = config.peers.iter().map(|p| quote(&p.to_string())).collect();
-    format!(
-        "# zhaowo node config: see `zhaowo --help`; every key is optional.\nwindow = {}\nrole = {}\ndisplay_name = {}\nlisten = {}\nhttp_listen = {}\npeers = [{}]\n",
-        quote(&config.window),
-        quote(config.role.code()),
-        quote(&config.display_name),
-        quote(&config.listen.to_string()),
-        quote(&config.http_listen.to_string()),
-        peers.join(", ")
-    )
+/// The config file as `init` and `peers add` write it: the `toml` serializer under a comment line.
+fn config_toml(config: &Config) -> Result<String, HomeError> {
+    let mut table = toml::Table::new();
+    let mut put = |key: &str, value: toml::Value| {
+        table.insert(key.to_owned(), value);
+    };
+    put("window", config.window.clone().into());
+    put("role", config.role.code().into());
+    put("display_name", config.display_name.clone().into());
+    put("listen", config.listen.to_string().into());
+    put("http_listen", config.http_listen.to_string().into());
+    put("peers", toml::Value::Array(config.peers.iter().map(|peer| peer.to_string().into()).collect()));
+    let body = toml::to_string(&table)
+        .map_err(|error| HomeError::Invalid(format!("cannot write the config as TOML: {error}")))?;
+    Ok(format!("# zhaowo node config: see `zhaowo --help`; every key is optional.\n{body}"))
 }
 
 /// Milliseconds since the Unix epoch: the only clock of the node's commands.
@@ -221,7 +224,7 @@ impl Home {
             peers: Vec::new(),
             ..Config::recommended()
         };
-        write_atomic(&Home::path(dir, "node.toml"), config_toml(&config).as_bytes())?;
+        write_atomic(&Home::path(dir, "node.toml"), config_toml(&config)?.as_bytes())?;
         let mut home = Home {
             dir: dir.to_path_buf(),
             config,
@@ -330,7 +333,7 @@ impl Home {
 
     /// Writes the config file (atomically), e.g. after `zhaowo peers add`.
     pub fn save_config(&self) -> Result<(), HomeError> {
-        write_atomic(&Home::path(&self.dir, "node.toml"), config_toml(&self.config).as_bytes())
+        write_atomic(&Home::path(&self.dir, "node.toml"), config_toml(&self.config)?.as_bytes())
     }
 
     /// Writes the hall document (merged with the one on disk, this node's changes signed), the roster and the config.
@@ -349,7 +352,7 @@ impl Home {
         if let Some(roster) = &self.roster {
             Home::write_roster(&self.dir, roster)?;
         }
-        write_atomic(&Home::path(&self.dir, "node.toml"), config_toml(&self.config).as_bytes())
+        write_atomic(&Home::path(&self.dir, "node.toml"), config_toml(&self.config)?.as_bytes())
     }
 
     fn write_own_hall(&self, signed: &mut SignedHall, merge_disk: bool) -> Result<(), HomeError> {

@@ -1797,3 +1797,44 @@ async fn reveal_refuses_a_stale_form_a_missing_or_long_purpose_and_a_volunteer()
     assert_eq!((view.event_ids.len(), view.pi_reveals), (events, 0), "nothing recorded");
     println!("reveal: {n} bad forms refused, no reveal recorded");
 }
+
+/// Issue 12 §1: the desk shows the hall's configuration read-only to every signed-in role; the calendar's coverage
+/// reaches `/metrics`, and the desk header of 督查科 (not of a window clerk) carries its warning when there is one.
+#[tokio::test]
+async fn the_desk_shows_the_hall_configuration_and_the_calendar_coverage() {
+    let node = node();
+    let hall = zhaowo_crdt::Hall::jiangan_default();
+    let coverage = hall.calendar.coverage(zhaowo_crdt::time::Date::of_ms(now_ms()));
+    for user in ["wangmin", "dc"] {
+        let (session, _) = node.sign_in(user).await;
+        let page = node.get("/desk/hall", &session).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        for shown in [
+            "大厅配置",
+            "不动产登记中心",
+            "办不成事窗口",
+            "调休上班",
+            "2026 年",
+            "2月15日—2月23日（9天）",
+            "10月10日（周六）",
+        ] {
+            assert!(page.body.contains(shown), "{user}: {shown} missing");
+        }
+        assert!(!page.body.contains("method=\"post\" action=\"/desk/hall"), "read-only");
+        let notice = if page.body.contains("id=\"calendar-notice\"") {
+            by_id(&page.body, "calendar-notice")
+        } else {
+            String::new()
+        };
+        match (user, coverage.warning_zh()) {
+            ("dc", Some(warning)) => assert!(notice.contains(&warning), "{notice}"),
+            _ => assert!(notice.is_empty(), "{user}: {notice}"),
+        }
+    }
+    assert_eq!(node.get("/desk/hall", "").await.status, StatusCode::SEE_OTHER, "signed-in roles only");
+    let metrics = node.get("/metrics", "").await;
+    let days_left = format!("zhaowo_calendar_days_left {}", coverage.days_left);
+    assert!(metrics.body.contains(&days_left), "{}", metrics.body);
+    assert!(metrics.body.contains(&format!("zhaowo_calendar_warning {}", u8::from(coverage.warn))));
+    println!("hall page for window and supervision; metrics: {days_left}, warn {}", coverage.warn);
+}
