@@ -162,9 +162,13 @@ async fn login_submit(
     if !app.limiter.allow(Bucket::SignIn, client, app.options.sign_in_attempts_per_period, crate::home::now_ms()) {
         return rate_limited(&app, "登录尝试");
     }
-    // Accounts live in the hall document on disk: read it afresh so an account an admin just added (or disabled)
-    // counts without a restart of the node.
-    let hall = crate::home::Home::open(&app.home.dir).and_then(|home| home.hall()).unwrap_or_else(|_| hall(&app));
+    // Accounts live in the hall document: the node's live copy (what sync and the admin's CLI brought, published by
+    // `live::Live`), so an account an admin just added (or disabled) counts without a restart and without opening the
+    // data directory per request. Routers built without a node (tests, tools) read the files as before.
+    let hall = match &app.options.live {
+        Some(live) => live.hall().hall.clone(),
+        None => crate::home::Home::open(&app.home.dir).and_then(|home| home.hall()).unwrap_or_else(|_| hall(&app)),
+    };
     let username = form.username.trim().to_owned();
     let password = form.password.clone();
     // argon2 takes tens of milliseconds: off the async workers.
@@ -1763,10 +1767,18 @@ async fn peers(State(app): State<App>, headers: HeaderMap) -> Response {
     let sync = app.options.sync.as_ref();
     let peers = sync.map(|sync| sync.peers()).unwrap_or_default();
     let totals = sync.map(|sync| sync.counts());
-    // The hall document as sync has brought it to this node: read afresh from disk, as sign-in does.
-    let fresh_home = crate::home::Home::open(&app.home.dir).ok();
-    let hall_edits = fresh_home.as_ref().map(crate::home::Home::hall_history).unwrap_or_default();
-    let hall_accounts = fresh_home.as_ref().and_then(|home| home.hall().ok()).map(|hall| hall.accounts.len());
+    // The hall document as sync has brought it to this node: the live copy, as sign-in reads it.
+    let (hall_edits, hall_accounts) = match &app.options.live {
+        Some(live) => {
+            let view = live.hall();
+            (view.history.clone(), Some(view.hall.accounts.len()))
+        }
+        None => {
+            let fresh_home = crate::home::Home::open(&app.home.dir).ok();
+            let edits = fresh_home.as_ref().map(crate::home::Home::hall_history).unwrap_or_default();
+            (edits, fresh_home.as_ref().and_then(|home| home.hall().ok()).map(|hall| hall.accounts.len()))
+        }
+    };
     let now = crate::home::now_ms();
     let ago = |ms: Option<i64>| match ms {
         None => "从未".to_owned(),
@@ -1811,7 +1823,7 @@ async fn peers(State(app): State<App>, headers: HeaderMap) -> Response {
                 td { (peer.docs_behind_us) " 件" }
                 td { (peer.bytes_sent / 1024) " KB / " (peer.bytes_received / 1024) " KB" }
                 td { (peer.rejected_changes + peer.refused_changes) }
-                td { (peer.last_error.clone().unwrap_or_default()) }
+                td { @if let Some(refusal) = peer.refusal { (refusal.label()) "（" (ago(peer.refused_ms)) "）" } @else { (peer.last_error.clone().unwrap_or_default()) } }
             } }
         } }
         @if peers.is_empty() {
