@@ -49,6 +49,9 @@ pub enum LiveError {
     /// The hall document holds no readable configuration.
     #[error("the hall document holds no readable configuration: {0}")]
     Hall(#[from] zhaowo_crdt::hall::HallError),
+    /// The node key cannot give an actor id.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// What [`Live::add_records`] changed.
