@@ -79,7 +79,11 @@ fn desk_page(session: &Session, status: StatusCode, title: &str, body: Markup) -
 }
 
 fn hall(app: &App) -> zhaowo_crdt::Hall {
-    app.home.hall().unwrap_or_else(|_| zhaowo_crdt::Hall::jiangan_default())
+    match &app.options.live {
+        // The node's live configuration (what sync and the admin's CLI brought since start).
+        Some(live) => live.hall().hall.clone(),
+        None => app.home.hall().unwrap_or_else(|_| zhaowo_crdt::Hall::jiangan_default()),
+    }
 }
 
 fn ctx(app: &App, session: &Session) -> Result<Ctx, Response> {
