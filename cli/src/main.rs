@@ -242,7 +242,8 @@ fn init_logs(cli: &Cli) {
         .and_then(|directive| tracing_subscriber::EnvFilter::try_new(directive).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
     // A subscriber already set (never, in the binary) is not an error worth stopping for.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 fn main() -> ExitCode {
