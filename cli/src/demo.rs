@@ -246,7 +246,6 @@ fn other_desk(desk: SocketAddr, index: usize) -> SocketAddr {
     }
 }
 
-
 pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let explicit = std::env::args().any(|a| a == "--dir" || a.starts_with("--dir="))
         || std::env::var_os(crate::env_vars::ZHAOWO_DIR).is_some();
@@ -311,7 +310,8 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     let mut lines = Vec::new();
     for (index, other) in others.into_iter().enumerate() {
-        let (name, role, code) = (other.config.display_name.clone(), other.config.role.label(), other.config.window.clone());
+        let (name, role, code) =
+            (other.config.display_name.clone(), other.config.role.label(), other.config.window.clone());
         let mut options = NodeOptions::recommended(other_desk(args.desk, index), loopback);
         options.public_url = Some(base.clone());
         options.config_peers = false;

@@ -140,7 +140,8 @@ pub struct RunArgs {
 
 async fn run_node(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let home = setup::open(cli)?;
-    let (window, node_id, config_peers) = (home.config.window.clone(), home.identity.node_id(), home.config.peers.clone());
+    let (window, node_id, config_peers) =
+        (home.config.window.clone(), home.identity.node_id(), home.config.peers.clone());
     let mut options = zhaowo_node::NodeOptions::recommended(args.desk, args.http);
     options.public_url = args.public_url.clone();
     options.listen = args.listen;
@@ -259,7 +260,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let expected = |cause: &(dyn std::error::Error + 'static)| cause.is::<Expected>() || cause.is::<peers::Refused>();
+            let expected =
+                |cause: &(dyn std::error::Error + 'static)| cause.is::<Expected>() || cause.is::<peers::Refused>();
             let code = if error.chain().any(expected) { 1 } else { 2 };
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {

@@ -262,7 +262,10 @@ pub async fn merge(store: &Store, roster: Option<&Roster>, cases: Vec<Incoming>)
             .await
             .map_err(|source| ImportError::StoreWrite { case_id: case_id.clone(), source })?;
         if let Some(rejected) = applied.rejected.first() {
-            return Err(ImportError::CaseRefused { case_id: rejected.case_id.clone(), reason: rejected.reason.clone() });
+            return Err(ImportError::CaseRefused {
+                case_id: rejected.case_id.clone(),
+                reason: rejected.reason.clone(),
+            });
         }
         let after = store.case_view(&case_id).await.map_err(ImportError::StoreRead)?;
         let old_conflicts: BTreeSet<String> =

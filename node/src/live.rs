@@ -99,7 +99,9 @@ impl Live {
     /// are signed, an admin node from before signed hall changes, and written by the writer task).
     pub fn open(home: &Home, identity: &NodeIdentity) -> Result<Live, LiveError> {
         let roster = home.roster().cloned().ok_or(LiveError::NoRoster)?;
-        Live::from_dir(&home.dir, identity, roster, || Ok(HallView { hall: home.hall()?, history: home.hall_history(), version: 1 }))
+        Live::from_dir(&home.dir, identity, roster, || {
+            Ok(HallView { hall: home.hall()?, history: home.hall_history(), version: 1 })
+        })
     }
 
     /// The state of a data directory with this roster; `no_document` gives the configuration when the directory holds

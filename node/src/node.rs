@@ -236,10 +236,9 @@ impl Node {
     pub async fn failed(&mut self) -> ServeError {
         match (&mut self.http).await {
             Ok(Err(error)) => error,
-            Ok(Ok(())) => ServeError::Serve {
-                addr: self.desk_addr,
-                source: std::io::Error::other("the HTTP server stopped"),
-            },
+            Ok(Ok(())) => {
+                ServeError::Serve { addr: self.desk_addr, source: std::io::Error::other("the HTTP server stopped") }
+            }
             Err(join) => ServeError::Serve { addr: self.desk_addr, source: std::io::Error::other(join.to_string()) },
         }
     }

@@ -41,7 +41,9 @@ pub use status::{PeerStatus, STATUS_PEERS_MAX, SyncCounts, SyncStatus};
 use crate::home::Home;
 use crate::live::Live;
 use crate::store::Store;
-use crate::transport::{CloseCode, NodeKey, PeerConnection, Refusal, Transport, TransportConfig, TransportError, short_key};
+use crate::transport::{
+    CloseCode, NodeKey, PeerConnection, Refusal, Transport, TransportConfig, TransportError, short_key,
+};
 use peers::{accept_loop, dial_loop, hint};
 use status::Counters;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -193,7 +195,11 @@ impl SyncNode {
     ) -> Result<SyncNode, SyncStartError> {
         let live = match &options.roster_dir {
             Some(dir) => Live::from_dir(dir, &identity, roster, || {
-                Ok(crate::live::HallView { hall: zhaowo_crdt::Hall::jiangan_default(), history: Vec::new(), version: 1 })
+                Ok(crate::live::HallView {
+                    hall: zhaowo_crdt::Hall::jiangan_default(),
+                    history: Vec::new(),
+                    version: 1,
+                })
             })?,
             None => Live::in_memory(roster),
         };

@@ -4,8 +4,8 @@
 use super::{Shared, lock};
 use crate::transport::{NodeKey, Refusal};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Peers shown in the status: static peers plus every member that connected; bounded by the roster anyway.
 pub const STATUS_PEERS_MAX: usize = 1_000;

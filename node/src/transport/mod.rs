@@ -321,7 +321,9 @@ impl Refusal {
             Refusal::NotEnrolled => {
                 "ask the hall admin to enroll this node (`zhaowo enroll`), then install the file with `zhaowo join FILE`"
             }
-            Refusal::Revoked => "a revoked node cannot come back: ask the hall admin for a new enrollment of a new node",
+            Refusal::Revoked => {
+                "a revoked node cannot come back: ask the hall admin for a new enrollment of a new node"
+            }
             Refusal::OtherHall | Refusal::PeerNotMember => {
                 "check the peer address (`zhaowo peers list`): it reaches a node that is not a member of this hall"
             }

@@ -13,8 +13,8 @@ use zhaowo_crdt::model::Role;
 use zhaowo_crdt::wire::{self, ChangeSignature, Frame};
 use zhaowo_node::home::{Home, InitOptions, now_ms};
 use zhaowo_node::identity::NodeIdentity;
-use zhaowo_node::{Node, NodeOptions};
 use zhaowo_node::transport::{Transport, TransportConfig};
+use zhaowo_node::{Node, NodeOptions};
 
 /// Bound on waiting for convergence: a hall push on loopback takes milliseconds plus one poll of the files.
 const CONVERGE: Duration = Duration::from_secs(30);

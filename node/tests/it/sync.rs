@@ -731,9 +731,10 @@ async fn a_refused_node_is_told_why_at_once() {
 
     let a_addr = a.start(&hall.roster, vec![]);
     let mut figures = Vec::new();
-    for (label, node, roster, expected) in
-        [("stranger", &mut stranger, &stranger_roster, "not enrolled"), ("revoked", &mut laptop, &laptop_roster, "revoked")]
-    {
+    for (label, node, roster, expected) in [
+        ("stranger", &mut stranger, &stranger_roster, "not enrolled"),
+        ("revoked", &mut laptop, &laptop_roster, "revoked"),
+    ] {
         // One dial on the transport alone: how long it takes and what the dialer reads.
         let transport = attacker_transport(&node.identity, roster);
         let started = Instant::now();
