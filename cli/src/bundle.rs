@@ -2,7 +2,7 @@
 //! changes (`zhaowo_crdt::bundle`); importing verifies every signature against the roster like sync does, is
 //! idempotent, and reports what changed.
 
-use crate::maintenance::{Incoming, merge_cases, print_merge};
+use crate::maintenance::{import_error, print_merge};
 use crate::{Cli, expected, out, print_json, say, setup};
 use anyhow::Context;
 use clap::Subcommand;
@@ -109,29 +109,12 @@ async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>) -> anyhow::R
 async fn import(cli: &Cli, file: &PathBuf) -> anyhow::Result<()> {
     let home = setup::open(cli)?;
     let roster = home.roster().context("this node has not joined a hall")?;
-    let size = std::fs::metadata(file).with_context(|| format!("failed to read `{}`", file.display()))?.len();
-    if size > BUNDLE_BYTES_MAX as u64 {
-        return Err(expected(format!(
-            "`{}` is {size} bytes, over the bundle limit of {BUNDLE_BYTES_MAX}",
-            file.display()
-        )));
-    }
-    let bytes = std::fs::read(file).with_context(|| format!("failed to read `{}`", file.display()))?;
     // A file that is not a bundle, or a damaged one, is corrupt data (exit 2); nothing was stored.
-    let bundle =
-        bundle::decode(&bytes).map_err(|error| anyhow::anyhow!("`{}`: {error}; nothing was stored", file.display()))?;
+    let bundle = zhaowo_node::import::read_bundle(file).map_err(import_error)?;
     let from = zhaowo_node::home::hex(&bundle.from);
+    say(cli, &format!("importing {} cases from node {}", bundle.docs.len(), &from[..16]));
     let store = home.open_store()?;
-    let cases: Vec<Incoming> = bundle
-        .docs
-        .into_iter()
-        .map(|doc| Incoming { case_id: doc.doc_id, changes: doc.changes, signatures: doc.signatures })
-        .collect();
-    say(cli, &format!("importing {} cases from node {}", cases.len(), &from[..16]));
-    if bundle.hall != *roster.hall() {
-        return Err(expected(format!("`{}` belongs to another hall; nothing was stored", file.display())));
-    }
-    let report = merge_cases(&store, Some(roster), cases).await?;
+    let report = zhaowo_node::import::bundle(&store, roster, file, bundle).await.map_err(import_error)?;
     print_merge(cli, &report);
     Ok(())
 }

@@ -20,7 +20,7 @@ use zhaowo_crdt::pi::PersonalData;
 use zhaowo_crdt::{CaseDoc, Command, QueryCode, RegNo, Registration};
 use zhaowo_node::home::{Home, InitOptions, entropy, now_ms};
 use zhaowo_node::store::Store;
-use zhaowo_node::sync::{SyncNode, SyncOptions};
+use zhaowo_node::{Node, NodeOptions};
 
 /// The demo's staff password: printed on screen, for a demo on one machine only.
 const DEMO_PASSWORD: &str = "zhaowo-demo";
@@ -246,10 +246,6 @@ fn other_desk(desk: SocketAddr, index: usize) -> SocketAddr {
     }
 }
 
-async fn bind(addr: SocketAddr, hint: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({hint})"))
-}
-
 pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let explicit = std::env::args().any(|a| a == "--dir" || a.starts_with("--dir="))
         || std::env::var_os(crate::env_vars::ZHAOWO_DIR).is_some();
@@ -295,42 +291,35 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         other.join(&serde_json::to_vec(&file)?).with_context(|| format!("the {name} node cannot join"))?;
         others.push(other);
     }
-    let store = Arc::new(home.open_store()?);
-    let (reg_no, code) = seed(&home, &store).await?;
-    let start_sync = |home: &Home, store: &Arc<Store>, peers: Vec<SocketAddr>| -> anyhow::Result<SyncNode> {
-        let mut options = SyncOptions::of_home(home);
-        options.peers = peers;
-        let identity = Arc::new(zhaowo_node::identity::NodeIdentity::load(&home.config.key_path())?);
-        let roster = home.roster().cloned().context("the demo node has no roster")?;
-        Ok(SyncNode::start(store.clone(), identity, roster, options)?)
+    let (reg_no, code) = {
+        let store = home.open_store()?;
+        let seeded = seed(&home, &store).await;
+        store.close();
+        seeded?
     };
-    let window_sync = start_sync(&home, &store, Vec::new())?;
-    let window_addr = window_sync.local_addr()?;
-
-    let desk = bind(args.desk, "is another demo running? pass --desk").await?;
-    let public = bind(args.http, "pass --http").await?;
-    let (desk_addr, public_addr) = (desk.local_addr()?, public.local_addr()?);
-    let base = format!("http://{public_addr}");
-    let mut http_options = zhaowo_node::http::HttpOptions::recommended(desk_addr, base.clone());
-    http_options.sync = Some(window_sync.status());
-    let citizen_url = format!("{base}/r/{}", home.config.window);
+    let citizen_path = format!("/r/{}", home.config.window);
+    let mut options = NodeOptions::recommended(args.desk, args.http);
+    options.config_peers = false;
+    let mut window = Node::spawn(home, options)
+        .await
+        .context("cannot start the window node (is another demo running? pass --desk and --http)")?;
+    let window_addr = window.sync_addr().context("the window node has no sync address")?;
+    let desk_addr = window.desk_addr();
+    let base = window.public_url().to_owned();
+    let citizen_url = format!("{base}{citizen_path}");
     let mut nodes = Vec::new();
     let mut lines = Vec::new();
     for (index, other) in others.into_iter().enumerate() {
-        let other_store = Arc::new(other.open_store()?);
-        let sync = start_sync(&other, &other_store, vec![window_addr])?;
-        let other_desk = bind(other_desk(args.desk, index), "pass --desk").await?;
-        let other_public = bind(loopback, "loopback").await?;
-        let other_desk_addr = other_desk.local_addr()?;
-        let mut options = zhaowo_node::http::HttpOptions::recommended(other_desk_addr, base.clone());
-        options.sync = Some(sync.status());
-        lines.push(format!(
-            "  {:<12} http://{other_desk_addr}/desk   ({} {})",
-            other.config.display_name,
-            other.config.role.label(),
-            other.config.window
-        ));
-        nodes.push((other, other_store, other_desk, other_public, options, sync));
+        let (name, role, code) =
+            (other.config.display_name.clone(), other.config.role.label(), other.config.window.clone());
+        let mut options = NodeOptions::recommended(other_desk(args.desk, index), loopback);
+        options.public_url = Some(base.clone());
+        options.config_peers = false;
+        options.peers = vec![window_addr];
+        let node =
+            Node::spawn(other, options).await.with_context(|| format!("cannot start the {name} node (pass --desk)"))?;
+        lines.push(format!("  {name:<12} http://{}/desk   ({role} {code})", node.desk_addr()));
+        nodes.push(node);
     }
     out!("zhaowo demo: 江岸区政务服务中心（演示）, data in {}", dir.display());
     out!("");
@@ -352,31 +341,16 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         "seeded 5 cases (the article's three stories, a 倾诉 and a complaint) on the window node; they sync to the \
          second window, the 督查科 and the laptop within a second. Press Ctrl-C to stop",
     );
-    let mut servers = tokio::task::JoinSet::new();
-    let mut syncs = vec![window_sync];
-    for (other, other_store, other_desk, other_public, options, sync) in nodes {
-        syncs.push(sync);
-        servers.spawn(zhaowo_node::http::serve_on(other, other_store, other_desk, other_public, options));
+    let served = until_stopped(cli, &mut window, args.serve_secs).await;
+    for node in nodes {
+        node.shutdown().await;
     }
-    let served = serve_until_stopped(cli, home, store, desk, public, http_options, args.serve_secs).await;
-    servers.abort_all();
-    for sync in syncs {
-        sync.shutdown().await;
-    }
+    window.shutdown().await;
     served
 }
 
-/// Serves the desk and the citizen pages until Ctrl-C (or `serve_secs`), then closes the store cleanly.
-pub async fn serve_until_stopped(
-    cli: &Cli,
-    home: Home,
-    store: Arc<Store>,
-    desk: tokio::net::TcpListener,
-    public: tokio::net::TcpListener,
-    options: zhaowo_node::http::HttpOptions,
-    serve_secs: Option<u64>,
-) -> anyhow::Result<()> {
-    let serve = zhaowo_node::http::serve_on(home, store.clone(), desk, public, options);
+/// Runs until Ctrl-C (or `serve_secs`), or until the node's web server fails.
+pub async fn until_stopped(cli: &Cli, node: &mut Node, serve_secs: Option<u64>) -> anyhow::Result<()> {
     let stop = async {
         match serve_secs {
             Some(secs) => tokio::time::sleep(std::time::Duration::from_secs(secs)).await,
@@ -386,11 +360,10 @@ pub async fn serve_until_stopped(
         }
     };
     tokio::select! {
-        result = serve => result.context("the web server stopped")?,
-        () = stop => say(cli, "stopping"),
+        error = node.failed() => Err(anyhow::Error::new(error).context("the web server stopped")),
+        () = stop => {
+            say(cli, "stopping");
+            Ok(())
+        }
     }
-    if let Ok(store) = Arc::try_unwrap(store) {
-        store.close();
-    }
-    Ok(())
 }

@@ -148,62 +148,27 @@ pub struct RunArgs {
 
 async fn run_node(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let home = setup::open(cli)?;
-    let store = std::sync::Arc::new(home.open_store()?);
-    let desk =
-        tokio::net::TcpListener::bind(args.desk).await.with_context(|| format!("cannot listen on {}", args.desk))?;
-    let public =
-        tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("cannot listen on {}", args.http))?;
-    let (desk_addr, public_addr) = (desk.local_addr()?, public.local_addr()?);
-    let base = args.public_url.clone().unwrap_or_else(|| format!("http://{public_addr}"));
-    let mut sync_options = zhaowo_node::sync::SyncOptions::of_home(&home);
-    if let Some(listen) = args.listen {
-        sync_options.listen = listen;
-    }
-    for peer in &args.peers {
-        if !sync_options.peers.contains(peer) {
-            sync_options.peers.push(*peer);
-        }
-    }
-    let roster = home.roster().cloned().context("this node has not joined a hall")?;
-    let identity = std::sync::Arc::new(
-        zhaowo_node::identity::NodeIdentity::load(&home.config.key_path()).context("failed to load the node key")?,
-    );
-    let sync = zhaowo_node::sync::SyncNode::start(store.clone(), identity, roster, sync_options)
-        .context("failed to start sync")?;
-    out!("staff desk   http://{desk_addr}/desk");
-    out!("citizen page {base}/r/{}", home.config.window);
-    let sync_addr = sync.local_addr()?;
-    out!("sync         {sync_addr} node {}", home.identity.node_id());
-    for peer in home.config.peers.iter().chain(&args.peers) {
+    let (window, node_id, config_peers) =
+        (home.config.window.clone(), home.identity.node_id(), home.config.peers.clone());
+    let mut options = zhaowo_node::NodeOptions::recommended(args.desk, args.http);
+    options.public_url = args.public_url.clone();
+    options.listen = args.listen;
+    options.peers = args.peers.clone();
+    options.mdns = args.mdns;
+    let mut node = zhaowo_node::Node::spawn(home, options).await.context("failed to start the node")?;
+    out!("staff desk   http://{}/desk", node.desk_addr());
+    out!("citizen page {}/r/{window}", node.public_url());
+    let sync_addr = node.sync_addr().context("the sync endpoint has no address")?;
+    out!("sync         {sync_addr} node {node_id}");
+    for peer in config_peers.iter().chain(&args.peers) {
         say(cli, &format!("dialing peer {peer}"));
     }
-    let discovery = if !args.mdns {
-        None
-    } else {
-        let status = sync.status();
-        let options = zhaowo_node::discovery::DiscoveryOptions::recommended(
-            *sync.roster().hall(),
-            sync.node_key(),
-            sync_addr.port(),
-        );
-        // Discovery only adds address hints: a LAN without multicast costs nothing but this warning.
-        match zhaowo_node::discovery::Discovery::start(options, move |key, addr| status.hint(key, addr)) {
-            Ok(discovery) => Some(discovery),
-            Err(error) => {
-                say(cli, &format!("warning: mDNS discovery is off ({error}); static peers still sync"));
-                None
-            }
-        }
-    };
-    say(cli, "press Ctrl-C to stop");
-    let mut options = zhaowo_node::http::HttpOptions::recommended(desk_addr, base);
-    options.sync = Some(sync.status());
-    let served = demo::serve_until_stopped(cli, home, store, desk, public, options, args.serve_secs).await;
-    if let Some(discovery) = discovery {
-        // Says goodbye on the LAN; blocks for at most a couple of seconds.
-        drop(tokio::task::spawn_blocking(move || discovery.shutdown()).await);
+    for warning in node.warnings() {
+        say(cli, &format!("warning: {warning}"));
     }
-    sync.shutdown().await;
+    say(cli, "press Ctrl-C to stop");
+    let served = demo::until_stopped(cli, &mut node, args.serve_secs).await;
+    node.shutdown().await;
     served
 }
 
@@ -251,6 +216,9 @@ pub fn say(cli: &Cli, message: &str) {
 }
 
 fn hint_for(error: &anyhow::Error) -> Option<String> {
+    if let Some(refused) = error.downcast_ref::<peers::Refused>() {
+        return Some(refused.refusal.hint().to_owned());
+    }
     if let Some(refused) = error.chain().find_map(|cause| cause.downcast_ref::<hall::HallFileErrors>()) {
         return refused.hint();
     }
@@ -290,8 +258,28 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
     }
 }
 
+/// Logs on stderr (the node's warnings: a refused peer, a revoked member, a failing write): `-q` errors only, default
+/// warnings, `-v` info, `-vv` debug, `-vvv` trace; `ZHAOWO_LOG` (an `EnvFilter` directive) overrides.
+fn init_logs(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (1.., _) => "error",
+        (0, 0) => "warn",
+        (0, 1) => "info",
+        (0, 2) => "debug",
+        (0, _) => "trace",
+    };
+    let filter = std::env::var("ZHAOWO_LOG")
+        .ok()
+        .and_then(|directive| tracing_subscriber::EnvFilter::try_new(directive).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    // A subscriber already set (never, in the binary) is not an error worth stopping for.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -302,7 +290,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let code = if error.chain().any(|cause| cause.is::<Expected>()) { 1 } else { 2 };
+            let expected =
+                |cause: &(dyn std::error::Error + 'static)| cause.is::<Expected>() || cause.is::<peers::Refused>();
+            let code = if error.chain().any(expected) { 1 } else { 2 };
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {
                 eprintln!("  Caused by: {cause}");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zhaowo_node::config::PEERS_MAX;
 use zhaowo_node::sync::{PeerStatus, SyncNode, SyncOptions};
+use zhaowo_node::transport::Refusal;
 
 #[derive(Debug, Subcommand)]
 pub enum PeersCommand {
@@ -114,8 +115,10 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> anyhow::Result<()> {
             ));
             bar.tick();
         }
-        if settled >= peers.len() {
-            break Ok(now);
+        // A refused peer will not let us in before an admin acts: stop waiting for it (issue 14 §5).
+        let refused = now.iter().filter(|peer| !peer.connected && peer.refusal.is_some()).count();
+        if settled >= peers.len() || (refused > 0 && settled + refused >= peers.len()) {
+            break if settled >= peers.len() { Ok(now) } else { Err(now) };
         }
         if Instant::now() >= deadline {
             break Err(now);
@@ -160,6 +163,12 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> anyhow::Result<()> {
         }
         out!("documents {docs_before} -> {docs_after} in {:.1} s", started.elapsed().as_secs_f64());
     }
+    if let Some(peer) = peers_now.iter().find(|peer| !peer.connected && peer.refusal.is_some()) {
+        return Err(anyhow::Error::new(Refused {
+            peer: peer.address.map_or_else(|| peer.node_id.clone(), |addr| addr.to_string()),
+            refusal: peer.refusal.expect("filtered above"),
+        }));
+    }
     if !ok {
         return Err(expected(format!(
             "not caught up with every peer within {} s (is the peer running and reachable?)",
@@ -177,3 +186,23 @@ fn progress_bar(cli: &Cli) -> Option<indicatif::ProgressBar> {
     bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").ok()?);
     Some(bar)
 }
+
+/// A peer refused this node, or this node refused the peer (issue 14 §5): an expected failure (exit 1) whose hint
+/// says what to do about it.
+#[derive(Debug)]
+pub struct Refused {
+    /// The peer's address (or node id).
+    pub peer: String,
+    pub refusal: Refusal,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.refusal {
+            Refusal::PeerNotMember => write!(f, "this node refused peer {}: {}", self.peer, self.refusal.describe()),
+            _ => write!(f, "peer {} refused this node: {}", self.peer, self.refusal.describe()),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}

@@ -1035,3 +1035,31 @@ fn no_default_hall_before_joining_and_a_damaged_hall_document_is_an_error() {
     assert_eq!(std::fs::read(admin.path().join("hall.automerge")).unwrap(), b"not an automerge document");
     println!("an unjoined node and a damaged hall document: refused with a clear error, nothing rewritten");
 }
+
+/// Issue 14 §5 (T3): a revoked node's `zhaowo sync` is told why and stops at once (exit 1, the reason, a hint), where
+/// it used to wait out its whole timeout behind "is the peer running and reachable?", even with `-vvv` or `--json`.
+#[test]
+fn a_revoked_node_is_told_why_its_sync_is_refused() {
+    let admin = tempfile::tempdir().unwrap();
+    new_hall(admin.path());
+    let (laptop, laptop_id) = enrolled_node(admin.path(), "V01", "volunteer");
+    // Revoked before the admin node runs: the laptop has not heard of it and dials as a member.
+    ok(admin.path(), &["revoke", &laptop_id]);
+    let admin_node = start_node(admin.path());
+    let started = std::time::Instant::now();
+    let error = fails(laptop.path(), &["sync", "--peer", &admin_node.sync_addr, "--timeout-secs", "60"], 1);
+    let took = started.elapsed();
+    assert!(error.contains("refused this node: this node was revoked by the hall admin"), "{error}");
+    assert!(error.contains("hint: "), "{error}");
+    assert!(!error.contains("is the peer running"), "{error}");
+    assert!(took < std::time::Duration::from_secs(30), "told after {took:?}, not at once");
+    let output = zhaowo(laptop.path(), &["--json", "sync", "--peer", &admin_node.sync_addr, "--timeout-secs", "60"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = json(&stdout(&output));
+    assert_eq!(report["peers"][0]["refusal"], "revoked", "{report}");
+    println!(
+        "T3 refused node: revoked laptop told in {} ms (was the whole --timeout-secs): {}",
+        took.as_millis(),
+        error.lines().find(|line| line.starts_with("error:")).unwrap_or_default()
+    );
+}

@@ -62,9 +62,7 @@ pub enum EnrollmentError {
     Roster(#[from] RosterError),
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    crate::ids::hex_decode(text)
-}
+use crate::ids::hex_decode as unhex;
 
 impl EnrollmentFile {
     pub fn to_json(&self) -> String {

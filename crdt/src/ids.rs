@@ -197,17 +197,15 @@ pub fn query_code_matches(case_id: &CaseId, stored_hash_hex: &str, typed: &str) 
     stored.len() == digest.len() && bool::from(digest.as_slice().ct_eq(&stored))
 }
 
-/// Lowercase hex of bytes.
+/// Lowercase hex of bytes (the one hex encoder of the workspace, over the `hex` crate).
 pub fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
-/// Bytes of lowercase or uppercase hex; `None` for odd lengths or other characters.
+/// Bytes of lowercase or uppercase hex; `None` for odd lengths or other characters (a sign included: the hand-written
+/// decoder this replaced took `+f` for a byte, as `u8::from_str_radix` does).
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    hex::decode(text).ok()
 }
 
 #[cfg(test)]

@@ -401,13 +401,24 @@ impl Home {
     /// Writes the hall document and its signatures (atomically each; the signatures first, so a crash in between
     /// leaves signatures for changes the file lacks, never changes we cannot relay).
     pub fn write_signed_hall(dir: &Path, signed: &mut SignedHall) -> Result<(), HomeError> {
+        Home::write_hall_files(dir, &Home::hall_files(signed))
+    }
+
+    /// The bytes of the hall files, `(hall.signatures, hall.automerge)`: taken under the running node's hall lock
+    /// (in memory), written by [`Home::write_hall_files`] after it is released.
+    pub fn hall_files(signed: &mut SignedHall) -> (Vec<u8>, Vec<u8>) {
         let mut signatures = Vec::with_capacity(signed.signatures.len() * HALL_SIGNATURE_ENTRY_BYTES);
         for (hash, signature) in &signed.signatures {
             signatures.extend_from_slice(hash);
             signatures.extend_from_slice(signature);
         }
-        write_atomic(&Home::path(dir, "hall.signatures"), &signatures)?;
-        write_atomic(&Home::path(dir, "hall.automerge"), &signed.doc.automerge_mut().save())
+        (signatures, signed.doc.automerge_mut().save())
+    }
+
+    /// Writes the bytes of [`Home::hall_files`] (atomically each, signatures first).
+    pub fn write_hall_files(dir: &Path, (signatures, doc): &(Vec<u8>, Vec<u8>)) -> Result<(), HomeError> {
+        write_atomic(&Home::path(dir, "hall.signatures"), signatures)?;
+        write_atomic(&Home::path(dir, "hall.automerge"), doc)
     }
 
     /// Writes the roster file (atomically): the hall key, then each record with a length prefix.

@@ -51,16 +51,7 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], IdentityError> {
     Ok(bytes)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
-}
+use zhaowo_crdt::ids::{hex_decode as unhex, hex_encode as hex};
 
 impl NodeIdentity {
     /// A fresh random key (not saved).

@@ -100,6 +100,8 @@ pub struct HttpOptions {
     pub citizen_routing: CitizenRouting,
     /// The running sync runtime's status, for the desk's sync page and `/metrics` (`None`: this node does not sync).
     pub sync: Option<crate::sync::SyncStatus>,
+    /// The node's live hall document and roster (sign-in reads accounts from it; `None`: the startup snapshot).
+    pub live: Option<crate::live::Live>,
 }
 
 impl HttpOptions {
@@ -119,6 +121,7 @@ impl HttpOptions {
             // The issue: "the new case is dispatched by the routing table".
             citizen_routing: CitizenRouting::Dispatch,
             sync: None,
+            live: None,
         }
     }
 }

@@ -36,6 +36,8 @@
 //!
 //! The sync layer drives everything above the frames; this module makes no protocol decisions beyond the hello.
 
+/// A fault-injecting UDP socket for tests (the `testkit` feature: never in a production build).
+#[cfg(feature = "testkit")]
 pub mod faults;
 pub mod frame;
 pub mod tls;
@@ -119,8 +121,8 @@ pub enum TransportError {
     #[error("handshake did not finish within {timeout_ms} ms")]
     HandshakeTimeout { timeout_ms: u64 },
     /// The roster does not authorize the peer's key (checked after the handshake, which resumption may shortcut).
-    #[error("peer {peer} is not authorized")]
-    Unauthorized { peer: String },
+    #[error("peer {} is refused: {}", short_key(.peer), .refusal.describe_for_us())]
+    Unauthorized { peer: NodeKey, refusal: Refusal },
     /// The peer's TLS identity is missing or is not a single ed25519 raw public key.
     #[error("peer presented no ed25519 raw public key")]
     PeerIdentity,
@@ -181,6 +183,30 @@ impl TransportError {
         }
     }
 
+    /// Why a dial or a connection was refused, whichever side refused (issue 14 §5): the peer's close code (it does
+    /// not let this node in: not enrolled, revoked, another protocol version), or this node's own roster check of
+    /// the peer (the dialed node is no member of this node's hall). `None` for every other failure.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            TransportError::ClosedByPeer { code: Some(code), .. } => match code {
+                CloseCode::Unauthorized => Some(Refusal::NotEnrolled),
+                CloseCode::Revoked => Some(Refusal::Revoked),
+                CloseCode::OtherHall => Some(Refusal::OtherHall),
+                CloseCode::Version => Some(Refusal::Version),
+                _ => None,
+            },
+            TransportError::Unauthorized { .. } => Some(Refusal::PeerNotMember),
+            TransportError::Hello { reason } if reason.starts_with(VERSION_MISMATCH) => Some(Refusal::Version),
+            // Our own TLS verifier refused the dialed node's key: the roster does not hold it (see `tls`).
+            TransportError::Connection(quinn::ConnectionError::TransportError(error))
+                if error.code == quinn::TransportErrorCode::crypto(ACCESS_DENIED_ALERT) =>
+            {
+                Some(Refusal::PeerNotMember)
+            }
+            _ => None,
+        }
+    }
+
     /// Maps a quinn connection error, singling out the peer's application close.
     fn from_connection(error: quinn::ConnectionError) -> TransportError {
         match error {
@@ -209,6 +235,8 @@ impl TransportError {
     /// The code we close a connection with when this error ends it.
     fn close_code(&self) -> CloseCode {
         match self {
+            TransportError::Unauthorized { refusal: Refusal::Revoked, .. } => CloseCode::Revoked,
+            TransportError::Hello { reason } if reason.starts_with(VERSION_MISMATCH) => CloseCode::Version,
             TransportError::Unauthorized { .. } | TransportError::PeerIdentity => CloseCode::Unauthorized,
             TransportError::WrongAlpn { .. } => CloseCode::WrongAlpn,
             TransportError::IdentityMismatch { .. } | TransportError::Hello { .. } => CloseCode::HelloMismatch,
@@ -217,6 +245,89 @@ impl TransportError {
             TransportError::FrameTooLarge { .. } => CloseCode::FrameTooLarge,
             TransportError::FrameTimeout { .. } => CloseCode::FrameTimeout,
             _ => CloseCode::Protocol,
+        }
+    }
+
+    /// The reason sent with the close: what the refused peer reads (so it speaks of the peer, not of us).
+    fn close_reason(&self) -> String {
+        match self {
+            TransportError::Unauthorized { refusal, .. } => refusal.describe().to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The start of a hello error about the protocol version (read back by [`TransportError::refusal`]).
+const VERSION_MISMATCH: &str = "protocol version";
+/// The TLS alert rustls sends for `CertificateError::ApplicationVerificationFailure` (access_denied, RFC 8446): what
+/// our verifier answers when the roster does not hold the dialed node's key.
+const ACCESS_DENIED_ALERT: u8 = 49;
+
+/// Why a node is not let in, as both sides read it (issue 14 §5): the refusing node closes the connection with the
+/// matching [`CloseCode`] and [`Refusal::describe`] as the reason, so a refused node is told why at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The dialed node's roster does not hold this node's key: it was never enrolled in that hall (or the enrollment
+    /// has not reached the dialed node yet).
+    NotEnrolled,
+    /// The hall admin revoked this node's key.
+    Revoked,
+    /// The dialed node belongs to another hall.
+    OtherHall,
+    /// The two nodes speak different protocol versions.
+    Version,
+    /// This node's own roster does not hold the dialed node's key (another hall's node, a revoked one, or a wrong
+    /// address): this node refused it.
+    PeerNotMember,
+}
+
+impl Refusal {
+    /// What the refused node reads (lowercase, English: logs and CLI).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::NotEnrolled => "this node is not enrolled in the hall of the node it dialed",
+            Refusal::Revoked => "this node was revoked by the hall admin",
+            Refusal::OtherHall => "the dialed node belongs to another hall",
+            Refusal::Version => "the two nodes speak different protocol versions",
+            Refusal::PeerNotMember => "the dialed node is not a member of this node's hall",
+        }
+    }
+
+    /// The same from the refusing node's side, for its own logs.
+    fn describe_for_us(self) -> &'static str {
+        match self {
+            Refusal::NotEnrolled | Refusal::PeerNotMember => "not enrolled in this hall",
+            Refusal::Revoked => "revoked by the hall admin",
+            Refusal::OtherHall => "of another hall",
+            Refusal::Version => "another protocol version",
+        }
+    }
+
+    /// The desk's zh-CN line.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::NotEnrolled => "对方拒绝连接：本节点未在该大厅登记（请管理员 zhaowo enroll）",
+            Refusal::Revoked => "对方拒绝连接：本节点已被管理员吊销",
+            Refusal::OtherHall => "对方拒绝连接：对方属于另一个大厅",
+            Refusal::Version => "对方拒绝连接：双方协议版本不同，请升级",
+            Refusal::PeerNotMember => "本节点拒绝连接：对方不在本大厅的名册中",
+        }
+    }
+
+    /// What to do about it (the CLI's `hint:`).
+    pub fn hint(self) -> &'static str {
+        match self {
+            Refusal::NotEnrolled => {
+                "ask the hall admin to enroll this node (`zhaowo enroll`), then install the file with `zhaowo join FILE`"
+            }
+            Refusal::Revoked => {
+                "a revoked node cannot come back: ask the hall admin for a new enrollment of a new node"
+            }
+            Refusal::OtherHall | Refusal::PeerNotMember => {
+                "check the peer address (`zhaowo peers list`): it reaches a node that is not a member of this hall"
+            }
+            Refusal::Version => "run the same zhaowo version on both nodes",
         }
     }
 }
@@ -247,10 +358,14 @@ pub enum CloseCode {
     HandshakeTimeout = 9,
     /// This node is shutting down.
     Shutdown = 10,
+    /// The peer belongs to another hall.
+    OtherHall = 11,
+    /// The peer speaks another protocol version.
+    Version = 12,
 }
 
 impl CloseCode {
-    const ALL: [CloseCode; 11] = [
+    const ALL: [CloseCode; 13] = [
         CloseCode::Normal,
         CloseCode::Unauthorized,
         CloseCode::Revoked,
@@ -262,6 +377,8 @@ impl CloseCode {
         CloseCode::WrongAlpn,
         CloseCode::HandshakeTimeout,
         CloseCode::Shutdown,
+        CloseCode::OtherHall,
+        CloseCode::Version,
     ];
 
     /// A short lowercase name for messages.
@@ -278,6 +395,8 @@ impl CloseCode {
             CloseCode::WrongAlpn => "wrong alpn",
             CloseCode::HandshakeTimeout => "handshake timeout",
             CloseCode::Shutdown => "shutdown",
+            CloseCode::OtherHall => "other hall",
+            CloseCode::Version => "protocol version",
         }
     }
 
@@ -299,6 +418,11 @@ impl From<CloseCode> for quinn::VarInt {
 pub trait Authorizer: Send + Sync + 'static {
     /// Whether `node_key` may connect to (or be dialed by) this node right now.
     fn is_authorized(&self, node_key: &NodeKey) -> bool;
+
+    /// Why `node_key` is refused (asked after `is_authorized` said no), sent to the refused node with the close.
+    fn refusal(&self, _node_key: &NodeKey) -> Refusal {
+        Refusal::NotEnrolled
+    }
 }
 
 impl<F: Fn(&NodeKey) -> bool + Send + Sync + 'static> Authorizer for F {
@@ -363,6 +487,7 @@ pub struct TransportConfig {
     /// Live connections of one peer key (see [`CONNECTIONS_PER_PEER_MAX`]).
     pub connections_per_peer_max: usize,
     /// Tests only: send every datagram through this network's faults (loss, duplication, delay, partitions).
+    #[cfg(feature = "testkit")]
     pub faults: Option<Arc<faults::FaultyNetwork>>,
 }
 
@@ -379,6 +504,7 @@ impl TransportConfig {
             streams_bidi_max: STREAMS_BIDI_MAX,
             connections_max: CONNECTIONS_MAX,
             connections_per_peer_max: CONNECTIONS_PER_PEER_MAX,
+            #[cfg(feature = "testkit")]
             faults: None,
         }
     }
@@ -488,7 +614,7 @@ impl Shared {
             let mut connections = self.lock();
             if !self.authorizer.is_authorized(&key) {
                 self.counters.post_handshake_rejections.fetch_add(1, Ordering::Relaxed);
-                return Err(TransportError::Unauthorized { peer: short_key(&key) });
+                return Err(TransportError::Unauthorized { peer: key, refusal: self.authorizer.refusal(&key) });
             }
             // The slot already holds one place in `live + handshaking`, so this cannot exceed the node limit.
             debug_assert!(connections.live < self.config.connections_max);
@@ -586,7 +712,7 @@ impl Shared {
         };
         if let Err(error) = &result {
             tracing::warn!(%error, remote = %connection.remote_address(), "connection rejected");
-            connection.close(error.close_code().into(), error.to_string().as_bytes());
+            connection.close(error.close_code().into(), error.close_reason().as_bytes());
         }
         result
     }
@@ -609,7 +735,7 @@ fn check_hello(frame: Option<Vec<u8>>, tls_key: &NodeKey) -> Result<(), Transpor
     let version = u16::from_be_bytes([frame[2], frame[3]]);
     if version != PROTOCOL_VERSION {
         return Err(TransportError::Hello {
-            reason: format!("protocol version {version}, expected {PROTOCOL_VERSION}"),
+            reason: format!("{VERSION_MISMATCH} {version}, expected {PROTOCOL_VERSION}"),
         });
     }
     if frame[4..] != tls_key[..] {
@@ -620,7 +746,7 @@ fn check_hello(frame: Option<Vec<u8>>, tls_key: &NodeKey) -> Result<(), Transpor
 
 /// The first 8 bytes of a key in hex: enough to tell a hall's nodes apart in logs.
 pub fn short_key(key: &NodeKey) -> String {
-    key[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+    zhaowo_crdt::ids::hex_encode(&key[..8])
 }
 
 /// An authenticated, authorized connection to one peer.
@@ -753,8 +879,15 @@ impl Transport {
         let (socket, udp_buffer_bytes) =
             bind_socket(addr, config.udp_buffer_bytes).map_err(|source| TransportError::Bind { addr, source })?;
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
-        let mut endpoint = match &config.faults {
+        #[cfg(not(feature = "testkit"))]
+        let faults: Option<std::convert::Infallible> = None;
+        #[cfg(feature = "testkit")]
+        let faults = config.faults.as_ref();
+        let mut endpoint = match faults {
             None => quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime),
+            #[cfg(not(feature = "testkit"))]
+            Some(never) => match never {},
+            #[cfg(feature = "testkit")]
             Some(network) => runtime
                 .wrap_udp_socket(socket)
                 .and_then(|inner| faults::FaultySocket::new(inner, network.clone()))

@@ -143,8 +143,8 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Verifies a peer's raw public key: the server's against the expected key in the server name, the client's against
-/// the roster. One type for both directions so the two checks cannot drift apart.
+/// Verifies a peer's raw public key: the server's against the roster and the expected key in the server name, the
+/// client's for form only (the roster is asked right after the handshake, so the refusal can carry its reason).
 struct PeerVerifier {
     authorizer: Arc<dyn Authorizer>,
     stats: Arc<TransportCounters>,
@@ -258,7 +258,16 @@ impl ClientCertVerifier for PeerVerifier {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.authorized_key(end_entity, intermediates)?;
+        // The client's key is checked for form here (and its signature by `verify_tls13_signature`), but asked of the
+        // roster only after the handshake (`Shared::register`, under the registry lock, before anything else happens
+        // on the connection): a TLS alert carries no reason, an application close does, so a refused node learns
+        // why (not enrolled, revoked) instead of waiting out its timeout (issue 14 §5). Nothing is exchanged with an
+        // unauthorized client: the dialer counts the connection only after our hello, which a refused key never gets.
+        self.stats.certificate_verifications.fetch_add(1, Ordering::Relaxed);
+        if !intermediates.is_empty() {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding));
+        }
+        node_key_of_spki(end_entity).ok_or(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         Ok(ClientCertVerified::assertion())
     }
 

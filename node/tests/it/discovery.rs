@@ -20,9 +20,7 @@ const KEY_OTHER_HALL: [u8; 32] = [0xc3; 32];
 /// Long enough for probing (~0.75 s) and a couple of query retransmissions; a working loopback finds both in ~2 s.
 const DISCOVERY_WAIT_MS: u64 = 10_000;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
+use zhaowo_node::home::hex;
 
 /// A UDP port nobody on this machine uses for mDNS, so the test never talks to a responder of the host and
 /// parallel test runs do not hear each other.

@@ -13,8 +13,8 @@ use zhaowo_crdt::model::Role;
 use zhaowo_crdt::wire::{self, ChangeSignature, Frame};
 use zhaowo_node::home::{Home, InitOptions, now_ms};
 use zhaowo_node::identity::NodeIdentity;
-use zhaowo_node::sync::{SyncNode, SyncOptions};
 use zhaowo_node::transport::{Transport, TransportConfig};
+use zhaowo_node::{Node, NodeOptions};
 
 /// Bound on waiting for convergence: a hall push on loopback takes milliseconds plus one poll of the files.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -32,17 +32,17 @@ fn init(dir: &Path, hall_name: Option<&str>, window: &str, role: Role) -> Home {
     Home::init_with_hall(dir, options, zhaowo_crdt::Hall::jiangan_default(), now_ms()).unwrap()
 }
 
-fn start(home: &Home, peers: Vec<SocketAddr>) -> (SyncNode, Arc<zhaowo_node::store::Store>) {
-    let store = Arc::new(home.open_store().unwrap());
-    let mut options = SyncOptions::of_home(home);
-    options.listen = "127.0.0.1:0".parse().unwrap();
+/// A node as `zhaowo run` starts it ([`Node::spawn`]: store, live hall document, sync, HTTP), on loopback ports.
+async fn start(home: Home, peers: Vec<SocketAddr>) -> Node {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut options = NodeOptions::recommended(loopback, loopback);
+    options.listen = Some(loopback);
+    options.config_peers = false;
     options.peers = peers;
     options.redial_min = Duration::from_millis(50);
     options.redial_max = Duration::from_millis(500);
     options.poll_interval = Duration::from_millis(100);
-    let identity = Arc::new(NodeIdentity::load(&home.config.key_path()).unwrap());
-    let roster = home.roster().cloned().unwrap();
-    (SyncNode::start(store.clone(), identity, roster, options).unwrap(), store)
+    Node::spawn(home, options).await.unwrap()
 }
 
 async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> Duration {
@@ -62,8 +62,8 @@ struct TwoNodes {
     _dirs: tempfile::TempDir,
     admin_dir: std::path::PathBuf,
     window_dir: std::path::PathBuf,
-    admin: SyncNode,
-    window: SyncNode,
+    admin: Node,
+    window: Node,
 }
 
 /// An admin node (with one account set before the window joined) and a window node joined through its enrollment
@@ -76,9 +76,9 @@ async fn two_nodes() -> TwoNodes {
     let mut window = init(&window_dir, None, "1F02", Role::Window);
     let file = admin.enroll(&window.identity.node_id(), "1F02", Role::Window, "综合受理窗口", now_ms()).unwrap();
     window.join(&serde_json::to_vec(&file).unwrap()).unwrap();
-    let (admin_sync, _) = start(&admin, vec![]);
-    let admin_addr = admin_sync.local_addr().unwrap();
-    let (window_sync, _) = start(&window, vec![admin_addr]);
+    let admin_sync = start(admin, vec![]).await;
+    let admin_addr = admin_sync.sync_addr().unwrap();
+    let window_sync = start(window, vec![admin_addr]).await;
     let status = window_sync.status();
     wait_for("the window node settles with the admin", || status.peers().iter().any(|p| p.connected && p.settled))
         .await;
@@ -106,13 +106,22 @@ async fn an_account_the_admin_adds_after_join_reaches_the_window_node() {
     assert_eq!((account.display_name.as_str(), account.role, account.disabled), ("王五", Role::Window, false));
     assert!(zhaowo_node::http::auth::verify_password(PASSWORD, &account.password_hash), "the desk can sign wangwu in");
     assert_eq!(accounts(&nodes.window_dir), ["wangwu", "zhangsan"]);
+    // What the desk signs in against: the window node's live hall, published without re-reading any file.
+    let live = nodes.window.live().hall();
+    assert!(live.hall.accounts.contains_key("wangwu"), "the live hall has the account");
+    let admin_live = wait_for("the admin node's live hall merges the CLI's write", || {
+        nodes.admin.live().hall().hall.accounts.contains_key("wangwu")
+    })
+    .await;
     let push_bytes = peer_bytes() - received_before;
     let counts = nodes.window.status().counts();
     assert_eq!(counts.rejected_changes + counts.refused_changes, 0);
     assert!(Path::new(&nodes.window_dir).join("hall.signatures").exists(), "signatures kept for relaying");
     println!(
-        "hall sync account_push converge_ms={} window_bytes_received={} (includes catalog polls)",
+        "hall sync account_push converge_ms={} admin_live_ms={} window_live_version={} window_bytes_received={} (includes catalog polls)",
         converge.as_millis(),
+        admin_live.as_millis(),
+        live.version,
         push_bytes
     );
     nodes.admin.shutdown().await;
@@ -139,7 +148,7 @@ async fn a_hall_change_forged_by_a_window_node_is_refused_and_changes_nothing() 
     });
     println!("hall sync forged_frame_bytes={}", frame.len());
 
-    let roster = nodes.admin.roster();
+    let roster = (*nodes.admin.live().roster()).clone();
     let authorizer = {
         let roster = roster.clone();
         Arc::new(move |key: &[u8; 32]| roster.authorized(key).is_some())
@@ -151,7 +160,7 @@ async fn a_hall_change_forged_by_a_window_node_is_refused_and_changes_nothing() 
         TransportConfig::recommended(),
     )
     .unwrap();
-    let admin_addr = nodes.admin.local_addr().unwrap();
+    let admin_addr = nodes.admin.sync_addr().unwrap();
     let peer =
         tokio::time::timeout(CONVERGE, transport.dial(admin_addr, nodes.admin.node_key())).await.unwrap().unwrap();
     let (mut writer, mut reader) = peer.open_bi().await.unwrap();

@@ -468,8 +468,9 @@ async fn authorization_matrix_against_a_syncing_node() {
             .unwrap()
     };
     let refused = tokio::time::timeout(CONVERGE, stranger_transport.dial(a_addr, a_key)).await.unwrap();
-    assert!(refused.is_err(), "an unknown key got in");
-    rows.push(format!("unknown key: refused ({})", refused.unwrap_err()));
+    let refused = refused.expect_err("an unknown key got in");
+    assert_eq!(refused.refusal(), Some(zhaowo_node::transport::Refusal::NotEnrolled), "told why: {refused}");
+    rows.push(format!("unknown key: refused and told why ({refused})"));
 
     // 2. Wrong ALPN from an enrolled key.
     let (endpoint, connecting) = raw_dial(&member, &hall.roster, a_addr, &a_key, b"zhaowo/2");
@@ -707,4 +708,69 @@ async fn a_whole_document_with_a_forged_signature_is_refused_and_an_honest_one_s
         outcomes.push(label);
     }
     println!("sync whole documents from a member: {}", outcomes.join(" refused, ") + " stored");
+}
+
+/// Issue 14 §5: a node the hall refuses is told why, at once. A stranger (enrolled in nobody's roster but its own copy)
+/// and a revoked laptop (which has not heard of its revocation) dial a hall node: each must see the reason (not
+/// enrolled, revoked) in its peer status within a bound, not wait out a timeout behind "is the peer reachable?".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_node_is_told_why_at_once() {
+    /// A refusal is one handshake on loopback (milliseconds); today's code never says why, so any bound shows it.
+    const TOLD_WITHIN: Duration = Duration::from_secs(5);
+    let mut hall = Hall::new();
+    let (mut a, mut stranger, mut laptop) = (Node::new(61), Node::new(62), Node::new(63));
+    hall.enroll(&a.identity, "BBC01");
+    hall.enroll(&laptop.identity, "V01");
+    let laptop_roster = hall.roster.clone();
+    hall.roster.insert(hall.revocation(&laptop.identity, 2)).unwrap();
+    // The stranger believes it is enrolled: its own roster holds an enrollment the hall node never saw.
+    let mut stranger_roster = hall.roster.clone();
+    let mut elsewhere = Hall { root: hall.root.clone(), roster: stranger_roster.clone() };
+    elsewhere.enroll(&stranger.identity, "X99");
+    stranger_roster = elsewhere.roster;
+
+    let a_addr = a.start(&hall.roster, vec![]);
+    let mut figures = Vec::new();
+    for (label, node, roster, expected) in [
+        ("stranger", &mut stranger, &stranger_roster, "not enrolled"),
+        ("revoked", &mut laptop, &laptop_roster, "revoked"),
+    ] {
+        // One dial on the transport alone: how long it takes and what the dialer reads.
+        let transport = attacker_transport(&node.identity, roster);
+        let started = Instant::now();
+        let dialed = tokio::time::timeout(CONVERGE, transport.dial(a_addr, a.key())).await;
+        let dial_ms = started.elapsed().as_millis();
+        let dial_error = match dialed {
+            Ok(Ok(_)) => panic!("{label}: got in"),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {CONVERGE:?}"),
+        };
+        transport.close().await;
+        // The sync runtime dialing it as a static peer: its status must carry the reason.
+        let started = Instant::now();
+        node.start(roster, vec![a_addr]);
+        let status = node.sync.as_ref().unwrap().status();
+        let mut told = None;
+        while started.elapsed() < TOLD_WITHIN {
+            told = status
+                .peers()
+                .into_iter()
+                .find(|peer| peer.address == Some(a_addr))
+                .and_then(|peer| peer.last_error)
+                .filter(|error| error.contains(expected));
+            if told.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let told_ms = started.elapsed().as_millis();
+        figures.push(format!(
+            "{label}: transport dial refused after {dial_ms} ms (`{dial_error}`); sync status says {told:?} after {told_ms} ms"
+        ));
+        let told = told.unwrap_or_else(|| panic!("{label}: not told `{expected}` within {TOLD_WITHIN:?}: {figures:?}"));
+        assert!(told.contains(expected), "{told}");
+    }
+    for line in &figures {
+        println!("refused node {line}");
+    }
 }

@@ -28,6 +28,7 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 #[derive(Default)]
 struct Roster {
     allowed: Mutex<HashSet<NodeKey>>,
+    revoked: Mutex<HashSet<NodeKey>>,
 }
 
 impl Roster {
@@ -37,12 +38,21 @@ impl Roster {
 
     fn revoke(&self, key: &NodeKey) {
         self.allowed.lock().unwrap().remove(key);
+        self.revoked.lock().unwrap().insert(*key);
     }
 }
 
 impl Authorizer for Roster {
     fn is_authorized(&self, node_key: &NodeKey) -> bool {
         self.allowed.lock().unwrap().contains(node_key)
+    }
+
+    fn refusal(&self, node_key: &NodeKey) -> transport::Refusal {
+        if self.revoked.lock().unwrap().contains(node_key) {
+            transport::Refusal::Revoked
+        } else {
+            transport::Refusal::NotEnrolled
+        }
     }
 }
 
@@ -182,17 +192,22 @@ async fn unknown_key_dials_in() -> String {
     let (mut a, b, intruder) = (node(test_config()), node(test_config()), node(test_config()));
     introduce(&a, &b);
     intruder.roster.allow(a.key()); // The intruder trusts A; A has never heard of it.
+    let started = Instant::now();
     let error = within("intruder dial", intruder.transport.dial(a.addr(), a.key())).await.expect_err("intruder got in");
+    let refused_ms = started.elapsed().as_millis();
+    // Issue 14 §5: the refused node is told why, by the close code of the refusal.
+    assert_eq!(error.refusal(), Some(transport::Refusal::NotEnrolled), "{error}");
     let Event::Rejected(rejected) = a.expect_event("A rejects", |event| matches!(event, Event::Rejected(_))).await
     else {
         unreachable!("filtered above");
     };
+    assert!(matches!(rejected, TransportError::Unauthorized { peer, .. } if peer == intruder.key()), "{rejected}");
     assert_eq!(a.transport.connection_count(&intruder.key()), 0);
     assert_eq!(a.transport.counters().authorized_connections, 0);
     legit_peer_works(&a, &b).await;
     let accepted = a.expect_event("A accepts B", |event| matches!(event, Event::Accepted(_))).await;
     assert!(matches!(accepted, Event::Accepted(key) if key == b.key()), "{accepted:?}");
-    format!("intruder saw `{error}`; A saw `{rejected}`")
+    format!("intruder told after {refused_ms} ms: `{error}`; A saw `{rejected}`")
 }
 
 async fn unknown_key_is_dialed() -> String {
@@ -202,6 +217,7 @@ async fn unknown_key_is_dialed() -> String {
     let before = a.transport.counters();
     let error = within("dial stranger", a.transport.dial(stranger.addr(), stranger.key())).await.expect_err("dialed");
     assert!(matches!(error, TransportError::Connection(_)), "rejected in the TLS handshake: {error}");
+    assert_eq!(error.refusal(), Some(transport::Refusal::PeerNotMember), "our own verifier refused: {error}");
     assert_eq!(a.transport.counters().certificate_verifications, before.certificate_verifications + 1);
     legit_peer_works(&b, &a).await;
     format!("dialer refused the stranger's key: `{error}`")
@@ -252,7 +268,8 @@ async fn revoked_key_reconnects_by_resumption() -> String {
     let (a_before, b_before) = (a.transport.counters(), b.transport.counters());
     let error = within("revoked B redials", b.transport.dial(a.addr(), a.key())).await.expect_err("revoked B got in");
     let (a_after, b_after) = (a.transport.counters(), b.transport.counters());
-    assert!(is_closed_by_peer(&error, CloseCode::Unauthorized), "rejected after the handshake: {error}");
+    assert!(is_closed_by_peer(&error, CloseCode::Revoked), "rejected after the handshake: {error}");
+    assert_eq!(error.refusal(), Some(transport::Refusal::Revoked), "told why: {error}");
     // The proof that the session was resumed: neither side's certificate verifier ran, so only the post-handshake
     // roster check could (and did) refuse B.
     assert_eq!(a_after.certificate_verifications, a_before.certificate_verifications, "A's verifier was skipped");
@@ -334,6 +351,7 @@ async fn wrong_expected_key_in_server_name() -> String {
     // B dials A's address but expects C (whom B trusts): A's key must not pass as C's.
     let error = within("B dials A as C", b.transport.dial(a.addr(), c.key())).await.expect_err("wrong key accepted");
     assert!(matches!(error, TransportError::Connection(_)), "rejected in the TLS handshake: {error}");
+    assert_eq!(error.refusal(), None, "a key other than the dialed one is no roster refusal: {error}");
     assert_eq!(b.transport.counters().authorized_connections, 0);
     legit_peer_works(&a, &b).await;
     format!("`{error}`")

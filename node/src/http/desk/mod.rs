@@ -80,7 +80,11 @@ pub(super) fn desk_page(session: &Session, status: StatusCode, title: &str, body
 }
 
 fn hall(app: &App) -> zhaowo_crdt::Hall {
-    app.home.hall().expect(crate::home::SERVED_HALL)
+    match &app.options.live {
+        // The node's live configuration (what sync and the admin's CLI brought since start).
+        Some(live) => live.hall().hall.clone(),
+        None => app.home.hall().expect(crate::home::SERVED_HALL),
+    }
 }
 
 fn ctx(app: &App, session: &Session) -> Result<Ctx, Response> {
@@ -163,11 +167,15 @@ async fn login_submit(
     if !app.limiter.allow(Bucket::SignIn, client, app.options.sign_in_attempts_per_period, crate::home::now_ms()) {
         return rate_limited(&app, "登录尝试");
     }
-    // Accounts live in the hall document on disk: read it afresh so an account an admin just added (or disabled)
-    // counts without a restart of the node.
-    let hall = match crate::home::Home::open(&app.home.dir).and_then(|home| home.hall()) {
-        Ok(hall) => hall,
-        Err(error) => return store_unavailable(&error),
+    // Accounts live in the hall document: the node's live copy (what sync and the admin's CLI brought, published by
+    // `live::Live`), so an account an admin just added (or disabled) counts without a restart and without opening the
+    // data directory per request. Routers built without a node (tests, tools) read the files.
+    let hall = match &app.options.live {
+        Some(live) => live.hall().hall.clone(),
+        None => match crate::home::Home::open(&app.home.dir).and_then(|home| home.hall()) {
+            Ok(hall) => hall,
+            Err(error) => return store_unavailable(&error),
+        },
     };
     let username = form.username.trim().to_owned();
     let password = form.password.clone();

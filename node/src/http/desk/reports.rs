@@ -171,10 +171,18 @@ pub(super) async fn peers(State(app): State<App>, headers: HeaderMap) -> Respons
     let sync = app.options.sync.as_ref();
     let peers = sync.map(|sync| sync.peers()).unwrap_or_default();
     let totals = sync.map(|sync| sync.counts());
-    // The hall document as sync has brought it to this node: read afresh from disk, as sign-in does.
-    let fresh_home = crate::home::Home::open(&app.home.dir).ok();
-    let hall_edits = fresh_home.as_ref().map(crate::home::Home::hall_history).unwrap_or_default();
-    let hall_accounts = fresh_home.as_ref().and_then(|home| home.hall().ok()).map(|hall| hall.accounts.len());
+    // The hall document as sync has brought it to this node: the live copy, as sign-in reads it.
+    let (hall_edits, hall_accounts) = match &app.options.live {
+        Some(live) => {
+            let view = live.hall();
+            (view.history.clone(), Some(view.hall.accounts.len()))
+        }
+        None => {
+            let fresh_home = crate::home::Home::open(&app.home.dir).ok();
+            let edits = fresh_home.as_ref().map(crate::home::Home::hall_history).unwrap_or_default();
+            (edits, fresh_home.as_ref().and_then(|home| home.hall().ok()).map(|hall| hall.accounts.len()))
+        }
+    };
     let now = crate::home::now_ms();
     let ago = |ms: Option<i64>| match ms {
         None => "从未".to_owned(),
@@ -219,7 +227,7 @@ pub(super) async fn peers(State(app): State<App>, headers: HeaderMap) -> Respons
                 td { (peer.docs_behind_us) " 件" }
                 td { (peer.bytes_sent / 1024) " KB / " (peer.bytes_received / 1024) " KB" }
                 td { (peer.rejected_changes + peer.refused_changes) }
-                td { (peer.last_error.clone().unwrap_or_default()) }
+                td { @if let Some(refusal) = peer.refusal { (refusal.label()) "（" (ago(peer.refused_ms)) "）" } @else { (peer.last_error.clone().unwrap_or_default()) } }
             } }
         } }
         @if peers.is_empty() {

@@ -1,0 +1,267 @@
+//! [`Node`]: one running zhaowo node — store, live hall document and roster, sync, HTTP (desk and citizen pages) and
+//! optional mDNS discovery — assembled in one place, so `zhaowo run`, `zhaowo demo`, the tests and the examples start
+//! the same thing and shut it down the same way (issue 12 §3).
+//!
+//! ```text
+//!  Node::spawn(home, options)
+//!    ├─ Store            (its own thread: SQLite, documents, sync steps)
+//!    ├─ Live             (hall document + roster, watch channels; writer and poller tasks)
+//!    ├─ SyncNode         (QUIC endpoint, accept/dial loops, one driver per peer)
+//!    ├─ HTTP task        (desk listener + citizen listener, reading Live for sign-in)
+//!    └─ Discovery        (mDNS thread, opt-in: address hints to the SyncNode)
+//!  node.shutdown().await: discovery → sync (bye to peers) → HTTP → Live (pending files written) → store closed
+//! ```
+
+use crate::discovery::{Discovery, DiscoveryOptions};
+use crate::home::{Home, HomeError};
+use crate::http::{HttpOptions, ServeError};
+use crate::identity::NodeIdentity;
+use crate::live::{Live, LiveError};
+use crate::store::Store;
+use crate::sync::{SyncNode, SyncOptions, SyncStartError, SyncStatus};
+use crate::transport::NodeKey;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How a node runs. Build it with [`NodeOptions::recommended`] and change what a caller needs.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The staff desk listener (keep it on loopback: only this PC's browser).
+    pub desk: SocketAddr,
+    /// The citizen pages and Open311, on the hall LAN address phones reach.
+    pub http: SocketAddr,
+    /// The citizen pages' address as printed in QR codes (default: `http://` + the bound citizen address).
+    pub public_url: Option<String>,
+    /// The QUIC endpoint for peers (default: `listen` of the config file).
+    pub listen: Option<SocketAddr>,
+    /// Dial the static peers of the config file.
+    pub config_peers: bool,
+    /// Also dial these peers.
+    pub peers: Vec<SocketAddr>,
+    /// Announce on the LAN and dial members heard of (mDNS, address hints only).
+    pub mdns: bool,
+    /// Sync tuning: the store's counter, the roster and hall files are polled this often.
+    pub poll_interval: Duration,
+    /// Sync tuning: redial backoff bounds of static peers.
+    pub redial_min: Duration,
+    pub redial_max: Duration,
+}
+
+impl NodeOptions {
+    /// `zhaowo run`'s defaults on these listeners: the config's peers, no mDNS, the sync runtime's intervals.
+    pub fn recommended(desk: SocketAddr, http: SocketAddr) -> NodeOptions {
+        let sync = SyncOptions::recommended(SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new());
+        NodeOptions {
+            desk,
+            http,
+            public_url: None,
+            listen: None,
+            config_peers: true,
+            peers: Vec::new(),
+            mdns: false,
+            poll_interval: sync.poll_interval,
+            redial_min: sync.redial_min,
+            redial_max: sync.redial_max,
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store, the key or another file of the data directory cannot be opened.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// The node key cannot be loaded.
+    #[error("failed to load the node key")]
+    Key(#[source] crate::identity::IdentityError),
+    /// The hall document or the roster cannot be read.
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    /// An HTTP listener cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sync runtime cannot start (QUIC endpoint).
+    #[error("failed to start sync")]
+    Sync(#[source] SyncStartError),
+}
+
+/// A running node. [`Node::shutdown`] stops it in order; dropping it stops its tasks without the goodbyes.
+#[derive(Debug)]
+pub struct Node {
+    home: Arc<Home>,
+    store: Arc<Store>,
+    live: Live,
+    live_stop: watch::Sender<bool>,
+    live_tasks: Vec<tokio::task::JoinHandle<()>>,
+    sync: SyncNode,
+    discovery: Option<Discovery>,
+    http: tokio::task::JoinHandle<Result<(), ServeError>>,
+    desk_addr: SocketAddr,
+    public_addr: SocketAddr,
+    public_url: String,
+    warnings: Vec<String>,
+}
+
+impl Node {
+    /// Opens the store, reads the hall document and roster, binds the HTTP listeners and the QUIC endpoint, and starts
+    /// serving and syncing (and announcing, with `mdns`). Must run inside a tokio runtime.
+    pub async fn spawn(home: Home, options: NodeOptions) -> Result<Node, NodeError> {
+        let identity = Arc::new(NodeIdentity::load(&home.config.key_path()).map_err(NodeError::Key)?);
+        let live = Live::open(&home, &identity)?;
+        let store = Arc::new(home.open_store()?);
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })
+        };
+        let desk = bind(options.desk).await?;
+        let public = bind(options.http).await?;
+        let local = |listener: &tokio::net::TcpListener, addr| {
+            listener.local_addr().map_err(|source| NodeError::Bind { addr, source })
+        };
+        let (desk_addr, public_addr) = (local(&desk, options.desk)?, local(&public, options.http)?);
+        let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{public_addr}"));
+
+        let mut sync_options = SyncOptions::recommended(options.listen.unwrap_or(home.config.listen), Vec::new());
+        sync_options.roster_dir = Some(home.dir.clone());
+        sync_options.poll_interval = options.poll_interval;
+        sync_options.redial_min = options.redial_min;
+        sync_options.redial_max = options.redial_max;
+        let configured = if options.config_peers { home.config.peers.clone() } else { Vec::new() };
+        for peer in configured.into_iter().chain(options.peers.iter().copied()) {
+            if !sync_options.peers.contains(&peer) {
+                sync_options.peers.push(peer);
+            }
+        }
+        let (live_stop, live_stop_rx) = watch::channel(false);
+        let live_tasks = live.spawn_tasks(options.poll_interval, live_stop_rx);
+        let sync =
+            SyncNode::start_live(store.clone(), identity, live.clone(), sync_options).map_err(NodeError::Sync)?;
+
+        let mut warnings = Vec::new();
+        let discovery = if options.mdns {
+            let status = sync.status();
+            let port = sync.local_addr().map_err(|error| NodeError::Sync(error.into()))?.port();
+            let discovery_options = DiscoveryOptions::recommended(*live.roster().hall(), sync.node_key(), port);
+            // Discovery only adds address hints: a LAN without multicast costs nothing but this warning.
+            match Discovery::start(discovery_options, move |key, addr| status.hint(key, addr)) {
+                Ok(discovery) => Some(discovery),
+                Err(error) => {
+                    warnings.push(format!("mDNS discovery is off ({error}); static peers still sync"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let home = Arc::new(home);
+        let mut http_options = HttpOptions::recommended(desk_addr, public_url.clone());
+        http_options.sync = Some(sync.status());
+        http_options.live = Some(live.clone());
+        let http = tokio::spawn(crate::http::serve_on(home.clone(), store.clone(), desk, public, http_options));
+        Ok(Node {
+            home,
+            store,
+            live,
+            live_stop,
+            live_tasks,
+            sync,
+            discovery,
+            http,
+            desk_addr,
+            public_addr,
+            public_url,
+            warnings,
+        })
+    }
+
+    /// The staff desk's address.
+    pub fn desk_addr(&self) -> SocketAddr {
+        self.desk_addr
+    }
+
+    /// The citizen listener's address.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    /// The citizen pages' base URL (QR codes).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// The QUIC address peers reach this node at.
+    pub fn sync_addr(&self) -> Option<SocketAddr> {
+        self.sync.local_addr().ok()
+    }
+
+    pub fn node_key(&self) -> NodeKey {
+        self.sync.node_key()
+    }
+
+    pub fn home(&self) -> &Arc<Home> {
+        &self.home
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The hall document and roster as this node holds them now.
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
+    /// The sync runtime (status, peers, transport counters).
+    pub fn sync(&self) -> &SyncNode {
+        &self.sync
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        self.sync.status()
+    }
+
+    /// What the node started without (mDNS off), for the operator.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Waits until the HTTP server fails (it does not end otherwise): the error, for the caller to report.
+    pub async fn failed(&mut self) -> ServeError {
+        match (&mut self.http).await {
+            Ok(Err(error)) => error,
+            Ok(Ok(())) => {
+                ServeError::Serve { addr: self.desk_addr, source: std::io::Error::other("the HTTP server stopped") }
+            }
+            Err(join) => ServeError::Serve { addr: self.desk_addr, source: std::io::Error::other(join.to_string()) },
+        }
+    }
+
+    /// Stops in order: discovery says goodbye on the LAN, sync says goodbye to peers, the HTTP listeners close, the
+    /// hall and roster files pending are written, and the store closes once its last handle is gone.
+    pub async fn shutdown(self) {
+        let Node { store, live, live_stop, live_tasks, sync, discovery, http, home, .. } = self;
+        if let Some(discovery) = discovery {
+            // Blocks for at most a couple of seconds.
+            drop(tokio::task::spawn_blocking(move || discovery.shutdown()).await);
+        }
+        sync.shutdown().await;
+        http.abort();
+        drop(http.await);
+        live_stop.send_replace(true);
+        for task in live_tasks {
+            drop(task.await);
+        }
+        drop((live, home));
+        // Connections the HTTP server had accepted may still hold the store for a moment; it then closes on drop.
+        if let Ok(store) = Arc::try_unwrap(store) {
+            store.close();
+        }
+    }
+}
