@@ -218,7 +218,8 @@ pub fn check_open311(hall: &Hall, form: &Open311Request) -> Result<CheckedReport
     if location.chars().count() > ADDRESS_CHARS_MAX {
         return Err(format!("address_string 最多 {ADDRESS_CHARS_MAX} 个字"));
     }
-    for (field, text) in [("description", &description), ("first_name/last_name", &name), ("address_string", &location)] {
+    for (field, text) in [("description", &description), ("first_name/last_name", &name), ("address_string", &location)]
+    {
         if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
             return Err(format!("{field} 含有控制字符"));
         }

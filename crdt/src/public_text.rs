@@ -140,7 +140,9 @@ impl Run {
         let date = match self.groups.as_slice() {
             [4, m, d, ..] if (1..=2).contains(m) && (1..=2).contains(d) => {
                 let digits: Vec<u32> = self.text.chars().filter_map(|c| c.to_digit(10)).collect();
-                let value = |from: usize, len: usize| digits.get(from..from + len).map(|ds| ds.iter().fold(0, |a, d| a * 10 + d));
+                let value = |from: usize, len: usize| {
+                    digits.get(from..from + len).map(|ds| ds.iter().fold(0, |a, d| a * 10 + d))
+                };
                 let (year, month, day) = (value(0, 4), value(4, *m), value(4 + m, *d));
                 matches!((year, month, day), (Some(1900..=2099), Some(1..=12), Some(1..=31)))
             }
@@ -186,10 +188,11 @@ pub fn has_email(text: &str) -> bool {
     let local = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '%' | '+' | '-');
     text.match_indices('@').any(|(at, _)| {
         let before = text[..at].chars().next_back().is_some_and(local);
-        let domain: String = text[at + 1..].chars().take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')).collect();
-        let tld_ok = domain
-            .rsplit_once('.')
-            .is_some_and(|(name, tld)| !name.is_empty() && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+        let domain: String =
+            text[at + 1..].chars().take_while(|&c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')).collect();
+        let tld_ok = domain.rsplit_once('.').is_some_and(|(name, tld)| {
+            !name.is_empty() && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())
+        });
         before && tld_ok
     })
 }
@@ -288,7 +291,17 @@ mod tests {
 
     #[test]
     fn invisible_characters_are_found() {
-        for c in ['\u{202E}', '\u{202A}', '\u{2066}', '\u{2069}', '\u{200B}', '\u{200D}', '\u{FEFF}', '\u{E0041}', '\u{00AD}'] {
+        for c in [
+            '\u{202E}',
+            '\u{202A}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{200B}',
+            '\u{200D}',
+            '\u{FEFF}',
+            '\u{E0041}',
+            '\u{00AD}',
+        ] {
             let text = format!("路灯{c}不亮");
             assert_eq!(hidden_character(&text), Some(c), "U+{:04X}", c as u32);
             assert_eq!(check_public(&text), Err(PublicTextError::Hidden(c as u32)));

@@ -72,7 +72,7 @@ pub fn sign_in(hall: &Hall, username: &str, password: &str) -> Option<(String, R
 /// typed name, if it is no account: the same answer, so a lockout tells nothing about which accounts exist) is
 /// locked after failed passwords from any address; argon2 runs off the async workers. A failure counts toward the
 /// lock, a success ends the streak.
-pub async fn sign_in_guarded(
+pub(crate) async fn sign_in_guarded(
     app: &super::App,
     hall: Hall,
     username: String,
@@ -94,7 +94,7 @@ pub async fn sign_in_guarded(
 }
 
 /// The page of a locked account: how long, and whom to ask.
-pub fn account_locked(app: &super::App, wait_ms: i64) -> axum::response::Response {
+pub(crate) fn account_locked(app: &super::App, wait_ms: i64) -> axum::response::Response {
     app.counters.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let wait = std::time::Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
     let mut response = super::page::error_page(

@@ -146,9 +146,10 @@ impl RateLimiter {
             Bucket::SignIn => &self.sign_in,
         };
         let Some(limiter) = &limit.limiter else { return Err(limit.period) };
-        limiter.check_key(&client_key(client)).map_err(|not_until: NotUntil<_>| not_until.wait_time_from(self.clock.now()))
+        limiter
+            .check_key(&client_key(client))
+            .map_err(|not_until: NotUntil<_>| not_until.wait_time_from(self.clock.now()))
     }
-
 }
 
 /// Consecutive failed sign-ins an account takes before it is locked (typos happen; guessing takes thousands).
@@ -394,10 +395,8 @@ mod tests {
 
     #[test]
     fn the_rate_table_evicts_instead_of_refusing() {
-        let mut options = super::super::HttpOptions::recommended(
-            "127.0.0.1:0".parse().unwrap(),
-            "http://127.0.0.1".to_owned(),
-        );
+        let mut options =
+            super::super::HttpOptions::recommended("127.0.0.1:0".parse().unwrap(), "http://127.0.0.1".to_owned());
         options.rate_clients_max = 64;
         options.citizen_lookups_per_period = 2;
         let limiter = RateLimiter::new(&options);
