@@ -292,6 +292,43 @@ async fn slow_clients_are_closed_and_the_desk_and_the_citizen_port_still_answer(
     assert_eq!(closed, 300 + PER_ADDRESS, "every slow connection closed within the timeout");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_and_an_idle_keep_alive_are_closed() {
+    // As in production, the header timeout is the shorter: it also bounds the wait for a kept-alive connection's
+    // next request, while the idle timeout catches a connection stalled in the middle of one.
+    const IDLE_MS: u64 = 2_000;
+    const HEADER_MS: u64 = 1_000;
+    let (_dir, _desk, public) = served(|o| {
+        o.idle_timeout_ms = IDLE_MS;
+        o.header_read_timeout_ms = HEADER_MS;
+        o.body_read_timeout_ms = 30_000;
+    })
+    .await;
+    // A form whose head is whole but whose body never comes: no byte moves, the idle timeout closes it.
+    let started = Instant::now();
+    let stalled = connect_from(Ipv4Addr::new(127, 0, 4, 1), public).await.unwrap();
+    let head = "POST /r/BBC01 HTTP/1.1\r\nHost: hall\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                Content-Length: 100\r\n\r\nsummary=";
+    write_all(&stalled, head.as_bytes()).await.unwrap();
+    let stalled_closed = closed_by_server(stalled, started + Duration::from_millis(IDLE_MS + 3_000)).await;
+    // A kept-alive connection after one answered request: closed when no next head comes within the header timeout.
+    let kept = connect_from(Ipv4Addr::new(127, 0, 4, 2), public).await.unwrap();
+    let asked = Instant::now();
+    write_all(&kept, b"GET /open311/v2/services.json HTTP/1.1\r\nHost: hall\r\n\r\n").await.unwrap();
+    let kept_closed = closed_by_server(kept, asked + Duration::from_millis(HEADER_MS + 3_000)).await;
+    let stalled_ms = stalled_closed.map(|at| (at - started).as_millis());
+    let kept_ms = kept_closed.map(|at| (at - asked).as_millis());
+    println!(
+        "idle: a stalled body closed after {stalled_ms:?} ms (idle timeout {IDLE_MS} ms), an idle keep-alive after \
+         {kept_ms:?} ms (header timeout {HEADER_MS} ms)"
+    );
+    assert!(stalled_ms.is_some_and(|ms| ms >= u128::from(IDLE_MS)), "closed by the idle timeout, not before");
+    assert!(
+        kept_ms.is_some_and(|ms| ms >= u128::from(HEADER_MS) && ms < u128::from(IDLE_MS)),
+        "kept alive until the header timeout, closed by it"
+    );
+}
+
 /// Polls every future to completion concurrently (no futures crate in the tree).
 async fn futures_join_all<T: Send + 'static>(
     futures: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
