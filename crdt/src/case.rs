@@ -77,20 +77,14 @@ fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> R
     })
 }
 
-/// A run of seven or more digits in a public summary is most likely a phone or id number.
-fn looks_like_personal_number(text: &str) -> bool {
-    let mut run = 0;
-    for c in text.chars() {
-        if c.is_ascii_digit() || ('０'..='９').contains(&c) {
-            run += 1;
-            if run >= 7 {
-                return true;
-            }
-        } else if !matches!(c, ' ' | '-') {
-            run = 0;
-        }
+/// The summary is shown publicly: no phone, id-card number or e-mail in any disguise, no invisible characters
+/// (`public_text`: NFKC, digit words, look-alikes, separators).
+fn check_public_summary(summary: &str) -> Result<(), CommandError> {
+    match crate::public_text::check_public(summary) {
+        Ok(()) => Ok(()),
+        Err(crate::public_text::PublicTextError::Hidden(_)) => Err(CommandError::ControlCharacter { field: "summary" }),
+        Err(_) => Err(CommandError::SummaryHasPersonalData),
     }
-    false
 }
 
 fn check_units(hall: &Hall, field: &'static str, units: &[String]) -> Result<(), CommandError> {
@@ -159,9 +153,7 @@ impl CaseDoc {
             return Err(CommandError::UnknownCategory(registration.category.clone()));
         }
         check_text("summary", &registration.summary, SUMMARY_CHARS_MAX, true)?;
-        if looks_like_personal_number(&registration.summary) {
-            return Err(CommandError::SummaryHasPersonalData);
-        }
+        check_public_summary(&registration.summary)?;
         check_text("detail", &registration.detail, DETAIL_CHARS_MAX, true)?;
         check_text("expectation", &registration.expectation, EXPECTATION_CHARS_MAX, false)?;
         check_text("location", &registration.location, LOCATION_CHARS_MAX, false)?;
@@ -549,8 +541,8 @@ impl CaseDoc {
                     EditableField::Location => (LOCATION_CHARS_MAX, false),
                 };
                 check_text(field.code(), &value, max, required)?;
-                if field == EditableField::Summary && looks_like_personal_number(&value) {
-                    return Err(CommandError::SummaryHasPersonalData);
+                if field == EditableField::Summary {
+                    check_public_summary(&value)?;
                 }
                 if self.str_field(field.code()) == value {
                     return Err(CommandError::NoChange("the field already has that value"));

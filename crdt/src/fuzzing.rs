@@ -101,3 +101,29 @@ pub fn bundle_file(bytes: &[u8]) -> Outcome {
         Err(_) => Outcome::Refused,
     }
 }
+
+/// A citizen report form body and an Open311 `POST requests.json` body, decoded and checked as the node's handlers
+/// do (`intake`), plus the public-text check on the raw text. What is accepted must hold: a public summary without
+/// a disguised number, e-mail or invisible character, and no invisible character in any other text.
+pub fn citizen_bodies(bytes: &[u8]) -> Outcome {
+    static HALL: std::sync::OnceLock<crate::Hall> = std::sync::OnceLock::new();
+    let hall = HALL.get_or_init(crate::Hall::jiangan_default);
+    let _ = crate::public_text::check_public(&String::from_utf8_lossy(bytes));
+    let mut accepted = false;
+    if let Ok(form) = crate::intake::decode_form::<crate::intake::ReportForm>(bytes)
+        && let Ok(report) = crate::intake::check_report(hall, &form)
+    {
+        assert!(crate::public_text::check_public(&report.summary).is_ok(), "summary accepted: {:?}", report.summary);
+        assert!(crate::public_text::hidden_character(&report.detail).is_none(), "detail: {:?}", report.detail);
+        assert!(report.summary.chars().count() <= crate::limits::SUMMARY_CHARS_MAX);
+        accepted = true;
+    }
+    if let Ok(form) = crate::intake::decode_form::<crate::intake::Open311Request>(bytes)
+        && let Ok(report) = crate::intake::check_open311(hall, &form)
+    {
+        assert!(crate::public_text::hidden_character(&report.detail).is_none(), "detail: {:?}", report.detail);
+        assert!(report.detail.chars().count() <= crate::limits::DETAIL_CHARS_MAX);
+        accepted = true;
+    }
+    if accepted { Outcome::Accepted } else { Outcome::Refused }
+}

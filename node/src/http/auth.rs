@@ -67,3 +67,45 @@ pub fn sign_in(hall: &Hall, username: &str, password: &str) -> Option<(String, R
         }
     }
 }
+
+/// Signs in with the per-account lockout around the password check: `Err(wait_ms)` while the account (or the
+/// typed name, if it is no account: the same answer, so a lockout tells nothing about which accounts exist) is
+/// locked after failed passwords from any address; argon2 runs off the async workers. A failure counts toward the
+/// lock, a success ends the streak.
+pub(crate) async fn sign_in_guarded(
+    app: &super::App,
+    hall: Hall,
+    username: String,
+    password: String,
+) -> Result<Option<(String, Role)>, i64> {
+    let known = hall.accounts.contains_key(&username);
+    app.lockout.check(&username, known, crate::home::now_ms())?;
+    let name = username.clone();
+    let checked = tokio::task::spawn_blocking(move || sign_in(&hall, &name, &password)).await.ok().flatten();
+    match &checked {
+        Some(_) => app.lockout.succeeded(&username, known),
+        None => {
+            if let Some(lock_ms) = app.lockout.failed(&username, known, crate::home::now_ms()) {
+                tracing::warn!(target: "zhaowo::_events::desk", lock_ms, "a desk account is locked after failed sign-ins");
+            }
+        }
+    }
+    Ok(checked)
+}
+
+/// The page of a locked account: how long, and whom to ask.
+pub(crate) fn account_locked(app: &super::App, wait_ms: i64) -> axum::response::Response {
+    app.counters.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let wait = std::time::Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
+    let mut response = super::page::error_page(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "账号已暂时锁定",
+        &format!(
+            "该账号因多次密码错误已暂时锁定，请 {} 分钟后再试；如非本人操作，请联系管理员。",
+            super::citizen::minutes_zh(wait)
+        ),
+        Some(("/desk/login", "返回登录")),
+    );
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, wait.as_secs().max(1).into());
+    response
+}

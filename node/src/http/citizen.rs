@@ -8,22 +8,23 @@ use super::guard::{self, Bucket};
 use super::page::{self, Frame, error_page, layout, respond};
 use super::{App, CitizenRouting};
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Form, extract::ConnectInfo};
 use maud::{Markup, html};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
+pub use zhaowo_crdt::intake::{CheckedReport, ReportForm, check_report, clean};
+use zhaowo_crdt::intake::{FormError, decode_form};
 use zhaowo_crdt::limits::{DETAIL_CHARS_MAX, NAME_CHARS_MAX, SUMMARY_CHARS_MAX};
 use zhaowo_crdt::model::{Channel, Nature, Priority, Role};
-use zhaowo_crdt::pi::{PersonalData, normalize_phone};
 use zhaowo_crdt::{Author, CaseDoc, Command, Ctx, QueryCode, RegNo, Registration};
 
 pub fn routes() -> Router<App> {
@@ -48,11 +49,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// Browsers send textarea line breaks as CR LF; the case rules take LF only.
-pub fn clean(text: &str) -> String {
-    text.replace("\r\n", "\n").replace('\r', "\n").trim().to_owned()
-}
-
 /// A form body that could not be read: too large (413) or malformed (400). Nothing is stored.
 pub fn form_rejection(app: &App, rejection: &FormRejection, back: &str) -> Response {
     app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -73,20 +69,107 @@ pub fn form_rejection(app: &App, rejection: &FormRejection, back: &str) -> Respo
     }
 }
 
-/// The page a client over its rate limit sees.
-pub fn rate_limited(app: &App, what: &str) -> Response {
+/// A wait as the pages say it: whole minutes, at least one.
+pub fn minutes_zh(wait: std::time::Duration) -> u64 {
+    wait.as_secs().div_ceil(60).max(1)
+}
+
+/// The page a client over its rate limit sees, with how long until it may try again.
+pub fn rate_limited(app: &App, what: &str, wait: std::time::Duration) -> Response {
     app.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-    let minutes = app.options.rate_period_ms / 60_000;
+    let minutes = minutes_zh(wait);
     let mut response = error_page(
         StatusCode::TOO_MANY_REQUESTS,
         "操作过于频繁",
         &format!("您的{what}次数过多，请 {minutes} 分钟后再试。如有急事，请直接到窗口咨询。"),
         None,
     );
+    response.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(wait.as_secs().max(1)));
     response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(app.options.rate_period_ms / 1000));
-    response
+}
+
+/// A form body decoded strictly ([`decode_form`]): `application/x-www-form-urlencoded`, within the body limit,
+/// received within the body-read timeout, every name and value UTF-8 (no U+FFFD put in place of bad bytes).
+#[derive(Debug)]
+pub struct StrictForm<T>(pub T);
+
+/// Why a [`StrictForm`] could not be read. Nothing is stored.
+#[derive(Debug)]
+pub enum BodyRejection {
+    /// Over the body limit (413).
+    TooLarge,
+    /// Not received within the body-read timeout (408).
+    TooSlow,
+    /// Not a form, or not UTF-8 (400).
+    Form(FormError),
+}
+
+impl BodyRejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyRejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyRejection::TooSlow => StatusCode::REQUEST_TIMEOUT,
+            BodyRejection::Form(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> Response {
+        let text = match &self {
+            BodyRejection::TooLarge => "提交内容过长",
+            BodyRejection::TooSlow => "提交超时",
+            BodyRejection::Form(error) => error.zh(),
+        };
+        (self.status(), text).into_response()
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequest<App> for StrictForm<T> {
+    type Rejection = BodyRejection;
+
+    async fn from_request(request: axum::extract::Request, app: &App) -> Result<StrictForm<T>, BodyRejection> {
+        let is_form = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.trim_start().starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(BodyRejection::Form(FormError::Malformed("not application/x-www-form-urlencoded".into())));
+        }
+        let timeout = std::time::Duration::from_millis(app.options.body_read_timeout_ms);
+        let bytes = match tokio::time::timeout(timeout, axum::body::Bytes::from_request(request, app)).await {
+            Err(_) => return Err(BodyRejection::TooSlow),
+            Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(BodyRejection::TooLarge);
+            }
+            Ok(Err(rejection)) => return Err(BodyRejection::Form(FormError::Malformed(rejection.body_text()))),
+            Ok(Ok(bytes)) => bytes,
+        };
+        decode_form(&bytes).map(StrictForm).map_err(BodyRejection::Form)
+    }
+}
+
+/// The page for a [`BodyRejection`].
+pub fn body_rejection(app: &App, rejection: &BodyRejection, back: &str) -> Response {
+    app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+    match rejection {
+        BodyRejection::TooLarge => error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "提交内容过长",
+            &format!("提交的内容超过了 {} KB 的上限，请精简后重新填写。", app.options.body_bytes_max / 1024),
+            Some((back, "返回重新填写")),
+        ),
+        BodyRejection::TooSlow => error_page(
+            StatusCode::REQUEST_TIMEOUT,
+            "提交超时",
+            "提交的内容未能在规定时间内收完，请检查网络后重新提交。",
+            Some((back, "返回")),
+        ),
+        BodyRejection::Form(error) => {
+            error_page(StatusCode::BAD_REQUEST, "提交内容无法识别", error.zh(), Some((back, "返回")))
+        }
+    }
 }
 
 async fn index() -> Response {
@@ -98,20 +181,6 @@ async fn index() -> Response {
         }
     };
     respond(StatusCode::OK, layout("首页", Frame::Citizen, body))
-}
-
-/// What the report form holds (every field optional so a missing one gets a clear message, not a parse error).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct ReportForm {
-    pub csrf: String,
-    pub nature: String,
-    pub category: String,
-    pub summary: String,
-    pub detail: String,
-    pub name: String,
-    pub phone: String,
-    pub consent: Option<String>,
 }
 
 /// Natures a citizen may choose (倾诉 included: listening is part of the window's work).
@@ -190,88 +259,6 @@ async fn report_form(State(app): State<App>, Path(window): Path<String>, headers
     let (csrf, set_cookie) = guard::citizen_csrf(&app, &headers);
     let form = ReportForm { nature: Nature::Help.code().to_owned(), ..ReportForm::default() };
     with_cookie(respond(StatusCode::OK, report_page(&app, &window, &form, &[], &csrf)), set_cookie)
-}
-
-/// A citizen's report, checked field by field; every message is zh-CN.
-pub struct CheckedReport {
-    pub nature: Nature,
-    pub category: String,
-    pub summary: String,
-    pub detail: String,
-    pub personal: PersonalData,
-}
-
-pub fn check_report(hall: &zhaowo_crdt::Hall, form: &ReportForm) -> Result<CheckedReport, Vec<String>> {
-    let mut errors = Vec::new();
-    let nature = Nature::parse(&form.nature);
-    if nature.is_none() {
-        errors.push("请选择诉求性质。".to_owned());
-    }
-    if !hall.categories.contains_key(&form.category) {
-        errors.push("请选择诉求类别。".to_owned());
-    }
-    let summary = clean(&form.summary);
-    let detail = clean(&form.detail);
-    let name = clean(&form.name);
-    let check = |errors: &mut Vec<String>, label: &str, text: &str, max: usize, required: bool| {
-        let chars = text.chars().count();
-        if required && chars == 0 {
-            errors.push(format!("请填写{label}。"));
-        } else if chars > max {
-            errors.push(format!("{label}最多 {max} 个字，您填写了 {chars} 个字。"));
-        } else if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-            errors.push(format!("{label}含有无法识别的控制字符。"));
-        }
-    };
-    check(&mut errors, "诉求摘要", &summary, SUMMARY_CHARS_MAX, true);
-    check(&mut errors, "详细情况", &detail, DETAIL_CHARS_MAX, true);
-    check(&mut errors, "姓名", &name, NAME_CHARS_MAX, false);
-    let mut digits = 0;
-    if summary.chars().any(|c| {
-        digits = if c.is_ascii_digit() || ('０'..='９').contains(&c) {
-            digits + 1
-        } else if matches!(c, ' ' | '-') {
-            digits
-        } else {
-            0
-        };
-        digits >= 7
-    }) {
-        errors.push("诉求摘要会公开显示，请不要填写电话号码或证件号码（可写在详细情况中）。".to_owned());
-    }
-    let consent = form.consent.is_some();
-    let phone_text = form.phone.trim();
-    let phone = if phone_text.is_empty() {
-        if consent {
-            errors.push("同意回访时请填写联系电话。".to_owned());
-        }
-        None
-    } else {
-        match normalize_phone(phone_text) {
-            Ok(phone) => Some(phone),
-            Err(_) => {
-                errors
-                    .push("联系电话格式不正确：请填写 11 位手机号码或带区号的固定电话（如 027-85551234）。".to_owned());
-                None
-            }
-        }
-    };
-    match (errors.is_empty(), nature) {
-        (true, Some(nature)) => Ok(CheckedReport {
-            nature,
-            category: form.category.clone(),
-            summary,
-            detail,
-            personal: PersonalData {
-                name: (!name.is_empty()).then_some(name),
-                phone,
-                callback_ok: consent,
-                anonymous: form.name.trim().is_empty() && phone_text.is_empty(),
-                ..PersonalData::default()
-            },
-        }),
-        _ => Err(errors),
-    }
 }
 
 /// Why a citizen report could not be stored (after it passed the form checks).
@@ -384,16 +371,16 @@ async fn report_submit(
     Path(window): Path<String>,
     ClientIp(client): ClientIp,
     headers: HeaderMap,
-    form: Result<Form<ReportForm>, FormRejection>,
+    form: Result<StrictForm<ReportForm>, BodyRejection>,
 ) -> Response {
     let back = format!("/r/{window}");
     let hall = match app.home.hall() {
         Ok(hall) if hall.windows.contains_key(&window) => hall,
         _ => return unknown_window(&window),
     };
-    let Form(form) = match form {
+    let StrictForm(form) = match form {
         Ok(form) => form,
-        Err(rejection) => return form_rejection(&app, &rejection, &back),
+        Err(rejection) => return body_rejection(&app, &rejection, &back),
     };
     if !guard::cookie_csrf_ok(&app, &headers, &form.csrf) {
         return error_page(
@@ -403,8 +390,8 @@ async fn report_submit(
             Some((&back, "重新填写")),
         );
     }
-    if !app.limiter.allow(Bucket::Report, client, app.options.citizen_reports_per_period, crate::home::now_ms()) {
-        return rate_limited(&app, "提交");
+    if let Err(wait) = app.limiter.check(Bucket::Report, client) {
+        return rate_limited(&app, "提交", wait);
     }
     let report = match check_report(&hall, &form) {
         Ok(report) => report,
@@ -499,8 +486,8 @@ async fn lookup(
         let no = if no.chars().count() <= 40 { no } else { String::new() };
         return respond(StatusCode::OK, layout("查询办理进度", Frame::Citizen, lookup_form(no.trim(), None)));
     }
-    if !app.limiter.allow(Bucket::Lookup, client, app.options.citizen_lookups_per_period, crate::home::now_ms()) {
-        return rate_limited(&app, "查询");
+    if let Err(wait) = app.limiter.check(Bucket::Lookup, client) {
+        return rate_limited(&app, "查询", wait);
     }
     app.counters.citizen_lookups.fetch_add(1, Ordering::Relaxed);
     let wrong = |app: &App, no: &str| {

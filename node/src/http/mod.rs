@@ -7,6 +7,10 @@
 //!
 //! Every handler turns bad input into a clear zh-CN page (or an Open311 error array) and stores nothing; limits are
 //! named in [`limits`] with their reasons.
+//!
+//! Each listener runs its own accept loop (`conn`), connection caps and rate-limit tables: slow or hostile clients
+//! on the public port (headers never finished, answers never read, one address opening hundreds of connections,
+//! lookups from thousands of addresses) cost that listener its own budget and never the desk's.
 
 // Handlers answer errors with a whole `Response`; boxing it in `Result<_, Response>` helpers would buy nothing.
 #![allow(clippy::result_large_err)]
@@ -14,6 +18,7 @@
 pub mod auth;
 pub mod cases;
 mod citizen;
+mod conn;
 mod desk;
 mod guard;
 mod hall_page;
@@ -31,6 +36,7 @@ use axum::response::Response;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 /// Named limits of the HTTP surfaces, each with why.
 pub mod limits {
@@ -47,9 +53,26 @@ pub mod limits {
     pub const SIGN_IN_ATTEMPTS_PER_PERIOD: u32 = 10;
     /// The rate-limit period.
     pub const RATE_PERIOD_MS: i64 = 10 * 60 * 1000;
-    /// Client addresses the rate limiter remembers: a hall has a few hundred phones a day; when full, expired entries
-    /// are dropped first and then the limiter refuses new clients rather than grow.
+    /// Client addresses each rate-limit table (per listener and bucket) remembers: a hall has a few hundred phones a
+    /// day. When full, the least recently seen are evicted, never new clients refused (issue 14 §2).
     pub const RATE_CLIENTS_MAX: usize = 10_000;
+    /// Time for a client to send a whole request head, and the longest a kept-alive connection waits for its next
+    /// one: a phone on weak hall Wi-Fi sends its headers in well under a second; 10 s allows a few retransmissions.
+    /// Without it, ~20,000 connections that never finished their headers exhausted the node's descriptors.
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    /// A connection on which no byte moved either way for this long is closed (a client that stops reading its
+    /// answer, or trickles a body): longer than any page takes to render or any form to upload on Wi-Fi.
+    pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+    /// Time to receive a form body once its head arrived: 64 KiB at a slow 4 KiB/s.
+    pub const BODY_READ_TIMEOUT_MS: u64 = 16_000;
+    /// Open connections of the public listener: ~40 phones at a time with a browser's six each; well under the
+    /// default 1,024 descriptors of a process, which the desk, SQLite and QUIC need too.
+    pub const PUBLIC_CONNECTIONS_MAX: usize = 256;
+    /// Open connections of the desk listener (loopback: the window PC's own browser, a few tabs).
+    pub const DESK_CONNECTIONS_MAX: usize = 64;
+    /// Open connections from one address on the public listener: a browser opens six, a NAT of the hall's Wi-Fi
+    /// may put a few phones behind one address.
+    pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 32;
     /// A desk session lasts a working day.
     pub const SESSION_MS: i64 = 10 * 3_600 * 1000;
     /// Live desk sessions: a hall has tens of staff.
@@ -68,6 +91,8 @@ pub mod limits {
     pub const METRICS_CASES_MAX: usize = 100_000;
     const _: () = assert!(BODY_BYTES_MAX >= 4 * 4_000 * 3);
     const _: () = assert!(PASSWORD_CHARS_MIN < PASSWORD_CHARS_MAX);
+    const _: () = assert!(HEADER_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS && BODY_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS);
+    const _: () = assert!(CONNECTIONS_PER_ADDRESS_MAX < PUBLIC_CONNECTIONS_MAX);
 }
 
 /// What a citizen report does after it is stored.
@@ -95,6 +120,13 @@ pub struct HttpOptions {
     pub rate_period_ms: i64,
     pub rate_clients_max: usize,
     pub session_ms: i64,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub public_connections_max: usize,
+    pub desk_connections_max: usize,
+    /// Per client address, on the public listener (the desk's clients are all loopback: its own cap holds).
+    pub connections_per_address_max: usize,
     /// Mark cookies `Secure` (and use the `__Host-` prefix): only when the pages are served over HTTPS.
     pub secure_cookies: bool,
     pub citizen_routing: CitizenRouting,
@@ -116,6 +148,12 @@ impl HttpOptions {
             rate_period_ms: limits::RATE_PERIOD_MS,
             rate_clients_max: limits::RATE_CLIENTS_MAX,
             session_ms: limits::SESSION_MS,
+            header_read_timeout_ms: limits::HEADER_READ_TIMEOUT_MS,
+            idle_timeout_ms: limits::IDLE_TIMEOUT_MS,
+            body_read_timeout_ms: limits::BODY_READ_TIMEOUT_MS,
+            public_connections_max: limits::PUBLIC_CONNECTIONS_MAX,
+            desk_connections_max: limits::DESK_CONNECTIONS_MAX,
+            connections_per_address_max: limits::CONNECTIONS_PER_ADDRESS_MAX,
             // The desk and the hall LAN pages are plain HTTP today; a `Secure` cookie would never be sent back.
             secure_cookies: false,
             // The issue: "the new case is dispatched by the routing table".
@@ -149,32 +187,45 @@ pub(crate) struct Counters {
     pub open311_requests: AtomicU64,
 }
 
-/// Shared state of every handler.
+/// The state of one listener's handlers: what both listeners share (sessions, counters, the account lockout, the
+/// registration lock) behind `Arc`s, and the listener's own rate-limit tables.
 #[derive(Debug)]
 pub(crate) struct AppState {
     /// Shared with the rest of the node (`serve` takes a `Home` or an `Arc<Home>`).
     pub home: Arc<Home>,
     pub store: Arc<Store>,
     pub options: HttpOptions,
-    pub sessions: guard::Sessions,
+    pub sessions: Arc<guard::Sessions>,
+    /// This listener's own tables: a flood on the public port never spends the desk's budget.
     pub limiter: guard::RateLimiter,
+    /// Failed sign-ins per account, whatever address they come from.
+    pub lockout: Arc<guard::AccountLockout>,
     /// Registration numbers are "highest so far + 1": two reports at once must not get the same number.
-    pub register_lock: tokio::sync::Mutex<()>,
-    pub counters: Counters,
+    pub register_lock: Arc<tokio::sync::Mutex<()>>,
+    pub counters: Arc<Counters>,
 }
 
 pub(crate) type App = Arc<AppState>;
 
-fn state(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> App {
-    Arc::new(AppState {
-        sessions: guard::Sessions::new(options.session_ms),
-        limiter: guard::RateLimiter::new(options.rate_period_ms, options.rate_clients_max),
-        home,
-        store,
-        options,
-        register_lock: tokio::sync::Mutex::new(()),
-        counters: Counters::default(),
-    })
+/// The desk's state and the public listener's: shared parts once, a rate limiter each.
+fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App) {
+    let sessions = Arc::new(guard::Sessions::new(options.session_ms));
+    let lockout = Arc::new(guard::AccountLockout::default());
+    let register_lock = Arc::new(tokio::sync::Mutex::new(()));
+    let counters = Arc::new(Counters::default());
+    let one = |options: HttpOptions| {
+        Arc::new(AppState {
+            limiter: guard::RateLimiter::new(&options),
+            home: home.clone(),
+            store: store.clone(),
+            options,
+            sessions: sessions.clone(),
+            lockout: lockout.clone(),
+            register_lock: register_lock.clone(),
+            counters: counters.clone(),
+        })
+    };
+    (one(options.clone()), one(options))
 }
 
 /// Security headers on every answer: no scripts, no framing, no sniffing, no referrer (a lookup URL holds a 查询码).
@@ -219,10 +270,11 @@ fn desk_routes() -> Router<App> {
     public_routes().merge(desk::routes()).merge(metrics::routes())
 }
 
-/// The desk router (every route) and the public router (citizen pages and Open311) over one shared state.
+/// The desk router (every route) and the public router (citizen pages and Open311): shared sessions and counters,
+/// separate rate-limit tables.
 pub fn routers(home: impl Into<Arc<Home>>, store: Arc<Store>, options: HttpOptions) -> (Router, Router) {
-    let app = state(home.into(), store, options);
-    (finish(desk_routes(), app.clone()), finish(public_routes(), app))
+    let (desk, public) = states(home.into(), store, options);
+    (finish(desk_routes(), desk), finish(public_routes(), public))
 }
 
 /// The router with every route (what the desk listener serves), for tests.
@@ -261,13 +313,26 @@ pub async fn serve_on(
     if !desk_addr.ip().is_loopback() {
         tracing::warn!(desk = %desk_addr, "the staff desk listens beyond loopback: anyone on that network reaches the sign-in page");
     }
+    let desk_limits = conn::ConnectionLimits {
+        connections_max: options.desk_connections_max,
+        per_address_max: options.desk_connections_max,
+        header_read_timeout: Duration::from_millis(options.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(options.idle_timeout_ms),
+    };
+    let public_limits = conn::ConnectionLimits {
+        connections_max: options.public_connections_max,
+        per_address_max: options.connections_per_address_max,
+        ..desk_limits
+    };
     let (desk, public) = routers(home, store, options);
     tracing::info!(desk = %desk_addr, public = %public_addr, "http listening");
-    let serve_one = |listener: tokio::net::TcpListener, router: Router, addr: SocketAddr| async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .map_err(|source| ServeError::Serve { addr, source })
+    // Two accept loops, each with its own caps: the public port full of slow clients leaves the desk untouched.
+    let serve_one = |listener: tokio::net::TcpListener, router: Router, limits, addr: SocketAddr, name| async move {
+        conn::serve_listener(listener, router, limits, name).await.map_err(|source| ServeError::Serve { addr, source })
     };
-    tokio::try_join!(serve_one(desk_listener, desk, desk_addr), serve_one(public_listener, public, public_addr))
-        .map(drop)
+    tokio::try_join!(
+        serve_one(desk_listener, desk, desk_limits, desk_addr, "desk"),
+        serve_one(public_listener, public, public_limits, public_addr, "public")
+    )
+    .map(drop)
 }

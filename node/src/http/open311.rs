@@ -8,20 +8,18 @@
 //! `{code, description}` with the matching HTTP status.
 
 use super::App;
-use super::citizen::{CheckedReport, ClientIp, ReportError, register_report};
+use super::citizen::{BodyRejection, ClientIp, ReportError, StrictForm, register_report};
 use super::guard::Bucket;
-use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
-use zhaowo_crdt::limits::{DETAIL_CHARS_MAX, NAME_CHARS_MAX};
-use zhaowo_crdt::model::{Nature, Status};
-use zhaowo_crdt::pi::{PersonalData, normalize_phone};
+use zhaowo_crdt::intake::{FormError, Open311Request, check_open311};
+use zhaowo_crdt::model::Status;
 use zhaowo_crdt::time::{Date, format_rfc3339};
 use zhaowo_crdt::{CaseView, Hall, RegNo};
 
@@ -88,91 +86,40 @@ async fn service_definition(State(app): State<App>, Path(file): Path<String>) ->
     Json(json!({ "service_code": code, "attributes": [] })).into_response()
 }
 
-/// The fields of `POST requests.json` (the spec's names; location is optional in a service hall).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct PostRequest {
-    service_code: String,
-    description: String,
-    first_name: String,
-    last_name: String,
-    phone: String,
-    email: String,
-    address_string: String,
-    lat: String,
-    long: String,
-    #[serde(rename = "attribute[nature]")]
-    nature: String,
-    #[serde(rename = "attribute[callback]")]
-    callback: String,
-}
-
 async fn post_request(
     State(app): State<App>,
     ClientIp(client): ClientIp,
-    form: Result<Form<PostRequest>, FormRejection>,
+    form: Result<StrictForm<Open311Request>, BodyRejection>,
 ) -> Response {
     app.counters.open311_requests.fetch_add(1, Ordering::Relaxed);
-    let Form(form) = match form {
+    let StrictForm(form) = match form {
         Ok(form) => form,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "请求内容过长");
+        Err(rejection) => {
+            app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return match rejection {
+                BodyRejection::TooLarge => error(StatusCode::PAYLOAD_TOO_LARGE, "请求内容过长"),
+                BodyRejection::TooSlow => error(StatusCode::REQUEST_TIMEOUT, "请求内容未能在规定时间内收完"),
+                BodyRejection::Form(FormError::InvalidUtf8) => {
+                    error(StatusCode::BAD_REQUEST, "请求含有不是 UTF-8 的字节（请以 UTF-8 编码提交）")
+                }
+                BodyRejection::Form(_) => {
+                    error(StatusCode::BAD_REQUEST, "请求须为 application/x-www-form-urlencoded 表单")
+                }
+            };
         }
-        Err(_) => return error(StatusCode::BAD_REQUEST, "请求须为 application/x-www-form-urlencoded 表单"),
     };
-    if !app.limiter.allow(Bucket::Report, client, app.options.citizen_reports_per_period, crate::home::now_ms()) {
+    if let Err(wait) = app.limiter.check(Bucket::Report, client) {
         app.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::TOO_MANY_REQUESTS, "提交过于频繁，请稍后再试");
+        let mut response = error(StatusCode::TOO_MANY_REQUESTS, "提交过于频繁，请稍后再试");
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, wait.as_secs().max(1).into());
+        return response;
     }
-    let hall = hall(&app);
-    let Some(category) = hall.categories.get(&form.service_code) else {
-        return error(StatusCode::BAD_REQUEST, "service_code 缺失或不存在");
-    };
-    let description = super::citizen::clean(&form.description);
-    if description.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "description 不能为空");
-    }
-    if description.chars().count() > DETAIL_CHARS_MAX {
-        return error(StatusCode::BAD_REQUEST, &format!("description 最多 {DETAIL_CHARS_MAX} 个字"));
-    }
-    let nature = if form.nature.is_empty() { Some(Nature::Help) } else { Nature::parse(&form.nature) };
-    let Some(nature) = nature else {
-        return error(StatusCode::BAD_REQUEST, "attribute[nature] 不是有效的诉求性质代码");
-    };
-    let name = super::citizen::clean(&format!("{}{}", form.last_name.trim(), form.first_name.trim()));
-    if name.chars().count() > NAME_CHARS_MAX {
-        return error(StatusCode::BAD_REQUEST, &format!("姓名最多 {NAME_CHARS_MAX} 个字"));
-    }
-    let phone = if form.phone.trim().is_empty() {
-        None
-    } else {
-        match normalize_phone(form.phone.trim()) {
-            Ok(phone) => Some(phone),
-            Err(_) => return error(StatusCode::BAD_REQUEST, "phone 格式不正确"),
+    let report = match check_open311(&hall(&app), &form) {
+        Ok(report) => report,
+        Err(message) => {
+            app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, &message);
         }
-    };
-    let mut detail = description;
-    let location = super::citizen::clean(&form.address_string);
-    if !location.is_empty() {
-        detail = format!("{detail}\n地点：{location}");
-    }
-    if !form.lat.trim().is_empty() || !form.long.trim().is_empty() {
-        detail = format!("{detail}\n坐标：{}, {}", form.lat.trim(), form.long.trim());
-    }
-    let _ = &form.email;
-    let report = CheckedReport {
-        nature,
-        category: form.service_code.clone(),
-        // The public summary: the service name only (a description may carry personal data).
-        summary: format!("{}诉求（在线提交）", category.name),
-        detail,
-        personal: PersonalData {
-            name: (!name.is_empty()).then_some(name),
-            callback_ok: phone.is_some() && matches!(form.callback.as_str(), "true" | "1" | "yes"),
-            anonymous: phone.is_none(),
-            phone,
-            ..PersonalData::default()
-        },
     };
     let window = app.home.config.window.clone();
     match register_report(&app, &window, report).await {

@@ -6,6 +6,7 @@ mod discovery;
 mod hall_sync;
 mod http;
 mod http_browser;
+mod http_edges;
 mod store;
 mod sync;
 mod transport;

@@ -164,8 +164,8 @@ async fn login_submit(
             Some(("/desk/login", "重新登录")),
         );
     }
-    if !app.limiter.allow(Bucket::SignIn, client, app.options.sign_in_attempts_per_period, crate::home::now_ms()) {
-        return rate_limited(&app, "登录尝试");
+    if let Err(wait) = app.limiter.check(Bucket::SignIn, client) {
+        return rate_limited(&app, "登录尝试", wait);
     }
     // Accounts live in the hall document: the node's live copy (what sync and the admin's CLI brought, published by
     // `live::Live`), so an account an admin just added (or disabled) counts without a restart and without opening the
@@ -179,10 +179,13 @@ async fn login_submit(
     };
     let username = form.username.trim().to_owned();
     let password = form.password.clone();
-    // argon2 takes tens of milliseconds: off the async workers.
-    let checked = tokio::task::spawn_blocking(move || super::auth::sign_in(&hall, &username, &password)).await;
+    // The account lockout (whatever the address), then argon2 off the async workers.
+    let checked = match super::auth::sign_in_guarded(&app, hall, username, password).await {
+        Ok(checked) => checked,
+        Err(wait) => return super::auth::account_locked(&app, wait),
+    };
     match checked {
-        Ok(Some((display_name, role))) => {
+        Some((display_name, role)) => {
             let Some(id) = app.sessions.start(form.username.trim(), &display_name, role, crate::home::now_ms()) else {
                 return store_unavailable(&"no OS randomness for a session id");
             };
