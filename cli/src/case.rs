@@ -12,11 +12,11 @@ use zhaowo_crdt::model::*;
 use zhaowo_crdt::pi::PersonalData;
 use zhaowo_crdt::time::{Date, format_local_minute};
 use zhaowo_crdt::view::ConflictDetail;
-use zhaowo_crdt::{
-    CaseDoc, CaseView, Command, CommandError, ConflictDecision, EventId, QueryCode, RegNo, Registration,
-};
+use zhaowo_crdt::{CaseDoc, CaseView, Command, ConflictDecision, EventId, QueryCode, RegNo, Registration};
 use zhaowo_node::home::{Home, entropy, now_ms};
-use zhaowo_node::store::{CaseRow, PAGE_ROWS_MAX, ReadError, RegisterQuery, Store, WriteError};
+use zhaowo_node::store::{
+    CONFLICTS_LISTED_MAX, CaseRow, PAGE_ROWS_MAX, ReadError, RegisterFn, RegisterQuery, Store, WriteError,
+};
 
 fn parse_vocab<T>(parse: fn(&str) -> Option<T>, what: &'static str) -> impl Fn(&str) -> Result<T, String> + Clone {
     move |text| parse(text).ok_or_else(|| format!("unknown {what} `{text}`"))
@@ -520,6 +520,7 @@ fn staff(cli: &Cli, home: &Home) -> String {
 fn write_error(error: WriteError) -> anyhow::Error {
     match error {
         WriteError::Command(error) => expected(format!("refused: {error}")),
+        exhausted @ WriteError::NumbersExhausted { .. } => expected(exhausted.to_string()),
         other => {
             let text = other.to_string();
             if text.contains("no case") || text.contains("not found") {
@@ -544,25 +545,7 @@ async fn resolve(store: &Store, reference: &str) -> anyhow::Result<String> {
     let reg_no = RegNo::parse(reference).ok_or_else(|| {
         expected(format!("`{reference}` is neither a registration number (BBC01-2026-0001) nor a case id"))
     })?;
-    let year_start = Date::new(reg_no.year, 1, 1).map(|d| d.at_minute_ms(0));
-    let year_end = Date::new(reg_no.year + 1, 1, 1).map(|d| d.at_minute_ms(0));
-    let mut query = RegisterQuery {
-        window: Some(reg_no.window.clone()),
-        registered_from_ms: year_start,
-        registered_to_ms: year_end,
-        limit: PAGE_ROWS_MAX,
-        ..RegisterQuery::default()
-    };
-    loop {
-        let page = store.register_page(query.clone()).await.map_err(read_error)?;
-        if let Some(row) = page.rows.iter().find(|row| row.reg_no == reg_no.to_string()) {
-            return Ok(row.case_id.clone());
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => return Err(expected(format!("no case {reference}"))),
-        }
-    }
+    store.case_id_by_reg_no(&reg_no).await.map_err(read_error)?.ok_or_else(|| expected(format!("no case {reference}")))
 }
 
 fn row_json(row: &CaseRow) -> serde_json::Value {
@@ -657,19 +640,9 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
         }
         CaseCommand::Duplicate { case, of } => {
             let (dup_id, master_id) = (resolve(&store, case).await?, resolve(&store, of).await?);
-            let master_view = store.case_view(&master_id).await.map_err(read_error)?;
+            // Both documents in one store transaction: both events are stored, or neither.
             let ctx = home.ctx(&staff(cli, &home))?;
-            let dup_ctx = ctx.clone();
-            store
-                .edit(&dup_id, Box::new(move |doc: &mut CaseDoc| doc.mark_duplicate_of(&master_view, &dup_ctx)))
-                .await
-                .map_err(write_error)?;
-            let dup_case = zhaowo_crdt::CaseId::parse(&dup_id).expect("resolved ids are case ids");
-            let master_ctx = home.ctx(&staff(cli, &home))?;
-            store
-                .edit(&master_id, Box::new(move |doc: &mut CaseDoc| doc.attach_duplicate(&dup_case, &master_ctx)))
-                .await
-                .map_err(write_error)?;
+            store.mark_duplicate(&dup_id, &master_id, ctx).await.map_err(write_error)?;
             say(cli, &format!("{case} is now a duplicate of {of}"));
             return Ok(());
         }
@@ -767,29 +740,6 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
     let hall = home.hall()?;
     let ctx = home.ctx(&staff(cli, home))?;
     let year = Date::of_ms(ctx.now_ms).year;
-    // The next number of this window this year: the highest issued so far plus one.
-    let mut last = None;
-    let mut query = RegisterQuery {
-        window: Some(home.config.window.clone()),
-        registered_from_ms: Date::new(year, 1, 1).map(|d| d.at_minute_ms(0)),
-        limit: PAGE_ROWS_MAX,
-        ..RegisterQuery::default()
-    };
-    loop {
-        let page = store.register_page(query.clone()).await.map_err(read_error)?;
-        for row in &page.rows {
-            if let Some(reg_no) = RegNo::parse(&row.reg_no).filter(|r| r.window == home.config.window && r.year == year)
-            {
-                last = last.max(Some(reg_no.seq));
-            }
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
-    }
-    let reg_no = RegNo::next_after(&home.config.window, year, last)
-        .ok_or_else(|| expected("no registration number left this year"))?;
     let code = QueryCode::from_entropy(entropy()? as u64);
     let registration = Registration {
         channel: args.channel,
@@ -813,9 +763,14 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
         },
     };
     let actor = home.identity.new_actor()?;
-    let (doc, _) = CaseDoc::register(&ctx, &hall, actor, reg_no.clone(), &code, registration)
-        .map_err(|error: CommandError| expected(format!("refused: {error}")))?;
-    let ack = store.register(doc).await.map_err(write_error)?;
+    // The store picks the number inside the transaction that stores the case: another `case new` or the running
+    // node registering at the same time waits for it and gets the next one.
+    let receipt_code = code.clone();
+    let build: RegisterFn = Box::new(move |reg_no| {
+        CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
+    });
+    let registered = store.register_new(&home.config.window, year, build).await.map_err(write_error)?;
+    let (ack, reg_no) = (registered.ack, registered.reg_no);
     if cli.json {
         print_json(
             &serde_json::json!({ "case_id": ack.case_id, "reg_no": reg_no.to_string(), "query_code": code.as_str() }),
@@ -877,12 +832,17 @@ pub async fn conflicts(cli: &Cli, command: &ConflictsCommand) -> anyhow::Result<
     let store = home.open_store()?;
     match command {
         ConflictsCommand::List => {
+            // The store's list of cases with open conflicts (a projection), not a fold of every case.
+            let list = store.conflicts(CONFLICTS_LISTED_MAX).await.map_err(read_error)?;
             let mut listed = Vec::new();
-            for case_id in all_case_ids(&store).await? {
-                let view = store.case_view(&case_id).await.map_err(read_error)?;
+            for (row, _) in &list.rows {
+                let view = store.case_view(&row.case_id).await.map_err(read_error)?;
                 for conflict in &view.conflicts {
                     listed.push((view.reg_no.to_string(), conflict.clone()));
                 }
+            }
+            if (list.rows.len() as u64) < list.cases {
+                say(cli, &format!("showing {} of {} cases with open conflicts", list.rows.len(), list.cases));
             }
             if cli.json {
                 let items: Vec<_> =
@@ -1104,16 +1064,32 @@ fn write_xlsx(path: &std::path::Path, rows: &[[String; 17]]) -> anyhow::Result<(
 }
 
 pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
-    let store = open(cli)?.open_store()?;
-    let report = store.verify().await.context("verify failed")?;
+    let home = open(cli)?;
+    let store = home.open_store()?;
+    // Every change signature is checked against this node's roster (a node without one checks the rest).
+    let report = store.verify(home.roster().cloned()).await.context("verify failed")?;
     if cli.json {
         let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
-        print_json(&serde_json::json!({ "docs": report.docs, "problems": problems }));
+        print_json(&serde_json::json!({
+            "docs": report.docs,
+            "signatures_checked": report.signatures_checked,
+            "unsigned_changes": report.unsigned_changes,
+            "problems": problems,
+        }));
     } else {
         for problem in &report.problems {
             out!("{problem}");
         }
-        say(cli, &format!("checked {} documents: {} problems", report.docs, report.problems.len()));
+        say(
+            cli,
+            &format!(
+                "checked {} documents and {} change signatures ({} changes unsigned, kept local): {} problems",
+                report.docs,
+                report.signatures_checked,
+                report.unsigned_changes,
+                report.problems.len()
+            ),
+        );
     }
     if report.problems.is_empty() { Ok(()) } else { Err(expected(format!("{} problems found", report.problems.len()))) }
 }

@@ -182,6 +182,8 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     let home = open(cli)?;
     let store = home.open_store()?;
     let counts = store.counts().await.context("failed to read the store")?;
+    let repeated = store.repeated_numbers().await.context("failed to read the store")?;
+    let quarantined = store.quarantined().await.context("failed to read the store")?;
     let hall = home.hall()?;
     let members: Vec<serde_json::Value> = home
         .roster()
@@ -226,6 +228,8 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             "admin": home.is_admin(),
             "members": members,
             "cases": counts.docs,
+            "repeated_numbers": repeated.iter().map(|r| serde_json::json!({ "reg_no": r.reg_no, "case_ids": r.case_ids })).collect::<Vec<_>>(),
+            "quarantined": { "count": quarantined.count, "case_ids": quarantined.docs.iter().map(|q| q.case_id.clone()).collect::<Vec<_>>() },
             "local_seq": counts.local_seq,
             "peers": home.config.peers,
         }));
@@ -246,6 +250,15 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             None => out!("hall doc {} desk accounts", hall.accounts.len()),
         }
         out!("cases    {}", counts.docs);
+        if !repeated.is_empty() {
+            // Arrived by sync or from a file with a number already held: both cases are kept (see `zhaowo verify`).
+            let numbers: Vec<&str> = repeated.iter().map(|r| r.reg_no.as_str()).collect();
+            out!("numbers  {} registration numbers held by more than one case: {}", repeated.len(), numbers.join(", "));
+        }
+        if quarantined.count > 0 {
+            let ids: Vec<&str> = quarantined.docs.iter().map(|q| q.case_id.as_str()).collect();
+            out!("damaged  {} documents quarantined (not sent to peers): {}", quarantined.count, ids.join(", "));
+        }
         out!("peers    {}", home.config.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
         if peers.is_empty() {
             out!("sync     no peer has synced with this node yet");

@@ -161,6 +161,26 @@ impl CaseFactory {
         case
     }
 
+    /// Registers a new case into `store`, which allocates its number in the registering transaction (as the desk,
+    /// the citizen page and the CLI do). The in-memory [`CaseFactory::register`] numbers cases itself, for documents
+    /// that never meet a store's register.
+    pub async fn register_into(
+        &mut self,
+        store: &crate::store::Store,
+    ) -> Result<crate::store::Registered, crate::store::WriteError> {
+        let registration = self.registration();
+        let ctx = self.ctx();
+        let year = Date::of_ms(ctx.now_ms).year;
+        let code = QueryCode::from_entropy(self.next_u64());
+        let (hall, actor) = (self.hall.clone(), self.actor.clone());
+        let build: crate::store::RegisterFn = Box::new(move |reg_no| {
+            CaseDoc::register(&ctx, &hall, actor, reg_no, &code, registration).map(|(case, _)| case)
+        });
+        let registered = store.register_new(&self.author.window, year, build).await?;
+        self.last_seq = (year, Some(registered.reg_no.seq));
+        Ok(registered)
+    }
+
     /// A plausible next command for a case in this state (it may still be refused: callers skip refusals).
     pub fn next_command(&mut self, view: &CaseView) -> Command {
         if self.below(4) == 0 {

@@ -484,22 +484,21 @@ async fn new_submit(
         tags: BTreeSet::new(),
         personal: report.personal,
     };
-    let guard = app.register_lock.lock().await;
     ctx.now_ms = crate::home::now_ms();
     let year = Date::of_ms(ctx.now_ms).year;
-    let reg_no = match super::cases::next_reg_no(&app.store, &app.home.config.window, year).await {
-        Ok(Some(reg_no)) => reg_no,
-        Ok(None) => return error_page(StatusCode::CONFLICT, "无法登记", "本年度登记编号已用完。", None),
-        Err(error) => return store_unavailable(&error),
-    };
     let code = QueryCode::from_entropy(crate::home::entropy().map(|e| e as u64).unwrap_or_default());
     let actor = match app.home.identity.new_actor() {
         Ok(actor) => actor,
         Err(error) => return store_unavailable(&error),
     };
-    let doc = match CaseDoc::register(&ctx, &hall, actor, reg_no.clone(), &code, registration) {
-        Ok((doc, _)) => doc,
-        Err(error) => {
+    // The store picks the number inside the transaction that stores the case (`Store::register_new`).
+    let receipt_code = code.clone();
+    let build: crate::store::RegisterFn = Box::new(move |reg_no| {
+        CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
+    });
+    let (ack, reg_no) = match app.store.register_new(&app.home.config.window, year, build).await {
+        Ok(registered) => (registered.ack, registered.reg_no),
+        Err(crate::store::WriteError::Command(error)) => {
             let errors = vec![command_error_zh(&error)];
             return desk_page(
                 &session,
@@ -508,12 +507,11 @@ async fn new_submit(
                 new_case_page(&app, &session, &form, &errors),
             );
         }
-    };
-    let ack = match app.store.register(doc).await {
-        Ok(ack) => ack,
+        Err(crate::store::WriteError::NumbersExhausted { .. }) => {
+            return error_page(StatusCode::CONFLICT, "无法登记", "本年度登记编号已用完。", None);
+        }
         Err(error) => return store_unavailable(&error),
     };
-    drop(guard);
     let body = html! {
         h1 { "登记成功" }
         div.ok { "已登记，请将登记编号和查询码告知诉求人（查询码只显示这一次）。" }
@@ -1483,73 +1481,26 @@ async fn mark_duplicate(app: &App, session: &Session, view: &CaseView, ctx: Ctx,
         let message = format!("主案件 {} 的状态为“{}”，不能作为主案件", master_view.reg_no, master_view.status.label());
         return refused(app, session, view, &message, None).await;
     }
-    let master_ctx = match self::ctx(app, session) {
-        Ok(master_ctx) => master_ctx,
-        Err(response) => return response,
-    };
-    let checked_master = master_view.clone();
-    let mark: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| case.mark_duplicate_of(&checked_master, &ctx));
-    match app.store.edit(view.case_id.as_str(), mark).await {
-        Ok(_) => {}
-        Err(crate::store::WriteError::Command(error)) => {
-            return refused(app, session, view, &command_error_desk(&error), None).await;
-        }
-        Err(error) => return store_unavailable(&error),
-    }
-    let duplicate = view.case_id.clone();
-    let attach: crate::store::EditFn =
-        Box::new(move |case: &mut CaseDoc| case.attach_duplicate(&duplicate, &master_ctx));
-    match app.store.edit(&master_id, attach).await {
+    // Both halves (`MarkedDuplicate` here, `DuplicateAttached` on the master) in one store transaction.
+    match app.store.mark_duplicate(view.case_id.as_str(), &master_id, ctx).await {
         Ok(_) => done(view, "duplicate"),
-        Err(error) => {
-            tracing::warn!(%error, case_id = view.case_id.as_str(), master = %master_id, "duplicate marked, master not told");
-            store_unavailable(&error)
+        Err(crate::store::WriteError::Command(error)) => {
+            refused(app, session, view, &command_error_desk(&error), None).await
         }
+        Err(error) => store_unavailable(&error),
     }
 }
 
-/// A scratch copy of a stored case (loaded from its changes), for a crdt call that needs the document itself.
-async fn scratch_copy(app: &App, id: &str) -> Result<CaseDoc, Response> {
-    let changes = app.store.changes_since(id, Vec::new()).await.map_err(|error| store_unavailable(&error))?;
-    let mut doc = automerge::AutoCommit::new();
-    for change in changes {
-        doc.load_incremental(&change).map_err(|error| store_unavailable(&error))?;
-    }
-    CaseDoc::from_automerge(doc).map_err(|error| store_unavailable(&error))
-}
-
-/// 解除并案 (督查科): the duplicate returns to 已登记 and the master stops listing it.
-///
-/// The crdt writes the master's half (`DuplicateDetached`) only inside `CaseDoc::unmerge`, next to the duplicate's; the
-/// store holds one document at a time. So the duplicate's half is applied to the stored duplicate (checked by the case
-/// rules), and the master's half is written by `CaseDoc::unmerge` over a scratch copy of the duplicate taken before,
-/// whose own half is thrown away.
+/// 解除并案 (督查科): the duplicate returns to 已登记 and the master stops listing it, both in one store transaction
+/// (`Store::unmerge`).
 async fn unmerge(app: &App, session: &Session, view: &CaseView, ctx: Ctx) -> Response {
     let Some(master) = view.duplicate_of.clone() else {
         return refused(app, session, view, "本案不是重复件，无需解除并案", None).await;
     };
-    let mut scratch = match scratch_copy(app, view.case_id.as_str()).await {
-        Ok(scratch) => scratch,
-        Err(response) => return response,
-    };
-    let master_ctx = match self::ctx(app, session) {
-        Ok(master_ctx) => master_ctx,
-        Err(response) => return response,
-    };
     let hall = Arc::new(hall(app));
-    match app.store.apply(view.case_id.as_str(), ctx, hall.clone(), Command::Unmerge).await {
-        Ok(_) => {}
-        Err(crate::store::WriteError::Command(error)) => {
-            return refused(app, session, view, &command_error_desk(&error), None).await;
-        }
-        Err(error) => return store_unavailable(&error),
-    }
-    let detach: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| {
-        CaseDoc::unmerge(&mut scratch, case, &master_ctx, &hall).map(|(_, detached)| detached)
-    });
-    match app.store.edit(master.as_str(), detach).await {
-        Ok(_) => done(view, "unmerge"),
-        Err(crate::store::WriteError::UnknownCase(_)) => {
+    match app.store.unmerge(view.case_id.as_str(), master.as_str(), ctx, hall).await {
+        Ok(acks) if acks.second.is_some() => done(view, "unmerge"),
+        Ok(_) => {
             // The master has not reached this node: the duplicate is unmerged; the master's list heals when the
             // master's node unmerges or the documents sync (the duplicate's own event says it left).
             let view = match load_view(app, view.case_id.as_str()).await {
@@ -1559,10 +1510,10 @@ async fn unmerge(app: &App, session: &Session, view: &CaseView, ctx: Ctx) -> Res
             let message = "已解除并案（主案件不在本节点，主案件一侧未记录）";
             case_response(app, session, StatusCode::OK, &view, Some(Ok(message)), None, None).await
         }
-        Err(error) => {
-            tracing::warn!(%error, case_id = view.case_id.as_str(), master = %master, "unmerged, master not told");
-            store_unavailable(&error)
+        Err(crate::store::WriteError::Command(error)) => {
+            refused(app, session, view, &command_error_desk(&error), None).await
         }
+        Err(error) => store_unavailable(&error),
     }
 }
 
@@ -1719,30 +1670,22 @@ async fn stats(State(app): State<App>, headers: HeaderMap) -> Response {
 
 async fn conflicts(State(app): State<App>, headers: HeaderMap) -> Response {
     let Some((_, session)) = session(&app, &headers) else { return to_login() };
-    let mut found = Vec::new();
-    let mut query = RegisterQuery { limit: crate::store::PAGE_ROWS_MAX, ..RegisterQuery::default() };
-    let mut seen = 0;
-    loop {
-        let page = match app.store.register_page(query.clone()).await {
-            Ok(page) => page,
+    // The store's list of cases with open conflicts (a projection kept with each change), not a fold of every case.
+    let list = match app.store.conflicts(crate::store::CONFLICTS_LISTED_MAX).await {
+        Ok(list) => list,
+        Err(error) => return store_unavailable(&error),
+    };
+    let mut found = Vec::with_capacity(list.rows.len());
+    for (row, _) in &list.rows {
+        match app.store.case_view(&row.case_id).await {
+            Ok(view) => found.push(view),
             Err(error) => return store_unavailable(&error),
-        };
-        for row in &page.rows {
-            if let Ok(view) = app.store.case_view(&row.case_id).await
-                && !view.conflicts.is_empty()
-            {
-                found.push(view);
-            }
-        }
-        seen += page.rows.len();
-        match page.next {
-            Some(next) if seen < limits::METRICS_CASES_MAX => query.after = Some(next),
-            _ => break,
         }
     }
     let hall = hall(&app);
     let body = html! {
-        h1 { "冲突待核（" (found.len()) " 件）" }
+        h1 { "冲突待核（" (list.cases) " 件）" }
+        @if (found.len() as u64) < list.cases { p.hint { "仅列出最近登记的 " (found.len()) " 件。" } }
         p.hint { "离线节点同时做出的相互冲突的操作：未生效的一方保留在记录中，请核定。" }
         @for view in &found {
             h2 {

@@ -154,8 +154,6 @@ pub(crate) struct AppState {
     pub options: HttpOptions,
     pub sessions: guard::Sessions,
     pub limiter: guard::RateLimiter,
-    /// Registration numbers are "highest so far + 1": two reports at once must not get the same number.
-    pub register_lock: tokio::sync::Mutex<()>,
     pub counters: Counters,
 }
 
@@ -168,7 +166,6 @@ fn state(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> App {
         home,
         store,
         options,
-        register_lock: tokio::sync::Mutex::new(()),
         counters: Counters::default(),
     })
 }

@@ -10,6 +10,7 @@
 
 use super::cache::Lru;
 use super::projection::{self, CASE_COLUMNS, CaseRow, SearchText};
+use super::registry;
 use super::schema::{self, APPLICATION_ID, SCHEMA_VERSION_LATEST};
 use super::*;
 use automerge::sync::{Message as SyncMessage, State as SyncState};
@@ -20,7 +21,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use zhaowo_crdt::roster::{Roster, SignedRecord};
 use zhaowo_crdt::sync::{ReceivedDoc, Replica, SessionEvent};
 use zhaowo_crdt::wire::{CatalogEntry as WireCatalogEntry, ChangeSignature, WholeDoc};
-use zhaowo_crdt::{CaseDoc, CaseView};
+use zhaowo_crdt::{CaseDoc, CaseView, RegNo};
 
 /// Prepared statements kept: more than the store has distinct statements (search builds a few per filter shape).
 const STATEMENTS_CACHED_MAX: usize = 128;
@@ -97,8 +98,10 @@ impl Db {
         if !journal.eq_ignore_ascii_case("wal") {
             return Err(not_a_store(format!("journal mode stays `{journal}`, WAL is required")));
         }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = OFF;")
-            .map_err(sqlite)?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = OFF;"
+        ))
+        .map_err(sqlite)?;
         // The store uses a few dozen distinct statements; rusqlite's default cache of 16 re-parsed SQL on every sync
         // step (a tenth of an initial sync's CPU).
         conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED_MAX);
@@ -217,80 +220,227 @@ impl Db {
 
     // ---- local writes ----
 
-    pub fn register(&mut self, mut case: CaseDoc) -> Result<Acknowledged, WriteError> {
+    /// Runs `work` inside `BEGIN IMMEDIATE … COMMIT` (ROLLBACK when it fails). The write lock is taken first and the
+    /// cache refreshed under it, so an edit always starts from the stored document: another process writing the same
+    /// file waits for this transaction (`busy_timeout`) and can never slip a change in between. On an error the caller
+    /// evicts what it touched from the cache.
+    fn write<T, E: From<rusqlite::Error>>(&mut self, work: impl FnOnce(&mut Db) -> Result<T, E>) -> Result<T, E> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = match self.refresh_cache() {
+            Ok(()) => work(self),
+            Err(error) => Err(error.into()),
+        };
+        let result = match result {
+            Ok(value) => self.conn.execute_batch("COMMIT").map(|()| value).map_err(E::from),
+            Err(error) => Err(error),
+        };
+        if result.is_err() && !self.conn.is_autocommit() {
+            drop(self.conn.execute_batch("ROLLBACK"));
+        }
+        result
+    }
+
+    /// Stores a case registered elsewhere with its number (tests, tools): the number must not be held by another case.
+    pub fn register(&mut self, case: CaseDoc) -> Result<Acknowledged, WriteError> {
+        let reg_no = case.view().reg_no;
+        self.register_with(Box::new(move |_| Ok(case)), Some(reg_no))
+    }
+
+    /// Registers a new case under the next number of `window` in `year`, picked in the registering transaction.
+    pub fn register_new(&mut self, window: &str, year: i32, build: RegisterFn) -> Result<Registered, WriteError> {
+        if !self.projections {
+            return Err(WriteError::from(ReadError::NoProjections));
+        }
+        let (window, year) = (window.to_owned(), year);
+        let mut allocated = None;
+        let ack = self.register_inner(build, |db| {
+            let reg_no = registry::next_number(&db.conn, &window, year)?
+                .ok_or_else(|| WriteError::NumbersExhausted { window: window.clone(), year })?;
+            allocated = Some(reg_no.clone());
+            Ok(reg_no)
+        })?;
+        Ok(Registered { ack, reg_no: allocated.expect("allocated before registering") })
+    }
+
+    fn register_with(&mut self, build: RegisterFn, reg_no: Option<RegNo>) -> Result<Acknowledged, WriteError> {
+        let reg_no = reg_no.expect("a pre-numbered case");
+        self.register_inner(build, move |_| Ok(reg_no))
+    }
+
+    fn register_inner(
+        &mut self,
+        build: RegisterFn,
+        number: impl FnOnce(&Db) -> Result<RegNo, WriteError>,
+    ) -> Result<Acknowledged, WriteError> {
+        let mut registered_id = None;
+        let result = self.write(|db| -> Result<(Acknowledged, CaseDoc), WriteError> {
+            let reg_no = number(db)?;
+            let mut case = match catch_unwind(AssertUnwindSafe(|| build(reg_no.clone()))) {
+                Ok(built) => built?,
+                Err(payload) => return Err(WriteError::Panicked(panic_text(payload))),
+            };
+            let doc_id = case.case_id().as_str().to_owned();
+            if case.view().reg_no != reg_no {
+                return Err(WriteError::Corrupt(CorruptCase {
+                    case_id: doc_id,
+                    reason: format!("registered under {} instead of the allocated {reg_no}", case.view().reg_no),
+                }));
+            }
+            if db.catalog_has(&doc_id)? {
+                return Err(WriteError::DuplicateCase(doc_id));
+            }
+            if db.projections {
+                if let Some(holder) = registry::holder_other_than(&db.conn, &reg_no.to_string(), &doc_id)? {
+                    return Err(WriteError::RegNoTaken { reg_no: reg_no.to_string(), case_id: holder });
+                }
+                registry::claim_local(&db.conn, &doc_id, &reg_no)?;
+            }
+            registered_id = Some(doc_id.clone());
+            let stored =
+                persist(&db.conn, &doc_id, case.automerge_mut(), &[], db.compact_min_bytes, signing(&db.signer))?;
+            if db.projections {
+                project(&db.conn, &case)?;
+            }
+            let heads = case.automerge_mut().get_heads();
+            let ack = Acknowledged {
+                case_id: doc_id,
+                local_seq: stored.local_seq,
+                heads_hash: heads_hash(&heads),
+                event_id: None,
+            };
+            Ok((ack, case))
+        });
+        match result {
+            Ok((ack, case)) => {
+                self.notify.send_replace(ack.local_seq);
+                self.cache.insert(ack.case_id.clone(), case);
+                Ok(ack)
+            }
+            Err(error) => {
+                if let Some(doc_id) = registered_id {
+                    self.cache.remove(&doc_id);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes a case out of the cache (or loads it) for a write; it goes back only after the commit.
+    fn take_case(&mut self, doc_id: &str) -> Result<CaseDoc, ReadError> {
+        self.case_mut(doc_id)?;
+        Ok(self.cache.remove(doc_id).expect("loaded above"))
+    }
+
+    /// Stores the change a command made to a taken case, with its projections (inside the caller's transaction).
+    fn persist_case(&self, case: &mut CaseDoc, heads_before: &[ChangeHash]) -> rusqlite::Result<Stored> {
         let doc_id = case.case_id().as_str().to_owned();
-        if self.catalog_has(&doc_id)? {
-            return Err(WriteError::DuplicateCase(doc_id));
+        let stored = persist(
+            &self.conn,
+            &doc_id,
+            case.automerge_mut(),
+            heads_before,
+            self.compact_min_bytes,
+            signing(&self.signer),
+        )?;
+        if self.projections && stored.changes > 0 {
+            project(&self.conn, case)?;
         }
-        let projections = self.projections;
-        let compact_min_bytes = self.compact_min_bytes;
-        let signer = self.signer.clone();
-        let tx = self.conn.transaction()?;
-        let stored = persist(&tx, &doc_id, case.automerge_mut(), &[], compact_min_bytes, signing(&signer))?;
-        if projections {
-            project(&tx, &case)?;
-        }
-        tx.commit()?;
-        self.notify.send_replace(stored.local_seq);
-        let heads = case.automerge_mut().get_heads();
-        self.cache.insert(doc_id.clone(), case);
-        Ok(Acknowledged {
-            case_id: doc_id,
-            local_seq: stored.local_seq,
-            heads_hash: heads_hash(&heads),
-            event_id: None,
-        })
+        Ok(stored)
     }
 
     pub fn edit(&mut self, doc_id: &str, edit: EditFn) -> Result<Acknowledged, WriteError> {
-        let projections = self.projections;
-        let compact_min_bytes = self.compact_min_bytes;
-        let signer = self.signer.clone();
-        let case = self.case_mut(doc_id)?;
-        let heads_before = case.automerge_mut().get_heads();
-        let outcome = catch_unwind(AssertUnwindSafe(|| edit(&mut *case)));
-        let event_id = match outcome {
-            Ok(Ok(event_id)) => event_id,
-            Ok(Err(error)) => {
-                if case.automerge_mut().get_heads() != heads_before
-                    || automerge::transaction::Transactable::pending_ops(case.automerge()) > 0
-                {
-                    self.cache.remove(doc_id);
+        let mut taken = None;
+        let result = self.write(|db| -> Result<Acknowledged, WriteError> {
+            let case = taken.insert(db.take_case(doc_id)?);
+            let heads_before = case.automerge_mut().get_heads();
+            let event_id = match catch_unwind(AssertUnwindSafe(|| edit(&mut *case))) {
+                Ok(Ok(event_id)) => event_id,
+                Ok(Err(error)) => {
+                    if case.automerge_mut().get_heads() == heads_before
+                        && automerge::transaction::Transactable::pending_ops(case.automerge()) == 0
+                    {
+                        // Nothing changed: the copy is still the stored document.
+                        let case = taken.take().expect("taken above");
+                        db.cache.insert(doc_id.to_owned(), case);
+                    }
+                    return Err(WriteError::Command(error));
                 }
-                return Err(WriteError::Command(error));
-            }
-            Err(payload) => {
-                self.cache.remove(doc_id);
-                return Err(WriteError::Panicked(panic_text(payload)));
-            }
-        };
-        let result = (|| -> rusqlite::Result<(Stored, [u8; 32])> {
-            let case = self.cache.get_mut(doc_id).expect("loaded above");
-            let tx = self.conn.transaction()?;
-            let stored =
-                persist(&tx, doc_id, case.automerge_mut(), &heads_before, compact_min_bytes, signing(&signer))?;
-            if projections && stored.changes > 0 {
-                project(&tx, case)?;
-            }
-            tx.commit()?;
-            Ok((stored, heads_hash(&case.automerge_mut().get_heads())))
-        })();
-        match result {
-            Ok((stored, hash)) => {
-                self.notify.send_replace(stored.local_seq);
-                Ok(Acknowledged {
-                    case_id: doc_id.to_owned(),
-                    local_seq: stored.local_seq,
-                    heads_hash: hash,
-                    event_id: Some(event_id),
-                })
-            }
-            Err(error) => {
-                // The change is in memory but not on disk: forget it, the caller was not acknowledged.
-                self.cache.remove(doc_id);
-                Err(error.into())
+                Err(payload) => return Err(WriteError::Panicked(panic_text(payload))),
+            };
+            let stored = db.persist_case(case, &heads_before)?;
+            let hash = heads_hash(&case.automerge_mut().get_heads());
+            Ok(Acknowledged {
+                case_id: doc_id.to_owned(),
+                local_seq: stored.local_seq,
+                heads_hash: hash,
+                event_id: Some(event_id),
+            })
+        });
+        if let Ok(ack) = &result {
+            self.notify.send_replace(ack.local_seq);
+            if let Some(case) = taken {
+                self.cache.insert(doc_id.to_owned(), case);
             }
         }
+        // On an error the changed copy is dropped (it was out of the cache): the caller was not acknowledged.
+        result
+    }
+
+    /// Edits two cases in one transaction (并案, 解除并案): both changes are stored, or neither. `second` may be missing
+    /// from this store unless `second_required` (the master of a duplicate that has not reached this node).
+    pub fn edit_pair(
+        &mut self,
+        first: &str,
+        second: Option<&str>,
+        second_required: bool,
+        edit: PairEditFn,
+    ) -> Result<PairAcknowledged, WriteError> {
+        let mut taken: Vec<CaseDoc> = Vec::new();
+        let result = self.write(|db| -> Result<PairAcknowledged, WriteError> {
+            taken.push(db.take_case(first)?);
+            let second_present = match second {
+                Some(second) if second == first => {
+                    return Err(WriteError::Command(CommandError::DuplicateCycle));
+                }
+                Some(second) => match db.take_case(second) {
+                    Ok(case) => {
+                        taken.push(case);
+                        true
+                    }
+                    Err(ReadError::UnknownCase(_)) if !second_required => false,
+                    Err(error) => return Err(error.into()),
+                },
+                None => false,
+            };
+            let heads: Vec<Vec<ChangeHash>> = taken.iter_mut().map(|case| case.automerge_mut().get_heads()).collect();
+            let (a, rest) = taken.split_first_mut().expect("the first case is taken");
+            let events = match catch_unwind(AssertUnwindSafe(|| edit(a, rest.first_mut()))) {
+                Ok(Ok(events)) => events,
+                Ok(Err(error)) => return Err(WriteError::Command(error)),
+                Err(payload) => return Err(WriteError::Panicked(panic_text(payload))),
+            };
+            let mut acks = Vec::new();
+            for (index, case) in taken.iter_mut().enumerate() {
+                let stored = db.persist_case(case, &heads[index])?;
+                acks.push(Acknowledged {
+                    case_id: case.case_id().as_str().to_owned(),
+                    local_seq: stored.local_seq,
+                    heads_hash: heads_hash(&case.automerge_mut().get_heads()),
+                    event_id: events.get(index).cloned().flatten(),
+                });
+            }
+            let mut acks = acks.into_iter();
+            let first = acks.next().expect("one ack per taken case");
+            Ok(PairAcknowledged { first, second: if second_present { acks.next() } else { None } })
+        });
+        if let Ok(acks) = &result {
+            let seq = acks.second.as_ref().map_or(acks.first.local_seq, |second| second.local_seq);
+            self.notify.send_replace(seq.max(acks.first.local_seq));
+            for case in taken {
+                self.cache.insert(case.case_id().as_str().to_owned(), case);
+            }
+        }
+        result
     }
 
     // ---- remote changes ----
@@ -310,7 +460,7 @@ impl Db {
         let projections = self.projections;
         let compact_min_bytes = self.compact_min_bytes;
         let result = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction()?;
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for remote in batch {
                 let doc_id = remote.case_id;
                 if zhaowo_crdt::CaseId::parse(&doc_id).is_none() {
@@ -666,6 +816,73 @@ impl Db {
         })
     }
 
+    // ---- register of numbers, counts, conflicts, quarantine ----
+
+    pub fn case_id_by_reg_no(&self, reg_no: &str) -> Result<Option<String>, ReadError> {
+        self.need_projections()?;
+        Ok(registry::case_id_by_reg_no(&self.conn, reg_no)?)
+    }
+
+    pub fn status_counts(&self) -> Result<BTreeMap<String, u64>, ReadError> {
+        self.need_projections()?;
+        let mut counts: BTreeMap<String, u64> =
+            zhaowo_crdt::model::Status::ALL.iter().map(|status| (status.code().to_owned(), 0)).collect();
+        // One pass over the `cases_by_status` index.
+        let mut statement = self.conn.prepare_cached("SELECT status, count(*) FROM cases GROUP BY status")?;
+        for row in statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))? {
+            let (status, count) = row?;
+            counts.insert(status, count.max(0) as u64);
+        }
+        Ok(counts)
+    }
+
+    pub fn overdue_count(&self, now_ms: i64) -> Result<u64, ReadError> {
+        self.need_projections()?;
+        let count: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM cases WHERE clock_runs = 1 AND due_ms < ?1")?
+            .query_row([now_ms], |row| row.get(0))?;
+        Ok(count.max(0) as u64)
+    }
+
+    pub fn conflicts(&self, limit: usize) -> Result<ConflictList, ReadError> {
+        self.need_projections()?;
+        let (cases, conflicts): (i64, i64) = self
+            .conn
+            .prepare_cached("SELECT count(*), coalesce(sum(conflicts), 0) FROM open_conflicts")?
+            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let columns = CASE_COLUMNS.split(", ").map(|column| format!("c.{column}")).collect::<Vec<_>>().join(", ");
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {columns}, o.conflicts AS open FROM open_conflicts o JOIN cases c ON c.doc_id = o.doc_id
+             ORDER BY c.registered_at_ms DESC, c.doc_id DESC LIMIT ?1"
+        ))?;
+        let rows = statement
+            .query_map([limit.clamp(1, CONFLICTS_LISTED_MAX) as i64], |row| {
+                Ok((CaseRow::from_sql(row)?, row.get::<_, i64>("open")?.max(0) as u64))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ConflictList { cases: cases.max(0) as u64, conflicts: conflicts.max(0) as u64, rows })
+    }
+
+    pub fn repeated_numbers(&self) -> Result<Vec<RepeatedNumber>, ReadError> {
+        self.need_projections()?;
+        Ok(registry::repeated(&self.conn)?)
+    }
+
+    pub fn quarantined(&self) -> Result<QuarantineList, ReadError> {
+        self.need_projections()?;
+        let count: i64 =
+            self.conn.prepare_cached("SELECT count(*) FROM quarantine")?.query_row([], |row| row.get(0))?;
+        let mut statement =
+            self.conn.prepare_cached("SELECT doc_id, reason, at_ms FROM quarantine ORDER BY doc_id LIMIT ?1")?;
+        let docs = statement
+            .query_map([QUARANTINE_LISTED_MAX as i64], |row| {
+                Ok(Quarantined { case_id: row.get(0)?, reason: row.get(1)?, at_ms: row.get(2)? })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(QuarantineList { count: count.max(0) as u64, docs })
+    }
+
     // ---- maintenance ----
 
     pub fn integrity_check(&self) -> rusqlite::Result<Vec<String>> {
@@ -678,13 +895,14 @@ impl Db {
             return Err(MaintenanceError::NoProjections);
         }
         let mut problems = Vec::new();
-        let tx = self.conn.transaction()?;
+        self.cache.clear();
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let cases = reindex_in(&tx, &self.actor, &mut problems)?;
         tx.commit()?;
         Ok(ReindexReport { cases, problems })
     }
 
-    pub fn verify(&mut self) -> Result<VerifyReport, MaintenanceError> {
+    pub fn verify(&mut self, roster: Option<&Roster>) -> Result<VerifyReport, MaintenanceError> {
         let mut report = VerifyReport::default();
         let mut after = String::new();
         loop {
@@ -693,7 +911,30 @@ impl Db {
             after = last.clone();
             for doc_id in ids {
                 report.docs += 1;
-                self.verify_doc(&doc_id, &mut report.problems)?;
+                let before = report.problems.len();
+                self.verify_doc(&doc_id, roster, &mut report)?;
+                if self.projections {
+                    // A document whose rows are damaged is not sent to peers until repaired; a healthy one leaves.
+                    let damage = report.problems[before..].iter().find_map(|problem| match &problem.kind {
+                        ProblemKind::Unreadable(reason) => Some(format!("unreadable: {reason}")),
+                        ProblemKind::BadSignature(reason) => Some(format!("bad signature: {reason}")),
+                        _ => None,
+                    });
+                    match damage {
+                        Some(reason) => quarantine(&self.conn, &doc_id, &reason)?,
+                        None => {
+                            self.conn.prepare_cached("DELETE FROM quarantine WHERE doc_id = ?1")?.execute([&doc_id])?;
+                        }
+                    }
+                }
+            }
+        }
+        if self.projections {
+            for repeated in registry::repeated(&self.conn)? {
+                report.problems.push(Problem {
+                    case_id: repeated.case_ids.first().cloned().unwrap_or_default(),
+                    kind: ProblemKind::RepeatedNumber { reg_no: repeated.reg_no, case_ids: repeated.case_ids },
+                });
             }
         }
         // Rows that belong to no catalogued document.
@@ -741,7 +982,10 @@ impl Db {
         Ok(report)
     }
 
-    fn verify_doc(&mut self, doc_id: &str, problems: &mut Vec<Problem>) -> rusqlite::Result<()> {
+    fn verify_doc(&mut self, doc_id: &str, roster: Option<&Roster>, report: &mut VerifyReport) -> rusqlite::Result<()> {
+        let signatures: BTreeMap<[u8; 32], [u8; 64]> =
+            stored_signatures(&self.conn, doc_id)?.into_iter().map(|s| (s.hash, s.signature)).collect();
+        let VerifyReport { problems, signatures_checked, unsigned_changes, .. } = report;
         let mut problem = |kind| problems.push(Problem { case_id: doc_id.to_owned(), kind });
         let mut doc = match load_automerge(&self.conn, &self.actor, doc_id) {
             Ok(Some(doc)) => doc,
@@ -762,6 +1006,29 @@ impl Db {
         if catalog != heads_hash(&doc.get_heads()) {
             problem(ProblemKind::HeadsMismatch);
         }
+        if let Some(roster) = roster {
+            // Every change against the roster, by the rules a peer applies (`verify_signed`); a change without a
+            // signature stays local (imported from a plain file, or a store without a node key) and is counted.
+            let mut keys = zhaowo_crdt::signing::AuthorKeys::default();
+            for meta in doc.get_changes_meta(&[]) {
+                let signature_of = |hash: &ChangeHash| signatures.get(&hash.0).copied();
+                let checked = zhaowo_crdt::signing::verify_signed(
+                    &mut keys,
+                    roster,
+                    &meta.actor,
+                    meta.hash,
+                    meta.timestamp,
+                    signature_of,
+                );
+                match checked {
+                    Ok(_) => *signatures_checked += 1,
+                    Err(zhaowo_crdt::signing::ChangeRejected::Unsigned(_)) => *unsigned_changes += 1,
+                    // Valid before the revocation, or refused alike on every node: not damage.
+                    Err(zhaowo_crdt::signing::ChangeRejected::Revoked(..)) => *signatures_checked += 1,
+                    Err(rejected) => problem(ProblemKind::BadSignature(rejected.to_string())),
+                }
+            }
+        }
         if !self.projections {
             return Ok(());
         }
@@ -781,6 +1048,12 @@ impl Db {
                         }
                         if projection::read_text(&self.conn, id)? != Some(SearchText::of(&view)) {
                             problem(ProblemKind::StaleSearchText);
+                        }
+                        if projection::read_conflicts(&self.conn, doc_id)? != view.conflicts.len() {
+                            problem(ProblemKind::StaleConflicts);
+                        }
+                        if registry::case_id_by_reg_no(&self.conn, &view.reg_no.to_string())?.is_none() {
+                            problem(ProblemKind::MissingNumber);
                         }
                     }
                 }
@@ -832,7 +1105,10 @@ fn doc_ids_after(conn: &Connection, after: &str, limit: usize) -> rusqlite::Resu
 
 /// Rebuilds every projection from the documents inside `tx`; unreadable documents are reported and skipped.
 fn reindex_in(tx: &Transaction<'_>, actor: &ActorId, problems: &mut Vec<Problem>) -> rusqlite::Result<u64> {
-    tx.execute_batch("DELETE FROM cases; DELETE FROM cases_fts; DELETE FROM cases_bigrams; DELETE FROM stats_daily;")?;
+    tx.execute_batch(
+        "DELETE FROM cases; DELETE FROM cases_fts; DELETE FROM cases_bigrams; DELETE FROM stats_daily; \
+         DELETE FROM open_conflicts;",
+    )?;
     let mut after = String::new();
     let mut cases = 0;
     loop {
@@ -864,7 +1140,7 @@ fn reindex_in(tx: &Transaction<'_>, actor: &ActorId, problems: &mut Vec<Problem>
 
 fn project(tx: &Connection, case: &CaseDoc) -> rusqlite::Result<()> {
     let view = case.view();
-    projection::upsert(tx, &CaseRow::of(&view), &SearchText::of(&view))
+    projection::upsert(tx, &CaseRow::of(&view), &SearchText::of(&view), view.conflicts.len())
 }
 
 /// Which signatures [`persist`] stores with the changes it writes.
@@ -1005,6 +1281,103 @@ fn store_signature(
         "INSERT OR IGNORE INTO change_signatures (doc_id, hash, signer, signature) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![doc_id, hash.as_slice(), signer.as_slice(), signature.as_slice()])?;
+    Ok(())
+}
+
+/// Puts a document in quarantine (inside the caller's transaction, if any): sync will not send it.
+fn quarantine(conn: &Connection, doc_id: &str, reason: &str) -> rusqlite::Result<()> {
+    tracing::warn!(case_id = doc_id, reason, "document quarantined: it is not sent to peers until repaired");
+    conn.prepare_cached(
+        "INSERT INTO quarantine (doc_id, reason, at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (doc_id) DO UPDATE SET reason = ?2",
+    )?
+    .execute(params![doc_id, reason, crate::home::now_ms()])?;
+    Ok(())
+}
+
+fn is_quarantined(conn: &Connection, doc_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM quarantine WHERE doc_id = ?1")?
+        .query_row([doc_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Automerge chunks start with these magic bytes, then a 4-byte checksum (the first bytes of the SHA-256 of the
+/// chunk type, length and contents), the type byte and the length as unsigned LEB128.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// Checks the checksum of every chunk in `bytes` (a snapshot) without loading it: what a receiving Automerge checks
+/// first, at the cost of one SHA-256 over the bytes instead of a load.
+pub(crate) fn chunks_intact(mut bytes: &[u8]) -> Result<(), String> {
+    use sha2::Digest;
+    while !bytes.is_empty() {
+        if bytes.len() < 9 || bytes[..4] != CHUNK_MAGIC {
+            return Err("not an Automerge chunk".to_owned());
+        }
+        let checksum = &bytes[4..8];
+        let mut length: u64 = 0;
+        let mut at = 9;
+        let mut shift = 0;
+        loop {
+            let Some(&byte) = bytes.get(at) else { return Err("truncated chunk length".to_owned()) };
+            if shift > 56 {
+                return Err("chunk length too long".to_owned());
+            }
+            length |= u64::from(byte & 0x7f) << shift;
+            at += 1;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let end =
+            usize::try_from(length).ok().and_then(|length| at.checked_add(length)).filter(|&end| end <= bytes.len());
+        let Some(end) = end else { return Err("truncated chunk".to_owned()) };
+        let digest = sha2::Sha256::digest(&bytes[8..end]);
+        if digest[..4] != *checksum {
+            return Err("chunk checksum mismatch".to_owned());
+        }
+        bytes = &bytes[end..];
+    }
+    Ok(())
+}
+
+/// Whether this node can vouch for a stored document it is about to send whole: every change row parses and
+/// matches its stored hash, the snapshot's checksums hold, and every stored signature verifies under its signer's
+/// key. A damaged row would make the peer refuse the document (and drop us) on every retry.
+fn check_outgoing(whole: &WholeDoc, conn: &Connection, doc_id: &str) -> Result<(), String> {
+    chunks_intact(&whole.snapshot).map_err(|reason| format!("snapshot: {reason}"))?;
+    let mut statement = conn
+        .prepare_cached("SELECT hash, bytes FROM changes WHERE doc_id = ?1 ORDER BY seq")
+        .map_err(|error| error.to_string())?;
+    let rows = statement
+        .query_map([doc_id], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)))
+        .map_err(|error| error.to_string())?;
+    for row in rows {
+        let (hash, bytes) = row.map_err(|error| error.to_string())?;
+        parse_change(&bytes, Some(&hash)).map_err(|reason| format!("change row: {reason}"))?;
+    }
+    let mut signers = conn
+        .prepare_cached("SELECT hash, signer, signature FROM change_signatures WHERE doc_id = ?1")
+        .map_err(|error| error.to_string())?;
+    let rows = signers
+        .query_map([doc_id], |row| {
+            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, Vec<u8>>(2)?))
+        })
+        .map_err(|error| error.to_string())?;
+    for row in rows {
+        let (hash, signer, signature) = row.map_err(|error| error.to_string())?;
+        let holds = match (<[u8; 32]>::try_from(hash), <[u8; 32]>::try_from(signer), <[u8; 64]>::try_from(signature)) {
+            (Ok(hash), Ok(signer), Ok(signature)) => {
+                zhaowo_crdt::signing::signature_holds(&signer, &ChangeHash(hash), &signature)
+            }
+            _ => false,
+        };
+        if !holds {
+            return Err("a stored change signature does not verify".to_owned());
+        }
+    }
     Ok(())
 }
 
@@ -1289,8 +1662,24 @@ impl Replica for DbReplica<'_> {
     }
 
     fn whole_doc(&mut self, doc_id: &str) -> Option<WholeDoc> {
-        match stored_whole_doc(&self.db.conn, doc_id) {
-            Ok(whole) => whole,
+        let conn = &self.db.conn;
+        match is_quarantined(conn, doc_id).and_then(
+            |quarantined| {
+                if quarantined { Ok(None) } else { stored_whole_doc(conn, doc_id) }
+            },
+        ) {
+            // Never send what this node cannot itself vouch for: quarantine it and go on with the others (the peer
+            // then tries it change by change, which refuses it on this side, see `signature`).
+            Ok(Some(whole)) => match check_outgoing(&whole, conn, doc_id) {
+                Ok(()) => Some(whole),
+                Err(reason) => {
+                    if let Err(error) = quarantine(conn, doc_id, &reason) {
+                        self.fail(error);
+                    }
+                    None
+                }
+            },
+            Ok(None) => None,
             Err(error) => {
                 self.fail(error);
                 None
@@ -1312,7 +1701,9 @@ impl Replica for DbReplica<'_> {
         if self.db.projections {
             // The session folded the view beside the signature checks, off this thread.
             let projected = match &received.view {
-                Some(view) => projection::upsert(&self.db.conn, &CaseRow::of(view), &SearchText::of(view)),
+                Some(view) => {
+                    projection::upsert(&self.db.conn, &CaseRow::of(view), &SearchText::of(view), view.conflicts.len())
+                }
                 None => projection::remove(&self.db.conn, doc_id),
             };
             if let Err(error) = projected {
@@ -1324,15 +1715,38 @@ impl Replica for DbReplica<'_> {
     }
 
     fn signature(&mut self, doc_id: &str, hash: &ChangeHash) -> Option<[u8; 64]> {
-        let found = self
-            .db
-            .conn
-            .prepare_cached("SELECT signature FROM change_signatures WHERE doc_id = ?1 AND hash = ?2")
-            .and_then(|mut statement| {
-                statement.query_row(params![doc_id, hash.0.as_slice()], |row| row.get::<_, Vec<u8>>(0)).optional()
-            });
+        let conn = &self.db.conn;
+        let found = is_quarantined(conn, doc_id).and_then(|quarantined| {
+            if quarantined {
+                return Ok(None);
+            }
+            conn.prepare_cached("SELECT signer, signature FROM change_signatures WHERE doc_id = ?1 AND hash = ?2")
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![doc_id, hash.0.as_slice()], |row| {
+                            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
+                        })
+                        .optional()
+                })
+        });
         match found {
-            Ok(signature) => signature.and_then(|signature| signature.try_into().ok()),
+            Ok(Some((signer, signature))) => {
+                let checked = <[u8; 32]>::try_from(signer).ok().zip(<[u8; 64]>::try_from(signature).ok());
+                match checked {
+                    Some((signer, signature)) if zhaowo_crdt::signing::signature_holds(&signer, hash, &signature) => {
+                        Some(signature)
+                    }
+                    // A damaged signature row: without a signature the session keeps the document local for this
+                    // session instead of sending what the peer would take for a forgery; quarantined until repaired.
+                    _ => {
+                        if let Err(error) = quarantine(conn, doc_id, "a stored change signature does not verify") {
+                            self.fail(error);
+                        }
+                        None
+                    }
+                }
+            }
+            Ok(None) => None,
             Err(error) => {
                 self.fail(error);
                 None

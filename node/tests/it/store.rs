@@ -48,7 +48,7 @@ async fn registered_and_edited_cases_survive_a_reopen() {
     for (case_id, view) in &expected {
         assert_eq!(&store.case_view(case_id).await.unwrap(), view);
     }
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert_eq!(report.docs, 20);
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(store.integrity_check().await.unwrap(), vec!["ok".to_owned()]);
@@ -105,7 +105,7 @@ async fn remote_batches_are_idempotent_and_bump_the_counter_once_per_change() {
     let catalog = store.catalog_since(0, 100).await.unwrap();
     assert_eq!(catalog.len(), 30);
     assert!(catalog.windows(2).all(|pair| pair[0].local_seq < pair[1].local_seq));
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -148,7 +148,7 @@ async fn compaction_replaces_change_rows_with_a_snapshot() {
     store.close();
     let store = open(&path);
     assert_eq!(store.case_view(&ack.case_id).await.unwrap(), view);
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -183,7 +183,7 @@ async fn a_case_written_by_another_process_is_not_served_or_compacted_stale() {
     let reopened = open(&path);
     let view = reopened.case_view(&ack.case_id).await.unwrap();
     assert_eq!(notes(&view).len(), 3, "a note was lost: {:?}", notes(&view));
-    let report = reopened.verify().await.unwrap();
+    let report = reopened.verify(None).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -235,7 +235,7 @@ async fn migrating_from_version_1_rebuilds_the_projections() {
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION_LATEST);
     let page = store.register_page(RegisterQuery { limit: 50, ..RegisterQuery::default() }).await.unwrap();
     assert_eq!(page.rows.len(), 10);
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -258,7 +258,7 @@ async fn a_corrupted_blob_is_reported_by_case_and_the_rest_keeps_serving() {
     }
     let page = store.register_page(RegisterQuery { limit: 10, ..RegisterQuery::default() }).await.unwrap();
     assert_eq!(page.rows.len(), 5);
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     for problem in &report.problems {
         eprintln!("verify: {problem}");
     }
@@ -267,7 +267,7 @@ async fn a_corrupted_blob_is_reported_by_case_and_the_rest_keeps_serving() {
     assert!(matches!(report.problems[0].kind, ProblemKind::Unreadable(_)));
     // A stale projection is found too, and reindex repairs it.
     store.execute_raw(&format!("UPDATE cases SET status = 'CLOSED' WHERE doc_id = '{}'", ids[0])).await.unwrap();
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert!(
         report.problems.iter().any(|p| p.case_id == ids[0] && p.kind == ProblemKind::StaleProjection),
         "{:?}",
@@ -276,7 +276,7 @@ async fn a_corrupted_blob_is_reported_by_case_and_the_rest_keeps_serving() {
     let reindexed = store.reindex().await.unwrap();
     assert_eq!(reindexed.cases, 4);
     assert_eq!(reindexed.problems.len(), 1);
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert_eq!(report.problems.len(), 1, "only the damaged blob remains: {:?}", report.problems);
 }
 
@@ -311,7 +311,7 @@ async fn a_damaged_snapshot_is_reported_by_case_even_when_automerge_accepts_the_
         assert!(matches!(&error, ReadError::Corrupt(corrupt) if &corrupt.case_id == victim), "{error}");
     }
     store.case_view(&ids[2]).await.expect("the undamaged case keeps serving");
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     let damaged: std::collections::BTreeSet<&str> =
         report.problems.iter().map(|problem| problem.case_id.as_str()).collect();
     assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
@@ -334,7 +334,7 @@ async fn backup_and_restore_round_trip() {
     let store = open(&path);
     assert!(store.case_view(&kept).await.is_ok());
     assert!(matches!(store.case_view(&later).await, Err(ReadError::UnknownCase(_))));
-    assert!(store.verify().await.unwrap().problems.is_empty());
+    assert!(store.verify(None).await.unwrap().problems.is_empty());
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, b"junk").unwrap();
     let error = Store::restore(&junk, &path).unwrap_err();
@@ -490,7 +490,7 @@ fn check_reads_against_fold(seed: u64, n_cases: usize) {
             let got = store.statistics(from, to).await.unwrap();
             assert_eq!(got.counts, counts, "statistics {from:?}..{to:?}");
         }
-        let report = store.verify().await.unwrap();
+        let report = store.verify(None).await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     });
 }

@@ -162,7 +162,7 @@ async fn two_nodes_converge_push_live_and_resume_after_restart() {
     let first = converge(&[&a, &b], 250).await;
     // The documents B lacked arrived whole and were stored as they came: they load, match the catalog and project.
     for node in [&a, &b] {
-        let report = node.store.verify().await.unwrap();
+        let report = node.store.verify(None).await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
     let status = b.sync.as_ref().unwrap().status();
@@ -387,7 +387,7 @@ async fn concurrent_offline_edits_of_the_same_cases_merge_on_reconnect() {
     // B edited documents it had received whole: its stored form (the peer's snapshot, then its own change rows or a
     // compaction) still verifies.
     for node in [&a, &b] {
-        let report = node.store.verify().await.unwrap();
+        let report = node.store.verify(None).await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
     println!("sync concurrent offline edits docs=8 edits={edits} converge_ms={}", took.as_millis());
@@ -701,7 +701,7 @@ async fn a_whole_document_with_a_forged_signature_is_refused_and_an_honest_one_s
             }
             let stored = a.store.case_view(&doc_id).await.unwrap();
             assert_eq!(stored.reg_no, view.reg_no, "the stored case is the member's");
-            let report = a.store.verify().await.unwrap();
+            let report = a.store.verify(None).await.unwrap();
             assert!(report.problems.is_empty(), "{:?}", report.problems);
         }
         outcomes.push(label);
