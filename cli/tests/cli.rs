@@ -932,3 +932,37 @@ fn register_concurrency_cli_processes_and_citizens_never_fail_nor_repeat_a_numbe
     assert_eq!(cases, cli_writes + http_reports, "every acknowledged case is in the register book");
     assert_eq!(numbers.len(), cases);
 }
+
+/// Issue 14 §1 from the terminal: one damaged change row. `reindex` lists the document it skipped and exits 1
+/// (before: "reindexed N cases", exit 0, and the case silently left the register book); `verify` reports it and
+/// quarantines it, and `status` shows the quarantine.
+#[test]
+fn a_damaged_document_makes_reindex_and_verify_fail_and_status_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    for _ in 0..3 {
+        register(dir.path());
+    }
+    let damaged = {
+        let db = rusqlite::Connection::open(dir.path().join("cases.db")).unwrap();
+        let doc: String = db.query_row("SELECT doc_id FROM changes ORDER BY seq LIMIT 1", [], |row| row.get(0)).unwrap();
+        db.execute(
+            "UPDATE changes SET bytes = CAST(substr(bytes, 1, 20) || \
+                 CASE WHEN substr(bytes, 21, 1) = x'00' THEN x'01' ELSE x'00' END || substr(bytes, 22) AS BLOB) \
+             WHERE doc_id = ?1",
+            [&doc],
+        )
+        .unwrap();
+        doc
+    };
+    let output = zhaowo(dir.path(), &["reindex"]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out} {}", stderr(&output));
+    assert!(out.contains(&format!("skipped {damaged}")) && out.contains("reindexed 2 cases, skipped 1"), "{out}");
+    let error = fails(dir.path(), &["verify"], 1);
+    assert!(error.contains("problems found"), "{error}");
+    let status = json(&ok(dir.path(), &["status", "--json"]));
+    assert_eq!(status["quarantined"]["count"], 1, "{status}");
+    assert_eq!(status["quarantined"]["case_ids"][0], damaged.as_str());
+    println!("damaged document from the CLI: reindex exit=1 reindexed=2 skipped=1 verify exit=1 quarantined=1");
+}

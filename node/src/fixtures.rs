@@ -48,16 +48,19 @@ pub struct CaseFactory {
 }
 
 impl CaseFactory {
-    /// A window node with the given seed, actor and starting clock.
+    /// A window node with the given seed, actor and starting clock. Its window code comes from the actor
+    /// (`W` + the first three bytes in hex), as a hall gives every enrolled node its own code: factories of
+    /// different nodes never issue the same 登记编号, factories sharing an actor share a window.
     pub fn new(seed: u64, actor: ActorId, start_ms: i64) -> CaseFactory {
-        let author = Author {
-            node: format!("node-{seed}"),
-            staff: "张敏".to_owned(),
-            role: Role::Window,
-            window: "BBC01".to_owned(),
-        };
+        let window: String = std::iter::once("W".to_owned())
+            .chain(actor.to_bytes().iter().take(3).map(|byte| format!("{byte:02X}")))
+            .collect();
+        let mut hall = Hall::jiangan_default();
+        let name = format!("模拟窗口 {window}");
+        hall.windows.insert(window.clone(), zhaowo_crdt::hall::Window { name, floor: "1F".to_owned() });
+        let author = Author { node: format!("node-{seed}"), staff: "张敏".to_owned(), role: Role::Window, window };
         CaseFactory {
-            hall: Arc::new(Hall::jiangan_default()),
+            hall: Arc::new(hall),
             actor,
             author,
             now_ms: start_ms,

@@ -1644,6 +1644,9 @@ async fn stats(State(app): State<App>, headers: HeaderMap) -> Response {
         }
     }
     let by_status = super::metrics::cases_by_status(&app).await.unwrap_or_default();
+    // Damaged documents this node does not send, and numbers held twice (from sync): the store's lists.
+    let quarantined = app.store.quarantined().await.unwrap_or_default();
+    let repeated = app.store.repeated_numbers().await.unwrap_or_default();
     let c = &year.counts;
     let body = html! {
         h1 { (today.year) " 年督查统计" }
@@ -1664,6 +1667,15 @@ async fn stats(State(app): State<App>, headers: HeaderMap) -> Response {
                 @if *count > 0 { tr { td { (label_of(Status::parse, Status::label, code)) } td { (count) } } }
             }
         } }
+        @if quarantined.count > 0 {
+            h2 id="quarantine" { "损坏的案件数据（" (quarantined.count) " 件，暂停同步）" }
+            p.hint { "以下案件在本机存储中损坏，本节点不再向其他节点发送；请联系管理员从备份恢复后运行 zhaowo verify。" }
+            ul { @for doc in &quarantined.docs { li { a href={ "/desk/case/" (doc.case_id) } { (doc.case_id) } } } }
+        }
+        @if !repeated.is_empty() {
+            h2 id="repeated-numbers" { "重复的登记编号（" (repeated.len()) " 个）" }
+            ul { @for number in &repeated { li { (number.reg_no) "：" (number.case_ids.len()) " 件" } } }
+        }
     };
     desk_page(&session, StatusCode::OK, "督查统计", body)
 }

@@ -551,9 +551,9 @@ async fn the_store_allocates_registration_numbers_and_never_repeats_one() {
         assert_eq!(store.case_view(&case_id).await.unwrap().reg_no, *reg_no);
     }
     // A pre-numbered registration of a held number (another factory of the same window starts at 1).
-    let mut other = CaseFactory::new(999, actor(2), CaseFactory::start_2026());
+    let mut other = CaseFactory::new(999, actor(1), CaseFactory::start_2026());
     let mut clash = other.register();
-    let refused = store.register(clash.clone()).await;
+    let refused = store.register(CaseDoc::load(&clash.save(), actor(2)).unwrap()).await;
     assert!(matches!(refused, Err(WriteError::RegNoTaken { .. })), "{refused:?}");
     assert!(store.repeated_numbers().await.unwrap().is_empty());
     // The same case from a peer: stored beside the local holder, reported, never a sync failure.
@@ -649,8 +649,7 @@ async fn mark_duplicate_and_unmerge_write_both_cases_at_once() {
     assert_eq!(store.counts().await.unwrap().local_seq, seq_before, "a refused 并案 stores nothing");
     let acks = store.mark_duplicate(&duplicate, &master, factory.ctx()).await.unwrap();
     assert!(acks.second.is_some());
-    let (dup_view, master_view) =
-        (store.case_view(&duplicate).await.unwrap(), store.case_view(&master).await.unwrap());
+    let (dup_view, master_view) = (store.case_view(&duplicate).await.unwrap(), store.case_view(&master).await.unwrap());
     assert_eq!(dup_view.duplicate_of.as_ref().map(|id| id.as_str()), Some(master.as_str()));
     assert!(master_view.duplicates.iter().any(|id| id.as_str() == duplicate));
     // Reversed now would make a cycle: refused, nothing stored.
