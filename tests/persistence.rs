@@ -270,7 +270,7 @@ fn check_store(db: &Path, acked: &Acked, must_exist: &[String]) -> CycleResult {
             }
         }
         let integrity = store.integrity_check().await.expect("integrity check");
-        let verify = store.verify().await.expect("verify");
+        let verify = store.verify(None).await.expect("verify");
         for problem in &verify.problems {
             eprintln!("verify: {problem}");
         }

@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use zhaowo_crdt::model::*;
 use zhaowo_crdt::pi::PersonalData;
 use zhaowo_crdt::time::{Date, format_local_minute};
-use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, EventId, QueryCode, RegNo, Registration};
+use zhaowo_crdt::{CaseDoc, CaseView, Command, EventId, QueryCode, RegNo, Registration};
 use zhaowo_node::home::{Home, entropy, now_ms};
-use zhaowo_node::store::{CaseRow, PAGE_ROWS_MAX, ReadError, RegisterQuery, Store, WriteError};
+use zhaowo_node::store::{CaseRow, PAGE_ROWS_MAX, ReadError, RegisterFn, RegisterQuery, Store, WriteError};
 
 pub(crate) fn parse_vocab<T>(
     parse: fn(&str) -> Option<T>,
@@ -251,6 +251,7 @@ pub(crate) fn staff(cli: &Cli, home: &Home) -> String {
 pub(crate) fn write_error(error: WriteError) -> anyhow::Error {
     match error {
         WriteError::Command(error) => expected(format!("refused: {error}")),
+        exhausted @ WriteError::NumbersExhausted { .. } => expected(exhausted.to_string()),
         other => {
             let text = other.to_string();
             if text.contains("no case") || text.contains("not found") {
@@ -275,25 +276,7 @@ pub(crate) async fn resolve(store: &Store, reference: &str) -> anyhow::Result<St
     let reg_no = RegNo::parse(reference).ok_or_else(|| {
         expected(format!("`{reference}` is neither a registration number (BBC01-2026-0001) nor a case id"))
     })?;
-    let year_start = Date::new(reg_no.year, 1, 1).map(|d| d.at_minute_ms(0));
-    let year_end = Date::new(reg_no.year + 1, 1, 1).map(|d| d.at_minute_ms(0));
-    let mut query = RegisterQuery {
-        window: Some(reg_no.window.clone()),
-        registered_from_ms: year_start,
-        registered_to_ms: year_end,
-        limit: PAGE_ROWS_MAX,
-        ..RegisterQuery::default()
-    };
-    loop {
-        let page = store.register_page(query.clone()).await.map_err(read_error)?;
-        if let Some(row) = page.rows.iter().find(|row| row.reg_no == reg_no.to_string()) {
-            return Ok(row.case_id.clone());
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => return Err(expected(format!("no case {reference}"))),
-        }
-    }
+    store.case_id_by_reg_no(&reg_no).await.map_err(read_error)?.ok_or_else(|| expected(format!("no case {reference}")))
 }
 
 fn row_json(row: &CaseRow) -> serde_json::Value {
@@ -388,19 +371,9 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
         }
         CaseCommand::Duplicate { case, of } => {
             let (dup_id, master_id) = (resolve(&store, case).await?, resolve(&store, of).await?);
-            let master_view = store.case_view(&master_id).await.map_err(read_error)?;
+            // Both documents in one store transaction: both events are stored, or neither.
             let ctx = home.ctx(&staff(cli, &home))?;
-            let dup_ctx = ctx.clone();
-            store
-                .edit(&dup_id, Box::new(move |doc: &mut CaseDoc| doc.mark_duplicate_of(&master_view, &dup_ctx)))
-                .await
-                .map_err(write_error)?;
-            let dup_case = zhaowo_crdt::CaseId::parse(&dup_id).expect("resolved ids are case ids");
-            let master_ctx = home.ctx(&staff(cli, &home))?;
-            store
-                .edit(&master_id, Box::new(move |doc: &mut CaseDoc| doc.attach_duplicate(&dup_case, &master_ctx)))
-                .await
-                .map_err(write_error)?;
+            store.mark_duplicate(&dup_id, &master_id, ctx).await.map_err(write_error)?;
             say(cli, &format!("{case} is now a duplicate of {of}"));
             return Ok(());
         }
@@ -498,29 +471,6 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
     let hall = home.hall()?;
     let ctx = home.ctx(&staff(cli, home))?;
     let year = Date::of_ms(ctx.now_ms).year;
-    // The next number of this window this year: the highest issued so far plus one.
-    let mut last = None;
-    let mut query = RegisterQuery {
-        window: Some(home.config.window.clone()),
-        registered_from_ms: Date::new(year, 1, 1).map(|d| d.at_minute_ms(0)),
-        limit: PAGE_ROWS_MAX,
-        ..RegisterQuery::default()
-    };
-    loop {
-        let page = store.register_page(query.clone()).await.map_err(read_error)?;
-        for row in &page.rows {
-            if let Some(reg_no) = RegNo::parse(&row.reg_no).filter(|r| r.window == home.config.window && r.year == year)
-            {
-                last = last.max(Some(reg_no.seq));
-            }
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
-    }
-    let reg_no = RegNo::next_after(&home.config.window, year, last)
-        .ok_or_else(|| expected("no registration number left this year"))?;
     let code = QueryCode::from_entropy(entropy()? as u64);
     let registration = Registration {
         channel: args.channel,
@@ -544,9 +494,14 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
         },
     };
     let actor = home.identity.new_actor()?;
-    let (doc, _) = CaseDoc::register(&ctx, &hall, actor, reg_no.clone(), &code, registration)
-        .map_err(|error: CommandError| expected(format!("refused: {error}")))?;
-    let ack = store.register(doc).await.map_err(write_error)?;
+    // The store picks the number inside the transaction that stores the case: another `case new` or the running
+    // node registering at the same time waits for it and gets the next one.
+    let receipt_code = code.clone();
+    let build: RegisterFn = Box::new(move |reg_no| {
+        CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
+    });
+    let registered = store.register_new(&home.config.window, year, build).await.map_err(write_error)?;
+    let (ack, reg_no) = (registered.ack, registered.reg_no);
     if cli.json {
         print_json(
             &serde_json::json!({ "case_id": ack.case_id, "reg_no": reg_no.to_string(), "query_code": code.as_str() }),

@@ -1,6 +1,7 @@
 //! `conflicts list|show|resolve`: the 冲突待核 items of the node's cases, and settling them (督查科/admin).
 
-use crate::case::{all_case_ids, read_error, resolve, staff, write_error};
+use crate::case::{read_error, resolve, staff, write_error};
+use zhaowo_node::store::CONFLICTS_LISTED_MAX;
 use crate::setup::open;
 use crate::{Cli, out, print_json, say};
 use clap::Subcommand;
@@ -32,12 +33,17 @@ pub async fn conflicts(cli: &Cli, command: &ConflictsCommand) -> anyhow::Result<
     let store = home.open_store()?;
     match command {
         ConflictsCommand::List => {
+            // The store's list of cases with open conflicts (a projection), not a fold of every case.
+            let list = store.conflicts(CONFLICTS_LISTED_MAX).await.map_err(read_error)?;
             let mut listed = Vec::new();
-            for case_id in all_case_ids(&store).await? {
-                let view = store.case_view(&case_id).await.map_err(read_error)?;
+            for (row, _) in &list.rows {
+                let view = store.case_view(&row.case_id).await.map_err(read_error)?;
                 for conflict in &view.conflicts {
                     listed.push((view.reg_no.to_string(), conflict.clone()));
                 }
+            }
+            if (list.rows.len() as u64) < list.cases {
+                say(cli, &format!("showing {} of {} cases with open conflicts", list.rows.len(), list.cases));
             }
             if cli.json {
                 let items: Vec<_> =

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use zhaowo_crdt::model::*;
 use zhaowo_crdt::pi::PersonalData;
-use zhaowo_crdt::{CaseDoc, Command, QueryCode, RegNo, Registration};
+use zhaowo_crdt::{CaseDoc, Command, QueryCode, Registration};
 use zhaowo_node::home::{Home, InitOptions, entropy, now_ms};
 use zhaowo_node::store::Store;
 use zhaowo_node::{Node, NodeOptions};
@@ -204,12 +204,18 @@ async fn seed(home: &Home, store: &Store) -> anyhow::Result<(String, String)> {
     for (index, seed) in seeds(now_ms()).into_iter().enumerate() {
         let ctx = home.ctx("王敏")?;
         let year = zhaowo_crdt::time::Date::of_ms(ctx.now_ms).year;
-        let reg_no = RegNo::next_after(&home.config.window, year, Some(index as u32)).context("registration number")?;
         let code = QueryCode::from_entropy(entropy()? as u64);
-        let (doc, _) =
-            CaseDoc::register(&ctx, &hall, home.identity.new_actor()?, reg_no.clone(), &code, seed.registration)
-                .with_context(|| format!("seeding {reg_no}"))?;
-        let ack = store.register(doc).await.with_context(|| format!("seeding {reg_no}"))?;
+        // The store allocates the number, as for every registration.
+        let (actor, receipt_code, build_hall, registration) =
+            (home.identity.new_actor()?, code.clone(), hall.clone(), seed.registration);
+        let build: zhaowo_node::store::RegisterFn = Box::new(move |reg_no| {
+            CaseDoc::register(&ctx, &build_hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
+        });
+        let registered = store
+            .register_new(&home.config.window, year, build)
+            .await
+            .with_context(|| format!("seeding case {}", index + 1))?;
+        let (ack, reg_no) = (registered.ack, registered.reg_no);
         for (staff, command) in seed.steps {
             let name = command.name();
             store

@@ -323,12 +323,24 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Reindex => {
             let store = setup::open(cli)?.open_store()?;
             let report = store.reindex().await.context("reindex failed")?;
+            let skipped: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
             if cli.json {
-                print_json(&serde_json::json!({ "cases": report.cases }));
+                print_json(&serde_json::json!({ "cases": report.cases, "skipped": skipped }));
             } else {
-                out!("reindexed {} cases", report.cases);
+                for problem in &skipped {
+                    out!("skipped {problem}");
+                }
+                out!("reindexed {} cases, skipped {}", report.cases, skipped.len());
             }
-            Ok(())
+            // A skipped document is missing from the register book: the operator must know (exit 1).
+            if skipped.is_empty() {
+                Ok(())
+            } else {
+                Err(expected(format!(
+                    "{} documents skipped: not in the register book (see `zhaowo verify`)",
+                    skipped.len()
+                )))
+            }
         }
         Command::Backup { out } => {
             let store = setup::open(cli)?.open_store()?;

@@ -102,16 +102,31 @@ pub async fn merge(cli: &Cli, args: &MergeArgs) -> anyhow::Result<()> {
 pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
     let home = open(cli)?;
     let store = home.open_store()?;
-    let report = store.verify().await.context("verify failed")?;
+    // Every change signature is checked against this node's roster (a node without one checks the rest).
+    let report = store.verify(home.roster().cloned()).await.context("verify failed")?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     problems.extend(crate::setup::node_problems(&home));
     if cli.json {
-        print_json(&serde_json::json!({ "docs": report.docs, "problems": problems }));
+        print_json(&serde_json::json!({
+            "docs": report.docs,
+            "signatures_checked": report.signatures_checked,
+            "unsigned_changes": report.unsigned_changes,
+            "problems": problems,
+        }));
     } else {
         for problem in &problems {
             out!("{problem}");
         }
-        say(cli, &format!("checked {} documents: {} problems", report.docs, problems.len()));
+        say(
+            cli,
+            &format!(
+                "checked {} documents and {} change signatures ({} changes unsigned, kept local): {} problems",
+                report.docs,
+                report.signatures_checked,
+                report.unsigned_changes,
+                problems.len()
+            ),
+        );
     }
     if problems.is_empty() { Ok(()) } else { Err(expected(format!("{} problems found", problems.len()))) }
 }

@@ -206,6 +206,8 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     let coverage = hall.as_ref().map(|hall| hall.calendar.coverage(zhaowo_crdt::time::Date::of_ms(now_ms())));
     let key_in_roster = home.key_in_roster();
     let accounts = hall.as_ref().map_or(0, |hall| hall.accounts.len());
+    let repeated = store.repeated_numbers().await.context("failed to read the store")?;
+    let quarantined = store.quarantined().await.context("failed to read the store")?;
     let members: Vec<serde_json::Value> = home
         .roster()
         .map(|roster| {
@@ -251,6 +253,8 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             "admin": home.is_admin(),
             "members": members,
             "cases": counts.docs,
+            "repeated_numbers": repeated.iter().map(|r| serde_json::json!({ "reg_no": r.reg_no, "case_ids": r.case_ids })).collect::<Vec<_>>(),
+            "quarantined": { "count": quarantined.count, "case_ids": quarantined.docs.iter().map(|q| q.case_id.clone()).collect::<Vec<_>>() },
             "local_seq": counts.local_seq,
             "peers": home.config.peers,
         }));
@@ -288,6 +292,15 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             None => out!("hall doc {accounts} desk accounts"),
         }
         out!("cases    {}", counts.docs);
+        if !repeated.is_empty() {
+            // Arrived by sync or from a file with a number already held: both cases are kept (see `zhaowo verify`).
+            let numbers: Vec<&str> = repeated.iter().map(|r| r.reg_no.as_str()).collect();
+            out!("numbers  {} registration numbers held by more than one case: {}", repeated.len(), numbers.join(", "));
+        }
+        if quarantined.count > 0 {
+            let ids: Vec<&str> = quarantined.docs.iter().map(|q| q.case_id.as_str()).collect();
+            out!("damaged  {} documents quarantined (not sent to peers): {}", quarantined.count, ids.join(", "));
+        }
         out!("peers    {}", home.config.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
         if peers.is_empty() {
             out!("sync     no peer has synced with this node yet");

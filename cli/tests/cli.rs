@@ -1063,3 +1063,198 @@ fn a_revoked_node_is_told_why_its_sync_is_refused() {
         error.lines().find(|line| line.starts_with("error:")).unwrap_or_default()
     );
 }
+
+/// Percent-encodes a form value (`application/x-www-form-urlencoded`).
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 exchange over a socket bound to `from` (loopback: every 127.x address reaches the node).
+fn http_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect_timeout(&to.into(), std::time::Duration::from_secs(10)).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// A citizen's report over HTTP from `from`: the form (its CSRF cookie and hidden token), then the post with both.
+/// Returns the response's status line and body.
+fn citizen_report(from: std::net::Ipv4Addr, to: std::net::SocketAddr, summary: &str) -> String {
+    let host = to.to_string();
+    let form = http_from(from, to, &format!("GET /r/BBC01 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"));
+    let cookie = form
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: ").or_else(|| line.strip_prefix("Set-Cookie: ")))
+        .and_then(|value| value.split(';').next())
+        .filter(|value| value.starts_with("zw_csrf="))
+        .unwrap_or_else(|| panic!("no csrf cookie: {form}"))
+        .to_owned();
+    let marker = "name=\"csrf\" value=\"";
+    let start = form.find(marker).expect("a csrf field") + marker.len();
+    let csrf = &form[start..start + form[start..].find('"').unwrap()];
+    let body = format!(
+        "csrf={}&nature=QZ&category=BDC&summary={}&detail={}",
+        form_encode(csrf),
+        form_encode(summary),
+        form_encode("群众扫码反映，需窗口跟进")
+    );
+    http_from(
+        from,
+        to,
+        &format!(
+            "POST /r/BBC01 HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// T3 of issue 12: a running `zhaowo run` node, 8 CLI processes registering 5 cases each into its store at once,
+/// and citizens reporting over HTTP to the node meanwhile: every write is acknowledged and no 登记编号 repeats.
+#[test]
+fn register_concurrency_cli_processes_and_citizens_never_fail_nor_repeat_a_number() {
+    use std::io::BufRead;
+    const CLI_PROCESSES: usize = 8;
+    const CASES_PER_PROCESS: usize = 5;
+    // The citizen page allows 10 reports per address and period: three addresses, 8 reports each.
+    const CITIZEN_ADDRESSES: u8 = 3;
+    const REPORTS_PER_ADDRESS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zhaowo"))
+        .args(["--dir", dir.path().to_str().unwrap(), "run", "--desk", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("ZHAOWO_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let citizen = lines
+        .find_map(|line| line.ok().and_then(|line| line.strip_prefix("citizen page").map(|url| url.trim().to_owned())))
+        .expect("a citizen page line");
+    let node = Running { child, sync_addr: String::new() };
+    let addr: std::net::SocketAddr =
+        citizen.strip_prefix("http://").unwrap().trim_end_matches("/r/BBC01").parse().expect("a socket address");
+
+    let started = std::time::Instant::now();
+    let cli: Vec<_> = (0..CLI_PROCESSES)
+        .map(|process| {
+            let dir = dir.path().to_owned();
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for case in 0..CASES_PER_PROCESS {
+                    let summary = format!("并发登记 进程{process} 第{case}件");
+                    let output = zhaowo(
+                        &dir,
+                        &[
+                            "case",
+                            "new",
+                            "--nature",
+                            "求助",
+                            "--category",
+                            "BDC",
+                            "--summary",
+                            &summary,
+                            "--detail",
+                            "窗口登记",
+                            "--json",
+                        ],
+                    );
+                    if output.status.code() != Some(0) {
+                        failures.push(stderr(&output));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let http: Vec<_> = (0..CITIZEN_ADDRESSES)
+        .map(|address| {
+            std::thread::spawn(move || {
+                let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + address);
+                let mut failures = Vec::new();
+                for report in 0..REPORTS_PER_ADDRESS {
+                    let response = citizen_report(from, addr, &format!("扫码反映 地址{address} 第{report}件"));
+                    if !response.starts_with("HTTP/1.1 200") || !response.contains("查询码") {
+                        failures.push(response.lines().next().unwrap_or_default().to_owned());
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let cli_failures: Vec<String> = cli.into_iter().flat_map(|thread| thread.join().unwrap()).collect();
+    let http_failures: Vec<String> = http.into_iter().flat_map(|thread| thread.join().unwrap()).collect();
+    let elapsed = started.elapsed();
+    drop(node);
+
+    let rows = json(&ok(dir.path(), &["case", "list", "--limit", "500", "--json"]));
+    let mut numbers = std::collections::BTreeMap::<String, usize>::new();
+    for row in rows.as_array().unwrap() {
+        *numbers.entry(row["reg_no"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    let repeated = numbers.values().filter(|&&count| count > 1).count();
+    let cases: usize = numbers.values().sum();
+    let cli_writes = CLI_PROCESSES * CASES_PER_PROCESS;
+    let http_reports = usize::from(CITIZEN_ADDRESSES) * REPORTS_PER_ADDRESS;
+    let locked = cli_failures.iter().filter(|text| text.contains("database is locked")).count();
+    println!(
+        "register concurrency cli_writes={cli_writes} cli_failed={} http_reports={http_reports} http_failed={} \
+         numbers={} cases={cases} repeated={repeated} database_locked={locked} elapsed_ms={}",
+        cli_failures.len(),
+        http_failures.len(),
+        numbers.len(),
+        elapsed.as_millis()
+    );
+    assert!(cli_failures.is_empty(), "CLI writes failed: {:?}", cli_failures.first());
+    assert!(http_failures.is_empty(), "citizen reports failed: {http_failures:?}");
+    assert_eq!(repeated, 0, "repeated numbers: {:?}", numbers.iter().filter(|&(_, &c)| c > 1).collect::<Vec<_>>());
+    assert_eq!(cases, cli_writes + http_reports, "every acknowledged case is in the register book");
+    assert_eq!(numbers.len(), cases);
+}
+
+/// Issue 14 §1 from the terminal: one damaged change row. `reindex` lists the document it skipped and exits 1
+/// (before: "reindexed N cases", exit 0, and the case silently left the register book); `verify` reports it and
+/// quarantines it, and `status` shows the quarantine.
+#[test]
+fn a_damaged_document_makes_reindex_and_verify_fail_and_status_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    for _ in 0..3 {
+        register(dir.path());
+    }
+    let damaged = {
+        let db = rusqlite::Connection::open(dir.path().join("cases.db")).unwrap();
+        let doc: String = db.query_row("SELECT doc_id FROM changes ORDER BY seq LIMIT 1", [], |row| row.get(0)).unwrap();
+        db.execute(
+            "UPDATE changes SET bytes = CAST(substr(bytes, 1, 20) || \
+                 CASE WHEN substr(bytes, 21, 1) = x'00' THEN x'01' ELSE x'00' END || substr(bytes, 22) AS BLOB) \
+             WHERE doc_id = ?1",
+            [&doc],
+        )
+        .unwrap();
+        doc
+    };
+    let output = zhaowo(dir.path(), &["reindex"]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out} {}", stderr(&output));
+    assert!(out.contains(&format!("skipped {damaged}")) && out.contains("reindexed 2 cases, skipped 1"), "{out}");
+    let error = fails(dir.path(), &["verify"], 1);
+    assert!(error.contains("problems found"), "{error}");
+    let status = json(&ok(dir.path(), &["status", "--json"]));
+    assert_eq!(status["quarantined"]["count"], 1, "{status}");
+    assert_eq!(status["quarantined"]["case_ids"][0], damaged.as_str());
+    println!("damaged document from the CLI: reindex exit=1 reindexed=2 skipped=1 verify exit=1 quarantined=1");
+}

@@ -39,6 +39,13 @@ pub fn sign_change(key: &SigningKey, hash: &ChangeHash) -> [u8; 64] {
     key.sign(&message(hash)).to_bytes()
 }
 
+/// Whether `signature` is `node_key`'s signature over the change `hash` (the key's own check, nothing about
+/// membership): what a node re-checks on the signatures it stores before it sends them (a damaged row is not sent).
+pub fn signature_holds(node_key: &PublicKey, hash: &ChangeHash, signature: &[u8; 64]) -> bool {
+    VerifyingKey::from_bytes(node_key)
+        .is_ok_and(|key| key.verify_strict(&message(hash), &Signature::from_bytes(signature)).is_ok())
+}
+
 /// Why a change was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChangeRejected {

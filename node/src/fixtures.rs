@@ -48,16 +48,19 @@ pub struct CaseFactory {
 }
 
 impl CaseFactory {
-    /// A window node with the given seed, actor and starting clock.
+    /// A window node with the given seed, actor and starting clock. Its window code comes from the actor
+    /// (`W` + the first three bytes in hex), as a hall gives every enrolled node its own code: factories of
+    /// different nodes never issue the same 登记编号, factories sharing an actor share a window.
     pub fn new(seed: u64, actor: ActorId, start_ms: i64) -> CaseFactory {
-        let author = Author {
-            node: format!("node-{seed}"),
-            staff: "张敏".to_owned(),
-            role: Role::Window,
-            window: "BBC01".to_owned(),
-        };
+        let window: String = std::iter::once("W".to_owned())
+            .chain(actor.to_bytes().iter().take(3).map(|byte| format!("{byte:02X}")))
+            .collect();
+        let mut hall = Hall::jiangan_default();
+        let name = format!("模拟窗口 {window}");
+        hall.windows.insert(window.clone(), zhaowo_crdt::hall::Window { name, floor: "1F".to_owned() });
+        let author = Author { node: format!("node-{seed}"), staff: "张敏".to_owned(), role: Role::Window, window };
         CaseFactory {
-            hall: Arc::new(Hall::jiangan_default()),
+            hall: Arc::new(hall),
             actor,
             author,
             now_ms: start_ms,
@@ -159,6 +162,26 @@ impl CaseFactory {
         let (case, _) = CaseDoc::register(&ctx, &self.hall, self.actor.clone(), reg_no, &code, registration)
             .expect("a valid registration");
         case
+    }
+
+    /// Registers a new case into `store`, which allocates its number in the registering transaction (as the desk,
+    /// the citizen page and the CLI do). The in-memory [`CaseFactory::register`] numbers cases itself, for documents
+    /// that never meet a store's register.
+    pub async fn register_into(
+        &mut self,
+        store: &crate::store::Store,
+    ) -> Result<crate::store::Registered, crate::store::WriteError> {
+        let registration = self.registration();
+        let ctx = self.ctx();
+        let year = Date::of_ms(ctx.now_ms).year;
+        let code = QueryCode::from_entropy(self.next_u64());
+        let (hall, actor) = (self.hall.clone(), self.actor.clone());
+        let build: crate::store::RegisterFn = Box::new(move |reg_no| {
+            CaseDoc::register(&ctx, &hall, actor, reg_no, &code, registration).map(|(case, _)| case)
+        });
+        let registered = store.register_new(&self.author.window, year, build).await?;
+        self.last_seq = (year, Some(registered.reg_no.seq));
+        Ok(registered)
     }
 
     /// A plausible next command for a case in this state (it may still be refused: callers skip refusals).

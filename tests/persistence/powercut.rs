@@ -442,7 +442,7 @@ fn store_cycle(seed: u64, cut_after: std::time::Duration, keep_unsynced: Option<
             }
         }
         let integrity = survivor.integrity_check().await.unwrap();
-        let verify = survivor.verify().await.unwrap();
+        let verify = survivor.verify(None).await.unwrap();
         for problem in &verify.problems {
             eprintln!("powercut verify: {problem}");
         }

@@ -1,55 +1,13 @@
-//! Case helpers shared by the desk, the citizen pages, Open311 and the CLI: the next registration number of a window,
-//! finding a case by its 登记编号, and checking a 查询码 against the stored case.
+//! Case helpers shared by the desk, the citizen pages, Open311 and the CLI: finding a case by its 登记编号 (through
+//! the store's index of numbers) and checking a 查询码 against the stored case. Registration numbers themselves are
+//! allocated by the store (`Store::register_new`), never here.
 
-use crate::store::{PAGE_ROWS_MAX, ReadError, RegisterQuery, Store};
-use zhaowo_crdt::time::Date;
+use crate::store::{ReadError, Store};
 use zhaowo_crdt::{CaseDoc, RegNo};
 
-/// The next registration number of `window` in `year`: the highest stored so far plus one (`None` when the year's
-/// sequence is used up). Callers serialise allocation and registration (two at once would get the same number).
-pub async fn next_reg_no(store: &Store, window: &str, year: i32) -> Result<Option<RegNo>, ReadError> {
-    let mut last = None;
-    let mut query = RegisterQuery {
-        window: Some(window.to_owned()),
-        registered_from_ms: Date::new(year, 1, 1).map(|d| d.at_minute_ms(0)),
-        limit: PAGE_ROWS_MAX,
-        ..RegisterQuery::default()
-    };
-    loop {
-        let page = store.register_page(query.clone()).await?;
-        for row in &page.rows {
-            if let Some(reg_no) = RegNo::parse(&row.reg_no).filter(|r| r.window == window && r.year == year) {
-                last = last.max(Some(reg_no.seq));
-            }
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
-    }
-    Ok(RegNo::next_after(window, year, last))
-}
-
-/// The case id of a registration number, if a case with it is stored.
+/// The case id of a registration number, if a case with it is stored (`Store::case_id_by_reg_no`).
 pub async fn find_reg_no(store: &Store, reg_no: &RegNo) -> Result<Option<String>, ReadError> {
-    let mut query = RegisterQuery {
-        window: Some(reg_no.window.clone()),
-        registered_from_ms: Date::new(reg_no.year, 1, 1).map(|d| d.at_minute_ms(0)),
-        registered_to_ms: Date::new(reg_no.year + 1, 1, 1).map(|d| d.at_minute_ms(0)),
-        limit: PAGE_ROWS_MAX,
-        ..RegisterQuery::default()
-    };
-    let wanted = reg_no.to_string();
-    loop {
-        let page = store.register_page(query.clone()).await?;
-        if let Some(row) = page.rows.iter().find(|row| row.reg_no == wanted) {
-            return Ok(Some(row.case_id.clone()));
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => return Ok(None),
-        }
-    }
+    store.case_id_by_reg_no(reg_no).await
 }
 
 /// Checks a typed 查询码 against the case's stored hash (constant time). Reads the case's changes and loads them

@@ -294,14 +294,9 @@ pub async fn register_report(
         role: Role::Citizen,
         window: home.config.window.clone(),
     };
-    let _guard = app.register_lock.lock().await;
     let now = crate::home::now_ms();
     let ctx = Ctx { now_ms: now, entropy: entropy()?, author };
     let year = zhaowo_crdt::time::Date::of_ms(now).year;
-    let reg_no = super::cases::next_reg_no(&app.store, &home.config.window, year)
-        .await
-        .map_err(|error| ReportError::Store(error.to_string()))?
-        .ok_or(ReportError::NumbersExhausted)?;
     let code = QueryCode::from_entropy(entropy()? as u64);
     let mut tags = BTreeSet::new();
     tags.insert(format!("扫码:{scanned_window}"));
@@ -322,9 +317,19 @@ pub async fn register_report(
         personal: report.personal,
     };
     let actor = home.identity.new_actor().map_err(|error| ReportError::Store(error.to_string()))?;
-    let (doc, _) = CaseDoc::register(&ctx, &hall, actor, reg_no.clone(), &code, registration)?;
-    let ack = app.store.register(doc).await.map_err(|error| ReportError::Store(error.to_string()))?;
-    drop(_guard);
+    // The store picks the number inside the transaction that stores the case (`Store::register_new`).
+    let receipt_code = code.clone();
+    let build_hall = hall.clone();
+    let build: crate::store::RegisterFn = Box::new(move |reg_no| {
+        CaseDoc::register(&ctx, &build_hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
+    });
+    let registered = match app.store.register_new(&home.config.window, year, build).await {
+        Ok(registered) => registered,
+        Err(crate::store::WriteError::Command(error)) => return Err(ReportError::Command(error)),
+        Err(crate::store::WriteError::NumbersExhausted { .. }) => return Err(ReportError::NumbersExhausted),
+        Err(error) => return Err(ReportError::Store(error.to_string())),
+    };
+    let (ack, reg_no) = (registered.ack, registered.reg_no);
     app.counters.citizen_reports.fetch_add(1, Ordering::Relaxed);
     route_report(app, &ack.case_id, &hall).await;
     Ok((reg_no, code, ack.case_id))

@@ -20,6 +20,11 @@ use zhaowo_crdt::time::Date;
 
 /// The hall as this node's data directory holds it now.
 fn fresh_hall(app: &App) -> Result<Hall, crate::home::HomeError> {
+    // A running node's live configuration (what sync and the admin's CLI brought); routers built without a node read
+    // the file.
+    if let Some(live) = &app.options.live {
+        return Ok(live.hall().hall.clone());
+    }
     // A read-only load: the actor is never used to write.
     let actor = automerge::ActorId::from(vec![0; 16]);
     match crate::home::Home::read_signed_hall(&app.home.dir, actor)? {
@@ -48,30 +53,15 @@ pub(super) fn header_notice(app: &App, role: Role) -> Option<String> {
 
 /// `zhaowo_calendar_days_left` and `zhaowo_calendar_warning` in the Prometheus text format (nothing when the hall is
 /// unreadable: `/metrics` then lacks the gauges, and the log says why).
-pub(super) fn write_calendar_gauges(text: &mut String, app: &App) {
-    use std::fmt::Write;
-    let hall = match fresh_hall(app) {
-        Ok(hall) => hall,
+/// The calendar's coverage today for `/metrics` (`None`, logged, when the hall document is unreadable).
+pub(super) fn calendar_coverage(app: &App) -> Option<zhaowo_crdt::calendar::Coverage> {
+    match fresh_hall(app) {
+        Ok(hall) => Some(hall.calendar.coverage(today())),
         Err(error) => {
             tracing::error!(%error, "the hall document is unreadable: no calendar gauges");
-            return;
+            None
         }
-    };
-    let coverage = hall.calendar.coverage(today());
-    let _ = writeln!(
-        text,
-        "# HELP zhaowo_calendar_days_left Days until the last day the holiday calendar covers (0: this year is not \
-         covered and due dates count Monday to Friday only)."
-    );
-    let _ = writeln!(text, "# TYPE zhaowo_calendar_days_left gauge");
-    let _ = writeln!(text, "zhaowo_calendar_days_left {}", coverage.days_left);
-    let _ = writeln!(
-        text,
-        "# HELP zhaowo_calendar_warning 1 when the holiday calendar ends within {} days or does not cover today.",
-        zhaowo_crdt::calendar::COVERAGE_WARN_DAYS
-    );
-    let _ = writeln!(text, "# TYPE zhaowo_calendar_warning gauge");
-    let _ = writeln!(text, "zhaowo_calendar_warning {}", u8::from(coverage.warn));
+    }
 }
 
 fn span_zh(span: Span) -> String {

@@ -200,8 +200,6 @@ pub(crate) struct AppState {
     pub limiter: guard::RateLimiter,
     /// Failed sign-ins per account, whatever address they come from.
     pub lockout: Arc<guard::AccountLockout>,
-    /// Registration numbers are "highest so far + 1": two reports at once must not get the same number.
-    pub register_lock: Arc<tokio::sync::Mutex<()>>,
     pub counters: Arc<Counters>,
 }
 
@@ -211,7 +209,6 @@ pub(crate) type App = Arc<AppState>;
 fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App) {
     let sessions = Arc::new(guard::Sessions::new(options.session_ms));
     let lockout = Arc::new(guard::AccountLockout::default());
-    let register_lock = Arc::new(tokio::sync::Mutex::new(()));
     let counters = Arc::new(Counters::default());
     let one = |options: HttpOptions| {
         Arc::new(AppState {
@@ -221,7 +218,6 @@ fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App
             options,
             sessions: sessions.clone(),
             lockout: lockout.clone(),
-            register_lock: register_lock.clone(),
             counters: counters.clone(),
         })
     };

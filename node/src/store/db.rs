@@ -1,5 +1,7 @@
-//! The store's connection owner: documents as a snapshot plus change rows, the catalog, the projections, reads and
-//! maintenance. Only the store thread touches a [`Db`]; everything here is synchronous.
+//! The store's connection owner: opening and migrating, the document cache, local writes (registration with the
+//! number allocated in the same transaction, edits, two-case edits), remote changes, and how documents are stored
+//! (snapshot plus change rows, catalog, signatures). Reads are in `read`, maintenance in `maintenance`, sync in
+//! `replica`. Only the store thread touches a [`Db`]; everything here is synchronous.
 //!
 //! Invariants:
 //! - A document's stored state is `snapshot` (possibly empty) plus every row of `changes` for it; loading applies the
@@ -10,6 +12,7 @@
 
 use super::cache::Lru;
 use super::projection::{self, CASE_COLUMNS, CaseRow, SearchText};
+use super::registry;
 use super::schema::{self, APPLICATION_ID, SCHEMA_VERSION_LATEST};
 use super::*;
 use automerge::sync::{Message as SyncMessage, State as SyncState};
@@ -20,7 +23,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use zhaowo_crdt::roster::{Roster, SignedRecord};
 use zhaowo_crdt::sync::{ReceivedDoc, Replica, SessionEvent};
 use zhaowo_crdt::wire::{CatalogEntry as WireCatalogEntry, ChangeSignature, WholeDoc};
-use zhaowo_crdt::{CaseDoc, CaseView};
+use zhaowo_crdt::{CaseDoc, CaseView, RegNo};
+
+mod maintenance;
+mod read;
+mod replica;
+
+use maintenance::reindex_in;
 
 /// Prepared statements kept: more than the store has distinct statements (search builds a few per filter shape).
 const STATEMENTS_CACHED_MAX: usize = 128;
@@ -51,6 +60,31 @@ pub(crate) struct Db {
     /// Every catalog entry at or below this counter was on disk when the cache was last checked, so a cached
     /// document with nothing newer is current.
     checked_seq: i64,
+}
+
+/// Drops cached documents another connection changed since the last check (see [`Db::refresh_cache`]).
+fn refresh(
+    conn: &Connection,
+    cache: &mut Lru<CaseDoc>,
+    data_version: &mut i64,
+    checked_seq: &mut i64,
+) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+    if version == *data_version {
+        return Ok(());
+    }
+    *data_version = version;
+    // Our own writes since the last check are in the answer too: dropping them costs a reload, nothing more.
+    let mut statement = conn.prepare_cached("SELECT doc_id, local_seq FROM catalog WHERE local_seq > ?1")?;
+    let rows = statement.query_map([*checked_seq], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+    let mut newest = *checked_seq;
+    for row in rows {
+        let (doc_id, seq) = row?;
+        newest = newest.max(seq);
+        cache.remove(&doc_id);
+    }
+    *checked_seq = newest;
+    Ok(())
 }
 
 /// The hash the catalog keeps of a set of heads: SHA-256 over the sorted head hashes.
@@ -97,8 +131,10 @@ impl Db {
         if !journal.eq_ignore_ascii_case("wal") {
             return Err(not_a_store(format!("journal mode stays `{journal}`, WAL is required")));
         }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = OFF;")
-            .map_err(sqlite)?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = OFF;"
+        ))
+        .map_err(sqlite)?;
         // The store uses a few dozen distinct statements; rusqlite's default cache of 16 re-parsed SQL on every sync
         // step (a tenth of an initial sync's CPU).
         conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED_MAX);
@@ -191,23 +227,7 @@ impl Db {
     /// written by the CLI while the node runs must not be served, synced or compacted from a stale copy (compacting
     /// a stale copy would replace the other process's change rows with a snapshot that lacks them).
     pub fn refresh_cache(&mut self) -> rusqlite::Result<()> {
-        let version: i64 = self.conn.query_row("PRAGMA data_version", [], |row| row.get(0))?;
-        if version == self.data_version {
-            return Ok(());
-        }
-        self.data_version = version;
-        // Our own writes since the last check are in the answer too: dropping them costs a reload, nothing more.
-        let mut statement = self.conn.prepare_cached("SELECT doc_id, local_seq FROM catalog WHERE local_seq > ?1")?;
-        let rows =
-            statement.query_map([self.checked_seq], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
-        let mut newest = self.checked_seq;
-        for row in rows {
-            let (doc_id, seq) = row?;
-            newest = newest.max(seq);
-            self.cache.remove(&doc_id);
-        }
-        self.checked_seq = newest;
-        Ok(())
+        refresh(&self.conn, &mut self.cache, &mut self.data_version, &mut self.checked_seq)
     }
 
     /// Forgets every cached document (they reload from disk on demand).
@@ -217,80 +237,227 @@ impl Db {
 
     // ---- local writes ----
 
-    pub fn register(&mut self, mut case: CaseDoc) -> Result<Acknowledged, WriteError> {
+    /// Runs `work` inside `BEGIN IMMEDIATE … COMMIT` (ROLLBACK when it fails). The write lock is taken first and the
+    /// cache refreshed under it, so an edit always starts from the stored document: another process writing the same
+    /// file waits for this transaction (`busy_timeout`) and can never slip a change in between. On an error the caller
+    /// evicts what it touched from the cache.
+    fn write<T, E: From<rusqlite::Error>>(&mut self, work: impl FnOnce(&mut Db) -> Result<T, E>) -> Result<T, E> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = match self.refresh_cache() {
+            Ok(()) => work(self),
+            Err(error) => Err(error.into()),
+        };
+        let result = match result {
+            Ok(value) => self.conn.execute_batch("COMMIT").map(|()| value).map_err(E::from),
+            Err(error) => Err(error),
+        };
+        if result.is_err() && !self.conn.is_autocommit() {
+            drop(self.conn.execute_batch("ROLLBACK"));
+        }
+        result
+    }
+
+    /// Stores a case registered elsewhere with its number (tests, tools): the number must not be held by another case.
+    pub fn register(&mut self, case: CaseDoc) -> Result<Acknowledged, WriteError> {
+        let reg_no = case.view().reg_no;
+        self.register_with(Box::new(move |_| Ok(case)), Some(reg_no))
+    }
+
+    /// Registers a new case under the next number of `window` in `year`, picked in the registering transaction.
+    pub fn register_new(&mut self, window: &str, year: i32, build: RegisterFn) -> Result<Registered, WriteError> {
+        if !self.projections {
+            return Err(WriteError::from(ReadError::NoProjections));
+        }
+        let (window, year) = (window.to_owned(), year);
+        let mut allocated = None;
+        let ack = self.register_inner(build, |db| {
+            let reg_no = registry::next_number(&db.conn, &window, year)?
+                .ok_or_else(|| WriteError::NumbersExhausted { window: window.clone(), year })?;
+            allocated = Some(reg_no.clone());
+            Ok(reg_no)
+        })?;
+        Ok(Registered { ack, reg_no: allocated.expect("allocated before registering") })
+    }
+
+    fn register_with(&mut self, build: RegisterFn, reg_no: Option<RegNo>) -> Result<Acknowledged, WriteError> {
+        let reg_no = reg_no.expect("a pre-numbered case");
+        self.register_inner(build, move |_| Ok(reg_no))
+    }
+
+    fn register_inner(
+        &mut self,
+        build: RegisterFn,
+        number: impl FnOnce(&Db) -> Result<RegNo, WriteError>,
+    ) -> Result<Acknowledged, WriteError> {
+        let mut registered_id = None;
+        let result = self.write(|db| -> Result<(Acknowledged, CaseDoc), WriteError> {
+            let reg_no = number(db)?;
+            let mut case = match catch_unwind(AssertUnwindSafe(|| build(reg_no.clone()))) {
+                Ok(built) => built?,
+                Err(payload) => return Err(WriteError::Panicked(panic_text(payload))),
+            };
+            let doc_id = case.case_id().as_str().to_owned();
+            if case.view().reg_no != reg_no {
+                return Err(WriteError::Corrupt(CorruptCase {
+                    case_id: doc_id,
+                    reason: format!("registered under {} instead of the allocated {reg_no}", case.view().reg_no),
+                }));
+            }
+            if db.catalog_has(&doc_id)? {
+                return Err(WriteError::DuplicateCase(doc_id));
+            }
+            if db.projections {
+                if let Some(holder) = registry::holder_other_than(&db.conn, &reg_no.to_string(), &doc_id)? {
+                    return Err(WriteError::RegNoTaken { reg_no: reg_no.to_string(), case_id: holder });
+                }
+                registry::claim_local(&db.conn, &doc_id, &reg_no)?;
+            }
+            registered_id = Some(doc_id.clone());
+            let stored =
+                persist(&db.conn, &doc_id, case.automerge_mut(), &[], db.compact_min_bytes, signing(&db.signer))?;
+            if db.projections {
+                project(&db.conn, &case)?;
+            }
+            let heads = case.automerge_mut().get_heads();
+            let ack = Acknowledged {
+                case_id: doc_id,
+                local_seq: stored.local_seq,
+                heads_hash: heads_hash(&heads),
+                event_id: None,
+            };
+            Ok((ack, case))
+        });
+        match result {
+            Ok((ack, case)) => {
+                self.notify.send_replace(ack.local_seq);
+                self.cache.insert(ack.case_id.clone(), case);
+                Ok(ack)
+            }
+            Err(error) => {
+                if let Some(doc_id) = registered_id {
+                    self.cache.remove(&doc_id);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes a case out of the cache (or loads it) for a write; it goes back only after the commit.
+    fn take_case(&mut self, doc_id: &str) -> Result<CaseDoc, ReadError> {
+        self.case_mut(doc_id)?;
+        Ok(self.cache.remove(doc_id).expect("loaded above"))
+    }
+
+    /// Stores the change a command made to a taken case, with its projections (inside the caller's transaction).
+    fn persist_case(&self, case: &mut CaseDoc, heads_before: &[ChangeHash]) -> rusqlite::Result<Stored> {
         let doc_id = case.case_id().as_str().to_owned();
-        if self.catalog_has(&doc_id)? {
-            return Err(WriteError::DuplicateCase(doc_id));
+        let stored = persist(
+            &self.conn,
+            &doc_id,
+            case.automerge_mut(),
+            heads_before,
+            self.compact_min_bytes,
+            signing(&self.signer),
+        )?;
+        if self.projections && stored.changes > 0 {
+            project(&self.conn, case)?;
         }
-        let projections = self.projections;
-        let compact_min_bytes = self.compact_min_bytes;
-        let signer = self.signer.clone();
-        let tx = self.conn.transaction()?;
-        let stored = persist(&tx, &doc_id, case.automerge_mut(), &[], compact_min_bytes, signing(&signer))?;
-        if projections {
-            project(&tx, &case)?;
-        }
-        tx.commit()?;
-        self.notify.send_replace(stored.local_seq);
-        let heads = case.automerge_mut().get_heads();
-        self.cache.insert(doc_id.clone(), case);
-        Ok(Acknowledged {
-            case_id: doc_id,
-            local_seq: stored.local_seq,
-            heads_hash: heads_hash(&heads),
-            event_id: None,
-        })
+        Ok(stored)
     }
 
     pub fn edit(&mut self, doc_id: &str, edit: EditFn) -> Result<Acknowledged, WriteError> {
-        let projections = self.projections;
-        let compact_min_bytes = self.compact_min_bytes;
-        let signer = self.signer.clone();
-        let case = self.case_mut(doc_id)?;
-        let heads_before = case.automerge_mut().get_heads();
-        let outcome = catch_unwind(AssertUnwindSafe(|| edit(&mut *case)));
-        let event_id = match outcome {
-            Ok(Ok(event_id)) => event_id,
-            Ok(Err(error)) => {
-                if case.automerge_mut().get_heads() != heads_before
-                    || automerge::transaction::Transactable::pending_ops(case.automerge()) > 0
-                {
-                    self.cache.remove(doc_id);
+        let mut taken = None;
+        let result = self.write(|db| -> Result<Acknowledged, WriteError> {
+            let case = taken.insert(db.take_case(doc_id)?);
+            let heads_before = case.automerge_mut().get_heads();
+            let event_id = match catch_unwind(AssertUnwindSafe(|| edit(&mut *case))) {
+                Ok(Ok(event_id)) => event_id,
+                Ok(Err(error)) => {
+                    if case.automerge_mut().get_heads() == heads_before
+                        && automerge::transaction::Transactable::pending_ops(case.automerge()) == 0
+                    {
+                        // Nothing changed: the copy is still the stored document.
+                        let case = taken.take().expect("taken above");
+                        db.cache.insert(doc_id.to_owned(), case);
+                    }
+                    return Err(WriteError::Command(error));
                 }
-                return Err(WriteError::Command(error));
-            }
-            Err(payload) => {
-                self.cache.remove(doc_id);
-                return Err(WriteError::Panicked(panic_text(payload)));
-            }
-        };
-        let result = (|| -> rusqlite::Result<(Stored, [u8; 32])> {
-            let case = self.cache.get_mut(doc_id).expect("loaded above");
-            let tx = self.conn.transaction()?;
-            let stored =
-                persist(&tx, doc_id, case.automerge_mut(), &heads_before, compact_min_bytes, signing(&signer))?;
-            if projections && stored.changes > 0 {
-                project(&tx, case)?;
-            }
-            tx.commit()?;
-            Ok((stored, heads_hash(&case.automerge_mut().get_heads())))
-        })();
-        match result {
-            Ok((stored, hash)) => {
-                self.notify.send_replace(stored.local_seq);
-                Ok(Acknowledged {
-                    case_id: doc_id.to_owned(),
-                    local_seq: stored.local_seq,
-                    heads_hash: hash,
-                    event_id: Some(event_id),
-                })
-            }
-            Err(error) => {
-                // The change is in memory but not on disk: forget it, the caller was not acknowledged.
-                self.cache.remove(doc_id);
-                Err(error.into())
+                Err(payload) => return Err(WriteError::Panicked(panic_text(payload))),
+            };
+            let stored = db.persist_case(case, &heads_before)?;
+            let hash = heads_hash(&case.automerge_mut().get_heads());
+            Ok(Acknowledged {
+                case_id: doc_id.to_owned(),
+                local_seq: stored.local_seq,
+                heads_hash: hash,
+                event_id: Some(event_id),
+            })
+        });
+        if let Ok(ack) = &result {
+            self.notify.send_replace(ack.local_seq);
+            if let Some(case) = taken {
+                self.cache.insert(doc_id.to_owned(), case);
             }
         }
+        // On an error the changed copy is dropped (it was out of the cache): the caller was not acknowledged.
+        result
+    }
+
+    /// Edits two cases in one transaction (并案, 解除并案): both changes are stored, or neither. `second` may be missing
+    /// from this store unless `second_required` (the master of a duplicate that has not reached this node).
+    pub fn edit_pair(
+        &mut self,
+        first: &str,
+        second: Option<&str>,
+        second_required: bool,
+        edit: PairEditFn,
+    ) -> Result<PairAcknowledged, WriteError> {
+        let mut taken: Vec<CaseDoc> = Vec::new();
+        let result = self.write(|db| -> Result<PairAcknowledged, WriteError> {
+            taken.push(db.take_case(first)?);
+            let second_present = match second {
+                Some(second) if second == first => {
+                    return Err(WriteError::Command(CommandError::DuplicateCycle));
+                }
+                Some(second) => match db.take_case(second) {
+                    Ok(case) => {
+                        taken.push(case);
+                        true
+                    }
+                    Err(ReadError::UnknownCase(_)) if !second_required => false,
+                    Err(error) => return Err(error.into()),
+                },
+                None => false,
+            };
+            let heads: Vec<Vec<ChangeHash>> = taken.iter_mut().map(|case| case.automerge_mut().get_heads()).collect();
+            let (a, rest) = taken.split_first_mut().expect("the first case is taken");
+            let events = match catch_unwind(AssertUnwindSafe(|| edit(a, rest.first_mut()))) {
+                Ok(Ok(events)) => events,
+                Ok(Err(error)) => return Err(WriteError::Command(error)),
+                Err(payload) => return Err(WriteError::Panicked(panic_text(payload))),
+            };
+            let mut acks = Vec::new();
+            for (index, case) in taken.iter_mut().enumerate() {
+                let stored = db.persist_case(case, &heads[index])?;
+                acks.push(Acknowledged {
+                    case_id: case.case_id().as_str().to_owned(),
+                    local_seq: stored.local_seq,
+                    heads_hash: heads_hash(&case.automerge_mut().get_heads()),
+                    event_id: events.get(index).cloned().flatten(),
+                });
+            }
+            let mut acks = acks.into_iter();
+            let first = acks.next().expect("one ack per taken case");
+            Ok(PairAcknowledged { first, second: if second_present { acks.next() } else { None } })
+        });
+        if let Ok(acks) = &result {
+            let seq = acks.second.as_ref().map_or(acks.first.local_seq, |second| second.local_seq);
+            self.notify.send_replace(seq.max(acks.first.local_seq));
+            for case in taken {
+                self.cache.insert(case.case_id().as_str().to_owned(), case);
+            }
+        }
+        result
     }
 
     // ---- remote changes ----
@@ -310,7 +477,9 @@ impl Db {
         let projections = self.projections;
         let compact_min_bytes = self.compact_min_bytes;
         let result = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction()?;
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Under the write lock: what another process committed before it is dropped from the cache.
+            refresh(&tx, &mut self.cache, &mut self.data_version, &mut self.checked_seq)?;
             for remote in batch {
                 let doc_id = remote.case_id;
                 if zhaowo_crdt::CaseId::parse(&doc_id).is_none() {
@@ -431,384 +600,6 @@ impl Db {
         })?;
         rows.collect()
     }
-
-    // ---- reads ----
-
-    pub fn case_view(&mut self, doc_id: &str) -> Result<CaseView, ReadError> {
-        Ok(self.case_mut(doc_id)?.view())
-    }
-
-    fn need_projections(&self) -> Result<(), ReadError> {
-        if self.projections { Ok(()) } else { Err(ReadError::NoProjections) }
-    }
-
-    pub fn register_page(&self, query: &RegisterQuery) -> Result<RegisterPage, ReadError> {
-        self.need_projections()?;
-        let limit = query.limit.clamp(1, PAGE_ROWS_MAX);
-        let mut clauses = Vec::new();
-        let mut values: Vec<rusqlite::types::Value> = Vec::new();
-        let mut push = |clause: &str, value: rusqlite::types::Value| {
-            values.push(value);
-            clauses.push(clause.replace('?', &format!("?{}", values.len())));
-        };
-        use rusqlite::types::Value;
-        if let Some(status) = query.status {
-            push("status = ?", Value::Text(status.code().to_owned()));
-        }
-        if let Some(category) = &query.category {
-            push("category = ?", Value::Text(category.clone()));
-        }
-        if let Some(nature) = query.nature {
-            push("nature = ?", Value::Text(nature.code().to_owned()));
-        }
-        if let Some(unit) = &query.lead_unit {
-            push("lead_unit = ?", Value::Text(unit.clone()));
-        }
-        if let Some(window) = &query.window {
-            push("window = ?", Value::Text(window.clone()));
-        }
-        if let Some(from) = query.registered_from_ms {
-            push("registered_at_ms >= ?", Value::Integer(from));
-        }
-        if let Some(to) = query.registered_to_ms {
-            push("registered_at_ms < ?", Value::Integer(to));
-        }
-        if let Some(now) = query.overdue_at_ms {
-            push("clock_runs = 1 AND due_ms < ?", Value::Integer(now));
-        }
-        if let Some(cursor) = &query.after {
-            values.push(Value::Integer(cursor.registered_at_ms));
-            values.push(Value::Text(cursor.case_id.clone()));
-            clauses.push(format!("(registered_at_ms, doc_id) < (?{}, ?{})", values.len() - 1, values.len()));
-        }
-        values.push(Value::Integer(limit as i64 + 1));
-        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
-        let sql = format!(
-            "SELECT {CASE_COLUMNS} FROM cases {filter} ORDER BY registered_at_ms DESC, doc_id DESC LIMIT ?{}",
-            values.len()
-        );
-        let mut statement = self.conn.prepare_cached(&sql)?;
-        let mut rows: Vec<CaseRow> = statement
-            .query_map(rusqlite::params_from_iter(values), CaseRow::from_sql)?
-            .collect::<rusqlite::Result<_>>()?;
-        let next = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|row| PageCursor { registered_at_ms: row.registered_at_ms, case_id: row.case_id.clone() })
-        } else {
-            None
-        };
-        Ok(RegisterPage { rows, next })
-    }
-
-    pub fn search(&self, text: &str, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
-        self.need_projections()?;
-        let terms: Vec<&str> = text.split_whitespace().collect();
-        if terms.is_empty() {
-            return Err(ReadError::BadQuery("empty search".to_owned()));
-        }
-        if terms.len() > SEARCH_TERMS_MAX || text.chars().count() > SEARCH_QUERY_CHARS_MAX {
-            return Err(ReadError::BadQuery(format!(
-                "a search takes at most {SEARCH_TERMS_MAX} terms and {SEARCH_QUERY_CHARS_MAX} characters"
-            )));
-        }
-        use rusqlite::types::Value;
-        use std::collections::HashSet;
-        let limit = limit.clamp(1, PAGE_ROWS_MAX);
-        let quote = |term: &str| format!("\"{}\"", term.replace('"', "\"\""));
-        // Trigrams index terms of three or more characters, bigrams two-character terms of letters or digits; each
-        // index is asked on its own and the row sets intersected here (SQLite drove one MATCH per row of the other
-        // when both were in one statement: 15 s at 200k cases).
-        let long: Vec<String> = terms.iter().filter(|term| term.chars().count() >= 3).map(|term| quote(term)).collect();
-        let is_bigram_term = |term: &str| {
-            let chars: Vec<char> = term.chars().collect();
-            chars.len() == 2 && projection::is_bigram(chars[0], chars[1])
-        };
-        let bigrams: Vec<String> = terms.iter().filter(|term| is_bigram_term(term)).map(|term| quote(term)).collect();
-        let mut scanned: Vec<&str> =
-            terms.iter().copied().filter(|term| term.chars().count() < 3 && !is_bigram_term(term)).collect();
-        let mut matches: Option<HashSet<i64>> = None;
-        for (table, expression) in [("cases_fts", long.join(" AND ")), ("cases_bigrams", bigrams.join(" AND "))] {
-            if expression.is_empty() {
-                continue;
-            }
-            if table == "cases_bigrams"
-                && matches.as_ref().is_some_and(|rows| rows.len() <= self.search_sort_matches_max)
-            {
-                // The longer terms left few rows: check the two-character terms against their text rather than list
-                // every row holding a common word (编号 in every case: 460 ms at 1M cases).
-                scanned.extend(terms.iter().copied().filter(|term| is_bigram_term(term)));
-                continue;
-            }
-            let mut statement =
-                self.conn.prepare_cached(&format!("SELECT rowid FROM {table} WHERE {table} MATCH ?1"))?;
-            let rows: HashSet<i64> =
-                statement.query_map([&expression], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
-            matches = Some(match matches {
-                None => rows,
-                Some(previous) => previous.intersection(&rows).copied().collect(),
-            });
-        }
-        let Some(mut matches) = matches else {
-            // Only one-character (or punctuated two-character) terms: LIKE over the text, newest first.
-            let mut values: Vec<Value> = Vec::new();
-            let mut clauses = Vec::new();
-            for term in &scanned {
-                let escaped = term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                values.push(Value::Text(format!("%{escaped}%")));
-                let n = values.len();
-                clauses.push(format!(
-                    "(f.summary LIKE ?{n} ESCAPE '\\' OR f.detail LIKE ?{n} ESCAPE '\\' OR f.notes LIKE ?{n} ESCAPE '\\')"
-                ));
-            }
-            values.push(Value::Integer(limit as i64));
-            let columns = CASE_COLUMNS.split(", ").map(|column| format!("c.{column}")).collect::<Vec<_>>().join(", ");
-            let sql = format!(
-                "SELECT {columns} FROM cases_fts f JOIN cases c ON c.id = f.rowid WHERE {} \
-                 ORDER BY c.registered_at_ms DESC, c.doc_id DESC LIMIT ?{}",
-                clauses.join(" AND "),
-                values.len()
-            );
-            let mut statement = self.conn.prepare_cached(&sql)?;
-            let rows = statement
-                .query_map(rusqlite::params_from_iter(values), CaseRow::from_sql)?
-                .collect::<rusqlite::Result<_>>()?;
-            return Ok(rows);
-        };
-        if !scanned.is_empty() {
-            let query = scanned.join(" ");
-            let mut kept = HashSet::new();
-            for id in matches {
-                if projection::read_text(&self.conn, id)?.is_some_and(|text| text.matches(&query)) {
-                    kept.insert(id);
-                }
-            }
-            matches = kept;
-        }
-        let mut by_id = self.conn.prepare_cached(&format!("SELECT {CASE_COLUMNS} FROM cases WHERE id = ?1"))?;
-        if matches.len() > self.search_sort_matches_max {
-            // Many matches: walk the register index newest first and stop at `limit` (~limit × cases / matches
-            // entries) instead of a random row lookup per match.
-            let mut newest =
-                self.conn.prepare_cached("SELECT id FROM cases ORDER BY registered_at_ms DESC, doc_id DESC")?;
-            let mut ids = Vec::with_capacity(limit);
-            let mut rows = newest.query([])?;
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                if matches.contains(&id) {
-                    ids.push(id);
-                    if ids.len() == limit {
-                        break;
-                    }
-                }
-            }
-            drop(rows);
-            return ids
-                .into_iter()
-                .map(|id| by_id.query_row([id], CaseRow::from_sql).map_err(ReadError::from))
-                .collect();
-        }
-        let mut rows: Vec<CaseRow> =
-            matches.into_iter().map(|id| by_id.query_row([id], CaseRow::from_sql)).collect::<rusqlite::Result<_>>()?;
-        rows.sort_by(|a, b| (b.registered_at_ms, &b.case_id).cmp(&(a.registered_at_ms, &a.case_id)));
-        rows.truncate(limit);
-        Ok(rows)
-    }
-
-    pub fn overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
-        self.need_projections()?;
-        let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT {CASE_COLUMNS} FROM cases WHERE clock_runs = 1 AND due_ms < ?1 ORDER BY due_ms, doc_id LIMIT ?2"
-        ))?;
-        let rows = statement
-            .query_map(params![now_ms, limit.clamp(1, PAGE_ROWS_MAX) as i64], CaseRow::from_sql)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
-    }
-
-    pub fn statistics(
-        &self,
-        from: zhaowo_crdt::time::Date,
-        to: zhaowo_crdt::time::Date,
-    ) -> Result<Statistics, ReadError> {
-        self.need_projections()?;
-        let counts = self
-            .conn
-            .prepare_cached(
-                "SELECT coalesce(sum(registered), 0), coalesce(sum(closed), 0), coalesce(sum(closed_on_time), 0),
-                    coalesce(sum(responded), 0), coalesce(sum(responded_on_time), 0), coalesce(sum(rated), 0),
-                    coalesce(sum(rating_sum), 0), coalesce(sum(satisfied), 0)
-             FROM stats_daily WHERE day BETWEEN ?1 AND ?2",
-            )?
-            .query_row(params![from.to_days(), to.to_days()], |row| {
-                Ok(StatsCounts {
-                    registered: row.get(0)?,
-                    closed: row.get(1)?,
-                    closed_on_time: row.get(2)?,
-                    responded: row.get(3)?,
-                    responded_on_time: row.get(4)?,
-                    rated: row.get(5)?,
-                    rating_sum: row.get(6)?,
-                    satisfied: row.get(7)?,
-                })
-            })?;
-        Ok(Statistics::from_counts(counts))
-    }
-
-    pub fn counts(&self) -> rusqlite::Result<StoreCounts> {
-        Ok(StoreCounts {
-            docs: self.conn.query_row("SELECT count(*) FROM catalog", [], |row| row.get(0))?,
-            change_rows: self.conn.query_row("SELECT count(*) FROM changes", [], |row| row.get(0))?,
-            snapshots: self
-                .conn
-                .query_row("SELECT count(*) FROM docs WHERE length(snapshot) > 0", [], |row| row.get(0))?,
-            local_seq: stored_local_seq(&self.conn)?,
-            cached_docs: self.cache.len() as i64,
-        })
-    }
-
-    // ---- maintenance ----
-
-    pub fn integrity_check(&self) -> rusqlite::Result<Vec<String>> {
-        let mut statement = self.conn.prepare("PRAGMA integrity_check")?;
-        statement.query_map([], |row| row.get(0))?.collect()
-    }
-
-    pub fn reindex(&mut self) -> Result<ReindexReport, MaintenanceError> {
-        if !self.projections {
-            return Err(MaintenanceError::NoProjections);
-        }
-        let mut problems = Vec::new();
-        let tx = self.conn.transaction()?;
-        let cases = reindex_in(&tx, &self.actor, &mut problems)?;
-        tx.commit()?;
-        Ok(ReindexReport { cases, problems })
-    }
-
-    pub fn verify(&mut self) -> Result<VerifyReport, MaintenanceError> {
-        let mut report = VerifyReport::default();
-        let mut after = String::new();
-        loop {
-            let ids = doc_ids_after(&self.conn, &after, WALK_CHUNK_DOCS)?;
-            let Some(last) = ids.last() else { break };
-            after = last.clone();
-            for doc_id in ids {
-                report.docs += 1;
-                self.verify_doc(&doc_id, &mut report.problems)?;
-            }
-        }
-        // Rows that belong to no catalogued document.
-        let orphans = [
-            "SELECT DISTINCT doc_id FROM docs WHERE doc_id NOT IN (SELECT doc_id FROM catalog)",
-            "SELECT DISTINCT doc_id FROM changes WHERE doc_id NOT IN (SELECT doc_id FROM catalog)",
-        ];
-        for sql in orphans {
-            let mut statement = self.conn.prepare(sql)?;
-            for doc_id in statement.query_map([], |row| row.get::<_, String>(0))? {
-                report.problems.push(Problem { case_id: doc_id?, kind: ProblemKind::Orphan });
-            }
-        }
-        if self.projections {
-            let mut statement =
-                self.conn.prepare("SELECT doc_id FROM cases WHERE doc_id NOT IN (SELECT doc_id FROM catalog)")?;
-            for doc_id in statement.query_map([], |row| row.get::<_, String>(0))? {
-                report.problems.push(Problem { case_id: doc_id?, kind: ProblemKind::Orphan });
-            }
-            // The statistics must equal the sum of the cases' contributions.
-            let mut statement = self.conn.prepare(
-                "SELECT coalesce(a.day, b.day), coalesce(a.category, b.category) FROM
-                 (SELECT day, category, registered, closed, closed_on_time, responded, responded_on_time, rated, rating_sum, satisfied
-                    FROM stats_daily WHERE registered != 0 OR closed != 0 OR responded != 0 OR rated != 0) a
-                 FULL OUTER JOIN
-                 (SELECT (registered_at_ms + 28800000) / 86400000 AS day, category, count(*) AS registered,
-                         count(closed_at_ms) AS closed, sum(closed_at_ms IS NOT NULL AND closed_at_ms <= due_ms) AS closed_on_time,
-                         count(first_response_ms) AS responded,
-                         sum(first_response_ms IS NOT NULL AND first_response_ms <= first_response_due_ms) AS responded_on_time,
-                         count(rating) AS rated, coalesce(sum(rating), 0) AS rating_sum, sum(coalesce(rating, 0) >= 4) AS satisfied
-                    FROM cases GROUP BY 1, 2) b
-                 ON a.day = b.day AND a.category = b.category
-                 WHERE a.day IS NULL OR b.day IS NULL OR a.registered != b.registered OR a.closed != b.closed
-                    OR a.closed_on_time != b.closed_on_time OR a.responded != b.responded
-                    OR a.responded_on_time != b.responded_on_time OR a.rated != b.rated OR a.rating_sum != b.rating_sum
-                    OR a.satisfied != b.satisfied",
-            )?;
-            for row in statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))? {
-                let (day, category) = row?;
-                report
-                    .problems
-                    .push(Problem { case_id: String::new(), kind: ProblemKind::Statistics { day, category } });
-            }
-        }
-        Ok(report)
-    }
-
-    fn verify_doc(&mut self, doc_id: &str, problems: &mut Vec<Problem>) -> rusqlite::Result<()> {
-        let mut problem = |kind| problems.push(Problem { case_id: doc_id.to_owned(), kind });
-        let mut doc = match load_automerge(&self.conn, &self.actor, doc_id) {
-            Ok(Some(doc)) => doc,
-            Ok(None) => {
-                problem(ProblemKind::Unreadable("catalogued but no stored changes".to_owned()));
-                return Ok(());
-            }
-            Err(ReadError::Sqlite(error)) => return Err(error),
-            Err(error) => {
-                problem(ProblemKind::Unreadable(error.to_string()));
-                return Ok(());
-            }
-        };
-        let catalog: Vec<u8> = self
-            .conn
-            .prepare_cached("SELECT heads_hash FROM catalog WHERE doc_id = ?1")?
-            .query_row([doc_id], |row| row.get(0))?;
-        if catalog != heads_hash(&doc.get_heads()) {
-            problem(ProblemKind::HeadsMismatch);
-        }
-        if !self.projections {
-            return Ok(());
-        }
-        let stored = self
-            .conn
-            .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
-            .query_row([doc_id], |row| Ok((row.get::<_, i64>("id")?, CaseRow::from_sql(row)?)))
-            .optional()?;
-        match CaseDoc::from_automerge(doc) {
-            Ok(case) => {
-                let view = case.view();
-                match stored {
-                    None => problem(ProblemKind::MissingProjection),
-                    Some((id, row)) => {
-                        if row != CaseRow::of(&view) {
-                            problem(ProblemKind::StaleProjection);
-                        }
-                        if projection::read_text(&self.conn, id)? != Some(SearchText::of(&view)) {
-                            problem(ProblemKind::StaleSearchText);
-                        }
-                    }
-                }
-            }
-            Err(error) => {
-                problem(ProblemKind::NotACase(error.to_string()));
-                if stored.is_some() {
-                    problem(ProblemKind::StaleProjection);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn backup(&self, to: &std::path::Path) -> Result<(), MaintenanceError> {
-        if to.exists() {
-            return Err(MaintenanceError::BackupExists(to.to_path_buf()));
-        }
-        let target = to.to_str().ok_or_else(|| MaintenanceError::BadPath(to.to_path_buf()))?;
-        self.conn.execute("VACUUM INTO ?1", [target])?;
-        Ok(())
-    }
-
-    /// Test hook: runs raw SQL on the store (to damage rows in corruption tests).
-    pub fn execute_raw(&mut self, sql: &str) -> rusqlite::Result<()> {
-        self.cache.clear();
-        self.conn.execute_batch(sql)
-    }
 }
 
 enum DocState {
@@ -825,46 +616,9 @@ impl DocState {
     }
 }
 
-fn doc_ids_after(conn: &Connection, after: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
-    let mut statement = conn.prepare_cached("SELECT doc_id FROM catalog WHERE doc_id > ?1 ORDER BY doc_id LIMIT ?2")?;
-    statement.query_map(params![after, limit as i64], |row| row.get(0))?.collect()
-}
-
-/// Rebuilds every projection from the documents inside `tx`; unreadable documents are reported and skipped.
-fn reindex_in(tx: &Transaction<'_>, actor: &ActorId, problems: &mut Vec<Problem>) -> rusqlite::Result<u64> {
-    tx.execute_batch("DELETE FROM cases; DELETE FROM cases_fts; DELETE FROM cases_bigrams; DELETE FROM stats_daily;")?;
-    let mut after = String::new();
-    let mut cases = 0;
-    loop {
-        let ids = doc_ids_after(tx, &after, WALK_CHUNK_DOCS)?;
-        let Some(last) = ids.last() else { break };
-        after = last.clone();
-        for doc_id in ids {
-            match load_automerge(tx, actor, &doc_id) {
-                Ok(Some(doc)) => match CaseDoc::from_automerge(doc) {
-                    Ok(case) => {
-                        project(tx, &case)?;
-                        cases += 1;
-                    }
-                    Err(error) => {
-                        problems.push(Problem { case_id: doc_id, kind: ProblemKind::NotACase(error.to_string()) })
-                    }
-                },
-                Ok(None) => problems
-                    .push(Problem { case_id: doc_id, kind: ProblemKind::Unreadable("no stored changes".into()) }),
-                Err(ReadError::Sqlite(error)) => return Err(error),
-                Err(error) => {
-                    problems.push(Problem { case_id: doc_id, kind: ProblemKind::Unreadable(error.to_string()) })
-                }
-            }
-        }
-    }
-    Ok(cases)
-}
-
 fn project(tx: &Connection, case: &CaseDoc) -> rusqlite::Result<()> {
     let view = case.view();
-    projection::upsert(tx, &CaseRow::of(&view), &SearchText::of(&view))
+    projection::upsert(tx, &CaseRow::of(&view), &SearchText::of(&view), view.conflicts.len())
 }
 
 /// Which signatures [`persist`] stores with the changes it writes.
@@ -1008,55 +762,24 @@ fn store_signature(
     Ok(())
 }
 
-/// A stored document as sync sends it whole: the snapshot and change rows as stored, and every signature stored for
-/// its changes. `Ok(None)` when nothing is stored under `doc_id`.
-fn stored_whole_doc(conn: &Connection, doc_id: &str) -> rusqlite::Result<Option<WholeDoc>> {
-    let snapshot: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT snapshot FROM docs WHERE doc_id = ?1")?
-        .query_row([doc_id], |row| row.get(0))
-        .optional()?;
-    let Some(snapshot) = snapshot else { return Ok(None) };
-    let changes = conn
-        .prepare_cached("SELECT bytes FROM changes WHERE doc_id = ?1 ORDER BY seq")?
-        .query_map([doc_id], |row| row.get::<_, Vec<u8>>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let signatures = stored_signatures(conn, doc_id)?;
-    Ok(Some(WholeDoc { doc_id: doc_id.to_owned(), snapshot, changes, signatures }))
+/// Puts a document in quarantine (inside the caller's transaction, if any): sync will not send it.
+fn quarantine(conn: &Connection, doc_id: &str, reason: &str) -> rusqlite::Result<()> {
+    tracing::warn!(case_id = doc_id, reason, "document quarantined: it is not sent to peers until repaired");
+    conn.prepare_cached(
+        "INSERT INTO quarantine (doc_id, reason, at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (doc_id) DO UPDATE SET reason = ?2",
+    )?
+    .execute(params![doc_id, reason, crate::home::now_ms()])?;
+    Ok(())
 }
 
-/// Stores a document received whole (see `zhaowo_crdt::sync::ReceivedDoc`) as it came: its snapshot and change rows
-/// byte for byte (no re-encoding), its signatures, its catalog row. The caller checked that nothing is stored under
-/// `doc_id`. Runs inside the caller's transaction.
-fn persist_whole(tx: &Connection, doc_id: &str, received: &ReceivedDoc) -> rusqlite::Result<()> {
-    let mut local_seq = stored_local_seq(tx)?;
-    let mut changes_bytes = 0i64;
-    {
-        let mut insert =
-            tx.prepare_cached("INSERT INTO changes (doc_id, hash, actor, seq, bytes) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for change in &received.changes {
-            local_seq += 1;
-            insert.execute(params![
-                doc_id,
-                change.hash.0.as_slice(),
-                change.actor.to_bytes(),
-                local_seq,
-                change.bytes.as_slice()
-            ])?;
-            changes_bytes += change.bytes.len() as i64;
-        }
-    }
-    if received.changes.is_empty() {
-        local_seq += 1;
-    }
-    let snapshot_heads: Vec<u8> = received.snapshot_heads.iter().flat_map(|head| head.0).collect();
-    tx.prepare_cached("INSERT INTO docs (doc_id, snapshot, snapshot_heads, changes_bytes) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![doc_id, received.snapshot.as_slice(), snapshot_heads, changes_bytes])?;
-    for (signature, signer) in &received.signatures {
-        store_signature(tx, doc_id, &signature.hash, signer, &signature.signature)?;
-    }
-    store_catalog(tx, doc_id, &received.heads, local_seq)
+fn is_quarantined(conn: &Connection, doc_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM quarantine WHERE doc_id = ?1")?
+        .query_row([doc_id], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
-
 /// The signatures stored for a document's changes.
 fn stored_signatures(conn: &Connection, doc_id: &str) -> rusqlite::Result<Vec<ChangeSignature>> {
     let mut statement = conn.prepare_cached("SELECT hash, signature FROM change_signatures WHERE doc_id = ?1")?;
@@ -1119,386 +842,4 @@ pub(crate) fn load_automerge(
         return Err(corrupt("a stored change depends on a change that is not stored".to_owned()));
     }
     Ok(Some(doc.with_actor(actor.clone())))
-}
-
-// ---- sync ----
-
-/// A document a sync step holds outside the LRU: one the node does not have yet (an empty document, or one just
-/// received), or one that loads but is not a case. Dropped at the end of the step: a document assembled from
-/// received changes holds far more memory than the same case loaded from its snapshot (see `apply_remote`).
-struct StepDocs {
-    docs: HashMap<String, AutoCommit>,
-}
-
-/// The store's side of a sync session, for the duration of one step on the store thread, inside one transaction.
-struct DbReplica<'a> {
-    db: &'a mut Db,
-    step_docs: StepDocs,
-    roster: Roster,
-    new_records: Vec<SignedRecord>,
-    /// Documents changed in this step's transaction (evicted from the LRU if the commit fails).
-    touched: Vec<String>,
-    /// The first storage error: the step rolls back and the peer is dropped (the peer did nothing wrong).
-    storage_error: Option<String>,
-    /// The node's hall document, locked for the step (the driver writes its files once the step is over).
-    hall: Option<&'a mut SignedHall>,
-    hall_changed: bool,
-}
-
-impl DbReplica<'_> {
-    /// The document to sync: the cached case, the stored one (loaded into the LRU when it is a case), or an empty one.
-    fn doc(&mut self, doc_id: &str) -> Result<&mut AutoCommit, String> {
-        if self.step_docs.docs.contains_key(doc_id) {
-            return Ok(self.step_docs.docs.get_mut(doc_id).expect("checked"));
-        }
-        if self.db.cache.get_mut(doc_id).is_none() {
-            match load_automerge(&self.db.conn, &self.db.actor, doc_id) {
-                Ok(None) => {
-                    self.step_docs.docs.insert(doc_id.to_owned(), AutoCommit::new().with_actor(self.db.actor.clone()));
-                    return Ok(self.step_docs.docs.get_mut(doc_id).expect("inserted"));
-                }
-                Ok(Some(doc)) => match CaseDoc::from_automerge_or_back(doc) {
-                    Ok(case) => self.db.cache.insert(doc_id.to_owned(), case),
-                    Err((_, doc)) => {
-                        self.step_docs.docs.insert(doc_id.to_owned(), doc);
-                        return Ok(self.step_docs.docs.get_mut(doc_id).expect("inserted"));
-                    }
-                },
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-        Ok(self.db.cache.get_mut(doc_id).expect("cached above").automerge_mut())
-    }
-
-    fn fail(&mut self, error: impl std::fmt::Display) -> String {
-        let text = format!("storage: {error}");
-        self.storage_error.get_or_insert_with(|| text.clone());
-        text
-    }
-}
-
-impl Replica for DbReplica<'_> {
-    fn catalog_after(&mut self, after: u64, limit: usize) -> Vec<WireCatalogEntry> {
-        match self.db.catalog_since(i64::try_from(after).unwrap_or(i64::MAX), limit) {
-            Ok(entries) => entries
-                .into_iter()
-                .map(|entry| WireCatalogEntry {
-                    doc_id: entry.case_id,
-                    heads_hash: entry.heads_hash,
-                    seq: entry.local_seq as u64,
-                })
-                .collect(),
-            Err(error) => {
-                self.fail(error);
-                Vec::new()
-            }
-        }
-    }
-
-    fn heads_hash(&mut self, doc_id: &str) -> Option<[u8; 32]> {
-        let found = self
-            .db
-            .conn
-            .prepare_cached("SELECT heads_hash FROM catalog WHERE doc_id = ?1")
-            .and_then(|mut statement| statement.query_row([doc_id], |row| row.get::<_, Vec<u8>>(0)).optional());
-        match found {
-            Ok(hash) => hash.and_then(|hash| hash.try_into().ok()),
-            Err(error) => {
-                self.fail(error);
-                None
-            }
-        }
-    }
-
-    fn has_all(&mut self, doc_id: &str, heads: &[ChangeHash]) -> bool {
-        match self.doc(doc_id) {
-            Ok(doc) => heads.iter().all(|head| doc.get_change_by_hash(head).is_some()),
-            Err(_) => false,
-        }
-    }
-
-    fn generate(&mut self, doc_id: &str, state: &mut SyncState) -> Option<SyncMessage> {
-        use automerge::sync::SyncDoc;
-        match self.doc(doc_id) {
-            Ok(doc) => doc.sync().generate_sync_message(state),
-            Err(_) => None,
-        }
-    }
-
-    fn receive(
-        &mut self,
-        doc_id: &str,
-        state: &mut SyncState,
-        message: SyncMessage,
-        signatures: &[ChangeSignature],
-    ) -> Result<(), String> {
-        use automerge::sync::SyncDoc;
-        if zhaowo_crdt::CaseId::parse(doc_id).is_none() {
-            return Err(format!("`{doc_id}` is not a case id"));
-        }
-        let compact_min_bytes = self.db.compact_min_bytes;
-        let projections = self.db.projections;
-        let doc = self.doc(doc_id)?;
-        let heads_before = doc.get_heads();
-        doc.sync().receive_sync_message(state, message).map_err(|error| error.to_string())?;
-        if doc.get_heads() == heads_before {
-            return Ok(());
-        }
-        let signatures: BTreeMap<[u8; 32], [u8; 64]> = signatures.iter().map(|s| (s.hash, s.signature)).collect();
-        self.touched.push(doc_id.to_owned());
-        // Re-borrow: `doc` borrowed `self` mutably.
-        let (conn, doc) = match self.step_docs.docs.get_mut(doc_id) {
-            Some(doc) => (&self.db.conn, doc),
-            None => (&self.db.conn, self.db.cache.get_mut(doc_id).expect("doc() cached it").automerge_mut()),
-        };
-        let stored = persist(conn, doc_id, doc, &heads_before, compact_min_bytes, Signing::Relayed(&signatures));
-        let stored = match stored {
-            Ok(stored) => stored,
-            Err(error) => return Err(self.fail(error)),
-        };
-        if projections && stored.changes > 0 {
-            let projected = match self.step_docs.docs.remove(doc_id) {
-                // Lent to a `CaseDoc` for the projection and put back (no copy).
-                Some(doc) => match CaseDoc::from_automerge_or_back(doc) {
-                    Ok(case) => {
-                        let projected = project(&self.db.conn, &case);
-                        self.step_docs.docs.insert(doc_id.to_owned(), case.into_automerge());
-                        projected
-                    }
-                    Err((_, doc)) => {
-                        self.step_docs.docs.insert(doc_id.to_owned(), doc);
-                        projection::remove(&self.db.conn, doc_id)
-                    }
-                },
-                None => project(&self.db.conn, self.db.cache.get_mut(doc_id).expect("cached")),
-            };
-            if let Err(error) = projected {
-                return Err(self.fail(error));
-            }
-        }
-        Ok(())
-    }
-
-    fn reload(&mut self, doc_id: &str) {
-        self.db.cache.remove(doc_id);
-        self.step_docs.docs.remove(doc_id);
-    }
-
-    fn takes_whole_docs(&self) -> bool {
-        true
-    }
-
-    fn whole_doc(&mut self, doc_id: &str) -> Option<WholeDoc> {
-        match stored_whole_doc(&self.db.conn, doc_id) {
-            Ok(whole) => whole,
-            Err(error) => {
-                self.fail(error);
-                None
-            }
-        }
-    }
-
-    fn receive_whole(&mut self, doc_id: &str, received: ReceivedDoc) -> Result<(), String> {
-        if zhaowo_crdt::CaseId::parse(doc_id).is_none() {
-            return Err(format!("`{doc_id}` is not a case id"));
-        }
-        // An empty stand-in an earlier frame of this step made for the document must not outlive it.
-        self.step_docs.docs.remove(doc_id);
-        self.db.cache.remove(doc_id);
-        if let Err(error) = persist_whole(&self.db.conn, doc_id, &received) {
-            return Err(self.fail(error));
-        }
-        self.touched.push(doc_id.to_owned());
-        if self.db.projections {
-            // The session folded the view beside the signature checks, off this thread.
-            let projected = match &received.view {
-                Some(view) => projection::upsert(&self.db.conn, &CaseRow::of(view), &SearchText::of(view)),
-                None => projection::remove(&self.db.conn, doc_id),
-            };
-            if let Err(error) = projected {
-                return Err(self.fail(error));
-            }
-        }
-        // Not cached: a later read loads it from its snapshot, which holds far less memory than this copy.
-        Ok(())
-    }
-
-    fn signature(&mut self, doc_id: &str, hash: &ChangeHash) -> Option<[u8; 64]> {
-        let found = self
-            .db
-            .conn
-            .prepare_cached("SELECT signature FROM change_signatures WHERE doc_id = ?1 AND hash = ?2")
-            .and_then(|mut statement| {
-                statement.query_row(params![doc_id, hash.0.as_slice()], |row| row.get::<_, Vec<u8>>(0)).optional()
-            });
-        match found {
-            Ok(signature) => signature.and_then(|signature| signature.try_into().ok()),
-            Err(error) => {
-                self.fail(error);
-                None
-            }
-        }
-    }
-
-    fn roster(&self) -> &Roster {
-        &self.roster
-    }
-
-    fn add_roster_records(&mut self, records: Vec<SignedRecord>) -> usize {
-        let mut added = 0;
-        for record in records {
-            // A record that does not verify is the peer's problem, not a reason to refuse the rest.
-            if let Ok(true) = self.roster.insert(record.clone()) {
-                self.new_records.push(record);
-                added += 1;
-            }
-        }
-        added
-    }
-
-    fn hall(&mut self) -> Option<&mut SignedHall> {
-        self.hall.as_deref_mut()
-    }
-
-    fn hall_changed(&mut self) {
-        self.hall_changed = true;
-    }
-}
-
-impl Db {
-    /// Runs one step of a sync session: feeds it the inputs, lets it pump, and commits everything it stored (changes,
-    /// signatures, projections, the peer's checkpoint) in one transaction before any frame it produced is handed out.
-    pub fn sync_step(&mut self, mut step: SyncStep) -> SyncOutcome {
-        let mut outcome = SyncOutcome::default();
-        if let Err(error) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            outcome.storage_error = Some(format!("storage: {error}"));
-            outcome.session = Some(step.session);
-            return outcome;
-        }
-        let seq_before = self.notify.borrow().to_owned();
-        let hall = step.hall.take();
-        let mut hall_guard = hall.as_ref().map(|hall| hall.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let mut replica = DbReplica {
-            db: self,
-            step_docs: StepDocs { docs: HashMap::new() },
-            roster: step.roster,
-            new_records: Vec::new(),
-            touched: Vec::new(),
-            storage_error: None,
-            hall: hall_guard.as_deref_mut(),
-            hall_changed: false,
-        };
-        let session = &mut step.session;
-        for input in step.inputs {
-            let result = match input {
-                SyncInput::Frame(bytes) => session.handle_frame(&bytes, &mut replica),
-                SyncInput::CatchUp => {
-                    session.catch_up();
-                    session.pump(&mut replica);
-                    Ok(())
-                }
-                SyncInput::Reconcile => {
-                    session.reconcile();
-                    session.pump(&mut replica);
-                    Ok(())
-                }
-                SyncInput::HallPush => {
-                    session.push_hall(&mut replica);
-                    Ok(())
-                }
-            };
-            if let Err(error) = result {
-                outcome.error = Some(error);
-                break;
-            }
-            if replica.storage_error.is_some() {
-                break;
-            }
-        }
-        while let Some(event) = session.poll_event() {
-            if let SessionEvent::CheckpointAdvanced { seq } = &event {
-                let saved = replica
-                    .db
-                    .conn
-                    .prepare_cached(
-                        "INSERT INTO peer_checkpoints (node_key, checkpoint) VALUES (?1, ?2)
-                         ON CONFLICT (node_key) DO UPDATE SET checkpoint = max(checkpoint, ?2)",
-                    )
-                    .and_then(|mut statement| {
-                        statement.execute(params![step.peer_key.as_slice(), i64::try_from(*seq).unwrap_or(i64::MAX)])
-                    });
-                if let Err(error) = saved {
-                    replica.fail(error);
-                }
-            }
-            outcome.events.push(event);
-        }
-        let DbReplica { touched, storage_error, new_records, roster, hall_changed, .. } = replica;
-        drop(hall_guard);
-        outcome.hall_changed = hall_changed;
-        outcome.new_records = new_records;
-        outcome.roster = Some(roster);
-        let committed = match storage_error {
-            Some(error) => Err(error),
-            None => self.conn.execute_batch("COMMIT").map_err(|error| format!("storage: {error}")),
-        };
-        match committed {
-            Ok(()) => {
-                outcome.frames = std::iter::from_fn(|| session.poll_transmit()).collect();
-                outcome.changed_docs = touched.len();
-                let seq_after = stored_local_seq(&self.conn).unwrap_or(seq_before);
-                if seq_after != seq_before {
-                    self.notify.send_replace(seq_after);
-                }
-            }
-            Err(error) => {
-                drop(self.conn.execute_batch("ROLLBACK"));
-                for doc_id in touched {
-                    self.cache.remove(&doc_id);
-                }
-                outcome.storage_error = Some(error);
-            }
-        }
-        outcome.session = Some(step.session);
-        outcome
-    }
-
-    /// The signatures stored for a document's changes (its author's, relayed by sync or bundles).
-    pub fn signatures(&self, doc_id: &str) -> rusqlite::Result<Vec<ChangeSignature>> {
-        stored_signatures(&self.conn, doc_id)
-    }
-
-    /// Every peer's acknowledged checkpoint and how many of our documents changed after it.
-    pub fn peer_checkpoints(&self) -> rusqlite::Result<Vec<([u8; 32], u64, u64)>> {
-        let mut statement = self.conn.prepare_cached("SELECT node_key, checkpoint FROM peer_checkpoints")?;
-        let rows: Vec<(Vec<u8>, i64)> =
-            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-        let mut peers = Vec::new();
-        for (key, checkpoint) in rows {
-            if let Ok(key) = key.try_into() {
-                let checkpoint = checkpoint.max(0) as u64;
-                peers.push((key, checkpoint, self.entries_after(checkpoint)?));
-            }
-        }
-        Ok(peers)
-    }
-
-    /// The catalog position this node last had acknowledged by `peer`: the next session resumes after it.
-    pub fn checkpoint(&self, peer: &[u8; 32]) -> rusqlite::Result<u64> {
-        let seq: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT checkpoint FROM peer_checkpoints WHERE node_key = ?1")?
-            .query_row([peer.as_slice()], |row| row.get(0))
-            .optional()?;
-        Ok(seq.unwrap_or(0).max(0) as u64)
-    }
-
-    /// Documents the peer has not acknowledged yet: catalog entries after its checkpoint ("behind" in the status).
-    pub fn entries_after(&self, seq: u64) -> rusqlite::Result<u64> {
-        let count: i64 = self
-            .conn
-            .prepare_cached("SELECT count(*) FROM catalog WHERE local_seq > ?1")?
-            .query_row([i64::try_from(seq).unwrap_or(i64::MAX)], |row| row.get(0))?;
-        Ok(count as u64)
-    }
 }

@@ -22,10 +22,12 @@
 mod cache;
 mod db;
 pub mod projection;
+mod registry;
 mod schema;
 
 pub use db::heads_hash;
 pub use projection::{CaseRow, SearchText, StatsContribution};
+pub use registry::RepeatedNumber;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION_LATEST};
 
 use automerge::{ActorId, ChangeHash};
@@ -38,8 +40,18 @@ use zhaowo_crdt::roster::{Roster, SignedRecord};
 use zhaowo_crdt::sync::{Session, SessionEvent, SyncError};
 use zhaowo_crdt::time::Date;
 use zhaowo_crdt::wire::ChangeSignature;
-use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, Ctx, EventId, Hall};
+use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, Ctx, EventId, Hall, RegNo};
 
+/// How long a write waits for another process holding the store's write lock (the CLI while `zhaowo run` writes, or
+/// the other way round) before SQLite gives up with "database is locked". A write transaction holds the lock for one
+/// fsync (~10 ms) up to a sync step of 1,024 documents (~1 s); 30 s covers a queue of dozens of writers behind a
+/// large step, and a clerk who waits that long sees the page load rather than an error.
+pub const BUSY_TIMEOUT_MS: u32 = 30_000;
+/// Cases with open conflicts listed in one answer (the desk's conflicts page, `zhaowo conflicts list`): a hall
+/// settles its conflicts as they come, so more than this is a backlog to work through page by page.
+pub const CONFLICTS_LISTED_MAX: usize = 500;
+/// Documents listed by `quarantined` (status, desk, metrics): their count is exact, the ids beyond this are elided.
+pub const QUARANTINE_LISTED_MAX: usize = 100;
 /// Documents kept loaded: ~17 KB each (NOTES.md), so 4096 documents are ~70 MB, and a window's working set (the open
 /// cases of a day) fits many times over.
 pub const CACHE_DOCS_MAX: usize = 4096;
@@ -170,6 +182,12 @@ pub enum WriteError {
     /// A case with this id is already stored.
     #[error("case {0} is already stored")]
     DuplicateCase(String),
+    /// The registration number is held by another case already (a pre-numbered registration).
+    #[error("registration number {reg_no} is already held by case {case_id}")]
+    RegNoTaken { reg_no: String, case_id: String },
+    /// Every number of the window's year is used (`zhaowo_crdt::ids::REG_SEQ_MAX`).
+    #[error("no registration number left for window {window} in {year}")]
+    NumbersExhausted { window: String, year: i32 },
     /// The stored case cannot be read.
     #[error(transparent)]
     Corrupt(CorruptCase),
@@ -271,6 +289,50 @@ pub struct Acknowledged {
     pub heads_hash: [u8; 32],
     /// The event the command added (`None` for a registration, whose event is in the document).
     pub event_id: Option<EventId>,
+}
+
+/// The reply to a registration whose number the store allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub ack: Acknowledged,
+    /// The number the store picked in the registering transaction.
+    pub reg_no: RegNo,
+}
+
+/// The reply to a two-case edit (并案, 解除并案), committed in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairAcknowledged {
+    /// The duplicate's change.
+    pub first: Acknowledged,
+    /// The master's change (`None` when the master is not stored on this node: 解除并案 of a case whose master has
+    /// not arrived; the master's list heals when it syncs).
+    pub second: Option<Acknowledged>,
+}
+
+/// The cases with open conflicts, newest first (from the `open_conflicts` projection, not by folding every case).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConflictList {
+    /// How many cases have open conflicts in all.
+    pub cases: u64,
+    /// How many open conflicts they have in all.
+    pub conflicts: u64,
+    /// Up to [`CONFLICTS_LISTED_MAX`] of them with their count of open conflicts.
+    pub rows: Vec<(CaseRow, u64)>,
+}
+
+/// A document this node will not send to peers, and why (see `schema::V5`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub case_id: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// Documents in quarantine: the exact count and up to [`QUARANTINE_LISTED_MAX`] of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QuarantineList {
+    pub count: u64,
+    pub docs: Vec<Quarantined>,
 }
 
 /// Changes of one document received from a peer.
@@ -427,6 +489,14 @@ pub enum ProblemKind {
     Orphan,
     /// A `stats_daily` row differs from the sum of its cases.
     Statistics { day: i64, category: String },
+    /// A change's signature does not verify against the roster (a damaged row, or a change by a non-member).
+    BadSignature(String),
+    /// The open-conflict projection differs from the document.
+    StaleConflicts,
+    /// The case's number is missing from the register of numbers.
+    MissingNumber,
+    /// One registration number held by several cases (see `registry`).
+    RepeatedNumber { reg_no: String, case_ids: Vec<String> },
 }
 
 impl std::fmt::Display for Problem {
@@ -443,6 +513,12 @@ impl std::fmt::Display for Problem {
             ProblemKind::Statistics { day, category } => {
                 write!(f, "statistics of day {day} category {category} differ from the cases")
             }
+            ProblemKind::BadSignature(reason) => write!(f, "{case}: bad change signature: {reason}"),
+            ProblemKind::StaleConflicts => write!(f, "{case}: open-conflict count differs from the document"),
+            ProblemKind::MissingNumber => write!(f, "{case}: missing from the register of numbers"),
+            ProblemKind::RepeatedNumber { reg_no, case_ids } => {
+                write!(f, "registration number {reg_no} is held by {} cases: {}", case_ids.len(), case_ids.join(", "))
+            }
         }
     }
 }
@@ -451,6 +527,10 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VerifyReport {
     pub docs: u64,
+    /// Change signatures checked against the roster (0 when no roster was given).
+    pub signatures_checked: u64,
+    /// Changes stored without a signature (kept local, never sent).
+    pub unsigned_changes: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -465,6 +545,14 @@ pub struct ReindexReport {
 /// An edit run on the store thread against the cached case; its change is stored when it returns `Ok`.
 pub type EditFn = Box<dyn FnOnce(&mut CaseDoc) -> Result<EventId, CommandError> + Send>;
 
+/// Builds a new case under the registration number the store allocated (`CaseDoc::register`), on the store thread
+/// inside the registering transaction.
+pub type RegisterFn = Box<dyn FnOnce(RegNo) -> Result<CaseDoc, CommandError> + Send>;
+
+/// An edit of two cases at once (the second absent when not stored); returns the event each got.
+pub type PairEditFn =
+    Box<dyn FnOnce(&mut CaseDoc, Option<&mut CaseDoc>) -> Result<[Option<EventId>; 2], CommandError> + Send>;
+
 type Reply<T> = oneshot::Sender<T>;
 
 /// A peer's key, its acknowledged checkpoint, and how many of our documents changed after it.
@@ -472,6 +560,14 @@ type PeerCheckpoint = ([u8; 32], u64, u64);
 
 enum Request {
     Register(Box<CaseDoc>, Reply<Result<Acknowledged, WriteError>>),
+    RegisterNew(String, i32, RegisterFn, Reply<Result<Registered, WriteError>>),
+    EditPair(String, Option<String>, bool, PairEditFn, Reply<Result<PairAcknowledged, WriteError>>),
+    CaseIdByRegNo(String, Reply<Result<Option<String>, ReadError>>),
+    StatusCounts(Reply<Result<std::collections::BTreeMap<String, u64>, ReadError>>),
+    OverdueCount(i64, Reply<Result<u64, ReadError>>),
+    Conflicts(usize, Reply<Result<ConflictList, ReadError>>),
+    RepeatedNumbers(Reply<Result<Vec<RepeatedNumber>, ReadError>>),
+    Quarantined(Reply<Result<QuarantineList, ReadError>>),
     Edit(String, EditFn, Reply<Result<Acknowledged, WriteError>>),
     ApplyRemote(Vec<RemoteChanges>, Vec<ChangeSignature>, Reply<Result<RemoteReport, ApplyRemoteError>>),
     Signatures(String, Reply<Result<Vec<ChangeSignature>, ReadError>>),
@@ -486,7 +582,7 @@ enum Request {
     Counts(Reply<Result<StoreCounts, ReadError>>),
     SchemaVersion(Reply<Result<i64, ReadError>>),
     IntegrityCheck(Reply<Result<Vec<String>, MaintenanceError>>),
-    Verify(Reply<Result<VerifyReport, MaintenanceError>>),
+    Verify(Option<Box<Roster>>, Reply<Result<VerifyReport, MaintenanceError>>),
     Reindex(Reply<Result<ReindexReport, MaintenanceError>>),
     Backup(PathBuf, Reply<Result<(), MaintenanceError>>),
     ExecuteRaw(String, Reply<Result<(), MaintenanceError>>),
@@ -560,6 +656,16 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
         match request {
             Request::Register(case, reply) => drop(reply.send(db.register(*case))),
             Request::Edit(case_id, edit, reply) => drop(reply.send(db.edit(&case_id, edit))),
+            Request::RegisterNew(window, year, build, reply) => drop(reply.send(db.register_new(&window, year, build))),
+            Request::EditPair(first, second, required, edit, reply) => {
+                drop(reply.send(db.edit_pair(&first, second.as_deref(), required, edit)))
+            }
+            Request::CaseIdByRegNo(reg_no, reply) => drop(reply.send(db.case_id_by_reg_no(&reg_no))),
+            Request::StatusCounts(reply) => drop(reply.send(db.status_counts())),
+            Request::OverdueCount(now_ms, reply) => drop(reply.send(db.overdue_count(now_ms))),
+            Request::Conflicts(limit, reply) => drop(reply.send(db.conflicts(limit))),
+            Request::RepeatedNumbers(reply) => drop(reply.send(db.repeated_numbers())),
+            Request::Quarantined(reply) => drop(reply.send(db.quarantined())),
             Request::ApplyRemote(batch, signatures, reply) => {
                 let signatures = signatures.into_iter().map(|s| (s.hash, s.signature)).collect();
                 drop(reply.send(db.apply_remote(batch, &signatures)))
@@ -578,7 +684,7 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::Counts(reply) => drop(reply.send(db.counts().map_err(Into::into))),
             Request::SchemaVersion(reply) => drop(reply.send(db.schema_version().map_err(Into::into))),
             Request::IntegrityCheck(reply) => drop(reply.send(db.integrity_check().map_err(Into::into))),
-            Request::Verify(reply) => drop(reply.send(db.verify())),
+            Request::Verify(roster, reply) => drop(reply.send(db.verify(roster.as_deref()))),
             Request::Reindex(reply) => drop(reply.send(db.reindex())),
             Request::Backup(path, reply) => drop(reply.send(db.backup(&path))),
             Request::ExecuteRaw(sql, reply) => drop(reply.send(db.execute_raw(&sql).map_err(Into::into))),
@@ -641,6 +747,80 @@ impl Store {
     /// Stores a newly registered case (its whole history); returns after COMMIT.
     pub async fn register(&self, case: CaseDoc) -> Result<Acknowledged, WriteError> {
         self.call(|reply| Request::Register(Box::new(case), reply), Err(WriteError::Closed)).await
+    }
+
+    /// Registers a new case under the next registration number of `window` in `year`, allocated by the store in the
+    /// same `BEGIN IMMEDIATE … COMMIT` that stores the case (see `registry`): no two registrations, in this process
+    /// or another writing the same file, get one number. `build` makes the case from the number (on the store
+    /// thread); returns after COMMIT with the number.
+    pub async fn register_new(&self, window: &str, year: i32, build: RegisterFn) -> Result<Registered, WriteError> {
+        self.call(|reply| Request::RegisterNew(window.to_owned(), year, build, reply), Err(WriteError::Closed)).await
+    }
+
+    /// 并案: marks `duplicate` a duplicate of `master` (`CaseDoc::mark_duplicate`), both documents in one transaction.
+    pub async fn mark_duplicate(
+        &self,
+        duplicate: &str,
+        master: &str,
+        ctx: Ctx,
+    ) -> Result<PairAcknowledged, WriteError> {
+        let edit: PairEditFn = Box::new(move |duplicate, master| {
+            let master = master.expect("required by the request");
+            let (first, second) = CaseDoc::mark_duplicate(duplicate, master, &ctx)?;
+            Ok([Some(first), Some(second)])
+        });
+        let (duplicate, master) = (duplicate.to_owned(), Some(master.to_owned()));
+        self.call(|reply| Request::EditPair(duplicate, master, true, edit, reply), Err(WriteError::Closed)).await
+    }
+
+    /// 解除并案: the duplicate returns to 已登记 and its master (when stored here) stops listing it
+    /// (`CaseDoc::unmerge`), both documents in one transaction. A master not on this node is left to sync.
+    pub async fn unmerge(
+        &self,
+        duplicate: &str,
+        master: &str,
+        ctx: Ctx,
+        hall: Arc<Hall>,
+    ) -> Result<PairAcknowledged, WriteError> {
+        let edit: PairEditFn = Box::new(move |duplicate, master| match master {
+            Some(master) => {
+                let (first, second) = CaseDoc::unmerge(duplicate, master, &ctx, &hall)?;
+                Ok([Some(first), Some(second)])
+            }
+            None => Ok([Some(duplicate.apply(&ctx, &hall, Command::Unmerge)?), None]),
+        });
+        let (duplicate, master) = (duplicate.to_owned(), Some(master.to_owned()));
+        self.call(|reply| Request::EditPair(duplicate, master, false, edit, reply), Err(WriteError::Closed)).await
+    }
+
+    /// The case with registration number `reg_no`, through the register of numbers' index.
+    pub async fn case_id_by_reg_no(&self, reg_no: &RegNo) -> Result<Option<String>, ReadError> {
+        self.call(|reply| Request::CaseIdByRegNo(reg_no.to_string(), reply), Err(ReadError::Closed)).await
+    }
+
+    /// Cases in the register book by status code; every status is present (0 when none).
+    pub async fn status_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, ReadError> {
+        self.call(Request::StatusCounts, Err(ReadError::Closed)).await
+    }
+
+    /// How many cases are overdue at `now_ms` (one pass over the overdue index, no cap).
+    pub async fn overdue_count(&self, now_ms: i64) -> Result<u64, ReadError> {
+        self.call(|reply| Request::OverdueCount(now_ms, reply), Err(ReadError::Closed)).await
+    }
+
+    /// The cases with open conflicts, newest first, at most `limit` (≤ [`CONFLICTS_LISTED_MAX`]) rows.
+    pub async fn conflicts(&self, limit: usize) -> Result<ConflictList, ReadError> {
+        self.call(|reply| Request::Conflicts(limit, reply), Err(ReadError::Closed)).await
+    }
+
+    /// Registration numbers held by more than one case (from sync or files; local allocation never repeats).
+    pub async fn repeated_numbers(&self) -> Result<Vec<RepeatedNumber>, ReadError> {
+        self.call(Request::RepeatedNumbers, Err(ReadError::Closed)).await
+    }
+
+    /// The documents this node will not send to peers (a damaged row), with why.
+    pub async fn quarantined(&self) -> Result<QuarantineList, ReadError> {
+        self.call(Request::Quarantined, Err(ReadError::Closed)).await
     }
 
     /// Runs `edit` on the case and stores the change it made; returns after COMMIT.
@@ -731,9 +911,11 @@ impl Store {
         self.call(Request::IntegrityCheck, Err(MaintenanceError::Closed)).await
     }
 
-    /// Checks every document loads, its heads match the catalog and its projections match it.
-    pub async fn verify(&self) -> Result<VerifyReport, MaintenanceError> {
-        self.call(Request::Verify, Err(MaintenanceError::Closed)).await
+    /// Checks every document loads, its heads match the catalog and its projections match it, every registration
+    /// number is held once, and (given the roster) every stored change signature verifies. Documents whose rows are
+    /// damaged are put in quarantine (not sent to peers) and documents found healthy leave it.
+    pub async fn verify(&self, roster: Option<Roster>) -> Result<VerifyReport, MaintenanceError> {
+        self.call(|reply| Request::Verify(roster.map(Box::new), reply), Err(MaintenanceError::Closed)).await
     }
 
     /// Rebuilds every projection from the documents, in one transaction.

@@ -203,8 +203,11 @@ fn add_stats(tx: &Connection, day: i64, category: &str, stats: StatsContribution
     Ok(())
 }
 
-/// Writes (or replaces) the projections of one case: the register row, its search text and its statistics.
-pub(crate) fn upsert(tx: &Connection, row: &CaseRow, text: &SearchText) -> rusqlite::Result<()> {
+/// Writes (or replaces) the projections of one case: the register row, its search text, its statistics, its number in
+/// the register of numbers and its count of open conflicts.
+pub(crate) fn upsert(tx: &Connection, row: &CaseRow, text: &SearchText, conflicts: usize) -> rusqlite::Result<()> {
+    super::registry::record(tx, &row.case_id, &row.reg_no)?;
+    set_conflicts(tx, &row.case_id, conflicts)?;
     let old = tx
         .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
         .query_row([&row.case_id], |sql| Ok((sql.get::<_, i64>("id")?, CaseRow::from_sql(sql)?)))
@@ -272,6 +275,7 @@ pub(crate) fn remove(tx: &Connection, case_id: &str) -> rusqlite::Result<()> {
         .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
         .query_row([case_id], |sql| Ok((sql.get::<_, i64>("id")?, CaseRow::from_sql(sql)?)))
         .optional()?;
+    set_conflicts(tx, case_id, 0)?;
     if let Some((id, row)) = old {
         add_stats(tx, local_day(row.registered_at_ms), &row.category, row.stats(), -1)?;
         tx.prepare_cached("DELETE FROM cases_fts WHERE rowid = ?1")?.execute([id])?;
@@ -285,4 +289,27 @@ pub(crate) fn read_text(conn: &rusqlite::Connection, id: i64) -> rusqlite::Resul
     conn.prepare_cached("SELECT summary, detail, notes FROM cases_fts WHERE rowid = ?1")?
         .query_row([id], |sql| Ok(SearchText { summary: sql.get(0)?, detail: sql.get(1)?, notes: sql.get(2)? }))
         .optional()
+}
+
+/// Keeps the `open_conflicts` row of a case: present with the count while the case has open conflicts.
+fn set_conflicts(tx: &Connection, case_id: &str, conflicts: usize) -> rusqlite::Result<()> {
+    if conflicts == 0 {
+        tx.prepare_cached("DELETE FROM open_conflicts WHERE doc_id = ?1")?.execute([case_id])?;
+    } else {
+        tx.prepare_cached(
+            "INSERT INTO open_conflicts (doc_id, conflicts) VALUES (?1, ?2)
+             ON CONFLICT (doc_id) DO UPDATE SET conflicts = ?2",
+        )?
+        .execute(params![case_id, conflicts as i64])?;
+    }
+    Ok(())
+}
+
+/// The stored count of open conflicts of a case (0 without a row).
+pub(crate) fn read_conflicts(conn: &Connection, case_id: &str) -> rusqlite::Result<usize> {
+    let count: Option<i64> = conn
+        .prepare_cached("SELECT conflicts FROM open_conflicts WHERE doc_id = ?1")?
+        .query_row([case_id], |row| row.get(0))
+        .optional()?;
+    Ok(count.unwrap_or(0).max(0) as usize)
 }

@@ -11,7 +11,7 @@ use rusqlite::Transaction;
 pub const APPLICATION_ID: i32 = 0x7a68_776f;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION_LATEST: i64 = 4;
+pub const SCHEMA_VERSION_LATEST: i64 = 5;
 
 /// Version 1: documents (snapshot + changes), the catalog, the node-wide counter and change signatures.
 const V1: &str = r#"
@@ -131,8 +131,45 @@ CREATE TABLE peer_checkpoints (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Version 5: the register of numbers (登记编号), the open-conflict projection and the quarantine.
+///
+/// `reg_numbers` holds every stored case's number, with `local = 1` for the numbers this store allocated itself
+/// (`Db::register_new`, inside the registering transaction). The partial UNIQUE index makes a repeated local number
+/// impossible; a case that arrives by sync or from a file with a number already used (a re-enrolled window code, an old
+/// bundle) is stored with `local = 0` beside it, so sync never fails or diverges over it, and `verify` and `status`
+/// report the repeat. Rows are kept when a document stops reading as a case: its number stays used. Migrated stores
+/// fill the table from their documents (`local = 0`: which numbers this node issued before is not recorded).
+///
+/// `open_conflicts` lists the cases whose read model has open conflicts, written with the register row.
+/// `quarantine` holds the documents this node will not send (a change whose signature does not verify, a document
+/// that does not load), found by `verify` or by the sync sender; rows are removed when the document is repaired.
+const V5: &str = r#"
+CREATE TABLE reg_numbers (
+    doc_id TEXT PRIMARY KEY,
+    reg_no TEXT NOT NULL,
+    window TEXT NOT NULL,
+    year   INTEGER NOT NULL,
+    seq    INTEGER NOT NULL,
+    local  INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX reg_numbers_local ON reg_numbers (reg_no) WHERE local = 1;
+CREATE INDEX reg_numbers_by_no ON reg_numbers (reg_no);
+CREATE INDEX reg_numbers_by_seq ON reg_numbers (window, year, seq);
+
+CREATE TABLE open_conflicts (
+    doc_id    TEXT PRIMARY KEY,
+    conflicts INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE quarantine (
+    doc_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at_ms  INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// Migrations in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION_LATEST);
 
 /// Whether the projections must be rebuilt after migrating (a migration created or changed them).
@@ -159,8 +196,8 @@ pub(crate) fn migrate(tx: &Transaction<'_>, from: i64, to: i64) -> Result<Migrat
     let mut reindex = false;
     for version in from..to {
         tx.execute_batch(MIGRATIONS[version as usize])?;
-        // Versions 2 and 3 add projections: a store that had documents rebuilds them.
-        reindex |= matches!(version + 1, 2 | 3);
+        // Versions 2, 3 and 5 add projections: a store that had documents rebuilds them.
+        reindex |= matches!(version + 1, 2 | 3 | 5);
     }
     tx.execute_batch(&format!("PRAGMA user_version = {to}"))?;
     Ok(Migrated { from, to, reindex: reindex && from > 0 && to >= SCHEMA_VERSION_LATEST })

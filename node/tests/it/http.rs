@@ -796,7 +796,7 @@ async fn the_desk_registers_a_case_and_metrics_count_it() {
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     assert!(created.body.contains("登记成功"));
     let metrics = node.get("/metrics", "").await;
-    assert!(metrics.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    assert!(metrics.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
     assert!(metrics.body.contains("zhaowo_cases{status=\"REGISTERED\"} 1"), "{}", metrics.body);
     assert!(metrics.body.contains("zhaowo_cases_overdue 0"));
     println!("desk new case + metrics ok");

@@ -48,7 +48,7 @@ async fn registered_and_edited_cases_survive_a_reopen() {
     for (case_id, view) in &expected {
         assert_eq!(&store.case_view(case_id).await.unwrap(), view);
     }
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert_eq!(report.docs, 20);
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(store.integrity_check().await.unwrap(), vec!["ok".to_owned()]);
@@ -105,7 +105,7 @@ async fn remote_batches_are_idempotent_and_bump_the_counter_once_per_change() {
     let catalog = store.catalog_since(0, 100).await.unwrap();
     assert_eq!(catalog.len(), 30);
     assert!(catalog.windows(2).all(|pair| pair[0].local_seq < pair[1].local_seq));
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -148,7 +148,7 @@ async fn compaction_replaces_change_rows_with_a_snapshot() {
     store.close();
     let store = open(&path);
     assert_eq!(store.case_view(&ack.case_id).await.unwrap(), view);
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -183,7 +183,7 @@ async fn a_case_written_by_another_process_is_not_served_or_compacted_stale() {
     let reopened = open(&path);
     let view = reopened.case_view(&ack.case_id).await.unwrap();
     assert_eq!(notes(&view).len(), 3, "a note was lost: {:?}", notes(&view));
-    let report = reopened.verify().await.unwrap();
+    let report = reopened.verify(None).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -235,7 +235,7 @@ async fn migrating_from_version_1_rebuilds_the_projections() {
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION_LATEST);
     let page = store.register_page(RegisterQuery { limit: 50, ..RegisterQuery::default() }).await.unwrap();
     assert_eq!(page.rows.len(), 10);
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -258,7 +258,7 @@ async fn a_corrupted_blob_is_reported_by_case_and_the_rest_keeps_serving() {
     }
     let page = store.register_page(RegisterQuery { limit: 10, ..RegisterQuery::default() }).await.unwrap();
     assert_eq!(page.rows.len(), 5);
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     for problem in &report.problems {
         eprintln!("verify: {problem}");
     }
@@ -267,7 +267,7 @@ async fn a_corrupted_blob_is_reported_by_case_and_the_rest_keeps_serving() {
     assert!(matches!(report.problems[0].kind, ProblemKind::Unreadable(_)));
     // A stale projection is found too, and reindex repairs it.
     store.execute_raw(&format!("UPDATE cases SET status = 'CLOSED' WHERE doc_id = '{}'", ids[0])).await.unwrap();
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert!(
         report.problems.iter().any(|p| p.case_id == ids[0] && p.kind == ProblemKind::StaleProjection),
         "{:?}",
@@ -276,7 +276,7 @@ async fn a_corrupted_blob_is_reported_by_case_and_the_rest_keeps_serving() {
     let reindexed = store.reindex().await.unwrap();
     assert_eq!(reindexed.cases, 4);
     assert_eq!(reindexed.problems.len(), 1);
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     assert_eq!(report.problems.len(), 1, "only the damaged blob remains: {:?}", report.problems);
 }
 
@@ -311,7 +311,7 @@ async fn a_damaged_snapshot_is_reported_by_case_even_when_automerge_accepts_the_
         assert!(matches!(&error, ReadError::Corrupt(corrupt) if &corrupt.case_id == victim), "{error}");
     }
     store.case_view(&ids[2]).await.expect("the undamaged case keeps serving");
-    let report = store.verify().await.unwrap();
+    let report = store.verify(None).await.unwrap();
     let damaged: std::collections::BTreeSet<&str> =
         report.problems.iter().map(|problem| problem.case_id.as_str()).collect();
     assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
@@ -334,7 +334,7 @@ async fn backup_and_restore_round_trip() {
     let store = open(&path);
     assert!(store.case_view(&kept).await.is_ok());
     assert!(matches!(store.case_view(&later).await, Err(ReadError::UnknownCase(_))));
-    assert!(store.verify().await.unwrap().problems.is_empty());
+    assert!(store.verify(None).await.unwrap().problems.is_empty());
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, b"junk").unwrap();
     let error = Store::restore(&junk, &path).unwrap_err();
@@ -490,7 +490,7 @@ fn check_reads_against_fold(seed: u64, n_cases: usize) {
             let got = store.statistics(from, to).await.unwrap();
             assert_eq!(got.counts, counts, "statistics {from:?}..{to:?}");
         }
-        let report = store.verify().await.unwrap();
+        let report = store.verify(None).await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     });
 }
@@ -508,4 +508,196 @@ fn both_search_plans_match_the_fold() {
     // An even seed walks the register index for every search, an odd one sorts the matches.
     check_reads_against_fold(2, 40);
     check_reads_against_fold(3, 40);
+}
+
+/// Issue 12 §2: the store allocates 登记编号 in the registering transaction. Two handles on one file (as the CLI
+/// and `zhaowo run` are) register at once from several tasks each: every number is distinct and they run 1..=n.
+/// A pre-numbered registration of a number already held is refused; a case arriving from a peer with a held number
+/// is kept beside it, listed as repeated by the store and by `verify`, and the next allocation goes past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_allocates_registration_numbers_and_never_repeats_one() {
+    const TASKS_PER_HANDLE: u64 = 4;
+    const CASES_PER_TASK: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.db");
+    let handles = [std::sync::Arc::new(open(&path)), std::sync::Arc::new(open(&path))];
+    let mut tasks = Vec::new();
+    for (h, store) in handles.iter().enumerate() {
+        for t in 0..TASKS_PER_HANDLE {
+            let store = store.clone();
+            let mut factory = CaseFactory::new(100 + h as u64 * 10 + t, actor(1), CaseFactory::start_2026());
+            tasks.push(tokio::spawn(async move {
+                let mut numbers = Vec::new();
+                for _ in 0..CASES_PER_TASK {
+                    numbers.push(factory.register_into(&store).await.expect("registered").reg_no);
+                }
+                numbers
+            }));
+        }
+    }
+    let mut numbers = Vec::new();
+    for task in tasks {
+        numbers.extend(task.await.unwrap());
+    }
+    let total = numbers.len();
+    let mut seqs: Vec<u32> = numbers.iter().map(|reg_no| reg_no.seq).collect();
+    seqs.sort();
+    seqs.dedup();
+    println!("register allocation handles=2 tasks=8 registered={total} distinct={}", seqs.len());
+    assert_eq!(seqs, (1..=total as u32).collect::<Vec<_>>(), "every number once, none skipped");
+    let store = &handles[0];
+    for reg_no in &numbers[..3] {
+        let case_id = store.case_id_by_reg_no(reg_no).await.unwrap().expect("found by number");
+        assert_eq!(store.case_view(&case_id).await.unwrap().reg_no, *reg_no);
+    }
+    // A pre-numbered registration of a held number (another factory of the same window starts at 1).
+    let mut other = CaseFactory::new(999, actor(1), CaseFactory::start_2026());
+    let mut clash = other.register();
+    let refused = store.register(CaseDoc::load(&clash.save(), actor(2)).unwrap()).await;
+    assert!(matches!(refused, Err(WriteError::RegNoTaken { .. })), "{refused:?}");
+    assert!(store.repeated_numbers().await.unwrap().is_empty());
+    // The same case from a peer: stored beside the local holder, reported, never a sync failure.
+    let report = store.apply_remote(vec![remote_of(&mut clash)]).await.unwrap();
+    assert_eq!(report.changed_docs, 1);
+    let repeated = store.repeated_numbers().await.unwrap();
+    assert_eq!(repeated.len(), 1);
+    assert_eq!(repeated[0].case_ids.len(), 2);
+    let verify = store.verify(None).await.unwrap();
+    assert!(verify.problems.iter().any(|p| matches!(p.kind, ProblemKind::RepeatedNumber { .. })), "{verify:?}");
+    // The local holder keeps the number for lookups; the next allocation is past every held number.
+    let local = store.case_id_by_reg_no(&clash.view().reg_no).await.unwrap().unwrap();
+    assert_ne!(local, clash.case_id().as_str());
+    let mut factory = CaseFactory::new(5, actor(1), CaseFactory::start_2026());
+    assert_eq!(factory.register_into(store).await.unwrap().reg_no.seq, total as u32 + 1);
+    println!("register repeated from a peer: kept=2 reported_by_verify=1 next_seq={}", total + 1);
+}
+
+/// Issue 12 §3: counts by status, overdue counts and the list of cases with open conflicts come from the store's
+/// projections, and match a fold over every case.
+#[tokio::test]
+async fn counts_and_the_conflict_list_come_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("cases.db"));
+    let mut factory = CaseFactory::new(11, actor(1), CaseFactory::start_2026());
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let ack = factory.register_into(&store).await.unwrap().ack;
+        for _ in 0..4 {
+            let view = store.case_view(&ack.case_id).await.unwrap();
+            let command = factory.next_command(&view);
+            let _ = store.apply(&ack.case_id, factory.ctx(), factory.hall(), command).await;
+        }
+        ids.push(ack.case_id);
+    }
+    // Two offline copies of one case edit the same field; the merge leaves a field conflict open.
+    let target = ids[3].clone();
+    let changes = store.changes_since(&target, Vec::new()).await.unwrap();
+    let mut offline = automerge::AutoCommit::new();
+    for change in &changes {
+        offline.load_incremental(change).unwrap();
+    }
+    let mut offline = CaseDoc::from_automerge(offline.with_actor(actor(9))).unwrap();
+    let summary = |text: &str| zhaowo_crdt::Command::EditField {
+        field: zhaowo_crdt::model::EditableField::Summary,
+        value: text.to_owned(),
+    };
+    let ctx = factory.ctx();
+    let _ = offline.apply(&ctx, &factory.hall(), summary("离线修改的摘要"));
+    store.apply(&target, factory.ctx(), factory.hall(), summary("窗口修改的摘要")).await.unwrap();
+    store.apply_remote(vec![remote_of(&mut offline)]).await.unwrap();
+
+    let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+    let mut conflicted = BTreeMap::new();
+    for id in &ids {
+        let view = store.case_view(id).await.unwrap();
+        *by_status.entry(view.status.code().to_owned()).or_default() += 1;
+        if !view.conflicts.is_empty() {
+            conflicted.insert(id.clone(), view.conflicts.len() as u64);
+        }
+    }
+    let counts = store.status_counts().await.unwrap();
+    for (status, count) in &counts {
+        assert_eq!(by_status.get(status).copied().unwrap_or(0), *count, "{status}");
+    }
+    let list = store.conflicts(CONFLICTS_LISTED_MAX).await.unwrap();
+    let listed: BTreeMap<String, u64> = list.rows.iter().map(|(row, n)| (row.case_id.clone(), *n)).collect();
+    assert_eq!(listed, conflicted);
+    assert!(listed.contains_key(&target), "the merged field conflict is listed");
+    let far_future = factory.now_ms() + 400 * 86_400_000;
+    let overdue = store.overdue(far_future, PAGE_ROWS_MAX).await.unwrap().len() as u64;
+    assert_eq!(store.overdue_count(far_future).await.unwrap(), overdue);
+    assert!(store.verify(None).await.unwrap().problems.is_empty());
+    println!(
+        "store counts cases=30 statuses={} conflicted_cases={} open_conflicts={} overdue_later={overdue}",
+        counts.values().filter(|&&n| n > 0).count(),
+        list.cases,
+        list.conflicts
+    );
+}
+
+/// Issue 12 §3: 并案 and 解除并案 write both documents in one transaction; a refused 并案 changes neither.
+#[tokio::test]
+async fn mark_duplicate_and_unmerge_write_both_cases_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("cases.db"));
+    let mut factory = CaseFactory::new(12, actor(1), CaseFactory::start_2026());
+    let master = factory.register_into(&store).await.unwrap().ack.case_id;
+    let duplicate = factory.register_into(&store).await.unwrap().ack.case_id;
+    let seq_before = store.counts().await.unwrap().local_seq;
+    let refused = store.mark_duplicate(&duplicate, &duplicate, factory.ctx()).await;
+    assert!(matches!(refused, Err(WriteError::Command(_))), "{refused:?}");
+    assert_eq!(store.counts().await.unwrap().local_seq, seq_before, "a refused 并案 stores nothing");
+    let acks = store.mark_duplicate(&duplicate, &master, factory.ctx()).await.unwrap();
+    assert!(acks.second.is_some());
+    let (dup_view, master_view) = (store.case_view(&duplicate).await.unwrap(), store.case_view(&master).await.unwrap());
+    assert_eq!(dup_view.duplicate_of.as_ref().map(|id| id.as_str()), Some(master.as_str()));
+    assert!(master_view.duplicates.iter().any(|id| id.as_str() == duplicate));
+    // Reversed now would make a cycle: refused, nothing stored.
+    let seq = store.counts().await.unwrap().local_seq;
+    assert!(store.mark_duplicate(&master, &duplicate, factory.ctx()).await.is_err());
+    assert_eq!(store.counts().await.unwrap().local_seq, seq);
+    // 解除并案 is the 督查科's.
+    let mut supervision = factory.ctx();
+    supervision.author.role = zhaowo_crdt::model::Role::Supervision;
+    let acks = store.unmerge(&duplicate, &master, supervision, factory.hall()).await.unwrap();
+    assert!(acks.second.is_some());
+    assert!(store.case_view(&duplicate).await.unwrap().duplicate_of.is_none());
+    assert!(store.case_view(&master).await.unwrap().duplicates.is_empty());
+    println!("并案 and 解除并案: 2 documents per transaction, refusals stored nothing");
+}
+
+/// Issue 14 §1: a damaged document makes `reindex` list what it skipped (the CLI exits 1 on it), and `verify`
+/// quarantines it so sync does not send it.
+#[tokio::test]
+async fn reindex_lists_a_damaged_document_and_verify_quarantines_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("cases.db"));
+    let mut factory = CaseFactory::new(13, actor(1), CaseFactory::start_2026());
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(factory.register_into(&store).await.unwrap().ack.case_id);
+    }
+    let damaged = ids[5].clone();
+    store
+        .execute_raw(&format!(
+            "UPDATE changes SET bytes = CAST(substr(bytes, 1, 20) || \
+                 CASE WHEN substr(bytes, 21, 1) = x'00' THEN x'01' ELSE x'00' END || substr(bytes, 22) AS BLOB) \
+             WHERE doc_id = '{damaged}'"
+        ))
+        .await
+        .unwrap();
+    let report = store.reindex().await.unwrap();
+    assert_eq!(report.cases, 11);
+    assert_eq!(report.problems.iter().map(|p| p.case_id.clone()).collect::<Vec<_>>(), vec![damaged.clone()]);
+    let verify = store.verify(None).await.unwrap();
+    assert!(verify.problems.iter().any(|p| p.case_id == damaged), "{verify:?}");
+    let quarantined = store.quarantined().await.unwrap();
+    assert_eq!(quarantined.docs.iter().map(|q| q.case_id.clone()).collect::<Vec<_>>(), vec![damaged]);
+    println!(
+        "damaged document: reindexed={} skipped={} verify_problems={} quarantined={}",
+        report.cases,
+        report.problems.len(),
+        verify.problems.len(),
+        quarantined.count
+    );
 }

@@ -15,7 +15,7 @@ use zhaowo_crdt::roster::{Enrollment, Record, Revocation, Roster, SignedRecord};
 use zhaowo_crdt::wire::{self, ChangeSignature, Frame};
 use zhaowo_node::fixtures::CaseFactory;
 use zhaowo_node::identity::NodeIdentity;
-use zhaowo_node::store::{Store, StoreOptions};
+use zhaowo_node::store::{ProblemKind, Store, StoreOptions};
 use zhaowo_node::sync::{SyncNode, SyncOptions};
 use zhaowo_node::transport::{Transport, TransportConfig, WIRE_VERSION};
 
@@ -162,7 +162,7 @@ async fn two_nodes_converge_push_live_and_resume_after_restart() {
     let first = converge(&[&a, &b], 250).await;
     // The documents B lacked arrived whole and were stored as they came: they load, match the catalog and project.
     for node in [&a, &b] {
-        let report = node.store.verify().await.unwrap();
+        let report = node.store.verify(None).await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
     let status = b.sync.as_ref().unwrap().status();
@@ -387,7 +387,7 @@ async fn concurrent_offline_edits_of_the_same_cases_merge_on_reconnect() {
     // B edited documents it had received whole: its stored form (the peer's snapshot, then its own change rows or a
     // compaction) still verifies.
     for node in [&a, &b] {
-        let report = node.store.verify().await.unwrap();
+        let report = node.store.verify(None).await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
     println!("sync concurrent offline edits docs=8 edits={edits} converge_ms={}", took.as_millis());
@@ -702,7 +702,7 @@ async fn a_whole_document_with_a_forged_signature_is_refused_and_an_honest_one_s
             }
             let stored = a.store.case_view(&doc_id).await.unwrap();
             assert_eq!(stored.reg_no, view.reg_no, "the stored case is the member's");
-            let report = a.store.verify().await.unwrap();
+            let report = a.store.verify(None).await.unwrap();
             assert!(report.problems.is_empty(), "{:?}", report.problems);
         }
         outcomes.push(label);
@@ -773,4 +773,70 @@ async fn a_refused_node_is_told_why_at_once() {
     for line in &figures {
         println!("refused node {line}");
     }
+}
+
+/// Flips one byte of one stored change signature on A (a damaged disk row, issue 14 §1).
+async fn damage_one_signature(store: &Store, case_id: &str) {
+    store
+        .execute_raw(&format!(
+            "UPDATE change_signatures SET signature = CAST(substr(signature, 1, 9) || \
+                 CASE WHEN substr(signature, 10, 1) = x'00' THEN x'01' ELSE x'00' END || substr(signature, 11) AS BLOB) \
+             WHERE doc_id = '{case_id}' AND hash = (SELECT min(hash) FROM change_signatures WHERE doc_id = '{case_id}')"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Issue 14 §1: one damaged signature row on A. A never sends what it cannot verify itself: the document goes to
+/// quarantine (listed by the store), every other document reaches a fresh peer, and no session fails over it; A's
+/// `verify` with the roster reports the damaged signature (before: "0 problems", and the fresh peer's initial sync
+/// stopped at that document on every retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_signature_row_is_quarantined_and_the_rest_syncs() {
+    let mut hall = Hall::new();
+    let (mut a, mut b) = (Node::new(31), Node::new(32 << 8));
+    hall.enroll(&a.identity, "BBC01");
+    hall.enroll(&b.identity, "BBC02");
+    a.register(40).await;
+    let damaged = a.catalog().await.into_keys().nth(17).unwrap();
+    damage_one_signature(&a.store, &damaged).await;
+    let report = a.store.verify(Some(hall.roster.clone())).await.unwrap();
+    let bad: Vec<String> = report
+        .problems
+        .iter()
+        .filter(|problem| matches!(problem.kind, ProblemKind::BadSignature(_)))
+        .map(|problem| problem.case_id.clone())
+        .collect();
+    assert_eq!(bad, vec![damaged.clone()], "{:?}", report.problems);
+    // Verify put it in quarantine; repair it by hand to prove the sender finds the damage on its own too.
+    assert_eq!(a.store.quarantined().await.unwrap().count, 1);
+    a.store.execute_raw("DELETE FROM quarantine").await.unwrap();
+
+    let a_addr = a.start(&hall.roster, vec![]);
+    b.start(&hall.roster, vec![a_addr]);
+    let started = Instant::now();
+    loop {
+        let catalog = b.catalog().await;
+        if catalog.len() == 39 {
+            assert!(!catalog.contains_key(&damaged));
+            break;
+        }
+        assert!(started.elapsed() < CONVERGE, "b got {} of the 39 healthy documents", catalog.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quarantined = a.store.quarantined().await.unwrap();
+    assert_eq!(quarantined.docs.iter().map(|q| q.case_id.clone()).collect::<Vec<_>>(), vec![damaged.clone()]);
+    let (a_counts, b_counts) =
+        (a.sync.as_ref().unwrap().status().counts(), b.sync.as_ref().unwrap().status().counts());
+    println!(
+        "damaged signature: verify_bad_signatures={} signatures_checked={} b_docs=39/40 quarantined={} \
+         sessions_failed a={} b={} converge_ms={}",
+        bad.len(),
+        report.signatures_checked,
+        quarantined.count,
+        a_counts.sessions_failed,
+        b_counts.sessions_failed,
+        started.elapsed().as_millis()
+    );
+    assert_eq!((a_counts.sessions_failed, b_counts.sessions_failed), (0, 0), "no session ended over the damage");
 }

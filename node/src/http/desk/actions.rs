@@ -335,73 +335,26 @@ async fn mark_duplicate(app: &App, session: &Session, view: &CaseView, ctx: Ctx,
         let message = format!("主案件 {} 的状态为“{}”，不能作为主案件", master_view.reg_no, master_view.status.label());
         return refused(app, session, view, &message, None).await;
     }
-    let master_ctx = match self::ctx(app, session) {
-        Ok(master_ctx) => master_ctx,
-        Err(response) => return response,
-    };
-    let checked_master = master_view.clone();
-    let mark: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| case.mark_duplicate_of(&checked_master, &ctx));
-    match app.store.edit(view.case_id.as_str(), mark).await {
-        Ok(_) => {}
-        Err(crate::store::WriteError::Command(error)) => {
-            return refused(app, session, view, &command_error_desk(&error), None).await;
-        }
-        Err(error) => return store_unavailable(&error),
-    }
-    let duplicate = view.case_id.clone();
-    let attach: crate::store::EditFn =
-        Box::new(move |case: &mut CaseDoc| case.attach_duplicate(&duplicate, &master_ctx));
-    match app.store.edit(&master_id, attach).await {
+    // Both halves (`MarkedDuplicate` here, `DuplicateAttached` on the master) in one store transaction.
+    match app.store.mark_duplicate(view.case_id.as_str(), &master_id, ctx).await {
         Ok(_) => done(view, "duplicate"),
-        Err(error) => {
-            tracing::warn!(%error, case_id = view.case_id.as_str(), master = %master_id, "duplicate marked, master not told");
-            store_unavailable(&error)
+        Err(crate::store::WriteError::Command(error)) => {
+            refused(app, session, view, &command_error_desk(&error), None).await
         }
+        Err(error) => store_unavailable(&error),
     }
 }
 
-/// A scratch copy of a stored case (loaded from its changes), for a crdt call that needs the document itself.
-async fn scratch_copy(app: &App, id: &str) -> Result<CaseDoc, Response> {
-    let changes = app.store.changes_since(id, Vec::new()).await.map_err(|error| store_unavailable(&error))?;
-    let mut doc = automerge::AutoCommit::new();
-    for change in changes {
-        doc.load_incremental(&change).map_err(|error| store_unavailable(&error))?;
-    }
-    CaseDoc::from_automerge(doc).map_err(|error| store_unavailable(&error))
-}
-
-/// 解除并案 (督查科): the duplicate returns to 已登记 and the master stops listing it.
-///
-/// The crdt writes the master's half (`DuplicateDetached`) only inside `CaseDoc::unmerge`, next to the duplicate's; the
-/// store holds one document at a time. So the duplicate's half is applied to the stored duplicate (checked by the case
-/// rules), and the master's half is written by `CaseDoc::unmerge` over a scratch copy of the duplicate taken before,
-/// whose own half is thrown away.
+/// 解除并案 (督查科): the duplicate returns to 已登记 and the master stops listing it, both in one store transaction
+/// (`Store::unmerge`).
 async fn unmerge(app: &App, session: &Session, view: &CaseView, ctx: Ctx) -> Response {
     let Some(master) = view.duplicate_of.clone() else {
         return refused(app, session, view, "本案不是重复件，无需解除并案", None).await;
     };
-    let mut scratch = match scratch_copy(app, view.case_id.as_str()).await {
-        Ok(scratch) => scratch,
-        Err(response) => return response,
-    };
-    let master_ctx = match self::ctx(app, session) {
-        Ok(master_ctx) => master_ctx,
-        Err(response) => return response,
-    };
     let hall = Arc::new(hall(app));
-    match app.store.apply(view.case_id.as_str(), ctx, hall.clone(), Command::Unmerge).await {
-        Ok(_) => {}
-        Err(crate::store::WriteError::Command(error)) => {
-            return refused(app, session, view, &command_error_desk(&error), None).await;
-        }
-        Err(error) => return store_unavailable(&error),
-    }
-    let detach: crate::store::EditFn = Box::new(move |case: &mut CaseDoc| {
-        CaseDoc::unmerge(&mut scratch, case, &master_ctx, &hall).map(|(_, detached)| detached)
-    });
-    match app.store.edit(master.as_str(), detach).await {
-        Ok(_) => done(view, "unmerge"),
-        Err(crate::store::WriteError::UnknownCase(_)) => {
+    match app.store.unmerge(view.case_id.as_str(), master.as_str(), ctx, hall).await {
+        Ok(acks) if acks.second.is_some() => done(view, "unmerge"),
+        Ok(_) => {
             // The master has not reached this node: the duplicate is unmerged; the master's list heals when the
             // master's node unmerges or the documents sync (the duplicate's own event says it left).
             let view = match load_view(app, view.case_id.as_str()).await {
@@ -411,10 +364,10 @@ async fn unmerge(app: &App, session: &Session, view: &CaseView, ctx: Ctx) -> Res
             let message = "已解除并案（主案件不在本节点，主案件一侧未记录）";
             case_response(app, session, StatusCode::OK, &view, Some(Ok(message)), None, None).await
         }
-        Err(error) => {
-            tracing::warn!(%error, case_id = view.case_id.as_str(), master = %master, "unmerged, master not told");
-            store_unavailable(&error)
+        Err(crate::store::WriteError::Command(error)) => {
+            refused(app, session, view, &command_error_desk(&error), None).await
         }
+        Err(error) => store_unavailable(&error),
     }
 }
 

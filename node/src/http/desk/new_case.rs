@@ -139,14 +139,8 @@ pub(super) async fn new_submit(
         tags: BTreeSet::new(),
         personal: report.personal,
     };
-    let guard = app.register_lock.lock().await;
     ctx.now_ms = crate::home::now_ms();
     let year = Date::of_ms(ctx.now_ms).year;
-    let reg_no = match crate::http::cases::next_reg_no(&app.store, &app.home.config.window, year).await {
-        Ok(Some(reg_no)) => reg_no,
-        Ok(None) => return error_page(StatusCode::CONFLICT, "无法登记", "本年度登记编号已用完。", None),
-        Err(error) => return store_unavailable(&error),
-    };
     let code = match crate::home::entropy() {
         Ok(entropy) => QueryCode::from_entropy(entropy as u64),
         Err(error) => return store_unavailable(&error),
@@ -155,9 +149,14 @@ pub(super) async fn new_submit(
         Ok(actor) => actor,
         Err(error) => return store_unavailable(&error),
     };
-    let doc = match CaseDoc::register(&ctx, &hall, actor, reg_no.clone(), &code, registration) {
-        Ok((doc, _)) => doc,
-        Err(error) => {
+    // The store picks the number inside the transaction that stores the case (`Store::register_new`).
+    let receipt_code = code.clone();
+    let build: crate::store::RegisterFn = Box::new(move |reg_no| {
+        CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
+    });
+    let (ack, reg_no) = match app.store.register_new(&app.home.config.window, year, build).await {
+        Ok(registered) => (registered.ack, registered.reg_no),
+        Err(crate::store::WriteError::Command(error)) => {
             let errors = vec![command_error_zh(&error)];
             return desk_page(
                 &session,
@@ -166,12 +165,11 @@ pub(super) async fn new_submit(
                 new_case_page(&app, &session, &form, &errors),
             );
         }
-    };
-    let ack = match app.store.register(doc).await {
-        Ok(ack) => ack,
+        Err(crate::store::WriteError::NumbersExhausted { .. }) => {
+            return error_page(StatusCode::CONFLICT, "无法登记", "本年度登记编号已用完。", None);
+        }
         Err(error) => return store_unavailable(&error),
     };
-    drop(guard);
     let body = html! {
         h1 { "登记成功" }
         div.ok { "已登记，请将登记编号和查询码告知诉求人（查询码只显示这一次）。" }

@@ -6,8 +6,7 @@ use super::case_page::conflict_item;
 use super::{desk_page, hall, session, to_login};
 use crate::http::citizen::store_unavailable;
 use crate::http::page::{self};
-use crate::http::{App, limits};
-use crate::store::RegisterQuery;
+use crate::http::App;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -101,6 +100,9 @@ pub(super) async fn stats(State(app): State<App>, headers: HeaderMap) -> Respons
         }
     }
     let by_status = crate::http::metrics::cases_by_status(&app).await.unwrap_or_default();
+    // Damaged documents this node does not send, and numbers held twice (from sync): the store's lists.
+    let quarantined = app.store.quarantined().await.unwrap_or_default();
+    let repeated = app.store.repeated_numbers().await.unwrap_or_default();
     let c = &year.counts;
     let body = html! {
         h1 { (today.year) " 年督查统计" }
@@ -121,36 +123,37 @@ pub(super) async fn stats(State(app): State<App>, headers: HeaderMap) -> Respons
                 @if *count > 0 { tr { td { (label_of(Status::parse, Status::label, code)) } td { (count) } } }
             }
         } }
+        @if quarantined.count > 0 {
+            h2 id="quarantine" { "损坏的案件数据（" (quarantined.count) " 件，暂停同步）" }
+            p.hint { "以下案件在本机存储中损坏，本节点不再向其他节点发送；请联系管理员从备份恢复后运行 zhaowo verify。" }
+            ul { @for doc in &quarantined.docs { li { a href={ "/desk/case/" (doc.case_id) } { (doc.case_id) } } } }
+        }
+        @if !repeated.is_empty() {
+            h2 id="repeated-numbers" { "重复的登记编号（" (repeated.len()) " 个）" }
+            ul { @for number in &repeated { li { (number.reg_no) "：" (number.case_ids.len()) " 件" } } }
+        }
     };
     desk_page(&session, StatusCode::OK, "督查统计", body)
 }
 
 pub(super) async fn conflicts(State(app): State<App>, headers: HeaderMap) -> Response {
     let Some((_, session)) = session(&app, &headers) else { return to_login() };
-    let mut found = Vec::new();
-    let mut query = RegisterQuery { limit: crate::store::PAGE_ROWS_MAX, ..RegisterQuery::default() };
-    let mut seen = 0;
-    loop {
-        let page = match app.store.register_page(query.clone()).await {
-            Ok(page) => page,
+    // The store's list of cases with open conflicts (a projection kept with each change), not a fold of every case.
+    let list = match app.store.conflicts(crate::store::CONFLICTS_LISTED_MAX).await {
+        Ok(list) => list,
+        Err(error) => return store_unavailable(&error),
+    };
+    let mut found = Vec::with_capacity(list.rows.len());
+    for (row, _) in &list.rows {
+        match app.store.case_view(&row.case_id).await {
+            Ok(view) => found.push(view),
             Err(error) => return store_unavailable(&error),
-        };
-        for row in &page.rows {
-            if let Ok(view) = app.store.case_view(&row.case_id).await
-                && !view.conflicts.is_empty()
-            {
-                found.push(view);
-            }
-        }
-        seen += page.rows.len();
-        match page.next {
-            Some(next) if seen < limits::METRICS_CASES_MAX => query.after = Some(next),
-            _ => break,
         }
     }
     let hall = hall(&app);
     let body = html! {
-        h1 { "冲突待核（" (found.len()) " 件）" }
+        h1 { "冲突待核（" (list.cases) " 件）" }
+        @if (found.len() as u64) < list.cases { p.hint { "仅列出最近登记的 " (found.len()) " 件。" } }
         p.hint { "离线节点同时做出的相互冲突的操作：未生效的一方保留在记录中，请核定。" }
         @for view in &found {
             h2 {
