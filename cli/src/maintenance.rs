@@ -231,7 +231,7 @@ pub async fn merge(cli: &Cli, args: &MergeArgs) -> anyhow::Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&scratch);
     let store = home.open_store()?;
-    let roster = home.roster().context("this node has not joined a hall")?;
+    let roster = home.roster().ok_or(zhaowo_node::home::HomeError::NoHall)?;
     let report = merge_cases(&store, Some(roster), result?).await?;
     print_merge(cli, &report);
     Ok(())

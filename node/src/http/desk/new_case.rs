@@ -4,7 +4,7 @@ use super::{ctx, desk_csrf, desk_page, hall, session, to_login};
 use crate::http::App;
 use crate::http::citizen::{clean, form_rejection, store_unavailable};
 use crate::http::guard::Session;
-use crate::http::page::{command_error_zh, error_page};
+use crate::http::page::error_page;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -155,7 +155,7 @@ pub(super) async fn new_submit(
     let doc = match CaseDoc::register(&ctx, &hall, actor, reg_no.clone(), &code, registration) {
         Ok((doc, _)) => doc,
         Err(error) => {
-            let errors = vec![command_error_zh(&error)];
+            let errors = vec![error.zh()];
             return desk_page(
                 &session,
                 StatusCode::BAD_REQUEST,
