@@ -467,7 +467,11 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
                 print_json(&value);
             } else {
                 print_view(&view, now);
-                out!("可执行操作（{}）: {}", role.label(), if allowed.is_empty() { "无".to_owned() } else { allowed_list(&allowed) });
+                out!(
+                    "可执行操作（{}）: {}",
+                    role.label(),
+                    if allowed.is_empty() { "无".to_owned() } else { allowed_list(&allowed) }
+                );
             }
             return Ok(());
         }

@@ -254,6 +254,27 @@ pub fn say(cli: &Cli, message: &str) {
     }
 }
 
+/// What to do about a data-directory error, by its type (`None`: nothing useful to say).
+pub fn home_hint(error: &zhaowo_node::home::HomeError) -> Option<&'static str> {
+    use zhaowo_node::home::HomeError;
+    Some(match error {
+        HomeError::NotInitialized(_) => {
+            "create one with `zhaowo init --hall NAME --window CODE`, or point --dir (ZHAOWO_DIR) at an existing node"
+        }
+        HomeError::AlreadyInitialized(_) => "use another --dir, or keep using the node that is there",
+        HomeError::NoHall => {
+            "ask the admin for an enrollment file (`zhaowo enroll`) and install it with `zhaowo join FILE`"
+        }
+        HomeError::NotAdmin => "run this on the admin node that set up the hall",
+        _ => return None,
+    })
+}
+
+/// A data-directory error that is an expected failure (exit 1), with its hint.
+pub fn expected_home(error: &zhaowo_node::home::HomeError) -> anyhow::Error {
+    anyhow::Error::new(Expected { message: error.to_string(), hint: home_hint(error).map(str::to_owned) })
+}
+
 /// The one table of error type → exit code and hint: the first cause in the chain with a known type decides (the
 /// message text is never read). Anything else is an error (2) without a hint.
 fn classify(error: &anyhow::Error) -> (u8, Option<String>) {
@@ -263,20 +284,12 @@ fn classify(error: &anyhow::Error) -> (u8, Option<String>) {
         if let Some(expected) = cause.downcast_ref::<Expected>() {
             return (1, expected.hint.clone());
         }
-        if let Some(home) = cause.downcast_ref::<HomeError>() {
-            let hint = match home {
-                HomeError::NotInitialized(_) => "create one with `zhaowo init --hall NAME --window CODE`, or point --dir \
-                     (ZHAOWO_DIR) at an existing node",
-                HomeError::AlreadyInitialized(_) => "use another --dir, or keep using the node that is there",
-                HomeError::NoHall => {
-                    "ask the admin for an enrollment file (`zhaowo enroll`) and install it with `zhaowo join FILE`"
-                }
-                HomeError::NotAdmin => "run this on the admin node that set up the hall",
-                _ => continue,
-            };
+        if let Some(hint) = cause.downcast_ref::<HomeError>().and_then(home_hint) {
             return (2, Some(hint.to_owned()));
         }
-        if let Some(zhaowo_node::sync::SyncStartError::NoRoster) = cause.downcast_ref::<zhaowo_node::sync::SyncStartError>() {
+        if let Some(zhaowo_node::sync::SyncStartError::NoRoster) =
+            cause.downcast_ref::<zhaowo_node::sync::SyncStartError>()
+        {
             return (2, Some("run `zhaowo init` (a new hall) or `zhaowo join FILE` (an enrollment) first".to_owned()));
         }
         // A refused command or a missing case is an expected failure.

@@ -19,8 +19,8 @@ use crate::hall::Hall;
 use crate::ids::{CaseId, EventId, QueryCode, RegNo, hex_encode};
 use crate::limits::*;
 use crate::model::{
-    CallbackOutcome, CaseResult, CommandKind, Channel, EditableField, Mode, Nature, NotDoneReason, Priority, Role, Status,
-    SupervisionLevel,
+    CallbackOutcome, CaseResult, Channel, CommandKind, EditableField, Mode, Nature, NotDoneReason, Priority, Role,
+    Status, SupervisionLevel,
 };
 use crate::pi::{MaskedPersonalData, PersonalData, check_plain_text};
 use crate::time::Hlc;

@@ -328,7 +328,9 @@ impl CommandKind {
             K::Accept => (staff, status == Submitted),
             K::Reject => (staff, matches!(status, Submitted | Registered)),
             // 转派 of a case in progress needs the 督查科.
-            K::Dispatch => (if status == InProgress { oversight } else { staff }, matches!(status, Registered | InProgress)),
+            K::Dispatch => {
+                (if status == InProgress { oversight } else { staff }, matches!(status, Registered | InProgress))
+            }
             K::SignIn | K::Return => (lead_desk, status == Dispatched),
             K::Reassign => (oversight, matches!(status, Dispatched | InProgress)),
             K::Suspend => (lead_desk, status == InProgress),

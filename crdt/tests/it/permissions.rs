@@ -126,9 +126,11 @@ fn command_of(kind: CommandKind, now_ms: i64) -> Option<Command> {
         K::Withdraw => Command::Withdraw { reason: text("群众申请撤回") },
         K::Archive => Command::Archive,
         K::PurgePersonalData => Command::PurgePersonalData,
-        K::ResolveConflict => {
-            Command::ResolveConflict { conflict: text("f-summary"), decision: ConflictDecision::Keep, note: String::new() }
-        }
+        K::ResolveConflict => Command::ResolveConflict {
+            conflict: text("f-summary"),
+            decision: ConflictDecision::Keep,
+            note: String::new(),
+        },
         // Not `Command`s: 并案 spans two documents, 查看 is an audit event.
         K::MarkDuplicate | K::RevealPersonalData => return None,
     })
@@ -179,7 +181,9 @@ fn the_table_and_the_case_rules_agree_for_every_role_state_and_kind() {
                         assert_eq!((*command, *s), (kind, status), "{what}");
                         refused_state += 1;
                     }
-                    (Err(refusal), _) => panic!("{what}: the table refuses it ({refusal:?}), the case rules said {result:?}"),
+                    (Err(refusal), _) => {
+                        panic!("{what}: the table refuses it ({refusal:?}), the case rules said {result:?}")
+                    }
                 }
                 if allowed.contains(&kind) {
                     allowed_listed += 1;

@@ -1843,7 +1843,12 @@ async fn a_clerk_adds_co_units_and_tags_and_the_supervisor_reassigns_and_force_c
     assert!(!page.contains("value=\"reassign\"") && !page.contains("value=\"force_close\""), "nothing to force now");
     assert_eq!(node.store.case_view(&case_id).await.unwrap().status, Status::Closed);
     let again = node.act(&dc, Some(&csrf), &case_id, &reassign).await;
-    assert_refused("reassign a closed case", &again, StatusCode::BAD_REQUEST, "案件当前状态为“已办结”，不能执行此操作（改派）");
+    assert_refused(
+        "reassign a closed case",
+        &again,
+        StatusCode::BAD_REQUEST,
+        "案件当前状态为“已办结”，不能执行此操作（改派）",
+    );
     println!(
         "desk: co-units + tags by the clerk, 改派 → FG and 强制办结 by the 督查科: {} events; 3 refusals stored nothing",
         node.events(&case_id).await
@@ -1867,7 +1872,10 @@ async fn the_case_page_offers_exactly_the_kinds_the_crdt_table_allows() {
         for &kind in CommandKind::ALL {
             if matches!(
                 kind,
-                CommandKind::ChangeCategory | CommandKind::ChangePriority | CommandKind::Archive | CommandKind::PurgePersonalData
+                CommandKind::ChangeCategory
+                    | CommandKind::ChangePriority
+                    | CommandKind::Archive
+                    | CommandKind::PurgePersonalData
             ) {
                 continue;
             }

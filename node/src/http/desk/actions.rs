@@ -218,9 +218,7 @@ pub(super) async fn case_action(
     };
     match app.store.apply(&id, ctx, Arc::new(hall(&app)), command).await {
         Ok(_) => done(&view, kind),
-        Err(crate::store::WriteError::Command(error)) => {
-            refused(&app, &session, &view, &error.zh(), None).await
-        }
+        Err(crate::store::WriteError::Command(error)) => refused(&app, &session, &view, &error.zh(), None).await,
         Err(error) => store_unavailable(&error),
     }
 }
@@ -275,9 +273,7 @@ async fn edit_case(app: &App, session: &Session, view: &CaseView, form: &ActionF
     });
     match app.store.edit(view.case_id.as_str(), edit).await {
         Ok(_) => done(view, CommandKind::EditField),
-        Err(crate::store::WriteError::Command(error)) => {
-            refused(app, session, view, &error.zh(), Some(form)).await
-        }
+        Err(crate::store::WriteError::Command(error)) => refused(app, session, view, &error.zh(), Some(form)).await,
         Err(error) => store_unavailable(&error),
     }
 }
@@ -426,9 +422,7 @@ async fn reveal(app: &App, session: &Session, id: &str, ctx: Ctx, purpose: &str)
             };
             case_response(app, session, StatusCode::OK, &view, None, Some(revealed), None).await
         }
-        Err(crate::store::WriteError::Command(error)) => {
-            refused(app, session, &view, &error.zh(), None).await
-        }
+        Err(crate::store::WriteError::Command(error)) => refused(app, session, &view, &error.zh(), None).await,
         Err(error) => store_unavailable(&error),
     }
 }

@@ -18,7 +18,8 @@ use zhaowo_crdt::limits::{
     REASON_CHARS_MAX, SUMMARY_CHARS_MAX, VOLUNTEERS_PER_VISIT_MAX,
 };
 use zhaowo_crdt::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, CommandKind as K, EditableField, Priority, SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, CommandKind as K, EditableField, Priority,
+    SupervisionLevel,
 };
 use zhaowo_crdt::view::{Conflict, ConflictDetail};
 use zhaowo_crdt::{CaseId, CaseView};
