@@ -48,7 +48,7 @@ fn progress(cli: &Cli, length: u64, what: &str) -> Option<indicatif::ProgressBar
 
 async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>) -> anyhow::Result<()> {
     let home = setup::open(cli)?;
-    let roster = home.roster().context("this node has not joined a hall")?;
+    let roster = home.roster().ok_or(zhaowo_node::home::HomeError::NoHall)?;
     let store = home.open_store()?;
     let since = match since_peer {
         Some(node_id) => {
@@ -108,7 +108,7 @@ async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>) -> anyhow::R
 
 async fn import(cli: &Cli, file: &PathBuf) -> anyhow::Result<()> {
     let home = setup::open(cli)?;
-    let roster = home.roster().context("this node has not joined a hall")?;
+    let roster = home.roster().ok_or(zhaowo_node::home::HomeError::NoHall)?;
     // A file that is not a bundle, or a damaged one, is corrupt data (exit 2); nothing was stored.
     let bundle = zhaowo_node::import::read_bundle(file).map_err(import_error)?;
     let from = zhaowo_node::home::hex(&bundle.from);

@@ -4,22 +4,25 @@
 //! A case is named by its registration number (`BBC01-2026-0001`) or its case id (a ULID).
 
 use crate::setup::open;
-use crate::{Cli, expected, out, print_json, say};
+use crate::{Cli, expected, expected_with_hint, out, print_json, say};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::collections::BTreeSet;
 use zhaowo_crdt::model::*;
 use zhaowo_crdt::pi::PersonalData;
 use zhaowo_crdt::time::{Date, format_local_minute};
-use zhaowo_crdt::{CaseDoc, CaseView, Command, EventId, QueryCode, RegNo, Registration};
+use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, EventId, QueryCode, RegNo, Registration};
 use zhaowo_node::home::{Home, entropy, now_ms};
 use zhaowo_node::store::{CaseRow, PAGE_ROWS_MAX, ReadError, RegisterFn, RegisterQuery, Store, WriteError};
 
+/// A clap value parser for a closed vocabulary (a code or its Chinese label); an unknown value is refused with the
+/// list of valid ones.
 pub(crate) fn parse_vocab<T>(
     parse: fn(&str) -> Option<T>,
+    known: fn() -> String,
     what: &'static str,
 ) -> impl Fn(&str) -> Result<T, String> + Clone {
-    move |text| parse(text).ok_or_else(|| format!("unknown {what} `{text}`"))
+    move |text| parse(text).ok_or_else(|| format!("unknown {what} `{text}`\n\nhint: valid {what} codes: {}", known()))
 }
 
 pub(crate) fn parse_date(text: &str) -> Result<Date, String> {
@@ -34,6 +37,55 @@ pub enum CaseCommand {
     List(ListArgs),
     /// Show a case and its timeline.
     Show { case: String },
+    /// 受理: accept a citizen's mini-program submission into the register book.
+    Accept { case: String },
+    /// 不予受理: reject, with the reason and its legal or policy basis (both shown to the citizen).
+    Reject {
+        case: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        basis: String,
+    },
+    /// 待补充材料: suspend the case (the solution clock pauses) until the citizen brings what is missing.
+    Suspend {
+        case: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 恢复办理: resume a suspended case.
+    Resume { case: String },
+    /// 修改诉求信息: change the case's fields, category or priority (one event each, stored together or not at all).
+    Edit {
+        case: String,
+        /// 诉求摘要 (≤100 characters, shown publicly: no personal data).
+        #[arg(long)]
+        summary: Option<String>,
+        #[arg(long)]
+        detail: Option<String>,
+        #[arg(long)]
+        expectation: Option<String>,
+        #[arg(long)]
+        location: Option<String>,
+        /// 诉求类别 code from the hall's catalogue.
+        #[arg(long)]
+        category: Option<String>,
+        /// 一般, 紧急, 特急.
+        #[arg(long, value_parser = parse_vocab(Priority::parse, Priority::known, "priority"))]
+        priority: Option<Priority>,
+    },
+    /// 添加标签: tag the case (comma-separated).
+    Tag {
+        case: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        tags: Vec<String>,
+    },
+    /// 增加协办单位: add co-units (unit codes, comma-separated).
+    CoUnits {
+        case: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        units: Vec<String>,
+    },
     /// 派单: dispatch to a lead unit (default: the routing table's).
     Dispatch {
         case: String,
@@ -113,7 +165,7 @@ pub enum CaseCommand {
     Supervise {
         case: String,
         /// 提醒, 催办, 督办 or 挂牌督办.
-        #[arg(long, value_parser = parse_vocab(SupervisionLevel::parse, "supervision level"))]
+        #[arg(long, value_parser = parse_vocab(SupervisionLevel::parse, SupervisionLevel::known, "supervision level"))]
         level: SupervisionLevel,
         #[arg(long, default_value = "")]
         comment: String,
@@ -122,7 +174,7 @@ pub enum CaseCommand {
     Resolve {
         case: String,
         /// 已办成, 部分办成, 解释说明, 不属于受理范围, 转其他渠道.
-        #[arg(long, value_parser = parse_vocab(CaseResult::parse, "result"))]
+        #[arg(long, value_parser = parse_vocab(CaseResult::parse, CaseResult::known, "result"))]
         result: CaseResult,
         #[arg(long)]
         reply: String,
@@ -131,13 +183,13 @@ pub enum CaseCommand {
     Callback {
         case: String,
         /// 电话, 短信, 当面, 小程序.
-        #[arg(long, default_value = "电话", value_parser = parse_vocab(CallbackMethod::parse, "callback method"))]
+        #[arg(long, default_value = "电话", value_parser = parse_vocab(CallbackMethod::parse, CallbackMethod::known, "callback method"))]
         method: CallbackMethod,
         /// The citizen could not be reached.
         #[arg(long)]
         unreached: bool,
         /// 已解决, 部分解决, 未解决.
-        #[arg(long, value_parser = parse_vocab(CallbackOutcome::parse, "callback outcome"))]
+        #[arg(long, value_parser = parse_vocab(CallbackOutcome::parse, CallbackOutcome::known, "callback outcome"))]
         outcome: Option<CallbackOutcome>,
         /// 1-5.
         #[arg(long)]
@@ -177,7 +229,7 @@ pub enum CaseCommand {
 #[derive(Debug, Args)]
 pub struct NewArgs {
     /// 诉求性质: 咨询, 求助, 投诉, 举报, 建议, 表扬, 倾诉, 其他 (or ZX, QZ, …).
-    #[arg(long, value_parser = parse_vocab(Nature::parse, "nature"))]
+    #[arg(long, value_parser = parse_vocab(Nature::parse, Nature::known, "nature"))]
     pub nature: Nature,
     /// 诉求类别 code from the hall's catalogue (e.g. BDC, HUZHENG, QIYE).
     #[arg(long)]
@@ -189,13 +241,13 @@ pub struct NewArgs {
     #[arg(long)]
     pub detail: String,
     /// 服务方式, comma-separated: 即办, 加急, 上门, 视频, 会诊, 帮办代办.
-    #[arg(long, value_delimiter = ',', value_parser = parse_vocab(Mode::parse, "mode"))]
+    #[arg(long, value_delimiter = ',', value_parser = parse_vocab(Mode::parse, Mode::known, "mode"))]
     pub modes: Vec<Mode>,
     /// 一般, 紧急, 特急.
-    #[arg(long, default_value = "一般", value_parser = parse_vocab(Priority::parse, "priority"))]
+    #[arg(long, default_value = "一般", value_parser = parse_vocab(Priority::parse, Priority::known, "priority"))]
     pub priority: Priority,
     /// 来源渠道.
-    #[arg(long, default_value = "窗口现场", value_parser = parse_vocab(Channel::parse, "channel"))]
+    #[arg(long, default_value = "窗口现场", value_parser = parse_vocab(Channel::parse, Channel::known, "channel"))]
     pub channel: Channel,
     #[arg(long, default_value = "")]
     pub expectation: String,
@@ -216,11 +268,11 @@ pub struct NewArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    #[arg(long, value_parser = parse_vocab(Status::parse, "status"))]
+    #[arg(long, value_parser = parse_vocab(Status::parse, Status::known, "status"))]
     pub status: Option<Status>,
     #[arg(long)]
     pub category: Option<String>,
-    #[arg(long, value_parser = parse_vocab(Nature::parse, "nature"))]
+    #[arg(long, value_parser = parse_vocab(Nature::parse, Nature::known, "nature"))]
     pub nature: Option<Nature>,
     /// Lead unit code.
     #[arg(long)]
@@ -247,25 +299,53 @@ pub(crate) fn staff(cli: &Cli, home: &Home) -> String {
     cli.staff.clone().unwrap_or_else(|| home.config.display_name.clone())
 }
 
-/// Turns a refused command or a missing case into an expected failure (exit 1).
+/// A store write error; its type decides the exit code and hint in `main::classify` (a refused command or a missing
+/// case is an expected failure, exit 1).
 pub(crate) fn write_error(error: WriteError) -> anyhow::Error {
     match error {
         WriteError::Command(error) => expected(format!("refused: {error}")),
         exhausted @ WriteError::NumbersExhausted { .. } => expected(exhausted.to_string()),
-        other => {
-            let text = other.to_string();
-            if text.contains("no case") || text.contains("not found") {
-                expected(text)
-            } else {
-                anyhow::Error::new(other)
-            }
-        }
+        other => anyhow::Error::new(other),
     }
 }
 
 pub(crate) fn read_error(error: ReadError) -> anyhow::Error {
-    let text = error.to_string();
-    if text.contains("no case") || text.contains("not found") { expected(text) } else { anyhow::Error::new(error) }
+    anyhow::Error::new(error)
+}
+
+/// A refused command with a hint chosen from its type: the valid codes for an unknown category or unit, what this
+/// node may do now for a role or state refusal.
+pub(crate) fn refused(error: WriteError, hall: &zhaowo_crdt::Hall, view: Option<(&CaseView, Role)>) -> anyhow::Error {
+    let WriteError::Command(command_error) = &error else { return write_error(error) };
+    let list = |items: Vec<String>| items.join(", ");
+    let hint = match command_error {
+        CommandError::UnknownCategory(_) => Some(format!(
+            "valid category codes: {}",
+            list(hall.categories.iter().map(|(code, c)| format!("{code} {}", c.name)).collect())
+        )),
+        CommandError::UnknownUnit(_) => Some(format!(
+            "valid unit codes: {}",
+            list(hall.units.iter().map(|(code, u)| format!("{code} {}", u.name)).collect())
+        )),
+        CommandError::Role { .. } | CommandError::State { .. } => view.map(|(view, role)| {
+            let allowed = view.allowed(role);
+            if allowed.is_empty() {
+                format!("a {} node may do nothing to this case in its state {}", role.code(), view.status.label())
+            } else {
+                format!("a {} node may now: {}", role.code(), allowed_list(&allowed))
+            }
+        }),
+        _ => None,
+    };
+    match hint {
+        Some(hint) => expected_with_hint(format!("refused: {command_error}"), hint),
+        None => write_error(error),
+    }
+}
+
+/// `受理 (accept), 派单 (dispatch), …`
+fn allowed_list(kinds: &[CommandKind]) -> String {
+    kinds.iter().map(|kind| format!("{} ({})", kind.label(), kind.code())).collect::<Vec<_>>().join(", ")
 }
 
 /// Finds a case by registration number or case id.
@@ -358,14 +438,23 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
     let lifecycle = |command: Command| command;
     let (reference, command) = match command {
         CaseCommand::New(args) => return new_case(cli, &home, &store, args).await,
-        CaseCommand::List(args) => return list(cli, &store, args).await,
+        CaseCommand::List(args) => return list(cli, &store, &hall, args).await,
         CaseCommand::Show { case } => {
             let case_id = resolve(&store, case).await?;
             let view = store.case_view(&case_id).await.map_err(read_error)?;
+            let role = home.config.role;
+            let allowed = view.allowed(role);
             if cli.json {
-                print_json(&serde_json::to_value(&view)?);
+                let mut value = serde_json::to_value(&view)?;
+                value["allowed"] = allowed.iter().map(|kind| kind.code()).collect();
+                print_json(&value);
             } else {
                 print_view(&view, now);
+                out!(
+                    "可执行操作（{}）: {}",
+                    role.label(),
+                    if allowed.is_empty() { "无".to_owned() } else { allowed_list(&allowed) }
+                );
             }
             return Ok(());
         }
@@ -377,6 +466,62 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
             say(cli, &format!("{case} is now a duplicate of {of}"));
             return Ok(());
         }
+        CaseCommand::Edit { case, summary, detail, expectation, location, category, priority } => {
+            let case_id = resolve(&store, case).await?;
+            let view = store.case_view(&case_id).await.map_err(read_error)?;
+            let mut commands = Vec::new();
+            for (field, value) in [
+                (EditableField::Summary, summary),
+                (EditableField::Detail, detail),
+                (EditableField::Expectation, expectation),
+                (EditableField::Location, location),
+            ] {
+                if let Some(value) = value {
+                    commands.push(Command::EditField { field, value: value.clone() });
+                }
+            }
+            if let Some(category) = category {
+                commands.push(Command::ChangeCategory { category: category.clone() });
+            }
+            if let Some(priority) = priority {
+                commands.push(Command::ChangePriority { priority: *priority });
+            }
+            if commands.is_empty() {
+                return Err(expected_with_hint(
+                    "nothing to edit",
+                    "give at least one of --summary, --detail, --expectation, --location, --category, --priority",
+                ));
+            }
+            // One context per command (fresh entropy per event id); one store edit, so a refused field stores none.
+            let mut steps = Vec::with_capacity(commands.len());
+            for command in commands {
+                steps.push((home.ctx(&staff(cli, &home))?, command));
+            }
+            let role = home.config.role;
+            let edit_hall = hall.clone();
+            let edit: zhaowo_node::store::EditFn = Box::new(move |doc: &mut CaseDoc| {
+                let mut last = None;
+                for (ctx, command) in steps {
+                    last = Some(doc.apply(&ctx, &edit_hall, command)?);
+                }
+                last.ok_or(CommandError::NoChange("nothing to edit"))
+            });
+            store
+                .edit(&case_id, edit)
+                .await
+                .map_err(|error| refused(error, &hall, Some((&view, role))))
+                .with_context(|| format!("edit {case}"))?;
+            say(cli, &format!("{case}: edited"));
+            return Ok(());
+        }
+        CaseCommand::Accept { case } => (case, Command::Accept),
+        CaseCommand::Reject { case, reason, basis } => {
+            (case, Command::Reject { reason: reason.clone(), basis: basis.clone() })
+        }
+        CaseCommand::Suspend { case, reason } => (case, Command::Suspend { reason: reason.clone() }),
+        CaseCommand::Resume { case } => (case, Command::Resume),
+        CaseCommand::Tag { case, tags } => (case, Command::AddTags { tags: tags.clone() }),
+        CaseCommand::CoUnits { case, units } => (case, Command::AddCoUnits { units: units.clone() }),
         CaseCommand::Dispatch { case, lead, co, due } => (
             case,
             lifecycle(Command::Dispatch {
@@ -451,10 +596,13 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
     let case_id = resolve(&store, reference).await?;
     let name = command.name();
     let ctx = home.ctx(&staff(cli, &home))?;
+    let role = ctx.author.role;
+    // The case as it was, for a refusal's hint (what this node may do instead).
+    let before = store.case_view(&case_id).await.map_err(read_error)?;
     let ack = store
-        .apply(&case_id, ctx, hall, command)
+        .apply(&case_id, ctx, hall.clone(), command)
         .await
-        .map_err(write_error)
+        .map_err(|error| refused(error, &hall, Some((&before, role))))
         .with_context(|| format!("{name} {reference}"))?;
     let view = store.case_view(&case_id).await.map_err(read_error)?;
     if cli.json {
@@ -497,10 +645,11 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
     // The store picks the number inside the transaction that stores the case: another `case new` or the running
     // node registering at the same time waits for it and gets the next one.
     let receipt_code = code.clone();
+    let hall_for_hints = hall.clone();
     let build: RegisterFn = Box::new(move |reg_no| {
         CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
     });
-    let registered = store.register_new(&home.config.window, year, build).await.map_err(write_error)?;
+    let registered = store.register_new(&home.config.window, year, build).await.map_err(|error| refused(error, &hall_for_hints, None))?;
     let (ack, reg_no) = (registered.ack, registered.reg_no);
     if cli.json {
         print_json(
@@ -513,7 +662,15 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
     Ok(())
 }
 
-async fn list(cli: &Cli, store: &Store, args: &ListArgs) -> anyhow::Result<()> {
+async fn list(cli: &Cli, store: &Store, hall: &zhaowo_crdt::Hall, args: &ListArgs) -> anyhow::Result<()> {
+    // A filter on a code the hall does not know would silently list nothing: refuse it with the valid codes.
+    if let Some(category) = args.category.as_deref().filter(|code| !hall.categories.contains_key(*code)) {
+        let error = WriteError::Command(CommandError::UnknownCategory(category.to_owned()));
+        return Err(refused(error, hall, None));
+    }
+    if let Some(unit) = args.unit.as_deref().filter(|code| !hall.units.contains_key(*code)) {
+        return Err(refused(WriteError::Command(CommandError::UnknownUnit(unit.to_owned())), hall, None));
+    }
     let now = now_ms();
     let limit = args.limit.clamp(1, PAGE_ROWS_MAX);
     let rows = if let Some(text) = &args.search {

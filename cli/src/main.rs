@@ -172,13 +172,16 @@ async fn run_node(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     served
 }
 
-/// An expected failure (exit 1): the thing asked for does not exist or is not allowed.
+/// An expected failure (exit 1): the thing asked for does not exist or is not allowed, with an optional hint.
 #[derive(Debug)]
-pub struct Expected(pub String);
+pub struct Expected {
+    pub message: String,
+    pub hint: Option<String>,
+}
 
 impl std::fmt::Display for Expected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -186,7 +189,12 @@ impl std::error::Error for Expected {}
 
 /// Returns an expected failure with a message.
 pub fn expected(message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Expected(message.into()))
+    anyhow::Error::new(Expected { message: message.into(), hint: None })
+}
+
+/// Returns an expected failure with a message and a hint (what to do instead, or the valid values).
+pub fn expected_with_hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Expected { message: message.into(), hint: Some(hint.into()) })
 }
 
 /// Prints a value as JSON on stdout.
@@ -215,47 +223,68 @@ pub fn say(cli: &Cli, message: &str) {
     }
 }
 
-fn hint_for(error: &anyhow::Error) -> Option<String> {
-    if let Some(refused) = error.downcast_ref::<peers::Refused>() {
-        return Some(refused.refusal.hint().to_owned());
-    }
-    if let Some(refused) = error.chain().find_map(|cause| cause.downcast_ref::<hall::HallFileErrors>()) {
-        return refused.hint();
-    }
-    if let Some(home_error) = error.chain().find_map(|cause| cause.downcast_ref::<zhaowo_node::home::HomeError>()) {
-        match home_error {
-            zhaowo_node::home::HomeError::KeyMissing { .. } => {
-                return Some(
-                    "put back this node's node.key from a backup of the data directory; if it is lost, this node's \
-                     identity is gone: create a node in a new --dir (`zhaowo init`), have the admin enroll it \
-                     (`zhaowo enroll`, `zhaowo join`) and `zhaowo restore` the store backup into it. Do not run \
-                     `zhaowo init` here: a new key is outside the roster"
-                        .into(),
-                );
-            }
-            zhaowo_node::home::HomeError::AlreadyInitialized { .. } => {
-                return Some(
-                    "use another --dir for a new node; a node whose node.key is lost is restored from a backup \
-                     (`zhaowo restore` into a newly enrolled node), never re-initialised in place"
-                        .into(),
-                );
-            }
-            _ => {}
+/// What to do about a data-directory error, by its type (`None`: nothing useful to say).
+pub fn home_hint(error: &zhaowo_node::home::HomeError) -> Option<&'static str> {
+    use zhaowo_node::home::HomeError;
+    Some(match error {
+        HomeError::NotInitialized(_) => {
+            "create one with `zhaowo init --hall NAME --window CODE`, or point --dir (ZHAOWO_DIR) at an existing node"
+        }
+        HomeError::AlreadyInitialized { .. } => {
+            "use another --dir for a new node; a node whose node.key is lost is restored from a backup (`zhaowo \
+             restore` into a newly enrolled node), never re-initialised in place"
+        }
+        HomeError::KeyMissing { .. } => {
+            "put back this node's node.key from a backup of the data directory; if it is lost, this node's identity \
+             is gone: create a node in a new --dir (`zhaowo init`), have the admin enroll it (`zhaowo enroll`, \
+             `zhaowo join`) and `zhaowo restore` the store backup into it. Do not run `zhaowo init` here: a new key \
+             is outside the roster"
+        }
+        HomeError::NoHall => {
+            "ask the admin for an enrollment file (`zhaowo enroll`) and install it with `zhaowo join FILE`"
+        }
+        HomeError::NotAdmin => "run this on the admin node that set up the hall",
+        _ => return None,
+    })
+}
+
+/// A data-directory error that is an expected failure (exit 1), with its hint.
+pub fn expected_home(error: &zhaowo_node::home::HomeError) -> anyhow::Error {
+    anyhow::Error::new(Expected { message: error.to_string(), hint: home_hint(error).map(str::to_owned) })
+}
+
+/// The one table of error type → exit code and hint: the first cause in the chain with a known type decides (the
+/// message text is never read). Anything else is an error (2) without a hint.
+fn classify(error: &anyhow::Error) -> (u8, Option<String>) {
+    use zhaowo_node::home::HomeError;
+    use zhaowo_node::store::{ReadError, WriteError};
+    for cause in error.chain() {
+        if let Some(expected) = cause.downcast_ref::<Expected>() {
+            return (1, expected.hint.clone());
+        }
+        if let Some(refused) = cause.downcast_ref::<peers::Refused>() {
+            return (1, Some(refused.refusal.hint().to_owned()));
+        }
+        if let Some(refused) = cause.downcast_ref::<hall::HallFileErrors>() {
+            return (2, refused.hint());
+        }
+        if let Some(hint) = cause.downcast_ref::<HomeError>().and_then(home_hint) {
+            return (2, Some(hint.to_owned()));
+        }
+        if let Some(zhaowo_node::sync::SyncStartError::NoRoster) =
+            cause.downcast_ref::<zhaowo_node::sync::SyncStartError>()
+        {
+            return (2, Some("run `zhaowo init` (a new hall) or `zhaowo join FILE` (an enrollment) first".to_owned()));
+        }
+        // A refused command or a missing case is an expected failure.
+        if cause.is::<zhaowo_crdt::CommandError>()
+            || matches!(cause.downcast_ref::<WriteError>(), Some(WriteError::Command(_) | WriteError::UnknownCase(_)))
+            || matches!(cause.downcast_ref::<ReadError>(), Some(ReadError::UnknownCase(_)))
+        {
+            return (1, None);
         }
     }
-    let text = format!("{error:#}");
-    if text.contains("holds no zhaowo node") {
-        Some(
-            "create one with `zhaowo init --hall NAME --window CODE`, or point --dir (ZHAOWO_DIR) at an existing node"
-                .into(),
-        )
-    } else if text.contains("has not joined a hall") {
-        Some("ask the admin for an enrollment file (`zhaowo enroll`) and install it with `zhaowo join FILE`".into())
-    } else if text.contains("does not hold the hall root key") {
-        Some("run this on the admin node that set up the hall".into())
-    } else {
-        None
-    }
+    (2, None)
 }
 
 /// Logs on stderr (the node's warnings: a refused peer, a revoked member, a failing write): `-q` errors only, default
@@ -290,14 +319,12 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let expected =
-                |cause: &(dyn std::error::Error + 'static)| cause.is::<Expected>() || cause.is::<peers::Refused>();
-            let code = if error.chain().any(expected) { 1 } else { 2 };
+            let (code, hint) = classify(&error);
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {
                 eprintln!("  Caused by: {cause}");
             }
-            if let Some(hint) = hint_for(&error) {
+            if let Some(hint) = hint {
                 eprintln!("\nhint: {hint}");
             }
             ExitCode::from(code)

@@ -89,7 +89,7 @@ pub async fn merge(cli: &Cli, args: &MergeArgs) -> anyhow::Result<()> {
     if home.config.role != Role::Admin {
         return Err(expected(format!("merge needs an admin node; this node is a {} node", home.config.role.code())));
     }
-    let roster = home.roster().context("this node has not joined a hall")?;
+    let roster = home.roster().ok_or(zhaowo_node::home::HomeError::NoHall)?;
     let store = home.open_store()?;
     let scratch = std::env::temp_dir().join(format!("zhaowo-merge-{}-{}", std::process::id(), now_ms()));
     let report = zhaowo_node::import::store_file(&store, &home.config.store_path(), roster, &args.path, &scratch)

@@ -91,7 +91,7 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> anyhow::Result<()> {
     }
     let store = Arc::new(home.open_store()?);
     let docs_before = store.counts().await?.docs;
-    let roster = home.roster().cloned().context("this node has not joined a hall")?;
+    let roster = home.roster().cloned().ok_or(zhaowo_node::home::HomeError::NoHall)?;
     let identity = Arc::new(
         zhaowo_node::identity::NodeIdentity::load(&home.config.key_path()).context("failed to load the node key")?,
     );

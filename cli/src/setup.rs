@@ -110,7 +110,7 @@ pub struct EnrollArgs {
 fn expected_home_error(error: HomeError) -> anyhow::Error {
     match error {
         HomeError::NotAdmin | HomeError::NoHall | HomeError::Roster(_) | HomeError::Invalid(_) => {
-            expected(error.to_string())
+            crate::expected_home(&error)
         }
         other => anyhow::Error::new(other),
     }

@@ -1,6 +1,6 @@
 //! `zhaowo staff`: web desk accounts kept in the hall document (admin node only), so a clerk signs in at any window.
 
-use crate::{Cli, expected, print_json, say};
+use crate::{Cli, print_json, say};
 use clap::{Args, Subcommand};
 use std::io::Read;
 use zhaowo_crdt::model::Role;
@@ -49,7 +49,7 @@ pub fn run(cli: &Cli, command: &StaffCommand) -> anyhow::Result<()> {
             let password = input.lines().next().unwrap_or_default();
             home.set_account(&args.username, &args.name, args.role, password, now_ms()).map_err(
                 |error| match error {
-                    HomeError::NotAdmin | HomeError::NoHall | HomeError::Invalid(_) => expected(error.to_string()),
+                    HomeError::NotAdmin | HomeError::NoHall | HomeError::Invalid(_) => crate::expected_home(&error),
                     other => anyhow::Error::new(other),
                 },
             )?;

@@ -813,10 +813,14 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let view = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]));
     assert_eq!((view["status"].as_str(), view["lead_unit"].as_str()), (Some("DISPATCHED"), Some("FG")));
     // The decision syncs to the window, which now shows the visit too (relayed by the admin with its signature).
-    let on_admin = ok(admin.path(), &["case", "show", &reg_no, "--json"]);
-    let waited = wait_for("the resolution to reach the window", || {
-        ok(window.path(), &["case", "show", &reg_no, "--json"]) == on_admin
-    });
+    // (`allowed` is what each node's own role may do: it differs between the admin and the window by design.)
+    let case_on = |dir: &Path| {
+        let mut view = json(&ok(dir, &["case", "show", &reg_no, "--json"]));
+        view.as_object_mut().unwrap().remove("allowed").expect("case show lists what the node may do");
+        view
+    };
+    let on_admin = case_on(admin.path());
+    let waited = wait_for("the resolution to reach the window", || case_on(window.path()) == on_admin);
     assert!(json(&ok(window.path(), &["conflicts", "list", "--json"])).as_array().unwrap().is_empty());
     println!(
         "bundle e2e: exported_cases=1/2 import_twice_unchanged=2 refused=3 conflict_resolved_ms={} account_synced_ms={}",
@@ -1257,4 +1261,106 @@ fn a_damaged_document_makes_reindex_and_verify_fail_and_status_shows_it() {
     assert_eq!(status["quarantined"]["count"], 1, "{status}");
     assert_eq!(status["quarantined"]["case_ids"][0], damaged.as_str());
     println!("damaged document from the CLI: reindex exit=1 reindexed=2 skipped=1 verify exit=1 quarantined=1");
+}
+
+#[test]
+fn every_desk_step_runs_from_the_terminal_and_case_show_lists_what_the_node_may_do() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let (reg_no, _) = register(dir.path());
+    let shown = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+    let allowed: Vec<&str> = shown["allowed"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(
+        allowed.contains(&"dispatch") && allowed.contains(&"reject") && !allowed.contains(&"accept"),
+        "{allowed:?}"
+    );
+    assert!(ok(dir.path(), &["case", "show", &reg_no]).contains("可执行操作（管理员）: "));
+    // 修改诉求信息: fields, category and priority in one store edit.
+    ok(
+        dir.path(),
+        &["case", "edit", &reg_no, "--location", "江岸区某小区", "--priority", "紧急", "--category", "FANGGUAN"],
+    );
+    let view = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!((view["location"].as_str(), view["priority"].as_str()), (Some("江岸区某小区"), Some("URGENT")));
+    assert_eq!(view["category"], "FANGGUAN");
+    let events = view["timeline"].as_array().unwrap().len();
+    // A refused field stores none of the others.
+    let error = fails(dir.path(), &["case", "edit", &reg_no, "--location", "别处", "--category", "XYZ"], 1);
+    assert!(
+        error.contains("unknown category `XYZ`") && error.contains("hint: valid category codes: BDC 不动产登记"),
+        "{error}"
+    );
+    let view = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!((view["location"].as_str(), view["timeline"].as_array().unwrap().len()), (Some("江岸区某小区"), events));
+    ok(dir.path(), &["case", "tag", &reg_no, "--tags", "老旧小区,回访"]);
+    ok(dir.path(), &["case", "dispatch", &reg_no]);
+    let error = fails(dir.path(), &["case", "co-units", &reg_no, "--units", "NOPE"], 1);
+    assert!(
+        error.contains("unknown unit `NOPE`")
+            && error.contains("hint: valid unit codes: ")
+            && error.contains("GJJ 公积金中心"),
+        "{error}"
+    );
+    ok(dir.path(), &["case", "co-units", &reg_no, "--units", "GJJ"]);
+    ok(dir.path(), &["case", "sign", &reg_no, "--assignee", "王工"]);
+    // 待补充 / 恢复, and a step the state does not allow, with what the node may do instead.
+    ok(dir.path(), &["case", "suspend", &reg_no, "--reason", "等群众补交材料"]);
+    let error = fails(dir.path(), &["case", "suspend", &reg_no, "--reason", "再次"], 1);
+    assert!(
+        error.contains("refused: cannot suspend a case that is 待补充")
+            && error.contains("hint: a admin node may now: "),
+        "{error}"
+    );
+    assert!(error.contains("恢复办理 (resume)"), "{error}");
+    let resumed = json(&ok(dir.path(), &["case", "resume", &reg_no, "--json"]));
+    assert_eq!(resumed["status"], "IN_PROGRESS");
+    let view = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+    let tags: Vec<&str> = view["tags"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(tags, ["回访", "老旧小区"]);
+    assert!(view["co_units"].as_array().unwrap().iter().any(|u| u == "GJJ"));
+
+    // 不予受理 of a second case; 受理 is for citizen submissions only, refused here with the state.
+    let (second, _) = register(dir.path());
+    let error = fails(dir.path(), &["case", "accept", &second], 1);
+    assert!(error.contains("cannot accept a case that is 已登记"), "{error}");
+    let rejected = json(&ok(
+        dir.path(),
+        &["case", "reject", &second, "--reason", "不属于受理范围", "--basis", "《条例》第十条", "--json"],
+    ));
+    assert_eq!(rejected["status"], "REJECTED");
+    // Unknown codes of closed vocabularies list the valid ones.
+    let error = fails(dir.path(), &["case", "edit", &reg_no, "--priority", "超急"], 2);
+    assert!(
+        error.contains("unknown priority `超急`")
+            && error.contains("hint: valid priority codes: NORMAL 一般, URGENT 紧急, CRITICAL 特急"),
+        "{error}"
+    );
+    let error = fails(dir.path(), &["case", "list", "--nature", "XX"], 2);
+    assert!(error.contains("valid nature codes: ZX 咨询"), "{error}");
+    println!(
+        "terminal: edit (3 fields), tag, co-units, suspend, resume, reject; 5 refusals with hints, {events} events after the edit"
+    );
+}
+
+#[test]
+fn list_filters_on_unknown_codes_are_refused_with_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let error = fails(dir.path(), &["case", "list", "--category", "XYZ"], 1);
+    assert!(
+        error.contains("unknown category `XYZ`")
+            && error.contains("hint: valid category codes: ")
+            && error.contains("HUZHENG 户政"),
+        "{error}"
+    );
+    let error = fails(dir.path(), &["case", "list", "--unit", "XYZ"], 1);
+    assert!(
+        error.contains("unknown unit `XYZ`")
+            && error.contains("hint: valid unit codes: ")
+            && error.contains("GA 公安分局"),
+        "{error}"
+    );
+    let error = fails(dir.path(), &["case", "list", "--status", "OPEN"], 2);
+    assert!(error.contains("valid status codes: SUBMITTED 待受理"), "{error}");
+    println!("3 unknown filter codes refused, each with the valid codes");
 }

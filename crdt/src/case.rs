@@ -13,14 +13,14 @@
 
 use crate::amjson;
 use crate::command::{Command, CommandError, ConflictDecision, Ctx, Registration};
-use crate::event::{Event, EventKind, TransitionRefusal, transition};
+use crate::event::{Event, EventKind};
 use crate::fold::{Ancestry, PriorityFold, SupervisionFold, arbitrate, sort_events};
 use crate::hall::Hall;
 use crate::ids::{CaseId, EventId, QueryCode, RegNo, hex_encode};
 use crate::limits::*;
 use crate::model::{
-    CallbackOutcome, CaseResult, Channel, EditableField, Mode, Nature, NotDoneReason, Priority, Role, Status,
-    SupervisionLevel,
+    CallbackOutcome, CaseResult, Channel, CommandKind, EditableField, Mode, Nature, NotDoneReason, Priority, Role,
+    Status, SupervisionLevel,
 };
 use crate::pi::{MaskedPersonalData, PersonalData, check_plain_text};
 use crate::time::Hlc;
@@ -382,24 +382,10 @@ impl CaseDoc {
         view: &CaseView,
     ) -> Result<EventId, CommandError> {
         let role = ctx.author.role;
-        let name = command.name();
+        let command_kind = command.kind();
         let status = view.status;
-        let require = |role_ok: bool, state_ok: bool| -> Result<(), CommandError> {
-            if !role_ok {
-                Err(CommandError::Role { command: name, role })
-            } else if !state_ok {
-                Err(CommandError::State { command: name, status })
-            } else {
-                Ok(())
-            }
-        };
-        let staff = matches!(role, Role::Window | Role::Supervision | Role::Admin);
-        let oversight = matches!(role, Role::Supervision | Role::Admin);
-        let open = status.is_open();
-        let working = matches!(status, Status::Registered | Status::Dispatched | Status::InProgress | Status::OnHold);
-        if status == Status::Archived && command != Command::PurgePersonalData {
-            return Err(CommandError::State { command: name, status });
-        }
+        // Role and state first, from the one table; then the payload.
+        command_kind.check(role, status)?;
 
         let kind = match command {
             Command::Accept => EventKind::Accepted {},
@@ -439,17 +425,14 @@ impl CaseDoc {
                 EventKind::Reassigned { lead_unit, co_units, due_ms: view.due_ms, reason }
             }
             Command::AddNote { text } => {
-                require(role != Role::Citizen, true)?;
                 check_text("note", &text, NOTE_CHARS_MAX, true)?;
                 EventKind::NoteAdded { text }
             }
             Command::PublishReply { text } => {
-                require(staff, open)?;
                 check_text("reply", &text, REPLY_CHARS_MAX, true)?;
                 EventKind::ReplyPublished { text }
             }
             Command::HoldConsultation { units, minutes, site_visit, held_at_ms } => {
-                require(staff, working || status == Status::Replied)?;
                 if units.is_empty() {
                     return Err(CommandError::Empty { field: "units" });
                 }
@@ -459,7 +442,6 @@ impl CaseDoc {
                 EventKind::ConsultationHeld { units, minutes, site_visit, held_at_ms }
             }
             Command::LogVisit { volunteers, outcome, visited_at_ms, duration_minutes } => {
-                require(staff || role == Role::Volunteer, working || status == Status::Replied)?;
                 if volunteers.is_empty() {
                     return Err(CommandError::Empty { field: "volunteers" });
                 }
@@ -481,10 +463,6 @@ impl CaseDoc {
                 }
             }
             Command::RequestExtension { working_days, reason } => {
-                require(
-                    matches!(role, Role::Window | Role::Admin),
-                    matches!(status, Status::Dispatched | Status::InProgress | Status::OnHold),
-                )?;
                 if working_days == 0 || working_days > EXTENSION_WORKING_DAYS_MAX {
                     return Err(CommandError::ExtensionDays { got: working_days, max: EXTENSION_WORKING_DAYS_MAX });
                 }
@@ -492,7 +470,6 @@ impl CaseDoc {
                 EventKind::ExtensionRequested { span: crate::hall::Span::WorkingDays(working_days), reason }
             }
             Command::ApproveExtension { request } => {
-                require(oversight, working)?;
                 let pending =
                     view.extensions.iter().find(|ext| ext.request == request && ext.approved_due_ms.is_none());
                 let Some(_) = pending else { return Err(CommandError::UnknownExtension(request.to_string())) };
@@ -507,7 +484,6 @@ impl CaseDoc {
                 EventKind::ExtensionApproved { request, due_ms: hall.calendar.add(view.due_ms, span) }
             }
             Command::Supervise { level, comment } => {
-                require(role == Role::Supervision, open)?;
                 if level == SupervisionLevel::None && view.supervision == SupervisionLevel::None {
                     return Err(CommandError::NoChange("the case is not under supervision"));
                 }
@@ -515,14 +491,12 @@ impl CaseDoc {
                 EventKind::SupervisionIssued { level, comment }
             }
             Command::ChangePriority { priority } => {
-                require(staff, open)?;
                 if priority == view.priority {
                     return Err(CommandError::NoChange("the priority is already that"));
                 }
                 EventKind::PriorityChanged { priority }
             }
             Command::ChangeCategory { category } => {
-                require(staff, open)?;
                 if !hall.categories.contains_key(&category) {
                     return Err(CommandError::UnknownCategory(category));
                 }
@@ -533,7 +507,6 @@ impl CaseDoc {
                 EventKind::CategoryChanged { category }
             }
             Command::EditField { field, value } => {
-                require(staff, open)?;
                 let (max, required) = match field {
                     EditableField::Summary => (SUMMARY_CHARS_MAX, true),
                     EditableField::Detail => (DETAIL_CHARS_MAX, true),
@@ -551,7 +524,6 @@ impl CaseDoc {
                 EventKind::FieldEdited { field, value }
             }
             Command::AddTags { tags } => {
-                require(role != Role::Citizen, true)?;
                 check_tags(&tags)?;
                 let total = view.tags.iter().chain(&tags).collect::<BTreeSet<_>>().len();
                 if total > TAGS_MAX {
@@ -561,7 +533,6 @@ impl CaseDoc {
                 EventKind::TagsAdded { tags }
             }
             Command::AddCoUnits { units } => {
-                require(staff, working)?;
                 if units.is_empty() {
                     return Err(CommandError::Empty { field: "units" });
                 }
@@ -575,13 +546,12 @@ impl CaseDoc {
             Command::Resume => EventKind::Resumed {},
             Command::Resolve { result, reply } => {
                 if matches!(result, CaseResult::Withdrawn | CaseResult::Duplicate) {
-                    return Err(CommandError::State { command: name, status });
+                    return Err(CommandError::State { command: command_kind, status });
                 }
                 check_text("reply", &reply, REPLY_CHARS_MAX, true)?;
                 EventKind::Resolved { result, reply }
             }
             Command::RecordCallback { method, reached, outcome, rating, comment } => {
-                require(role != Role::Citizen, matches!(status, Status::Replied | Status::Closed))?;
                 if let Some(rating) = rating.filter(|r| !(1..=5).contains(r)) {
                     return Err(CommandError::Rating(rating));
                 }
@@ -603,7 +573,7 @@ impl CaseDoc {
                 EventKind::Reopened { reason }
             }
             Command::Unmerge => {
-                let master = view.duplicate_of.clone().ok_or(CommandError::State { command: name, status })?;
+                let master = view.duplicate_of.clone().ok_or(CommandError::State { command: command_kind, status })?;
                 EventKind::Unmerged { master }
             }
             Command::Withdraw { reason } => {
@@ -612,7 +582,6 @@ impl CaseDoc {
             }
             Command::Archive => EventKind::Archived {},
             Command::PurgePersonalData => {
-                require(role == Role::Admin, true)?;
                 if view.personal.purged {
                     return Err(CommandError::Purged);
                 }
@@ -630,8 +599,7 @@ impl CaseDoc {
                 EventKind::PiPurged {}
             }
             Command::ResolveConflict { conflict, decision, note } => {
-                require(oversight, true)?;
-                check_text("note", &note, REASON_CHARS_MAX, false)?;
+                check_text("resolution note", &note, REASON_CHARS_MAX, false)?;
                 let found = view
                     .conflicts
                     .iter()
@@ -657,15 +625,9 @@ impl CaseDoc {
                 EventKind::ConflictResolved { conflict, decision: decision_text, note }
             }
         };
-        let seen = if kind.is_transition() {
-            transition(&kind, status, role).map_err(|refusal| match refusal {
-                TransitionRefusal::Role => CommandError::Role { command: name, role },
-                TransitionRefusal::State => CommandError::State { command: name, status },
-            })?;
-            Some(status)
-        } else {
-            None
-        };
+        // The table was asked above; the event a command writes is a transition exactly when its kind has a target.
+        debug_assert_eq!(kind.is_transition(), command_kind.target().is_some());
+        let seen = kind.is_transition().then_some(status);
         self.append(ctx, kind, seen, log)
     }
 
@@ -687,7 +649,7 @@ impl CaseDoc {
     pub fn mark_duplicate_of(&mut self, master_view: &CaseView, ctx: &Ctx) -> Result<EventId, CommandError> {
         let log = self.log();
         let view = self.view_of(&log);
-        let name = "mark duplicate";
+        let command = CommandKind::MarkDuplicate;
         if view.case_id == master_view.case_id
             || master_view.duplicate_of.as_ref() == Some(&view.case_id)
             || view.duplicates.contains(&master_view.case_id)
@@ -695,13 +657,10 @@ impl CaseDoc {
             return Err(CommandError::DuplicateCycle);
         }
         if master_view.status == Status::Duplicate || master_view.status == Status::Archived {
-            return Err(CommandError::State { command: name, status: master_view.status });
+            return Err(CommandError::State { command, status: master_view.status });
         }
+        command.check(ctx.author.role, view.status)?;
         let kind = EventKind::MarkedDuplicate { master: master_view.case_id.clone() };
-        transition(&kind, view.status, ctx.author.role).map_err(|refusal| match refusal {
-            TransitionRefusal::Role => CommandError::Role { command: name, role: ctx.author.role },
-            TransitionRefusal::State => CommandError::State { command: name, status: view.status },
-        })?;
         self.append(ctx, kind, Some(view.status), &log)
     }
 
@@ -737,12 +696,9 @@ impl CaseDoc {
         ctx: &Ctx,
         purpose: &str,
     ) -> Result<(PersonalData, EventId), CommandError> {
-        let name = "reveal personal data";
-        if !matches!(ctx.author.role, Role::Window | Role::Supervision | Role::Admin) {
-            return Err(CommandError::Role { command: name, role: ctx.author.role });
-        }
-        check_text("purpose", purpose, REASON_CHARS_MAX, true)?;
         let log = self.log();
+        CommandKind::RevealPersonalData.check(ctx.author.role, self.view_of(&log).status)?;
+        check_text("purpose", purpose, REASON_CHARS_MAX, true)?;
         if log.events.iter().any(|event| matches!(event.kind, EventKind::PiPurged {})) {
             return Err(CommandError::Purged);
         }

@@ -7,8 +7,8 @@ use crate::event::Author;
 use crate::hall::HallError;
 use crate::ids::EventId;
 use crate::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, Channel, EditableField, Mode, Nature, NotDoneReason, Priority, Role,
-    Status, SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, Channel, CommandKind, EditableField, Mode, Nature, NotDoneReason,
+    Priority, Role, Status, SupervisionLevel,
 };
 use crate::pi::{PersonalData, PersonalDataError};
 use crate::view::Matter;
@@ -182,39 +182,202 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's kind: what it is without its payload (the key of the permission table).
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::Accept => CommandKind::Accept,
+            Command::Reject { .. } => CommandKind::Reject,
+            Command::Dispatch { .. } => CommandKind::Dispatch,
+            Command::SignIn { .. } => CommandKind::SignIn,
+            Command::Return { .. } => CommandKind::Return,
+            Command::Reassign { .. } => CommandKind::Reassign,
+            Command::AddNote { .. } => CommandKind::AddNote,
+            Command::PublishReply { .. } => CommandKind::PublishReply,
+            Command::HoldConsultation { .. } => CommandKind::HoldConsultation,
+            Command::LogVisit { .. } => CommandKind::LogVisit,
+            Command::RequestExtension { .. } => CommandKind::RequestExtension,
+            Command::ApproveExtension { .. } => CommandKind::ApproveExtension,
+            Command::Supervise { .. } => CommandKind::Supervise,
+            Command::ChangePriority { .. } => CommandKind::ChangePriority,
+            Command::ChangeCategory { .. } => CommandKind::ChangeCategory,
+            Command::EditField { .. } => CommandKind::EditField,
+            Command::AddTags { .. } => CommandKind::AddTags,
+            Command::AddCoUnits { .. } => CommandKind::AddCoUnits,
+            Command::Suspend { .. } => CommandKind::Suspend,
+            Command::Resume => CommandKind::Resume,
+            Command::Resolve { .. } => CommandKind::Resolve,
+            Command::RecordCallback { .. } => CommandKind::RecordCallback,
+            Command::Close { forced: false, .. } => CommandKind::Close,
+            Command::Close { forced: true, .. } => CommandKind::ForceClose,
+            Command::Reopen { .. } => CommandKind::Reopen,
+            Command::Unmerge => CommandKind::Unmerge,
+            Command::Withdraw { .. } => CommandKind::Withdraw,
+            Command::Archive => CommandKind::Archive,
+            Command::PurgePersonalData => CommandKind::PurgePersonalData,
+            Command::ResolveConflict { .. } => CommandKind::ResolveConflict,
+        }
+    }
+
     /// The command's name in errors and logs.
     pub fn name(&self) -> &'static str {
+        self.kind().verb()
+    }
+}
+
+/// Why the permission table refuses a kind of command: the role, or (for a permitted role) the case's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The role may not run this kind of command (in this state).
+    Role,
+    /// The role may, but not in the case's current state.
+    State,
+}
+
+impl CommandKind {
+    /// The English verb in errors and logs ("a 窗口 node may not reassign").
+    pub fn verb(self) -> &'static str {
+        use CommandKind as K;
         match self {
-            Command::Accept => "accept",
-            Command::Reject { .. } => "reject",
-            Command::Dispatch { .. } => "dispatch",
-            Command::SignIn { .. } => "sign in",
-            Command::Return { .. } => "return",
-            Command::Reassign { .. } => "reassign",
-            Command::AddNote { .. } => "note",
-            Command::PublishReply { .. } => "reply",
-            Command::HoldConsultation { .. } => "consult",
-            Command::LogVisit { .. } => "visit",
-            Command::RequestExtension { .. } => "request extension",
-            Command::ApproveExtension { .. } => "approve extension",
-            Command::Supervise { .. } => "supervise",
-            Command::ChangePriority { .. } => "change priority",
-            Command::ChangeCategory { .. } => "change category",
-            Command::EditField { .. } => "edit",
-            Command::AddTags { .. } => "tag",
-            Command::AddCoUnits { .. } => "add co-units",
-            Command::Suspend { .. } => "suspend",
-            Command::Resume => "resume",
-            Command::Resolve { .. } => "resolve",
-            Command::RecordCallback { .. } => "callback",
-            Command::Close { .. } => "close",
-            Command::Reopen { .. } => "reopen",
-            Command::Unmerge => "unmerge",
-            Command::Withdraw { .. } => "withdraw",
-            Command::Archive => "archive",
-            Command::PurgePersonalData => "purge personal data",
-            Command::ResolveConflict { .. } => "resolve conflict",
+            K::Accept => "accept",
+            K::Reject => "reject",
+            K::Dispatch => "dispatch",
+            K::SignIn => "sign in",
+            K::Return => "return",
+            K::Reassign => "reassign",
+            K::AddNote => "note",
+            K::PublishReply => "reply",
+            K::HoldConsultation => "consult",
+            K::LogVisit => "visit",
+            K::RequestExtension => "request extension",
+            K::ApproveExtension => "approve extension",
+            K::Supervise => "supervise",
+            K::ChangePriority => "change priority",
+            K::ChangeCategory => "change category",
+            K::EditField => "edit",
+            K::AddTags => "tag",
+            K::AddCoUnits => "add co-units",
+            K::Suspend => "suspend",
+            K::Resume => "resume",
+            K::Resolve => "resolve",
+            K::RecordCallback => "callback",
+            K::Close => "close",
+            K::ForceClose => "force-close",
+            K::Reopen => "reopen",
+            K::MarkDuplicate => "mark duplicate",
+            K::Unmerge => "unmerge",
+            K::Withdraw => "withdraw",
+            K::Archive => "archive",
+            K::PurgePersonalData => "purge personal data",
+            K::RevealPersonalData => "reveal personal data",
+            K::ResolveConflict => "resolve conflict",
         }
+    }
+
+    /// The transition this kind takes a case through (its target state), or `None` for a command that leaves the
+    /// state as it is. The fold replays transitions with [`crate::event::transition`], which reads this table too.
+    pub fn target(self) -> Option<Status> {
+        use CommandKind as K;
+        Some(match self {
+            K::Accept | K::Return | K::Unmerge => Status::Registered,
+            K::Reject => Status::Rejected,
+            K::Dispatch | K::Reassign => Status::Dispatched,
+            K::SignIn | K::Resume | K::Reopen => Status::InProgress,
+            K::Suspend => Status::OnHold,
+            K::Resolve => Status::Replied,
+            K::Close | K::ForceClose => Status::Closed,
+            K::MarkDuplicate => Status::Duplicate,
+            K::Withdraw => Status::Withdrawn,
+            K::Archive => Status::Archived,
+            K::AddNote
+            | K::PublishReply
+            | K::HoldConsultation
+            | K::LogVisit
+            | K::RequestExtension
+            | K::ApproveExtension
+            | K::Supervise
+            | K::ChangePriority
+            | K::ChangeCategory
+            | K::EditField
+            | K::AddTags
+            | K::AddCoUnits
+            | K::RecordCallback
+            | K::PurgePersonalData
+            | K::RevealPersonalData
+            | K::ResolveConflict => return None,
+        })
+    }
+
+    /// **The** table of who may do what in which state (DOMAIN.md §6): command validation (`CaseDoc::apply`), the
+    /// fold's replay of transitions, the desk's forms and the CLI's `case show` all ask it, and nothing else encodes
+    /// these rules. The role is checked first: a role that may never run the kind is refused for its role.
+    pub fn permitted(self, role: Role, status: Status) -> Result<(), Refusal> {
+        use CommandKind as K;
+        use Status::*;
+        // An archived case is read-only (its personal data was purged by the retention job); only a purge that a
+        // retention run left unfinished may still write.
+        if status == Archived && self != K::PurgePersonalData {
+            return Err(Refusal::State);
+        }
+        let staff = role.is_staff();
+        let oversight = role.is_oversight();
+        let lead_desk = role.is_lead_desk();
+        let any_member = role != Role::Citizen;
+        let open = status.is_open();
+        let working = matches!(status, Registered | Dispatched | InProgress | OnHold);
+        let (role_ok, state_ok) = match self {
+            K::Accept => (staff, status == Submitted),
+            K::Reject => (staff, matches!(status, Submitted | Registered)),
+            // 转派 of a case in progress needs the 督查科.
+            K::Dispatch => {
+                (if status == InProgress { oversight } else { staff }, matches!(status, Registered | InProgress))
+            }
+            K::SignIn | K::Return => (lead_desk, status == Dispatched),
+            K::Reassign => (oversight, matches!(status, Dispatched | InProgress)),
+            K::Suspend => (lead_desk, status == InProgress),
+            K::Resume => (lead_desk, status == OnHold),
+            // 即办 answers a registered case on the spot; a unit may answer a dispatched case without signing first.
+            K::Resolve => (staff, matches!(status, Registered | Dispatched | InProgress)),
+            K::Close => (staff, status == Replied),
+            // 强制办结 by the 督查科 of a case stuck anywhere before 办结.
+            K::ForceClose => (oversight, matches!(status, Registered | Dispatched | InProgress | OnHold | Replied)),
+            K::Reopen => (oversight, matches!(status, Replied | Closed)),
+            K::MarkDuplicate => (
+                if matches!(status, Dispatched | InProgress | OnHold) { oversight } else { staff },
+                matches!(status, Submitted | Registered | Dispatched | InProgress | OnHold),
+            ),
+            K::Unmerge => (oversight, status == Duplicate),
+            // A citizen withdraws their own case; a clerk may record a withdrawal the citizen asked for in person.
+            K::Withdraw => (role == Role::Citizen || lead_desk, open),
+            K::Archive => (role == Role::Admin, matches!(status, Closed | Rejected | Duplicate | Withdrawn)),
+            K::AddNote | K::AddTags => (any_member, true),
+            K::PublishReply | K::ChangePriority | K::ChangeCategory | K::EditField => (staff, open),
+            K::HoldConsultation => (staff, working || status == Replied),
+            K::LogVisit => (staff || role == Role::Volunteer, working || status == Replied),
+            K::RequestExtension => (lead_desk, matches!(status, Dispatched | InProgress | OnHold)),
+            K::ApproveExtension => (oversight, working),
+            // 督办 is the 督查科's own act (not an admin's).
+            K::Supervise => (role == Role::Supervision, open),
+            K::AddCoUnits => (staff, working),
+            K::RecordCallback => (any_member, matches!(status, Replied | Closed)),
+            K::PurgePersonalData => (role == Role::Admin, true),
+            K::RevealPersonalData => (staff, true),
+            K::ResolveConflict => (oversight, true),
+        };
+        if !role_ok {
+            Err(Refusal::Role)
+        } else if !state_ok {
+            Err(Refusal::State)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// [`CommandKind::permitted`] as the error a command returns.
+    pub fn check(self, role: Role, status: Status) -> Result<(), CommandError> {
+        self.permitted(role, status).map_err(|refusal| match refusal {
+            Refusal::Role => CommandError::Role { command: self, role },
+            Refusal::State => CommandError::State { command: self, status },
+        })
     }
 }
 
@@ -222,11 +385,11 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     /// The author's role may not issue this command.
-    #[error("a {role} node may not {command}")]
-    Role { command: &'static str, role: Role },
+    #[error("a {role} node may not {verb}", verb = command.verb())]
+    Role { command: CommandKind, role: Role },
     /// The command does not apply in the case's current state.
-    #[error("cannot {command} a case that is {status} ({code})", code = status.code())]
-    State { command: &'static str, status: Status },
+    #[error("cannot {verb} a case that is {status} ({code})", verb = command.verb(), code = status.code())]
+    State { command: CommandKind, status: Status },
     /// A required text is empty.
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
@@ -299,4 +462,90 @@ pub enum CommandError {
     /// Automerge refused a write (a bug, or a damaged document).
     #[error("document error: {0}")]
     Document(String),
+}
+
+/// The zh-CN name of a field named in a refusal (the `field` of [`CommandError::Empty`] and its siblings).
+fn field_zh(field: &str) -> &str {
+    match field {
+        "summary" => "诉求摘要",
+        "detail" => "诉求内容",
+        "expectation" => "诉求人期望",
+        "location" => "地点",
+        "name" => "姓名",
+        "address" => "地址",
+        "enterprise" => "企业名称",
+        "reply" | "text" => "答复内容",
+        "note" => "备注",
+        "resolution note" => "核定说明",
+        "reason" => "原因",
+        "basis" => "依据",
+        "minutes" => "会诊纪要",
+        "purpose" => "用途",
+        "tag" | "tags" => "标签",
+        "assignee" => "承办人",
+        "reviewer" => "审核人",
+        "comment" => "说明",
+        "volunteer" | "volunteers" => "走访人员",
+        "outcome" => "走访情况",
+        "units" => "参会单位",
+        "co-units" => "协办单位",
+        "lead unit" => "主办单位",
+        "visit time" => "走访时间",
+        "consultation time" => "会诊时间",
+        "due date" => "办结时限",
+        "matter name" => "涉及事项名称",
+        "matter code" => "涉及事项编码",
+        "matter window" => "原办理窗口",
+        other => other,
+    }
+}
+
+impl CommandError {
+    /// The refusal in zh-CN for a page (the desk, the citizen form, Open311): one exhaustive table, so a new refusal
+    /// cannot reach a person in English.
+    pub fn zh(&self) -> String {
+        use CommandError as E;
+        match self {
+            E::Role { command, role } => format!("您的角色（{}）不能执行此操作（{}）", role.label(), command.label()),
+            E::State { command, status } => {
+                format!("案件当前状态为“{}”，不能执行此操作（{}）", status.label(), command.label())
+            }
+            E::Empty { field } => format!("请填写{}", field_zh(field)),
+            E::TooLong { field, chars, max } => format!("{}最多 {max} 个字，现为 {chars} 个字", field_zh(field)),
+            E::ControlCharacter { field } => format!("{}含有无法识别的控制字符", field_zh(field)),
+            E::TooMany { field, count, max } => format!("{}最多 {max} 项，现为 {count} 项", field_zh(field)),
+            E::SummaryHasPersonalData => "诉求摘要会公开显示，不能包含电话号码或证件号码".to_owned(),
+            E::UnknownCategory(code) => format!("诉求类别 {code} 不存在"),
+            E::UnknownUnit(code) => format!("单位 {code} 不存在"),
+            E::UnknownWindow(code) => format!("窗口 {code} 不存在"),
+            E::RegNoWindow { reg_no, window } => format!("登记编号 {reg_no} 不属于窗口 {window}"),
+            E::CitizenChannel => "群众提交的诉求只能来自小程序渠道".to_owned(),
+            E::PersonalData(PersonalDataError::InvalidPhone(_)) => {
+                "联系电话格式不正确：请填写 11 位手机号或带区号的固定电话".to_owned()
+            }
+            E::PersonalData(PersonalDataError::TooLong { field, chars, max }) => {
+                format!("{}最多 {max} 个字，现为 {chars} 个字", field_zh(field))
+            }
+            E::PersonalData(PersonalDataError::ControlCharacter { field }) => {
+                format!("{}含有无法识别的控制字符", field_zh(field))
+            }
+            E::Rating(rating) => format!("评价须为 1-5 分，收到 {rating}"),
+            E::CallbackNotReached => "未联系上群众的回访不能记录结果或评价".to_owned(),
+            E::CallbackRequired { .. } => "群众要求回访：请先回访（或记录未联系上），再办结".to_owned(),
+            E::CallbackUnresolved => "最近一次回访表示问题未解决：请发回重办，而不是办结".to_owned(),
+            E::ExtensionDays { max, .. } => format!("延期须为 1-{max} 个工作日"),
+            E::UnknownExtension(_) => "没有这条待批准的延期申请（可能已被批准）".to_owned(),
+            E::TimeOutOfRange { field } => format!("{}与当前时间相差过远，请检查日期", field_zh(field)),
+            E::DueBeforeRegistration => "办结时限早于登记时间".to_owned(),
+            E::UnknownConflict(_) => "该冲突不存在或已经核定".to_owned(),
+            E::NotACandidate(_) => "所选取值不是冲突中的取值之一".to_owned(),
+            E::DecisionKind(_) => "状态冲突只能维持合并结果".to_owned(),
+            E::NoChange(_) => "没有需要修改的内容".to_owned(),
+            E::DuplicateCycle => "不能并入本案自身，也不能并入以本案为主案件的案件".to_owned(),
+            E::Purged => "本案的个人信息已清除".to_owned(),
+            E::TooManyEvents(_) => "本案的办理记录已达上限，请联系管理员".to_owned(),
+            E::Hall(_) => "大厅配置有误，请联系管理员".to_owned(),
+            E::Document(_) => "案件文档写入失败，请联系管理员".to_owned(),
+        }
+    }
 }

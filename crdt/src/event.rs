@@ -5,10 +5,11 @@
 //! keep their events (list inserts commute); the state is a fold over the set (see `fold`), so the list order does not
 //! matter.
 
+use crate::command::Refusal;
 use crate::hall::Span;
 use crate::ids::{CaseId, EventId};
 use crate::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, EditableField, Priority, Role, Status, SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, Role, Status, SupervisionLevel,
 };
 use crate::time::Hlc;
 use serde::{Deserialize, Serialize};
@@ -270,89 +271,42 @@ impl EventKind {
 
     /// Transition events change the state; the fold orders and arbitrates them.
     pub fn is_transition(&self) -> bool {
-        matches!(
-            self,
-            EventKind::Accepted {}
-                | EventKind::Rejected { .. }
-                | EventKind::Dispatched { .. }
-                | EventKind::SignedIn { .. }
-                | EventKind::Returned { .. }
-                | EventKind::Reassigned { .. }
-                | EventKind::Suspended { .. }
-                | EventKind::Resumed {}
-                | EventKind::Resolved { .. }
-                | EventKind::Closed { .. }
-                | EventKind::Reopened { .. }
-                | EventKind::MarkedDuplicate { .. }
-                | EventKind::Unmerged { .. }
-                | EventKind::Withdrawn { .. }
-                | EventKind::Archived {}
-        )
+        transition_kind(self).is_some()
     }
 }
 
-/// Why a transition may not be taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransitionRefusal {
-    /// The role may not author this transition.
-    Role,
-    /// The transition does not start from this state.
-    State,
+/// The command kind that authors a transition event, or `None` for an event that is not a transition.
+pub fn transition_kind(kind: &EventKind) -> Option<CommandKind> {
+    Some(match kind {
+        EventKind::Accepted {} => CommandKind::Accept,
+        EventKind::Rejected { .. } => CommandKind::Reject,
+        EventKind::Dispatched { .. } => CommandKind::Dispatch,
+        EventKind::SignedIn { .. } => CommandKind::SignIn,
+        EventKind::Returned { .. } => CommandKind::Return,
+        EventKind::Reassigned { .. } => CommandKind::Reassign,
+        EventKind::Suspended { .. } => CommandKind::Suspend,
+        EventKind::Resumed {} => CommandKind::Resume,
+        EventKind::Resolved { .. } => CommandKind::Resolve,
+        EventKind::Closed { forced: false, .. } => CommandKind::Close,
+        EventKind::Closed { forced: true, .. } => CommandKind::ForceClose,
+        EventKind::Reopened { .. } => CommandKind::Reopen,
+        EventKind::MarkedDuplicate { .. } => CommandKind::MarkDuplicate,
+        EventKind::Unmerged { .. } => CommandKind::Unmerge,
+        EventKind::Withdrawn { .. } => CommandKind::Withdraw,
+        EventKind::Archived {} => CommandKind::Archive,
+        _ => return None,
+    })
 }
 
 /// The lifecycle of DOMAIN.md §6.2: the state `kind` leads to from `from` when authored by `role`.
 ///
-/// Both command validation and the fold call this one function, so what a node may author and what the fold accepts
-/// after a merge are the same rules.
-pub fn transition(kind: &EventKind, from: Status, role: Role) -> Result<Status, TransitionRefusal> {
-    use Role::{Admin, Citizen, Supervision, Volunteer, Window};
-    use Status::*;
-    let staff = matches!(role, Window | Supervision | Admin);
-    let oversight = matches!(role, Supervision | Admin);
-    let (roles_ok, to) = match kind {
-        EventKind::Accepted {} => (staff, (from == Submitted).then_some(Registered)),
-        EventKind::Rejected { .. } => (staff, matches!(from, Submitted | Registered).then_some(Rejected)),
-        EventKind::Dispatched { .. } => match from {
-            Registered => (staff, Some(Dispatched)),
-            // 转派 of a case in progress needs the 督查科's approval.
-            InProgress => (oversight, Some(Dispatched)),
-            _ => (staff, None),
-        },
-        EventKind::SignedIn { .. } => (matches!(role, Window | Admin), (from == Dispatched).then_some(InProgress)),
-        EventKind::Returned { .. } => (matches!(role, Window | Admin), (from == Dispatched).then_some(Registered)),
-        EventKind::Reassigned { .. } => (oversight, matches!(from, Dispatched | InProgress).then_some(Dispatched)),
-        EventKind::Suspended { .. } => (matches!(role, Window | Admin), (from == InProgress).then_some(OnHold)),
-        EventKind::Resumed {} => (matches!(role, Window | Admin), (from == OnHold).then_some(InProgress)),
-        // 即办 answers a registered case on the spot; a unit may answer a dispatched case without signing first.
-        EventKind::Resolved { .. } => (staff, matches!(from, Registered | Dispatched | InProgress).then_some(Replied)),
-        EventKind::Closed { forced, .. } => (
-            if *forced { oversight } else { staff },
-            match from {
-                Replied => Some(Closed),
-                // 强制办结 by the 督查科 of a case stuck in progress.
-                Registered | Dispatched | InProgress | OnHold if *forced => Some(Closed),
-                _ => None,
-            },
-        ),
-        EventKind::Reopened { .. } => (oversight, matches!(from, Replied | Closed).then_some(InProgress)),
-        EventKind::MarkedDuplicate { .. } => match from {
-            Submitted | Registered => (staff, Some(Duplicate)),
-            Dispatched | InProgress | OnHold => (oversight, Some(Duplicate)),
-            _ => (staff, None),
-        },
-        EventKind::Unmerged { .. } => (oversight, (from == Duplicate).then_some(Registered)),
-        // A citizen withdraws their own case; a clerk may record a withdrawal the citizen asked for in person.
-        EventKind::Withdrawn { .. } => (matches!(role, Citizen | Window | Admin), from.is_open().then_some(Withdrawn)),
-        EventKind::Archived {} => {
-            (role == Admin, matches!(from, Closed | Rejected | Duplicate | Withdrawn).then_some(Archived))
-        }
-        _ => return Err(TransitionRefusal::State),
-    };
-    let _ = Volunteer;
-    if !roles_ok {
-        return Err(TransitionRefusal::Role);
-    }
-    to.ok_or(TransitionRefusal::State)
+/// Command validation, the fold and the surfaces all read [`CommandKind::permitted`], so what a node may author, what
+/// the fold accepts after a merge and what a page offers are the same rules. A non-transition event is refused
+/// (`State`).
+pub fn transition(kind: &EventKind, from: Status, role: Role) -> Result<Status, Refusal> {
+    let command = transition_kind(kind).ok_or(Refusal::State)?;
+    command.permitted(role, from)?;
+    command.target().ok_or(Refusal::State)
 }
 
 /// Precedence class of a transition (DOMAIN.md §6.3), 1 is the strongest. Concurrent conflicting transitions are won by
@@ -361,7 +315,7 @@ pub fn transition(kind: &EventKind, from: Status, role: Role) -> Result<Status, 
 /// Class 3 ("回访不满意 → 重办 beats a concurrent 办结") has no member of its own: 发回重办 is a 督查科 action and so already in
 /// class 2, which beats every 办结 except the 督查科's own 强制办结.
 pub fn precedence(kind: &EventKind, role: Role) -> u8 {
-    let oversight = matches!(role, Role::Supervision | Role::Admin);
+    let oversight = role.is_oversight();
     match kind {
         EventKind::Withdrawn { .. } => 1,
         EventKind::Reassigned { .. } | EventKind::Reopened { .. } | EventKind::Unmerged { .. } => 2,

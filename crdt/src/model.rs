@@ -27,6 +27,11 @@ macro_rules! vocabulary {
                 match self { $($name::$variant => $label,)+ }
             }
 
+            /// Every value as `CODE 标签`, comma-separated: what an error about an unknown value lists.
+            pub fn known() -> String {
+                [$(concat!($code, " ", $label),)+].join(", ")
+            }
+
             /// Parses a code or a Chinese label.
             pub fn parse(text: &str) -> Option<$name> {
                 match text {
@@ -197,6 +202,65 @@ vocabulary! {
     }
 }
 
+impl Role {
+    /// 工作人员: the people at the hall's windows and offices, who register, dispatch, answer and close cases (not a
+    /// volunteer, not a citizen). The one definition every rule uses.
+    pub fn is_staff(self) -> bool {
+        matches!(self, Role::Window | Role::Supervision | Role::Admin)
+    }
+
+    /// 督查: the roles that oversee other people's work (改派, 强制办结, 发回重办, 批准延期, 核定冲突).
+    pub fn is_oversight(self) -> bool {
+        matches!(self, Role::Supervision | Role::Admin)
+    }
+
+    /// The lead unit's own desk (签收, 退单, 待补充/恢复, 申请延期): a window, or the admin standing in for one.
+    pub fn is_lead_desk(self) -> bool {
+        matches!(self, Role::Window | Role::Admin)
+    }
+}
+
+vocabulary! {
+    /// 操作: what a person can do to an existing case, without its payload — one value per lifecycle command (and
+    /// per two-case or audit operation: 并案, 查看个人信息). The code is what the desk's forms send; the label is the
+    /// button. Who may run which kind in which state is [`CommandKind::permitted`] (crate::command), the one table
+    /// that command validation, the transition fold, the desk and the CLI read.
+    CommandKind {
+        Accept = ("accept", "受理"),
+        Reject = ("reject", "不予受理"),
+        Dispatch = ("dispatch", "派单"),
+        SignIn = ("sign_in", "签收"),
+        Return = ("return", "退单"),
+        Reassign = ("reassign", "改派"),
+        AddNote = ("note", "内部备注"),
+        PublishReply = ("reply", "对外答复"),
+        HoldConsultation = ("consult", "会诊"),
+        LogVisit = ("visit", "上门/走访"),
+        RequestExtension = ("extend", "申请延期"),
+        ApproveExtension = ("approve_extension", "批准延期"),
+        Supervise = ("supervise", "督办"),
+        ChangePriority = ("priority", "调整紧急程度"),
+        ChangeCategory = ("category", "调整诉求类别"),
+        EditField = ("edit", "修改诉求信息"),
+        AddTags = ("tags", "添加标签"),
+        AddCoUnits = ("co_units", "增加协办单位"),
+        Suspend = ("suspend", "待补充材料"),
+        Resume = ("resume", "恢复办理"),
+        Resolve = ("resolve", "办理完毕"),
+        RecordCallback = ("callback", "回访"),
+        Close = ("close", "办结"),
+        ForceClose = ("force_close", "强制办结"),
+        Reopen = ("reopen", "发回重办"),
+        MarkDuplicate = ("duplicate", "并案"),
+        Unmerge = ("unmerge", "解除并案"),
+        Withdraw = ("withdraw", "撤回"),
+        Archive = ("archive", "归档"),
+        PurgePersonalData = ("purge", "清除个人信息"),
+        RevealPersonalData = ("reveal", "查看完整个人信息"),
+        ResolveConflict = ("resolve_conflict", "核定冲突"),
+    }
+}
+
 vocabulary! {
     /// 回访 outcome: was the problem solved, in the citizen's words.
     CallbackOutcome {
@@ -272,6 +336,7 @@ mod tests {
         check(SupervisionLevel::ALL, SupervisionLevel::code, SupervisionLevel::label, SupervisionLevel::parse);
         check(CaseResult::ALL, CaseResult::code, CaseResult::label, CaseResult::parse);
         check(Role::ALL, Role::code, Role::label, Role::parse);
+        check(CommandKind::ALL, CommandKind::code, CommandKind::label, CommandKind::parse);
         assert_eq!(serde_json::to_string(&Status::InProgress).unwrap(), "\"IN_PROGRESS\"");
         assert!(serde_json::from_str::<Status>("\"NOPE\"").is_err());
         assert!(Priority::Critical > Priority::Urgent && SupervisionLevel::Listed > SupervisionLevel::Urge);

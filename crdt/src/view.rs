@@ -5,7 +5,8 @@ use crate::event::{Event, EventKind};
 use crate::fold::SupersededBy;
 use crate::ids::{CaseId, EventId, RegNo};
 use crate::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, Channel, Mode, NotDoneReason, Priority, Role, Status, SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, Channel, CommandKind, Mode, NotDoneReason, Priority, Role, Status,
+    SupervisionLevel,
 };
 use crate::pi::MaskedPersonalData;
 use serde::Serialize;
@@ -217,6 +218,29 @@ impl CaseView {
     /// 超期: the solution clock is running and the due date has passed.
     pub fn overdue(&self, now_ms: i64) -> bool {
         self.status.solution_clock_runs() && now_ms > self.effective_due_ms(now_ms)
+    }
+
+    /// What `role` may do to this case now, in [`CommandKind::ALL`] order: the kinds the permission table
+    /// ([`CommandKind::permitted`]) allows in the case's state, less those this case has nothing to act on (解除并案
+    /// of a case not merged, 批准延期 without a pending request, 核定冲突 without a conflict, personal data already
+    /// purged). The desk shows a form for each, `zhaowo case show` lists them.
+    pub fn allowed(&self, role: Role) -> Vec<CommandKind> {
+        CommandKind::ALL
+            .iter()
+            .copied()
+            .filter(|&kind| kind.permitted(role, self.status).is_ok() && self.has_subject(kind))
+            .collect()
+    }
+
+    /// Whether the case holds what `kind` acts on (a refusal that is not about role or state otherwise).
+    fn has_subject(&self, kind: CommandKind) -> bool {
+        match kind {
+            CommandKind::Unmerge => self.duplicate_of.is_some(),
+            CommandKind::ApproveExtension => self.extensions.iter().any(|ext| ext.approved_due_ms.is_none()),
+            CommandKind::ResolveConflict => !self.conflicts.is_empty(),
+            CommandKind::RevealPersonalData | CommandKind::PurgePersonalData => !self.personal.purged,
+            _ => true,
+        }
     }
 
     /// The first response (签收 or a public reply) is late.

@@ -8,6 +8,7 @@ mod fuzz_regressions;
 mod hall;
 mod hall_sync;
 mod membership;
+mod permissions;
 mod simulation;
 mod smoke;
 mod stories;

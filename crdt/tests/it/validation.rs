@@ -31,7 +31,7 @@ fn roles_are_checked() {
     let dispatch = Command::Dispatch { lead_unit: None, co_units: None, due_ms: None };
     assert_eq!(
         refused(&mut volunteer, &mut doc, &hall, dispatch.clone()),
-        CommandError::Role { command: "dispatch", role: Role::Volunteer }
+        CommandError::Role { command: CommandKind::Dispatch, role: Role::Volunteer }
     );
     assert_eq!(
         refused(
@@ -40,7 +40,7 @@ fn roles_are_checked() {
             &hall,
             Command::Supervise { level: SupervisionLevel::Urge, comment: String::new() }
         ),
-        CommandError::Role { command: "supervise", role: Role::Window }
+        CommandError::Role { command: CommandKind::Supervise, role: Role::Window }
     );
     assert!(matches!(
         refused(&mut citizen, &mut doc, &hall, Command::AddNote { text: "x".into() }),
@@ -54,7 +54,7 @@ fn roles_are_checked() {
             &hall,
             Command::Reassign { lead_unit: "FG".into(), co_units: vec![], reason: "职责".into() }
         ),
-        CommandError::Role { command: "reassign", role: Role::Window }
+        CommandError::Role { command: CommandKind::Reassign, role: Role::Window }
     ));
     assert!(matches!(refused(&mut window, &mut doc, &hall, Command::PurgePersonalData), CommandError::Role { .. }));
     let ctx = volunteer.ctx();
@@ -78,7 +78,7 @@ fn roles_are_checked() {
 fn states_are_checked() {
     let (hall, mut window, mut doc) = registered();
     let error = refused(&mut window, &mut doc, &hall, Command::SignIn { assignee: "王工".into() });
-    assert_eq!(error, CommandError::State { command: "sign in", status: Status::Registered });
+    assert_eq!(error, CommandError::State { command: CommandKind::SignIn, status: Status::Registered });
     assert_eq!(error.to_string(), "cannot sign in a case that is 已登记 (REGISTERED)");
     assert!(matches!(refused(&mut window, &mut doc, &hall, Command::Accept), CommandError::State { .. }));
     assert!(matches!(refused(&mut window, &mut doc, &hall, Command::Resume), CommandError::State { .. }));

@@ -153,42 +153,7 @@ pub fn qr_svg(text: &str) -> Markup {
     }
 }
 
-/// The zh-CN name of a field named in a case-rule error.
-fn field_zh(field: &str) -> &str {
-    match field {
-        "summary" => "诉求摘要",
-        "detail" => "诉求内容",
-        "expectation" => "诉求人期望",
-        "location" => "地点",
-        "name" => "姓名",
-        "reply" | "text" => "内容",
-        "reason" => "原因",
-        "basis" => "依据",
-        "minutes" => "会诊纪要",
-        "purpose" => "用途",
-        "tag" | "tags" => "标签",
-        "assignee" => "承办人",
-        "reviewer" => "审核人",
-        "comment" => "说明",
-        other => other,
-    }
-}
-
-/// A case-rule refusal in zh-CN for a page.
+/// A case-rule refusal in zh-CN for a page: the crdt's one table ([`zhaowo_crdt::CommandError::zh`]).
 pub fn command_error_zh(error: &zhaowo_crdt::CommandError) -> String {
-    use zhaowo_crdt::CommandError as E;
-    match error {
-        E::Role { role, .. } => format!("您的角色（{}）不能执行此操作", role.label()),
-        E::State { status, .. } => format!("案件当前状态为“{}”，不能执行此操作", status.label()),
-        E::Empty { field } => format!("请填写{}", field_zh(field)),
-        E::TooLong { field, chars, max } => format!("{}最多 {max} 个字，现为 {chars} 个字", field_zh(field)),
-        E::ControlCharacter { field } => format!("{}含有无法识别的控制字符", field_zh(field)),
-        E::TooMany { field, max, .. } => format!("{}最多 {max} 项", field_zh(field)),
-        E::SummaryHasPersonalData => "诉求摘要会公开显示，不能包含电话号码或证件号码".to_owned(),
-        E::UnknownCategory(code) => format!("诉求类别 {code} 不存在"),
-        E::UnknownUnit(code) => format!("单位 {code} 不存在"),
-        E::UnknownWindow(code) => format!("窗口 {code} 不存在"),
-        E::PersonalData(_) => "联系电话或个人信息格式不正确".to_owned(),
-        other => format!("操作未执行（{other}）"),
-    }
+    error.zh()
 }

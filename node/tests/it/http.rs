@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tower::ServiceExt;
-use zhaowo_crdt::model::Role;
+use zhaowo_crdt::model::{CommandKind, Role, Status};
 use zhaowo_node::home::{Home, InitOptions, now_ms};
 use zhaowo_node::http::{CitizenRouting, HttpOptions};
 use zhaowo_node::store::Store;
@@ -1837,4 +1837,93 @@ async fn the_desk_shows_the_hall_configuration_and_the_calendar_coverage() {
     assert!(metrics.body.contains(&days_left), "{}", metrics.body);
     assert!(metrics.body.contains(&format!("zhaowo_calendar_warning {}", u8::from(coverage.warn))));
     println!("hall page for window and supervision; metrics: {days_left}, warn {}", coverage.warn);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Issue 12 §4: the steps only the CLI had (改派, 强制办结, 协办单位, 标签), offered by the crdt's table.
+
+#[tokio::test]
+async fn a_clerk_adds_co_units_and_tags_and_the_supervisor_reassigns_and_force_closes() {
+    let node = node();
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, clerk_csrf) = node.sign_in("wangmin").await;
+    let case_id = node.case_id_of(&clerk, &reg_no).await;
+    let page = node.case_page(&clerk, &case_id).await;
+    assert!(page.contains("value=\"co_units\"") && page.contains("value=\"tags\""), "a clerk's forms");
+    assert!(!page.contains("value=\"reassign\"") && !page.contains("value=\"force_close\""), "not a clerk's");
+
+    let added = node.act(&clerk, Some(&clerk_csrf), &case_id, &[("action", "co_units"), ("co_units", "GJJ")]).await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let tagged = node.act(&clerk, Some(&clerk_csrf), &case_id, &[("action", "tags"), ("text", "老旧小区，回访")]).await;
+    assert_eq!(tagged.status, StatusCode::SEE_OTHER, "{}", tagged.body);
+    let page = node.get(tagged.headers[header::LOCATION].to_str().unwrap(), &clerk).await.body;
+    assert!(page.contains("标签已添加") && page.contains("增加协办单位：GJJ"), "{page}");
+    let view = node.store.case_view(&case_id).await.unwrap();
+    assert!(view.co_units.contains("GJJ"), "{:?}", view.co_units);
+    assert!(view.tags.contains("老旧小区") && view.tags.contains("回访"), "{:?}", view.tags);
+
+    let events = node.events(&case_id).await;
+    let unknown = node.act(&clerk, Some(&clerk_csrf), &case_id, &[("action", "co_units"), ("co_units", "XYZ")]).await;
+    assert_refused("an unknown unit", &unknown, StatusCode::BAD_REQUEST, "单位 XYZ 不存在");
+    let reassign = [("action", "reassign"), ("lead_unit", "FG"), ("co_units", ""), ("text", "职责调整")];
+    let by_clerk = node.act(&clerk, Some(&clerk_csrf), &case_id, &reassign).await;
+    assert_refused("a clerk reassigns", &by_clerk, StatusCode::BAD_REQUEST, "您的角色（窗口）不能执行此操作（改派）");
+    assert_eq!(node.events(&case_id).await, events, "refusals store nothing");
+
+    let (dc, csrf) = node.sign_in("dc").await;
+    let page = node.case_page(&dc, &case_id).await;
+    assert!(page.contains("value=\"reassign\"") && page.contains("value=\"force_close\""), "the 督查科's forms");
+    let reassigned = node.act(&dc, Some(&csrf), &case_id, &reassign).await;
+    assert_eq!(reassigned.status, StatusCode::SEE_OTHER, "{}", reassigned.body);
+    let view = node.store.case_view(&case_id).await.unwrap();
+    assert_eq!((view.lead_unit.as_deref(), view.status), (Some("FG"), Status::Dispatched));
+    let closed = node.act(&dc, Some(&csrf), &case_id, &[("action", "force_close"), ("text", "督查科长")]).await;
+    assert_eq!(closed.status, StatusCode::SEE_OTHER, "{}", closed.body);
+    let page = node.get(closed.headers[header::LOCATION].to_str().unwrap(), &dc).await.body;
+    assert!(page.contains("已强制办结") && page.contains("强制办结，审核人 督查科长"), "{page}");
+    assert!(!page.contains("value=\"reassign\"") && !page.contains("value=\"force_close\""), "nothing to force now");
+    assert_eq!(node.store.case_view(&case_id).await.unwrap().status, Status::Closed);
+    let again = node.act(&dc, Some(&csrf), &case_id, &reassign).await;
+    assert_refused(
+        "reassign a closed case",
+        &again,
+        StatusCode::BAD_REQUEST,
+        "案件当前状态为“已办结”，不能执行此操作（改派）",
+    );
+    println!(
+        "desk: co-units + tags by the clerk, 改派 → FG and 强制办结 by the 督查科: {} events; 3 refusals stored nothing",
+        node.events(&case_id).await
+    );
+}
+
+#[tokio::test]
+async fn the_case_page_offers_exactly_the_kinds_the_crdt_table_allows() {
+    let node = node();
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, _) = node.sign_in("wangmin").await;
+    let (dc, _) = node.sign_in("dc").await;
+    let case_id = node.case_id_of(&clerk, &reg_no).await;
+    let view = node.store.case_view(&case_id).await.unwrap();
+    let mut checked = 0;
+    for (session, role) in [(&clerk, Role::Window), (&dc, Role::Supervision)] {
+        let page = node.case_page(session, &case_id).await;
+        let allowed = view.allowed(role);
+        // Kinds with a form of their own on the case page (修改 covers category and priority; 归档/清除 are the
+        // retention job's).
+        for &kind in CommandKind::ALL {
+            if matches!(
+                kind,
+                CommandKind::ChangeCategory
+                    | CommandKind::ChangePriority
+                    | CommandKind::Archive
+                    | CommandKind::PurgePersonalData
+            ) {
+                continue;
+            }
+            let shown = page.contains(&format!("name=\"action\" value=\"{}\"", kind.code()));
+            assert_eq!(shown, allowed.contains(&kind), "{kind:?} for {role:?} on a {:?} case", view.status);
+            checked += 1;
+        }
+    }
+    println!("case page forms vs CaseView::allowed: {checked} (role, kind) pairs agree on a {:?} case", view.status);
 }

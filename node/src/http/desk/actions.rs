@@ -8,7 +8,6 @@ use super::{ctx, desk_csrf, hall, session, to_login};
 use crate::http::App;
 use crate::http::citizen::{clean, form_rejection, store_unavailable};
 use crate::http::guard::Session;
-use crate::http::page::command_error_zh;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,7 +17,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use zhaowo_crdt::limits::EXTENSION_WORKING_DAYS_MAX;
 use zhaowo_crdt::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, EditableField, Priority, Status, SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, Status, SupervisionLevel,
 };
 use zhaowo_crdt::time::Date;
 use zhaowo_crdt::{CaseDoc, CaseId, CaseView, Command, CommandError, ConflictDecision, Ctx, EventId, RegNo};
@@ -76,26 +75,27 @@ fn parse_local_minute(text: &str) -> Option<i64> {
 }
 
 /// The command a desk form asks for, or a zh-CN message saying what is missing.
-fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
+fn command_of(kind: CommandKind, form: &ActionForm, now_ms: i64) -> Result<Command, String> {
     let text = clean(&form.text);
     let required = |label: &str| if text.is_empty() { Err(format!("请填写{label}")) } else { Ok(text.clone()) };
-    Ok(match form.action.as_str() {
-        "accept" => Command::Accept,
-        "dispatch" => Command::Dispatch {
+    use CommandKind as K;
+    Ok(match kind {
+        K::Accept => Command::Accept,
+        K::Dispatch => Command::Dispatch {
             lead_unit: Some(form.lead_unit.trim().to_owned()).filter(|u| !u.is_empty()),
             co_units: Some(units_list(&form.co_units)),
             due_ms: None,
         },
-        "sign_in" => Command::SignIn { assignee: required("承办人")? },
-        "reply" => Command::PublishReply { text: required("答复内容")? },
-        "note" => Command::AddNote { text: required("备注")? },
-        "consult" => Command::HoldConsultation {
+        K::SignIn => Command::SignIn { assignee: required("承办人")? },
+        K::PublishReply => Command::PublishReply { text: required("答复内容")? },
+        K::AddNote => Command::AddNote { text: required("备注")? },
+        K::HoldConsultation => Command::HoldConsultation {
             units: units_list(&form.co_units),
             minutes: required("会诊纪要")?,
             site_visit: form.flag.is_some(),
             held_at_ms: now_ms,
         },
-        "visit" => {
+        K::LogVisit => {
             let visited_at_ms = parse_local_minute(&form.at).ok_or("请填写走访时间（年-月-日 时:分）")?;
             if visited_at_ms > now_ms + VISIT_FUTURE_SLACK_MS {
                 return Err("走访时间晚于现在：请在走访之后记录".to_owned());
@@ -114,7 +114,7 @@ fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
                 duration_minutes,
             }
         }
-        "extend" => Command::RequestExtension {
+        K::RequestExtension => Command::RequestExtension {
             working_days: form
                 .days
                 .trim()
@@ -122,14 +122,14 @@ fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
                 .map_err(|_| format!("请填写延长的工作日数（1-{EXTENSION_WORKING_DAYS_MAX}）"))?,
             reason: required("延期原因")?,
         },
-        "approve_extension" => Command::ApproveExtension {
+        K::ApproveExtension => Command::ApproveExtension {
             request: EventId::parse(form.request.trim()).ok_or("请选择要批准的延期申请")?,
         },
-        "resolve" => Command::Resolve {
+        K::Resolve => Command::Resolve {
             result: CaseResult::parse(&form.choice).ok_or("请选择办理结果")?,
             reply: required("答复内容")?,
         },
-        "callback" => {
+        K::RecordCallback => {
             let outcome = CallbackOutcome::parse(&form.choice);
             Command::RecordCallback {
                 method: CallbackMethod::parse(&form.method).ok_or("请选择回访方式")?,
@@ -139,14 +139,14 @@ fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
                 comment: text,
             }
         }
-        "close" => Command::Close { reviewer: required("审核人")?, forced: false },
-        "return" => Command::Return { reason: required("原因")?, basis: clean(&form.basis) },
-        "reject" => Command::Reject { reason: required("原因")?, basis: clean(&form.basis) },
-        "suspend" => Command::Suspend { reason: required("原因")? },
-        "resume" => Command::Resume,
-        "reopen" => Command::Reopen { reason: required("原因")? },
-        "withdraw" => Command::Withdraw { reason: required("原因")? },
-        "resolve_conflict" => Command::ResolveConflict {
+        K::Close => Command::Close { reviewer: required("审核人")?, forced: false },
+        K::Return => Command::Return { reason: required("原因")?, basis: clean(&form.basis) },
+        K::Reject => Command::Reject { reason: required("原因")?, basis: clean(&form.basis) },
+        K::Suspend => Command::Suspend { reason: required("原因")? },
+        K::Resume => Command::Resume,
+        K::Reopen => Command::Reopen { reason: required("原因")? },
+        K::Withdraw => Command::Withdraw { reason: required("原因")? },
+        K::ResolveConflict => Command::ResolveConflict {
             conflict: form.choice.trim().to_owned(),
             decision: match form.value.as_deref().map(clean) {
                 Some(value) if !value.is_empty() => ConflictDecision::Choose(value),
@@ -154,55 +154,29 @@ fn command_of(form: &ActionForm, now_ms: i64) -> Result<Command, String> {
             },
             note: required("核定说明")?,
         },
-        "supervise" => Command::Supervise {
+        K::Supervise => Command::Supervise {
             level: SupervisionLevel::parse(&form.choice).ok_or("请选择督办级别")?,
             comment: required("意见")?,
         },
-        _ => return Err("未知的操作".to_owned()),
+        K::Reassign => Command::Reassign {
+            lead_unit: form.lead_unit.trim().to_owned(),
+            co_units: units_list(&form.co_units),
+            reason: required("改派原因")?,
+        },
+        K::ForceClose => Command::Close { reviewer: required("审核人")?, forced: true },
+        K::AddCoUnits => Command::AddCoUnits { units: units_list(&form.co_units) },
+        K::AddTags => Command::AddTags { tags: names_list(&required("标签")?) },
+        // Not desk forms: 修改 (several commands, `edit_case`), 并案 / 解除并案 / 查看 (store operations, see
+        // `case_action`), and the retention job's 归档 / 清除.
+        K::EditField
+        | K::ChangePriority
+        | K::ChangeCategory
+        | K::MarkDuplicate
+        | K::Unmerge
+        | K::RevealPersonalData
+        | K::Archive
+        | K::PurgePersonalData => return Err("办事台不提供此操作".to_owned()),
     })
-}
-
-/// The zh-CN name of a field the desk's newer forms send, for the refusals `page::command_error_zh` does not name.
-fn desk_field_zh(field: &str) -> Option<&'static str> {
-    Some(match field {
-        "note" => "核定说明",
-        "volunteer" | "volunteers" => "走访人员",
-        "outcome" => "走访情况",
-        "units" => "参会单位",
-        "co-units" => "协办单位",
-        "lead unit" => "主办单位",
-        "visit time" => "走访时间",
-        "consultation time" => "会诊时间",
-        _ => return None,
-    })
-}
-
-/// A case-rule refusal in zh-CN: the desk's own wording for the refusals of its newer forms, else the shared one.
-fn command_error_desk(error: &CommandError) -> String {
-    use CommandError as E;
-    let own = match error {
-        E::Empty { field } => desk_field_zh(field).map(|name| format!("请填写{name}")),
-        E::TooLong { field, chars, max } => {
-            desk_field_zh(field).map(|name| format!("{name}最多 {max} 个字，现为 {chars} 个字"))
-        }
-        E::TooMany { field, max, count } => {
-            desk_field_zh(field).map(|name| format!("{name}最多 {max} 项，现为 {count} 项"))
-        }
-        E::ExtensionDays { max, .. } => Some(format!("延期须为 1-{max} 个工作日")),
-        E::UnknownExtension(_) => Some("没有这条待批准的延期申请（可能已被批准）".to_owned()),
-        E::TimeOutOfRange { field } => {
-            Some(format!("{}与当前时间相差过远，请检查日期", desk_field_zh(field).unwrap_or("时间")))
-        }
-        E::UnknownConflict(_) => Some("该冲突不存在或已经核定".to_owned()),
-        E::NotACandidate(_) => Some("所选取值不是冲突中的取值之一".to_owned()),
-        E::DecisionKind(_) => Some("状态冲突只能维持合并结果".to_owned()),
-        E::NoChange(_) => Some("没有需要修改的内容".to_owned()),
-        E::DuplicateCycle => Some("不能并入本案自身，也不能并入以本案为主案件的案件".to_owned()),
-        E::Purged => Some("本案的个人信息已清除".to_owned()),
-        E::TooManyEvents(_) => Some("本案的办理记录已达上限，请联系管理员".to_owned()),
-        _ => None,
-    };
-    own.unwrap_or_else(|| command_error_zh(error))
 }
 
 pub(super) async fn case_action(
@@ -228,22 +202,23 @@ pub(super) async fn case_action(
         Ok(ctx) => ctx,
         Err(response) => return response,
     };
-    match form.action.as_str() {
-        "reveal" => return reveal(&app, &session, &id, ctx, &clean(&form.text)).await,
-        "edit" => return edit_case(&app, &session, &view, &form).await,
-        "duplicate" => return mark_duplicate(&app, &session, &view, ctx, &form).await,
-        "unmerge" => return unmerge(&app, &session, &view, ctx).await,
+    let Some(kind) = CommandKind::parse(&form.action) else {
+        return refused(&app, &session, &view, "未知的操作", None).await;
+    };
+    match kind {
+        CommandKind::RevealPersonalData => return reveal(&app, &session, &id, ctx, &clean(&form.text)).await,
+        CommandKind::EditField => return edit_case(&app, &session, &view, &form).await,
+        CommandKind::MarkDuplicate => return mark_duplicate(&app, &session, &view, ctx, &form).await,
+        CommandKind::Unmerge => return unmerge(&app, &session, &view, ctx).await,
         _ => {}
     }
-    let command = match command_of(&form, ctx.now_ms) {
+    let command = match command_of(kind, &form, ctx.now_ms) {
         Ok(command) => command,
         Err(message) => return refused(&app, &session, &view, &message, None).await,
     };
     match app.store.apply(&id, ctx, Arc::new(hall(&app)), command).await {
-        Ok(_) => done(&view, &form.action),
-        Err(crate::store::WriteError::Command(error)) => {
-            refused(&app, &session, &view, &command_error_desk(&error), None).await
-        }
+        Ok(_) => done(&view, kind),
+        Err(crate::store::WriteError::Command(error)) => refused(&app, &session, &view, &error.zh(), None).await,
         Err(error) => store_unavailable(&error),
     }
 }
@@ -297,10 +272,8 @@ async fn edit_case(app: &App, session: &Session, view: &CaseView, form: &ActionF
         last.ok_or(CommandError::NoChange("nothing to edit"))
     });
     match app.store.edit(view.case_id.as_str(), edit).await {
-        Ok(_) => done(view, "edit"),
-        Err(crate::store::WriteError::Command(error)) => {
-            refused(app, session, view, &command_error_desk(&error), Some(form)).await
-        }
+        Ok(_) => done(view, CommandKind::EditField),
+        Err(crate::store::WriteError::Command(error)) => refused(app, session, view, &error.zh(), Some(form)).await,
         Err(error) => store_unavailable(&error),
     }
 }
@@ -337,9 +310,9 @@ async fn mark_duplicate(app: &App, session: &Session, view: &CaseView, ctx: Ctx,
     }
     // Both halves (`MarkedDuplicate` here, `DuplicateAttached` on the master) in one store transaction.
     match app.store.mark_duplicate(view.case_id.as_str(), &master_id, ctx).await {
-        Ok(_) => done(view, "duplicate"),
+        Ok(_) => done(view, CommandKind::MarkDuplicate),
         Err(crate::store::WriteError::Command(error)) => {
-            refused(app, session, view, &command_error_desk(&error), None).await
+            refused(app, session, view, &error.zh(), None).await
         }
         Err(error) => store_unavailable(&error),
     }
@@ -353,7 +326,7 @@ async fn unmerge(app: &App, session: &Session, view: &CaseView, ctx: Ctx) -> Res
     };
     let hall = Arc::new(hall(app));
     match app.store.unmerge(view.case_id.as_str(), master.as_str(), ctx, hall).await {
-        Ok(acks) if acks.second.is_some() => done(view, "unmerge"),
+        Ok(acks) if acks.second.is_some() => done(view, CommandKind::Unmerge),
         Ok(_) => {
             // The master has not reached this node: the duplicate is unmerged; the master's list heals when the
             // master's node unmerges or the documents sync (the duplicate's own event says it left).
@@ -365,7 +338,7 @@ async fn unmerge(app: &App, session: &Session, view: &CaseView, ctx: Ctx) -> Res
             case_response(app, session, StatusCode::OK, &view, Some(Ok(message)), None, None).await
         }
         Err(crate::store::WriteError::Command(error)) => {
-            refused(app, session, view, &command_error_desk(&error), None).await
+            refused(app, session, view, &error.zh(), None).await
         }
         Err(error) => store_unavailable(&error),
     }
@@ -402,9 +375,7 @@ async fn reveal(app: &App, session: &Session, id: &str, ctx: Ctx, purpose: &str)
             };
             case_response(app, session, StatusCode::OK, &view, None, Some(revealed), None).await
         }
-        Err(crate::store::WriteError::Command(error)) => {
-            refused(app, session, &view, &command_error_desk(&error), None).await
-        }
+        Err(crate::store::WriteError::Command(error)) => refused(app, session, &view, &error.zh(), None).await,
         Err(error) => store_unavailable(&error),
     }
 }

@@ -12,15 +12,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
-use std::collections::BTreeSet;
-use zhaowo_crdt::event::{EventKind, transition};
 use zhaowo_crdt::fold::SupersededBy;
 use zhaowo_crdt::limits::{
     DETAIL_CHARS_MAX, EXPECTATION_CHARS_MAX, EXTENSION_WORKING_DAYS_MAX, LOCATION_CHARS_MAX, NOTE_CHARS_MAX,
     REASON_CHARS_MAX, SUMMARY_CHARS_MAX, VOLUNTEERS_PER_VISIT_MAX,
 };
 use zhaowo_crdt::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, EditableField, Priority, Role, Status, SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, CommandKind as K, EditableField, Priority,
+    SupervisionLevel,
 };
 use zhaowo_crdt::view::{Conflict, ConflictDetail};
 use zhaowo_crdt::{CaseId, CaseView};
@@ -31,92 +30,6 @@ pub(super) const VISIT_MINUTES_MAX: u32 = 24 * 60;
 /// A visit is recorded after it happened: a visit time later than now by more than this (clock slack between window PCs)
 /// is a typo.
 pub(super) const VISIT_FUTURE_SLACK_MS: i64 = 10 * 60 * 1000;
-
-/// The actions a role may take on a case in its state: the same transition table and role checks the case rules use,
-/// so a form is shown only when its command would be accepted.
-fn allowed(view: &CaseView, role: Role) -> BTreeSet<&'static str> {
-    let status = view.status;
-    let mut actions = BTreeSet::new();
-    // The case rules refuse every command on an archived case (its personal data is purged by the retention job).
-    if status == Status::Archived {
-        return actions;
-    }
-    let can = |kind: EventKind| transition(&kind, status, role).is_ok();
-    let text = String::new;
-    let staff = matches!(role, Role::Window | Role::Supervision | Role::Admin);
-    let oversight = matches!(role, Role::Supervision | Role::Admin);
-    let working = matches!(status, Status::Registered | Status::Dispatched | Status::InProgress | Status::OnHold);
-    if can(EventKind::Accepted {}) {
-        actions.insert("accept");
-    }
-    if can(EventKind::Rejected { reason: text(), basis: text() }) {
-        actions.insert("reject");
-    }
-    if can(EventKind::Dispatched { lead_unit: text(), co_units: Vec::new(), due_ms: 0 }) {
-        actions.insert("dispatch");
-    }
-    if can(EventKind::SignedIn { assignee: text() }) {
-        actions.insert("sign_in");
-    }
-    if can(EventKind::Returned { reason: text(), basis: text() }) {
-        actions.insert("return");
-    }
-    if can(EventKind::Suspended { reason: text() }) {
-        actions.insert("suspend");
-    }
-    if can(EventKind::Resumed {}) {
-        actions.insert("resume");
-    }
-    if can(EventKind::Resolved { result: CaseResult::Done, reply: text() }) {
-        actions.insert("resolve");
-    }
-    if can(EventKind::Closed { reviewer: text(), forced: false }) {
-        actions.insert("close");
-    }
-    if can(EventKind::Reopened { reason: text() }) {
-        actions.insert("reopen");
-    }
-    if can(EventKind::Withdrawn { reason: text() }) {
-        actions.insert("withdraw");
-    }
-    if can(EventKind::MarkedDuplicate { master: view.case_id.clone() }) {
-        actions.insert("duplicate");
-    }
-    if view.duplicate_of.is_some() && can(EventKind::Unmerged { master: view.case_id.clone() }) {
-        actions.insert("unmerge");
-    }
-    if staff && status.is_open() {
-        actions.extend(["reply", "note", "edit"]);
-    }
-    if staff && (working || status == Status::Replied) {
-        actions.insert("consult");
-    }
-    if (staff || role == Role::Volunteer) && (working || status == Status::Replied) {
-        actions.insert("visit");
-    }
-    if matches!(role, Role::Window | Role::Admin)
-        && matches!(status, Status::Dispatched | Status::InProgress | Status::OnHold)
-    {
-        actions.insert("extend");
-    }
-    if oversight && working && view.extensions.iter().any(|extension| extension.approved_due_ms.is_none()) {
-        actions.insert("approve_extension");
-    }
-    if staff && status == Status::Replied {
-        actions.insert("callback");
-    }
-    // 督办 is the 督查科's own act: the case rules take it from the supervision role only (not from an admin).
-    if role == Role::Supervision && status.is_open() {
-        actions.insert("supervise");
-    }
-    if oversight && !view.conflicts.is_empty() {
-        actions.insert("resolve_conflict");
-    }
-    if staff && !view.personal.purged {
-        actions.insert("reveal");
-    }
-    actions
-}
 
 /// The author shown on the desk: the QR channel's `citizen` reads as 群众.
 fn staff_label(staff: &str) -> &str {
@@ -176,11 +89,11 @@ pub(super) fn conflict_item(
     view: &CaseView,
     conflict: &Conflict,
 ) -> Markup {
-    let may_resolve = matches!(session.role, Role::Supervision | Role::Admin) && view.status != Status::Archived;
+    let may_resolve = view.allowed(session.role).contains(&CommandKind::ResolveConflict);
     let action = format!("/desk/case/{}/act", view.case_id.as_str());
     let head = html! {
         input type="hidden" name="csrf" value=(session.csrf);
-        input type="hidden" name="action" value="resolve_conflict";
+        input type="hidden" name="action" value=(CommandKind::ResolveConflict.code());
         input type="hidden" name="choice" value=(conflict.id);
     };
     let note = html! {
@@ -280,14 +193,15 @@ fn case_body(
 ) -> Markup {
     let hall = hall(app);
     let now = crate::home::now_ms();
-    let actions = allowed(view, session.role);
+    // What the case rules let this role do now: one form per kind (`CaseView::allowed`, the crdt's table).
+    let actions = view.allowed(session.role);
     let id = view.case_id.as_str();
     let suggestion = hall.categories.get(&view.category);
     let csrf = session.csrf.as_str();
-    let form_head = |action: &'static str| {
+    let form_head = |kind: CommandKind| {
         html! {
             input type="hidden" name="csrf" value=(csrf);
-            input type="hidden" name="action" value=(action);
+            input type="hidden" name="action" value=(kind.code());
         }
     };
     // A refused edit shows what was typed, not the stored values, so nothing typed is lost.
@@ -363,9 +277,9 @@ fn case_body(
                                 Some(due) => { "已批准，办结时限延至 " (minute(due)) }
                                 None => {
                                     "待督查科批准"
-                                    @if actions.contains("approve_extension") {
+                                    @if actions.contains(&K::ApproveExtension) {
                                         form method="post" action={ "/desk/case/" (id) "/act" } {
-                                            (form_head("approve_extension"))
+                                            (form_head(K::ApproveExtension))
                                             input type="hidden" name="request" value=(extension.request.as_str());
                                             button type="submit" { "批准延期" }
                                         }
@@ -379,12 +293,12 @@ fn case_body(
         }
         h2 { "办理" }
         div.grid.noprint {
-            @if actions.contains("accept") {
-                form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head("accept")) strong { "受理" } br; button type="submit" { "受理" } }
+            @if actions.contains(&K::Accept) {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head(K::Accept)) strong { "受理" } br; button type="submit" { "受理" } }
             }
-            @if actions.contains("dispatch") {
+            @if actions.contains(&K::Dispatch) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("dispatch"))
+                    (form_head(K::Dispatch))
                     strong { "派单" }
                     @if let Some(s) = suggestion { p.hint { "路由表建议：" (unit_name(&hall, &s.lead_unit)) @if !s.co_units.is_empty() { "，协办 " (s.co_units.join("、")) } } }
                     label for="lead_unit" { "主办单位" }
@@ -398,30 +312,30 @@ fn case_body(
                     button type="submit" id="do-dispatch" { "派单" }
                 }
             }
-            @if actions.contains("sign_in") {
+            @if actions.contains(&K::SignIn) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("sign_in")) strong { "签收" }
+                    (form_head(K::SignIn)) strong { "签收" }
                     label { "承办人" } input type="text" name="text" value=(session.staff());
                     button type="submit" { "签收" }
                 }
             }
-            @if actions.contains("reply") {
+            @if actions.contains(&K::PublishReply) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("reply")) label for="reply-text" { "对外答复（群众可见）" }
+                    (form_head(K::PublishReply)) label for="reply-text" { "对外答复（群众可见）" }
                     textarea id="reply-text" name="text" required {}
                     button type="submit" id="do-reply" { "发布答复" }
                 }
             }
-            @if actions.contains("note") {
+            @if actions.contains(&K::AddNote) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("note")) label for="note-text" { "内部备注（仅工作人员可见）" }
+                    (form_head(K::AddNote)) label for="note-text" { "内部备注（仅工作人员可见）" }
                     textarea id="note-text" name="text" required {}
                     button type="submit" { "添加备注" }
                 }
             }
-            @if actions.contains("consult") {
+            @if actions.contains(&K::HoldConsultation) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("consult")) strong { "联合会诊" }
+                    (form_head(K::HoldConsultation)) strong { "联合会诊" }
                     label { "参会单位代码（逗号分隔）" } input type="text" name="co_units" required;
                     p.hint { @for (i, (code, unit)) in hall.units.iter().enumerate() { @if i > 0 { "；" } (code) " " (unit.name) } }
                     label { "会诊纪要" } textarea name="text" required maxlength=(NOTE_CHARS_MAX) {}
@@ -429,9 +343,9 @@ fn case_body(
                     button type="submit" { "记录会诊" }
                 }
             }
-            @if actions.contains("visit") {
+            @if actions.contains(&K::LogVisit) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("visit")) strong { "上门 / 走访记录" }
+                    (form_head(K::LogVisit)) strong { "上门 / 走访记录" }
                     label for="visit-volunteers" { "走访人员（逗号分隔，最多 " (VOLUNTEERS_PER_VISIT_MAX) " 人）" }
                     input type="text" id="visit-volunteers" name="volunteers" required value=(session.display_name);
                     label for="visit-at" { "走访时间" }
@@ -443,9 +357,9 @@ fn case_body(
                     button type="submit" { "记录走访" }
                 }
             }
-            @if actions.contains("extend") {
+            @if actions.contains(&K::RequestExtension) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("extend")) strong { "申请延期" }
+                    (form_head(K::RequestExtension)) strong { "申请延期" }
                     p.hint { "当前承诺办结：" (minute(view.effective_due_ms(now))) "。督查科批准后生效。" }
                     label for="extend-days" { "延长工作日（1-" (EXTENSION_WORKING_DAYS_MAX) "）" }
                     input type="number" id="extend-days" name="days" min="1" max=(EXTENSION_WORKING_DAYS_MAX) required value="5";
@@ -454,17 +368,17 @@ fn case_body(
                     button type="submit" { "申请延期" }
                 }
             }
-            @if actions.contains("resolve") {
+            @if actions.contains(&K::Resolve) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("resolve")) strong { "办理完毕 / 答复" }
+                    (form_head(K::Resolve)) strong { "办理完毕 / 答复" }
                     label { "办理结果" } select name="choice" { @for r in CaseResult::ALL { option value=(r.code()) { (r.label()) } } }
                     label { "答复内容（群众可见）" } textarea name="text" required {}
                     button type="submit" { "办理完毕" }
                 }
             }
-            @if actions.contains("callback") {
+            @if actions.contains(&K::RecordCallback) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("callback")) strong { "回访" }
+                    (form_head(K::RecordCallback)) strong { "回访" }
                     label { "方式" } select name="method" { @for m in CallbackMethod::ALL { option value=(m.code()) { (m.label()) } } }
                     label { "结果" } select name="choice" {
                         option value="" { "未联系上" }
@@ -475,73 +389,114 @@ fn case_body(
                     button type="submit" { "记录回访" }
                 }
             }
-            @if actions.contains("close") {
+            @if actions.contains(&K::Close) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("close")) strong { "办结" }
+                    (form_head(K::Close)) strong { "办结" }
                     label { "审核人" } input type="text" name="text" required;
                     button type="submit" { "办结" }
                 }
             }
-            @for (action, title, fields) in [("return", "退单", true), ("reject", "不予受理", true)] {
-                @if actions.contains(action) {
+            @for action in [K::Return, K::Reject] {
+                @if actions.contains(&action) {
+                    form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                        (form_head(action)) strong { (action.label()) }
+                        label { "原因" } input type="text" name="text" required;
+                        label { "依据" } input type="text" name="basis" required;
+                        button.secondary type="submit" { (action.label()) }
+                    }
+                }
+            }
+            @for (action, title) in [(K::Suspend, "待补充材料（暂停计时）"), (K::Reopen, "发回重办"), (K::Withdraw, "撤回（应诉求人要求）")] {
+                @if actions.contains(&action) {
                     form.card method="post" action={ "/desk/case/" (id) "/act" } {
                         (form_head(action)) strong { (title) }
                         label { "原因" } input type="text" name="text" required;
-                        @if fields { label { "依据" } input type="text" name="basis" required; }
                         button.secondary type="submit" { (title) }
                     }
                 }
             }
-            @for (action, title) in [("suspend", "待补充材料（暂停计时）"), ("reopen", "发回重办"), ("withdraw", "撤回（应诉求人要求）")] {
-                @if actions.contains(action) {
-                    form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                        (form_head(action)) strong { (title) }
-                        label { "原因" } input type="text" name="text" required;
-                        button.secondary type="submit" { (title) }
-                    }
-                }
+            @if actions.contains(&K::Resume) {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head(K::Resume)) strong { "恢复办理" } br; button type="submit" { "恢复办理" } }
             }
-            @if actions.contains("resume") {
-                form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head("resume")) strong { "恢复办理" } br; button type="submit" { "恢复办理" } }
-            }
-            @if actions.contains("duplicate") {
+            @if actions.contains(&K::MarkDuplicate) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("duplicate")) strong { "并案（标记为重复件）" }
+                    (form_head(K::MarkDuplicate)) strong { "并案（标记为重复件）" }
                     p.hint { "本案将并入主案件，状态变为“重复件”；督查科可解除并案。" }
                     label for="duplicate-master" { "主案件登记编号或案件标识" }
                     input type="text" id="duplicate-master" name="master" required placeholder="BBC01-2026-0001";
                     button.secondary type="submit" { "并案" }
                 }
             }
-            @if actions.contains("unmerge") {
+            @if actions.contains(&K::Unmerge) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("unmerge")) strong { "解除并案" }
+                    (form_head(K::Unmerge)) strong { "解除并案" }
                     p.hint { "本案恢复为“已登记”，主案件不再列出本案。" }
                     button.secondary type="submit" { "解除并案" }
                 }
             }
-            @if actions.contains("supervise") {
+            @if actions.contains(&K::Supervise) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("supervise")) strong { "督办" }
+                    (form_head(K::Supervise)) strong { "督办" }
                     select name="choice" { @for l in &SupervisionLevel::ALL[1..] { option value=(l.code()) { (l.label()) } } }
                     label { "意见" } input type="text" name="text" required;
                     button type="submit" { "督办" }
                 }
             }
-            @if actions.contains("reveal") {
+            @if actions.contains(&K::Reassign) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("reveal")) strong { "查看完整个人信息" }
+                    (form_head(K::Reassign)) strong { "改派" }
+                    p.hint { "当前主办：" (view.lead_unit.as_deref().map_or("未派单".to_owned(), |u| unit_name(&hall, u))) }
+                    label for="reassign-lead" { "新主办单位" }
+                    select id="reassign-lead" name="lead_unit" {
+                        @for (code, unit) in &hall.units { option value=(code) selected[view.lead_unit.as_deref() == Some(code.as_str())] { (unit.name) } }
+                    }
+                    label for="reassign-co" { "协办单位代码（逗号分隔）" }
+                    input type="text" id="reassign-co" name="co_units" value=(view.co_units.iter().cloned().collect::<Vec<_>>().join(","));
+                    label for="reassign-reason" { "改派原因" }
+                    input type="text" id="reassign-reason" name="text" required maxlength=(REASON_CHARS_MAX);
+                    button.secondary type="submit" id="do-reassign" { "改派" }
+                }
+            }
+            @if actions.contains(&K::AddCoUnits) {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head(K::AddCoUnits)) strong { "增加协办单位" }
+                    label for="co-units-add" { "协办单位代码（逗号分隔）" }
+                    input type="text" id="co-units-add" name="co_units" required;
+                    p.hint { @for (i, (code, unit)) in hall.units.iter().enumerate() { @if i > 0 { "；" } (code) " " (unit.name) } }
+                    button.secondary type="submit" id="do-co-units" { "增加协办" }
+                }
+            }
+            @if actions.contains(&K::AddTags) {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head(K::AddTags)) strong { "添加标签" }
+                    label for="tags-add" { "标签（逗号分隔）" }
+                    input type="text" id="tags-add" name="text" required;
+                    button.secondary type="submit" id="do-tags" { "添加标签" }
+                }
+            }
+            @if actions.contains(&K::ForceClose) {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head(K::ForceClose)) strong { "强制办结" }
+                    p.hint { "督查科对无法正常办结的案件直接办结，不要求回访。" }
+                    label for="force-close-reviewer" { "审核人" }
+                    input type="text" id="force-close-reviewer" name="text" required value=(session.staff());
+                    button.secondary type="submit" id="do-force-close" { "强制办结" }
+                }
+            }
+            @if actions.contains(&K::RevealPersonalData) {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head(K::RevealPersonalData)) strong { "查看完整个人信息" }
                     p.hint { "查看将被记录（时间、人员、用途）。" }
                     label { "用途" } input type="text" name="text" required maxlength=(REASON_CHARS_MAX) value="电话回访";
                     button.secondary type="submit" id="do-reveal" { "查看" }
                 }
             }
         }
-        @if actions.contains("edit") {
+        @if actions.contains(&K::EditField) {
             details.card.noprint open[draft.is_some()] {
                 summary { strong { "修改诉求信息" } }
                 form method="post" action={ "/desk/case/" (id) "/act" } {
-                    (form_head("edit"))
+                    (form_head(K::EditField))
                     label for="edit-summary" { "诉求摘要（公开，勿含个人信息，最多 " (SUMMARY_CHARS_MAX) " 字）" }
                     input type="text" id="edit-summary" name="summary" required maxlength=(SUMMARY_CHARS_MAX)
                         value=(typed(draft.map(|d| &d.summary), &view.summary));
@@ -610,8 +565,8 @@ pub(super) async fn refused(
     case_response(app, session, StatusCode::BAD_REQUEST, view, Some(Err(message)), None, draft).await
 }
 
-pub(super) fn done(view: &CaseView, action: &str) -> Response {
-    Redirect::to(&format!("/desk/case/{}?done={action}", view.case_id.as_str())).into_response()
+pub(super) fn done(view: &CaseView, kind: CommandKind) -> Response {
+    Redirect::to(&format!("/desk/case/{}?done={}", view.case_id.as_str(), kind.code())).into_response()
 }
 
 pub(super) async fn load_view(app: &App, id: &str) -> Result<CaseView, Response> {
@@ -645,35 +600,43 @@ pub(super) async fn case_page(
         Err(response) => return response,
     };
     let done = query.map(|Query(q)| q.done).unwrap_or_default();
-    let message = (!done.is_empty()).then(|| Ok(action_title(&done)));
+    let message = CommandKind::parse(&done).map(|kind| Ok(action_title(kind)));
     case_response(&app, &session, StatusCode::OK, &view, message, None, None).await
 }
 
-fn action_title(action: &str) -> &'static str {
-    match action {
-        "accept" => "已受理",
-        "dispatch" => "已派单",
-        "sign_in" => "已签收",
-        "reply" => "答复已发布",
-        "note" => "备注已添加",
-        "consult" => "会诊已记录",
-        "visit" => "上门/走访已记录",
-        "extend" => "延期申请已提交，待督查科批准",
-        "approve_extension" => "已批准延期",
-        "edit" => "诉求信息已修改",
-        "resolve" => "已办理完毕",
-        "callback" => "回访已记录",
-        "close" => "已办结",
-        "return" => "已退单",
-        "reject" => "已不予受理",
-        "suspend" => "已暂停计时",
-        "resume" => "已恢复办理",
-        "reopen" => "已发回重办",
-        "withdraw" => "已撤回",
-        "duplicate" => "已并案：本案为重复件",
-        "unmerge" => "已解除并案",
-        "supervise" => "已督办",
-        "resolve_conflict" => "冲突已核定",
-        _ => "操作完成",
+/// The message on top of the case page after an action succeeded (exhaustive: a new kind needs its line here).
+fn action_title(kind: CommandKind) -> &'static str {
+    use CommandKind as K;
+    match kind {
+        K::Accept => "已受理",
+        K::Dispatch => "已派单",
+        K::SignIn => "已签收",
+        K::PublishReply => "答复已发布",
+        K::AddNote => "备注已添加",
+        K::HoldConsultation => "会诊已记录",
+        K::LogVisit => "上门/走访已记录",
+        K::RequestExtension => "延期申请已提交，待督查科批准",
+        K::ApproveExtension => "已批准延期",
+        K::EditField | K::ChangePriority | K::ChangeCategory => "诉求信息已修改",
+        K::Resolve => "已办理完毕",
+        K::RecordCallback => "回访已记录",
+        K::Close => "已办结",
+        K::ForceClose => "已强制办结",
+        K::Return => "已退单",
+        K::Reject => "已不予受理",
+        K::Suspend => "已暂停计时",
+        K::Resume => "已恢复办理",
+        K::Reopen => "已发回重办",
+        K::Withdraw => "已撤回",
+        K::MarkDuplicate => "已并案：本案为重复件",
+        K::Unmerge => "已解除并案",
+        K::Supervise => "已督办",
+        K::ResolveConflict => "冲突已核定",
+        K::Reassign => "已改派",
+        K::AddTags => "标签已添加",
+        K::AddCoUnits => "协办单位已增加",
+        K::Archive => "已归档",
+        K::PurgePersonalData => "个人信息已清除",
+        K::RevealPersonalData => "已查看完整个人信息",
     }
 }

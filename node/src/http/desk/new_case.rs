@@ -4,7 +4,7 @@ use super::{ctx, desk_csrf, desk_page, hall, session, to_login};
 use crate::http::App;
 use crate::http::citizen::{clean, form_rejection, store_unavailable};
 use crate::http::guard::Session;
-use crate::http::page::{command_error_zh, error_page};
+use crate::http::page::error_page;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -157,7 +157,7 @@ pub(super) async fn new_submit(
     let (ack, reg_no) = match app.store.register_new(&app.home.config.window, year, build).await {
         Ok(registered) => (registered.ack, registered.reg_no),
         Err(crate::store::WriteError::Command(error)) => {
-            let errors = vec![command_error_zh(&error)];
+            let errors = vec![error.zh()];
             return desk_page(
                 &session,
                 StatusCode::BAD_REQUEST,
