@@ -189,7 +189,7 @@ fn natures() -> &'static [Nature] {
 }
 
 fn report_page(app: &App, window: &str, form: &ReportForm, errors: &[String], csrf: &str) -> Markup {
-    let hall = app.home.hall().expect(crate::home::SERVED_HALL);
+    let hall = app.hall().expect(crate::home::SERVED_HALL);
     let window_name = hall.windows.get(window).map_or(window.to_owned(), |w| w.name.clone());
     let body = html! {
         h1 { "反映问题" }
@@ -253,7 +253,7 @@ fn unknown_window(window: &str) -> Response {
 }
 
 async fn report_form(State(app): State<App>, Path(window): Path<String>, headers: HeaderMap) -> Response {
-    if !app.home.hall().is_ok_and(|hall| hall.windows.contains_key(&window)) {
+    if !app.hall().is_ok_and(|hall| hall.windows.contains_key(&window)) {
         return unknown_window(&window);
     }
     let (csrf, set_cookie) = guard::citizen_csrf(&app, &headers);
@@ -286,7 +286,7 @@ pub async fn register_report(
     report: CheckedReport,
 ) -> Result<(RegNo, QueryCode, String), ReportError> {
     let home = &app.home;
-    let hall = home.hall().map_err(|error| ReportError::Store(error.to_string()))?;
+    let hall = app.hall().map_err(|error| ReportError::Store(error.to_string()))?;
     let entropy = || crate::home::entropy().map_err(|error| ReportError::Entropy(error.to_string()));
     let author = Author {
         node: home.identity.node_id(),
@@ -379,7 +379,7 @@ async fn report_submit(
     form: Result<StrictForm<ReportForm>, BodyRejection>,
 ) -> Response {
     let back = format!("/r/{window}");
-    let hall = match app.home.hall() {
+    let hall = match app.hall() {
         Ok(hall) if hall.windows.contains_key(&window) => hall,
         _ => return unknown_window(&window),
     };
@@ -526,7 +526,7 @@ async fn lookup(
         Ok(view) => view.public(),
         Err(error) => return store_unavailable(&error),
     };
-    let hall = app.home.hall().expect(crate::home::SERVED_HALL);
+    let hall = app.hall().expect(crate::home::SERVED_HALL);
     let category = hall.categories.get(&view.category).map_or(view.category.clone(), |c| c.name.clone());
     let unit = view.lead_unit.as_ref().map(|unit| hall.units.get(unit).map_or(unit.clone(), |u| u.name.clone()));
     let body = html! {

@@ -205,6 +205,18 @@ pub(crate) struct AppState {
 
 pub(crate) type App = Arc<AppState>;
 
+impl AppState {
+    /// The hall configuration this node serves: a running node's live copy (what sync and the admin's CLI brought
+    /// since it started, published by `live::Live`), else the one read when the data directory was opened (routers
+    /// built without a node: tests and tools).
+    pub(crate) fn hall(&self) -> Result<zhaowo_crdt::Hall, crate::home::HomeError> {
+        match &self.options.live {
+            Some(live) => Ok(live.hall().hall.clone()),
+            None => self.home.hall(),
+        }
+    }
+}
+
 /// The desk's state and the public listener's: shared parts once, a rate limiter each.
 fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App) {
     let sessions = Arc::new(guard::Sessions::new(options.session_ms));

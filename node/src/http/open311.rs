@@ -52,7 +52,7 @@ fn json_file(file: &str) -> Result<&str, Response> {
 }
 
 fn hall(app: &App) -> Hall {
-    app.home.hall().expect(crate::home::SERVED_HALL)
+    app.hall().expect(crate::home::SERVED_HALL)
 }
 
 fn service_json(code: &str, category: &zhaowo_crdt::hall::Category, hall: &Hall) -> Value {

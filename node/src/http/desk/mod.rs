@@ -80,11 +80,7 @@ pub(super) fn desk_page(session: &Session, status: StatusCode, title: &str, body
 }
 
 fn hall(app: &App) -> zhaowo_crdt::Hall {
-    match &app.options.live {
-        // The node's live configuration (what sync and the admin's CLI brought since start).
-        Some(live) => live.hall().hall.clone(),
-        None => app.home.hall().expect(crate::home::SERVED_HALL),
-    }
+    app.hall().expect(crate::home::SERVED_HALL)
 }
 
 fn ctx(app: &App, session: &Session) -> Result<Ctx, Response> {
