@@ -143,9 +143,10 @@ fn every_public_module_is_in_the_code_map() {
                 continue;
             }
             checked += 1;
-            let named = [format!("`{module}`"), format!("`{module}.rs`"), format!("`{module}/`"), format!("`{module}::")]
-                .iter()
-                .any(|form| section.contains(form.as_str()));
+            let named =
+                [format!("`{module}`"), format!("`{module}.rs`"), format!("`{module}/`"), format!("`{module}::")]
+                    .iter()
+                    .any(|form| section.contains(form.as_str()));
             if !named {
                 missing.push(format!("{dir}: {module}"));
             }

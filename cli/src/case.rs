@@ -649,7 +649,10 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
     let build: RegisterFn = Box::new(move |reg_no| {
         CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
     });
-    let registered = store.register_new(&home.config.window, year, build).await.map_err(|error| refused(error, &hall_for_hints, None))?;
+    let registered = store
+        .register_new(&home.config.window, year, build)
+        .await
+        .map_err(|error| refused(error, &hall_for_hints, None))?;
     let (ack, reg_no) = (registered.ack, registered.reg_no);
     if cli.json {
         print_json(

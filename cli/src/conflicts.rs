@@ -1,13 +1,13 @@
 //! `conflicts list|show|resolve`: the 冲突待核 items of the node's cases, and settling them (督查科/admin).
 
 use crate::case::{read_error, resolve, staff, write_error};
-use zhaowo_node::store::CONFLICTS_LISTED_MAX;
 use crate::setup::open;
 use crate::{Cli, out, print_json, say};
 use clap::Subcommand;
 use zhaowo_crdt::time::format_local_minute;
 use zhaowo_crdt::view::ConflictDetail;
 use zhaowo_crdt::{Command, ConflictDecision};
+use zhaowo_node::store::CONFLICTS_LISTED_MAX;
 
 #[derive(Debug, Subcommand)]
 pub enum ConflictsCommand {

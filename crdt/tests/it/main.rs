@@ -1,7 +1,6 @@
 //! The integration tests of `zhaowo-crdt`, one binary: each module links Automerge once instead of once per file,
 //! which saves CI minutes (issue 12).
 #![allow(clippy::print_stdout)] // tests print their figures (TESTING.md)
-mod support;
 mod concurrency;
 mod convergence;
 mod fuzz_regressions;
@@ -12,5 +11,6 @@ mod permissions;
 mod simulation;
 mod smoke;
 mod stories;
+mod support;
 mod sync_session;
 mod validation;

@@ -826,8 +826,7 @@ async fn a_damaged_signature_row_is_quarantined_and_the_rest_syncs() {
     }
     let quarantined = a.store.quarantined().await.unwrap();
     assert_eq!(quarantined.docs.iter().map(|q| q.case_id.clone()).collect::<Vec<_>>(), vec![damaged.clone()]);
-    let (a_counts, b_counts) =
-        (a.sync.as_ref().unwrap().status().counts(), b.sync.as_ref().unwrap().status().counts());
+    let (a_counts, b_counts) = (a.sync.as_ref().unwrap().status().counts(), b.sync.as_ref().unwrap().status().counts());
     println!(
         "damaged signature: verify_bad_signatures={} signatures_checked={} b_docs=39/40 quarantined={} \
          sessions_failed a={} b={} converge_ms={}",

@@ -311,9 +311,7 @@ async fn mark_duplicate(app: &App, session: &Session, view: &CaseView, ctx: Ctx,
     // Both halves (`MarkedDuplicate` here, `DuplicateAttached` on the master) in one store transaction.
     match app.store.mark_duplicate(view.case_id.as_str(), &master_id, ctx).await {
         Ok(_) => done(view, CommandKind::MarkDuplicate),
-        Err(crate::store::WriteError::Command(error)) => {
-            refused(app, session, view, &error.zh(), None).await
-        }
+        Err(crate::store::WriteError::Command(error)) => refused(app, session, view, &error.zh(), None).await,
         Err(error) => store_unavailable(&error),
     }
 }
@@ -337,9 +335,7 @@ async fn unmerge(app: &App, session: &Session, view: &CaseView, ctx: Ctx) -> Res
             let message = "已解除并案（主案件不在本节点，主案件一侧未记录）";
             case_response(app, session, StatusCode::OK, &view, Some(Ok(message)), None, None).await
         }
-        Err(crate::store::WriteError::Command(error)) => {
-            refused(app, session, view, &error.zh(), None).await
-        }
+        Err(crate::store::WriteError::Command(error)) => refused(app, session, view, &error.zh(), None).await,
         Err(error) => store_unavailable(&error),
     }
 }

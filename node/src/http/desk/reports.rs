@@ -4,9 +4,9 @@
 use super::book::{label_of, rows_table};
 use super::case_page::conflict_item;
 use super::{desk_page, hall, session, to_login};
+use crate::http::App;
 use crate::http::citizen::store_unavailable;
 use crate::http::page::{self};
-use crate::http::App;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;

@@ -422,9 +422,11 @@ impl Db {
     pub fn sync_step(&mut self, mut step: SyncStep) -> SyncOutcome {
         let mut outcome = SyncOutcome::default();
         // Under the write lock, the cache is refreshed first: a document another process wrote is loaded afresh.
-        if let Err(error) = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
-            self.refresh_cache().inspect_err(|_| drop(self.conn.execute_batch("ROLLBACK")))
-        }) {
+        if let Err(error) = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .and_then(|()| self.refresh_cache().inspect_err(|_| drop(self.conn.execute_batch("ROLLBACK"))))
+        {
             outcome.storage_error = Some(format!("storage: {error}"));
             outcome.session = Some(step.session);
             return outcome;
