@@ -1083,11 +1083,11 @@ pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
         say(
             cli,
             &format!(
-                "checked {} documents and {} change signatures ({} changes unsigned, kept local): {} problems",
+                "checked {} documents: {} problems ({} change signatures verified, {} changes unsigned and kept local)",
                 report.docs,
+                report.problems.len(),
                 report.signatures_checked,
-                report.unsigned_changes,
-                report.problems.len()
+                report.unsigned_changes
             ),
         );
     }
