@@ -29,7 +29,8 @@ fn home_in(dir: &std::path::Path) -> Home {
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
     };
-    let mut home = Home::init(dir, options, now_ms()).unwrap();
+    // The Jiang'an hall (its categories and units): `init --hall` alone starts from a neutral template.
+    let mut home = Home::init_with_hall(dir, options, zhaowo_crdt::Hall::jiangan_default(), now_ms()).unwrap();
     home.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
     home.set_account("dc", "督查员", Role::Supervision, PASSWORD, now_ms()).unwrap();
     home
