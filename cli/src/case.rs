@@ -218,6 +218,8 @@ pub enum CaseCommand {
         #[arg(long)]
         of: String,
     },
+    /// 解除并案 (督查科/admin): the duplicate returns to 已登记 and its master stops listing it, in one store transaction.
+    Unmerge { case: String },
     /// 撤回 (at the citizen's request).
     Withdraw {
         case: String,
@@ -455,6 +457,25 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
                     role.label(),
                     if allowed.is_empty() { "无".to_owned() } else { allowed_list(&allowed) }
                 );
+            }
+            return Ok(());
+        }
+        CaseCommand::Unmerge { case } => {
+            let dup_id = resolve(&store, case).await?;
+            let view = store.case_view(&dup_id).await.map_err(read_error)?;
+            let Some(master) = view.duplicate_of.clone() else {
+                return Err(expected(format!("{case} is not a duplicate of another case: nothing to unmerge")));
+            };
+            let ctx = home.ctx(&staff(cli, &home))?;
+            let role = ctx.author.role;
+            let acks = store
+                .unmerge(&dup_id, master.as_str(), ctx, hall.clone())
+                .await
+                .map_err(|error| refused(error, &hall, Some((&view, role))))?;
+            if acks.second.is_some() {
+                say(cli, &format!("{case} is no longer a duplicate; its master no longer lists it"));
+            } else {
+                say(cli, &format!("{case} is no longer a duplicate (its master is not on this node: it heals by sync)"));
             }
             return Ok(());
         }

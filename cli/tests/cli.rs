@@ -1366,3 +1366,26 @@ fn list_filters_on_unknown_codes_are_refused_with_the_valid_ones() {
     assert!(error.contains("valid status codes: SUBMITTED 待受理"), "{error}");
     println!("3 unknown filter codes refused, each with the valid codes");
 }
+
+/// Issue 12 §4: 解除并案 was the desk's only; `case unmerge` undoes a `case duplicate` in one store transaction, and a
+/// case that is no duplicate is refused (exit 1) with nothing changed.
+#[test]
+fn case_unmerge_undoes_a_duplicate_from_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let (master, _) = register(dir.path());
+    let (duplicate, _) = register(dir.path());
+    ok(dir.path(), &["case", "duplicate", &duplicate, "--of", &master]);
+    let merged = json(&ok(dir.path(), &["case", "show", &duplicate, "--json"]));
+    assert_eq!(merged["status"], "DUPLICATE", "{merged}");
+    ok(dir.path(), &["case", "unmerge", &duplicate]);
+    let unmerged = json(&ok(dir.path(), &["case", "show", &duplicate, "--json"]));
+    assert_eq!(unmerged["status"], "REGISTERED", "{unmerged}");
+    assert!(unmerged["duplicate_of"].is_null(), "{unmerged}");
+    let master_view = json(&ok(dir.path(), &["case", "show", &master, "--json"]));
+    let listed = master_view["duplicates"].as_array().map_or(0, Vec::len);
+    assert_eq!(listed, 0, "the master no longer lists it: {master_view}");
+    let error = fails(dir.path(), &["case", "unmerge", &duplicate], 1);
+    assert!(error.contains("is not a duplicate"), "{error}");
+    println!("case unmerge: {duplicate} merged into {master}, then REGISTERED again; a second unmerge refused");
+}

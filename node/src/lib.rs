@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod discovery;
+pub mod export;
 pub mod home;
 pub mod http;
 pub mod identity;

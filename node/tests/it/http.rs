@@ -1927,3 +1927,35 @@ async fn the_case_page_offers_exactly_the_kinds_the_crdt_table_allows() {
     }
     println!("case page forms vs CaseView::allowed: {checked} (role, kind) pairs agree on a {:?} case", view.status);
 }
+
+/// Issue 12 §4: the desk exports the register book as xlsx, personal data masked (the CLI's `export` shares the same
+/// columns from `node::export`); a bad year is refused with a page, not a file.
+#[tokio::test]
+async fn the_desk_exports_the_register_as_a_masked_workbook() {
+    use calamine::Reader;
+    let node = node();
+    let reg_no = by_id(&node.report(REPORT).await.body, "reg-no");
+    let (clerk, _) = node.sign_in("wangmin").await;
+    let book = node.get("/desk", &clerk).await;
+    assert!(book.body.contains("/desk/export.xlsx"), "the register book links the export");
+    let mut request = Request::get("/desk/export.xlsx").header(header::COOKIE, clerk.as_str()).body(Body::empty()).unwrap();
+    request.extensions_mut().insert(ConnectInfo(client(10)));
+    let response = node.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let disposition = response.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().to_owned();
+    assert!(disposition.starts_with("attachment; filename=\"register-"), "{disposition}");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec();
+    assert!(bytes.starts_with(b"PK"), "an xlsx file is a zip archive");
+    let mut workbook = calamine::Xlsx::new(std::io::Cursor::new(bytes.clone())).unwrap();
+    let sheet = workbook.worksheet_range("登记簿").unwrap();
+    let rows: Vec<Vec<String>> = sheet.rows().map(|row| row.iter().map(|cell| cell.to_string()).collect()).collect();
+    assert_eq!(rows[0][0], "登记编号");
+    let row = rows.iter().find(|row| row[0] == reg_no).expect("the reported case is in the workbook");
+    assert_eq!(row[8], "138****5678", "the phone is masked");
+    assert!(!rows.iter().flatten().any(|cell| cell.contains("13812345678") || cell.contains("李建国")), "nothing in full");
+    let bad = node.get("/desk/export.xlsx?year=abc", &clerk).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    let anonymous = node.get("/desk/export.xlsx", "").await;
+    assert_ne!(anonymous.status, StatusCode::OK, "signed-in staff only");
+    println!("desk export: {} rows, {} bytes, masked phone {}", rows.len() - 1, bytes.len(), row[8]);
+}

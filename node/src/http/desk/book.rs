@@ -146,6 +146,98 @@ pub(super) async fn register_book(
         }
         (rows_table(&app, &rows, now))
         @if let Some(link) = next_link { a.button.secondary href=(link) { "下一页" } }
+        p { a.button.secondary href="/desk/export.xlsx" { "导出本年度登记簿（xlsx，个人信息已脱敏）" } }
     };
     desk_page(&session, StatusCode::OK, "登记簿", body)
+}
+
+/// Cases in one desk export: a year of a large hall (the article's hall registers a few thousand a year) fits many
+/// times over, and the workbook of 20,000 rows stays a few MB built in memory; a larger register is exported per year
+/// or from the CLI (`zhaowo export`, which streams every case).
+pub const DESK_EXPORT_ROWS_MAX: usize = 20_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct ExportQuery {
+    /// The year of registration (default: this year).
+    year: String,
+}
+
+/// 导出登记簿: the register of one year as xlsx, personal data masked (the desk never exports it in full; an
+/// unmasked export is the admin's CLI, which records a reveal in every case).
+pub(super) async fn export_xlsx(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    use axum::response::IntoResponse;
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let this_year = zhaowo_crdt::time::Date::of_ms(crate::home::now_ms()).year;
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let year = if query.year.is_empty() { Some(this_year) } else { query.year.parse::<i32>().ok() };
+    let Some(bounds) = year.filter(|y| (2000..=this_year + 1).contains(y)).and_then(|year| {
+        let from = zhaowo_crdt::time::Date::new(year, 1, 1)?.at_minute_ms(0);
+        let to = zhaowo_crdt::time::Date::new(year + 1, 1, 1)?.at_minute_ms(0);
+        Some((year, from, to))
+    }) else {
+        return desk_page(
+            &session,
+            StatusCode::BAD_REQUEST,
+            "导出登记簿",
+            html! {
+                div.error { "年份无效：请填写 2000 至 " (this_year + 1) " 之间的年份。" }
+                a.button href="/desk" { "返回登记簿" }
+            },
+        );
+    };
+    let (year, from, to) = bounds;
+    let mut rows = Vec::new();
+    let mut register_query = RegisterQuery {
+        registered_from_ms: Some(from),
+        registered_to_ms: Some(to),
+        limit: crate::store::PAGE_ROWS_MAX,
+        ..RegisterQuery::default()
+    };
+    loop {
+        let page = match app.store.register_page(register_query.clone()).await {
+            Ok(page) => page,
+            Err(error) => return store_unavailable(&error),
+        };
+        for row in &page.rows {
+            if rows.len() == DESK_EXPORT_ROWS_MAX {
+                return desk_page(
+                    &session,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "导出登记簿",
+                    html! {
+                        div.error { (year) " 年登记超过 " (DESK_EXPORT_ROWS_MAX) " 件，请由管理员使用命令行 zhaowo export 导出。" }
+                        a.button href="/desk" { "返回登记簿" }
+                    },
+                );
+            }
+            match app.store.case_view(&row.case_id).await {
+                // The view holds the masked record only: nothing personal leaves in full.
+                Ok(view) => rows.push(crate::export::export_row(&view, None)),
+                Err(error) => return store_unavailable(&error),
+            }
+        }
+        match page.next {
+            Some(next) => register_query.after = Some(next),
+            None => break,
+        }
+    }
+    let bytes = match crate::export::xlsx_bytes(&rows) {
+        Ok(bytes) => bytes,
+        Err(error) => return store_unavailable(&error),
+    };
+    tracing::info!(target: "zhaowo::_events::desk", staff = session.display_name.as_str(), year, cases = rows.len(), "register exported (masked)");
+    (
+        StatusCode::OK,
+        [
+            (axum::http::header::CONTENT_TYPE, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"register-{year}.xlsx\"")),
+        ],
+        bytes,
+    )
+        .into_response()
 }

@@ -43,6 +43,7 @@ pub fn routes() -> Router<App> {
         .route("/desk/login", get(login_form).post(login_submit))
         .route("/desk/logout", post(logout))
         .route("/desk", get(register_book))
+        .route("/desk/export.xlsx", get(book::export_xlsx))
         .route("/desk/new", get(new_form).post(new_submit))
         .route("/desk/case/{id}", get(case_page))
         .route("/desk/case/{id}/act", post(case_action))
