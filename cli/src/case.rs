@@ -475,7 +475,10 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
             if acks.second.is_some() {
                 say(cli, &format!("{case} is no longer a duplicate; its master no longer lists it"));
             } else {
-                say(cli, &format!("{case} is no longer a duplicate (its master is not on this node: it heals by sync)"));
+                say(
+                    cli,
+                    &format!("{case} is no longer a duplicate (its master is not on this node: it heals by sync)"),
+                );
             }
             return Ok(());
         }

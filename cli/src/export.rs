@@ -6,9 +6,9 @@ use crate::{Cli, expected, print_json, say};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
+use zhaowo_crdt::CaseDoc;
 use zhaowo_crdt::model::*;
 use zhaowo_crdt::time::Date;
-use zhaowo_crdt::CaseDoc;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {

@@ -1938,7 +1938,8 @@ async fn the_desk_exports_the_register_as_a_masked_workbook() {
     let (clerk, _) = node.sign_in("wangmin").await;
     let book = node.get("/desk", &clerk).await;
     assert!(book.body.contains("/desk/export.xlsx"), "the register book links the export");
-    let mut request = Request::get("/desk/export.xlsx").header(header::COOKIE, clerk.as_str()).body(Body::empty()).unwrap();
+    let mut request =
+        Request::get("/desk/export.xlsx").header(header::COOKIE, clerk.as_str()).body(Body::empty()).unwrap();
     request.extensions_mut().insert(ConnectInfo(client(10)));
     let response = node.router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -1952,7 +1953,10 @@ async fn the_desk_exports_the_register_as_a_masked_workbook() {
     assert_eq!(rows[0][0], "登记编号");
     let row = rows.iter().find(|row| row[0] == reg_no).expect("the reported case is in the workbook");
     assert_eq!(row[8], "138****5678", "the phone is masked");
-    assert!(!rows.iter().flatten().any(|cell| cell.contains("13812345678") || cell.contains("李建国")), "nothing in full");
+    assert!(
+        !rows.iter().flatten().any(|cell| cell.contains("13812345678") || cell.contains("李建国")),
+        "nothing in full"
+    );
     let bad = node.get("/desk/export.xlsx?year=abc", &clerk).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
     let anonymous = node.get("/desk/export.xlsx", "").await;

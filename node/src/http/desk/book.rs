@@ -234,7 +234,10 @@ pub(super) async fn export_xlsx(
     (
         StatusCode::OK,
         [
-            (axum::http::header::CONTENT_TYPE, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_owned()),
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_owned(),
+            ),
             (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"register-{year}.xlsx\"")),
         ],
         bytes,
