@@ -87,8 +87,6 @@ pub mod limits {
     pub const REGISTER_ROWS_PER_PAGE: usize = 50;
     /// Rows of an Open311 `requests.json` answer (the spec suggests at most 1,000; a hall has ~154 cases a year).
     pub const OPEN311_REQUESTS_MAX: usize = 200;
-    /// Cases counted by `/metrics` and the overdue list in one pass.
-    pub const METRICS_CASES_MAX: usize = 100_000;
     const _: () = assert!(BODY_BYTES_MAX >= 4 * 4_000 * 3);
     const _: () = assert!(PASSWORD_CHARS_MIN < PASSWORD_CHARS_MAX);
     const _: () = assert!(HEADER_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS && BODY_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS);
