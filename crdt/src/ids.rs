@@ -1,5 +1,5 @@
-//! Identifiers that are unique without coordination: case and event ids (ULIDs), registration numbers (登记编号) and
-//! query codes (查询码).
+//! Identifiers: case and event ids (ULIDs, unique without coordination), registration numbers (登记编号, allocated by the
+//! store) and query codes (查询码).
 //!
 //! Nothing here draws randomness: callers pass the entropy they drew, so tests and simulations are reproducible.
 
@@ -82,9 +82,10 @@ pub fn is_valid_code(code: &str) -> bool {
 
 /// 登记编号 `{window}-{year}-{seq}`, e.g. `2F03-2026-0154`.
 ///
-/// Unique without coordination because every node registers under its own window code (the roster gives each enrolled
-/// node a distinct code) and counts its own sequence; the node keeps the counter in its store and asks
-/// [`RegNo::next_after`] for the next one.
+/// Each node registers under its own window code (the roster gives each enrolled node a distinct code); within a
+/// node, the store allocates the sequence inside the transaction that stores the case (`node::store`'s register of
+/// numbers, with a UNIQUE index), so two processes or requests never get one number. [`RegNo::next_after`] is the
+/// arithmetic it uses.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RegNo {
