@@ -214,6 +214,7 @@ impl CaseDoc {
 
     /// Loads a stored document and checks it is a case this version can read.
     pub fn load(bytes: &[u8], actor: ActorId) -> Result<CaseDoc, LoadError> {
+        crate::wire::check_document_chunks(bytes).map_err(LoadError::Automerge)?;
         let doc = AutoCommit::load(bytes).map_err(|error| LoadError::Automerge(error.to_string()))?;
         CaseDoc::from_automerge(doc.with_actor(actor))
     }

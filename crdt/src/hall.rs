@@ -401,6 +401,7 @@ impl HallDoc {
     }
 
     pub fn load(bytes: &[u8], actor: ActorId) -> Result<HallDoc, HallError> {
+        crate::wire::check_document_chunks(bytes).map_err(HallError::Unreadable)?;
         let doc = AutoCommit::load(bytes).map_err(|error| HallError::Unreadable(error.to_string()))?;
         let doc = HallDoc { doc: doc.with_actor(actor) };
         doc.hall()?;

@@ -135,6 +135,7 @@ fn load_whole(whole: &mut WholeDoc) -> Result<ReceivedDoc, String> {
         if snapshot.get(8) != Some(&0) {
             return Err("the snapshot is not an Automerge document".to_owned());
         }
+        crate::wire::check_document_chunks(&snapshot)?;
         std::panic::catch_unwind(|| AutoCommit::load(&snapshot))
             .map_err(|_| "automerge panicked loading the snapshot".to_owned())?
             .map_err(|error| format!("snapshot: {error}"))?

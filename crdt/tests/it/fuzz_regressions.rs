@@ -38,16 +38,24 @@ fn every_found_input_is_refused_or_isolated() {
     println!("fuzz regressions replayed={total}");
 }
 
-/// automerge 0.12 (hexane 1.0.0-alpha.5, `lib.rs:354`) panics while loading this crafted document; the node's loads
-/// run inside `catch_unwind`, so the panic drops the input instead of the node. If this starts returning `Refused`,
-/// automerge fixed it.
+/// automerge 0.12 (hexane 1.0.0-alpha.5, `lib.rs:354`) panics while loading this crafted document, and another crafted
+/// document made `load` decode a delta column into more than 12 GB (an out-of-memory abort that `catch_unwind` cannot
+/// stop). Both are "bundle" chunks (type 3), which no case or hall document holds: `wire::check_document_chunks`
+/// refuses them before Automerge allocates anything. The panicking one still shows that the loads run inside
+/// `catch_unwind` when it reaches Automerge directly.
 #[test]
-fn the_crafted_document_that_panics_automerge_is_isolated() {
-    let bytes = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/case_document/hexane-delta-panic-on-load"),
-    )
-    .unwrap();
-    assert_eq!(fuzzing::case_document(&bytes), Outcome::Isolated);
+fn crafted_bundle_chunks_are_refused_before_automerge_sees_them() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/case_document");
+    for name in ["hexane-delta-panic-on-load", "bundle-chunk-delta-bomb-oom"] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(fuzzing::case_document(&bytes), Outcome::Refused, "{name}");
+        let refused = zhaowo_crdt::wire::check_document_chunks(&bytes).unwrap_err();
+        println!("{name}: refused in {:?} ({refused})", started.elapsed());
+    }
+    let panics = std::fs::read(dir.join("hexane-delta-panic-on-load")).unwrap();
+    let isolated = std::panic::catch_unwind(|| automerge::AutoCommit::load(&panics));
+    assert!(isolated.is_err(), "automerge 0.12 still panics on it; if it stops, automerge fixed it");
 }
 
 #[test]
