@@ -44,10 +44,11 @@ impl Answer {
     }
 }
 
-const PASSWORD: &str = "window-pass-2026";
+pub(crate) const PASSWORD: &str = "window-pass-2026";
 
-/// A node directory with the test accounts: 王敏 (window clerk) and 督查员 (supervision).
-fn home_in(dir: &std::path::Path) -> Home {
+/// A node directory with the test accounts: 王敏 (window clerk) and 督查员 (supervision), on the Jiang'an hall (its
+/// categories and units: `init --hall` alone starts from a neutral template). `http_edges` uses it too.
+pub(crate) fn home_in(dir: &std::path::Path) -> Home {
     let options = InitOptions {
         hall_name: Some("测试政务服务中心".to_owned()),
         window: "BBC01".to_owned(),

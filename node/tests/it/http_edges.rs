@@ -13,28 +13,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
-use zhaowo_crdt::model::Role;
-use zhaowo_node::home::{Home, InitOptions, now_ms};
 use zhaowo_node::http::HttpOptions;
 use zhaowo_node::store::Store;
 
-const PASSWORD: &str = "window-pass-2026";
-
-fn home_in(dir: &std::path::Path) -> Home {
-    let options = InitOptions {
-        hall_name: Some("测试政务服务中心".to_owned()),
-        window: "BBC01".to_owned(),
-        role: Role::Window,
-        display_name: "办不成事窗口".to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-    };
-    // The Jiang'an hall (its categories and units): `init --hall` alone starts from a neutral template.
-    let mut home = Home::init_with_hall(dir, options, zhaowo_crdt::Hall::jiangan_default(), now_ms()).unwrap();
-    home.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
-    home.set_account("dc", "督查员", Role::Supervision, PASSWORD, now_ms()).unwrap();
-    home
-}
+use crate::http::{PASSWORD, home_in};
 
 /// A node's two routers in process (requests carry a faked `ConnectInfo`).
 struct Routers {
