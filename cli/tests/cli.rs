@@ -1387,5 +1387,7 @@ fn case_unmerge_undoes_a_duplicate_from_the_terminal() {
     assert_eq!(listed, 0, "the master no longer lists it: {master_view}");
     let error = fails(dir.path(), &["case", "unmerge", &duplicate], 1);
     assert!(error.contains("is not a duplicate"), "{error}");
+    let after = json(&ok(dir.path(), &["case", "show", &duplicate, "--json"]));
+    assert_eq!(after, unmerged, "the refused unmerge changed nothing");
     println!("case unmerge: {duplicate} merged into {master}, then REGISTERED again; a second unmerge refused");
 }

@@ -155,6 +155,9 @@ pub(super) async fn register_book(
 /// times over, and the workbook of 20,000 rows stays a few MB built in memory; a larger register is exported per year
 /// or from the CLI (`zhaowo export`, which streams every case).
 pub const DESK_EXPORT_ROWS_MAX: usize = 20_000;
+/// The first year a desk export accepts: no hall registered cases in zhaowo before it; an earlier or absurd year is a
+/// typo, answered with a page instead of an empty workbook.
+pub const DESK_EXPORT_YEAR_MIN: i32 = 2000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -175,7 +178,7 @@ pub(super) async fn export_xlsx(
     let this_year = zhaowo_crdt::time::Date::of_ms(crate::home::now_ms()).year;
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let year = if query.year.is_empty() { Some(this_year) } else { query.year.parse::<i32>().ok() };
-    let Some(bounds) = year.filter(|y| (2000..=this_year + 1).contains(y)).and_then(|year| {
+    let Some(bounds) = year.filter(|y| (DESK_EXPORT_YEAR_MIN..=this_year + 1).contains(y)).and_then(|year| {
         let from = zhaowo_crdt::time::Date::new(year, 1, 1)?.at_minute_ms(0);
         let to = zhaowo_crdt::time::Date::new(year + 1, 1, 1)?.at_minute_ms(0);
         Some((year, from, to))
@@ -185,7 +188,7 @@ pub(super) async fn export_xlsx(
             StatusCode::BAD_REQUEST,
             "导出登记簿",
             html! {
-                div.error { "年份无效：请填写 2000 至 " (this_year + 1) " 之间的年份。" }
+                div.error { "年份无效：请填写 " (DESK_EXPORT_YEAR_MIN) " 至 " (this_year + 1) " 之间的年份。" }
                 a.button href="/desk" { "返回登记簿" }
             },
         );
