@@ -42,6 +42,11 @@ pub const DOC_ROUNDS_MAX: u32 = 64;
 pub const PENDING_DOCS_MAX: usize = 2_000_000;
 /// Documents asked for whole and not yet answered: four pages of [`WANT_PAGE_DOCS`] keep the pipe full.
 pub const WHOLE_DOCS_IN_FLIGHT_MAX: usize = 4 * WANT_PAGE_DOCS;
+/// Whole documents one session may refuse as damaged (a change that fails its signature check, bytes Automerge
+/// refuses) before the peer is dropped. An honest holder never sends one (it verifies what it sends and quarantines what
+/// fails), so a damaged document costs only itself; a peer sending many is broken or hostile, and a session that only
+/// verifies and refuses is not worth keeping. Changes of a revoked author do not count (honest relays may carry them).
+pub const REFUSED_WHOLE_DOCS_MAX: usize = 16;
 /// Documents per `Want` frame we send: a page answers in one `Docs` frame of ~100 KB for cases of ~1.5 KB.
 pub const WANT_PAGE_DOCS: usize = 64;
 
@@ -347,6 +352,8 @@ pub struct Session {
     exchanges: BTreeMap<String, DocExchange>,
     /// Documents skipped for the rest of the session because the peer relayed a refused change in them.
     refused: BTreeSet<String>,
+    /// Whole documents refused as damaged in this session (see [`REFUSED_WHOLE_DOCS_MAX`]).
+    damaged_whole_docs: usize,
     settled_reported: bool,
     /// What the peer holds of the hall document: its announced heads plus the changes exchanged since (`None` until
     /// its `HallHeads`).
@@ -377,6 +384,7 @@ impl Session {
             requested: BTreeSet::new(),
             exchanges: BTreeMap::new(),
             refused: BTreeSet::new(),
+            damaged_whole_docs: 0,
             settled_reported: false,
             their_hall: None,
         };
@@ -593,18 +601,18 @@ impl Session {
         check_pipelined(to_check, &roster, |doc_id, checked| {
             let received = match checked {
                 Ok(received) => received,
-                Err(WholeFault::Automerge(reason)) => return Err(SyncError::Automerge { doc_id, reason }),
                 Err(WholeFault::Rejected(ChangeRejected::Unsigned(_))) => {
                     self.to_sync.push_back(doc_id);
                     return Ok(());
                 }
-                Err(WholeFault::Rejected(rejected)) if rejected.drops_peer() => {
-                    return Err(SyncError::RejectedChange(rejected.to_string()));
-                }
-                Err(WholeFault::Rejected(refused)) => {
-                    self.refuse_doc(&doc_id, refused.to_string());
+                Err(WholeFault::Rejected(revoked @ ChangeRejected::Revoked(..))) => {
+                    self.refuse_doc(&doc_id, revoked.to_string());
                     return Ok(());
                 }
+                // A damaged document (a forged or flipped signature, bytes Automerge refuses) is refused alone: the
+                // rest of the session goes on (issue 14 §1), up to a bound.
+                Err(WholeFault::Rejected(damaged)) => return self.refuse_damaged(&doc_id, damaged.to_string()),
+                Err(WholeFault::Automerge(reason)) => return self.refuse_damaged(&doc_id, reason),
             };
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replica.receive_whole(&doc_id, received)));
@@ -751,6 +759,19 @@ impl Session {
             self.sent_seq = 0;
             self.sent_all = false;
         }
+    }
+
+    /// Refuses a whole document the peer sent damaged; drops the peer once it sent more than
+    /// [`REFUSED_WHOLE_DOCS_MAX`] of them in this session.
+    fn refuse_damaged(&mut self, doc_id: &str, reason: String) -> Result<(), SyncError> {
+        self.damaged_whole_docs += 1;
+        if self.damaged_whole_docs > REFUSED_WHOLE_DOCS_MAX {
+            return Err(SyncError::RejectedChange(format!(
+                "more than {REFUSED_WHOLE_DOCS_MAX} damaged documents in one session; the last, {doc_id}: {reason}"
+            )));
+        }
+        self.refuse_doc(doc_id, format!("damaged whole document: {reason}"));
+        Ok(())
     }
 
     /// Skips a document for the rest of the session (a change in it is refused, without blaming the peer): no

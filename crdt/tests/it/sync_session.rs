@@ -399,7 +399,8 @@ fn whole_documents_are_verified_before_they_are_stored() {
     assert!(!honest.signatures.is_empty() && !honest.snapshot.is_empty());
     let mut outcomes = Vec::new();
 
-    // Tampered on the way: each drops the peer, and nothing is stored.
+    // Damaged (at rest on the holder, or on the way): each is refused alone, the session goes on (issue 14 §1), and
+    // nothing is stored.
     let mut forged = honest.clone();
     forged.signatures[0].signature = sign_change(&key(77), &ChangeHash(forged.signatures[0].hash));
     let mut flipped = honest.clone();
@@ -409,13 +410,14 @@ fn whole_documents_are_verified_before_they_are_stored() {
     as_change.snapshot = nodes[0].docs[&doc_id].clone().get_changes(&[])[0].raw_bytes().to_vec();
     for (label, whole) in [("forged signature", forged), ("flipped byte", flipped), ("change as snapshot", as_change)] {
         let mut session = asking_session(&mut nodes, &doc_id);
-        let error = session.handle_frame(&wire::encode(&Frame::Docs { docs: vec![whole] }), &mut nodes[1]).unwrap_err();
-        match label {
-            "forged signature" => assert!(matches!(error, SyncError::RejectedChange(_)), "{label}: {error}"),
-            _ => assert!(matches!(error, SyncError::Automerge { .. }), "{label}: {error}"),
-        }
+        session.handle_frame(&wire::encode(&Frame::Docs { docs: vec![whole] }), &mut nodes[1]).unwrap();
+        let refused = std::iter::from_fn(|| session.poll_event()).find_map(|event| match event {
+            SessionEvent::ChangeRefused { doc_id: id, reason } if id == doc_id => Some(reason),
+            _ => None,
+        });
+        let reason = refused.unwrap_or_else(|| panic!("{label}: no refusal reported"));
         assert!(!nodes[1].docs.contains_key(&doc_id), "{label}: stored");
-        outcomes.push(format!("{label}: {error}"));
+        outcomes.push(format!("{label}: refused ({reason})"));
     }
 
     // A document nobody asked for.
@@ -651,4 +653,75 @@ fn intruders_forgeries_and_unsigned_changes_are_rejected() {
     assert!(nodes[0].roster.is_revoked(&nodes[1].public()), "node 0 learnt the revocation from its peer");
     rejected.push(format!("revoked: {error}"));
     println!("session hostile rejected={}/{} : {}", rejected.len(), 4, rejected.join(" | "));
+}
+
+/// Issue 14 §1, receiving side: one damaged document in a page costs only itself (the other documents of the same
+/// frame are stored, the session goes on); a peer that keeps sending damaged documents is dropped after
+/// `REFUSED_WHOLE_DOCS_MAX` of them.
+#[test]
+fn a_damaged_whole_document_is_refused_alone_and_a_flood_of_them_drops_the_peer() {
+    let hall = Hall::jiangan_default();
+    let (_, mut nodes) = hall_of(2);
+    let total = zhaowo_crdt::sync::REFUSED_WHOLE_DOCS_MAX + 2;
+    let mut ids = Vec::new();
+    for _ in 0..total {
+        let (doc_id, _) = nodes[0].register(&hall);
+        nodes[0].record_local(&doc_id);
+        ids.push(doc_id);
+    }
+    let damaged = |nodes: &mut [Mem], doc_id: &str| {
+        let mut whole = nodes[0].whole_doc(doc_id).unwrap();
+        whole.signatures[0].signature = sign_change(&key(77), &ChangeHash(whole.signatures[0].hash));
+        whole
+    };
+    let asked = |nodes: &mut [Mem]| {
+        let mut session = Session::new(nodes[1].public(), nodes[0].public(), 0, &nodes[1].roster);
+        let hello = wire::encode(&Frame::Hello {
+            hall: *nodes[1].roster.hall(),
+            node_key: nodes[0].public(),
+            roster_digest: nodes[1].roster.digest(),
+        });
+        session.handle_frame(&hello, &mut nodes[1]).unwrap();
+        let entries = nodes[0].catalog_after(0, 1_000);
+        session.handle_frame(&wire::encode(&Frame::Catalog { entries, last: true }), &mut nodes[1]).unwrap();
+        let wanted: usize = std::iter::from_fn(|| session.poll_transmit())
+            .filter_map(|frame| match wire::decode(&frame) {
+                Ok(Frame::Want { doc_ids }) => Some(doc_ids.len()),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(wanted, total, "node 1 asks for every document it lacks");
+        session
+    };
+
+    // The first document damaged, the rest honest, in one frame: all but the first are stored, in one session.
+    let mut session = asked(&mut nodes);
+    let mut docs = vec![damaged(&mut nodes, &ids[0])];
+    docs.extend(ids[1..].iter().map(|id| nodes[0].whole_doc(id).unwrap()));
+    session.handle_frame(&wire::encode(&Frame::Docs { docs }), &mut nodes[1]).unwrap();
+    let refused = std::iter::from_fn(|| session.poll_event())
+        .filter(|event| matches!(event, SessionEvent::ChangeRefused { .. }))
+        .count();
+    assert_eq!(refused, 1);
+    assert!(!nodes[1].docs.contains_key(&ids[0]), "the damaged document is not stored");
+    let stored = ids[1..].iter().filter(|id| nodes[1].view(id) == nodes[0].view(id)).count();
+    assert_eq!(stored, total - 1, "every honest document of the frame is stored");
+
+    // Every document damaged: the session refuses REFUSED_WHOLE_DOCS_MAX of them, then drops the peer.
+    for id in &ids {
+        nodes[1].docs.remove(id);
+        nodes[1].catalog.remove(id);
+    }
+    let mut session = asked(&mut nodes);
+    let docs = ids.iter().map(|id| damaged(&mut nodes, id)).collect();
+    let error = session.handle_frame(&wire::encode(&Frame::Docs { docs }), &mut nodes[1]).unwrap_err();
+    assert!(matches!(error, SyncError::RejectedChange(_)), "{error}");
+    let refused = std::iter::from_fn(|| session.poll_event())
+        .filter(|event| matches!(event, SessionEvent::ChangeRefused { .. }))
+        .count();
+    assert_eq!(refused, zhaowo_crdt::sync::REFUSED_WHOLE_DOCS_MAX);
+    assert!(ids.iter().all(|id| !nodes[1].docs.contains_key(id)), "nothing damaged is stored");
+    println!(
+        "session damaged whole docs: one in a page of {total} refused=1 stored={stored}; a flood dropped the peer after {refused}: {error}"
+    );
 }

@@ -140,7 +140,7 @@ async fn metrics(State(app): State<App>) -> Response {
         counter(
             &mut registry,
             "zhaowo_sync_changes_refused",
-            "Relayed changes by a revoked member made after its revocation, refused per document",
+            "Documents refused one by one, the peer kept: a revoked member's later changes, or a damaged whole document",
             counts.refused_changes,
         );
         counter(&mut registry, "zhaowo_sync_sessions", "Sync sessions started", counts.sessions);

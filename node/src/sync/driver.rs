@@ -186,7 +186,7 @@ async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: 
                 SessionEvent::ChangeRefused { doc_id, reason } => {
                     shared.counters.refused_changes.fetch_add(1, Ordering::Relaxed);
                     shared.update_status(&key, |status| status.refused_changes += 1);
-                    tracing::warn!(%doc_id, %reason, "refused a relayed change");
+                    tracing::warn!(%doc_id, %reason, "refused a document from this peer; the session goes on");
                 }
                 SessionEvent::Settled => {
                     shared.update_status(&key, |status| status.settled = true);

@@ -29,7 +29,8 @@ pub struct PeerStatus {
     pub bytes_received: u64,
     /// Changes from this peer refused as forged, unsigned or by a non-member (the peer was dropped each time).
     pub rejected_changes: u64,
-    /// Changes by a revoked member the peer relayed, refused per document (the peer was kept).
+    /// Documents refused one by one while the peer was kept: changes by a revoked member it relayed, and whole documents
+    /// it sent damaged (a signature or bytes that fail their checks; see `REFUSED_WHOLE_DOCS_MAX`).
     pub refused_changes: u64,
     /// Both directions caught up since the connection started.
     pub settled: bool,

@@ -623,10 +623,12 @@ async fn authorization_matrix_against_a_syncing_node() {
     }
 }
 
-/// A member that announces a case the node lacks and answers the node's `Want`: with a forged signature the node drops
-/// it and stores nothing; with the author's own signatures (the control, so the test can fail) the case is stored.
+/// A member that announces two cases the node lacks and answers the node's `Want` with both, the first with a forged
+/// signature (as a holder with a damaged row would): the node refuses that case alone, stores the other from the same
+/// frame and keeps the session (issue 14 §1, receiving side; before, the whole session was dropped and nothing after the
+/// damaged case arrived). A second session with the first case's own signatures (the control) stores it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_whole_document_with_a_forged_signature_is_refused_and_an_honest_one_stored() {
+async fn a_whole_document_with_a_forged_signature_is_refused_alone_and_the_session_goes_on() {
     let mut hall = Hall::new();
     let mut a = Node::new(61);
     let member = Arc::new(NodeIdentity::generate().unwrap());
@@ -636,78 +638,118 @@ async fn a_whole_document_with_a_forged_signature_is_refused_and_an_honest_one_s
     let a_addr = a.start(&hall.roster, vec![]);
     let transport = attacker_transport(&member, &hall.roster);
     let mut factory = CaseFactory::new(62, member.new_actor().unwrap(), CaseFactory::start_2026());
-    let mut case = factory.register();
-    let view = case.view();
-    factory.work(&mut case, 3);
-    let doc_id = case.case_id().as_str().to_owned();
-    let doc = case.automerge_mut();
     let signer = member.change_signer();
-    let honest_signatures: Vec<ChangeSignature> = doc
-        .get_changes(&[])
-        .iter()
-        .map(|change| ChangeSignature { hash: change.hash().0, signature: (signer.sign)(&change.hash()) })
-        .collect();
-    let heads_hash = zhaowo_crdt::sync::heads_hash(&doc.get_heads());
-    let snapshot = doc.save();
+    // (doc id, heads hash, snapshot, honest signatures, reg no) of each of the member's two cases.
+    let mut cases = Vec::new();
+    for _ in 0..2 {
+        let mut case = factory.register();
+        let reg_no = case.view().reg_no;
+        factory.work(&mut case, 3);
+        let doc_id = case.case_id().as_str().to_owned();
+        let doc = case.automerge_mut();
+        let signatures: Vec<ChangeSignature> = doc
+            .get_changes(&[])
+            .iter()
+            .map(|change| ChangeSignature { hash: change.hash().0, signature: (signer.sign)(&change.hash()) })
+            .collect();
+        cases.push((doc_id, zhaowo_crdt::sync::heads_hash(&doc.get_heads()), doc.save(), signatures, reg_no));
+    }
     let stranger = NodeIdentity::generate().unwrap().change_signer();
-    let mut forged_signatures = honest_signatures.clone();
-    forged_signatures[0].signature = (stranger.sign)(&ChangeHash(forged_signatures[0].hash));
-    let before = a.catalog().await;
+    let mut forged = cases[0].3.clone();
+    forged[0].signature = (stranger.sign)(&ChangeHash(forged[0].hash));
+    let stored =
+        |catalog: &BTreeMap<String, [u8; 32]>, index: usize| catalog.get(&cases[index].0) == Some(&cases[index].1);
 
-    let mut outcomes = Vec::new();
-    for (label, signatures) in [("forged", forged_signatures), ("honest", honest_signatures)] {
-        let peer = tokio::time::timeout(CONVERGE, transport.dial(a_addr, a.key())).await.unwrap().unwrap();
-        let (mut writer, mut reader) = peer.open_bi().await.unwrap();
-        let hello = Frame::Hello {
-            hall: *hall.roster.hall(),
-            node_key: member.verifying_key().to_bytes(),
-            roster_digest: hall.roster.digest(),
-        };
-        writer.send_frame(&wire::encode(&hello)).await.unwrap();
-        let entry = wire::CatalogEntry { doc_id: doc_id.clone(), heads_hash, seq: 1 };
-        writer.send_frame(&wire::encode(&Frame::Catalog { entries: vec![entry], last: true })).await.unwrap();
-        // The node asks for the case it lacks, whole.
-        let asked = tokio::time::timeout(CONVERGE, async {
-            loop {
-                let frame = reader.recv_frame().await.unwrap().expect("the node closed before asking");
-                if let Ok(Frame::Want { doc_ids }) = wire::decode(&frame) {
-                    return doc_ids;
-                }
-            }
-        })
-        .await
-        .unwrap();
-        assert_eq!(asked, vec![doc_id.clone()], "{label}: the node asks for the case by id");
-        let whole =
-            wire::WholeDoc { doc_id: doc_id.clone(), snapshot: snapshot.clone(), changes: Vec::new(), signatures };
-        writer.send_frame(&wire::encode(&Frame::Docs { docs: vec![whole] })).await.unwrap();
-        if label == "forged" {
-            let dropped = tokio::time::timeout(CONVERGE, async {
-                loop {
-                    match reader.recv_frame().await {
-                        Ok(Some(_)) => {}
-                        Ok(None) | Err(_) => return,
+    let session = |sent: Vec<(usize, Vec<ChangeSignature>)>| {
+        let transport = &transport;
+        let hall = &hall;
+        let member = &member;
+        let cases = &cases;
+        let key = a.key();
+        async move {
+            let peer = tokio::time::timeout(CONVERGE, transport.dial(a_addr, key)).await.unwrap().unwrap();
+            let (mut writer, mut reader) = peer.open_bi().await.unwrap();
+            let hello = Frame::Hello {
+                hall: *hall.roster.hall(),
+                node_key: member.verifying_key().to_bytes(),
+                roster_digest: hall.roster.digest(),
+            };
+            writer.send_frame(&wire::encode(&hello)).await.unwrap();
+            let entries = sent
+                .iter()
+                .enumerate()
+                .map(|(seq, (index, _))| wire::CatalogEntry {
+                    doc_id: cases[*index].0.clone(),
+                    heads_hash: cases[*index].1,
+                    seq: seq as u64 + 1,
+                })
+                .collect();
+            writer.send_frame(&wire::encode(&Frame::Catalog { entries, last: true })).await.unwrap();
+            // The node asks for the cases it lacks, whole.
+            let mut asked = Vec::new();
+            tokio::time::timeout(CONVERGE, async {
+                while asked.len() < sent.len() {
+                    let frame = reader.recv_frame().await.unwrap().expect("the node closed before asking");
+                    if let Ok(Frame::Want { doc_ids }) = wire::decode(&frame) {
+                        asked.extend(doc_ids);
                     }
                 }
             })
-            .await;
-            assert!(dropped.is_ok(), "the node did not drop the member that forged a signature");
-            assert_eq!(a.catalog().await, before, "nothing of the forged document was stored");
-            assert_eq!(a.sync.as_ref().unwrap().status().counts().rejected_changes, 1);
-        } else {
-            let started = Instant::now();
-            while a.catalog().await.get(&doc_id) != Some(&heads_hash) {
-                assert!(started.elapsed() < CONVERGE, "the honest whole document was not stored");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let stored = a.store.case_view(&doc_id).await.unwrap();
-            assert_eq!(stored.reg_no, view.reg_no, "the stored case is the member's");
-            let report = a.store.verify(None).await.unwrap();
-            assert!(report.problems.is_empty(), "{:?}", report.problems);
+            .await
+            .unwrap();
+            let docs = sent
+                .into_iter()
+                .map(|(index, signatures)| wire::WholeDoc {
+                    doc_id: cases[index].0.clone(),
+                    snapshot: cases[index].2.clone(),
+                    changes: Vec::new(),
+                    signatures,
+                })
+                .collect();
+            writer.send_frame(&wire::encode(&Frame::Docs { docs })).await.unwrap();
+            (peer, writer, reader, asked)
         }
-        outcomes.push(label);
+    };
+
+    // One session: the forged case and the honest one, in one frame.
+    let (_peer, _writer, mut reader, asked) = session(vec![(0, forged), (1, cases[1].3.clone())]).await;
+    assert_eq!(asked, vec![cases[0].0.clone(), cases[1].0.clone()], "the node asks for both cases by id");
+    let started = Instant::now();
+    while !stored(&a.catalog().await, 1) {
+        assert!(started.elapsed() < CONVERGE, "the honest case after the damaged one was not stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("sync whole documents from a member: {}", outcomes.join(" refused, ") + " stored");
+    assert!(!stored(&a.catalog().await, 0), "nothing of the forged document was stored");
+    let counts = a.sync.as_ref().unwrap().status().counts();
+    assert_eq!((counts.rejected_changes, counts.refused_changes), (0, 1), "refused alone, the peer kept");
+    // The session is still open: the node keeps talking on it (acknowledgements, hall heads) rather than closing it.
+    let open = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match reader.recv_frame().await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await
+    .is_err();
+    assert!(open, "the node closed the session over one damaged document");
+
+    // The control: the first case with its author's own signatures is stored.
+    let (_peer, _writer, _reader, _) = session(vec![(0, cases[0].3.clone())]).await;
+    let started = Instant::now();
+    while !stored(&a.catalog().await, 0) {
+        assert!(started.elapsed() < CONVERGE, "the honest whole document was not stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let view = a.store.case_view(&cases[0].0).await.unwrap();
+    assert_eq!(view.reg_no, cases[0].4, "the stored case is the member's");
+    let report = a.store.verify(None).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    println!(
+        "sync whole documents from a member: a forged one refused alone (refused_changes=1 rejected_changes=0), \
+         the honest one of the same frame stored, the session kept open; the control stored"
+    );
 }
 
 /// Issue 14 §5: a node the hall refuses is told why, at once. A stranger (enrolled in nobody's roster but its own copy)

@@ -210,7 +210,7 @@ pub(super) async fn peers(State(app): State<App>, headers: HeaderMap) -> Respons
             @if let Some(t) = totals {
                 dt { "在线节点" } dd { (t.peers_connected) }
                 dt { "拒收的伪造/未签名修改" } dd { (t.rejected_changes) }
-                dt { "拒收的吊销节点修改" } dd { (t.refused_changes) }
+                dt { "跳过的文档（吊销节点的修改或文档损坏）" } dd { (t.refused_changes) }
             }
         } }
         h2 { "已知节点" }
