@@ -264,6 +264,10 @@ pub struct NewArgs {
     /// The citizen agrees to a callback (回访).
     #[arg(long)]
     pub callback_ok: bool,
+    /// The citizen agrees that the case be listed publicly (同意脱敏公开, Open311), without personal data;
+    /// 举报, 倾诉, 投诉 and sensitive cases are never listed.
+    #[arg(long)]
+    pub publish_ok: bool,
     #[arg(long, value_delimiter = ',')]
     pub tags: Vec<String>,
 }
@@ -662,6 +666,7 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
             name: args.name.clone(),
             phone: args.phone.clone(),
             callback_ok: args.callback_ok,
+            publish_ok: args.publish_ok,
             ..PersonalData::default()
         },
     };

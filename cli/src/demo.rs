@@ -45,7 +45,13 @@ struct Seed {
 }
 
 fn person(name: &str, phone: &str) -> PersonalData {
-    PersonalData { name: Some(name.into()), phone: Some(phone.into()), callback_ok: true, ..PersonalData::default() }
+    PersonalData {
+        name: Some(name.into()),
+        phone: Some(phone.into()),
+        callback_ok: true,
+        publish_ok: true,
+        ..PersonalData::default()
+    }
 }
 
 fn case(

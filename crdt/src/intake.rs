@@ -70,6 +70,8 @@ pub struct ReportForm {
     pub name: String,
     pub phone: String,
     pub consent: Option<String>,
+    /// 同意脱敏公开: the case may be listed publicly (Open311), without personal data.
+    pub publish: Option<String>,
 }
 
 /// A citizen's report, checked field by field.
@@ -154,6 +156,7 @@ pub fn check_report(hall: &Hall, form: &ReportForm) -> Result<CheckedReport, Vec
                 name: (!name.is_empty()).then_some(name),
                 phone,
                 callback_ok: consent,
+                publish_ok: form.publish.is_some(),
                 anonymous: form.name.trim().is_empty() && phone_text.is_empty(),
                 ..PersonalData::default()
             },
@@ -179,6 +182,9 @@ pub struct Open311Request {
     pub nature: String,
     #[serde(rename = "attribute[callback]")]
     pub callback: String,
+    /// `true`, `1` or `yes`: the citizen agrees that the request be listed publicly (同意脱敏公开).
+    #[serde(rename = "attribute[publish]")]
+    pub publish: String,
 }
 
 /// A coordinate in degrees: a finite decimal number within `±limit`.
@@ -262,6 +268,7 @@ pub fn check_open311(hall: &Hall, form: &Open311Request) -> Result<CheckedReport
         personal: PersonalData {
             name: (!name.is_empty()).then_some(name),
             callback_ok: phone.is_some() && matches!(form.callback.as_str(), "true" | "1" | "yes"),
+            publish_ok: matches!(form.publish.as_str(), "true" | "1" | "yes"),
             anonymous: phone.is_none(),
             phone,
             ..PersonalData::default()

@@ -40,6 +40,8 @@ pub struct MaskedPersonalData {
     pub enterprise_name: Option<String>,
     pub contact_pref: Option<ContactPref>,
     pub callback_ok: bool,
+    /// 同意脱敏公开: the citizen agreed that the case be listed publicly (Open311), without personal data.
+    pub publish_ok: bool,
     pub anonymous: bool,
     /// The record was purged (个人信息已清除): nothing can be revealed any more.
     pub purged: bool,
@@ -127,6 +129,7 @@ impl PersonalData {
             enterprise_name: self.enterprise_name.clone(),
             contact_pref: self.contact_pref,
             callback_ok: self.callback_ok,
+            publish_ok: self.publish_ok,
             anonymous: self.anonymous,
             purged: false,
         }

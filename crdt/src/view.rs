@@ -209,6 +209,18 @@ pub struct PublicMilestone {
 }
 
 impl CaseView {
+    /// Whether Open311 may list and serve the case (issue 13 §5): the citizen agreed to publication (同意脱敏公开),
+    /// the case is not sensitive, and its nature is none of 举报 (whistleblowing), 倾诉 (venting) or 投诉 (a complaint
+    /// may name staff, and nothing on a case says whether it does: every complaint stays off the public list). A purged
+    /// case is never public. The citizen's own lookup (behind the 查询码) does not ask this.
+    pub fn open311_public(&self) -> bool {
+        use crate::model::Nature;
+        self.personal.publish_ok
+            && !self.personal.purged
+            && !self.sensitive
+            && !matches!(self.nature, Nature::Report | Nature::Venting | Nature::Complaint)
+    }
+
     /// The due date with time spent on hold (待补充, the clock paused) added, as of `now_ms`.
     pub fn effective_due_ms(&self, now_ms: i64) -> i64 {
         let open_hold = self.hold_started_ms.map_or(0, |start| (now_ms - start).max(0));

@@ -144,6 +144,7 @@ impl CaseFactory {
                 name: Some("李建国".to_owned()),
                 phone: Some("13812341234".to_owned()),
                 callback_ok: true,
+                publish_ok: true,
                 ..PersonalData::default()
             },
         }

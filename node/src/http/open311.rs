@@ -5,7 +5,9 @@
 //! `POST requests.json`; `tokens/{token}.json` resolves it), `status_notes` the latest public reply,
 //! `agency_responsible` the lead unit, `expected_datetime` the due date. Datetimes are `+08:00`. `description` is
 //! the public summary: a case's detail may hold personal data and is never published. Errors are arrays of
-//! `{code, description}` with the matching HTTP status.
+//! `{code, description}` with the matching HTTP status. Only cases for which [`zhaowo_crdt::CaseView::open311_public`]
+//! holds are listed or served by number (consent to publication, not sensitive, not 举报/倾诉/投诉); any other case
+//! answers 404 as if it did not exist.
 
 use super::App;
 use super::citizen::{BodyRejection, ClientIp, ReportError, StrictForm, register_report};
@@ -205,8 +207,8 @@ async fn requests(
         let mut list = Vec::new();
         for id in ids {
             match view_of_reg_no(&app, id).await {
-                Ok(Some(view)) => list.push(request_json(&view, &hall)),
-                Ok(None) => {}
+                Ok(Some(view)) if view.open311_public() => list.push(request_json(&view, &hall)),
+                Ok(_) => {}
                 Err(response) => return response,
             }
         }
@@ -258,8 +260,8 @@ async fn requests(
             break;
         }
         match app.store.case_view(&row.case_id).await {
-            Ok(view) => list.push(request_json(&view, &hall)),
-            Err(_) => continue,
+            Ok(view) if view.open311_public() => list.push(request_json(&view, &hall)),
+            _ => continue,
         }
     }
     Json(list).into_response()
@@ -271,8 +273,9 @@ async fn request(State(app): State<App>, Path(file): Path<String>) -> Response {
         Err(response) => return response,
     };
     match view_of_reg_no(&app, id).await {
-        Ok(Some(view)) => Json(json!([request_json(&view, &hall(&app))])).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "service_request_id 不存在"),
+        Ok(Some(view)) if view.open311_public() => Json(json!([request_json(&view, &hall(&app))])).into_response(),
+        // A case that is not public answers as if it did not exist: a 403 would confirm the number.
+        Ok(_) => error(StatusCode::NOT_FOUND, "service_request_id 不存在"),
         Err(response) => response,
     }
 }
@@ -286,6 +289,8 @@ async fn token(State(app): State<App>, Path(file): Path<String>) -> Response {
         return error(StatusCode::NOT_FOUND, "token 不存在");
     }
     match app.store.case_view(token).await {
+        // The token (the case id, returned only to the client that posted) resolves to the number even for a case
+        // that is not public: it reveals nothing else.
         Ok(view) => Json(json!([{ "service_request_id": view.reg_no.to_string(), "token": token }])).into_response(),
         Err(crate::store::ReadError::UnknownCase(_)) => error(StatusCode::NOT_FOUND, "token 不存在"),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "暂时无法读取数据"),

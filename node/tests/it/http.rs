@@ -302,6 +302,7 @@ const REPORT: &[(&str, &str)] = &[
     ("name", "李建国"),
     ("phone", "13812345678"),
     ("consent", "yes"),
+    ("publish", "yes"),
 ];
 
 #[tokio::test]
@@ -560,6 +561,7 @@ async fn open311_endpoints_and_error_paths() {
                 ("last_name", "李"),
                 ("phone", "13812345678"),
                 ("address_string", "江岸区某路1号"),
+                ("attribute[publish]", "true"),
             ],
         )
         .await;
@@ -667,7 +669,39 @@ async fn open311_endpoints_and_error_paths() {
         "unknown token",
     );
     check(error_of(&node.get("/open311/v2/tokens/nope.json", "").await, StatusCode::NOT_FOUND), "bad token");
-    println!("open311: {checks} checks passed");
+
+    // Issue 13 §5: a request without consent to publication, a 举报 and a 倾诉 (both with consent) are stored but
+    // never public: absent from the list, 404 by number (as if they did not exist).
+    let mut hidden = Vec::new();
+    for (nature, publish) in [("TS", "true"), ("QZ", ""), ("JB", "true"), ("QS", "true")] {
+        let post = node
+            .post(
+                "/open311/v2/requests.json",
+                "",
+                &[
+                    ("service_code", "BDC"),
+                    ("description", "不公开的诉求"),
+                    ("phone", "13812345678"),
+                    ("attribute[nature]", nature),
+                    ("attribute[publish]", publish),
+                ],
+            )
+            .await;
+        check(post.status == StatusCode::OK, &post.body);
+        hidden.push(post.json()[0]["service_request_id"].as_str().unwrap().to_owned());
+    }
+    let listed = node.get("/open311/v2/requests.json", "").await.json().to_string();
+    for number in &hidden {
+        check(!listed.contains(number.as_str()), &format!("{number} not listed"));
+        check(
+            error_of(&node.get(&format!("/open311/v2/requests/{number}.json"), "").await, StatusCode::NOT_FOUND),
+            &format!("{number} is 404 by id"),
+        );
+    }
+    let by_ids = node.get(&format!("/open311/v2/requests.json?service_request_id={}", hidden.join(",")), "").await;
+    check(by_ids.json().as_array().unwrap().is_empty(), "not public by ids either");
+    check(node.case_count().await == 1 + hidden.len(), "the hidden requests are stored");
+    println!("open311: {checks} checks passed; not public: 投诉, no consent, 举报, 倾诉 ({} cases)", hidden.len());
 }
 
 #[tokio::test]

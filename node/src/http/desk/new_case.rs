@@ -31,6 +31,7 @@ pub(super) struct NewCaseForm {
     name: String,
     phone: String,
     consent: Option<String>,
+    publish: Option<String>,
 }
 
 fn new_case_page(app: &App, session: &Session, form: &NewCaseForm, errors: &[String]) -> Markup {
@@ -67,6 +68,12 @@ fn new_case_page(app: &App, session: &Session, form: &NewCaseForm, errors: &[Str
             label for="phone" { "联系电话" }
             input type="tel" id="phone" name="phone" value=(form.phone);
             p { label.inline { input type="checkbox" name="consent" value="yes" checked[form.consent.is_some()]; " 同意回访" } }
+            p {
+                label.inline {
+                    input type="checkbox" name="publish" value="yes" checked[form.publish.is_some()];
+                    " 同意脱敏公开（摘要和进度列入公开列表；举报、倾诉、投诉和敏感件一律不公开）"
+                }
+            }
             button type="submit" { "登记" }
         }
     }
@@ -105,6 +112,7 @@ pub(super) async fn new_submit(
         name: form.name.clone(),
         phone: form.phone.clone(),
         consent: form.consent.clone(),
+        publish: form.publish.clone(),
     };
     let mut errors = Vec::new();
     let checked = crate::http::citizen::check_report(&hall, &report_form).map_err(|e| errors.extend(e)).ok();
