@@ -40,7 +40,10 @@ impl Desk {
         };
         let (high, low) = (mix(&mut self.entropy), mix(&mut self.entropy));
         let entropy = (high << 64) | low;
-        Ctx { now_ms: self.now_ms, entropy, author: self.author.clone() }
+        let mut secret = [0u8; 32];
+        secret[..16].copy_from_slice(&entropy.to_le_bytes());
+        secret[16..].copy_from_slice(&(!entropy).to_le_bytes());
+        Ctx { now_ms: self.now_ms, entropy, secret, author: self.author.clone() }
     }
 
     fn run(&mut self, doc: &mut CaseDoc, hall: &Hall, command: Command) {

@@ -150,6 +150,14 @@ pub enum CaseCommand {
         #[arg(long, default_value_t = 60)]
         duration: u32,
     },
+    /// 指派上门: name the volunteer laptop that visits the citizen. That laptop may read the case's private data (and
+    /// gets its key at its next sync) until it logs the visit, the case leaves the working states, or 14 days pass.
+    AssignVisit {
+        case: String,
+        /// The laptop: its window code (as enrolled, e.g. LAP01) or its node id.
+        #[arg(long)]
+        laptop: String,
+    },
     /// 延期: request an extension in working days, or approve one (督查科).
     Extend {
         case: String,
@@ -333,6 +341,11 @@ pub(crate) fn refused(error: WriteError, hall: &zhaowo_crdt::Hall, view: Option<
             "valid unit codes: {}",
             list(hall.units.iter().map(|(code, u)| format!("{code} {}", u.name)).collect())
         )),
+        CommandError::NoCaseKey(_) => Some(
+            "this node holds the case's key only if it is a hall PC, or a volunteer laptop the visit is assigned to \
+             (`zhaowo case assign-visit CASE --laptop LAPTOP` on a hall PC, then sync)"
+                .to_owned(),
+        ),
         CommandError::Role { .. } | CommandError::State { .. } => view.map(|(view, role)| {
             let allowed = view.allowed(role);
             if allowed.is_empty() {
@@ -346,6 +359,35 @@ pub(crate) fn refused(error: WriteError, hall: &zhaowo_crdt::Hall, view: Option<
     match hint {
         Some(hint) => expected_with_hint(format!("refused: {command_error}"), hint),
         None => write_error(error),
+    }
+}
+
+/// The node id of a volunteer laptop named by its enrolled window code or its node id.
+fn laptop_id(home: &zhaowo_node::home::Home, laptop: &str) -> anyhow::Result<String> {
+    let laptops: Vec<(String, String, String)> = home
+        .roster()
+        .map(|roster| {
+            roster
+                .active()
+                .filter(|e| e.role == Role::Volunteer)
+                .map(|e| (zhaowo_crdt::ids::hex_encode(&e.node_key), e.window.clone(), e.display_name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let wanted = laptop.trim();
+    match laptops.iter().find(|(id, window, _)| id == &wanted.to_ascii_lowercase() || window == wanted) {
+        Some((id, _, _)) => Ok(id.clone()),
+        None if laptops.is_empty() => Err(expected_with_hint(
+            format!("`{laptop}` is not a volunteer laptop of this hall"),
+            "the roster holds no volunteer laptop: enroll one with `zhaowo enroll NODE_ID --role volunteer`",
+        )),
+        None => Err(expected_with_hint(
+            format!("`{laptop}` is not a volunteer laptop of this hall"),
+            format!(
+                "volunteer laptops: {}",
+                laptops.iter().map(|(_, window, name)| format!("{window} {name}")).collect::<Vec<_>>().join(", ")
+            ),
+        )),
     }
 }
 
@@ -550,6 +592,7 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
         CaseCommand::Resume { case } => (case, Command::Resume),
         CaseCommand::Tag { case, tags } => (case, Command::AddTags { tags: tags.clone() }),
         CaseCommand::CoUnits { case, units } => (case, Command::AddCoUnits { units: units.clone() }),
+        CaseCommand::AssignVisit { case, laptop } => (case, Command::AssignVisit { laptop: laptop_id(&home, laptop)? }),
         CaseCommand::Dispatch { case, lead, co, due } => (
             case,
             lifecycle(Command::Dispatch {

@@ -409,12 +409,18 @@ fn offline_work_merges_back_and_its_conflict_is_listed_and_resolved() {
         let imported = json(&ok(dir, &["doc", "import", doc.to_str().unwrap(), "--json"]));
         assert_eq!(imported["added"][0], reg_no);
     }
-    // Offline: the laptop visits, the window signs in, the admin reassigns.
-    ok(
+    // Offline: the laptop tags the case, the window signs in, the admin reassigns. A plain Automerge file carries no
+    // case key (keys travel only over sync sessions, to nodes that may hold them): the copies read the public layer
+    // and refuse to write a private one.
+    let error = fails(
         laptop.path(),
         &["--staff", "帮帮哥小周", "case", "visit", &reg_no, "--volunteers", "小周,小李", "--outcome", "上门收集材料"],
+        1,
     );
-    ok(laptop.path(), &["--staff", "帮帮哥小周", "case", "note", &reg_no, "李先生行动不便，下次预约上午"]);
+    assert!(error.contains("does not hold the key"), "{error}");
+    let shown = json(&ok(laptop.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!((shown["detail"].as_str(), shown["personal"]["sealed"].as_bool()), (Some("本机无权查看"), Some(true)));
+    ok(laptop.path(), &["--staff", "帮帮哥小周", "case", "tag", &reg_no, "--tags", "行动不便"]);
     ok(window.path(), &["--staff", "王工", "case", "sign", &reg_no, "--assignee", "王工"]);
     let error = fails(laptop.path(), &["case", "sign", &reg_no, "--assignee", "小周"], 1);
     assert!(error.contains("may not sign in"), "a volunteer laptop may not sign in: {error}");
@@ -433,7 +439,7 @@ fn offline_work_merges_back_and_its_conflict_is_listed_and_resolved() {
         (Some(reg_no.as_str()), 0)
     );
     let view = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]));
-    assert_eq!((view["site_visits"].as_u64(), view["notes"].as_array().unwrap().len()), (Some(1), 1));
+    assert!(view["tags"].as_array().unwrap().iter().any(|tag| tag == "行动不便"), "{view}");
     let merged = json(&ok(admin.path(), &["merge", window.path().to_str().unwrap(), "--json"]));
     assert_eq!(merged["new_conflicts"].as_array().unwrap().len(), 0, "sign-in alone is no conflict");
     assert_eq!(json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]))["status"], "IN_PROGRESS");
@@ -709,8 +715,12 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let (window, window_id) = enrolled_node(admin.path(), "2F03", "window");
     let (laptop, _) = enrolled_node(admin.path(), "V01", "volunteer");
     let (reg_no, _) = register(admin.path());
-    register(admin.path());
+    let (other_no, _) = register(admin.path());
     ok(admin.path(), &["case", "dispatch", &reg_no]);
+    // Issue 13: the laptop may read (and write the private part of) only the case whose visit is assigned to it.
+    let error = fails(admin.path(), &["case", "assign-visit", &reg_no, "--laptop", "NOPE"], 1);
+    assert!(error.contains("volunteer laptops: V01"), "the hint names the laptops: {error}");
+    ok(admin.path(), &["case", "assign-visit", &reg_no, "--laptop", "V01"]);
 
     let admin_node = start_node(admin.path());
     for dir in [window.path(), laptop.path()] {
@@ -744,17 +754,25 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
         let status = json(&ok(laptop.path(), &["status", "--json"]));
         status["sync_peers"].as_array().unwrap().iter().any(|peer| peer["node_id"] == admin_id)
     });
+    let sealed = |dir: &Path, no: &str| json(&ok(dir, &["case", "show", no, "--json"]))["personal"]["sealed"] == true;
+    let key_ms = wait_for("the laptop to get the key of its assigned visit", || !sealed(laptop.path(), &reg_no));
+    assert!(sealed(laptop.path(), &other_no), "the laptop cannot read a case whose visit is not assigned to it");
+    assert!(!sealed(window.path(), &other_no) && !sealed(window.path(), &reg_no), "a window PC reads every case");
 
     // Offline: the laptop leaves for a home visit; the window PC loses the hall LAN.
     drop(laptop_node);
     drop(window_node);
     let volunteer = ["--staff", "帮帮哥小周"];
+    let error = fails(laptop.path(), &[&volunteer[..], &["case", "note", &other_no, "不该写入"]].concat(), 1);
+    assert!(error.contains("does not hold the key") && error.contains("assign-visit"), "{error}");
+    ok(laptop.path(), &[&volunteer[..], &["case", "note", &reg_no, "李先生行动不便，材料已收齐"]].concat());
     ok(
         laptop.path(),
         &[&volunteer[..], &["case", "visit", &reg_no, "--volunteers", "小周,小李", "--outcome", "上门收集材料"]]
             .concat(),
     );
-    ok(laptop.path(), &[&volunteer[..], &["case", "note", &reg_no, "李先生行动不便，材料已收齐"]].concat());
+    // The visit is logged: the laptop destroyed the key at once, offline.
+    assert!(sealed(laptop.path(), &reg_no), "the laptop still reads the case after logging its visit");
     ok(
         window.path(),
         &["--staff", "王工", "case", "resolve", &reg_no, "--result", "解释说明", "--reply", "已电话说明"],
@@ -824,9 +842,11 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let waited = wait_for("the resolution to reach the window", || case_on(window.path()) == on_admin);
     assert!(json(&ok(window.path(), &["conflicts", "list", "--json"])).as_array().unwrap().is_empty());
     println!(
-        "bundle e2e: exported_cases=1/2 import_twice_unchanged=2 refused=3 conflict_resolved_ms={} account_synced_ms={}",
+        "bundle e2e: exported_cases=1/2 import_twice_unchanged=2 refused=3 conflict_resolved_ms={} account_synced_ms={} \
+         laptop_key_ms={} laptop_reads=1/2 (assigned) then 0/2 (visit logged)",
         waited.as_millis(),
-        account_ms.as_millis()
+        account_ms.as_millis(),
+        key_ms.as_millis()
     );
     drop((window_node, admin_node));
 }
@@ -1243,11 +1263,19 @@ fn a_damaged_document_makes_reindex_and_verify_fail_and_status_shows_it() {
     let damaged = {
         let db = rusqlite::Connection::open(dir.path().join("cases.db")).unwrap();
         let doc: String =
-            db.query_row("SELECT doc_id FROM changes ORDER BY seq LIMIT 1", [], |row| row.get(0)).unwrap();
+            db.query_row("SELECT doc_id FROM catalog ORDER BY local_seq LIMIT 1", [], |row| row.get(0)).unwrap();
+        // A registration (sealed values do not compress) may be stored as a snapshot without change rows: damage both.
         db.execute(
             "UPDATE changes SET bytes = CAST(substr(bytes, 1, 20) || \
                  CASE WHEN substr(bytes, 21, 1) = x'00' THEN x'01' ELSE x'00' END || substr(bytes, 22) AS BLOB) \
              WHERE doc_id = ?1",
+            [&doc],
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE docs SET snapshot = CAST(substr(snapshot, 1, 20) || \
+                 CASE WHEN substr(snapshot, 21, 1) = x'00' THEN x'01' ELSE x'00' END || substr(snapshot, 22) AS BLOB) \
+             WHERE doc_id = ?1 AND length(snapshot) > 0",
             [&doc],
         )
         .unwrap();

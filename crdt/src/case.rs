@@ -3,9 +3,13 @@
 //! Layout of the document (readable by any Automerge implementation):
 //! - root scalars: `schema`, `case_id`, `reg_no`, `query_hash`, `channel`, `registered_at`, `registered_by`,
 //!   `registered_node`, `window`, `nature`, `category`, `not_done_reason`, `summary`, `detail`, `expectation`,
-//!   `location`, `sensitive`, `phone_tag`, `first_response_due`, `due_ms`; maps `modes`, `tags` (key → true: an
-//!   add-wins set) and `matter`;
-//! - `pi`: the personal record (see `pi`), kept apart from the case fields;
+//!   `location`, `sensitive`, `first_response_due`, `due_ms`; maps `modes`, `tags` (key → true: an add-wins set),
+//!   `matter` and `consent` (the citizen's public flags: callback, publication, anonymity, subject type, contact
+//!   preference);
+//! - `pi`: the personal record (see `pi`) as one sealed JSON value;
+//! - `detail`, `expectation`, `location`, `pi` and the private payload fields of events are sealed under the case key
+//!   (see `seal`): ciphertext in the document and all of its history. A `CaseDoc` may hold the key (`set_key`); without
+//!   it, private values read as `seal::SEALED_ZH` and commands that write private text are refused.
 //! - `events`: the append-only list of event maps (see `event`).
 //!
 //! Editable scalars are per-field last-writer-wins; concurrent values stay readable with `get_all` and are listed as
@@ -23,6 +27,7 @@ use crate::model::{
     Status, SupervisionLevel,
 };
 use crate::pi::{MaskedPersonalData, PersonalData, check_plain_text};
+use crate::seal::{self, CaseKey};
 use crate::time::Hlc;
 use crate::view::{
     Callback, CaseView, Conflict, ConflictDetail, Extension, FieldCandidate, Flags, Matter, PublicReply, TimelineEntry,
@@ -34,7 +39,8 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The version of the document layout this crate writes. A document with a larger `schema` is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version 2 (issue 13) sealed the private layer: earlier documents hold personal data in clear and are refused.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Why a stored or received document is not a readable case.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,12 +54,19 @@ pub enum LoadError {
     /// Written by a newer version of zhaowo.
     #[error("case document schema {found} is newer than this version understands ({SCHEMA_VERSION}): upgrade zhaowo")]
     NewerSchema { found: i64 },
+    /// Written before the private layer (schema 2): its personal data is in clear, and this version does not read it.
+    #[error(
+        "case document schema {found} predates the sealed private layer (schema {SCHEMA_VERSION}); this version does not read it (see the README's changelog)"
+    )]
+    OlderSchema { found: i64 },
 }
 
 /// One case: an Automerge document plus the rules to change it.
 #[derive(Debug)]
 pub struct CaseDoc {
     doc: AutoCommit,
+    /// The case's data key, when this node holds it.
+    key: Option<CaseKey>,
 }
 
 /// The parsed events of a case in fold order, with what the fold needs.
@@ -119,12 +132,31 @@ fn map_set<'a>(doc: &mut AutoCommit, key: &str, items: impl IntoIterator<Item = 
     Ok(())
 }
 
-fn phone_tag(hall: &Hall, phone: &str) -> String {
-    use hmac::{KeyInit, Mac};
-    let key = crate::ids::hex_decode(&hall.phone_tag_key).unwrap_or_default();
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC takes keys of any length");
-    mac.update(phone.as_bytes());
-    hex_encode(&mac.finalize().into_bytes()[..16])
+/// The duplicate-detection tag of a phone number: computed where the case is open (a node holding its key), never
+/// stored in the document (a keyed tag in the document let any node that holds the hall configuration, a laptop
+/// among them, test every phone number against it).
+fn phone_tag(phone: &str) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"zhaowo-phone-tag-v2\0");
+    hash.update(phone.as_bytes());
+    hex_encode(&hash.finalize()[..16])
+}
+
+/// The public flags of the personal record (the document's `consent` map).
+fn consent_json(personal: &PersonalData) -> Value {
+    serde_json::json!({
+        "subject_type": personal.subject_type,
+        "contact_pref": personal.contact_pref,
+        "callback_ok": personal.callback_ok,
+        "publish_ok": personal.publish_ok,
+        "anonymous": personal.anonymous,
+    })
+}
+
+/// The seal's error as a command error.
+fn seal_error(error: seal::SealError) -> CommandError {
+    CommandError::Seal(error.to_string())
 }
 
 impl CaseDoc {
@@ -177,7 +209,20 @@ impl CaseDoc {
         let case_id = CaseId::new(ctx.now_ms, ctx.entropy);
         let submitted = author.role == Role::Citizen;
 
-        let mut case = CaseDoc { doc: AutoCommit::new().with_actor(actor) };
+        let key = CaseKey::derive(&ctx.secret);
+        let case_text = case_id.to_string();
+        let sealed = |field: &str, text: &str| -> Result<Value, CommandError> {
+            if text.is_empty() {
+                return Ok(Value::String(String::new()));
+            }
+            seal::seal(&key, &ctx.secret, &case_text, field, text).map(Value::String).map_err(seal_error)
+        };
+        let pi_json = serde_json::to_string(&personal).map_err(|error| CommandError::Document(error.to_string()))?;
+        let sealed_pi = sealed("pi", &pi_json)?;
+        let sealed_detail = sealed("detail", &registration.detail)?;
+        let sealed_expectation = sealed("expectation", &registration.expectation)?;
+        let sealed_location = sealed("location", &registration.location)?;
+        let mut case = CaseDoc { doc: AutoCommit::new().with_actor(actor), key: Some(key) };
         let doc = &mut case.doc;
         let put =
             |doc: &mut AutoCommit, key: &str, value: Value| amjson::put(doc, &ROOT, key, &value).map_err(doc_error);
@@ -194,11 +239,10 @@ impl CaseDoc {
         put(doc, "category", registration.category.clone().into())?;
         put(doc, "not_done_reason", registration.not_done_reason.map(NotDoneReason::code).into())?;
         put(doc, "summary", registration.summary.clone().into())?;
-        put(doc, "detail", registration.detail.clone().into())?;
-        put(doc, "expectation", registration.expectation.clone().into())?;
-        put(doc, "location", registration.location.clone().into())?;
+        put(doc, "detail", sealed_detail)?;
+        put(doc, "expectation", sealed_expectation)?;
+        put(doc, "location", sealed_location)?;
         put(doc, "sensitive", sensitive.into())?;
-        put(doc, "phone_tag", personal.phone.as_deref().map(|phone| phone_tag(hall, phone)).into())?;
         put(doc, "first_response_due", first_response_due.into())?;
         put(doc, "due_ms", due_ms.into())?;
         if let Some(matter) = &registration.matter {
@@ -206,7 +250,8 @@ impl CaseDoc {
         }
         map_set(doc, "modes", registration.modes.iter().map(|mode| mode.code()))?;
         map_set(doc, "tags", registration.tags.iter().map(String::as_str))?;
-        put(doc, "pi", serde_json::to_value(&personal).unwrap_or_default())?;
+        put(doc, "consent", consent_json(&personal))?;
+        put(doc, "pi", sealed_pi)?;
         doc.put_object(ROOT, "events", ObjType::List).map_err(doc_error)?;
         let event_id = case.append(ctx, EventKind::Registered { submitted, priority }, None, &Log::empty())?;
         Ok((case, event_id))
@@ -231,7 +276,7 @@ impl CaseDoc {
     /// holds documents that may turn out not to be cases, and copying every one cost a tenth of an initial sync).
     #[allow(clippy::result_large_err, reason = "the Ok variant is the same document: boxing one side saves nothing")]
     pub fn from_automerge_or_back(doc: AutoCommit) -> Result<CaseDoc, (LoadError, AutoCommit)> {
-        let case = CaseDoc { doc };
+        let case = CaseDoc { doc, key: None };
         match case.check() {
             Ok(()) => Ok(case),
             Err(error) => Err((error, case.doc)),
@@ -242,7 +287,8 @@ impl CaseDoc {
         let case = self;
         match amjson::read_prop(&case.doc, &ROOT, "schema").and_then(|v| v.as_i64()) {
             Some(found) if found > SCHEMA_VERSION => return Err(LoadError::NewerSchema { found }),
-            Some(found) if found >= 1 => {}
+            Some(found) if found == SCHEMA_VERSION => {}
+            Some(found) if found >= 1 => return Err(LoadError::OlderSchema { found }),
             _ => return Err(LoadError::Field("schema")),
         }
         case.try_case_id().ok_or(LoadError::Field("case_id"))?;
@@ -256,6 +302,42 @@ impl CaseDoc {
 
     pub fn save(&mut self) -> Vec<u8> {
         self.doc.save()
+    }
+
+    /// The case's data key, when this replica holds it.
+    pub fn key(&self) -> Option<&CaseKey> {
+        self.key.as_ref()
+    }
+
+    /// Gives this replica the case key (read from the node's key table) or takes it away.
+    pub fn set_key(&mut self, key: Option<CaseKey>) {
+        self.key = key;
+    }
+
+    /// Whether `key` is this case's key: it opens the sealed personal record (or, without one, the sealed detail).
+    pub fn key_opens(&self, key: &CaseKey) -> bool {
+        let case_id = self.case_id();
+        ["pi", "detail"].iter().any(|field| {
+            let stored = self.str_field(field);
+            seal::is_sealed(&stored) && seal::open(key, case_id.as_str(), field, &stored).is_ok()
+        })
+    }
+
+    /// A private root field as this replica can read it (see `seal::reveal`).
+    fn private_field(&self, field: &str) -> String {
+        let case_id = self.str_field("case_id");
+        seal::reveal(self.key.as_ref(), &case_id, field, &self.str_field(field))
+    }
+
+    /// Writes a private root field, sealed; refused without the key (an empty value needs none).
+    fn put_private(&mut self, ctx: &Ctx, field: &'static str, value: &str) -> Result<(), CommandError> {
+        let stored = if value.is_empty() {
+            String::new()
+        } else {
+            let key = self.key.as_ref().ok_or(CommandError::NoCaseKey(field))?;
+            seal::seal(key, &ctx.secret, self.case_id().as_str(), field, value).map_err(seal_error)?
+        };
+        amjson::put(&mut self.doc, &ROOT, field, &stored.into()).map_err(doc_error)
     }
 
     /// Merges another replica of the same case into this one.
@@ -313,10 +395,12 @@ impl CaseDoc {
         let mut events = Vec::new();
         let mut unreadable = 0;
         let mut ids = BTreeSet::new();
+        let case_id = self.str_field("case_id");
         if let Some(list) = self.events_obj() {
             for item in self.doc.list_range(&list, ..).take(EVENTS_PER_CASE_MAX * 2) {
                 let id = item.id();
-                let value = amjson::to_json(&self.doc, item.value.into(), &id, 0);
+                let mut value = amjson::to_json(&self.doc, item.value.into(), &id, 0);
+                self.open_payload(&case_id, &mut value);
                 match serde_json::from_value::<Event>(value) {
                     Ok(event) if event.parents.len() <= PARENTS_PER_EVENT_MAX && ids.insert(event.id.clone()) => {
                         events.push(event)
@@ -328,6 +412,45 @@ impl CaseDoc {
         sort_events(&mut events);
         let ancestry = Ancestry::new(&events);
         Log { events, ancestry, unreadable }
+    }
+
+    /// Replaces the private payload fields of a stored event (JSON) by what this replica can read of them.
+    fn open_payload(&self, case_id: &str, event: &mut Value) {
+        let Some(type_name) = event.get("type").and_then(Value::as_str) else { return };
+        let fields = seal::private_payload_fields(type_name);
+        if fields.is_empty() {
+            return;
+        }
+        let event_id = event.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let Some(payload) = event.get_mut("payload").and_then(Value::as_object_mut) else { return };
+        for field in fields {
+            if let Some(Value::String(stored)) = payload.get_mut(*field) {
+                *stored = seal::reveal(self.key.as_ref(), case_id, &format!("event/{event_id}/{field}"), stored);
+            }
+        }
+    }
+
+    /// Seals the private payload fields of an event about to be stored; refused without the key (empty values are
+    /// stored as they are).
+    fn seal_payload(&self, ctx: &Ctx, event: &mut Value) -> Result<(), CommandError> {
+        let Some(type_name) = event.get("type").and_then(Value::as_str).map(str::to_owned) else { return Ok(()) };
+        let fields = seal::private_payload_fields(&type_name);
+        let event_id = event.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let case_id = self.case_id();
+        let Some(payload) = event.get_mut("payload").and_then(Value::as_object_mut) else { return Ok(()) };
+        for field in fields {
+            if !seal::payload_is_private(&type_name, payload, field) {
+                continue;
+            }
+            if let Some(Value::String(text)) = payload.get_mut(*field)
+                && !text.is_empty()
+            {
+                let key = self.key.as_ref().ok_or(CommandError::NoCaseKey(field))?;
+                *text = seal::seal(key, &ctx.secret, case_id.as_str(), &format!("event/{event_id}/{field}"), text)
+                    .map_err(seal_error)?;
+            }
+        }
+        Ok(())
     }
 
     /// Appends one event (and commits), after the caller validated it.
@@ -348,7 +471,8 @@ impl CaseDoc {
             kind,
         };
         let list = self.events_obj().ok_or_else(|| CommandError::Document("no events list".into()))?;
-        let value = serde_json::to_value(&event).map_err(|error| CommandError::Document(error.to_string()))?;
+        let mut value = serde_json::to_value(&event).map_err(|error| CommandError::Document(error.to_string()))?;
+        self.seal_payload(ctx, &mut value)?;
         amjson::push(&mut self.doc, &list, &value).map_err(doc_error)?;
         self.doc.commit_with(
             CommitOptions::default().with_time(ctx.now_ms / 1000).with_message(event.kind.type_name().to_owned()),
@@ -442,6 +566,12 @@ impl CaseDoc {
                 check_time("consultation time", held_at_ms, ctx.now_ms)?;
                 EventKind::ConsultationHeld { units, minutes, site_visit, held_at_ms }
             }
+            Command::AssignVisit { laptop } => {
+                if laptop.len() != 64 || !laptop.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                    return Err(CommandError::NotALaptop(laptop));
+                }
+                EventKind::VisitAssigned { laptop }
+            }
             Command::LogVisit { volunteers, outcome, visited_at_ms, duration_minutes } => {
                 if volunteers.is_empty() {
                     return Err(CommandError::Empty { field: "volunteers" });
@@ -518,10 +648,20 @@ impl CaseDoc {
                 if field == EditableField::Summary {
                     check_public_summary(&value)?;
                 }
-                if self.str_field(field.code()) == value {
-                    return Err(CommandError::NoChange("the field already has that value"));
+                if field == EditableField::Summary {
+                    if self.str_field(field.code()) == value {
+                        return Err(CommandError::NoChange("the field already has that value"));
+                    }
+                    amjson::put(&mut self.doc, &ROOT, field.code(), &value.clone().into()).map_err(doc_error)?;
+                } else {
+                    if self.key.is_none() {
+                        return Err(CommandError::NoCaseKey(field.code()));
+                    }
+                    if self.private_field(field.code()) == value {
+                        return Err(CommandError::NoChange("the field already has that value"));
+                    }
+                    self.put_private(ctx, field.code(), &value)?;
                 }
-                amjson::put(&mut self.doc, &ROOT, field.code(), &value.clone().into()).map_err(doc_error)?;
                 EventKind::FieldEdited { field, value }
             }
             Command::AddTags { tags } => {
@@ -586,17 +726,9 @@ impl CaseDoc {
                 if view.personal.purged {
                     return Err(CommandError::Purged);
                 }
-                let pi = match self.doc.get(ROOT, "pi").map_err(doc_error)? {
-                    Some((automerge::Value::Object(ObjType::Map), id)) => Some(id),
-                    _ => None,
-                };
-                if let Some(pi) = pi {
-                    let keys: Vec<String> = self.doc.keys(&pi).collect();
-                    for key in keys {
-                        self.doc.delete(&pi, key.as_str()).map_err(doc_error)?;
-                    }
-                }
-                amjson::put(&mut self.doc, &ROOT, "phone_tag", &Value::Null).map_err(doc_error)?;
+                // The sealed record leaves the current document; its old bytes stay in the history as ciphertext,
+                // unreadable once every node destroyed the case key (which the purge event tells them to do).
+                amjson::put(&mut self.doc, &ROOT, "pi", &Value::Null).map_err(doc_error)?;
                 EventKind::PiPurged {}
             }
             Command::ResolveConflict { conflict, decision, note } => {
@@ -612,14 +744,24 @@ impl CaseDoc {
                         return Err(CommandError::DecisionKind(conflict));
                     }
                     (ConflictDetail::Field { field, candidates }, decision) => {
+                        let private = seal::PRIVATE_ROOT_FIELDS.contains(&field.as_str());
+                        if private && self.key.is_none() {
+                            return Err(CommandError::NoCaseKey("a private field"));
+                        }
                         let value = match decision {
+                            ConflictDecision::Keep if private => self.private_field(field),
                             ConflictDecision::Keep => self.str_field(field),
                             ConflictDecision::Choose(value) => value,
                         };
                         if !candidates.iter().any(|c| c.value == value) {
                             return Err(CommandError::NotACandidate(value));
                         }
-                        amjson::put(&mut self.doc, &ROOT, field, &value.clone().into()).map_err(doc_error)?;
+                        match seal::PRIVATE_ROOT_FIELDS.iter().find(|name| **name == field.as_str()) {
+                            Some(name) => self.put_private(ctx, name, &value)?,
+                            None => {
+                                amjson::put(&mut self.doc, &ROOT, field, &value.clone().into()).map_err(doc_error)?
+                            }
+                        }
                         format!("采用「{value}」")
                     }
                 };
@@ -703,15 +845,30 @@ impl CaseDoc {
         if log.events.iter().any(|event| matches!(event.kind, EventKind::PiPurged {})) {
             return Err(CommandError::Purged);
         }
-        let personal = self.personal_data();
+        let (personal, sealed) = self.personal_data();
+        if sealed {
+            return Err(CommandError::NoCaseKey("personal data"));
+        }
         let event = self.append(ctx, EventKind::PiRevealed { purpose: purpose.to_owned() }, None, &log)?;
         Ok((personal, event))
     }
 
-    fn personal_data(&self) -> PersonalData {
-        amjson::read_prop(&self.doc, &ROOT, "pi")
+    /// The personal record as this replica can read it: the sealed record opened with the key, or only the public
+    /// flags (`consent`) without it; `None` for the record itself when it is sealed and this replica lacks the key.
+    fn personal_data(&self) -> (PersonalData, bool) {
+        let consent: PersonalData = amjson::read_prop(&self.doc, &ROOT, "consent")
             .and_then(|value| serde_json::from_value(value).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let stored = self.str_field("pi");
+        if !seal::is_sealed(&stored) {
+            return (consent, false);
+        }
+        let case_id = self.str_field("case_id");
+        let opened = self.key.as_ref().and_then(|key| seal::open(key, &case_id, "pi", &stored).ok());
+        match opened.and_then(|json| serde_json::from_str::<PersonalData>(&json).ok()) {
+            Some(personal) => (personal, false),
+            None => (consent, true),
+        }
     }
 
     /// Checks a query code (查询码) typed by a citizen against the stored hash, in constant time.
@@ -751,9 +908,9 @@ impl CaseDoc {
                 .and_then(|value| serde_json::from_value::<Matter>(value).ok()),
             not_done_reason: NotDoneReason::parse(&self.str_field("not_done_reason")),
             summary: self.str_field("summary"),
-            detail: self.str_field("detail"),
-            expectation: self.str_field("expectation"),
-            location: self.str_field("location"),
+            detail: self.private_field("detail"),
+            expectation: self.private_field("expectation"),
+            location: self.private_field("location"),
             priority: initial_priority,
             status,
             lead_unit: None,
@@ -779,6 +936,7 @@ impl CaseDoc {
             extensions: Vec::new(),
             consultations: 0,
             site_visits: 0,
+            visit_assignment: None,
             visit_minutes: 0,
             dispatches: 0,
             returns: 0,
@@ -787,7 +945,7 @@ impl CaseDoc {
             duplicates: BTreeSet::new(),
             tags: self.set_keys("tags"),
             sensitive: matches!(amjson::read_prop(&self.doc, &ROOT, "sensitive"), Some(Value::Bool(true))),
-            phone_tag: Some(self.str_field("phone_tag")).filter(|tag| !tag.is_empty()),
+            phone_tag: None,
             personal: MaskedPersonalData::default(),
             pi_reveals: 0,
             updated_at_ms: 0,
@@ -880,6 +1038,13 @@ impl CaseDoc {
                 EventKind::SiteVisitLogged { duration_minutes, .. } => {
                     view.site_visits += 1;
                     view.visit_minutes += u64::from(*duration_minutes);
+                    if view.visit_assignment.as_ref().is_some_and(|open| open.laptop == event.node) {
+                        view.visit_assignment = None;
+                    }
+                }
+                EventKind::VisitAssigned { laptop } => {
+                    view.visit_assignment =
+                        Some(crate::view::VisitAssignment { laptop: laptop.clone(), at_ms: event.wall_ms })
                 }
                 EventKind::ExtensionRequested { reason, .. } => view.extensions.push(Extension {
                     request: event.id.clone(),
@@ -944,6 +1109,13 @@ impl CaseDoc {
         if status != Status::OnHold {
             view.hold_started_ms = None;
         }
+        // A visit is open only while the case is being worked on (or awaits its callback).
+        if !matches!(
+            status,
+            Status::Registered | Status::Dispatched | Status::InProgress | Status::OnHold | Status::Replied
+        ) {
+            view.visit_assignment = None;
+        }
         if let Some(extended) = extension_due.filter(|&due| due > view.due_ms) {
             view.due_ms = extended;
             view.flags.extended = true;
@@ -953,7 +1125,9 @@ impl CaseDoc {
         view.personal = if purged {
             MaskedPersonalData { purged: true, ..MaskedPersonalData::default() }
         } else {
-            self.personal_data().masked()
+            let (personal, sealed) = self.personal_data();
+            view.phone_tag = personal.phone.as_deref().map(phone_tag);
+            MaskedPersonalData { sealed, ..personal.masked() }
         };
         if status == Status::Closed
             && let Some((close_id, _)) = arbitration.applied.last()
@@ -1001,11 +1175,14 @@ impl CaseDoc {
             });
         }
         let registered = log.events.iter().find(|event| matches!(event.kind, EventKind::Registered { .. }));
+        let case_id = self.str_field("case_id");
         for field in ["summary", "detail", "expectation", "location", "category"] {
             let Ok(values) = self.doc.get_all(ROOT, field) else { continue };
+            let private = seal::PRIVATE_ROOT_FIELDS.contains(&field);
             let mut distinct: Vec<String> = values
                 .into_iter()
                 .filter_map(|(value, id)| match amjson::to_json(&self.doc, value, &id, 0) {
+                    Value::String(text) if private => Some(seal::reveal(self.key.as_ref(), &case_id, field, &text)),
                     Value::String(text) => Some(text),
                     _ => None,
                 })

@@ -14,13 +14,28 @@ use crate::pi::{PersonalData, PersonalDataError};
 use crate::view::Matter;
 use std::collections::BTreeSet;
 
-/// What every command needs from its caller: the time, fresh entropy (for event ids) and who is acting.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What every command needs from its caller: the time, fresh entropy (for event ids), a fresh secret (for sealing)
+/// and who is acting. The crate reads no clock and no random source itself.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Ctx {
     pub now_ms: i64,
     /// At least 80 fresh random bits per command.
     pub entropy: u128,
+    /// 32 fresh random bytes per command, never stored: a registration derives the case key from them, and every
+    /// sealed value its nonce (`seal`). Reusing a secret for two commands leaks nothing by itself (nonces also bind
+    /// the field and the plaintext), but a predictable one would make a registered case's key predictable.
+    pub secret: [u8; 32],
     pub author: Author,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("now_ms", &self.now_ms)
+            .field("entropy", &self.entropy)
+            .field("author", &self.author)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A new case as the window (or the citizen form) fills it in.
@@ -105,6 +120,11 @@ pub enum Command {
         outcome: String,
         visited_at_ms: i64,
         duration_minutes: u32,
+    },
+    /// 指派上门: names the volunteer laptop (its node id) that visits the citizen; that laptop, and only while the
+    /// visit is open, may hold the case key (issue 13).
+    AssignVisit {
+        laptop: String,
     },
     /// 申请延期.
     RequestExtension {
@@ -195,6 +215,7 @@ impl Command {
             Command::PublishReply { .. } => CommandKind::PublishReply,
             Command::HoldConsultation { .. } => CommandKind::HoldConsultation,
             Command::LogVisit { .. } => CommandKind::LogVisit,
+            Command::AssignVisit { .. } => CommandKind::AssignVisit,
             Command::RequestExtension { .. } => CommandKind::RequestExtension,
             Command::ApproveExtension { .. } => CommandKind::ApproveExtension,
             Command::Supervise { .. } => CommandKind::Supervise,
@@ -248,6 +269,7 @@ impl CommandKind {
             K::PublishReply => "reply",
             K::HoldConsultation => "consult",
             K::LogVisit => "visit",
+            K::AssignVisit => "assign a visit",
             K::RequestExtension => "request extension",
             K::ApproveExtension => "approve extension",
             K::Supervise => "supervise",
@@ -292,6 +314,7 @@ impl CommandKind {
             | K::PublishReply
             | K::HoldConsultation
             | K::LogVisit
+            | K::AssignVisit
             | K::RequestExtension
             | K::ApproveExtension
             | K::Supervise
@@ -353,13 +376,15 @@ impl CommandKind {
             K::PublishReply | K::ChangePriority | K::ChangeCategory | K::EditField => (staff, open),
             K::HoldConsultation => (staff, working || status == Replied),
             K::LogVisit => (staff || role == Role::Volunteer, working || status == Replied),
+            K::AssignVisit => (staff, working || status == Replied),
             K::RequestExtension => (lead_desk, matches!(status, Dispatched | InProgress | OnHold)),
             K::ApproveExtension => (oversight, working),
             // 督办 is the 督查科's own act (not an admin's).
             K::Supervise => (role == Role::Supervision, open),
             K::AddCoUnits => (staff, working),
             K::RecordCallback => (any_member, matches!(status, Replied | Closed)),
-            K::PurgePersonalData => (role == Role::Admin, true),
+            // 督查科 or admin (issue 13 §3); a purge makes every node destroy the case key.
+            K::PurgePersonalData => (oversight, true),
             K::RevealPersonalData => (staff, true),
             K::ResolveConflict => (oversight, true),
         };
@@ -459,6 +484,16 @@ pub enum CommandError {
     TooManyEvents(usize),
     #[error(transparent)]
     Hall(#[from] HallError),
+    /// The command writes private text (a note, minutes, an outcome, a comment, a field of the private layer) and this
+    /// node does not hold the case's key (issue 13).
+    #[error("this node does not hold the key of the case, so it cannot write {0} (private data)")]
+    NoCaseKey(&'static str),
+    /// 指派上门 names a node id (64 hex digits) of the hall's volunteer laptops.
+    #[error("`{0}` is not a node id (64 hex digits)")]
+    NotALaptop(String),
+    /// Sealing failed: nothing was written.
+    #[error("sealing private data failed: {0}")]
+    Seal(String),
     /// Automerge refused a write (a bug, or a damaged document).
     #[error("document error: {0}")]
     Document(String),
@@ -545,6 +580,12 @@ impl CommandError {
             E::Purged => "本案的个人信息已清除".to_owned(),
             E::TooManyEvents(_) => "本案的办理记录已达上限，请联系管理员".to_owned(),
             E::Hall(_) => "大厅配置有误，请联系管理员".to_owned(),
+            E::NoCaseKey(_) => {
+                "本机无权查看此案件的个人信息，不能写入办理记录中的内容；请在大厅电脑上操作，或请督查科指派上门"
+                    .to_owned()
+            }
+            E::NotALaptop(_) => "请选择一台志愿者上门电脑".to_owned(),
+            E::Seal(_) => "加密失败，未写入任何内容，请联系管理员".to_owned(),
             E::Document(_) => "案件文档写入失败，请联系管理员".to_owned(),
         }
     }

@@ -94,6 +94,9 @@ pub enum EventKind {
         visited_at_ms: i64,
         duration_minutes: u32,
     },
+    VisitAssigned {
+        laptop: String,
+    },
     ExtensionRequested {
         span: Span,
         reason: String,
@@ -186,6 +189,7 @@ impl EventKind {
             EventKind::ReplyPublished { .. } => "ReplyPublished",
             EventKind::ConsultationHeld { .. } => "ConsultationHeld",
             EventKind::SiteVisitLogged { .. } => "SiteVisitLogged",
+            EventKind::VisitAssigned { .. } => "VisitAssigned",
             EventKind::ExtensionRequested { .. } => "ExtensionRequested",
             EventKind::ExtensionApproved { .. } => "ExtensionApproved",
             EventKind::SupervisionIssued { .. } => "SupervisionIssued",
@@ -226,6 +230,7 @@ impl EventKind {
             EventKind::ReplyPublished { .. } => "对外答复",
             EventKind::ConsultationHeld { .. } => "会诊",
             EventKind::SiteVisitLogged { .. } => "上门/现场勘查",
+            EventKind::VisitAssigned { .. } => "指派上门",
             EventKind::ExtensionRequested { .. } => "申请延期",
             EventKind::ExtensionApproved { .. } => "批准延期",
             EventKind::SupervisionIssued { .. } => "督办",

@@ -19,6 +19,7 @@ pub mod model;
 pub mod pi;
 pub mod public_text;
 pub mod roster;
+pub mod seal;
 pub mod signing;
 pub mod sync;
 pub mod time;

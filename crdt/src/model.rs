@@ -236,6 +236,7 @@ vocabulary! {
         PublishReply = ("reply", "对外答复"),
         HoldConsultation = ("consult", "会诊"),
         LogVisit = ("visit", "上门/走访"),
+        AssignVisit = ("assign_visit", "指派上门"),
         RequestExtension = ("extend", "申请延期"),
         ApproveExtension = ("approve_extension", "批准延期"),
         Supervise = ("supervise", "督办"),

@@ -1,9 +1,11 @@
-//! 诉求人信息: the citizen's personal data, kept in its own map of the case document, and its masked forms.
+//! 诉求人信息: the citizen's personal data and its masked forms.
 //!
 //! PIPL asks us to minimise and mask. Pages, exports and the public lookup only ever see [`MaskedPersonalData`];
-//! the full record leaves the crate only through a `RevealPersonalData` command, which is recorded as an event.
-//! Per-case encryption with key destruction on purge is a later step (DOMAIN.md §5.2): today a purge deletes the
-//! values from the current document and the fold hides them, but Automerge history still holds them.
+//! the full record leaves the crate only through a `RevealPersonalData` command, which is recorded as an event. In the
+//! case document the record is one sealed value (`seal`), readable only where the case key is; its public flags
+//! (callback, publication, anonymity) are kept apart in clear, since routing and KPIs need them on every node. A purge
+//! removes the record from the current document and makes every node destroy the case key, so the ciphertext left in
+//! the history can no longer be opened.
 
 use crate::limits::{LOCATION_CHARS_MAX, NAME_CHARS_MAX};
 use crate::model::{ContactPref, SubjectType};
@@ -45,6 +47,8 @@ pub struct MaskedPersonalData {
     pub anonymous: bool,
     /// The record was purged (个人信息已清除): nothing can be revealed any more.
     pub purged: bool,
+    /// The record is sealed and this node does not hold the case key (本机无权查看): only the public flags are known.
+    pub sealed: bool,
 }
 
 /// Why a personal record was refused.
@@ -132,6 +136,7 @@ impl PersonalData {
             publish_ok: self.publish_ok,
             anonymous: self.anonymous,
             purged: false,
+            sealed: false,
         }
     }
 }

@@ -47,6 +47,8 @@ pub const WHOLE_DOCS_IN_FLIGHT_MAX: usize = 4 * WANT_PAGE_DOCS;
 /// fails), so a damaged document costs only itself; a peer sending many is broken or hostile, and a session that only
 /// verifies and refuses is not worth keeping. Changes of a revoked author do not count (honest relays may carry them).
 pub const REFUSED_WHOLE_DOCS_MAX: usize = 16;
+/// `WantKeys` pages (of up to `wire::WANT_DOCS_MAX` ids) awaiting their `Keys` answer.
+pub const KEY_PAGES_IN_FLIGHT_MAX: usize = 4;
 /// Documents per `Want` frame we send: a page answers in one `Docs` frame of ~100 KB for cases of ~1.5 KB.
 pub const WANT_PAGE_DOCS: usize = 64;
 
@@ -86,6 +88,20 @@ pub trait Replica {
     /// not know.
     fn receive_whole(&mut self, doc_id: &str, _received: ReceivedDoc) -> Result<(), String> {
         Err(format!("{doc_id}: this replica does not take whole documents"))
+    }
+    /// Whether this replica lacks the data key of a document it holds and may hold it (`seal::may_hold_key`): the
+    /// session then asks a peer that announced the key. The default replica holds no keys.
+    fn wants_key(&mut self, _doc_id: &str) -> bool {
+        false
+    }
+    /// The data key of `doc_id` for `peer`, when this replica holds it and the peer may hold it.
+    fn key_for_peer(&mut self, _doc_id: &str, _peer: &PublicKey) -> Option<[u8; 32]> {
+        None
+    }
+    /// Stores a key the peer handed over after we asked for it, durably, before returning; `Err` says why it was not
+    /// taken (it does not open the case, the case was purged, this node may not hold it).
+    fn receive_key(&mut self, doc_id: &str, _key: [u8; 32]) -> Result<(), String> {
+        Err(format!("{doc_id}: this replica holds no keys"))
     }
     /// The signature we hold for a change of a document (ours or relayed).
     fn signature(&mut self, doc_id: &str, hash: &ChangeHash) -> Option<[u8; 64]>;
@@ -273,6 +289,10 @@ pub enum SessionEvent {
     /// The peer relayed a change we refuse without blaming the peer (made by a revoked member after its revocation):
     /// the document is skipped for the rest of this session. Count it and log it.
     ChangeRefused { doc_id: String, reason: String },
+    /// The peer handed over a case key this node asked for, and the replica stored it.
+    KeyReceived { doc_id: String },
+    /// A key the peer handed over was not taken (see [`Replica::receive_key`]): counted and logged, the peer kept.
+    KeyRefused { doc_id: String, reason: String },
     /// The session is caught up in both directions (initial catalogs exchanged, nothing in flight).
     Settled,
     /// The peer told us where it reached other members: address hints to dial by key.
@@ -354,6 +374,11 @@ pub struct Session {
     refused: BTreeSet<String>,
     /// Whole documents refused as damaged in this session (see [`REFUSED_WHOLE_DOCS_MAX`]).
     damaged_whole_docs: usize,
+    /// Case keys the peer announced (`CatalogEntry::keyed`): waiting for their document to be caught up, then ready
+    /// to be asked for (if the replica wants them); and the pages of `WantKeys` sent, answered in order.
+    key_waiting: BTreeSet<String>,
+    key_ready: VecDeque<String>,
+    key_pages: VecDeque<BTreeSet<String>>,
     settled_reported: bool,
     /// What the peer holds of the hall document: its announced heads plus the changes exchanged since (`None` until
     /// its `HallHeads`).
@@ -385,6 +410,9 @@ impl Session {
             exchanges: BTreeMap::new(),
             refused: BTreeSet::new(),
             damaged_whole_docs: 0,
+            key_waiting: BTreeSet::new(),
+            key_ready: VecDeque::new(),
+            key_pages: VecDeque::new(),
             settled_reported: false,
             their_hall: None,
         };
@@ -436,10 +464,20 @@ impl Session {
                 }
             }
             (Phase::Running, Frame::Catalog { entries, last }) => {
+                // Keyed documents we already hold as the peer does: their key may be asked for at once.
+                let mut keyed_in_sync = Vec::new();
                 for entry in entries {
                     self.their_max_seq = self.their_max_seq.max(entry.seq);
                     let ours = replica.heads_hash(&entry.doc_id);
-                    if ours == Some(entry.heads_hash) || self.refused.contains(&entry.doc_id) {
+                    if self.refused.contains(&entry.doc_id) {
+                        continue;
+                    }
+                    if ours == Some(entry.heads_hash) {
+                        if entry.keyed && self.pending.contains_key(&entry.doc_id) {
+                            self.key_waiting.insert(entry.doc_id);
+                        } else if entry.keyed {
+                            keyed_in_sync.push(entry.doc_id);
+                        }
                         continue;
                     }
                     if self.pending.len() >= PENDING_DOCS_MAX {
@@ -454,7 +492,15 @@ impl Session {
                         }
                     }
                     // Keep the lowest seq still waiting for this document: the ack may not pass it.
-                    self.add_pending(entry.doc_id, entry.seq);
+                    self.add_pending(entry.doc_id.clone(), entry.seq);
+                    if entry.keyed && self.key_waiting.len() < PENDING_DOCS_MAX {
+                        self.key_waiting.insert(entry.doc_id);
+                    }
+                }
+                for doc_id in keyed_in_sync {
+                    if self.key_ready.len() < PENDING_DOCS_MAX {
+                        self.key_ready.push_back(doc_id);
+                    }
                 }
                 self.their_last |= last;
             }
@@ -486,6 +532,34 @@ impl Session {
             }
             (Phase::Running, Frame::Want { doc_ids }) => self.send_whole(doc_ids, replica),
             (Phase::Running, Frame::Docs { docs }) => self.receive_docs(docs, replica)?,
+            (Phase::Running, Frame::WantKeys { doc_ids }) => {
+                let peer = self.peer_key;
+                let keys = doc_ids
+                    .into_iter()
+                    .filter_map(|doc_id| {
+                        replica.key_for_peer(&doc_id, &peer).map(|key| wire::CaseKeyGrant { doc_id, key })
+                    })
+                    .collect();
+                self.send(&Frame::Keys { keys });
+            }
+            (Phase::Running, Frame::Keys { keys }) => {
+                let Some(page) = self.key_pages.pop_front() else {
+                    return Err(SyncError::Protocol("keys nobody asked for"));
+                };
+                for grant in keys {
+                    if !page.contains(&grant.doc_id) {
+                        return Err(SyncError::Protocol("a key that was not asked for"));
+                    }
+                    let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        replica.receive_key(&grant.doc_id, grant.key)
+                    }))
+                    .unwrap_or_else(|_| Err("the replica panicked storing the key".to_owned()));
+                    match stored {
+                        Ok(()) => self.events.push_back(SessionEvent::KeyReceived { doc_id: grant.doc_id }),
+                        Err(reason) => self.events.push_back(SessionEvent::KeyRefused { doc_id: grant.doc_id, reason }),
+                    }
+                }
+            }
             (_, Frame::Bye { reason }) => return Err(SyncError::Closed(reason)),
         }
         self.pump(replica);
@@ -778,6 +852,7 @@ impl Session {
     /// exchange, nothing pending, an event for the node to count and log.
     fn refuse_doc(&mut self, doc_id: &str, reason: String) {
         self.exchanges.remove(doc_id);
+        self.key_waiting.remove(doc_id);
         self.remove_pending(doc_id);
         if self.refused.len() < PENDING_DOCS_MAX {
             self.refused.insert(doc_id.to_owned());
@@ -793,6 +868,9 @@ impl Session {
     }
 
     fn remove_pending(&mut self, doc_id: &str) {
+        if self.key_waiting.remove(doc_id) {
+            self.key_ready.push_back(doc_id.to_owned());
+        }
         if let Some(seq) = self.pending.remove(doc_id)
             && let std::collections::btree_map::Entry::Occupied(mut count) = self.pending_seqs.entry(seq)
         {
@@ -857,6 +935,21 @@ impl Session {
             }
             self.send(&Frame::Want { doc_ids: page });
         }
+        // Case keys the peer announced, for documents now caught up: ask for those this replica may hold and lacks.
+        while self.key_pages.len() < KEY_PAGES_IN_FLIGHT_MAX && self.out.len() < OUT_FRAMES_MAX {
+            let mut page = BTreeSet::new();
+            while page.len() < wire::WANT_DOCS_MAX {
+                let Some(doc_id) = self.key_ready.pop_front() else { break };
+                if replica.wants_key(&doc_id) {
+                    page.insert(doc_id);
+                }
+            }
+            if page.is_empty() {
+                break;
+            }
+            self.send(&Frame::WantKeys { doc_ids: page.iter().cloned().collect() });
+            self.key_pages.push_back(page);
+        }
         let ack = match self.pending_seqs.keys().next() {
             Some(&lowest) => lowest.saturating_sub(1),
             None => self.their_max_seq,
@@ -880,6 +973,8 @@ impl Session {
             && self.to_sync.is_empty()
             && self.wanted.is_empty()
             && self.requested.is_empty()
+            && self.key_ready.is_empty()
+            && self.key_pages.is_empty()
     }
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {

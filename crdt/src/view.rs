@@ -163,6 +163,9 @@ pub struct CaseView {
     pub consultations: usize,
     pub site_visits: usize,
     pub visit_minutes: u64,
+    /// 指派上门 still open: the volunteer laptop (node id) named by the latest assignment and when, until that laptop
+    /// logs its visit or the case leaves the working states. It may hold the case key meanwhile (`keys`).
+    pub visit_assignment: Option<VisitAssignment>,
     pub dispatches: usize,
     pub returns: usize,
     pub reopens: usize,
@@ -180,6 +183,13 @@ pub struct CaseView {
     pub flags: Flags,
     /// Every event id in the case (for "no acknowledged command lost" checks and sync accounting).
     pub event_ids: BTreeSet<EventId>,
+}
+
+/// An open 指派上门.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VisitAssignment {
+    pub laptop: String,
+    pub at_ms: i64,
 }
 
 /// What the citizen lookup and Open311 may show: public fields only, never personal data, never internal notes.
@@ -315,6 +325,9 @@ pub(crate) fn describe(event: &Event) -> String {
         }
         EventKind::SiteVisitLogged { volunteers, outcome, duration_minutes, .. } => {
             format!("上门（{}，{duration_minutes} 分钟）：{outcome}", units(volunteers))
+        }
+        EventKind::VisitAssigned { laptop } => {
+            format!("指派上门，上门电脑 {}", laptop.get(..12).unwrap_or(laptop))
         }
         EventKind::ExtensionRequested { reason, .. } => format!("申请延期：{reason}"),
         EventKind::ExtensionApproved { due_ms, .. } => {

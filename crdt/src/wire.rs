@@ -35,6 +35,22 @@ pub struct CatalogEntry {
     pub doc_id: String,
     pub heads_hash: [u8; 32],
     pub seq: u64,
+    /// The sender holds the case's data key (a peer entitled to it and lacking it asks with `WantKeys`).
+    pub keyed: bool,
+}
+
+/// A case's data key, handed over a mutually authenticated session to a peer that may hold it (`seal::may_hold_key`,
+/// checked by both sides).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseKeyGrant {
+    pub doc_id: String,
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for CaseKeyGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaseKeyGrant({}, …)", self.doc_id)
+    }
 }
 
 /// A change's signature, relayed with the change.
@@ -85,6 +101,10 @@ pub enum Frame {
     Want { doc_ids: Vec<String> },
     /// Answers to `Want`, each document whole (or marked not offered: the asker then syncs it change by change).
     Docs { docs: Vec<WholeDoc> },
+    /// Case keys the sender lacks, may hold, and saw announced as held (`CatalogEntry::keyed`).
+    WantKeys { doc_ids: Vec<String> },
+    /// Answers to `WantKeys`: the keys the holder may hand to this peer (the others are left out).
+    Keys { keys: Vec<CaseKeyGrant> },
 }
 
 /// A document as its holder stores it, for a peer that lacks it: Automerge's saved form (empty when the holder keeps
@@ -221,6 +241,14 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
             Err(WireError::Bounds("wanted doc id"))
         }
         Frame::Docs { docs } if docs.len() > WANT_DOCS_MAX => Err(WireError::Bounds("whole documents")),
+        Frame::WantKeys { doc_ids } if doc_ids.len() > WANT_DOCS_MAX => Err(WireError::Bounds("wanted keys")),
+        Frame::WantKeys { doc_ids } if doc_ids.iter().any(|id| crate::ids::CaseId::parse(id).is_none()) => {
+            Err(WireError::Bounds("wanted key id"))
+        }
+        Frame::Keys { keys } if keys.len() > WANT_DOCS_MAX => Err(WireError::Bounds("keys")),
+        Frame::Keys { keys } if keys.iter().any(|grant| crate::ids::CaseId::parse(&grant.doc_id).is_none()) => {
+            Err(WireError::Bounds("key doc id"))
+        }
         Frame::Docs { docs }
             if docs.iter().any(|doc| {
                 crate::ids::CaseId::parse(&doc.doc_id).is_none()
@@ -335,7 +363,12 @@ mod tests {
     #[test]
     fn frames_round_trip_and_bad_bytes_are_refused() {
         let frame = Frame::Catalog {
-            entries: vec![CatalogEntry { doc_id: "01KJP1GKJ0SPQPWY4YDAGVJSFM".into(), heads_hash: [7; 32], seq: 42 }],
+            entries: vec![CatalogEntry {
+                doc_id: "01KJP1GKJ0SPQPWY4YDAGVJSFM".into(),
+                heads_hash: [7; 32],
+                seq: 42,
+                keyed: true,
+            }],
             last: true,
         };
         let bytes = encode(&frame);
@@ -349,7 +382,7 @@ mod tests {
         assert_eq!(decode(&bad_id), Err(WireError::Bounds("sync doc id")));
         let too_many = encode(&Frame::Catalog {
             entries: vec![
-                CatalogEntry { doc_id: HALL_DOC_ID.into(), heads_hash: [0; 32], seq: 1 };
+                CatalogEntry { doc_id: HALL_DOC_ID.into(), heads_hash: [0; 32], seq: 1, keyed: false };
                 CATALOG_BATCH_MAX + 1
             ],
             last: false,

@@ -114,7 +114,14 @@ impl CaseFactory {
     pub fn ctx(&mut self) -> Ctx {
         self.now_ms += 60_000 * (1 + self.below(20) as i64);
         let entropy = (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64());
-        Ctx { now_ms: self.now_ms, entropy, author: self.author.clone() }
+        // Deterministic like the rest of the fixture (tests replay it); nodes draw it from the OS.
+        let secret = {
+            let mut secret = [0u8; 32];
+            secret[..16].copy_from_slice(&entropy.to_le_bytes());
+            secret[16..].copy_from_slice(&(!entropy).to_le_bytes());
+            secret
+        };
+        Ctx { now_ms: self.now_ms, entropy, secret, author: self.author.clone() }
     }
 
     /// A new registration with varied nature, category, priority and Chinese text.

@@ -182,6 +182,13 @@ pub fn entropy() -> Result<u128, HomeError> {
     Ok(u128::from_le_bytes(bytes))
 }
 
+/// 32 fresh bytes from the OS random source for one command's sealing (`Ctx::secret`); an error when it fails.
+pub fn secret() -> Result<[u8; 32], HomeError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|error| HomeError::Identity(IdentityError::Random(error.to_string())))?;
+    Ok(bytes)
+}
+
 impl Home {
     fn path(dir: &Path, name: &str) -> PathBuf {
         dir.join(name)
@@ -629,7 +636,7 @@ impl Home {
 
     /// The context of one command: the clock, fresh entropy and the author.
     pub fn ctx(&self, staff: &str) -> Result<Ctx, HomeError> {
-        Ok(Ctx { now_ms: now_ms(), entropy: entropy()?, author: self.author(staff) })
+        Ok(Ctx { now_ms: now_ms(), entropy: entropy()?, secret: secret()?, author: self.author(staff) })
     }
 
     /// Opens the store with a fresh actor (a new incarnation every time the node starts).
@@ -640,6 +647,7 @@ impl Home {
         options.queue_requests_max = self.config.store_queue_requests;
         options.compact_min_bytes = self.config.store_compact_min_bytes;
         options.signer = Some(self.identity.change_signer());
+        options.key_role = self.config.role;
         Ok(Store::open(options)?)
     }
 }

@@ -139,7 +139,8 @@ impl Node {
             }
         }
         let (live_stop, live_stop_rx) = watch::channel(false);
-        let live_tasks = live.spawn_tasks(options.poll_interval, live_stop_rx);
+        let mut live_tasks = live.spawn_tasks(options.poll_interval, live_stop_rx.clone());
+        live_tasks.push(tokio::spawn(sweep_keys_loop(store.clone(), live_stop_rx)));
         let sync =
             SyncNode::start_live(store.clone(), identity, live.clone(), sync_options).map_err(NodeError::Sync)?;
 
@@ -262,6 +263,24 @@ impl Node {
         // Connections the HTTP server had accepted may still hold the store for a moment; it then closes on drop.
         if let Ok(store) = Arc::try_unwrap(store) {
             store.close();
+        }
+    }
+}
+
+/// How often a running node destroys the case keys it may no longer hold (a volunteer laptop's visits past
+/// `seal::VISIT_KEY_DAYS_MAX`); commands and sync destroy keys as they happen, this catches time passing.
+pub const KEY_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+async fn sweep_keys_loop(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match store.sweep_keys().await {
+            Ok(0) => {}
+            Ok(destroyed) => tracing::info!(destroyed, "case keys this node may no longer hold were destroyed"),
+            Err(error) => tracing::warn!(%error, "sweeping case keys failed; retrying at the next interval"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(KEY_SWEEP_INTERVAL) => {}
+            _ = stop.changed() => return,
         }
     }
 }

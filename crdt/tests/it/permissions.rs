@@ -100,6 +100,7 @@ fn command_of(kind: CommandKind, now_ms: i64) -> Option<Command> {
             visited_at_ms: now_ms,
             duration_minutes: 30,
         },
+        K::AssignVisit => Command::AssignVisit { laptop: "ab".repeat(32) },
         K::RequestExtension => Command::RequestExtension { working_days: 5, reason: text("需外单位协查") },
         // No pending request on the built cases: a permitted approval is refused as `UnknownExtension`.
         K::ApproveExtension => Command::ApproveExtension { request: EventId::parse("01J0000000000000000000000A")? },

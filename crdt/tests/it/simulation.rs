@@ -172,7 +172,12 @@ impl Durable {
     fn bump(&mut self, doc_id: &str) -> CatalogEntry {
         self.seq += 1;
         self.catalog.insert(doc_id.to_owned(), self.seq);
-        CatalogEntry { doc_id: doc_id.to_owned(), heads_hash: self.heads_hash(doc_id).unwrap(), seq: self.seq }
+        CatalogEntry {
+            doc_id: doc_id.to_owned(),
+            heads_hash: self.heads_hash(doc_id).unwrap(),
+            seq: self.seq,
+            keyed: false,
+        }
     }
 
     fn register(&mut self, hall: &Hall, ctx: &Ctx) -> Option<(String, EventId)> {
@@ -209,7 +214,12 @@ impl Replica for Durable {
         rows.sort();
         rows.truncate(limit);
         rows.into_iter()
-            .map(|(seq, doc_id)| CatalogEntry { heads_hash: self.heads_hash(&doc_id).unwrap(), doc_id, seq })
+            .map(|(seq, doc_id)| CatalogEntry {
+                heads_hash: self.heads_hash(&doc_id).unwrap(),
+                doc_id,
+                seq,
+                keyed: false,
+            })
             .collect()
     }
     fn heads_hash(&mut self, doc_id: &str) -> Option<[u8; 32]> {
@@ -1016,7 +1026,11 @@ impl Sim {
                 SessionEvent::Settled => effects.push(Effect::Settled { node: who, peer: usize::MAX }),
                 // Address hints are for the I/O shell; the simulation dials by index. Its replicas do not sync the
                 // hall document (crdt/tests/hall_sync.rs does).
-                SessionEvent::PeerHints(_) | SessionEvent::HallChanged { .. } => {}
+                // The simulation's replicas hold no case keys (node/tests/it/keys.rs covers key exchange).
+                SessionEvent::PeerHints(_)
+                | SessionEvent::HallChanged { .. }
+                | SessionEvent::KeyReceived { .. }
+                | SessionEvent::KeyRefused { .. } => {}
             }
         }
         while let Some(frame) = session.poll_transmit() {
@@ -1047,7 +1061,12 @@ impl Sim {
                         .iter()
                         .filter_map(|doc_id| {
                             let seq = *store.catalog.get(doc_id)?;
-                            Some(CatalogEntry { doc_id: doc_id.clone(), heads_hash: store.heads_hash(doc_id)?, seq })
+                            Some(CatalogEntry {
+                                doc_id: doc_id.clone(),
+                                heads_hash: store.heads_hash(doc_id)?,
+                                seq,
+                                keyed: false,
+                            })
                         })
                         .collect();
                     let ids: Vec<u64> = self.conns.keys().copied().collect();
@@ -1187,7 +1206,12 @@ impl Sim {
 
     fn ctx(&mut self, node: usize, now_ms: i64) -> Ctx {
         let entropy = (u128::from(self.rng.next()) << 64) | u128::from(self.rng.next());
-        Ctx { now_ms, entropy, author: self.nodes[node].store.author.clone() }
+        Ctx {
+            now_ms,
+            entropy,
+            secret: crate::support::secret_of(entropy),
+            author: self.nodes[node].store.author.clone(),
+        }
     }
 
     fn command(&mut self, node: usize) {
@@ -1274,6 +1298,7 @@ impl Sim {
         let ctx = Ctx {
             now_ms: base_ms() + self.now as i64,
             entropy: u128::from(self.rng.next()),
+            secret: crate::support::secret_of(u128::from(self.rng.next())),
             author: Author {
                 node: "node-x".into(), staff: "某人".into(), role: Role::Window, window: "BBC01".into()
             },
@@ -1335,7 +1360,7 @@ impl Sim {
             0 => vec![
                 hello(hall, own),
                 wire::encode(&Frame::Catalog {
-                    entries: vec![CatalogEntry { doc_id, heads_hash: [1; 32], seq: 1 }],
+                    entries: vec![CatalogEntry { doc_id, heads_hash: [1; 32], seq: 1, keyed: false }],
                     last: true,
                 }),
                 own_change,

@@ -39,6 +39,15 @@ fn a_case_walks_through_its_life() {
     assert_eq!(view.supervision, SupervisionLevel::Urge);
     assert!(view.conflicts.is_empty(), "{:?}", view.conflicts);
     assert_eq!(view.personal.phone.as_deref(), Some("138****1234"));
-    let reloaded = CaseDoc::load(&doc.save(), automerge::ActorId::from(vec![9; 16])).unwrap();
+    let mut reloaded = CaseDoc::load(&doc.save(), automerge::ActorId::from(vec![9; 16])).unwrap();
+    // Without the case key a replica reads the public layer only.
+    let public = reloaded.view();
+    assert_eq!(
+        (public.status, public.reg_no.clone(), public.summary.clone()),
+        (view.status, view.reg_no.clone(), view.summary.clone())
+    );
+    assert_eq!(public.detail, zhaowo_crdt::seal::SEALED_ZH);
+    assert!(public.personal.sealed && public.personal.phone.is_none() && public.phone_tag.is_none());
+    reloaded.set_key(doc.key().cloned());
     assert_eq!(reloaded.view(), view);
 }

@@ -61,7 +61,12 @@ impl Mem {
     fn bump(&mut self, doc_id: &str) -> CatalogEntry {
         self.seq += 1;
         self.catalog.insert(doc_id.to_owned(), self.seq);
-        CatalogEntry { doc_id: doc_id.to_owned(), heads_hash: self.heads_hash(doc_id).unwrap(), seq: self.seq }
+        CatalogEntry {
+            doc_id: doc_id.to_owned(),
+            heads_hash: self.heads_hash(doc_id).unwrap(),
+            seq: self.seq,
+            keyed: false,
+        }
     }
 
     fn register(&mut self, hall: &Hall) -> (String, EventId) {
@@ -103,7 +108,12 @@ impl Replica for Mem {
         rows.sort();
         rows.truncate(limit);
         rows.into_iter()
-            .map(|(seq, doc_id)| CatalogEntry { heads_hash: self.heads_hash(&doc_id).unwrap(), doc_id, seq })
+            .map(|(seq, doc_id)| CatalogEntry {
+                heads_hash: self.heads_hash(&doc_id).unwrap(),
+                doc_id,
+                seq,
+                keyed: false,
+            })
             .collect()
     }
     fn heads_hash(&mut self, doc_id: &str) -> Option<[u8; 32]> {
@@ -248,13 +258,15 @@ fn drain(
             SessionEvent::DocChanged { doc_id } => {
                 let seq = nodes[node].catalog[&doc_id];
                 let heads_hash = nodes[node].heads_hash(&doc_id).unwrap();
-                relay.push((node, CatalogEntry { doc_id, heads_hash, seq }));
+                relay.push((node, CatalogEntry { doc_id, heads_hash, seq, keyed: false }));
             }
             SessionEvent::RosterChanged { .. }
             | SessionEvent::Settled
             | SessionEvent::ChangeRefused { .. }
             | SessionEvent::PeerHints(_)
-            | SessionEvent::HallChanged { .. } => {}
+            | SessionEvent::HallChanged { .. }
+            | SessionEvent::KeyReceived { .. }
+            | SessionEvent::KeyRefused { .. } => {}
         }
     }
     while let Some(frame) = session.poll_transmit() {

@@ -300,7 +300,8 @@ pub async fn register_report(
         window: home.config.window.clone(),
     };
     let now = crate::home::now_ms();
-    let ctx = Ctx { now_ms: now, entropy: entropy()?, author };
+    let secret = crate::home::secret().map_err(|error| ReportError::Entropy(error.to_string()))?;
+    let ctx = Ctx { now_ms: now, entropy: entropy()?, secret, author };
     let year = zhaowo_crdt::time::Date::of_ms(now).year;
     let code = QueryCode::from_entropy(entropy()? as u64);
     let mut tags = BTreeSet::new();
@@ -353,10 +354,11 @@ async fn route_report(app: &App, case_id: &str, hall: &zhaowo_crdt::Hall) {
     let hall = std::sync::Arc::new(hall.clone());
     for command in commands {
         let name = command.name();
-        let ctx = match crate::home::entropy() {
-            Ok(entropy) => Ctx {
+        let ctx = match crate::home::entropy().and_then(|entropy| Ok((entropy, crate::home::secret()?))) {
+            Ok((entropy, secret)) => Ctx {
                 now_ms: crate::home::now_ms(),
                 entropy,
+                secret,
                 author: Author {
                     node: app.home.identity.node_id(),
                     staff: "系统（路由表）".to_owned(),

@@ -215,6 +215,22 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// The hall's volunteer laptops a 指派上门 may name (active in the roster this node knows): (node id, name).
+    pub(crate) fn volunteer_laptops(&self) -> Vec<(String, String)> {
+        let roster = match &self.options.live {
+            Some(live) => Some((*live.roster()).clone()),
+            None => self.home.roster().cloned(),
+        };
+        let Some(roster) = roster else { return Vec::new() };
+        roster
+            .active()
+            .filter(|enrollment| enrollment.role == zhaowo_crdt::model::Role::Volunteer)
+            .map(|enrollment| (zhaowo_crdt::ids::hex_encode(&enrollment.node_key), enrollment.display_name.clone()))
+            .collect()
+    }
+}
+
 /// The desk's state and the public listener's: shared parts once, a rate limiter each.
 fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App) {
     let sessions = Arc::new(guard::Sessions::new(options.session_ms));

@@ -25,9 +25,12 @@ use zhaowo_crdt::sync::{ReceivedDoc, Replica, SessionEvent};
 use zhaowo_crdt::wire::{CatalogEntry as WireCatalogEntry, ChangeSignature, WholeDoc};
 use zhaowo_crdt::{CaseDoc, CaseView, RegNo};
 
+mod keys;
 mod maintenance;
 mod read;
 mod replica;
+
+pub(crate) use keys::KeyHolder;
 
 use maintenance::reindex_in;
 
@@ -60,6 +63,10 @@ pub(crate) struct Db {
     /// Every catalog entry at or below this counter was on disk when the cache was last checked, so a cached
     /// document with nothing newer is current.
     checked_seq: i64,
+    /// Whose case keys this store holds (see `keys`).
+    key_holder: KeyHolder,
+    /// A key was destroyed in the current write: truncate the WAL after its commit.
+    keys_destroyed: bool,
 }
 
 /// Drops cached documents another connection changed since the last check (see [`Db::refresh_cache`]).
@@ -131,8 +138,10 @@ impl Db {
         if !journal.eq_ignore_ascii_case("wal") {
             return Err(not_a_store(format!("journal mode stays `{journal}`, WAL is required")));
         }
+        // secure_delete: a deleted row (a destroyed case key, a projection rewritten without private values) is
+        // overwritten with zeros in the file, not left on a free page (NOTES.md *Erasure*).
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = OFF;"
+            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = OFF; PRAGMA secure_delete = ON;"
         ))
         .map_err(sqlite)?;
         // The store uses a few dozen distinct statements; rusqlite's default cache of 16 re-parsed SQL on every sync
@@ -150,6 +159,16 @@ impl Db {
             // Set once the schema is ready, at the end of `open`.
             data_version: 0,
             checked_seq: 0,
+            key_holder: KeyHolder {
+                role: options.key_role,
+                node_id: match &options.signer {
+                    Some(signer) => zhaowo_crdt::ids::hex_encode(&signer.node_key),
+                    None => zhaowo_crdt::ids::hex_encode(
+                        &options.actor.to_bytes()[..options.actor.to_bytes().len().min(32)],
+                    ),
+                },
+            },
+            keys_destroyed: false,
         };
         let target = options.schema_version_target;
         assert!((1..=SCHEMA_VERSION_LATEST).contains(&target), "schema_version_target out of range");
@@ -170,6 +189,9 @@ impl Db {
                     "application id {application_id:#x} is not zhaowo's ({APPLICATION_ID:#x})"
                 )));
             }
+        }
+        if (1..6).contains(&version) && schema::holds_documents_before_private_layer(&tx).map_err(sqlite)? {
+            return Err(OpenStoreError::BeforePrivateLayer { path: options.path.clone() });
         }
         let mut version_now = version;
         if version < target {
@@ -211,7 +233,7 @@ impl Db {
         if self.cache.get_mut(doc_id).is_none() {
             let doc = load_automerge(&self.conn, &self.actor, doc_id)?
                 .ok_or_else(|| ReadError::UnknownCase(doc_id.to_owned()))?;
-            let case = CaseDoc::from_automerge(doc).map_err(|error| {
+            let case = keys::open_case(&self.conn, doc).map_err(|(error, _)| {
                 ReadError::Corrupt(CorruptCase { case_id: doc_id.to_owned(), reason: error.to_string() })
             })?;
             self.cache.insert(doc_id.to_owned(), case);
@@ -315,6 +337,13 @@ impl Db {
             registered_id = Some(doc_id.clone());
             let stored =
                 persist(&db.conn, &doc_id, case.automerge_mut(), &[], db.compact_min_bytes, signing(&db.signer))?;
+            // The key the registration drew, kept with the case (every node that registers may read what it wrote;
+            // a laptop's key goes at the next `settle_key` if it may not keep it).
+            // (Stores below schema 6, only opened by migration tests, have no key table.)
+            if let Some(key) = case.key().filter(|_| db.projections) {
+                keys::store_key(&db.conn, &doc_id, key, crate::home::now_ms())?;
+            }
+            db.settle_key(&mut case)?;
             if db.projections {
                 project(&db.conn, &case)?;
             }
@@ -329,6 +358,7 @@ impl Db {
         });
         match result {
             Ok((ack, case)) => {
+                self.truncate_wal_if_keys_destroyed();
                 self.notify.send_replace(ack.local_seq);
                 self.cache.insert(ack.case_id.clone(), case);
                 Ok(ack)
@@ -349,7 +379,7 @@ impl Db {
     }
 
     /// Stores the change a command made to a taken case, with its projections (inside the caller's transaction).
-    fn persist_case(&self, case: &mut CaseDoc, heads_before: &[ChangeHash]) -> rusqlite::Result<Stored> {
+    fn persist_case(&mut self, case: &mut CaseDoc, heads_before: &[ChangeHash]) -> rusqlite::Result<Stored> {
         let doc_id = case.case_id().as_str().to_owned();
         let stored = persist(
             &self.conn,
@@ -359,6 +389,7 @@ impl Db {
             self.compact_min_bytes,
             signing(&self.signer),
         )?;
+        self.settle_key(case)?;
         if self.projections && stored.changes > 0 {
             project(&self.conn, case)?;
         }
@@ -394,6 +425,7 @@ impl Db {
             })
         });
         if let Ok(ack) = &result {
+            self.truncate_wal_if_keys_destroyed();
             self.notify.send_replace(ack.local_seq);
             if let Some(case) = taken {
                 self.cache.insert(doc_id.to_owned(), case);
@@ -451,6 +483,7 @@ impl Db {
             Ok(PairAcknowledged { first, second: if second_present { acks.next() } else { None } })
         });
         if let Ok(acks) = &result {
+            self.truncate_wal_if_keys_destroyed();
             let seq = acks.second.as_ref().map_or(acks.first.local_seq, |second| second.local_seq);
             self.notify.send_replace(seq.max(acks.first.local_seq));
             for case in taken {
@@ -476,6 +509,8 @@ impl Db {
         let mut touched = Vec::new();
         let projections = self.projections;
         let compact_min_bytes = self.compact_min_bytes;
+        let key_holder = &self.key_holder;
+        let mut keys_destroyed = false;
         let result = (|| -> rusqlite::Result<()> {
             let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Under the write lock: what another process committed before it is dropped from the cache.
@@ -545,10 +580,13 @@ impl Db {
                     report.applied_changes += stored.changes;
                     report.changed_docs += 1;
                 }
-                let (case, was_cached) = match doc {
+                let (mut case, was_cached) = match doc {
                     DocState::Case(case) => (Some(case), true),
-                    DocState::Raw(raw) => (CaseDoc::from_automerge(raw).ok(), false),
+                    DocState::Raw(raw) => (keys::open_case(&tx, raw).ok(), false),
                 };
+                if let Some(case) = case.as_mut() {
+                    keys_destroyed |= keys::settle_key_in(&tx, key_holder, case)?;
+                }
                 if projections && stored.changes > 0 {
                     match &case {
                         Some(case) => project(&tx, case)?,
@@ -566,6 +604,8 @@ impl Db {
         })();
         match result {
             Ok(()) => {
+                self.keys_destroyed |= keys_destroyed;
+                self.truncate_wal_if_keys_destroyed();
                 for (doc_id, case) in touched {
                     self.cache.insert(doc_id, case);
                 }
@@ -588,7 +628,8 @@ impl Db {
 
     pub fn catalog_since(&self, after_local_seq: i64, limit: usize) -> rusqlite::Result<Vec<CatalogEntry>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT doc_id, heads_hash, local_seq FROM catalog WHERE local_seq > ?1 ORDER BY local_seq LIMIT ?2",
+            "SELECT c.doc_id, c.heads_hash, c.local_seq, k.doc_id IS NOT NULL FROM catalog c \
+             LEFT JOIN case_keys k ON k.doc_id = c.doc_id WHERE c.local_seq > ?1 ORDER BY c.local_seq LIMIT ?2",
         )?;
         let rows = statement.query_map(params![after_local_seq, limit.min(CATALOG_PAGE_MAX) as i64], |row| {
             let hash: Vec<u8> = row.get(1)?;
@@ -596,6 +637,7 @@ impl Db {
                 case_id: row.get(0)?,
                 heads_hash: hash.try_into().unwrap_or([0; 32]),
                 local_seq: row.get(2)?,
+                keyed: row.get(3)?,
             })
         })?;
         rows.collect()

@@ -102,6 +102,10 @@ pub struct StoreOptions {
     /// Signs every change this node authors, stored with it and relayed by sync. `None` leaves changes unsigned
     /// (peers refuse them): only tools and tests that never sync.
     pub signer: Option<ChangeSigner>,
+    /// The node's role for case keys (`zhaowo_crdt::seal::may_hold_key`): a hall PC (window, 督查科, admin) holds
+    /// every case's key; a volunteer laptop only those of its open visits. The node id a 指派上门 names is the
+    /// signer's key (the actor's first 32 bytes without a signer).
+    pub key_role: zhaowo_crdt::model::Role,
     /// Set by [`Store::open`]; callers leave the default.
     #[doc(hidden)]
     pub notify: tokio::sync::watch::Sender<i64>,
@@ -135,6 +139,7 @@ impl StoreOptions {
             schema_version_target: SCHEMA_VERSION_LATEST,
             vfs: None,
             signer: None,
+            key_role: zhaowo_crdt::model::Role::Window,
             notify: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -149,6 +154,12 @@ pub enum OpenStoreError {
     /// The file is not a zhaowo store (another SQLite database, or not SQLite at all).
     #[error("`{path}` is not a zhaowo store: {reason}")]
     NotAStore { path: PathBuf, reason: String },
+    /// The store holds case documents written before the sealed private layer (case schema 1): their personal data
+    /// is in clear and this version does not read them.
+    #[error(
+        "store `{path}` holds case documents written before the sealed private layer (zhaowo before issue 13): this version does not read them; move the data directory away and start from a fresh `zhaowo init` (see the README's changelog)"
+    )]
+    BeforePrivateLayer { path: PathBuf },
     /// The store was written by a newer zhaowo; this version must not touch it.
     #[error(
         "store `{path}` has schema version {found}, newer than this zhaowo understands ({supported}): upgrade zhaowo"
@@ -370,6 +381,8 @@ pub struct CatalogEntry {
     pub case_id: String,
     pub heads_hash: [u8; 32],
     pub local_seq: i64,
+    /// This node holds the case's data key.
+    pub keyed: bool,
 }
 
 /// Where a register page continues: the last row of the previous page (keyset paging, O(page) at any depth).
@@ -584,6 +597,8 @@ enum Request {
     IntegrityCheck(Reply<Result<Vec<String>, MaintenanceError>>),
     Verify(Option<Box<Roster>>, Reply<Result<VerifyReport, MaintenanceError>>),
     Reindex(Reply<Result<ReindexReport, MaintenanceError>>),
+    SweepKeys(Reply<Result<usize, WriteError>>),
+    CaseKeyCount(Reply<Result<u64, ReadError>>),
     Backup(PathBuf, Reply<Result<(), MaintenanceError>>),
     ExecuteRaw(String, Reply<Result<(), MaintenanceError>>),
     SyncStep(Box<SyncStep>, Reply<Box<SyncOutcome>>),
@@ -686,6 +701,8 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::IntegrityCheck(reply) => drop(reply.send(db.integrity_check().map_err(Into::into))),
             Request::Verify(roster, reply) => drop(reply.send(db.verify(roster.as_deref()))),
             Request::Reindex(reply) => drop(reply.send(db.reindex())),
+            Request::SweepKeys(reply) => drop(reply.send(db.sweep_keys())),
+            Request::CaseKeyCount(reply) => drop(reply.send(db.case_key_count().map_err(ReadError::from))),
             Request::Backup(path, reply) => drop(reply.send(db.backup(&path))),
             Request::ExecuteRaw(sql, reply) => drop(reply.send(db.execute_raw(&sql).map_err(Into::into))),
             Request::SyncStep(step, reply) => drop(reply.send(Box::new(db.sync_step(*step)))),
@@ -916,6 +933,17 @@ impl Store {
     /// damaged are put in quarantine (not sent to peers) and documents found healthy leave it.
     pub async fn verify(&self, roster: Option<Roster>) -> Result<VerifyReport, MaintenanceError> {
         self.call(|reply| Request::Verify(roster.map(Box::new), reply), Err(MaintenanceError::Closed)).await
+    }
+
+    /// Destroys every case key this node may no longer hold (a laptop's visits logged or expired, purged cases);
+    /// returns how many. The node runs it at start and hourly; commands and sync destroy keys as they go too.
+    pub async fn sweep_keys(&self) -> Result<usize, WriteError> {
+        self.call(Request::SweepKeys, Err(WriteError::Closed)).await
+    }
+
+    /// How many case keys this node holds (status, metrics, tests).
+    pub async fn case_key_count(&self) -> Result<u64, ReadError> {
+        self.call(Request::CaseKeyCount, Err(ReadError::Closed)).await
     }
 
     /// Rebuilds every projection from the documents, in one transaction.

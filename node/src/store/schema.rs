@@ -5,13 +5,13 @@
 //! version bump, so a process killed mid-migration leaves the previous version intact. A database written by a newer
 //! zhaowo (a larger `user_version`) is refused: an older binary must never rewrite tables it does not understand.
 
-use rusqlite::Transaction;
+use rusqlite::{OptionalExtension, Transaction};
 
 /// `application_id` of a zhaowo store: the bytes "zhwo".
 pub const APPLICATION_ID: i32 = 0x7a68_776f;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION_LATEST: i64 = 5;
+pub const SCHEMA_VERSION_LATEST: i64 = 6;
 
 /// Version 1: documents (snapshot + changes), the catalog, the node-wide counter and change signatures.
 const V1: &str = r#"
@@ -168,8 +168,20 @@ CREATE TABLE quarantine (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Version 6 (issue 13): the data keys of the cases this node may read, and FTS5's secure delete, so that text removed
+/// from the search index (a case whose key was destroyed) leaves no old tokens in the index segments.
+const V6: &str = r#"
+CREATE TABLE case_keys (
+    doc_id     TEXT PRIMARY KEY,
+    key        BLOB NOT NULL,
+    granted_ms INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO cases_fts (cases_fts, rank) VALUES ('secure-delete', 1);
+INSERT INTO cases_bigrams (cases_bigrams, rank) VALUES ('secure-delete', 1);
+"#;
+
 /// Migrations in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION_LATEST);
 
 /// Whether the projections must be rebuilt after migrating (a migration created or changed them).
@@ -178,6 +190,22 @@ pub(crate) struct Migrated {
     pub from: i64,
     pub to: i64,
     pub reindex: bool,
+}
+
+/// Whether a store from before version 6 holds case documents of the first layout (personal data in clear): such a
+/// store is refused, not migrated (a clean break; no hall runs an earlier version). Reads the `schema` field of the
+/// first stored document (every document of a store was written by the same layout generation).
+pub(crate) fn holds_documents_before_private_layer(tx: &Transaction<'_>) -> Result<bool, rusqlite::Error> {
+    let first: Option<String> =
+        tx.query_row("SELECT doc_id FROM catalog ORDER BY local_seq LIMIT 1", [], |row| row.get(0)).optional()?;
+    let Some(doc_id) = first else { return Ok(false) };
+    let actor = automerge::ActorId::from(vec![0u8; 16]);
+    Ok(match super::db::load_automerge(tx, &actor, &doc_id) {
+        Ok(Some(doc)) => {
+            matches!(zhaowo_crdt::CaseDoc::from_automerge(doc), Err(zhaowo_crdt::case::LoadError::OlderSchema { .. }))
+        }
+        _ => false,
+    })
 }
 
 /// Reads the schema version, refusing files that are not zhaowo stores or are newer than this build.

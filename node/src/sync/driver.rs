@@ -188,6 +188,14 @@ async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: 
                     shared.update_status(&key, |status| status.refused_changes += 1);
                     tracing::warn!(%doc_id, %reason, "refused a document from this peer; the session goes on");
                 }
+                SessionEvent::KeyReceived { doc_id } => {
+                    tracing::debug!(%doc_id, "case key received");
+                }
+                SessionEvent::KeyRefused { doc_id, reason } => {
+                    shared.counters.refused_changes.fetch_add(1, Ordering::Relaxed);
+                    shared.update_status(&key, |status| status.refused_changes += 1);
+                    tracing::warn!(%doc_id, %reason, "refused a case key from this peer");
+                }
                 SessionEvent::Settled => {
                     shared.update_status(&key, |status| status.settled = true);
                     tracing::info!("sync settled");

@@ -932,6 +932,7 @@ async fn the_supervision_desk_lists_an_offline_conflict_and_settles_it() {
     let ctx = |n: i64, staff: &str| Ctx {
         now_ms: now_ms() + n,
         entropy: 0x5eed_0000_0000_0000_0000_0000_0000_u128 + n as u128,
+        secret: [n as u8; 32],
         author: Author {
             node: format!("node{n}"),
             staff: staff.to_owned(),
@@ -1115,6 +1116,7 @@ async fn offline_summary_conflict(node: &Node) -> (String, [String; 2]) {
     let ctx = |n: i64, staff: &str| Ctx {
         now_ms: now_ms() + n,
         entropy: 0x0ff1_0000_0000_0000_0000_0000_0000_u128 + n as u128,
+        secret: [0x40 + n as u8; 32],
         author: Author {
             node: format!("node{n}"),
             staff: staff.to_owned(),

@@ -35,11 +35,15 @@ impl Hall {
     }
 
     fn enroll(&mut self, identity: &NodeIdentity, window: &str) -> SignedRecord {
+        self.enroll_as(identity, window, Role::Window)
+    }
+
+    fn enroll_as(&mut self, identity: &NodeIdentity, window: &str, role: Role) -> SignedRecord {
         let record = Record::Enrollment(Enrollment {
             hall: self.root.verifying_key().to_bytes(),
             node_key: identity.verifying_key().to_bytes(),
             window: window.to_owned(),
-            role: Role::Window,
+            role,
             display_name: format!("{window} 窗口"),
             issued_ms: 1,
         })
@@ -70,12 +74,20 @@ struct Node {
 
 impl Node {
     fn new(seed: u64) -> Node {
+        Node::with_role(seed, Role::Window)
+    }
+
+    /// A node whose store holds case keys as `role` does (`seal::may_hold_key`).
+    fn with_role(seed: u64, role: Role) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cases.db");
         let identity = Arc::new(NodeIdentity::generate().unwrap());
         let actor = identity.new_actor().unwrap();
         let factory = CaseFactory::new(seed, actor, CaseFactory::start_2026());
-        let store = Node::open_store(&path, &identity, &factory);
+        let mut options = StoreOptions::recommended(path.clone(), identity.new_actor().unwrap());
+        options.signer = Some(identity.change_signer());
+        options.key_role = role;
+        let store = Arc::new(Store::open(options).unwrap());
         Node { _dir: dir, path, identity, store, factory, sync: None }
     }
 
@@ -682,6 +694,7 @@ async fn a_whole_document_with_a_forged_signature_is_refused_alone_and_the_sessi
                     doc_id: cases[*index].0.clone(),
                     heads_hash: cases[*index].1,
                     seq: seq as u64 + 1,
+                    keyed: false,
                 })
                 .collect();
             writer.send_frame(&wire::encode(&Frame::Catalog { entries, last: true })).await.unwrap();
@@ -880,4 +893,129 @@ async fn a_damaged_signature_row_is_quarantined_and_the_rest_syncs() {
         started.elapsed().as_millis()
     );
     assert_eq!((a_counts.sessions_failed, b_counts.sessions_failed), (0, 0), "no session ended over the damage");
+}
+
+/// How many of `needles` (UTF-8 texts) appear in any file of `dir` (the database, its WAL and shared memory, key
+/// files): what a thief who copies the directory can `grep` out of it.
+fn texts_in_files(dir: &std::path::Path, needles: &[String]) -> usize {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        files.push(std::fs::read(entry.unwrap().path()).unwrap_or_default());
+    }
+    needles
+        .iter()
+        .filter(|needle| {
+            files.iter().any(|bytes| bytes.windows(needle.len()).any(|window| window == needle.as_bytes()))
+        })
+        .count()
+}
+
+/// Issue 13 over real QUIC: a window registers six cases; the 督查科's PC and a volunteer laptop sync them. The 督查科
+/// gets every case key; the laptop none, until the window assigns it two visits (指派上门): then exactly those two.
+/// Logging one visit destroys that key on the laptop at once (offline, in the same transaction); a purge on the
+/// 督查科's PC destroys the other everywhere. Each step is checked on the views and on the bytes of the laptop's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_keys_reach_hall_pcs_and_only_the_laptop_assigned_a_visit_until_it_is_logged() {
+    use zhaowo_crdt::{Author, Command, Ctx};
+    let mut hall = Hall::new();
+    let mut window = Node::new(71);
+    let mut supervision = Node::with_role(72, Role::Supervision);
+    let mut laptop = Node::with_role(73, Role::Volunteer);
+    hall.enroll(&window.identity, "BBC01");
+    hall.enroll_as(&supervision.identity, "DC01", Role::Supervision);
+    hall.enroll_as(&laptop.identity, "V01", Role::Volunteer);
+    window.register(6).await;
+    let addr = window.start(&hall.roster, vec![]);
+    supervision.start(&hall.roster, vec![addr]);
+    laptop.start(&hall.roster, vec![addr]);
+    converge(&[&window, &supervision, &laptop], 6).await;
+    let ids: Vec<String> = window.catalog().await.into_keys().collect();
+    let mut details = Vec::new();
+    for id in &ids {
+        details.push(window.store.case_view(id).await.unwrap().detail);
+    }
+    let keys = |node: &Node| {
+        let store = node.store.clone();
+        async move { store.case_key_count().await.unwrap() }
+    };
+    let started = Instant::now();
+    while keys(&supervision).await < 6 {
+        assert!(started.elapsed() < CONVERGE, "the 督查科's PC did not get every key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let supervision_keys_ms = started.elapsed().as_millis();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(keys(&laptop).await, 0, "a laptop with no visit holds no key");
+    let laptop_dir = laptop.path.parent().unwrap().to_path_buf();
+    assert_eq!(texts_in_files(&laptop_dir, &details), 0, "the laptop's files hold no 诉求内容 before any assignment");
+    for id in &ids {
+        let view = laptop.store.case_view(id).await.unwrap();
+        assert!(view.personal.sealed && view.detail == zhaowo_crdt::seal::SEALED_ZH, "{id} readable on the laptop");
+    }
+
+    // 指派上门: two visits to the laptop.
+    let laptop_id = zhaowo_crdt::ids::hex_encode(&laptop.key());
+    for id in &ids[..2] {
+        // At the wall clock's time: a laptop's key expires `VISIT_KEY_DAYS_MAX` after the assignment, by the clock.
+        let mut ctx = window.factory.ctx();
+        ctx.now_ms = zhaowo_node::home::now_ms();
+        window
+            .store
+            .apply(id, ctx, window.factory.hall(), Command::AssignVisit { laptop: laptop_id.clone() })
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    while keys(&laptop).await < 2 {
+        assert!(started.elapsed() < CONVERGE, "the laptop did not get the keys of its two visits");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let laptop_keys_ms = started.elapsed().as_millis();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(keys(&laptop).await, 2, "exactly the two assigned cases");
+    let mut readable = Vec::new();
+    for id in &ids {
+        readable.push(!laptop.store.case_view(id).await.unwrap().personal.sealed);
+    }
+    assert_eq!(readable, [true, true, false, false, false, false]);
+    let open_hits = texts_in_files(&laptop_dir, &details);
+    assert_eq!(open_hits, 2, "the laptop's files show the 诉求内容 of exactly its 2 open visits");
+
+    // The laptop logs one visit, offline: its key goes in the same transaction.
+    let volunteer =
+        Author { node: laptop_id.clone(), staff: "小周".into(), role: Role::Volunteer, window: "V01".into() };
+    let now_ms = zhaowo_node::home::now_ms();
+    let ctx = Ctx { now_ms, entropy: 0x1a97_0901, secret: [9; 32], author: volunteer };
+    let visit = Command::LogVisit {
+        volunteers: vec!["小周".into()],
+        outcome: "材料已收齐".into(),
+        visited_at_ms: now_ms,
+        duration_minutes: 40,
+    };
+    laptop.store.apply(&ids[0], ctx, window.factory.hall(), visit).await.unwrap();
+    assert_eq!(keys(&laptop).await, 1, "logging the visit destroyed its key at once");
+    // The 督查科 purges the other case's personal data: every node destroys its key.
+    let mut purge_ctx = supervision.factory.ctx();
+    purge_ctx.author.role = Role::Supervision;
+    supervision.store.apply(&ids[1], purge_ctx, window.factory.hall(), Command::PurgePersonalData).await.unwrap();
+    let started = Instant::now();
+    while keys(&laptop).await > 0 || keys(&window).await > 5 || keys(&supervision).await > 5 {
+        assert!(started.elapsed() < CONVERGE, "the purge did not destroy the key everywhere");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let purge_ms = started.elapsed().as_millis();
+    let closed_hits = texts_in_files(&laptop_dir, &details);
+    assert_eq!(closed_hits, 0, "the laptop's files still show 诉求内容 after its visits closed");
+    let window_dir = window.path.parent().unwrap().to_path_buf();
+    assert_eq!(
+        texts_in_files(&window_dir, &details[1..2]),
+        0,
+        "the purged case's 诉求内容 is still in the window's files"
+    );
+    assert!(window.store.case_view(&ids[1]).await.unwrap().personal.purged);
+    println!(
+        "case keys over QUIC: cases=6 supervision_keys=6 in {supervision_keys_ms} ms; laptop keys 0 → 2 (assigned) in \
+         {laptop_keys_ms} ms, file hits {open_hits}/6 while open → 0/6 after visit logged + purge ({purge_ms} ms); \
+         window keys 6 → 5 after the purge"
+    );
 }

@@ -48,7 +48,7 @@ impl Node {
         self.counter += 1;
         // Spread the counter over the 80 random bits of a ULID like real entropy would.
         let entropy = self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-        Ctx { now_ms: self.now_ms, entropy, author: self.author.clone() }
+        Ctx { now_ms: self.now_ms, entropy, secret: secret_of(entropy), author: self.author.clone() }
     }
 
     pub fn register(&mut self, hall: &Hall, registration: Registration) -> (CaseDoc, EventId, QueryCode) {
@@ -66,9 +66,11 @@ impl Node {
         doc.apply(&ctx, hall, command)
     }
 
-    /// A replica of `doc` on this node (as if synced over).
+    /// A replica of `doc` on this node (as if synced over), holding the case key as every hall PC does.
     pub fn fork(&self, doc: &mut CaseDoc) -> CaseDoc {
-        CaseDoc::load(&doc.save(), self.actor.clone()).expect("load")
+        let mut replica = CaseDoc::load(&doc.save(), self.actor.clone()).expect("load");
+        replica.set_key(doc.key().cloned());
+        replica
     }
 }
 
@@ -102,4 +104,12 @@ pub fn registration(category: &str, nature: Nature, summary: &str) -> Registrati
             ..PersonalData::default()
         },
     }
+}
+
+/// A deterministic command secret for tests (a node draws it from the OS random source).
+pub fn secret_of(entropy: u128) -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    secret[..16].copy_from_slice(&entropy.to_le_bytes());
+    secret[16..].copy_from_slice(&(!entropy).to_le_bytes());
+    secret
 }

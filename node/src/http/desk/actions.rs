@@ -45,6 +45,8 @@ pub(super) struct ActionForm {
     pub(super) volunteers: String,
     pub(super) at: String,
     pub(super) minutes: String,
+    /// 指派上门: the volunteer laptop's node id.
+    pub(super) laptop: String,
     /// 并案: the master's 登记编号 or case id.
     pub(super) master: String,
     /// 修改诉求信息: a field left out of the form is left as it is.
@@ -114,6 +116,7 @@ fn command_of(kind: CommandKind, form: &ActionForm, now_ms: i64) -> Result<Comma
                 duration_minutes,
             }
         }
+        K::AssignVisit => Command::AssignVisit { laptop: form.laptop.trim().to_owned() },
         K::RequestExtension => Command::RequestExtension {
             working_days: form
                 .days

@@ -357,6 +357,25 @@ fn case_body(
                     button type="submit" { "记录走访" }
                 }
             }
+            @if actions.contains(&K::AssignVisit) {
+                @let laptops = app.volunteer_laptops();
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head(K::AssignVisit)) strong { "指派上门" }
+                    @if let Some(visit) = &view.visit_assignment {
+                        p.hint { "已指派：" (laptops.iter().find(|(node, _)| node == &visit.laptop).map_or(visit.laptop.as_str(), |(_, name)| name.as_str())) "（" (minute(visit.at_ms)) "）。重新指派后由新的电脑上门。" }
+                    }
+                    @if laptops.is_empty() {
+                        p.hint { "本大厅还没有登记的志愿者上门电脑。" }
+                    } @else {
+                        label for="assign-laptop" { "上门电脑" }
+                        select id="assign-laptop" name="laptop" required {
+                            @for (node, name) in &laptops { option value=(node) { (name) } }
+                        }
+                        p.hint { "被指派的电脑在走访记录完成前（最长 " (zhaowo_crdt::seal::VISIT_KEY_DAYS_MAX) " 天）可以查看本案的个人信息。" }
+                        button type="submit" { "指派" }
+                    }
+                }
+            }
             @if actions.contains(&K::RequestExtension) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head(K::RequestExtension)) strong { "申请延期" }
@@ -615,6 +634,7 @@ fn action_title(kind: CommandKind) -> &'static str {
         K::AddNote => "备注已添加",
         K::HoldConsultation => "会诊已记录",
         K::LogVisit => "上门/走访已记录",
+        K::AssignVisit => "已指派上门：该志愿者电脑将获得本案的查看权限，直到走访记录完成",
         K::RequestExtension => "延期申请已提交，待督查科批准",
         K::ApproveExtension => "已批准延期",
         K::EditField | K::ChangePriority | K::ChangeCategory => "诉求信息已修改",

@@ -86,9 +86,11 @@ fn hall(app: &App) -> zhaowo_crdt::Hall {
 
 fn ctx(app: &App, session: &Session) -> Result<Ctx, Response> {
     let entropy = crate::home::entropy().map_err(|error| store_unavailable(&error))?;
+    let secret = crate::home::secret().map_err(|error| store_unavailable(&error))?;
     Ok(Ctx {
         now_ms: crate::home::now_ms(),
         entropy,
+        secret,
         author: Author {
             node: app.home.identity.node_id(),
             staff: session.staff(),

@@ -159,7 +159,7 @@ impl Db {
             .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
             .query_row([doc_id], |row| Ok((row.get::<_, i64>("id")?, CaseRow::from_sql(row)?)))
             .optional()?;
-        match CaseDoc::from_automerge(doc) {
+        match super::keys::open_case(&self.conn, doc).map_err(|(error, _)| error) {
             Ok(case) => {
                 let view = case.view();
                 match stored {
@@ -225,7 +225,7 @@ pub(crate) fn reindex_in(tx: &Transaction<'_>, actor: &ActorId, problems: &mut V
         after = last.clone();
         for doc_id in ids {
             match load_automerge(tx, actor, &doc_id) {
-                Ok(Some(doc)) => match CaseDoc::from_automerge(doc) {
+                Ok(Some(doc)) => match super::keys::open_case(tx, doc).map_err(|(error, _)| error) {
                     Ok(case) => {
                         project(tx, &case)?;
                         cases += 1;

@@ -167,7 +167,7 @@ impl DbReplica<'_> {
                     self.step_docs.docs.insert(doc_id.to_owned(), AutoCommit::new().with_actor(self.db.actor.clone()));
                     return Ok(self.step_docs.docs.get_mut(doc_id).expect("inserted"));
                 }
-                Ok(Some(doc)) => match CaseDoc::from_automerge_or_back(doc) {
+                Ok(Some(doc)) => match keys::open_case(&self.db.conn, doc) {
                     Ok(case) => self.db.cache.insert(doc_id.to_owned(), case),
                     Err((_, doc)) => {
                         self.step_docs.docs.insert(doc_id.to_owned(), doc);
@@ -196,6 +196,7 @@ impl Replica for DbReplica<'_> {
                     doc_id: entry.case_id,
                     heads_hash: entry.heads_hash,
                     seq: entry.local_seq as u64,
+                    keyed: entry.keyed,
                 })
                 .collect(),
             Err(error) => {
@@ -269,9 +270,13 @@ impl Replica for DbReplica<'_> {
         if projections && stored.changes > 0 {
             let projected = match self.step_docs.docs.remove(doc_id) {
                 // Lent to a `CaseDoc` for the projection and put back (no copy).
-                Some(doc) => match CaseDoc::from_automerge_or_back(doc) {
-                    Ok(case) => {
-                        let projected = project(&self.db.conn, &case);
+                Some(doc) => match keys::open_case(&self.db.conn, doc) {
+                    Ok(mut case) => {
+                        let projected =
+                            keys::settle_key_in(&self.db.conn, &self.db.key_holder, &mut case).and_then(|destroyed| {
+                                self.db.keys_destroyed |= destroyed;
+                                project(&self.db.conn, &case)
+                            });
                         self.step_docs.docs.insert(doc_id.to_owned(), case.into_automerge());
                         projected
                     }
@@ -280,7 +285,13 @@ impl Replica for DbReplica<'_> {
                         projection::remove(&self.db.conn, doc_id)
                     }
                 },
-                None => project(&self.db.conn, self.db.cache.get_mut(doc_id).expect("cached")),
+                None => {
+                    let case = self.db.cache.get_mut(doc_id).expect("cached");
+                    keys::settle_key_in(&self.db.conn, &self.db.key_holder, case).and_then(|destroyed| {
+                        self.db.keys_destroyed |= destroyed;
+                        project(&self.db.conn, case)
+                    })
+                }
             };
             if let Err(error) = projected {
                 return Err(self.fail(error));
@@ -395,6 +406,20 @@ impl Replica for DbReplica<'_> {
         &self.roster
     }
 
+    fn wants_key(&mut self, doc_id: &str) -> bool {
+        self.db.wants_key(doc_id)
+    }
+
+    fn key_for_peer(&mut self, doc_id: &str, peer: &zhaowo_crdt::roster::PublicKey) -> Option<[u8; 32]> {
+        let role = self.roster.authorized(peer)?.role;
+        self.db.key_for(doc_id, role, &zhaowo_crdt::ids::hex_encode(peer))
+    }
+
+    fn receive_key(&mut self, doc_id: &str, key: [u8; 32]) -> Result<(), String> {
+        self.touched.push(doc_id.to_owned());
+        self.db.receive_key(doc_id, key)
+    }
+
     fn add_roster_records(&mut self, records: Vec<SignedRecord>) -> usize {
         let mut added = 0;
         for record in records {
@@ -500,6 +525,7 @@ impl Db {
         };
         match committed {
             Ok(()) => {
+                self.truncate_wal_if_keys_destroyed();
                 outcome.frames = std::iter::from_fn(|| session.poll_transmit()).collect();
                 outcome.changed_docs = touched.len();
                 let seq_after = stored_local_seq(&self.conn).unwrap_or(seq_before);

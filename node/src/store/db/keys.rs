@@ -1,0 +1,202 @@
+//! Case keys in the store (issue 13): the `case_keys` table holds the data key of every case this node may read, and
+//! nothing else does. Keys are attached to documents as they load (`open_case`), written with the registration that
+//! made them, taken from peers that hand them over (`receive_key`, through the sync session), and destroyed as soon as
+//! the one rule (`zhaowo_crdt::seal::may_hold_key`) says this node may no longer hold them: a purge, a volunteer
+//! laptop's visit logged or expired. Destroying a key rewrites the case's projections without its private values and,
+//! with `secure_delete` on and the WAL truncated after the commit, leaves none of the old bytes in the files.
+
+use super::*;
+use zhaowo_crdt::seal::{CASE_KEY_BYTES, CaseKey, may_hold_key};
+
+/// The stored key of a case.
+pub(crate) fn load_key(conn: &Connection, doc_id: &str) -> rusqlite::Result<Option<CaseKey>> {
+    let bytes: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT key FROM case_keys WHERE doc_id = ?1")?
+        .query_row([doc_id], |row| row.get(0))
+        .optional()?;
+    Ok(bytes.and_then(|bytes| <[u8; CASE_KEY_BYTES]>::try_from(bytes).ok()).map(CaseKey::from_bytes))
+}
+
+pub(crate) fn has_key(conn: &Connection, doc_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM case_keys WHERE doc_id = ?1")?
+        .query_row([doc_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub(crate) fn store_key(conn: &Connection, doc_id: &str, key: &CaseKey, now_ms: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO case_keys (doc_id, key, granted_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![doc_id, key.as_bytes().as_slice(), now_ms])?;
+    Ok(())
+}
+
+fn delete_key(conn: &Connection, doc_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn.prepare_cached("DELETE FROM case_keys WHERE doc_id = ?1")?.execute([doc_id])? > 0)
+}
+
+/// Wraps a stored document as a case with this node's key for it, if it holds one.
+#[allow(
+    clippy::result_large_err,
+    reason = "the document is handed back unboxed, as `CaseDoc::from_automerge_or_back` does"
+)]
+pub(crate) fn open_case(
+    conn: &Connection,
+    doc: AutoCommit,
+) -> Result<CaseDoc, (zhaowo_crdt::case::LoadError, AutoCommit)> {
+    let mut case = CaseDoc::from_automerge_or_back(doc)?;
+    let doc_id = case.case_id().as_str().to_owned();
+    case.set_key(load_key(conn, &doc_id).ok().flatten());
+    Ok(case)
+}
+
+/// Who this store holds keys as: the node's role and id (the id a 指派上门 names).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyHolder {
+    pub role: zhaowo_crdt::model::Role,
+    pub node_id: String,
+}
+
+impl KeyHolder {
+    /// Whether this node may hold the key of a case as it now reads.
+    pub fn may_hold(&self, view: &CaseView) -> bool {
+        may_hold_key(self.role, &self.node_id, view, crate::home::now_ms())
+    }
+}
+
+impl Db {
+    /// After a case changed (a command, a peer's change): destroys its key when this node may no longer hold it, and
+    /// takes it out of the document. Returns whether a key was destroyed (the caller truncates the WAL after the
+    /// commit). Runs inside the caller's transaction, before the projections are written.
+    pub(crate) fn settle_key(&mut self, case: &mut CaseDoc) -> rusqlite::Result<bool> {
+        let destroyed = settle_key_in(&self.conn, &self.key_holder, case)?;
+        self.keys_destroyed |= destroyed;
+        Ok(destroyed)
+    }
+
+    /// Truncates the WAL after a commit that destroyed keys, so the deleted rows' old page images leave the WAL file
+    /// too (`secure_delete` already overwrote them in the database file).
+    pub(crate) fn truncate_wal_if_keys_destroyed(&mut self) {
+        if std::mem::take(&mut self.keys_destroyed)
+            && let Err(error) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(%error, "could not truncate the WAL after destroying case keys");
+        }
+    }
+
+    /// Destroys every key this node may no longer hold (a laptop's visits logged or expired, purged cases), as a
+    /// sweep: at open, and whenever the node asks (hourly). Returns how many keys were destroyed.
+    pub fn sweep_keys(&mut self) -> Result<usize, WriteError> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare("SELECT doc_id FROM case_keys")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut destroyed = 0;
+        for doc_id in ids {
+            let outcome = self.write(|db| -> Result<bool, WriteError> {
+                let mut case = db.take_case(&doc_id)?;
+                let gone = db.settle_key(&mut case)?;
+                if gone && db.projections {
+                    project(&db.conn, &case)?;
+                }
+                db.cache.insert(doc_id.clone(), case);
+                Ok(gone)
+            });
+            match outcome {
+                Ok(gone) => destroyed += usize::from(gone),
+                Err(WriteError::UnknownCase(_)) => {
+                    // A key without its document (the document was never stored): nothing to read it with.
+                    self.conn.execute("DELETE FROM case_keys WHERE doc_id = ?1", [&doc_id])?;
+                    destroyed += 1;
+                    self.keys_destroyed = true;
+                }
+                Err(error) => {
+                    self.cache.remove(&doc_id);
+                    return Err(error);
+                }
+            }
+        }
+        self.truncate_wal_if_keys_destroyed();
+        Ok(destroyed)
+    }
+
+    pub(crate) fn case_key_count(&self) -> rusqlite::Result<u64> {
+        self.conn.query_row("SELECT count(*) FROM case_keys", [], |row| row.get::<_, i64>(0)).map(|count| count as u64)
+    }
+
+    /// Whether this node lacks the key of a case it stores and may hold it.
+    pub(crate) fn wants_key(&mut self, doc_id: &str) -> bool {
+        if !matches!(has_key(&self.conn, doc_id), Ok(false)) {
+            return false;
+        }
+        match self.case_mut(doc_id) {
+            Ok(case) => {
+                let view = case.view();
+                self.key_holder.may_hold(&view)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The key of a case for `peer` (its roster role and id), when this node holds it and the peer may hold it.
+    pub(crate) fn key_for(&mut self, doc_id: &str, role: zhaowo_crdt::model::Role, peer_id: &str) -> Option<[u8; 32]> {
+        let key = load_key(&self.conn, doc_id).ok().flatten()?;
+        let case = self.case_mut(doc_id).ok()?;
+        let view = case.view();
+        may_hold_key(role, peer_id, &view, crate::home::now_ms()).then(|| *key.as_bytes())
+    }
+
+    /// Takes a key a peer handed over, inside the caller's transaction: the case must be stored here, this node must
+    /// be allowed to hold its key, and the key must open it. The case's projections are rewritten with its private
+    /// values; the catalog row moves, so peers that lack the key hear that this node holds it.
+    pub(crate) fn receive_key(&mut self, doc_id: &str, key: [u8; 32]) -> Result<(), String> {
+        let key = CaseKey::from_bytes(key);
+        let case = self.case_mut(doc_id).map_err(|error| error.to_string())?;
+        if case.key().is_some() {
+            return Ok(());
+        }
+        if !case.key_opens(&key) {
+            return Err("the key does not open the case".to_owned());
+        }
+        case.set_key(Some(key.clone()));
+        let view = case.view();
+        if !self.key_holder.may_hold(&view) {
+            self.case_mut(doc_id).map_err(|error| error.to_string())?.set_key(None);
+            return Err("this node may not hold the key of this case".to_owned());
+        }
+        let stored = (|| -> rusqlite::Result<()> {
+            store_key(&self.conn, doc_id, &key, crate::home::now_ms())?;
+            bump_catalog(&self.conn, doc_id)?;
+            if self.projections {
+                projection::upsert(&self.conn, &CaseRow::of(&view), &SearchText::of(&view), view.conflicts.len())?;
+            }
+            Ok(())
+        })();
+        if let Err(error) = stored {
+            self.cache.remove(doc_id);
+            return Err(format!("storage: {error}"));
+        }
+        Ok(())
+    }
+}
+
+/// [`Db::settle_key`] on the store's parts (for callers that hold a case borrowed from the cache).
+pub(crate) fn settle_key_in(conn: &Connection, holder: &KeyHolder, case: &mut CaseDoc) -> rusqlite::Result<bool> {
+    if case.key().is_none() || holder.may_hold(&case.view()) {
+        return Ok(false);
+    }
+    let doc_id = case.case_id().as_str().to_owned();
+    case.set_key(None);
+    let destroyed = delete_key(conn, &doc_id)?;
+    tracing::info!(%doc_id, "case key destroyed: this node may no longer read the case");
+    Ok(destroyed)
+}
+
+/// Moves a document's catalog row to a new counter value without a change (its key arrived): sync announces it again.
+fn bump_catalog(conn: &Connection, doc_id: &str) -> rusqlite::Result<()> {
+    let seq = stored_local_seq(conn)? + 1;
+    conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'local_seq'")?.execute([seq])?;
+    conn.prepare_cached("UPDATE catalog SET local_seq = ?1 WHERE doc_id = ?2")?.execute(params![seq, doc_id])?;
+    Ok(())
+}
