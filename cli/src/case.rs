@@ -228,6 +228,15 @@ pub enum CaseCommand {
     },
     /// 解除并案 (督查科/admin): the duplicate returns to 已登记 and its master stops listing it, in one store transaction.
     Unmerge { case: String },
+    /// 清除个人信息 (督查科, admin): purge the citizen's personal data. Irreversible: every node that learns it destroys
+    /// the case key, so the private layer (record, 诉求内容, notes, visit records) can never be read again; the
+    /// de-identified case stays for the register book and statistics.
+    Purge {
+        case: String,
+        /// Confirms the purge (it cannot be undone).
+        #[arg(long)]
+        yes: bool,
+    },
     /// 撤回 (at the citizen's request).
     Withdraw {
         case: String,
@@ -663,6 +672,15 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
         }
         CaseCommand::Reopen { case, reason } => (case, Command::Reopen { reason: reason.clone() }),
         CaseCommand::Withdraw { case, reason } => (case, Command::Withdraw { reason: reason.clone() }),
+        CaseCommand::Purge { case, yes } => {
+            if !yes {
+                return Err(expected_with_hint(
+                    format!("purging the personal data of {case} cannot be undone"),
+                    format!("run again with --yes: `zhaowo case purge {case} --yes`"),
+                ));
+            }
+            (case, Command::PurgePersonalData)
+        }
     };
     let case_id = resolve(&store, reference).await?;
     let name = command.name();

@@ -204,9 +204,12 @@ fn seeds(now: i64) -> Vec<Seed> {
     ]
 }
 
-async fn seed(home: &Home, store: &Store) -> anyhow::Result<(String, String)> {
+/// Seeds the demo cases and assigns the first open one's home visit to the laptop (`laptop`: its node id), which
+/// then reads that case's private layer and no other. Returns the first case's receipt and the assigned number.
+async fn seed(home: &Home, store: &Store, laptop: &str) -> anyhow::Result<(String, String, Option<String>)> {
     let hall = Arc::new(home.hall()?);
     let mut first_receipt = None;
+    let mut seeded = Vec::new();
     for (index, seed) in seeds(now_ms()).into_iter().enumerate() {
         let ctx = home.ctx("王敏")?;
         let year = zhaowo_crdt::time::Date::of_ms(ctx.now_ms).year;
@@ -230,8 +233,18 @@ async fn seed(home: &Home, store: &Store) -> anyhow::Result<(String, String)> {
                 .with_context(|| format!("seeding {reg_no}: {name}"))?;
         }
         first_receipt.get_or_insert((reg_no.to_string(), code.as_str().to_owned()));
+        seeded.push((ack.case_id, reg_no.to_string()));
     }
-    first_receipt.context("no seeded case")
+    let mut assigned = None;
+    for (case_id, reg_no) in seeded {
+        let command = zhaowo_crdt::Command::AssignVisit { laptop: laptop.to_owned() };
+        if store.apply(&case_id, home.ctx("王敏")?, hall.clone(), command).await.is_ok() {
+            assigned = Some(reg_no);
+            break;
+        }
+    }
+    let (reg_no, code) = first_receipt.context("no seeded case")?;
+    Ok((reg_no, code, assigned))
 }
 
 fn terminal_qr(text: &str) -> String {
@@ -303,9 +316,10 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         other.join(&serde_json::to_vec(&file)?).with_context(|| format!("the {name} node cannot join"))?;
         others.push(other);
     }
-    let (reg_no, code) = {
+    let laptop_id = others.last().map(|laptop| laptop.identity.node_id()).unwrap_or_default();
+    let (reg_no, code, assigned) = {
         let store = home.open_store()?;
-        let seeded = seed(&home, &store).await;
+        let seeded = seed(&home, &store, &laptop_id).await;
         store.close();
         seeded?
     };
@@ -342,6 +356,12 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     out!("other nodes of the hall (each its own store and key, syncing over QUIC with the window at {window_addr}):");
     for line in lines {
         out!("{line}");
+    }
+    if let Some(assigned) = &assigned {
+        out!(
+            "  the laptop reads the personal data of {assigned} only (its home visit is assigned to it); every other \
+             case shows 本机无权查看 there"
+        );
     }
     out!("citizen page {citizen_url}");
     out!("lookup       {base}/q?no={reg_no}&code={code}   (登记编号 {reg_no}, 查询码 {code})");

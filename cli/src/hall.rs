@@ -66,6 +66,8 @@ struct HallFile {
     name: Spanned<String>,
     /// The end of the working day, `HH:MM`: a due date counted in working days is the end of its day.
     workday_end: Spanned<String>,
+    /// 个人信息保存期限: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data.
+    retention_days: Spanned<u32>,
     #[serde(default)]
     windows: BTreeMap<Spanned<String>, WindowFile>,
     #[serde(default)]
@@ -173,6 +175,7 @@ impl HallFile {
         HallFile {
             name: unspanned(hall.name.clone()),
             workday_end: unspanned(format!("{:02}:{:02}", minute / 60, minute % 60)),
+            retention_days: unspanned(hall.retention_days),
             windows: hall
                 .windows
                 .iter()
@@ -230,11 +233,14 @@ fn header(hall: &Hall) -> String {
          # calendar: one [calendar.YEAR] section per year of the State Council's holiday arrangement (国务院办公厅关于\n\
          #   YEAR年部分节假日安排的通知): every day off in `holidays`, every weekend day worked (调休上班) in\n\
          #   `make_up_workdays`. A year without a section counts Monday to Friday only, and the node warns about it.\n\
+         # retention_days: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data\n\
+         #   (every node then destroys the case key); 1-{retention_max}.\n\
          # Not in this file: desk accounts (`zhaowo staff`) and the phone-tag key (a secret of the hall); both are kept.\n\n",
         name = hall.name.replace(['"', '\n', '\r'], " "),
         at = format_local_minute(zhaowo_node::home::now_ms()),
         natures = natures.join(", "),
         priorities = priorities.join(", "),
+        retention_max = zhaowo_crdt::hall::RETENTION_DAYS_MAX,
     )
 }
 
@@ -362,6 +368,19 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
     })?;
     let mut check = Checker { text, problems: Vec::new() };
     check.name(&file.name, "name".to_owned());
+    let retention_days = *file.retention_days.get_ref();
+    if !(1..=zhaowo_crdt::hall::RETENTION_DAYS_MAX).contains(&retention_days) {
+        check.at(
+            file.retention_days.span(),
+            "retention_days".into(),
+            format!("{retention_days} is out of range"),
+            Some(format!(
+                "1-{} days after 办结 (default {})",
+                zhaowo_crdt::hall::RETENTION_DAYS_MAX,
+                zhaowo_crdt::hall::RETENTION_DAYS_DEFAULT
+            )),
+        );
+    }
     let workday_end = parse_minute(file.workday_end.get_ref());
     if workday_end.is_none() {
         check.at(
@@ -542,6 +561,7 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
         calendar: Calendar { holidays, make_up_workdays, workday_end_minute: workday_end.unwrap_or(u32::MAX) },
         phone_tag_key: current.phone_tag_key.clone(),
         accounts: current.accounts.clone(),
+        retention_days,
     };
     // Whatever the checks above did not name (limits on counts): the hall's own rules, at the file's first line.
     hall.validate().map_err(|error| {
@@ -624,6 +644,7 @@ pub fn difference(before: &Hall, after: &Hall) -> Vec<Difference> {
     scalar("name", before.name.clone(), after.name.clone());
     let minute = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     scalar("workday_end", minute(before.calendar.workday_end_minute), minute(after.calendar.workday_end_minute));
+    scalar("retention_days", before.retention_days.to_string(), after.retention_days.to_string());
     diff_maps(&mut out, "window", &before.windows, &after.windows, |w| {
         format!("{} {}", w.name, w.floor).trim().to_owned()
     });
@@ -728,6 +749,7 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
             "holidays": hall.calendar.holidays,
             "make_up_workdays": hall.calendar.make_up_workdays,
             "coverage": coverage,
+            "retention_days": hall.retention_days,
             "accounts": hall.accounts.len(),
         }));
         return Ok(());
@@ -735,6 +757,7 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
     let minute = hall.calendar.workday_end_minute;
     out!("hall        {}", hall.name);
     out!("workday end {:02}:{:02}", minute / 60, minute % 60);
+    out!("retention   personal data purged {} days after 办结", hall.retention_days);
     out!("windows     {}", hall.windows.len());
     for (code, window) in &hall.windows {
         out!("  {code:<16} {} {}", window.name, window.floor);

@@ -69,7 +69,7 @@ fn jiangan_toml() -> String {
         zhaowo_crdt::hall::Span::WorkingDays(days) => format!("{days} working days"),
         zhaowo_crdt::hall::Span::Hours(hours) => format!("{hours} hours"),
     };
-    let mut t = format!("name = \"{}\"\nworkday_end = \"17:30\"\n", hall.name);
+    let mut t = format!("name = \"{}\"\nworkday_end = \"17:30\"\nretention_days = 365\n", hall.name);
     for (code, w) in &hall.windows {
         let _ = write!(t, "\n[windows.{code}]\nname = \"{}\"\nfloor = \"{}\"\n", w.name, w.floor);
     }
@@ -980,6 +980,12 @@ fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refu
             "not a time limit",
         );
         add("bad time", edited.replacen("workday_end = \"17:30\"", "workday_end = \"25:00\"", 1), "25:00", "HH:MM");
+        add(
+            "bad retention",
+            edited.replacen("retention_days = 365", "retention_days = 0", 1),
+            "retention_days = 0",
+            "out of range",
+        );
         list
     };
     let bad = dir.path().join("bad.toml");

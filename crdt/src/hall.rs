@@ -89,6 +89,20 @@ pub struct Hall {
     /// Staff accounts of the web desk by username, so a clerk can sign in at any window (admins manage them).
     #[serde(default)]
     pub accounts: BTreeMap<String, StaffAccount>,
+    /// 个人信息保存期限 (issue 13 §3): days after 办结 at which the hall's oversight PCs (督查科, admin) purge a
+    /// case's personal data, which makes every node destroy the case key. The hall decides; a hall document written
+    /// before the setting existed holds [`RETENTION_DAYS_DEFAULT`].
+    #[serde(default = "retention_days_default")]
+    pub retention_days: u32,
+}
+
+/// The retention a hall starts with: one year after 办结.
+pub const RETENTION_DAYS_DEFAULT: u32 = 365;
+/// The longest retention a hall may set: thirty years (archives keep case files that long; personal data no longer).
+pub const RETENTION_DAYS_MAX: u32 = 30 * 366;
+
+fn retention_days_default() -> u32 {
+    RETENTION_DAYS_DEFAULT
 }
 
 /// A staff member's web desk account.
@@ -152,6 +166,9 @@ pub enum HallError {
     /// The phone-tag key is not hex of at least [`PHONE_TAG_KEY_BYTES_MIN`] bytes.
     #[error("the phone-tag key must be at least {PHONE_TAG_KEY_BYTES_MIN} bytes of hex")]
     InvalidPhoneTagKey,
+    /// The retention of personal data is out of range.
+    #[error("retention_days {0} is out of range: 1-{RETENTION_DAYS_MAX} days after 办结")]
+    Retention(u32),
 }
 
 /// Windows, units or categories of one hall, and holidays plus make-up days of its calendar: a district hall has tens
@@ -170,6 +187,9 @@ const DEMO_PHONE_TAG_KEY: &str = "7a68616f776f2d64656d6f2d70686f6e652d746167";
 
 impl Hall {
     pub fn validate(&self) -> Result<(), HallError> {
+        if !(1..=RETENTION_DAYS_MAX).contains(&self.retention_days) {
+            return Err(HallError::Retention(self.retention_days));
+        }
         let name_ok = |name: &str| !name.trim().is_empty() && name.chars().count() <= NAME_CHARS_MAX;
         if !name_ok(&self.name) {
             return Err(HallError::InvalidHallName { max: NAME_CHARS_MAX });
@@ -281,6 +301,7 @@ impl Hall {
             time_limits: default_time_limits(),
             calendar: Calendar::state_council(),
             phone_tag_key: crate::ids::hex_encode(phone_tag_key),
+            retention_days: RETENTION_DAYS_DEFAULT,
             accounts: BTreeMap::new(),
         }
     }
@@ -350,6 +371,7 @@ impl Hall {
             calendar: Calendar::state_council(),
             // The demo's key, public on purpose ("zhaowo-demo-phone-tag"): a real hall draws its own (`Hall::template`).
             phone_tag_key: DEMO_PHONE_TAG_KEY.to_owned(),
+            retention_days: RETENTION_DAYS_DEFAULT,
             accounts: BTreeMap::new(),
         }
     }

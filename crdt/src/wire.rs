@@ -9,8 +9,8 @@ use crate::roster::{PublicKey, SignedRecord};
 use automerge::sync::{Message, MessageVersion};
 use serde::{Deserialize, Serialize};
 
-/// The first byte of every frame.
-pub const WIRE_VERSION: u8 = 1;
+/// The first byte of every frame. 2: catalog entries say whether the sender holds the case key; `WantKeys`/`Keys`.
+pub const WIRE_VERSION: u8 = 2;
 /// A frame carries at most one case's sync message; a case with the maximum 2,000 events saves to a few hundred KB, so
 /// 4 MiB leaves an order of magnitude while keeping a peer from making us buffer much.
 pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;

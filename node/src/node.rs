@@ -140,7 +140,6 @@ impl Node {
         }
         let (live_stop, live_stop_rx) = watch::channel(false);
         let mut live_tasks = live.spawn_tasks(options.poll_interval, live_stop_rx.clone());
-        live_tasks.push(tokio::spawn(sweep_keys_loop(store.clone(), live_stop_rx)));
         let sync =
             SyncNode::start_live(store.clone(), identity, live.clone(), sync_options).map_err(NodeError::Sync)?;
 
@@ -162,6 +161,7 @@ impl Node {
         };
 
         let home = Arc::new(home);
+        live_tasks.push(tokio::spawn(housekeeping_loop(store.clone(), home.clone(), live.clone(), live_stop_rx)));
         let mut http_options = HttpOptions::recommended(desk_addr, public_url.clone());
         http_options.sync = Some(sync.status());
         http_options.live = Some(live.clone());
@@ -268,19 +268,67 @@ impl Node {
 }
 
 /// How often a running node destroys the case keys it may no longer hold (a volunteer laptop's visits past
-/// `seal::VISIT_KEY_DAYS_MAX`); commands and sync destroy keys as they happen, this catches time passing.
+/// `seal::VISIT_KEY_DAYS_MAX`) and, on an oversight PC, applies the hall's retention rule; commands and sync destroy
+/// keys as they happen, this catches time passing.
 pub const KEY_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+/// Purges one retention run makes at most (the next run goes on): bounds the store's work per hour.
+pub const RETENTION_PURGES_PER_RUN_MAX: usize = 500;
+/// The staff name on the purges the retention rule makes.
+pub const RETENTION_STAFF: &str = "系统（保存期限）";
 
-async fn sweep_keys_loop(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+async fn housekeeping_loop(store: Arc<Store>, home: Arc<Home>, live: Live, mut stop: watch::Receiver<bool>) {
     loop {
         match store.sweep_keys().await {
             Ok(0) => {}
             Ok(destroyed) => tracing::info!(destroyed, "case keys this node may no longer hold were destroyed"),
             Err(error) => tracing::warn!(%error, "sweeping case keys failed; retrying at the next interval"),
         }
+        if home.config.role.is_oversight() {
+            let hall = live.hall().hall.clone();
+            match purge_expired(&store, &home, &hall, crate::home::now_ms()).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "personal data purged by the hall's retention rule"),
+                Err(error) => tracing::warn!(%error, "the retention run failed; retrying at the next interval"),
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(KEY_SWEEP_INTERVAL) => {}
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Why a retention run stopped (the next run starts over).
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error("reading the cases due failed")]
+    Read(#[from] crate::store::ReadError),
+    #[error("no context for the purge")]
+    Home(#[from] HomeError),
+    #[error("purging {case_id} failed")]
+    Purge { case_id: String, source: crate::store::WriteError },
+}
+
+/// The hall's retention rule (issue 13 §3), as an oversight PC (督查科, admin) applies it: purges the personal data of
+/// every case closed more than `hall.retention_days` before `now_ms` (at most [`RETENTION_PURGES_PER_RUN_MAX`]), one
+/// signed `PiPurged` event each, which makes every node that learns it destroy the case key. Returns how many.
+pub async fn purge_expired(
+    store: &Store,
+    home: &Home,
+    hall: &zhaowo_crdt::Hall,
+    now_ms: i64,
+) -> Result<usize, RetentionError> {
+    let before = now_ms - i64::from(hall.retention_days) * zhaowo_crdt::time::DAY_MS;
+    let due = store.retention_due(before, RETENTION_PURGES_PER_RUN_MAX).await?;
+    let hall = Arc::new(hall.clone());
+    let mut purged = 0;
+    for case_id in due {
+        let ctx = home.ctx(RETENTION_STAFF)?;
+        match store.apply(&case_id, ctx, hall.clone(), zhaowo_crdt::Command::PurgePersonalData).await {
+            Ok(_) => purged += 1,
+            Err(crate::store::WriteError::Command(zhaowo_crdt::CommandError::Purged)) => {}
+            Err(source) => return Err(RetentionError::Purge { case_id, source }),
+        }
+    }
+    Ok(purged)
 }

@@ -599,6 +599,7 @@ enum Request {
     Reindex(Reply<Result<ReindexReport, MaintenanceError>>),
     SweepKeys(Reply<Result<usize, WriteError>>),
     CaseKeyCount(Reply<Result<u64, ReadError>>),
+    RetentionDue(i64, usize, Reply<Result<Vec<String>, ReadError>>),
     Backup(PathBuf, Reply<Result<(), MaintenanceError>>),
     ExecuteRaw(String, Reply<Result<(), MaintenanceError>>),
     SyncStep(Box<SyncStep>, Reply<Box<SyncOutcome>>),
@@ -703,6 +704,9 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::Reindex(reply) => drop(reply.send(db.reindex())),
             Request::SweepKeys(reply) => drop(reply.send(db.sweep_keys())),
             Request::CaseKeyCount(reply) => drop(reply.send(db.case_key_count().map_err(ReadError::from))),
+            Request::RetentionDue(before, limit, reply) => {
+                drop(reply.send(db.retention_due(before, limit).map_err(ReadError::from)))
+            }
             Request::Backup(path, reply) => drop(reply.send(db.backup(&path))),
             Request::ExecuteRaw(sql, reply) => drop(reply.send(db.execute_raw(&sql).map_err(Into::into))),
             Request::SyncStep(step, reply) => drop(reply.send(Box::new(db.sync_step(*step)))),
@@ -939,6 +943,12 @@ impl Store {
     /// returns how many. The node runs it at start and hourly; commands and sync destroy keys as they go too.
     pub async fn sweep_keys(&self) -> Result<usize, WriteError> {
         self.call(Request::SweepKeys, Err(WriteError::Closed)).await
+    }
+
+    /// Closed cases (办结 before `closed_before_ms`) whose key this node holds, oldest first, at most `limit`: what the
+    /// retention rule purges next.
+    pub async fn retention_due(&self, closed_before_ms: i64, limit: usize) -> Result<Vec<String>, ReadError> {
+        self.call(|reply| Request::RetentionDue(closed_before_ms, limit, reply), Err(ReadError::Closed)).await
     }
 
     /// How many case keys this node holds (status, metrics, tests).

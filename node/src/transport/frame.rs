@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The version byte every payload starts with. The wire format behind it belongs to `crdt::wire`.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = zhaowo_crdt::wire::WIRE_VERSION;
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_BYTES: usize = 4;
 /// The largest payload: 4 MiB. The largest thing a frame carries is one case document's Automerge sync message, which

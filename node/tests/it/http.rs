@@ -2000,3 +2000,61 @@ async fn the_desk_exports_the_register_as_a_masked_workbook() {
     assert_ne!(anonymous.status, StatusCode::OK, "signed-in staff only");
     println!("desk export: {} rows, {} bytes, masked phone {}", rows.len() - 1, bytes.len(), row[8]);
 }
+
+/// Issue 13 §3: the hall's retention rule, as an oversight PC applies it. A case closed (办结) is purged once
+/// `retention_days` have passed and not before; an open case never; a second run finds nothing; the purged case's key
+/// is gone from this node and its personal data reads as purged, while the register book keeps the case.
+#[tokio::test]
+async fn the_retention_rule_purges_cases_closed_longer_ago_than_the_hall_keeps_personal_data() {
+    use zhaowo_crdt::model::{CallbackMethod, CallbackOutcome, CaseResult};
+    use zhaowo_crdt::{Command, QueryCode};
+    let dir = tempfile::tempdir().unwrap();
+    let mut home = home_in(dir.path());
+    home.config.role = Role::Supervision;
+    let store = home.open_store().unwrap();
+    let mut hall = home.hall().unwrap();
+    hall.retention_days = 30;
+    let shared = Arc::new(hall.clone());
+    let mut ids = Vec::new();
+    for summary in ["将被清除的已办结案件", "仍在办理的案件"] {
+        let ctx = home.ctx("王敏").unwrap();
+        let (actor, build_hall) = (home.identity.new_actor().unwrap(), shared.clone());
+        let mut registration = zhaowo_node::fixtures::CaseFactory::new(5, actor.clone(), now_ms()).registration();
+        registration.summary = summary.to_owned();
+        let build: zhaowo_node::store::RegisterFn = Box::new(move |reg_no| {
+            zhaowo_crdt::CaseDoc::register(&ctx, &build_hall, actor, reg_no, &QueryCode::from_entropy(7), registration)
+                .map(|(doc, _)| doc)
+        });
+        ids.push(store.register_new("BBC01", 2026, build).await.unwrap().ack.case_id);
+    }
+    let closing = [
+        Command::Resolve { result: CaseResult::Done, reply: "已办结".into() },
+        Command::RecordCallback {
+            method: CallbackMethod::Phone,
+            reached: true,
+            outcome: Some(CallbackOutcome::Resolved),
+            rating: Some(5),
+            comment: String::new(),
+        },
+        Command::Close { reviewer: "陈科长".into(), forced: false },
+    ];
+    for command in closing {
+        store.apply(&ids[0], home.ctx("王敏").unwrap(), shared.clone(), command).await.unwrap();
+    }
+    let closed_at = store.case_view(&ids[0]).await.unwrap().closed_at_ms.unwrap();
+    let day = zhaowo_crdt::time::DAY_MS;
+    let early = zhaowo_node::node::purge_expired(&store, &home, &hall, closed_at + 29 * day).await.unwrap();
+    assert_eq!(early, 0, "nothing is purged before the retention period ends");
+    let due = zhaowo_node::node::purge_expired(&store, &home, &hall, closed_at + 31 * day).await.unwrap();
+    let again = zhaowo_node::node::purge_expired(&store, &home, &hall, closed_at + 31 * day).await.unwrap();
+    assert_eq!((due, again), (1, 0));
+    let purged = store.case_view(&ids[0]).await.unwrap();
+    assert!(purged.personal.purged && purged.personal.name.is_none());
+    assert_eq!(purged.summary, "将被清除的已办结案件", "the de-identified case stays");
+    let open = store.case_view(&ids[1]).await.unwrap();
+    assert!(!open.personal.purged && open.personal.name.is_some(), "an open case is never purged");
+    assert_eq!(store.case_key_count().await.unwrap(), 1, "the purged case's key is gone");
+    let last = purged.timeline.last().unwrap();
+    assert_eq!((last.label, last.staff.as_str()), ("个人信息清除", zhaowo_node::node::RETENTION_STAFF));
+    println!("retention: closed case purged after 31 days (retention 30), not after 29; open case kept; keys 2 → 1");
+}

@@ -149,6 +149,12 @@ fn command_of(kind: CommandKind, form: &ActionForm, now_ms: i64) -> Result<Comma
         K::Resume => Command::Resume,
         K::Reopen => Command::Reopen { reason: required("原因")? },
         K::Withdraw => Command::Withdraw { reason: required("原因")? },
+        K::PurgePersonalData => {
+            if form.flag.is_none() {
+                return Err("清除个人信息不可恢复：请勾选确认后再提交".to_owned());
+            }
+            Command::PurgePersonalData
+        }
         K::ResolveConflict => Command::ResolveConflict {
             conflict: form.choice.trim().to_owned(),
             decision: match form.value.as_deref().map(clean) {
@@ -170,15 +176,14 @@ fn command_of(kind: CommandKind, form: &ActionForm, now_ms: i64) -> Result<Comma
         K::AddCoUnits => Command::AddCoUnits { units: units_list(&form.co_units) },
         K::AddTags => Command::AddTags { tags: names_list(&required("标签")?) },
         // Not desk forms: 修改 (several commands, `edit_case`), 并案 / 解除并案 / 查看 (store operations, see
-        // `case_action`), and the retention job's 归档 / 清除.
+        // `case_action`), and 归档.
         K::EditField
         | K::ChangePriority
         | K::ChangeCategory
         | K::MarkDuplicate
         | K::Unmerge
         | K::RevealPersonalData
-        | K::Archive
-        | K::PurgePersonalData => return Err("办事台不提供此操作".to_owned()),
+        | K::Archive => return Err("办事台不提供此操作".to_owned()),
     })
 }
 

@@ -434,6 +434,14 @@ fn case_body(
                     }
                 }
             }
+            @if actions.contains(&K::PurgePersonalData) && !view.personal.purged {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head(K::PurgePersonalData)) strong { "清除个人信息" }
+                    p.hint { "清除后，各节点销毁本案密钥：诉求人信息、诉求内容、备注和走访记录将永久无法查看；去标识化的案件仍保留在登记簿和统计中。大厅按保存期限（办结后 " (hall.retention_days) " 天）自动清除。" }
+                    p { label.inline { input type="checkbox" name="flag" value="yes" required; " 我确认此操作不可恢复" } }
+                    button.secondary type="submit" { "清除个人信息" }
+                }
+            }
             @if actions.contains(&K::Resume) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } { (form_head(K::Resume)) strong { "恢复办理" } br; button type="submit" { "恢复办理" } }
             }

@@ -121,6 +121,21 @@ impl Db {
         Ok(destroyed)
     }
 
+    /// Closed cases (办结 before `closed_before_ms`) whose key this node still holds: the retention rule's next purges,
+    /// oldest first. A purged case has no key here, so it is never listed again.
+    pub(crate) fn retention_due(&self, closed_before_ms: i64, limit: usize) -> rusqlite::Result<Vec<String>> {
+        self.conn
+            .prepare_cached(
+                "SELECT c.doc_id FROM cases c JOIN case_keys k ON k.doc_id = c.doc_id \
+                 WHERE c.status = ?1 AND c.closed_at_ms IS NOT NULL AND c.closed_at_ms < ?2 \
+                 ORDER BY c.closed_at_ms LIMIT ?3",
+            )?
+            .query_map(params![zhaowo_crdt::model::Status::Closed.code(), closed_before_ms, limit as i64], |row| {
+                row.get(0)
+            })?
+            .collect()
+    }
+
     pub(crate) fn case_key_count(&self) -> rusqlite::Result<u64> {
         self.conn.query_row("SELECT count(*) FROM case_keys", [], |row| row.get::<_, i64>(0)).map(|count| count as u64)
     }
