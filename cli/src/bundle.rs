@@ -81,12 +81,18 @@ async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>) -> anyhow::R
         bar.finish_and_clear();
     }
     let cases = docs.len();
-    let bytes = bundle::encode(&Bundle {
+    let keys = store.case_keys(docs.iter().map(|doc| doc.doc_id.clone()).collect()).await?;
+    let key_count = keys.len();
+    let inner = bundle::encode(&Bundle {
         hall: *roster.hall(),
         from: home.identity.verifying_key().to_bytes(),
         created_ms: now_ms(),
         docs,
+        keys,
     });
+    // On disk, encrypted to the hall's PCs: a lost stick shows nothing, a laptop cannot read another's bundle.
+    let recipients = zhaowo_node::import::bundle_recipients(roster);
+    let bytes = zhaowo_node::import::encrypt_bundle(&inner, &recipients).map_err(expected)?;
     if bytes.len() > BUNDLE_BYTES_MAX {
         return Err(expected(format!(
             "the bundle would be {} bytes, over the limit of {BUNDLE_BYTES_MAX}: use --since-peer to export less",
@@ -99,9 +105,15 @@ async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>) -> anyhow::R
     if cli.json {
         print_json(&serde_json::json!({
             "file": out, "cases": cases, "changes": changes, "bytes": bytes.len(), "since_seq": since,
+            "keys": key_count, "recipients": recipients.len(),
         }));
     } else {
-        out!("exported {cases} cases ({changes} changes, {} bytes) to {}", bytes.len(), out.display());
+        out!(
+            "exported {cases} cases ({changes} changes, {key_count} case keys, {} bytes) to {}, encrypted to the hall's {} PCs",
+            bytes.len(),
+            out.display(),
+            recipients.len()
+        );
     }
     Ok(())
 }
@@ -110,7 +122,7 @@ async fn import(cli: &Cli, file: &PathBuf) -> anyhow::Result<()> {
     let home = setup::open(cli)?;
     let roster = home.roster().ok_or(zhaowo_node::home::HomeError::NoHall)?;
     // A file that is not a bundle, or a damaged one, is corrupt data (exit 2); nothing was stored.
-    let bundle = zhaowo_node::import::read_bundle(file).map_err(import_error)?;
+    let bundle = zhaowo_node::import::read_bundle(file, &home.identity).map_err(import_error)?;
     let from = zhaowo_node::home::hex(&bundle.from);
     say(cli, &format!("importing {} cases from node {}", bundle.docs.len(), &from[..16]));
     let store = home.open_store()?;

@@ -59,7 +59,7 @@ pub fn print_merge(cli: &Cli, report: &zhaowo_node::import::ImportReport) {
             .collect();
         print_json(&serde_json::json!({
             "added": report.added, "changed": report.changed, "unchanged": report.unchanged, "new_conflicts": conflicts,
-            "refused": refused, "unsigned_changes": report.unsigned,
+            "refused": refused, "unsigned_changes": report.unsigned, "keys_taken": report.keys_taken,
         }));
     } else {
         for reg_no in &report.added {
@@ -74,11 +74,12 @@ pub fn print_merge(cli: &Cli, report: &zhaowo_node::import::ImportReport) {
         say(
             cli,
             &format!(
-                "{} added, {} changed, {} unchanged, {} new conflicts (review them with `zhaowo conflicts list`)",
+                "{} added, {} changed, {} unchanged, {} new conflicts (review them with `zhaowo conflicts list`), {} case keys taken",
                 report.added.len(),
                 report.changed.len(),
                 report.unchanged,
-                report.new_conflicts.len()
+                report.new_conflicts.len(),
+                report.keys_taken
             ),
         );
     }

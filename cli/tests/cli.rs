@@ -121,6 +121,11 @@ fn new_hall(dir: &Path) -> String {
 }
 
 fn register(dir: &Path) -> (String, String) {
+    register_for(dir, "李先生名下房改房登记有误", "李建国", "13812341234")
+}
+
+/// Registers a case of the citizen `name` (`phone`) with the private `detail`.
+fn register_for(dir: &Path, detail: &str, name: &str, phone: &str) -> (String, String) {
     let out = ok(
         dir,
         &[
@@ -133,11 +138,11 @@ fn register(dir: &Path) -> (String, String) {
             "--summary",
             "老房登记为一套，实为两套",
             "--detail",
-            "李先生名下房改房登记有误",
+            detail,
             "--name",
-            "李建国",
+            name,
             "--phone",
-            "13812341234",
+            phone,
             "--callback-ok",
             "--json",
         ],
@@ -465,6 +470,20 @@ fn offline_work_merges_back_and_its_conflict_is_listed_and_resolved() {
     let view = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]));
     assert!(view["timeline"].as_array().unwrap().iter().any(|e| e["label"] == "冲突核定"));
     assert_eq!((view["status"].as_str(), view["lead_unit"].as_str()), (Some("DISPATCHED"), Some("FG")));
+    // The window, a hall PC, got the case only as plain Automerge files, which carry no key: it reads the public layer.
+    // A bundle from the admin carries the key inside its encryption, and the window takes it (issue 13 §4).
+    let sealed = |dir: &Path| json(&ok(dir, &["case", "show", &reg_no, "--json"]))["personal"]["sealed"] == true;
+    assert!(sealed(window.path()));
+    let bundle = admin.path().join("keys.bundle");
+    let exported = json(&ok(admin.path(), &["bundle", "export", "--out", bundle.to_str().unwrap(), "--json"]));
+    assert_eq!(exported["keys"].as_u64(), Some(1), "{exported}");
+    let imported = json(&ok(window.path(), &["bundle", "import", bundle.to_str().unwrap(), "--json"]));
+    assert_eq!(imported["keys_taken"].as_u64(), Some(1), "{imported}");
+    assert!(!sealed(window.path()), "the window reads the case after the bundle");
+    // The laptop is no recipient of the admin's bundle: it gets neither the cases nor the key.
+    let error = fails(laptop.path(), &["bundle", "import", bundle.to_str().unwrap()], 1);
+    assert!(error.contains("not encrypted to this node"), "{error}");
+    assert!(sealed(laptop.path()));
 }
 
 /// GETs a page over plain HTTP/1.1 (loopback only) and returns the body.
@@ -585,14 +604,17 @@ impl Drop for Running {
     }
 }
 
+/// Starts `zhaowo -vv run` on `dir`; its log goes to `dir/node.log` (so a scan of the data directory reads the logs
+/// too: issue 13 §7, no personal data in logs at any verbosity).
 fn start_node(dir: &Path) -> Running {
     use std::io::BufRead;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zhaowo"))
-        .args(["--dir", dir.to_str().unwrap(), "run", "--desk", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["-vv", "--dir", dir.to_str().unwrap(), "run", "--desk", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--listen", "127.0.0.1:0"])
         .env_remove("ZHAOWO_DIR")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -715,7 +737,8 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let (window, window_id) = enrolled_node(admin.path(), "2F03", "window");
     let (laptop, _) = enrolled_node(admin.path(), "V01", "volunteer");
     let (reg_no, _) = register(admin.path());
-    let (other_no, _) = register(admin.path());
+    let (other_no, _) = register_for(admin.path(), "王女士营业执照变更急需", "王芳", "13900001111");
+    let other_texts = ["王女士营业执照变更急需", "王芳", "13900001111"];
     ok(admin.path(), &["case", "dispatch", &reg_no]);
     // Issue 13: the laptop may read (and write the private part of) only the case whose visit is assigned to it.
     let error = fails(admin.path(), &["case", "assign-visit", &reg_no, "--laptop", "NOPE"], 1);
@@ -757,6 +780,14 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let sealed = |dir: &Path, no: &str| json(&ok(dir, &["case", "show", no, "--json"]))["personal"]["sealed"] == true;
     let key_ms = wait_for("the laptop to get the key of its assigned visit", || !sealed(laptop.path(), &reg_no));
     assert!(sealed(laptop.path(), &other_no), "the laptop cannot read a case whose visit is not assigned to it");
+    // Stolen laptop (issue 13): every file of its data directory (database, WAL, keys, its -vv log) read as bytes.
+    let stolen_open =
+        (texts_in_dir(laptop.path(), &["李先生名下房改房登记有误"]), texts_in_dir(laptop.path(), &other_texts));
+    assert_eq!(
+        stolen_open,
+        (1, 0),
+        "while its visit is open the laptop holds that case's 诉求内容 and nothing of the other"
+    );
     assert!(!sealed(window.path(), &other_no) && !sealed(window.path(), &reg_no), "a window PC reads every case");
 
     // Offline: the laptop leaves for a home visit; the window PC loses the hall LAN.
@@ -773,6 +804,8 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     );
     // The visit is logged: the laptop destroyed the key at once, offline.
     assert!(sealed(laptop.path(), &reg_no), "the laptop still reads the case after logging its visit");
+    let stolen_closed = texts_in_dir(laptop.path(), &["李先生名下房改房登记有误", "李先生行动不便，材料已收齐"]);
+    assert_eq!(stolen_closed, 0, "the laptop's files still show what its closed visit was about");
     ok(
         window.path(),
         &["--staff", "王工", "case", "resolve", &reg_no, "--result", "解释说明", "--reply", "已电话说明"],
@@ -789,6 +822,20 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let all = laptop.path().join("all.bundle");
     let everything = json(&ok(laptop.path(), &["bundle", "export", "--out", all.to_str().unwrap(), "--json"]));
     assert_eq!(everything["cases"], 2, "{everything}");
+    // Issue 13 §4: the file is age, encrypted to the hall's PCs (admin and window here, not the laptop): not one of
+    // its public or private texts can be read off it, and the laptop itself cannot import it.
+    assert_eq!((everything["recipients"].as_u64(), everything["keys"].as_u64()), (Some(2), Some(0)), "{everything}");
+    let file = std::fs::read(&all).unwrap();
+    assert!(file.starts_with(b"age-encryption.org/v1\n"));
+    let summary = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]))["summary"].as_str().unwrap().to_owned();
+    let in_file = |text: &str| file.windows(text.len()).any(|window| window == text.as_bytes());
+    let plaintext_hits =
+        [summary.as_str(), "李先生行动不便", "上门收集材料", &reg_no].iter().filter(|t| in_file(t)).count();
+    assert_eq!(plaintext_hits, 0, "the bundle shows plaintext");
+    let laptop_before = ok(laptop.path(), &["case", "list", "--json"]);
+    let error = fails(laptop.path(), &["bundle", "import", all.to_str().unwrap()], 1);
+    assert!(error.contains("not encrypted to this node"), "{error}");
+    assert_eq!(ok(laptop.path(), &["case", "list", "--json"]), laptop_before, "a refused bundle changed nothing");
 
     // Bad bundles change nothing: not a bundle, a flipped byte, a bundle of another hall.
     let before = ok(admin.path(), &["case", "show", &reg_no, "--json"]);
@@ -807,7 +854,7 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let foreign = stranger.path().join("foreign.bundle");
     ok(stranger.path(), &["bundle", "export", "--out", foreign.to_str().unwrap()]);
     let error = fails(admin.path(), &["bundle", "import", foreign.to_str().unwrap()], 1);
-    assert!(error.contains("another hall"), "{error}");
+    assert!(error.contains("not encrypted to this node"), "another hall's bundle is not for this node: {error}");
     assert_eq!(ok(admin.path(), &["case", "show", &reg_no, "--json"]), before, "a refused bundle changed the case");
 
     // The admin imports the laptop's bundle: the visit and the note arrive; a second import changes nothing.
@@ -841,14 +888,65 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let on_admin = case_on(admin.path());
     let waited = wait_for("the resolution to reach the window", || case_on(window.path()) == on_admin);
     assert!(json(&ok(window.path(), &["conflicts", "list", "--json"])).as_array().unwrap().is_empty());
+
+    // Purge while offline (issue 13 §3): the laptop is still away; the admin purges the other citizen's data.
+    let stats = |dir: &Path| json(&ok(dir, &["stats", "--json"]));
+    let stats_before = stats(admin.path());
+    let other_id =
+        json(&ok(admin.path(), &["case", "show", &other_no, "--json"]))["case_id"].as_str().unwrap().to_owned();
+    let key_row = |dir: &Path| -> Option<Vec<u8>> {
+        let db = rusqlite::Connection::open(dir.join("cases.db")).unwrap();
+        db.query_row("SELECT key FROM case_keys WHERE doc_id = ?1", [&other_id], |row| row.get(0)).ok()
+    };
+    let old_key: [u8; 32] = key_row(admin.path()).expect("the admin holds the key").try_into().unwrap();
+    let on_hall_pcs_before = (texts_in_dir(admin.path(), &other_texts), texts_in_dir(window.path(), &other_texts));
+    let error = fails(admin.path(), &["case", "purge", &other_no], 1);
+    assert!(error.contains("--yes"), "a purge asks for confirmation: {error}");
+    ok(admin.path(), &["--staff", "刘督查", "case", "purge", &other_no, "--yes"]);
+    let purged = |dir: &Path| json(&ok(dir, &["case", "show", &other_no, "--json"]))["personal"]["purged"] == true;
+    let laptop_node = start_node(laptop.path());
+    let purge_ms =
+        wait_for("the purge to reach the laptop and the window", || purged(laptop.path()) && purged(window.path()));
+    let mut hits_after = Vec::new();
+    for dir in [admin.path(), window.path(), laptop.path()] {
+        hits_after.push(texts_in_dir(dir, &other_texts));
+        assert_eq!(key_row(dir), None, "a node still holds the purged case's key");
+    }
+    assert_eq!(hits_after, [0, 0, 0], "the purged citizen's name, phone or 诉求内容 is still in a node's files");
+    assert_eq!(stats(admin.path()), stats_before, "a purge changes no statistic");
+    // An attacker replays the old key to the admin, in a bundle encrypted to it: refused, the case stays unreadable.
+    let roster = zhaowo_node::home::Home::read_roster_file(admin.path()).unwrap().unwrap();
+    let inner = zhaowo_crdt::bundle::encode(&zhaowo_crdt::bundle::Bundle {
+        hall: *roster.hall(),
+        from: [0; 32],
+        created_ms: 0,
+        docs: Vec::new(),
+        keys: vec![zhaowo_crdt::wire::CaseKeyGrant { doc_id: other_id.clone(), key: old_key }],
+    });
+    let replay = admin.path().join("replay.bundle");
+    let recipients = zhaowo_node::import::bundle_recipients(&roster);
+    std::fs::write(&replay, zhaowo_node::import::encrypt_bundle(&inner, &recipients).unwrap()).unwrap();
+    let replayed = json(&ok(admin.path(), &["bundle", "import", replay.to_str().unwrap(), "--json"]));
+    assert_eq!(replayed["keys_taken"].as_u64(), Some(0), "{replayed}");
+    assert_eq!(key_row(admin.path()), None);
     println!(
         "bundle e2e: exported_cases=1/2 import_twice_unchanged=2 refused=3 conflict_resolved_ms={} account_synced_ms={} \
-         laptop_key_ms={} laptop_reads=1/2 (assigned) then 0/2 (visit logged)",
+         laptop_key_ms={} laptop_reads=1/2 (assigned) then 0/2 (visit logged) bundle_plaintext_hits=0/4 \
+         wrong_recipient=exit 1",
         waited.as_millis(),
         account_ms.as_millis(),
         key_ms.as_millis()
     );
-    drop((window_node, admin_node));
+    println!(
+        "stolen laptop (3 processes, files incl. -vv log): assigned case texts 1/1 and other case 0/3 while the visit is \
+         open; 0/2 after it was logged. purge while offline: reached laptop+window in {} ms; other citizen's texts in \
+         files before (admin, window) = {:?}, after (admin, window, laptop) = {:?}; keys left 0/3; stats unchanged; \
+         replayed key taken 0",
+        purge_ms.as_millis(),
+        on_hall_pcs_before,
+        hits_after
+    );
+    drop((window_node, admin_node, laptop_node));
 }
 
 /// Issue 14 §4: with `node.key` deleted, `init` used to succeed on the existing data directory (a new identity outside
@@ -1424,4 +1522,16 @@ fn case_unmerge_undoes_a_duplicate_from_the_terminal() {
     let after = json(&ok(dir.path(), &["case", "show", &duplicate, "--json"]));
     assert_eq!(after, unmerged, "the refused unmerge changed nothing");
     println!("case unmerge: {duplicate} merged into {master}, then REGISTERED again; a second unmerge refused");
+}
+
+/// How many of `texts` appear, as UTF-8 bytes, in any file directly in `dir` (database, WAL, key files, logs).
+fn texts_in_dir(dir: &Path, texts: &[&str]) -> usize {
+    let files: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| entry.ok().filter(|e| e.path().is_file()).and_then(|e| std::fs::read(e.path()).ok()))
+        .collect();
+    texts
+        .iter()
+        .filter(|text| files.iter().any(|bytes| bytes.windows(text.len()).any(|window| window == text.as_bytes())))
+        .count()
 }

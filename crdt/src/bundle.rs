@@ -4,7 +4,8 @@
 //!
 //! Format: [`BUNDLE_MAGIC`], a version byte, then the postcard encoding of [`Bundle`]. A file from outside is hostile
 //! input: [`decode`] caps the size and every count before anything is allocated for it, and [`verify`] checks every
-//! change before anything reaches Automerge.
+//! change before anything reaches Automerge. On disk the bundle is encrypted to the hall's PCs with age (the node's
+//! `import` module); this is what is inside.
 
 use crate::roster::{PublicKey, Roster};
 use crate::signing::{ChangeRejected, verify_change};
@@ -15,7 +16,8 @@ use std::collections::BTreeMap;
 /// The first bytes of every bundle file.
 pub const BUNDLE_MAGIC: &[u8] = b"zhaowo-bundle\n";
 /// The version of the encoding after the magic.
-pub const BUNDLE_VERSION: u8 = 1;
+/// 2 (issue 13): the bundle carries the case keys the exporter holds (readable only inside the age encryption).
+pub const BUNDLE_VERSION: u8 = 2;
 /// A bundle file: a laptop's week of home visits is a few hundred KB; a whole hall's year (~154 cases at ~2 KB) is well
 /// under a MB. 256 MiB leaves room for a full store copy while bounding what an import holds in memory.
 pub const BUNDLE_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -32,6 +34,8 @@ pub struct Bundle {
     pub from: PublicKey,
     pub created_ms: i64,
     pub docs: Vec<BundleDoc>,
+    /// The keys of the exported cases the exporter holds; an importer takes those it may hold (`seal::may_hold_key`).
+    pub keys: Vec<crate::wire::CaseKeyGrant>,
 }
 
 /// Every change of one document the exporter holds (importing is idempotent, so nothing needs to be subtracted).
@@ -84,6 +88,9 @@ pub fn decode(bytes: &[u8]) -> Result<Bundle, BundleError> {
             "{} documents, over the limit of {BUNDLE_DOCS_MAX}",
             bundle.docs.len()
         )));
+    }
+    if bundle.keys.len() > BUNDLE_DOCS_MAX || bundle.keys.iter().any(|grant| !is_doc_id(&grant.doc_id)) {
+        return Err(BundleError::Damaged("the case keys are malformed".to_owned()));
     }
     for doc in &bundle.docs {
         if !is_doc_id(&doc.doc_id) {

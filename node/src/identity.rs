@@ -139,6 +139,13 @@ impl NodeIdentity {
         self.key.verifying_key()
     }
 
+    /// The node's X25519 secret for age-encrypted bundles: the Ed25519 key's own scalar (RFC 7748 clamps it), so the
+    /// public half is the enrolled key in Montgomery form ([`x25519_public`]) and the root's enrollment signature covers
+    /// it. See ARCHITECTURE.md *Personal data* for why one key pair serves both.
+    pub fn x25519_secret(&self) -> [u8; 32] {
+        self.key.to_scalar_bytes()
+    }
+
     /// The node id: the public key in hex.
     pub fn node_id(&self) -> String {
         hex(self.verifying_key().as_bytes())
@@ -209,4 +216,10 @@ mod tests {
         let error = NodeIdentity::load(&path).unwrap_err();
         assert!(error.to_string().contains("unknown key format"), "{error}");
     }
+}
+
+/// The X25519 public key of an enrolled node (its Ed25519 key in Montgomery form), for encrypting bundles to it;
+/// `None` for bytes that are not an Ed25519 public key.
+pub fn x25519_public(node_key: &[u8; 32]) -> Option<[u8; 32]> {
+    VerifyingKey::from_bytes(node_key).ok().map(|key| key.to_montgomery().to_bytes())
 }

@@ -6,6 +6,12 @@
 //! change refuses the whole import before anything is stored; a revoked member's late change skips that case, as
 //! sync skips it). A plain Automerge file carries no signatures: its new changes are stored unsigned and stay on this
 //! node (peers refuse unsigned changes).
+//!
+//! A bundle file is encrypted (issue 13 §4): the `age` format (the `age` crate, X25519 recipients), to every hall PC
+//! of the roster (window, 督查科, admin), each recipient's X25519 key being its enrolled Ed25519 key in Montgomery form
+//! (`identity::x25519_public`). Inside is the signed bundle of `zhaowo_crdt::bundle`, with the case keys the exporter
+//! holds. A laptop, a lost USB stick's finder or another hall reads nothing; a node that is not a recipient gets
+//! [`ImportError::NotARecipient`].
 
 use crate::store::{ApplyRemoteError, CATALOG_PAGE_MAX, ReadError, RemoteChanges, Store, StoreOptions};
 use std::collections::BTreeSet;
@@ -31,6 +37,8 @@ pub struct ImportReport {
     pub new_conflicts: Vec<(String, String)>,
     /// Cases skipped because a revoked member changed them after its revocation (case id, why).
     pub refused: Vec<(String, String)>,
+    /// Case keys the bundle carried that this node took (it may hold them and lacked them).
+    pub keys_taken: usize,
     /// Changes stored without a member's signature (a plain Automerge file): kept on this node, never relayed.
     pub unsigned: usize,
 }
@@ -63,6 +71,12 @@ pub enum ImportError {
         #[source]
         source: BundleError,
     },
+    /// This node is not among the bundle's recipients (bundles are encrypted to the hall's PCs).
+    #[error(
+        "`{}` is not encrypted to this node: bundles are readable only by the hall's PCs (window, 督查科, admin) enrolled when it was exported; nothing was stored",
+        .path.display()
+    )]
+    NotARecipient { path: PathBuf },
     /// The bundle was made in another hall.
     #[error("`{}` belongs to another hall; nothing was stored", .path.display())]
     OtherHall { path: PathBuf },
@@ -90,6 +104,9 @@ pub enum ImportError {
     /// Reading this node's store (or the other one) failed.
     #[error("failed to read the store")]
     StoreRead(#[source] ReadError),
+    /// Storing the case keys a bundle carried failed (its changes were stored).
+    #[error("failed to store the case keys of the bundle")]
+    StoreKeys(#[source] crate::store::WriteError),
     /// Storing one case's changes failed.
     #[error("failed to store the changes of {case_id}")]
     StoreWrite {
@@ -107,6 +124,7 @@ impl ImportError {
             ImportError::Read { .. }
                 | ImportError::NotABundle { .. }
                 | ImportError::StoreRead(_)
+                | ImportError::StoreKeys(_)
                 | ImportError::StoreWrite { .. }
         )
     }
@@ -124,10 +142,85 @@ fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, ImportError> {
     std::fs::read(path).map_err(read(path))
 }
 
-/// Reads and decodes a bundle file (at most [`BUNDLE_BYTES_MAX`]); verifies nothing yet.
-pub fn read_bundle(path: &Path) -> Result<Bundle, ImportError> {
-    let bytes = read_capped(path, BUNDLE_BYTES_MAX as u64)?;
-    bundle::decode(&bytes).map_err(|source| ImportError::NotABundle { path: path.to_path_buf(), source })
+/// The first line of every age file, hence of every bundle file.
+pub const AGE_HEADER: &[u8] = b"age-encryption.org/v1\n";
+
+/// The hall PCs a bundle is encrypted to: the active enrollments of the window, 督查科 and admin roles.
+pub fn bundle_recipients(roster: &Roster) -> Vec<[u8; 32]> {
+    roster
+        .active()
+        .filter(|enrollment| enrollment.role.is_staff())
+        .filter_map(|enrollment| crate::identity::x25519_public(&enrollment.node_key))
+        .collect()
+}
+
+fn age_recipient(public: &[u8; 32]) -> Option<age::x25519::Recipient> {
+    use bech32::ToBase32;
+    bech32::encode("age", public.to_base32(), bech32::Variant::Bech32).ok()?.parse().ok()
+}
+
+fn age_identity(secret: &[u8; 32]) -> Option<age::x25519::Identity> {
+    use bech32::ToBase32;
+    let encoded = bech32::encode("age-secret-key-", secret.to_base32(), bech32::Variant::Bech32).ok()?;
+    encoded.to_uppercase().parse().ok()
+}
+
+/// Encrypts a bundle's bytes to `recipients` (X25519 public keys, see [`bundle_recipients`]) in the age format.
+pub fn encrypt_bundle(inner: &[u8], recipients: &[[u8; 32]]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let recipients: Vec<age::x25519::Recipient> = recipients.iter().filter_map(age_recipient).collect();
+    if recipients.is_empty() {
+        return Err("the roster holds no hall PC to encrypt the bundle to".to_owned());
+    }
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(|error| error.to_string())?;
+    let mut out = Vec::with_capacity(inner.len() + 1024);
+    let mut writer = encryptor.wrap_output(&mut out).map_err(|error| error.to_string())?;
+    writer.write_all(inner).map_err(|error| error.to_string())?;
+    writer.finish().map_err(|error| error.to_string())?;
+    Ok(out)
+}
+
+/// Why an encrypted bundle could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenBundleError {
+    /// No recipient stanza is this node's.
+    NotARecipient,
+    /// Not an age file, or a damaged one.
+    Damaged(String),
+}
+
+/// Decrypts a bundle file with this node's X25519 secret; the plaintext is capped at [`BUNDLE_BYTES_MAX`].
+pub fn decrypt_bundle(bytes: &[u8], x25519_secret: &[u8; 32]) -> Result<Vec<u8>, OpenBundleError> {
+    use std::io::Read;
+    let identity = age_identity(x25519_secret).ok_or_else(|| OpenBundleError::Damaged("bad node key".to_owned()))?;
+    let decryptor = age::Decryptor::new_buffered(bytes).map_err(|error| OpenBundleError::Damaged(error.to_string()))?;
+    let reader = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)).map_err(|error| match error {
+        age::DecryptError::NoMatchingKeys => OpenBundleError::NotARecipient,
+        other => OpenBundleError::Damaged(other.to_string()),
+    })?;
+    let mut inner = Vec::new();
+    reader
+        .take(BUNDLE_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut inner)
+        .map_err(|error| OpenBundleError::Damaged(error.to_string()))?;
+    Ok(inner)
+}
+
+/// Reads, decrypts and decodes a bundle file (at most [`BUNDLE_BYTES_MAX`]); verifies nothing yet.
+pub fn read_bundle(path: &Path, identity: &crate::identity::NodeIdentity) -> Result<Bundle, ImportError> {
+    let bytes = read_capped(path, BUNDLE_BYTES_MAX as u64 + 64 * 1024)?;
+    let not_a_bundle = |source| ImportError::NotABundle { path: path.to_path_buf(), source };
+    if !bytes.starts_with(AGE_HEADER) {
+        // A plaintext bundle (older zhaowo) or not a bundle at all: either way nothing to read here.
+        return Err(not_a_bundle(BundleError::NotABundle));
+    }
+    let inner = match decrypt_bundle(&bytes, &identity.x25519_secret()) {
+        Ok(inner) => inner,
+        Err(OpenBundleError::NotARecipient) => return Err(ImportError::NotARecipient { path: path.to_path_buf() }),
+        Err(OpenBundleError::Damaged(reason)) => return Err(not_a_bundle(BundleError::Damaged(reason))),
+    };
+    bundle::decode(&inner).map_err(not_a_bundle)
 }
 
 /// Merges a decoded bundle: it must be of this roster's hall, and every change signed by a member.
@@ -135,12 +228,16 @@ pub async fn bundle(store: &Store, roster: &Roster, path: &Path, bundle: Bundle)
     if bundle.hall != *roster.hall() {
         return Err(ImportError::OtherHall { path: path.to_path_buf() });
     }
+    let keys = bundle.keys;
     let cases = bundle
         .docs
         .into_iter()
         .map(|doc| Incoming { case_id: doc.doc_id, changes: doc.changes, signatures: doc.signatures })
         .collect();
-    merge(store, Some(roster), cases).await
+    let mut report = merge(store, Some(roster), cases).await?;
+    // After the documents: a key is taken only for a case stored here that it opens and this node may read.
+    report.keys_taken = store.receive_keys(keys).await.map_err(ImportError::StoreKeys)?;
+    Ok(report)
 }
 
 /// Merges every case of another node's store file (or data directory), read-only on the other side: a copy of the
@@ -225,6 +322,7 @@ pub async fn merge(store: &Store, roster: Option<&Roster>, cases: Vec<Incoming>)
                 hall: *roster.hall(),
                 from: [0; 32],
                 created_ms: 0,
+                keys: Vec::new(),
                 docs: cases
                     .into_iter()
                     .map(|case| BundleDoc { doc_id: case.case_id, changes: case.changes, signatures: case.signatures })

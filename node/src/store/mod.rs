@@ -600,6 +600,8 @@ enum Request {
     SweepKeys(Reply<Result<usize, WriteError>>),
     CaseKeyCount(Reply<Result<u64, ReadError>>),
     RetentionDue(i64, usize, Reply<Result<Vec<String>, ReadError>>),
+    ReceiveKeys(Vec<zhaowo_crdt::wire::CaseKeyGrant>, Reply<Result<usize, WriteError>>),
+    CaseKeys(Vec<String>, Reply<Result<Vec<zhaowo_crdt::wire::CaseKeyGrant>, ReadError>>),
     Backup(PathBuf, Reply<Result<(), MaintenanceError>>),
     ExecuteRaw(String, Reply<Result<(), MaintenanceError>>),
     SyncStep(Box<SyncStep>, Reply<Box<SyncOutcome>>),
@@ -704,6 +706,8 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::Reindex(reply) => drop(reply.send(db.reindex())),
             Request::SweepKeys(reply) => drop(reply.send(db.sweep_keys())),
             Request::CaseKeyCount(reply) => drop(reply.send(db.case_key_count().map_err(ReadError::from))),
+            Request::ReceiveKeys(grants, reply) => drop(reply.send(db.receive_keys(grants))),
+            Request::CaseKeys(ids, reply) => drop(reply.send(db.case_keys(&ids).map_err(ReadError::from))),
             Request::RetentionDue(before, limit, reply) => {
                 drop(reply.send(db.retention_due(before, limit).map_err(ReadError::from)))
             }
@@ -949,6 +953,17 @@ impl Store {
     /// retention rule purges next.
     pub async fn retention_due(&self, closed_before_ms: i64, limit: usize) -> Result<Vec<String>, ReadError> {
         self.call(|reply| Request::RetentionDue(closed_before_ms, limit, reply), Err(ReadError::Closed)).await
+    }
+
+    /// Takes case keys that came other than by sync (a bundle): each only for a case stored here that it opens and
+    /// this node may hold (`seal::may_hold_key`); returns how many were new. One transaction.
+    pub async fn receive_keys(&self, grants: Vec<zhaowo_crdt::wire::CaseKeyGrant>) -> Result<usize, WriteError> {
+        self.call(|reply| Request::ReceiveKeys(grants, reply), Err(WriteError::Closed)).await
+    }
+
+    /// The keys this node holds among `case_ids` (for a bundle it exports, which is encrypted to the hall's PCs).
+    pub async fn case_keys(&self, case_ids: Vec<String>) -> Result<Vec<zhaowo_crdt::wire::CaseKeyGrant>, ReadError> {
+        self.call(|reply| Request::CaseKeys(case_ids, reply), Err(ReadError::Closed)).await
     }
 
     /// How many case keys this node holds (status, metrics, tests).

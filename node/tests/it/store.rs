@@ -713,3 +713,28 @@ async fn reindex_lists_a_damaged_document_and_verify_quarantines_it() {
         quarantined.count
     );
 }
+
+/// The bundle fuzz target's seeds stay readable by this version (issue 13 §4): the inner seed decodes, and the age seed
+/// decrypts with the fixed key the target uses (the X25519 scalar of the Ed25519 key `[0x42; 32]`) and decodes to the
+/// same bundle. `ZHAOWO_WRITE_SEEDS=1` writes the age seed afresh from the inner one.
+#[test]
+fn the_bundle_fuzz_seeds_open_and_decode() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crdt/fuzz/seeds/bundle_file");
+    let inner = std::fs::read(seeds.join("one-case-three-changes.bundle")).unwrap();
+    let bundle = zhaowo_crdt::bundle::decode(&inner).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x42; 32]);
+    let recipient = zhaowo_node::identity::x25519_public(&key.verifying_key().to_bytes()).unwrap();
+    let sealed = seeds.join("one-case-three-changes.age");
+    if std::env::var_os("ZHAOWO_WRITE_SEEDS").is_some() {
+        std::fs::write(&sealed, zhaowo_node::import::encrypt_bundle(&inner, &[recipient]).unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&sealed).unwrap();
+    assert!(bytes.starts_with(zhaowo_node::import::AGE_HEADER));
+    let opened = zhaowo_node::import::decrypt_bundle(&bytes, &key.to_scalar_bytes()).unwrap();
+    assert_eq!(zhaowo_crdt::bundle::decode(&opened).unwrap(), bundle);
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[0x43; 32]).to_scalar_bytes();
+    assert_eq!(
+        zhaowo_node::import::decrypt_bundle(&bytes, &stranger),
+        Err(zhaowo_node::import::OpenBundleError::NotARecipient)
+    );
+}

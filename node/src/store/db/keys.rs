@@ -136,6 +136,46 @@ impl Db {
             .collect()
     }
 
+    /// Keys from a bundle: [`Db::receive_key`] for each in one write; returns how many were new.
+    pub(crate) fn receive_keys(&mut self, grants: Vec<zhaowo_crdt::wire::CaseKeyGrant>) -> Result<usize, WriteError> {
+        let result = self.write(|db| -> Result<usize, WriteError> {
+            let mut taken = 0;
+            for grant in grants {
+                if has_key(&db.conn, &grant.doc_id)? {
+                    continue;
+                }
+                match db.receive_key(&grant.doc_id, grant.key) {
+                    Ok(()) => taken += 1,
+                    Err(reason) if reason.starts_with("storage:") => {
+                        return Err(WriteError::Corrupt(CorruptCase { case_id: grant.doc_id, reason }));
+                    }
+                    Err(reason) => {
+                        tracing::info!(doc_id = %grant.doc_id, %reason, "a case key from a bundle was not taken")
+                    }
+                }
+            }
+            Ok(taken)
+        });
+        if result.is_err() {
+            self.cache.clear();
+        }
+        if let Ok(seq) = stored_local_seq(&self.conn) {
+            self.notify.send_replace(seq);
+        }
+        result
+    }
+
+    /// The keys this node holds among `ids`.
+    pub(crate) fn case_keys(&self, ids: &[String]) -> rusqlite::Result<Vec<zhaowo_crdt::wire::CaseKeyGrant>> {
+        let mut grants = Vec::new();
+        for doc_id in ids {
+            if let Some(key) = load_key(&self.conn, doc_id)? {
+                grants.push(zhaowo_crdt::wire::CaseKeyGrant { doc_id: doc_id.clone(), key: *key.as_bytes() });
+            }
+        }
+        Ok(grants)
+    }
+
     pub(crate) fn case_key_count(&self) -> rusqlite::Result<u64> {
         self.conn.query_row("SELECT count(*) FROM case_keys", [], |row| row.get::<_, i64>(0)).map(|count| count as u64)
     }
