@@ -132,9 +132,11 @@ pub struct ReceivedDoc {
     pub changes: Vec<ReceivedChange>,
     /// The verified signature of every change of the document, with its signer.
     pub signatures: Vec<(ChangeSignature, PublicKey)>,
-    /// The case's view, folded while the page was checked on the machine's cores (for the replica's projections);
-    /// `None` when the document is not a case.
+    /// The case's view, folded while the page was checked on the machine's cores (for the replica's projections),
+    /// with the case key when one came and opens the case; `None` when the document is not a case.
     pub view: Option<crate::CaseView>,
+    /// The case key that came with the document and opens it (the replica stores it if it may hold it).
+    pub key: Option<crate::seal::CaseKey>,
 }
 
 #[derive(Debug)]
@@ -180,7 +182,7 @@ fn load_whole(whole: &mut WholeDoc) -> Result<ReceivedDoc, String> {
         return Err("the document depends on changes it does not carry".to_owned());
     }
     let heads = doc.get_heads();
-    Ok(ReceivedDoc { doc, heads, snapshot, snapshot_heads, changes, signatures: Vec::new(), view: None })
+    Ok(ReceivedDoc { doc, heads, snapshot, snapshot_heads, changes, signatures: Vec::new(), view: None, key: None })
 }
 
 /// Why a document received whole is not stored.
@@ -207,8 +209,13 @@ fn check_whole(mut whole: WholeDoc, roster: &Roster) -> Result<ReceivedDoc, Whol
     }
     received.signatures = signatures;
     received.doc = match crate::CaseDoc::from_automerge_or_back(received.doc) {
-        Ok(case) => {
+        Ok(mut case) => {
+            // A key that does not open the case is dropped (the document is still good; the replica may ask later).
+            let key = whole.key.map(crate::seal::CaseKey::from_bytes).filter(|key| case.key_opens(key));
+            case.set_key(key.clone());
             received.view = Some(case.view());
+            received.key = key;
+            case.set_key(None);
             case.into_automerge()
         }
         Err((_, doc)) => doc,
@@ -633,10 +640,17 @@ impl Session {
     fn send_whole(&mut self, doc_ids: Vec<String>, replica: &mut impl Replica) {
         let mut docs = Vec::new();
         let mut bytes = 0;
+        let peer = self.peer_key;
         for doc_id in doc_ids {
             let whole = replica
                 .whole_doc(&doc_id)
                 .filter(|whole| whole.wire_bytes() <= wire::DOCS_FRAME_BYTES_MAX)
+                .map(|mut whole| {
+                    if whole.is_offered() {
+                        whole.key = replica.key_for_peer(&doc_id, &peer);
+                    }
+                    whole
+                })
                 .unwrap_or_else(|| WholeDoc::not_offered(doc_id));
             let size = whole.wire_bytes();
             if bytes + size > wire::DOCS_FRAME_BYTES_MAX {

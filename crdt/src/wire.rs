@@ -117,12 +117,15 @@ pub struct WholeDoc {
     pub snapshot: Vec<u8>,
     pub changes: Vec<Vec<u8>>,
     pub signatures: Vec<ChangeSignature>,
+    /// The case key, when the holder has it and the asker may hold it (`seal::may_hold_key`): a fresh hall PC takes
+    /// documents and keys in one step instead of asking for every key afterwards.
+    pub key: Option<[u8; 32]>,
 }
 
 impl WholeDoc {
     /// The answer for a document the holder cannot send whole.
     pub fn not_offered(doc_id: String) -> WholeDoc {
-        WholeDoc { doc_id, snapshot: Vec::new(), changes: Vec::new(), signatures: Vec::new() }
+        WholeDoc { doc_id, snapshot: Vec::new(), changes: Vec::new(), signatures: Vec::new(), key: None }
     }
 
     pub fn is_offered(&self) -> bool {
@@ -135,6 +138,7 @@ impl WholeDoc {
             + self.snapshot.len()
             + self.changes.iter().map(|change| change.len() + LENGTH_PREFIX_BYTES_MAX).sum::<usize>()
             + self.signatures.len() * SIGNATURE_WIRE_BYTES
+            + 33
     }
 }
 

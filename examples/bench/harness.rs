@@ -276,7 +276,9 @@ fn generate(db: &Path, key: &Path, cases: usize) {
                 let sender = sender.clone();
                 let actor = identity.new_actor().expect("an actor");
                 std::thread::spawn(move || {
-                    let mut factory = CaseFactory::new(42 + maker as u64, actor, first_ms);
+                    // One window code per generator: both share the node's actor, hence its default window.
+                    let mut factory =
+                        CaseFactory::new(42 + maker as u64, actor, first_ms).with_window(&format!("GEN{maker}"));
                     let mut start = maker * GENERATE_BATCH_CASES;
                     while start < cases {
                         let count = GENERATE_BATCH_CASES.min(cases - start);

@@ -71,6 +71,19 @@ impl CaseFactory {
         }
     }
 
+    /// The same factory registering under another window code (two generators sharing one node's actor must not
+    /// issue the same 登记编号).
+    pub fn with_window(mut self, window: &str) -> CaseFactory {
+        let mut hall = (*self.hall).clone();
+        hall.windows.insert(
+            window.to_owned(),
+            zhaowo_crdt::hall::Window { name: format!("模拟窗口 {window}"), floor: "1F".to_owned() },
+        );
+        self.hall = Arc::new(hall);
+        self.author.window = window.to_owned();
+        self
+    }
+
     /// 2026-01-05 (a Monday) 09:00 in Wuhan.
     pub fn start_2026() -> i64 {
         Date::new(2026, 1, 5).expect("a valid date").at_minute_ms(9 * 60)

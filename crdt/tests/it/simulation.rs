@@ -283,7 +283,7 @@ impl Replica for Durable {
         } else {
             (Vec::new(), changes.iter().map(|change| change.raw_bytes().to_vec()).collect())
         };
-        Some(WholeDoc { doc_id: doc_id.to_owned(), snapshot, changes, signatures })
+        Some(WholeDoc { doc_id: doc_id.to_owned(), snapshot, changes, signatures, key: None })
     }
     fn receive_whole(&mut self, doc_id: &str, received: ReceivedDoc) -> Result<(), String> {
         let knew = self.roster.is_revoked(&self.watch);

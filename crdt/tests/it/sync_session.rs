@@ -187,7 +187,7 @@ impl Replica for Mem {
             .iter()
             .filter_map(|hash| self.signatures.get(hash).map(|s| ChangeSignature { hash: hash.0, signature: *s }))
             .collect();
-        Some(WholeDoc { doc_id: doc_id.to_owned(), snapshot, changes: Vec::new(), signatures })
+        Some(WholeDoc { doc_id: doc_id.to_owned(), snapshot, changes: Vec::new(), signatures, key: None })
     }
     fn receive_whole(&mut self, doc_id: &str, received: ReceivedDoc) -> Result<(), String> {
         assert!(!self.docs.contains_key(doc_id), "the session hands over only documents we lack");
@@ -195,6 +195,11 @@ impl Replica for Mem {
             self.signatures.insert(ChangeHash(signature.hash), signature.signature);
         }
         self.docs.insert(doc_id.to_owned(), received.doc.with_actor(self.node.actor.clone()));
+        if let Some(key) = received.key
+            && self.may_hold(doc_id)
+        {
+            self.keys.insert(doc_id.to_owned(), key);
+        }
         self.bump(doc_id);
         Ok(())
     }

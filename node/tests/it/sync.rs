@@ -717,6 +717,7 @@ async fn a_whole_document_with_a_forged_signature_is_refused_alone_and_the_sessi
                     snapshot: cases[index].2.clone(),
                     changes: Vec::new(),
                     signatures,
+                    key: None,
                 })
                 .collect();
             writer.send_frame(&wire::encode(&Frame::Docs { docs })).await.unwrap();
@@ -1018,4 +1019,35 @@ async fn case_keys_reach_hall_pcs_and_only_the_laptop_assigned_a_visit_until_it_
          {laptop_keys_ms} ms, file hits {open_hits}/6 while open → 0/6 after visit logged + purge ({purge_ms} ms); \
          window keys 6 → 5 after the purge"
     );
+}
+
+/// Issue 13 §2: a laptop's key of an assigned visit that is never logged goes when `VISIT_KEY_DAYS_MAX` has passed
+/// since the assignment, by the node's sweep (the node runs it hourly). The assignment here is 14 days old less two
+/// seconds: the key is taken and kept by a first sweep, and destroyed by one three seconds later.
+#[tokio::test]
+async fn a_laptop_destroys_the_key_of_a_visit_never_logged_when_the_limit_passes() {
+    use zhaowo_crdt::Command;
+    let mut window = Node::new(81);
+    let laptop = Node::with_role(82, Role::Volunteer);
+    window.register(1).await;
+    let id = window.catalog().await.into_keys().next().unwrap();
+    let limit_ms = zhaowo_crdt::seal::VISIT_KEY_DAYS_MAX * zhaowo_crdt::time::DAY_MS;
+    let mut ctx = window.factory.ctx();
+    ctx.now_ms = zhaowo_node::home::now_ms() - limit_ms + 2_000;
+    let laptop_id = zhaowo_crdt::ids::hex_encode(&laptop.key());
+    window.store.apply(&id, ctx, window.factory.hall(), Command::AssignVisit { laptop: laptop_id }).await.unwrap();
+    // The case and its key reach the laptop as a bundle would bring them.
+    let changes = window.store.changes_since(&id, Vec::new()).await.unwrap();
+    laptop.store.apply_remote(vec![zhaowo_node::store::RemoteChanges { case_id: id.clone(), changes }]).await.unwrap();
+    let grants = window.store.case_keys(vec![id.clone()]).await.unwrap();
+    assert_eq!(laptop.store.receive_keys(grants).await.unwrap(), 1, "the laptop takes the key of its visit");
+    assert_eq!(laptop.store.sweep_keys().await.unwrap(), 0, "kept within the limit");
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(laptop.store.sweep_keys().await.unwrap(), 1, "destroyed once the limit passed");
+    assert_eq!(laptop.store.case_key_count().await.unwrap(), 0);
+    assert!(laptop.store.case_view(&id).await.unwrap().personal.sealed);
+    // A hall PC's sweep never destroys (its keys end with a purge only).
+    assert_eq!(window.store.sweep_keys().await.unwrap(), 0);
+    assert_eq!(window.store.case_key_count().await.unwrap(), 1);
+    println!("laptop visit key: taken at 14 days − 2 s after the assignment, destroyed by the sweep 3 s later");
 }

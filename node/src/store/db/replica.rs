@@ -95,7 +95,7 @@ fn stored_whole_doc(conn: &Connection, doc_id: &str) -> rusqlite::Result<Option<
         .query_map([doc_id], |row| row.get::<_, Vec<u8>>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let signatures = stored_signatures(conn, doc_id)?;
-    Ok(Some(WholeDoc { doc_id: doc_id.to_owned(), snapshot, changes, signatures }))
+    Ok(Some(WholeDoc { doc_id: doc_id.to_owned(), snapshot, changes, signatures, key: None }))
 }
 
 /// Stores a document received whole (see `zhaowo_crdt::sync::ReceivedDoc`) as it came: its snapshot and change rows
@@ -346,6 +346,18 @@ impl Replica for DbReplica<'_> {
             return Err(self.fail(error));
         }
         self.touched.push(doc_id.to_owned());
+        // The key that came with the document (the holder judged this node may hold it): stored if the rule agrees
+        // here too; otherwise the view folded with it must not be projected, and the case is folded again without.
+        let mut received = received;
+        if let (Some(key), Some(view)) = (received.key.take(), received.view.as_ref()) {
+            if self.db.key_holder.may_hold(view) {
+                if let Err(error) = keys::store_key(&self.db.conn, doc_id, &key, crate::home::now_ms()) {
+                    return Err(self.fail(error));
+                }
+            } else {
+                received.view = CaseDoc::from_automerge(received.doc.clone()).ok().map(|case| case.view());
+            }
+        }
         if self.db.projections {
             // The session folded the view beside the signature checks, off this thread.
             let projected = match &received.view {
