@@ -55,6 +55,14 @@ pub enum CaseCommand {
     },
     /// 恢复办理: resume a suspended case.
     Resume { case: String },
+    /// 查看完整个人信息: print the citizen's full record once, recorded on the case's timeline with who looked and why
+    /// (a window, 督查科 or admin node that holds the case key).
+    Reveal {
+        case: String,
+        /// Why (recorded), e.g. 回访核实.
+        #[arg(long)]
+        purpose: String,
+    },
     /// 修改诉求信息: change the case's fields, category or priority (one event each, stored together or not at all).
     Edit {
         case: String,
@@ -543,6 +551,33 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
             let ctx = home.ctx(&staff(cli, &home))?;
             store.mark_duplicate(&dup_id, &master_id, ctx).await.map_err(write_error)?;
             say(cli, &format!("{case} is now a duplicate of {of}"));
+            return Ok(());
+        }
+        CaseCommand::Reveal { case, purpose } => {
+            let case_id = resolve(&store, case).await?;
+            let view = store.case_view(&case_id).await.map_err(read_error)?;
+            let ctx = home.ctx(&staff(cli, &home))?;
+            let role = ctx.author.role;
+            let shown: std::sync::Arc<std::sync::Mutex<Option<PersonalData>>> = std::sync::Arc::default();
+            let slot = shown.clone();
+            let purpose = purpose.clone();
+            let edit: zhaowo_node::store::EditFn = Box::new(move |doc: &mut CaseDoc| {
+                let (personal, event) = doc.reveal_personal_data_event(&ctx, &purpose)?;
+                *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(personal);
+                Ok(event)
+            });
+            store.edit(&case_id, edit).await.map_err(|error| refused(error, &hall, Some((&view, role))))?;
+            let personal = shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().unwrap_or_default();
+            if cli.json {
+                print_json(&serde_json::json!({ "reg_no": view.reg_no.to_string(), "personal": personal }));
+            } else {
+                out!("{} (recorded on the timeline)", view.reg_no);
+                out!("name      {}", personal.name.as_deref().unwrap_or("-"));
+                out!("phone     {}", personal.phone.as_deref().unwrap_or("-"));
+                out!("address   {}", personal.address.as_deref().unwrap_or("-"));
+                out!("visit at  {}", personal.visit_address.as_deref().unwrap_or("-"));
+                out!("company   {}", personal.enterprise_name.as_deref().unwrap_or("-"));
+            }
             return Ok(());
         }
         CaseCommand::Edit { case, summary, detail, expectation, location, category, priority } => {

@@ -480,6 +480,15 @@ fn offline_work_merges_back_and_its_conflict_is_listed_and_resolved() {
     let imported = json(&ok(window.path(), &["bundle", "import", bundle.to_str().unwrap(), "--json"]));
     assert_eq!(imported["keys_taken"].as_u64(), Some(1), "{imported}");
     assert!(!sealed(window.path()), "the window reads the case after the bundle");
+    // It may now reveal the full record (recorded); the laptop, a volunteer without the key, may not.
+    let revealed = json(&ok(window.path(), &["case", "reveal", &reg_no, "--purpose", "回访核实", "--json"]));
+    assert_eq!(
+        (revealed["personal"]["name"].as_str(), revealed["personal"]["phone"].as_str()),
+        (Some("李建国"), Some("13812341234"))
+    );
+    let timeline = json(&ok(window.path(), &["case", "show", &reg_no, "--json"]))["timeline"].to_string();
+    assert!(timeline.contains("回访核实"), "the reveal is on the timeline");
+    fails(laptop.path(), &["case", "reveal", &reg_no, "--purpose", "好奇"], 1);
     // The laptop is no recipient of the admin's bundle: it gets neither the cases nor the key.
     let error = fails(laptop.path(), &["bundle", "import", bundle.to_str().unwrap()], 1);
     assert!(error.contains("not encrypted to this node"), "{error}");
