@@ -3,7 +3,7 @@
 //! with the file, line and key of every error, applied as one signed change of the hall document, which syncs to every
 //! node like any admin edit.
 //!
-//! The file leaves out the desk accounts (`zhaowo staff`) and the phone-tag key (a secret of the hall): an import keeps
+//! The file leaves out the desk accounts (`zhaowo staff`): an import keeps
 //! both as they are.
 
 use crate::{Cli, expected, out, print_json, say};
@@ -29,7 +29,7 @@ const CALENDAR_YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
 pub enum HallCommand {
     /// Show the hall's configuration: windows, units, routing, time limits, working hours, calendar coverage.
     Show,
-    /// Write the configuration as a TOML file to edit (without desk accounts and the phone-tag key).
+    /// Write the configuration as a TOML file to edit (without desk accounts).
     Export {
         /// The file to write.
         #[arg(long)]
@@ -235,7 +235,7 @@ fn header(hall: &Hall) -> String {
          #   `make_up_workdays`. A year without a section counts Monday to Friday only, and the node warns about it.\n\
          # retention_days: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data\n\
          #   (every node then destroys the case key); 1-{retention_max}.\n\
-         # Not in this file: desk accounts (`zhaowo staff`) and the phone-tag key (a secret of the hall); both are kept.\n\n",
+         # Not in this file: desk accounts (`zhaowo staff`); they are kept.\n\n",
         name = hall.name.replace(['"', '\n', '\r'], " "),
         at = format_local_minute(zhaowo_node::home::now_ms()),
         natures = natures.join(", "),
@@ -354,7 +354,7 @@ fn known(kind: &str, codes: impl IntoIterator<Item = String>) -> Option<String> 
     Some(format!("known {kind}: {}", codes.join(", ")))
 }
 
-/// Parses and checks a hall file; `current` gives the phone-tag key and accounts, which the file does not hold.
+/// Parses and checks a hall file; `current` gives the accounts, which the file does not hold.
 pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, HallFileErrors> {
     let refused = |problems| HallFileErrors { file: path.to_path_buf(), problems };
     let file: HallFile = toml::from_str(text).map_err(|error| {
@@ -559,7 +559,6 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
         time_limits,
         // `workday_end` is `Some` here: a problem was recorded when it did not parse.
         calendar: Calendar { holidays, make_up_workdays, workday_end_minute: workday_end.unwrap_or(u32::MAX) },
-        phone_tag_key: current.phone_tag_key.clone(),
         accounts: current.accounts.clone(),
         retention_days,
     };

@@ -159,6 +159,23 @@ fn seal_error(error: seal::SealError) -> CommandError {
     CommandError::Seal(error.to_string())
 }
 
+/// What a private value is stored as: sealed under the case key, or as it is when empty (nothing to hide, and a node
+/// without the key may clear a field); a non-empty value without the key is refused.
+fn stored_private(
+    key: Option<&CaseKey>,
+    ctx: &Ctx,
+    case_id: &str,
+    field: &str,
+    name: &'static str,
+    value: &str,
+) -> Result<String, CommandError> {
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    let key = key.ok_or(CommandError::NoCaseKey(name))?;
+    seal::seal(key, &ctx.secret, case_id, field, value).map_err(seal_error)
+}
+
 impl CaseDoc {
     /// Registers a new case (登记): validates everything, then writes the fields, the personal record and the
     /// `Registered` event in one change. `reg_no` must be the next number of the author's window; `query_code` is the
@@ -211,11 +228,8 @@ impl CaseDoc {
 
         let key = CaseKey::derive(&ctx.secret);
         let case_text = case_id.to_string();
-        let sealed = |field: &str, text: &str| -> Result<Value, CommandError> {
-            if text.is_empty() {
-                return Ok(Value::String(String::new()));
-            }
-            seal::seal(&key, &ctx.secret, &case_text, field, text).map(Value::String).map_err(seal_error)
+        let sealed = |field: &'static str, text: &str| -> Result<Value, CommandError> {
+            stored_private(Some(&key), ctx, &case_text, field, field, text).map(Value::String)
         };
         let pi_json = serde_json::to_string(&personal).map_err(|error| CommandError::Document(error.to_string()))?;
         let sealed_pi = sealed("pi", &pi_json)?;
@@ -331,12 +345,7 @@ impl CaseDoc {
 
     /// Writes a private root field, sealed; refused without the key (an empty value needs none).
     fn put_private(&mut self, ctx: &Ctx, field: &'static str, value: &str) -> Result<(), CommandError> {
-        let stored = if value.is_empty() {
-            String::new()
-        } else {
-            let key = self.key.as_ref().ok_or(CommandError::NoCaseKey(field))?;
-            seal::seal(key, &ctx.secret, self.case_id().as_str(), field, value).map_err(seal_error)?
-        };
+        let stored = stored_private(self.key.as_ref(), ctx, self.case_id().as_str(), field, field, value)?;
         amjson::put(&mut self.doc, &ROOT, field, &stored.into()).map_err(doc_error)
     }
 
@@ -442,12 +451,9 @@ impl CaseDoc {
             if !seal::payload_is_private(&type_name, payload, field) {
                 continue;
             }
-            if let Some(Value::String(text)) = payload.get_mut(*field)
-                && !text.is_empty()
-            {
-                let key = self.key.as_ref().ok_or(CommandError::NoCaseKey(field))?;
-                *text = seal::seal(key, &ctx.secret, case_id.as_str(), &format!("event/{event_id}/{field}"), text)
-                    .map_err(seal_error)?;
+            if let Some(Value::String(text)) = payload.get_mut(*field) {
+                let place = format!("event/{event_id}/{field}");
+                *text = stored_private(self.key.as_ref(), ctx, case_id.as_str(), &place, field, text)?;
             }
         }
         Ok(())

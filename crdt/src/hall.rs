@@ -84,8 +84,6 @@ pub struct Hall {
     pub categories: BTreeMap<String, Category>,
     pub time_limits: Vec<TimeLimit>,
     pub calendar: Calendar,
-    /// Key of the phone tag (a keyed hash of the phone kept outside the personal record, for duplicate suggestions), hex.
-    pub phone_tag_key: String,
     /// Staff accounts of the web desk by username, so a clerk can sign in at any window (admins manage them).
     #[serde(default)]
     pub accounts: BTreeMap<String, StaffAccount>,
@@ -163,9 +161,6 @@ pub enum HallError {
     /// A 调休 make-up working day that is not a Saturday or Sunday (a weekday is a working day anyway).
     #[error("make-up working day {0} is not a Saturday or Sunday")]
     MakeUpNotWeekend(Date),
-    /// The phone-tag key is not hex of at least [`PHONE_TAG_KEY_BYTES_MIN`] bytes.
-    #[error("the phone-tag key must be at least {PHONE_TAG_KEY_BYTES_MIN} bytes of hex")]
-    InvalidPhoneTagKey,
     /// The retention of personal data is out of range.
     #[error("retention_days {0} is out of range: 1-{RETENTION_DAYS_MAX} days after 办结")]
     Retention(u32),
@@ -178,12 +173,6 @@ pub const HALL_ENTRIES_MAX: usize = 1024;
 pub const TIME_LIMIT_WORKING_DAYS_MAX: u16 = 250;
 /// The longest limit in hours: 30 days (hour limits are for 加急 and 特急 cases).
 pub const TIME_LIMIT_HOURS_MAX: u16 = 720;
-/// The shortest phone-tag key: 128 bits, so tags cannot be reversed by trying every phone number.
-pub const PHONE_TAG_KEY_BYTES_MIN: usize = 16;
-/// Bytes of the phone-tag key a new hall draws ([`Hall::template`]).
-pub const PHONE_TAG_KEY_BYTES: usize = 32;
-/// The demo hall's phone-tag key (hex of "zhaowo-demo-phone-tag"): public, for the demo and tests only.
-const DEMO_PHONE_TAG_KEY: &str = "7a68616f776f2d64656d6f2d70686f6e652d746167";
 
 impl Hall {
     pub fn validate(&self) -> Result<(), HallError> {
@@ -259,10 +248,6 @@ impl Hall {
         if let Some(day) = self.calendar.make_up_workdays.iter().find(|day| day.weekday() <= 5) {
             return Err(HallError::MakeUpNotWeekend(*day));
         }
-        match crate::ids::hex_decode(&self.phone_tag_key) {
-            Some(key) if key.len() >= PHONE_TAG_KEY_BYTES_MIN => {}
-            _ => return Err(HallError::InvalidPhoneTagKey),
-        }
         if self.calendar.workday_end_minute >= (DAY_MS / 60_000) as u32 {
             return Err(HallError::InvalidWorkdayEnd(self.calendar.workday_end_minute));
         }
@@ -282,10 +267,10 @@ impl Hall {
     }
 
     /// The neutral starting point of a new hall (`zhaowo init --hall`): one window (the admin's), one unit and one
-    /// category routed to it, the time limits of DOMAIN.md §7, the State Council's published holiday arrangements, and
-    /// the phone-tag key the caller drew from the OS ([`PHONE_TAG_KEY_BYTES`] random bytes). The admin edits it with
+    /// category routed to it, the time limits of DOMAIN.md §7 and the State Council's published holiday arrangements.
+    /// The admin edits it with
     /// `zhaowo hall export` / `zhaowo hall import`.
-    pub fn template(name: &str, window: &str, window_name: &str, phone_tag_key: &[u8; PHONE_TAG_KEY_BYTES]) -> Hall {
+    pub fn template(name: &str, window: &str, window_name: &str) -> Hall {
         let windows =
             BTreeMap::from([(window.to_owned(), Window { name: window_name.to_owned(), floor: String::new() })]);
         let units = BTreeMap::from([("ZH".to_owned(), Unit { name: "综合受理".to_owned() })]);
@@ -300,15 +285,13 @@ impl Hall {
             categories,
             time_limits: default_time_limits(),
             calendar: Calendar::state_council(),
-            phone_tag_key: crate::ids::hex_encode(phone_tag_key),
             retention_days: RETENTION_DAYS_DEFAULT,
             accounts: BTreeMap::new(),
         }
     }
 
     /// The hall of the demo and of the tests: Jiang'an district's service hall, with the departments and categories of
-    /// DOMAIN.md §7, the State Council's published holiday arrangements and a public phone-tag key. A real hall starts
-    /// from [`Hall::template`].
+    /// DOMAIN.md §7 and the State Council's published holiday arrangements. A real hall starts from [`Hall::template`].
     pub fn jiangan_default() -> Hall {
         let windows = [
             ("BBC01", "办不成事窗口", "1F"),
@@ -369,8 +352,6 @@ impl Hall {
             categories,
             time_limits,
             calendar: Calendar::state_council(),
-            // The demo's key, public on purpose ("zhaowo-demo-phone-tag"): a real hall draws its own (`Hall::template`).
-            phone_tag_key: DEMO_PHONE_TAG_KEY.to_owned(),
             retention_days: RETENTION_DAYS_DEFAULT,
             accounts: BTreeMap::new(),
         }

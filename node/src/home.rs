@@ -195,7 +195,7 @@ impl Home {
     }
 
     /// Creates a node in `dir` (and, with a hall name, the hall: root key, hall document from the neutral template
-    /// [`Hall::template`] with a phone-tag key drawn from the OS, the node's own enrollment). Refuses a directory that
+    /// [`Hall::template`], the node's own enrollment). Refuses a directory that
     /// holds any node file ([`NODE_FILES`]).
     pub fn init(dir: &Path, options: InitOptions, now_ms: i64) -> Result<Home, HomeError> {
         Home::init_from(dir, options, None, now_ms)
@@ -254,14 +254,8 @@ impl Home {
                     }
                     hall
                 }
-                None => {
-                    // A neutral template the admin edits (`zhaowo hall export` / `hall import`), with its own
-                    // phone-tag key: a failing OS random source is an error, never a fixed key.
-                    let mut phone_tag_key = [0u8; zhaowo_crdt::hall::PHONE_TAG_KEY_BYTES];
-                    getrandom::fill(&mut phone_tag_key)
-                        .map_err(|error| HomeError::Identity(IdentityError::Random(error.to_string())))?;
-                    Hall::template(&name, &options.window, &options.display_name, &phone_tag_key)
-                }
+                // A neutral template the admin edits (`zhaowo hall export` / `hall import`).
+                None => Hall::template(&name, &options.window, &options.display_name),
             };
             let actor = home.identity.new_actor()?;
             home.hall_doc = Some(HallDoc::create(actor, Role::Admin, &options.display_name, now_ms, &hall)?);
@@ -470,7 +464,7 @@ impl Home {
     }
 
     /// Replaces the hall configuration with `hall` as one signed change of the hall document (admin node only): the
-    /// phone-tag key and the desk accounts are kept (they are not part of an imported file). Peers take it by sync.
+    /// desk accounts are kept (they are not part of an imported file). Peers take it by sync.
     pub fn import_hall(&mut self, mut hall: Hall, what: &str, now_ms: i64) -> Result<(), HomeError> {
         if !self.is_admin() || self.config.role != Role::Admin {
             return Err(HomeError::NotAdmin);
@@ -478,7 +472,6 @@ impl Home {
         let by = self.config.display_name.clone();
         let doc = self.hall_doc.as_mut().ok_or(HomeError::NoHall)?;
         let current = doc.hall()?;
-        hall.phone_tag_key = current.phone_tag_key;
         hall.accounts = current.accounts;
         doc.update(Role::Admin, &by, now_ms, &hall, what)?;
         self.save_hall()

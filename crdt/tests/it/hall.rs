@@ -178,8 +178,7 @@ fn a_due_date_across_the_covered_year_boundary_counts_monday_to_friday_after_it(
 
 #[test]
 fn a_new_hall_starts_from_a_neutral_template() {
-    let key = [7u8; zhaowo_crdt::hall::PHONE_TAG_KEY_BYTES];
-    let hall = Hall::template("某区政务服务中心", "W01", "一号窗口", &key);
+    let hall = Hall::template("某区政务服务中心", "W01", "一号窗口");
     hall.validate().unwrap();
     println!(
         "template: {} windows, {} units, {} categories, {} time limits, {} holidays",
@@ -190,11 +189,8 @@ fn a_new_hall_starts_from_a_neutral_template() {
         hall.calendar.holidays.len()
     );
     assert_eq!(hall.windows.keys().collect::<Vec<_>>(), ["W01"]);
-    let demo = Hall::jiangan_default();
     assert!(hall.units.keys().all(|unit| unit == "ZH") && hall.categories.len() == 1);
     assert!(!hall.categories.contains_key("HUZHENG") && !hall.units.contains_key("GA"), "no Jiang'an units");
-    assert_ne!(hall.phone_tag_key, demo.phone_tag_key);
-    assert_eq!(hall.phone_tag_key.len(), 64);
 }
 
 #[test]
@@ -207,8 +203,6 @@ fn every_new_rule_of_a_hall_is_checked() {
             }),
             |e| matches!(e, HallError::MakeUpNotWeekend(_)),
         ),
-        ("short key", Box::new(|h| h.phone_tag_key = "abcd".into()), |e| *e == HallError::InvalidPhoneTagKey),
-        ("no hex key", Box::new(|h| h.phone_tag_key = "zz".repeat(20)), |e| *e == HallError::InvalidPhoneTagKey),
         ("empty name", Box::new(|h| h.name = " ".into()), |e| matches!(e, HallError::InvalidHallName { .. })),
         ("no units", Box::new(|h| h.units.clear()), |e| {
             matches!(e, HallError::UnknownUnit { .. } | HallError::Empty(_))
