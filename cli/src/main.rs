@@ -118,6 +118,16 @@ pub enum Command {
     /// Carry cases on a file where there is no network: export signed changes, import them elsewhere.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// This node's key files (node.key, and hall.key on the admin node).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Protect the key files with a passphrase (argon2id), change it, or remove it with --remove. The current one
+    /// comes from ZHAOWO_PASSPHRASE or the terminal, the new one from ZHAOWO_NEW_PASSPHRASE or the terminal.
+    Passphrase(setup::PassphraseArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -335,6 +345,7 @@ fn main() -> ExitCode {
 async fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Init(args) => setup::init(cli, args),
+        Command::Key(KeyCommand::Passphrase(args)) => setup::key_passphrase(cli, args),
         Command::Enroll(args) => setup::enroll(cli, args),
         Command::Join(args) => setup::join(cli, args),
         Command::Revoke(args) => setup::revoke(cli, args),

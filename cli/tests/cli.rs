@@ -16,6 +16,24 @@ fn zhaowo(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_remove("ZHAOWO_DIR")
         .env_remove("ZHAOWO_STAFF")
+        .env_remove("ZHAOWO_PASSPHRASE")
+        .env_remove("ZHAOWO_NEW_PASSPHRASE")
+        .output()
+        .expect("the zhaowo binary runs")
+}
+
+/// [`zhaowo`] with extra environment variables and no terminal on stdin.
+fn zhaowo_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_zhaowo"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("ZHAOWO_DIR")
+        .env_remove("ZHAOWO_STAFF")
+        .env_remove("ZHAOWO_PASSPHRASE")
+        .env_remove("ZHAOWO_NEW_PASSPHRASE")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("the zhaowo binary runs")
 }
@@ -149,6 +167,116 @@ fn register_for(dir: &Path, detail: &str, name: &str, phone: &str) -> (String, S
     );
     let value = json(&out);
     (value["reg_no"].as_str().unwrap().to_owned(), value["query_code"].as_str().unwrap().to_owned())
+}
+
+/// Issue 13 §6: the key files may be protected by a passphrase (argon2id + age); the case keys in `cases.db` are
+/// wrapped under the node key, so a thief holding the whole data directory of a protected node opens none of them,
+/// while the node itself, given the passphrase, opens all.
+#[test]
+fn a_passphrase_protects_the_node_keys_and_the_case_keys() {
+    use zhaowo_node::identity::{NodeIdentity, Passphrase};
+    let dir = tempfile::tempdir().unwrap();
+    let pass = "江岸区办不成事窗口2026";
+    let init = ["init", "--hall", "江岸区政务服务中心", "--window", "BBC01", "--passphrase"];
+    let code = |output: &Output| (output.status.code(), stderr(output));
+    // No terminal and no variable: a clear refusal naming the variable, nothing created; a weak passphrase likewise.
+    let (status, error) = code(&zhaowo_env(dir.path(), &init, &[]));
+    assert_eq!(status, Some(1), "{error}");
+    assert!(error.contains("ZHAOWO_PASSPHRASE"), "the hint names the variable: {error}");
+    let (status, error) = code(&zhaowo_env(dir.path(), &init, &[("ZHAOWO_PASSPHRASE", "short")]));
+    assert_eq!(status, Some(1), "{error}");
+    assert!(error.contains("at least 12"), "{error}");
+    assert!(zhaowo_node::home::Home::node_files(dir.path()).is_empty(), "a refused init wrote files");
+    let (status, error) = code(&zhaowo_env(dir.path(), &init, &[("ZHAOWO_PASSPHRASE", pass)]));
+    assert_eq!(status, Some(0), "{error}");
+    for file in ["node.key", "hall.key"] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(text.contains("$argon2id$") && text.contains("BEGIN AGE ENCRYPTED FILE"), "{file}: {text}");
+    }
+    // Every command needs the passphrase: none, or a wrong one, is an expected failure with a hint.
+    let (status, error) = code(&zhaowo_env(dir.path(), &["status"], &[]));
+    assert_eq!(status, Some(1), "{error}");
+    assert!(error.contains("ZHAOWO_PASSPHRASE"), "{error}");
+    let (status, error) =
+        code(&zhaowo_env(dir.path(), &["status"], &[("ZHAOWO_PASSPHRASE", "江岸区办不成事窗口2025")]));
+    assert_eq!(status, Some(1), "{error}");
+    assert!(error.contains("does not open") && error.contains("cannot be recovered"), "{error}");
+    let with_pass = [("ZHAOWO_PASSPHRASE", pass)];
+    let file = dir.path().join("jiangan.toml");
+    std::fs::write(&file, jiangan_toml()).unwrap();
+    let run = |args: &[&str]| {
+        let output = zhaowo_env(dir.path(), args, &with_pass);
+        assert_eq!(output.status.code(), Some(0), "zhaowo {args:?}: {}", stderr(&output));
+        stdout(&output)
+    };
+    run(&["hall", "import", file.to_str().unwrap()]);
+    let cases = 3;
+    for (detail, phone) in
+        [("甲先生房产证办理", "13800000001"), ("乙女士社保转移", "13800000002"), ("丙先生户籍迁移", "13800000003")]
+    {
+        run(&[
+            "case",
+            "new",
+            "--nature",
+            "求助",
+            "--category",
+            "BDC",
+            "--summary",
+            "登记问题",
+            "--detail",
+            detail,
+            "--name",
+            "某某",
+            "--phone",
+            phone,
+            "--json",
+        ]);
+    }
+    // What a thief reads off the data directory: wrapped rows only (no 32-byte key), and node.key does not load.
+    let rows = || -> Vec<(String, Vec<u8>)> {
+        let db = rusqlite::Connection::open(dir.path().join("cases.db")).unwrap();
+        let mut statement = db.prepare("SELECT doc_id, key FROM case_keys").unwrap();
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let stored = rows();
+    assert_eq!(stored.len(), cases);
+    assert!(stored.iter().all(|(_, key)| key.len() != 32), "a case key is stored in clear");
+    let key_file = dir.path().join("node.key");
+    assert!(NodeIdentity::load(&key_file).is_err(), "a protected node key loads without its passphrase");
+    let opened_with = |identity: &NodeIdentity| {
+        let wrap = zhaowo_node::store::KeyWrap::new(&identity.case_key_wrap());
+        stored.iter().filter(|(doc_id, row)| wrap.unwrap(doc_id, row).is_some()).count()
+    };
+    let stranger = opened_with(&NodeIdentity::generate().unwrap());
+    let owner =
+        opened_with(&NodeIdentity::load_with(&key_file, Some(&Passphrase::given(pass.into()).unwrap())).unwrap());
+    assert_eq!((stranger, owner), (0, cases), "case keys open with the node key only");
+    // A row copied under another case's id does not open (the case id is bound in).
+    let wrap = zhaowo_node::store::KeyWrap::new(
+        &NodeIdentity::load_with(&key_file, Some(&Passphrase::given(pass.into()).unwrap())).unwrap().case_key_wrap(),
+    );
+    assert!(wrap.unwrap(&stored[1].0, &stored[0].1).is_none(), "a key row opened under another case's id");
+    let shown = json(&run(&["case", "list", "--json"]));
+    assert_eq!(shown.as_array().map(Vec::len), Some(cases), "{shown}");
+
+    // Removing the passphrase, then setting a new one (ZHAOWO_NEW_PASSPHRASE): the old one no longer opens.
+    run(&["key", "passphrase", "--remove"]);
+    ok(dir.path(), &["status"]);
+    let new_pass = "新的口令：武汉江岸区2027";
+    let output = zhaowo_env(dir.path(), &["key", "passphrase", "--json"], &[("ZHAOWO_NEW_PASSPHRASE", new_pass)]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(json(&stdout(&output))["protected"], true);
+    let (status, _) = code(&zhaowo_env(dir.path(), &["status"], &with_pass));
+    assert_eq!(status, Some(1), "the old passphrase still opens the keys");
+    let (status, error) = code(&zhaowo_env(dir.path(), &["status"], &[("ZHAOWO_PASSPHRASE", new_pass)]));
+    assert_eq!(status, Some(0), "{error}");
+    println!(
+        "keys at rest: init without a passphrase source exit 1, weak exit 1; a protected node: status without or with a \
+         wrong passphrase exit 1; case key rows wrapped {}/{cases}, opened by another node key {stranger}/{cases}, by \
+         this node's key (passphrase given) {owner}/{cases}; a row under another case id refused; passphrase removed, \
+         set anew, the old one refused",
+        stored.len()
+    );
 }
 
 #[test]
@@ -907,7 +1035,14 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
         let db = rusqlite::Connection::open(dir.join("cases.db")).unwrap();
         db.query_row("SELECT key FROM case_keys WHERE doc_id = ?1", [&other_id], |row| row.get(0)).ok()
     };
-    let old_key: [u8; 32] = key_row(admin.path()).expect("the admin holds the key").try_into().unwrap();
+    // Case keys are wrapped at rest under the node key (issue 13 §6): the attacker below, holding the admin's whole
+    // data directory (an unprotected node.key), unwraps the key.
+    let row = key_row(admin.path()).expect("the admin holds the key");
+    assert_ne!(row.len(), 32, "a case key is stored in clear");
+    let admin_key = zhaowo_node::identity::NodeIdentity::load(&admin.path().join("node.key")).unwrap();
+    let old_key = zhaowo_node::store::KeyWrap::new(&admin_key.case_key_wrap())
+        .unwrap(&other_id, &row)
+        .expect("the admin's node key opens its case keys");
     let on_hall_pcs_before = (texts_in_dir(admin.path(), &other_texts), texts_in_dir(window.path(), &other_texts));
     let error = fails(admin.path(), &["case", "purge", &other_no], 1);
     assert!(error.contains("--yes"), "a purge asks for confirmation: {error}");

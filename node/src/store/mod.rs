@@ -25,7 +25,7 @@ pub mod projection;
 mod registry;
 mod schema;
 
-pub use db::heads_hash;
+pub use db::{KeyWrap, heads_hash};
 pub use projection::{CaseRow, SearchText, StatsContribution};
 pub use registry::RepeatedNumber;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION_LATEST};
@@ -106,6 +106,9 @@ pub struct StoreOptions {
     /// every case's key; a volunteer laptop only those of its open visits. The node id a 指派上门 names is the
     /// signer's key (the actor's first 32 bytes without a signer).
     pub key_role: zhaowo_crdt::model::Role,
+    /// Wraps the case keys at rest under the node key (`NodeIdentity::case_key_wrap`); `None` stores them in clear,
+    /// for tools and tests without a node key only (`Home::open_store` always sets it).
+    pub key_wrap: Option<KeyWrap>,
     /// Set by [`Store::open`]; callers leave the default.
     #[doc(hidden)]
     pub notify: tokio::sync::watch::Sender<i64>,
@@ -140,6 +143,7 @@ impl StoreOptions {
             vfs: None,
             signer: None,
             key_role: zhaowo_crdt::model::Role::Window,
+            key_wrap: None,
             notify: tokio::sync::watch::Sender::new(0),
         }
     }
