@@ -307,10 +307,17 @@ fn init_logs(cli: &Cli) {
         (0, 2) => "debug",
         (0, _) => "trace",
     };
-    let filter = std::env::var("ZHAOWO_LOG")
-        .ok()
-        .and_then(|directive| tracing_subscriber::EnvFilter::try_new(directive).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    let filter = match std::env::var("ZHAOWO_LOG") {
+        Ok(directive) => match tracing_subscriber::EnvFilter::try_new(&directive) {
+            Ok(filter) => filter,
+            // A mistyped filter is not silently replaced by the default: say so, and log at the flags' level.
+            Err(error) => {
+                eprintln!("warning: ZHAOWO_LOG `{directive}` is not a log filter ({error}); using the level of -v/-q");
+                tracing_subscriber::EnvFilter::new(level)
+            }
+        },
+        Err(_) => tracing_subscriber::EnvFilter::new(level),
+    };
     // A subscriber already set (never, in the binary) is not an error worth stopping for.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();

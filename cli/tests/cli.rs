@@ -750,6 +750,8 @@ fn start_node(dir: &Path) -> Running {
         .args(["-vv", "--dir", dir.to_str().unwrap(), "run", "--desk", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--listen", "127.0.0.1:0"])
         .env_remove("ZHAOWO_DIR")
+        // Our own crates at their most verbose (issue 13 §7: no personal data at any verbosity), the rest at info.
+        .env("ZHAOWO_LOG", "info,zhaowo=trace,zhaowo_node=trace,zhaowo_crdt=trace")
         .stdout(std::process::Stdio::piped())
         .stderr(log)
         .spawn()
@@ -1073,6 +1075,19 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let replayed = json(&ok(admin.path(), &["bundle", "import", replay.to_str().unwrap(), "--json"]));
     assert_eq!(replayed["keys_taken"].as_u64(), Some(0), "{replayed}");
     assert_eq!(key_row(admin.path()), None);
+    // Issue 13 §7: no citizen's name, phone or text in any node's log (our crates at trace level).
+    let citizen_texts =
+        [&other_texts[..], &["李先生名下房改房登记有误", "李建国", "13812341234", "李先生行动不便，材料已收齐"]]
+            .concat();
+    let mut log_bytes = 0;
+    for dir in [admin.path(), window.path(), laptop.path()] {
+        let log = std::fs::read(dir.join("node.log")).unwrap();
+        log_bytes += log.len();
+        let hits: Vec<&&str> =
+            citizen_texts.iter().filter(|text| log.windows(text.len()).any(|w| w == text.as_bytes())).collect();
+        assert!(hits.is_empty(), "{} logs personal data: {hits:?}", dir.display());
+    }
+    println!("logs at trace level: {log_bytes} bytes on 3 nodes, 0 of {} citizen texts", citizen_texts.len());
     println!(
         "bundle e2e: exported_cases=1/2 import_twice_unchanged=2 refused=3 conflict_resolved_ms={} account_synced_ms={} \
          laptop_key_ms={} laptop_reads=1/2 (assigned) then 0/2 (visit logged) bundle_plaintext_hits=0/4 \
@@ -1409,6 +1424,8 @@ fn register_concurrency_cli_processes_and_citizens_never_fail_nor_repeat_a_numbe
         .args(["--dir", dir.path().to_str().unwrap(), "run", "--desk", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--listen", "127.0.0.1:0"])
         .env_remove("ZHAOWO_DIR")
+        // Our own crates at their most verbose (issue 13 §7: no personal data at any verbosity), the rest at info.
+        .env("ZHAOWO_LOG", "info,zhaowo=trace,zhaowo_node=trace,zhaowo_crdt=trace")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
