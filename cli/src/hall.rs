@@ -68,6 +68,9 @@ struct HallFile {
     workday_end: Spanned<String>,
     /// 个人信息保存期限: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data.
     retention_days: Spanned<u32>,
+    /// 满意率 counts 基本满意 as satisfied (default true).
+    #[serde(default)]
+    satisfaction_counts_basic: Option<Spanned<bool>>,
     #[serde(default)]
     windows: BTreeMap<Spanned<String>, WindowFile>,
     #[serde(default)]
@@ -176,6 +179,7 @@ impl HallFile {
             name: unspanned(hall.name.clone()),
             workday_end: unspanned(format!("{:02}:{:02}", minute / 60, minute % 60)),
             retention_days: unspanned(hall.retention_days),
+            satisfaction_counts_basic: Some(unspanned(hall.satisfaction_counts_basic)),
             windows: hall
                 .windows
                 .iter()
@@ -235,6 +239,7 @@ fn header(hall: &Hall) -> String {
          #   `make_up_workdays`. A year without a section counts Monday to Friday only, and the node warns about it.\n\
          # retention_days: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data\n\
          #   (every node then destroys the case key); 1-{retention_max}.\n\
+         # satisfaction_counts_basic: whether 满意率 counts 基本满意 as satisfied (true or false; default true).\n\
          # Not in this file: desk accounts (`zhaowo staff`); they are kept.\n\n",
         name = hall.name.replace(['"', '\n', '\r'], " "),
         at = format_local_minute(zhaowo_node::home::now_ms()),
@@ -561,6 +566,7 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
         calendar: Calendar { holidays, make_up_workdays, workday_end_minute: workday_end.unwrap_or(u32::MAX) },
         accounts: current.accounts.clone(),
         retention_days,
+        satisfaction_counts_basic: file.satisfaction_counts_basic.as_ref().is_none_or(|value| *value.get_ref()),
     };
     // Whatever the checks above did not name (limits on counts): the hall's own rules, at the file's first line.
     hall.validate().map_err(|error| {
@@ -644,6 +650,11 @@ pub fn difference(before: &Hall, after: &Hall) -> Vec<Difference> {
     let minute = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     scalar("workday_end", minute(before.calendar.workday_end_minute), minute(after.calendar.workday_end_minute));
     scalar("retention_days", before.retention_days.to_string(), after.retention_days.to_string());
+    scalar(
+        "satisfaction_counts_basic",
+        before.satisfaction_counts_basic.to_string(),
+        after.satisfaction_counts_basic.to_string(),
+    );
     diff_maps(&mut out, "window", &before.windows, &after.windows, |w| {
         format!("{} {}", w.name, w.floor).trim().to_owned()
     });
@@ -749,6 +760,7 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
             "make_up_workdays": hall.calendar.make_up_workdays,
             "coverage": coverage,
             "retention_days": hall.retention_days,
+            "satisfaction_counts_basic": hall.satisfaction_counts_basic,
             "accounts": hall.accounts.len(),
         }));
         return Ok(());
@@ -757,6 +769,10 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
     out!("hall        {}", hall.name);
     out!("workday end {:02}:{:02}", minute / 60, minute % 60);
     out!("retention   personal data purged {} days after 办结", hall.retention_days);
+    out!(
+        "满意率       {}",
+        if hall.satisfaction_counts_basic { "counts 基本满意 as satisfied" } else { "does not count 基本满意" }
+    );
     out!("windows     {}", hall.windows.len());
     for (code, window) in &hall.windows {
         out!("  {code:<16} {} {}", window.name, window.floor);

@@ -372,6 +372,41 @@ fn a_case_goes_through_its_life_from_the_terminal() {
     assert!(text.contains("会诊") && text.contains("已办结") && !text.contains("13812341234"));
     let stats = json(&ok(dir.path(), &["stats", "--json"]));
     assert_eq!((stats["registered"].as_i64(), stats["closed"].as_i64()), (Some(1), Some(1)));
+    // Issue 15 §6: every figure with numerator, denominator and formula; grouped; the monthly report as files.
+    assert_eq!(stats["kpis"]["registered"]["numerator"], 1, "{stats}");
+    assert_eq!(stats["kpis"]["answer_rate"]["denominator"], 1, "{stats}");
+    assert!(stats["formulas"]["satisfaction_rate"].as_str().unwrap().contains("基本满意"), "{stats}");
+    let by = json(&ok(dir.path(), &["stats", "--by", "nature", "--by", "unit", "--json"]));
+    assert_eq!(by["groups"]["nature"][0]["label"], "求助", "{by}");
+    let text = ok(dir.path(), &["stats", "--by", "month"]);
+    assert!(text.contains("回应率") && text.contains("计算公式") && text.contains("按月份"), "{text}");
+    let error = fails(dir.path(), &["stats", "--by", "weekday"], 2);
+    assert!(error.contains("month, window, unit, nature, category, mode"), "the hint names the groupings: {error}");
+    let month = {
+        let view = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+        let registered = view["registered_at_ms"].as_i64().unwrap();
+        let date = zhaowo_crdt::time::Date::of_ms(registered);
+        format!("{:04}-{:02}", date.year, date.month)
+    };
+    let xlsx = dir.path().join("report.xlsx");
+    ok(dir.path(), &["stats", "--month", &month, "--out", xlsx.to_str().unwrap()]);
+    {
+        use calamine::Reader;
+        let mut workbook: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).expect("the report opens as a workbook");
+        let sheets = workbook.sheet_names();
+        assert!(sheets.contains(&"汇总".to_owned()) && sheets.contains(&"按承办单位".to_owned()), "{sheets:?}");
+        let summary = workbook.worksheet_range("汇总").unwrap();
+        let cells: Vec<String> = summary.rows().flat_map(|row| row.iter().map(ToString::to_string)).collect();
+        assert!(cells.iter().any(|cell| cell == "回应率") && cells.iter().any(|cell| cell.contains("÷")), "{cells:?}");
+    }
+    let error = fails(dir.path(), &["stats", "--month", &month, "--out", xlsx.to_str().unwrap()], 2);
+    assert!(error.contains("never overwritten"), "{error}");
+    let html = dir.path().join("report.html");
+    ok(dir.path(), &["stats", "--month", &month, "--out", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("督查统计") && page.contains("按服务方式") && !page.contains("13812341234"));
+    let error = fails(dir.path(), &["stats", "--month", "2026-13"], 2);
+    assert!(error.contains("YYYY-MM"), "{error}");
     let conflicts = zhaowo(dir.path(), &["conflicts", "list"]);
     assert_eq!(conflicts.status.code(), Some(0));
     assert!(stderr(&conflicts).contains("0 open conflicts"));

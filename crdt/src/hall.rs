@@ -92,12 +92,27 @@ pub struct Hall {
     /// before the setting existed holds [`RETENTION_DAYS_DEFAULT`].
     #[serde(default = "retention_days_default")]
     pub retention_days: u32,
+    /// Whether 满意率 counts 基本满意 as satisfied (issue 15 §6; halls and bulletins differ). A hall document written
+    /// before the setting existed counts it, as most 12345 bulletins do.
+    #[serde(default = "satisfaction_counts_basic_default")]
+    pub satisfaction_counts_basic: bool,
+}
+
+fn satisfaction_counts_basic_default() -> bool {
+    true
 }
 
 /// The retention a hall starts with: one year after 办结.
 pub const RETENTION_DAYS_DEFAULT: u32 = 365;
 /// The longest retention a hall may set: thirty years (archives keep case files that long; personal data no longer).
 pub const RETENTION_DAYS_MAX: u32 = 30 * 366;
+
+impl Hall {
+    /// The settings the 督查科's figures depend on.
+    pub fn kpi_settings(&self) -> crate::kpi::KpiSettings {
+        crate::kpi::KpiSettings { satisfaction_counts_basic: self.satisfaction_counts_basic }
+    }
+}
 
 fn retention_days_default() -> u32 {
     RETENTION_DAYS_DEFAULT
@@ -286,6 +301,7 @@ impl Hall {
             time_limits: default_time_limits(),
             calendar: Calendar::state_council(),
             retention_days: RETENTION_DAYS_DEFAULT,
+            satisfaction_counts_basic: true,
             accounts: BTreeMap::new(),
         }
     }
@@ -353,6 +369,7 @@ impl Hall {
             time_limits,
             calendar: Calendar::state_council(),
             retention_days: RETENTION_DAYS_DEFAULT,
+            satisfaction_counts_basic: true,
             accounts: BTreeMap::new(),
         }
     }

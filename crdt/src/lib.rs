@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod hall;
 pub mod ids;
 pub mod intake;
+pub mod kpi;
 pub mod limits;
 pub mod model;
 pub mod pi;

@@ -678,7 +678,7 @@ impl DocState {
 
 fn project(tx: &Connection, case: &CaseDoc) -> rusqlite::Result<()> {
     let view = case.view();
-    projection::upsert(tx, &CaseRow::of(&view), &SearchText::of(&view), view.conflicts.len())
+    projection::upsert(tx, &view)
 }
 
 /// Which signatures [`persist`] stores with the changes it writes.

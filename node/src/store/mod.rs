@@ -80,6 +80,9 @@ pub const SEARCH_TERMS_MAX: usize = 8;
 /// Characters in one search query.
 pub const SEARCH_QUERY_CHARS_MAX: usize = 100;
 
+/// KPI tallies by group key.
+pub type KpiGroups = Vec<(String, zhaowo_crdt::kpi::Tally)>;
+
 /// How to open a store. Build it with [`StoreOptions::recommended`] and change what a test needs.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -596,6 +599,7 @@ enum Request {
     Search(String, usize, Reply<Result<Vec<CaseRow>, ReadError>>),
     Overdue(i64, usize, Reply<Result<Vec<CaseRow>, ReadError>>),
     Statistics(Date, Date, Reply<Result<Statistics, ReadError>>),
+    KpiTallies(Date, Date, Option<zhaowo_crdt::kpi::GroupBy>, Reply<Result<KpiGroups, ReadError>>),
     Counts(Reply<Result<StoreCounts, ReadError>>),
     SchemaVersion(Reply<Result<i64, ReadError>>),
     IntegrityCheck(Reply<Result<Vec<String>, MaintenanceError>>),
@@ -703,6 +707,7 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::Search(text, limit, reply) => drop(reply.send(db.search(&text, limit))),
             Request::Overdue(now_ms, limit, reply) => drop(reply.send(db.overdue(now_ms, limit))),
             Request::Statistics(from, to, reply) => drop(reply.send(db.statistics(from, to))),
+            Request::KpiTallies(from, to, group, reply) => drop(reply.send(db.kpi_tallies(from, to, group))),
             Request::Counts(reply) => drop(reply.send(db.counts().map_err(Into::into))),
             Request::SchemaVersion(reply) => drop(reply.send(db.schema_version().map_err(Into::into))),
             Request::IntegrityCheck(reply) => drop(reply.send(db.integrity_check().map_err(Into::into))),
@@ -925,6 +930,17 @@ impl Store {
     /// Statistics of the cases registered from `from` to `to` (local dates, both included).
     pub async fn statistics(&self, from: Date, to: Date) -> Result<Statistics, ReadError> {
         self.call(|reply| Request::Statistics(from, to, reply), Err(ReadError::Closed)).await
+    }
+
+    /// The 督查科's figures (`zhaowo_crdt::kpi`) of the cases registered from `from` to `to`, per group of `group` (one
+    /// group `全部` without); see [`Db::kpi_tallies`](db::Db::kpi_tallies).
+    pub async fn kpi_tallies(
+        &self,
+        from: Date,
+        to: Date,
+        group: Option<zhaowo_crdt::kpi::GroupBy>,
+    ) -> Result<KpiGroups, ReadError> {
+        self.call(|reply| Request::KpiTallies(from, to, group, reply), Err(ReadError::Closed)).await
     }
 
     pub async fn counts(&self) -> Result<StoreCounts, ReadError> {

@@ -492,6 +492,22 @@ fn check_reads_against_fold(seed: u64, n_cases: usize) {
             }
             let got = store.statistics(from, to).await.unwrap();
             assert_eq!(got.counts, counts, "statistics {from:?}..{to:?}");
+            // The 督查科's figures (issue 15 §6): the store's grouped sums equal the facts of the fold's views.
+            use zhaowo_crdt::kpi::{CaseFacts, GroupBy, Tally};
+            let in_period: Vec<&CaseView> =
+                views.iter().filter(|view| (from..=to).contains(&Date::of_ms(view.registered_at_ms))).collect();
+            for group in [None].into_iter().chain(GroupBy::ALL.iter().copied().map(Some)) {
+                let mut expected: BTreeMap<String, Tally> = BTreeMap::new();
+                for view in &in_period {
+                    let keys = group.map_or_else(|| vec!["全部".to_owned()], |group| group.keys(view));
+                    for key in keys {
+                        *expected.entry(key).or_default() += &CaseFacts::of(view);
+                    }
+                }
+                let got: BTreeMap<String, Tally> =
+                    store.kpi_tallies(from, to, group).await.unwrap().into_iter().collect();
+                assert_eq!(got, expected, "KPI tallies by {:?} {from:?}..{to:?}", group.map(GroupBy::code));
+            }
         }
         let report = store.verify(None).await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);

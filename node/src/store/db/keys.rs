@@ -353,7 +353,7 @@ impl Db {
             store_key(&self.conn, &self.key_holder, doc_id, &key, crate::home::now_ms())?;
             bump_catalog(&self.conn, doc_id)?;
             if self.projections {
-                projection::upsert(&self.conn, &CaseRow::of(&view), &SearchText::of(&view), view.conflicts.len())?;
+                projection::upsert(&self.conn, &view)?;
             }
             Ok(())
         })();

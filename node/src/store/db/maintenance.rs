@@ -219,7 +219,7 @@ pub(crate) fn reindex_in(
     problems: &mut Vec<Problem>,
 ) -> rusqlite::Result<u64> {
     tx.execute_batch(
-        "DELETE FROM cases; DELETE FROM cases_fts; DELETE FROM cases_bigrams; DELETE FROM stats_daily; \
+        "DELETE FROM cases; DELETE FROM cases_fts; DELETE FROM cases_bigrams; DELETE FROM stats_daily; DELETE FROM case_facts; \
          DELETE FROM open_conflicts;",
     )?;
     let mut after = String::new();

@@ -363,9 +363,7 @@ impl Replica for DbReplica<'_> {
         if self.db.projections {
             // The session folded the view beside the signature checks, off this thread.
             let projected = match &received.view {
-                Some(view) => {
-                    projection::upsert(&self.db.conn, &CaseRow::of(view), &SearchText::of(view), view.conflicts.len())
-                }
+                Some(view) => projection::upsert(&self.db.conn, view),
                 None => projection::remove(&self.db.conn, doc_id),
             };
             if let Err(error) = projected {
