@@ -891,13 +891,15 @@ fn log(cli: &Cli) -> anyhow::Result<()> {
         let edits: Vec<serde_json::Value> = history
             .iter()
             .map(
-                |e| serde_json::json!({ "at": zhaowo_crdt::time::format_rfc3339(e.at_ms), "by": e.by, "what": e.what }),
+                |e| serde_json::json!({ "at": zhaowo_crdt::time::format_rfc3339(e.at_ms), "by": e.by, "node": e.node, "what": e.what }),
             )
             .collect();
         print_json(&serde_json::json!({ "edits": edits }));
     } else {
         for edit in &history {
-            out!("{}  {}  {}", format_local_minute(edit.at_ms), edit.by, edit.what);
+            // The node's short id (the first 16 hex digits, as `zhaowo status` and the peers page show keys).
+            let node = edit.node.as_deref().map_or("-", |node| &node[..node.len().min(16)]);
+            out!("{}  {}  {}  {}", format_local_minute(edit.at_ms), node, edit.by, edit.what);
         }
         say(cli, &format!("{} edit{} of the hall document", history.len(), plural(history.len())));
     }

@@ -1229,6 +1229,10 @@ fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refu
     println!("hall log: {log}");
     assert_eq!(edits.len(), log_before + 1, "one import, one change");
     assert!(edits.last().unwrap()["what"].as_str().unwrap().contains("导入大厅配置 hall.toml"));
+    // Each edit names the node that wrote it (read from the change's actor, not a field the writer fills in).
+    let node_id = json(&ok(dir.path(), &["status", "--json"]))["node_id"].as_str().unwrap().to_owned();
+    assert!(edits.iter().all(|edit| edit["node"] == node_id.as_str()), "{log}");
+    assert!(ok(dir.path(), &["hall", "log"]).contains(&node_id[..16]));
 
     // Bad files: each refused with its line and key, nothing changed.
     let line_of = |text: &str, needle: &str| text.lines().position(|line| line.contains(needle)).unwrap() + 1;

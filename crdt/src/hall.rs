@@ -404,6 +404,10 @@ pub struct HallEdit {
     pub at_ms: i64,
     pub by: String,
     pub what: String,
+    /// The node that wrote the edit (its key in hex), read from the Automerge actor that created the entry: not
+    /// stored, so an entry cannot claim another node; `None` only for an entry of no readable actor.
+    #[serde(skip)]
+    pub node: Option<String>,
 }
 
 /// The replicated hall document: `hall` (the configuration as a map) and `history` (a list of [`HallEdit`]).
@@ -447,7 +451,7 @@ impl HallDoc {
                 Some((automerge::Value::Object(ObjType::List), id)) => id,
                 _ => self.doc.put_object(ROOT, "history", ObjType::List).map_err(unreadable)?,
             };
-            let edit = HallEdit { at_ms: now_ms, by: by.to_owned(), what: what.to_owned() };
+            let edit = HallEdit { at_ms: now_ms, by: by.to_owned(), what: what.to_owned(), node: None };
             amjson::push(&mut self.doc, &history, &serde_json::to_value(edit).unwrap_or_default()).map_err(unreadable)
         })();
         match result {
@@ -471,12 +475,19 @@ impl HallDoc {
     }
 
     pub fn history(&self) -> Vec<HallEdit> {
-        match amjson::read_prop(&self.doc, &ROOT, "history") {
-            Some(serde_json::Value::Array(items)) => {
-                items.into_iter().filter_map(|item| serde_json::from_value(item).ok()).collect()
-            }
-            _ => Vec::new(),
-        }
+        use automerge::ReadDoc;
+        let Ok(Some((_, history))) = self.doc.get(ROOT, "history") else { return Vec::new() };
+        (0..self.doc.length(&history))
+            .filter_map(|index| {
+                let (_, id) = self.doc.get(&history, index).ok()??;
+                let mut edit: HallEdit = serde_json::from_value(amjson::read_obj(&self.doc, &id)).ok()?;
+                if let automerge::ObjId::Id(_, actor, _) = &id {
+                    let bytes = actor.to_bytes();
+                    edit.node = Some(crate::ids::hex_encode(&bytes[..bytes.len().min(32)]));
+                }
+                Some(edit)
+            })
+            .collect()
     }
 
     pub fn automerge(&self) -> &AutoCommit {
