@@ -16,6 +16,7 @@ pub mod ids;
 pub mod intake;
 pub mod kpi;
 pub mod limits;
+pub mod materials;
 pub mod model;
 pub mod pi;
 pub mod public_text;
