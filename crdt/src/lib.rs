@@ -15,6 +15,7 @@ pub mod hall;
 pub mod ids;
 pub mod intake;
 pub mod limits;
+pub mod messages;
 pub mod model;
 pub mod pi;
 pub mod public_text;
