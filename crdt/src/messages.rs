@@ -134,7 +134,8 @@ pub fn placeholders_of(template: &str) -> Option<Vec<&str>> {
 
 /// Checks one SMS template for `kind` (its length, braces and placeholders).
 pub fn check_template(kind: &str, template: &str) -> Result<SmsKind, MessagesError> {
-    let parsed = SmsKind::parse(kind).filter(|k| k.code() == kind).ok_or_else(|| MessagesError::UnknownKind(kind.into()))?;
+    let parsed =
+        SmsKind::parse(kind).filter(|k| k.code() == kind).ok_or_else(|| MessagesError::UnknownKind(kind.into()))?;
     let chars = template.chars().count();
     if template.trim().is_empty() || chars > SMS_TEMPLATE_CHARS_MAX || template.chars().any(char::is_control) {
         return Err(MessagesError::TemplateLength { kind: kind.into(), chars });
@@ -209,13 +210,13 @@ impl Messages {
             sms,
             canned_replies: vec![
                 reply("已受理", "您好，您反映的问题已受理，我们将尽快办理并答复您。", None, None),
+                reply("咨询答复", "您好，关于您咨询的事项，办理所需材料和流程如下：", Some(Nature::Consultation), None),
                 reply(
-                    "咨询答复",
-                    "您好，关于您咨询的事项，办理所需材料和流程如下：",
-                    Some(Nature::Consultation),
+                    "投诉核实",
+                    "您好，您投诉的问题我们已转相关单位核实，核实后将答复您。",
+                    Some(Nature::Complaint),
                     None,
                 ),
-                reply("投诉核实", "您好，您投诉的问题我们已转相关单位核实，核实后将答复您。", Some(Nature::Complaint), None),
                 reply("请补充材料", "您好，办理还需补充以下材料：", None, Some(Status::InProgress)),
             ],
         }

@@ -334,7 +334,7 @@ pub async fn register_report(
     let build: crate::store::RegisterFn = Box::new(move |reg_no| {
         CaseDoc::register(&ctx, &build_hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
     });
-    let registered = match app.store.register_new(&home.config.window, year, build).await {
+    let registered = match app.store.register_new_with_receipt(&home.config.window, year, &code, build).await {
         Ok(registered) => registered,
         Err(crate::store::WriteError::Command(error)) => return Err(ReportError::Command(error)),
         Err(crate::store::WriteError::NumbersExhausted { .. }) => return Err(ReportError::NumbersExhausted),

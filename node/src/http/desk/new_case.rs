@@ -165,7 +165,7 @@ pub(super) async fn new_submit(
     let build: crate::store::RegisterFn = Box::new(move |reg_no| {
         CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
     });
-    let (ack, reg_no) = match app.store.register_new(&app.home.config.window, year, build).await {
+    let (ack, reg_no) = match app.store.register_new_with_receipt(&app.home.config.window, year, &code, build).await {
         Ok(registered) => (registered.ack, registered.reg_no),
         Err(crate::store::WriteError::Command(error)) => {
             let errors = vec![error.zh()];
