@@ -1013,6 +1013,7 @@ fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refu
     let exported = std::fs::read_to_string(&file).unwrap();
     assert!(exported.starts_with("# The configuration of the hall") && exported.contains("[calendar.2026]"));
     assert!(!exported.contains("phone_tag_key") && !exported.contains("[accounts") && !exported.contains("argon2"));
+    assert!(exported.contains("[sms]") && exported.contains("{查询码}") && exported.contains("[[canned_replies]]"));
     // The file as exported imports to no difference.
     let same = json(&ok(dir.path(), &["hall", "import", file.to_str().unwrap(), "--dry-run", "--json"]));
     assert_eq!(same["differences"].as_array().unwrap().len(), 0, "{same}");
@@ -1092,6 +1093,32 @@ fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refu
             edited.replacen("retention_days = 365", "retention_days = 0", 1),
             "retention_days = 0",
             "out of range",
+        );
+        // Issue 15 §4, §5: SMS templates and canned replies.
+        add(
+            "unknown placeholder",
+            edited.replacen("查询码{查询码}", "身份证{身份证号}", 1),
+            "{身份证号}",
+            "uses `{身份证号}`, which it cannot fill",
+        );
+        add(
+            "query code outside the registration",
+            edited.replacen("已答复：{答复}", "已答复，查询码{查询码}", 1),
+            "已答复，查询码{查询码}",
+            "sms.replied",
+        );
+        add(
+            "unknown SMS kind",
+            edited.replacen("\nreplied = ", "\nreplyed = ", 1),
+            "replyed = ",
+            "unknown SMS template",
+        );
+        add("unclosed brace", edited.replacen("已答复：{答复}", "已答复：{答复", 1), "已答复：{答复", "unclosed");
+        add(
+            "canned reply status",
+            edited.replacen("status = \"IN_PROGRESS\"", "status = \"办完了\"", 1),
+            "办完了",
+            "unknown status",
         );
         list
     };

@@ -264,6 +264,21 @@ mod tests {
     }
 
     #[test]
+    fn the_hall_document_keeps_the_texts_and_an_older_hall_has_none() {
+        let hall = crate::Hall::jiangan_default();
+        let actor = automerge::ActorId::from(vec![1u8; 16]);
+        let doc = crate::HallDoc::create(actor, crate::model::Role::Admin, "admin", 0, &hall).unwrap();
+        assert_eq!(doc.hall().unwrap().messages, hall.messages);
+        let mut older = serde_json::to_value(&hall).unwrap();
+        older.as_object_mut().unwrap().remove("messages");
+        let older: crate::Hall = serde_json::from_value(older).unwrap();
+        assert_eq!(older.messages, Messages::default());
+        let mut bad = hall.clone();
+        bad.messages.sms.insert("replied".into(), "{查询码}".into());
+        assert!(matches!(bad.validate(), Err(crate::hall::HallError::Messages(_))));
+    }
+
+    #[test]
     fn rendering_fills_and_cuts() {
         let values = BTreeMap::from([("登记编号", "BBC01-2026-1".to_owned()), ("答复", "长".repeat(200))]);
         let text = render("编号{登记编号}：{答复}", &values).unwrap();
