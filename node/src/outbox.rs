@@ -158,7 +158,11 @@ pub async fn run(
             if *stop.borrow() {
                 return;
             }
-            let attempt = post(&endpoint, &job, timing.request_timeout).await;
+            // Shutdown does not wait for a slow platform: the row stays queued and goes again (same key) at start.
+            let attempt = tokio::select! {
+                attempt = post(&endpoint, &job, timing.request_timeout) => attempt,
+                _ = stop.changed() => return,
+            };
             let now_ms = crate::home::now_ms();
             let attempts = job.attempts + 1;
             let outcome = match attempt {

@@ -197,7 +197,7 @@ async fn retrying(node: &Node, case_id: &str, attempts: u32, reason: &str) -> bo
 async fn each_event_s_sms_is_delivered_once_by_its_author_through_down_500_slow_and_recovery() {
     let dirs = tempfile::tempdir().unwrap();
     let (admin_dir, window_dir) = (dirs.path().join("admin"), dirs.path().join("window"));
-    let admin = init(&admin_dir, Some("测试大厅"), "BBC01", Role::Admin);
+    let mut admin = init(&admin_dir, Some("测试大厅"), "BBC01", Role::Admin);
     let mut window = init(&window_dir, None, "1F02", Role::Window);
     let file = admin.enroll(&window.identity.node_id(), "1F02", Role::Window, "综合受理窗口", now_ms()).unwrap();
     window.join(&serde_json::to_vec(&file).unwrap()).unwrap();

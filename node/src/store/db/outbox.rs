@@ -129,15 +129,15 @@ impl Db {
     }
 
     fn render_job(&mut self, row: &OutboxRow, query_code: Option<String>, hall: &Hall) -> Result<OutboxJob, String> {
-        let Some(template) = hall.messages.template(row.kind) else {
-            return Err(format!("大厅配置中没有「{}」短信模板，未发送", row.kind.label()));
-        };
         let case = self.case_mut(&row.case_id).map_err(|error| format!("读取案件失败：{error}"))?;
         let phone = match case.sms_recipient() {
             SmsRecipient::Phone(phone) => phone,
             SmsRecipient::NoKey => return Err(NO_KEY_ZH.to_owned()),
             SmsRecipient::Purged => return Err(PURGED_ZH.to_owned()),
             SmsRecipient::NoConsent | SmsRecipient::NoPhone => return Err(CONSENT_GONE_ZH.to_owned()),
+        };
+        let Some(template) = hall.messages.template(row.kind) else {
+            return Err(format!("大厅配置中没有「{}」短信模板，未发送", row.kind.label()));
         };
         let view = case.view();
         let (events, _) = case.events();
