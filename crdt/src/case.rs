@@ -173,14 +173,18 @@ impl std::fmt::Debug for SmsRecipient {
 
 /// The public flags of the personal record (the document's `consent` map).
 fn consent_json(personal: &PersonalData) -> Value {
-    serde_json::json!({
+    let mut consent = serde_json::json!({
         "subject_type": personal.subject_type,
         "contact_pref": personal.contact_pref,
         "callback_ok": personal.callback_ok,
         "publish_ok": personal.publish_ok,
         "anonymous": personal.anonymous,
-        "sms_ok": personal.sms_ok,
-    })
+    });
+    // 同意接收短信通知 (issue 15 §4) only when given: a case without it keeps the layout it had before the flag.
+    if personal.sms_ok {
+        consent["sms_ok"] = true.into();
+    }
+    consent
 }
 
 /// The seal's error as a command error.

@@ -28,7 +28,9 @@ pub struct PersonalData {
     pub publish_ok: bool,
     /// 匿名: excluded from the 回访率 denominator.
     pub anonymous: bool,
-    /// 同意接收短信通知 (issue 15 §4): only a citizen who gave a phone and agreed gets SMS messages.
+    /// 同意接收短信通知 (issue 15 §4): only a citizen who gave a phone and agreed gets SMS messages. Written only
+    /// when true, so a record without it keeps the bytes it had before the flag existed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sms_ok: bool,
     /// 上门地址, purged after the visit.
     pub visit_address: Option<String>,
