@@ -84,10 +84,14 @@ pub struct SmsEndpoint {
 impl std::fmt::Debug for SmsEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The token is a credential: never in a log or `--show-settings`.
+        // Nor the query of the URL, which some platforms use for a key.
+        let path = self.path.split('?').next().unwrap_or_default();
         f.debug_struct("SmsEndpoint")
-            .field("url", &self.url)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("path", &path)
             .field("token", &self.token.as_ref().map(|_| "[redacted]"))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -140,7 +140,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut wake = store.subscribe();
-    tracing::info!(endpoint = %endpoint.url, "SMS outbox started");
+    // Host and port only: a URL's query could hold a credential.
+    tracing::info!(host = %endpoint.host, port = endpoint.port, "SMS outbox started");
     loop {
         if *stop.borrow() {
             return;

@@ -298,10 +298,11 @@ async fn each_event_s_sms_is_delivered_once_by_its_author_through_down_500_slow_
     assert!(reply_sms.text.contains("请携带户口簿"), "the reply's text is in the SMS");
     let posts_in = |mode: u8| log.posts.iter().filter(|(_, _, m)| *m == mode).count();
     println!(
-        "sms outbox events=3 delivered={} attempts={} posts={} (500: {}, slow: {}, up: {}) deduped_by_key={} \
+        "sms outbox events=3 delivered={} attempts={} (refused while down: {}) posts={} (500: {}, slow: {}, up: {}) deduped_by_key={} \
          down_ms={} failing_ms={} slow_ms={} recover_ms={} per_node admin={} window={}",
         log.delivered.len(),
         attempts,
+        attempts as usize - log.posts.len(),
         log.posts.len(),
         posts_in(ERROR_500),
         posts_in(SLOW),
