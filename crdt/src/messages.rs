@@ -279,6 +279,21 @@ mod tests {
     }
 
     #[test]
+    fn events_ask_for_their_kind_of_message() {
+        use crate::EventKind as K;
+        let kind = |event: &K| sms_for(event).map(|(kind, values)| (kind, values.into_iter().collect::<Vec<_>>()));
+        let reason = "户口簿原件".to_owned();
+        assert_eq!(
+            kind(&K::Suspended { reason: reason.clone() }),
+            Some((SmsKind::Supplement, vec![("补充材料", reason)]))
+        );
+        assert_eq!(kind(&K::Closed { reviewer: "张三".into(), forced: false }), Some((SmsKind::RatingInvite, vec![])));
+        assert_eq!(kind(&K::ReplyPublished { text: "x".into() }).unwrap().0, SmsKind::Replied);
+        assert_eq!(kind(&K::NoteAdded { text: "内部".into() }), None, "internal notes never reach the citizen");
+        assert_eq!(kind(&K::Accepted {}), None);
+    }
+
+    #[test]
     fn rendering_fills_and_cuts() {
         let values = BTreeMap::from([("登记编号", "BBC01-2026-1".to_owned()), ("答复", "长".repeat(200))]);
         let text = render("编号{登记编号}：{答复}", &values).unwrap();

@@ -31,6 +31,8 @@ const TOKEN: &str = "platform-token-1";
 const UP: u8 = 0;
 const ERROR_500: u8 = 1;
 const SLOW: u8 = 2;
+/// The platform refuses the message (a bad phone number, say): no retry.
+const REJECT: u8 = 3;
 /// How long the slow platform takes to answer: past the senders' request timeout below.
 const SLOW_ANSWER: Duration = Duration::from_millis(1500);
 
@@ -75,6 +77,9 @@ async fn receive(
         log.posts.push((node.clone(), key.clone(), mode));
         if mode == ERROR_500 {
             return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        if mode == REJECT {
+            return StatusCode::UNPROCESSABLE_ENTITY;
         }
         // The platform sends the SMS (once per key), then answers — slowly in the slow phase.
         if log.delivered.contains_key(&key) {
@@ -315,6 +320,23 @@ async fn each_event_s_sms_is_delivered_once_by_its_author_through_down_500_slow_
         log.posts.iter().filter(|(node, _, _)| node == "admin").count(),
         log.posts.iter().filter(|(node, _, _)| node == "window").count(),
     );
+    let delivered_before = log.delivered.len();
+    drop(log);
+
+    // The platform refuses a message: failed at once with the status, shown as 发送失败, never retried.
+    platform.mode.store(REJECT, Ordering::SeqCst);
+    let (case_d, _) = register(&admin, "13600002222", true).await;
+    wait_until("the refused message fails", || async {
+        rows(&admin, &case_d).await.iter().any(|row| row.state == OutboxState::Failed)
+    })
+    .await;
+    let refused = rows(&admin, &case_d).await;
+    assert_eq!((refused[0].attempts, refused[0].reason.as_str()), (1, "短信平台拒收（HTTP 422）"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = platform.log.lock().unwrap();
+    let posts_d = log.posts.iter().filter(|(_, key, _)| *key == refused[0].event_id).count();
+    assert_eq!((posts_d, log.delivered.len()), (1, delivered_before), "posted once, not retried, not delivered");
+    println!("sms outbox refused: attempts=1 reason={}", refused[0].reason);
     drop(log);
     admin.shutdown().await;
     window.shutdown().await;

@@ -121,7 +121,7 @@ impl Db {
             match self.render_job(&row, query_code, hall) {
                 Ok(job) => jobs.push(job),
                 Err(reason) => {
-                    self.outbox_settle(&row.event_id, OutboxOutcome::Failed(reason), now_ms)?;
+                    self.settle(&row.event_id, OutboxOutcome::Failed(reason), now_ms, false)?;
                 }
             }
         }
@@ -162,15 +162,26 @@ impl Db {
         })
     }
 
-    /// Records what became of one attempt: sent, retry later (with why), or given up (with why). The 查询码 leaves the
-    /// row once the message is sent or given up.
+    /// Records what became of one attempt to post: sent, retry later (with why), or given up (with why). The 查询码
+    /// leaves the row once the message is sent or given up.
     pub fn outbox_settle(&mut self, event_id: &str, outcome: OutboxOutcome, now_ms: i64) -> Result<(), WriteError> {
+        self.settle(event_id, outcome, now_ms, true)
+    }
+
+    /// Settles a row; `attempted`: the outcome is a POST's (counted in `attempts`), not a message that could not
+    /// even be built.
+    fn settle(
+        &mut self,
+        event_id: &str,
+        outcome: OutboxOutcome,
+        now_ms: i64,
+        attempted: bool,
+    ) -> Result<(), WriteError> {
         let (state, reason, next_ms) = match &outcome {
             OutboxOutcome::Sent => (OutboxState::Sent, String::new(), now_ms),
             OutboxOutcome::Retry { reason, next_ms } => (OutboxState::Queued, reason.clone(), *next_ms),
             OutboxOutcome::Failed(reason) => (OutboxState::Failed, reason.clone(), now_ms),
         };
-        let attempted = matches!(outcome, OutboxOutcome::Sent | OutboxOutcome::Retry { .. });
         let done_ms = (state != OutboxState::Queued).then_some(now_ms);
         self.conn
             .prepare_cached(
