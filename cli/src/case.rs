@@ -293,6 +293,10 @@ pub struct NewArgs {
     /// 举报, 倾诉, 投诉 and sensitive cases are never listed.
     #[arg(long)]
     pub publish_ok: bool,
+    /// The citizen agrees to SMS notifications (同意接收短信通知: receipt with 查询码, replies, 待补充, rating
+    /// invitation); needs `--phone`.
+    #[arg(long, requires = "phone")]
+    pub sms_ok: bool,
     #[arg(long, value_delimiter = ',')]
     pub tags: Vec<String>,
 }
@@ -763,6 +767,7 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
             phone: args.phone.clone(),
             callback_ok: args.callback_ok,
             publish_ok: args.publish_ok,
+            sms_ok: args.sms_ok,
             ..PersonalData::default()
         },
     };
@@ -775,7 +780,7 @@ async fn new_case(cli: &Cli, home: &Home, store: &Store, args: &NewArgs) -> anyh
         CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
     });
     let registered = store
-        .register_new(&home.config.window, year, build)
+        .register_new_with_receipt(&home.config.window, year, &code, build)
         .await
         .map_err(|error| refused(error, &hall_for_hints, None))?;
     let (ack, reg_no) = (registered.ack, registered.reg_no);

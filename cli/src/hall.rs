@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use zhaowo_crdt::hall::{Calendar, Category, Hall, Span, TimeLimit, Unit, Window};
 use zhaowo_crdt::limits::NAME_CHARS_MAX;
-use zhaowo_crdt::model::{Nature, Priority};
+use zhaowo_crdt::messages::{self, CannedReply, Messages, MessagesError, SmsKind};
+use zhaowo_crdt::model::{Nature, Priority, Status};
 use zhaowo_crdt::time::{Date, format_local_minute};
 
 /// A hall file: a district hall's file is ~10 KB; 1 MiB is far beyond any real one and bounds what is parsed.
@@ -81,6 +82,23 @@ struct HallFile {
     time_limits: Vec<TimeLimitFile>,
     #[serde(default)]
     calendar: BTreeMap<Spanned<String>, YearFile>,
+    /// SMS templates by kind (issue 15 §4).
+    #[serde(default)]
+    sms: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// 服务用语 offered in the desk's reply box (issue 15 §5).
+    #[serde(default)]
+    canned_replies: Vec<CannedReplyFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CannedReplyFile {
+    title: Spanned<String>,
+    text: Spanned<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nature: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -215,6 +233,23 @@ impl HallFile {
                 })
                 .collect(),
             calendar,
+            sms: hall
+                .messages
+                .sms
+                .iter()
+                .map(|(kind, text)| (unspanned(kind.clone()), unspanned(text.clone())))
+                .collect(),
+            canned_replies: hall
+                .messages
+                .canned_replies
+                .iter()
+                .map(|reply| CannedReplyFile {
+                    title: unspanned(reply.title.clone()),
+                    text: unspanned(reply.text.clone()),
+                    nature: reply.nature.map(|n| unspanned(n.code().to_owned())),
+                    status: reply.status.map(|s| unspanned(s.code().to_owned())),
+                })
+                .collect(),
         }
     }
 }
@@ -240,12 +275,19 @@ fn header(hall: &Hall) -> String {
          # retention_days: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data\n\
          #   (every node then destroys the case key); 1-{retention_max}.\n\
          # satisfaction_counts_basic: whether 满意率 counts 基本满意 as satisfied (true or false; default true).\n\
+         # sms: the texts sent to citizens who agreed to SMS, by kind ({sms_kinds}); placeholders in braces:\n\
+         #   {placeholders} ({{查询码}} only in `registered`: the code is known only at registration).\n\
+         #   A kind without a template sends nothing. At most {sms_max} characters each.\n\
+         # canned_replies: 服务用语 offered in the desk's reply box; `nature` and `status` (codes) narrow where.\n\
          # Not in this file: desk accounts (`zhaowo staff`); they are kept.\n\n",
         name = hall.name.replace(['"', '\n', '\r'], " "),
         at = format_local_minute(zhaowo_node::home::now_ms()),
         natures = natures.join(", "),
         priorities = priorities.join(", "),
         retention_max = zhaowo_crdt::hall::RETENTION_DAYS_MAX,
+        sms_kinds = SmsKind::ALL.iter().map(|k| k.code()).collect::<Vec<_>>().join(", "),
+        placeholders = messages::PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(" "),
+        sms_max = messages::SMS_TEMPLATE_CHARS_MAX,
     )
 }
 
@@ -532,6 +574,46 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
             }
         }
     }
+    let mut sms = BTreeMap::new();
+    for (kind, template) in &file.sms {
+        let key = format!("sms.{}", kind.get_ref());
+        match messages::check_template(kind.get_ref(), template.get_ref()) {
+            Ok(_) => {
+                sms.insert(kind.get_ref().clone(), template.get_ref().clone());
+            }
+            Err(error @ MessagesError::UnknownKind(_)) => {
+                let hint = known("kinds", SmsKind::ALL.iter().map(|k| format!("{} ({})", k.code(), k.label())));
+                check.at(kind.span(), key, error.to_string(), hint);
+            }
+            Err(error) => check.at(template.span(), key, error.to_string(), None),
+        }
+    }
+    let mut canned_replies = Vec::new();
+    for (index, reply) in file.canned_replies.iter().enumerate() {
+        let key = |field: &str| format!("canned_replies[{index}].{field}");
+        let nature = reply.nature.as_ref().map(|n| (n, Nature::parse(n.get_ref())));
+        if let Some((text, None)) = &nature {
+            let hint = known("natures", Nature::ALL.iter().map(|n| format!("{} ({})", n.code(), n.label())));
+            check.at(text.span(), key("nature"), format!("unknown nature `{}`", text.get_ref()), hint);
+        }
+        let status = reply.status.as_ref().map(|s| (s, Status::parse(s.get_ref())));
+        if let Some((text, None)) = &status {
+            let hint = known("states", Status::ALL.iter().map(|s| format!("{} ({})", s.code(), s.label())));
+            check.at(text.span(), key("status"), format!("unknown status `{}`", text.get_ref()), hint);
+        }
+        let canned = CannedReply {
+            title: reply.title.get_ref().clone(),
+            text: reply.text.get_ref().clone(),
+            nature: nature.and_then(|(_, n)| n),
+            status: status.and_then(|(_, s)| s),
+        };
+        let alone = Messages { sms: BTreeMap::new(), canned_replies: vec![canned.clone()] };
+        if let Err(MessagesError::Reply { field, max, .. }) = alone.validate() {
+            let span = if field == "title" { reply.title.span() } else { reply.text.span() };
+            check.at(span, key(field), format!("the {field} must be 1-{max} printable characters"), None);
+        }
+        canned_replies.push(canned);
+    }
     if !check.problems.is_empty() {
         return Err(refused(check.problems));
     }
@@ -567,6 +649,7 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
         accounts: current.accounts.clone(),
         retention_days,
         satisfaction_counts_basic: file.satisfaction_counts_basic.as_ref().is_none_or(|value| *value.get_ref()),
+        messages: Messages { sms, canned_replies },
     };
     // Whatever the checks above did not name (limits on counts): the hall's own rules, at the file's first line.
     hall.validate().map_err(|error| {
@@ -676,6 +759,11 @@ pub fn difference(before: &Hall, after: &Hall) -> Vec<Difference> {
     diff_maps(&mut out, "holiday", &days(&before.calendar.holidays), &days(&after.calendar.holidays), |()| {
         String::new()
     });
+    diff_maps(&mut out, "sms", &before.messages.sms, &after.messages.sms, Clone::clone);
+    let replies = |hall: &Hall| -> BTreeMap<String, String> {
+        hall.messages.canned_replies.iter().map(|r| (r.title.clone(), r.text.clone())).collect()
+    };
+    diff_maps(&mut out, "canned_reply", &replies(before), &replies(after), Clone::clone);
     diff_maps(
         &mut out,
         "make_up_workday",
@@ -761,6 +849,8 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
             "coverage": coverage,
             "retention_days": hall.retention_days,
             "satisfaction_counts_basic": hall.satisfaction_counts_basic,
+            "sms": hall.messages.sms,
+            "canned_replies": hall.messages.canned_replies,
             "accounts": hall.accounts.len(),
         }));
         return Ok(());
@@ -796,6 +886,17 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
             span_text(rule.response),
             span_text(rule.solve)
         );
+    }
+    out!("sms         {} templates (sent to citizens who agreed to SMS)", hall.messages.sms.len());
+    for (kind, text) in &hall.messages.sms {
+        let label = SmsKind::parse(kind).map_or("", |k| k.label());
+        out!("  {kind:<16} {label}: {text}");
+    }
+    out!("replies     {} canned replies (服务用语)", hall.messages.canned_replies.len());
+    for reply in &hall.messages.canned_replies {
+        let nature = reply.nature.map_or("所有性质", |n| n.label());
+        let status = reply.status.map_or("所有状态", |s| s.label());
+        out!("  {} ({nature}, {status})", reply.title);
     }
     for year in hall.calendar.covered_years() {
         let in_year = |set: &BTreeSet<Date>| set.iter().filter(|d| d.year == year).count();

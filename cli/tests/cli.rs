@@ -1198,6 +1198,7 @@ fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refu
     let exported = std::fs::read_to_string(&file).unwrap();
     assert!(exported.starts_with("# The configuration of the hall") && exported.contains("[calendar.2026]"));
     assert!(!exported.contains("phone_tag_key") && !exported.contains("[accounts") && !exported.contains("argon2"));
+    assert!(exported.contains("[sms]") && exported.contains("{查询码}") && exported.contains("[[canned_replies]]"));
     // The file as exported imports to no difference.
     let same = json(&ok(dir.path(), &["hall", "import", file.to_str().unwrap(), "--dry-run", "--json"]));
     assert_eq!(same["differences"].as_array().unwrap().len(), 0, "{same}");
@@ -1281,6 +1282,32 @@ fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refu
             edited.replacen("retention_days = 365", "retention_days = 0", 1),
             "retention_days = 0",
             "out of range",
+        );
+        // Issue 15 §4, §5: SMS templates and canned replies.
+        add(
+            "unknown placeholder",
+            edited.replacen("查询码{查询码}", "身份证{身份证号}", 1),
+            "{身份证号}",
+            "uses `{身份证号}`, which it cannot fill",
+        );
+        add(
+            "query code outside the registration",
+            edited.replacen("已答复：{答复}", "已答复，查询码{查询码}", 1),
+            "已答复，查询码{查询码}",
+            "sms.replied",
+        );
+        add(
+            "unknown SMS kind",
+            edited.replacen("\nreplied = ", "\nreplyed = ", 1),
+            "replyed = ",
+            "unknown SMS template",
+        );
+        add("unclosed brace", edited.replacen("已答复：{答复}", "已答复：{答复", 1), "已答复：{答复", "unclosed");
+        add(
+            "canned reply status",
+            edited.replacen("status = \"IN_PROGRESS\"", "status = \"办完了\"", 1),
+            "办完了",
+            "unknown status",
         );
         list
     };
@@ -1734,4 +1761,103 @@ fn texts_in_dir(dir: &Path, texts: &[&str]) -> usize {
         .iter()
         .filter(|text| files.iter().any(|bytes| bytes.windows(text.len()).any(|window| window == text.as_bytes())))
         .count()
+}
+
+/// One request of the SMS platform stand-in: its head and its body (read to `Content-Length`), answered `200 OK`.
+fn serve_one_sms(stream: &mut std::net::TcpStream) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let head_end = loop {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "the request ended early");
+        bytes.extend_from_slice(&buffer[..read]);
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("a content length");
+    while bytes.len() < head_end + length {
+        let read = stream.read(&mut buffer).unwrap();
+        bytes.extend_from_slice(&buffer[..read]);
+    }
+    let body = String::from_utf8(bytes[head_end..head_end + length].to_vec()).unwrap();
+    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").unwrap();
+    (head, body)
+}
+
+/// Issue 15 §4 through the real binary: `[sms]` in `node.toml`, a hall file with a `registered` template, a case the
+/// CLI registers (`--sms-ok`) while `zhaowo -vv run` runs on the same data directory: the running node posts the
+/// message (the CLI's row, written in its registering transaction) to the platform with the token and the
+/// idempotency key, the text holds the 查询码, and the node's log holds neither the phone nor the code. See: #15
+#[test]
+fn a_running_node_sends_the_sms_of_a_case_the_cli_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let file = dir.path().join("sms.toml");
+    let template = "【{大厅}】您的诉求已登记，编号{登记编号}，查询码{查询码}。";
+    std::fs::write(&file, format!("{}\n[sms]\nregistered = \"{template}\"\n", jiangan_toml())).unwrap();
+    ok(dir.path(), &["hall", "import", file.to_str().unwrap()]);
+    let platform = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = platform.local_addr().unwrap();
+    let config = dir.path().join("node.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[sms]\nendpoint = \"http://{address}/api/sms\"\ntoken = \"cli-token-1\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let _node = start_node(dir.path());
+    let error = fails(dir.path(), &["case", "new", "--summary", "x", "--sms-ok"], 2);
+    assert!(error.contains("--phone"), "--sms-ok needs a phone: {error}");
+    let out = json(&ok(
+        dir.path(),
+        &[
+            "case",
+            "new",
+            "--nature",
+            "咨询",
+            "--category",
+            "BDC",
+            "--summary",
+            "不动产登记需要哪些材料",
+            "--detail",
+            "想办理不动产登记",
+            "--phone",
+            "13612345678",
+            "--sms-ok",
+            "--json",
+        ],
+    ));
+    let (code, reg_no) = (out["query_code"].as_str().unwrap(), out["reg_no"].as_str().unwrap());
+    platform.set_nonblocking(false).unwrap();
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = platform.accept() {
+            drop(sender.send(serve_one_sms(&mut stream)));
+        }
+    });
+    let (head, body) = received.recv_timeout(std::time::Duration::from_secs(60)).expect("the node posted the SMS");
+    let message = json(&body);
+    println!(
+        "sms end to end: {} kind={} key={}",
+        head.lines().next().unwrap_or_default(),
+        message["kind"],
+        message["idempotency_key"]
+    );
+    assert!(head.starts_with("POST /api/sms HTTP/1.1") && head.contains("Bearer cli-token-1"), "{head}");
+    assert_eq!((message["kind"].as_str(), message["phone"].as_str()), (Some("registered"), Some("13612345678")));
+    let sms = message["text"].as_str().unwrap();
+    assert!(sms.contains(code) && sms.contains(reg_no) && sms.contains("江岸区"), "{sms}");
+    assert!(
+        head.to_ascii_lowercase().contains(&format!(
+            "idempotency-key: {}",
+            message["idempotency_key"].as_str().unwrap().to_ascii_lowercase()
+        ))
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap();
+    assert!(log.contains("SMS sent"), "the node logs the send");
+    assert!(!log.contains("13612345678") && !log.contains(code) && !log.contains("cli-token-1"), "{log}");
 }

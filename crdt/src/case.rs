@@ -143,15 +143,48 @@ fn phone_tag(phone: &str) -> String {
     hex_encode(&hash.finalize()[..16])
 }
 
+/// Where an SMS about a case may go ([`CaseDoc::sms_recipient`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SmsRecipient {
+    /// The citizen's phone (digits).
+    Phone(String),
+    /// The citizen did not agree to SMS (or the consent is not known: a case registered before the flag existed).
+    NoConsent,
+    /// Agreed, but gave no phone.
+    NoPhone,
+    /// This node does not hold the case key, so it cannot read the phone.
+    NoKey,
+    /// The personal data was purged.
+    Purged,
+}
+
+impl std::fmt::Debug for SmsRecipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The phone never reaches a log or a panic message.
+        f.write_str(match self {
+            SmsRecipient::Phone(_) => "Phone([redacted])",
+            SmsRecipient::NoConsent => "NoConsent",
+            SmsRecipient::NoPhone => "NoPhone",
+            SmsRecipient::NoKey => "NoKey",
+            SmsRecipient::Purged => "Purged",
+        })
+    }
+}
+
 /// The public flags of the personal record (the document's `consent` map).
 fn consent_json(personal: &PersonalData) -> Value {
-    serde_json::json!({
+    let mut consent = serde_json::json!({
         "subject_type": personal.subject_type,
         "contact_pref": personal.contact_pref,
         "callback_ok": personal.callback_ok,
         "publish_ok": personal.publish_ok,
         "anonymous": personal.anonymous,
-    })
+    });
+    // 同意接收短信通知 (issue 15 §4) only when given: a case without it keeps the layout it had before the flag.
+    if personal.sms_ok {
+        consent["sms_ok"] = true.into();
+    }
+    consent
 }
 
 /// The seal's error as a command error.
@@ -874,6 +907,27 @@ impl CaseDoc {
         match opened.and_then(|json| serde_json::from_str::<PersonalData>(&json).ok()) {
             Some(personal) => (personal, false),
             None => (consent, true),
+        }
+    }
+
+    /// Where an SMS about this case may go (issue 15 §4): the phone of a citizen who gave one and agreed to SMS
+    /// (`sms_ok`), read with the case key. This is the one other way a personal value leaves `CaseDoc` besides
+    /// `reveal_personal_data`: to the hall's SMS platform only, never to a page or a log (the node's outbox holds it
+    /// in memory for one request).
+    pub fn sms_recipient(&self) -> SmsRecipient {
+        if self.view().personal.purged {
+            return SmsRecipient::Purged;
+        }
+        let (personal, sealed) = self.personal_data();
+        if sealed {
+            return SmsRecipient::NoKey;
+        }
+        if !personal.sms_ok {
+            return SmsRecipient::NoConsent;
+        }
+        match personal.phone {
+            Some(phone) if !phone.is_empty() => SmsRecipient::Phone(phone),
+            _ => SmsRecipient::NoPhone,
         }
     }
 

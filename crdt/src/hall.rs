@@ -92,6 +92,9 @@ pub struct Hall {
     /// before the setting existed holds [`RETENTION_DAYS_DEFAULT`].
     #[serde(default = "retention_days_default")]
     pub retention_days: u32,
+    /// Texts to citizens (issue 15 §4, §5): SMS templates by kind and canned replies (服务用语); see `messages`.
+    #[serde(default)]
+    pub messages: crate::messages::Messages,
     /// Whether 满意率 counts 基本满意 as satisfied (issue 15 §6; halls and bulletins differ). A hall document written
     /// before the setting existed counts it, as most 12345 bulletins do.
     #[serde(default = "satisfaction_counts_basic_default")]
@@ -179,6 +182,9 @@ pub enum HallError {
     /// The retention of personal data is out of range.
     #[error("retention_days {0} is out of range: 1-{RETENTION_DAYS_MAX} days after 办结")]
     Retention(u32),
+    /// An SMS template or a canned reply is refused (see `messages`).
+    #[error(transparent)]
+    Messages(#[from] crate::messages::MessagesError),
 }
 
 /// Windows, units or categories of one hall, and holidays plus make-up days of its calendar: a district hall has tens
@@ -266,6 +272,7 @@ impl Hall {
         if self.calendar.workday_end_minute >= (DAY_MS / 60_000) as u32 {
             return Err(HallError::InvalidWorkdayEnd(self.calendar.workday_end_minute));
         }
+        self.messages.validate()?;
         Ok(())
     }
 
@@ -303,6 +310,7 @@ impl Hall {
             retention_days: RETENTION_DAYS_DEFAULT,
             satisfaction_counts_basic: true,
             accounts: BTreeMap::new(),
+            messages: crate::messages::Messages::recommended(),
         }
     }
 
@@ -371,6 +379,7 @@ impl Hall {
             retention_days: RETENTION_DAYS_DEFAULT,
             satisfaction_counts_basic: true,
             accounts: BTreeMap::new(),
+            messages: crate::messages::Messages::recommended(),
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct ReportForm {
     pub consent: Option<String>,
     /// 同意脱敏公开: the case may be listed publicly (Open311), without personal data.
     pub publish: Option<String>,
+    /// 同意接收短信通知 (issue 15 §4).
+    pub sms: Option<String>,
 }
 
 /// A citizen's report, checked field by field.
@@ -131,9 +133,13 @@ pub fn check_report(hall: &Hall, form: &ReportForm) -> Result<CheckedReport, Vec
     check_text(&mut errors, "姓名", &name, NAME_CHARS_MAX, false);
     let consent = form.consent.is_some();
     let phone_text = form.phone.trim();
+    let sms = form.sms.is_some();
     let phone = if phone_text.is_empty() {
         if consent {
             errors.push("同意回访时请填写联系电话。".to_owned());
+        }
+        if sms {
+            errors.push("同意接收短信通知时请填写手机号码。".to_owned());
         }
         None
     } else {
@@ -157,6 +163,7 @@ pub fn check_report(hall: &Hall, form: &ReportForm) -> Result<CheckedReport, Vec
                 phone,
                 callback_ok: consent,
                 publish_ok: form.publish.is_some(),
+                sms_ok: sms,
                 anonymous: form.name.trim().is_empty() && phone_text.is_empty(),
                 ..PersonalData::default()
             },

@@ -17,6 +17,7 @@ pub mod intake;
 pub mod kpi;
 pub mod limits;
 pub mod materials;
+pub mod messages;
 pub mod model;
 pub mod pi;
 pub mod public_text;

@@ -61,6 +61,7 @@ macro_rules! vocabulary {
         }
     };
 }
+pub(crate) use vocabulary;
 
 vocabulary! {
     /// 状态: the lifecycle states of DOMAIN.md §6.1.

@@ -28,6 +28,10 @@ pub struct PersonalData {
     pub publish_ok: bool,
     /// 匿名: excluded from the 回访率 denominator.
     pub anonymous: bool,
+    /// 同意接收短信通知 (issue 15 §4): only a citizen who gave a phone and agreed gets SMS messages. Written only
+    /// when true, so a record without it keeps the bytes it had before the flag existed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sms_ok: bool,
     /// 上门地址, purged after the visit.
     pub visit_address: Option<String>,
 }
@@ -45,6 +49,9 @@ pub struct MaskedPersonalData {
     /// 同意脱敏公开: the citizen agreed that the case be listed publicly (Open311), without personal data.
     pub publish_ok: bool,
     pub anonymous: bool,
+    /// 同意接收短信通知.
+    #[serde(default)]
+    pub sms_ok: bool,
     /// The record was purged (个人信息已清除): nothing can be revealed any more.
     pub purged: bool,
     /// The record is sealed and this node does not hold the case key (本机无权查看): only the public flags are known.
@@ -140,6 +147,7 @@ impl PersonalData {
             callback_ok: self.callback_ok,
             publish_ok: self.publish_ok,
             anonymous: self.anonymous,
+            sms_ok: self.sms_ok,
             purged: false,
             sealed: false,
         }

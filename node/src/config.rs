@@ -17,6 +17,10 @@
 //! cache_docs = 4096                   # loaded case documents kept in memory (~17 KB each)
 //! queue_requests = 256                # requests waiting for the store thread
 //! compact_min_bytes = 1024            # change rows kept per case before compacting into a snapshot
+//!
+//! [sms]                               # the hall's SMS platform (issue 15 §4); without it no SMS leaves this node
+//! endpoint = "http://10.20.0.8:8080/api/sms/send"   # JSON POST; plain HTTP on the hall network (see ARCHITECTURE.md)
+//! token = "s3cr3t-token"              # optional: sent as `Authorization: Bearer …`
 //! ```
 
 use serde::Deserialize;
@@ -55,6 +59,69 @@ pub struct Config {
     pub store_queue_requests: usize,
     /// See [`crate::store::COMPACT_MIN_BYTES`].
     pub store_compact_min_bytes: usize,
+    /// The hall's SMS platform (`[sms]`): per node, never in the replicated hall document, so its token never
+    /// reaches a laptop. `None`: this node sends no SMS (its outbox rows wait, see `node::outbox`).
+    pub sms: Option<SmsEndpoint>,
+}
+
+/// Characters of the SMS endpoint URL.
+pub const SMS_ENDPOINT_CHARS_MAX: usize = 2048;
+/// Characters of the SMS platform's bearer token.
+pub const SMS_TOKEN_CHARS_MAX: usize = 1024;
+
+/// Where this node posts SMS messages: `http://host:port/path` and an optional bearer token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmsEndpoint {
+    /// The URL as written.
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for SmsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential: never in a log or `--show-settings`.
+        // Nor the query of the URL, which some platforms use for a key.
+        let path = self.path.split('?').next().unwrap_or_default();
+        f.debug_struct("SmsEndpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("path", &path)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmsEndpoint {
+    /// Parses `http://host[:port]/path`; the reason is a sentence for the config error.
+    pub fn parse(url: &str, token: Option<String>) -> Result<SmsEndpoint, String> {
+        if url.chars().count() > SMS_ENDPOINT_CHARS_MAX || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!("a URL of at most {SMS_ENDPOINT_CHARS_MAX} characters without spaces"));
+        }
+        if url.starts_with("https://") {
+            return Err("https is not supported yet: use the platform's plain-HTTP address on the hall network, or a \
+                        TLS proxy on this PC (see ARCHITECTURE.md, SMS outbox)"
+                .to_owned());
+        }
+        let uri: axum::http::Uri =
+            url.parse().map_err(|_| "expected a URL such as \"http://10.20.0.8:8080/api/sms/send\"".to_owned())?;
+        if uri.scheme_str() != Some("http") {
+            return Err("expected an http:// URL, e.g. \"http://10.20.0.8:8080/api/sms/send\"".to_owned());
+        }
+        let host = uri.host().filter(|host| !host.is_empty()).ok_or("the URL has no host")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let path = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let path = if path.starts_with('/') { path } else { format!("/{path}") };
+        if let Some(token) = &token
+            && (token.is_empty() || token.len() > SMS_TOKEN_CHARS_MAX || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(format!("the token must be 1-{SMS_TOKEN_CHARS_MAX} printable ASCII characters without spaces"));
+        }
+        Ok(SmsEndpoint { url: url.to_owned(), host, port: uri.port_u16().unwrap_or(80), path, token })
+    }
 }
 
 /// Why a config file was refused.
@@ -85,6 +152,14 @@ struct File {
     http_listen: Option<String>,
     peers: Option<Vec<String>>,
     store: Option<StoreFile>,
+    sms: Option<SmsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmsFile {
+    endpoint: String,
+    token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +187,8 @@ impl Config {
             store_cache_docs: crate::store::CACHE_DOCS_MAX,
             store_queue_requests: crate::store::QUEUE_REQUESTS_MAX,
             store_compact_min_bytes: crate::store::COMPACT_MIN_BYTES,
+            // No SMS platform: the hall's admin configures it on the PCs that send (issue 15 §4).
+            sms: None,
         }
     }
 
@@ -223,6 +300,17 @@ impl Config {
                     ranged("store.compact_min_bytes", value, 0, crate::store::REMOTE_CHANGE_BYTES_MAX as i64)?;
             }
         }
+        if let Some(sms) = file.sms {
+            let token_given = sms.token.is_some();
+            config.sms = Some(SmsEndpoint::parse(&sms.endpoint, sms.token).map_err(|reason| {
+                // The token is not echoed back: name the key only.
+                if token_given && reason.starts_with("the token") {
+                    invalid("sms.token", &"[redacted]", &reason)
+                } else {
+                    invalid("sms.endpoint", &sms.endpoint, &reason)
+                }
+            })?);
+        }
         Ok(config)
     }
 }
@@ -254,6 +342,9 @@ mod tests {
         assert_eq!(config.peers.len(), 1);
         assert_eq!(config.store_cache_docs, 4096);
         assert_eq!(config.display_name, "办不成事窗口 1号机");
+        let sms = config.sms.unwrap();
+        assert_eq!((sms.host.as_str(), sms.port, sms.path.as_str()), ("10.20.0.8", 8080, "/api/sms/send"));
+        assert!(!format!("{sms:?}").contains("s3cr3t"), "the token is redacted");
     }
 
     #[test]
@@ -274,6 +365,13 @@ mod tests {
             ("[store]\ncompact_min_bytes = 99999999999", "`store.compact_min_bytes`"),
             ("[store]\nshards = 4", "unknown field `shards`"),
             ("window = ", "config file"),
+            ("[sms]\nendpoint = \"https://sms.example/send\"", "`sms.endpoint`"),
+            ("[sms]\nendpoint = \"ftp://10.0.0.1/x\"", "`sms.endpoint`"),
+            ("[sms]\nendpoint = \"not a url\"", "`sms.endpoint`"),
+            ("[sms]\nendpoint = \"http:///x\"", "`sms.endpoint`"),
+            ("[sms]\nendpoint = \"http://10.0.0.1/x\"\ntoken = \"has space\"", "`sms.token`"),
+            ("[sms]\ntoken = \"t\"", "missing field `endpoint`"),
+            ("[sms]\nendpoint = \"http://10.0.0.1/x\"\nretries = 3", "unknown field `retries`"),
         ];
         for (text, expected) in cases {
             let error = parse(text).expect_err(text).to_string();

@@ -8,6 +8,7 @@
 //!    ├─ Live             (hall document + roster, watch channels; writer and poller tasks)
 //!    ├─ SyncNode         (QUIC endpoint, accept/dial loops, one driver per peer)
 //!    ├─ HTTP task        (desk listener + citizen listener, reading Live for sign-in)
+//!    ├─ SMS outbox       (with `[sms]` in node.toml: posts the messages due to the hall's SMS platform)
 //!    └─ Discovery        (mDNS thread, opt-in: address hints to the SyncNode)
 //!  node.shutdown().await: discovery → sync (bye to peers) → HTTP → Live (pending files written) → store closed
 //! ```
@@ -47,6 +48,8 @@ pub struct NodeOptions {
     /// Sync tuning: redial backoff bounds of static peers.
     pub redial_min: Duration,
     pub redial_max: Duration,
+    /// The SMS sender's timing (it runs when `node.toml` has `[sms]`).
+    pub outbox: crate::outbox::OutboxTiming,
 }
 
 impl NodeOptions {
@@ -64,6 +67,7 @@ impl NodeOptions {
             poll_interval: sync.poll_interval,
             redial_min: sync.redial_min,
             redial_max: sync.redial_max,
+            outbox: crate::outbox::OutboxTiming::recommended(),
         }
     }
 }
@@ -161,6 +165,11 @@ impl Node {
         };
 
         let home = Arc::new(home);
+        if let Some(endpoint) = home.config.sms.clone() {
+            let sender =
+                crate::outbox::run(store.clone(), live.clone(), endpoint, options.outbox, live_stop_rx.clone());
+            live_tasks.push(tokio::spawn(sender));
+        }
         live_tasks.push(tokio::spawn(housekeeping_loop(store.clone(), home.clone(), live.clone(), live_stop_rx)));
         let mut http_options = HttpOptions::recommended(desk_addr, public_url.clone());
         http_options.sync = Some(sync.status());

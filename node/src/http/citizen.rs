@@ -228,6 +228,11 @@ fn report_page(app: &App, window: &str, form: &ReportForm, errors: &[String], cs
                 label.inline for="consent" { "我同意工作人员通过电话与我联系、回访" }
             }
             p {
+                input type="checkbox" id="sms" name="sms" value="yes" checked[form.sms.is_some()];
+                " "
+                label.inline for="sms" { "同意接收短信通知（登记回执、答复、补充材料提醒和评价邀请）" }
+            }
+            p {
                 input type="checkbox" id="publish" name="publish" value="yes" checked[form.publish.is_some()];
                 " "
                 label.inline for="publish" { "我同意在公开的诉求列表中展示本诉求的摘要和办理进度（不含姓名、电话）" }
@@ -329,7 +334,7 @@ pub async fn register_report(
     let build: crate::store::RegisterFn = Box::new(move |reg_no| {
         CaseDoc::register(&ctx, &build_hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
     });
-    let registered = match app.store.register_new(&home.config.window, year, build).await {
+    let registered = match app.store.register_new_with_receipt(&home.config.window, year, &code, build).await {
         Ok(registered) => registered,
         Err(crate::store::WriteError::Command(error)) => return Err(ReportError::Command(error)),
         Err(crate::store::WriteError::NumbersExhausted { .. }) => return Err(ReportError::NumbersExhausted),

@@ -1,5 +1,6 @@
 //! The hall's configuration on the desk, read-only for every signed-in role (`/desk/hall`): windows, units, routing,
-//! time limits, working hours and the holiday calendar of the covered years with its 调休 days; and the calendar's
+//! time limits, working hours, the holiday calendar of the covered years with its 调休 days, the SMS templates and the
+//! canned replies (服务用语); and the calendar's
 //! coverage, as a notice in the desk header of 督查科 and admins and as gauges on `/metrics`.
 //!
 //! The hall is read afresh from `hall.automerge` (what sync and the admin's `zhaowo hall import` wrote), like sign-in:
@@ -15,6 +16,7 @@ use maud::{Markup, html};
 use std::collections::BTreeSet;
 use zhaowo_crdt::Hall;
 use zhaowo_crdt::hall::{Calendar, Span};
+use zhaowo_crdt::messages::SmsKind;
 use zhaowo_crdt::model::{Nature, Priority, Role};
 use zhaowo_crdt::time::Date;
 
@@ -180,6 +182,26 @@ pub(super) async fn hall_page(State(app): State<App>, headers: HeaderMap) -> Res
         }
         h2 { "节假日与调休" }
         (calendar_markup(&hall.calendar))
+        h2 { "短信模板" }
+        p.hint { "只发给留了手机号并同意接收短信通知的诉求人；没有模板的类型不发送。短信平台在各电脑的 node.toml 中配置。" }
+        table #sms-templates {
+            tr { th { "类型" } th { "模板" } }
+            @for kind in SmsKind::ALL {
+                tr { td { (kind.label()) } td { (hall.messages.template(*kind).unwrap_or("（未配置，不发送）")) } }
+            }
+        }
+        h2 { "服务用语" }
+        table #canned-replies {
+            tr { th { "标题" } th { "内容" } th { "适用性质" } th { "适用状态" } }
+            @for reply in &hall.messages.canned_replies {
+                tr {
+                    td { (reply.title) }
+                    td style="white-space:pre-wrap" { (reply.text) }
+                    td { (reply.nature.map_or("全部", |n| n.label())) }
+                    td { (reply.status.map_or("全部", |s| s.label())) }
+                }
+            }
+        }
     };
     desk_page(&session, StatusCode::OK, "大厅配置", body)
 }

@@ -91,6 +91,18 @@ async fn metrics(State(app): State<App>) -> Response {
         "A quarantined document, by case id (the first ones listed)",
         quarantined.docs.into_iter().map(|doc| (vec![("case_id".to_owned(), doc.case_id)], 1)),
     );
+    if let Ok(outbox) = store.outbox_counts().await {
+        let states =
+            [crate::store::OutboxState::Queued, crate::store::OutboxState::Sent, crate::store::OutboxState::Failed];
+        labelled(
+            &mut registry,
+            "zhaowo_sms_outbox",
+            "SMS messages in this node's outbox by state (issue 15: queued, sent, failed)",
+            states
+                .into_iter()
+                .map(|state| (vec![("state".to_owned(), state.code().to_owned())], outbox[state as usize])),
+        );
+    }
     if let Some(coverage) = super::hall_page::calendar_coverage(&app) {
         gauge(
             &mut registry,

@@ -28,6 +28,7 @@ use zhaowo_crdt::{CaseDoc, CaseView, RegNo};
 mod keys;
 pub use keys::KeyWrap;
 mod maintenance;
+mod outbox;
 mod read;
 mod replica;
 
@@ -303,14 +304,21 @@ impl Db {
         self.register_with(Box::new(move |_| Ok(case)), Some(reg_no))
     }
 
-    /// Registers a new case under the next number of `window` in `year`, picked in the registering transaction.
-    pub fn register_new(&mut self, window: &str, year: i32, build: RegisterFn) -> Result<Registered, WriteError> {
+    /// Registers a new case under the next number of `window` in `year`, picked in the registering transaction;
+    /// `query_code` (the receipt's 查询码) goes into the registration's SMS, if the citizen asked for one.
+    pub fn register_new(
+        &mut self,
+        window: &str,
+        year: i32,
+        query_code: Option<String>,
+        build: RegisterFn,
+    ) -> Result<Registered, WriteError> {
         if !self.projections {
             return Err(WriteError::from(ReadError::NoProjections));
         }
         let (window, year) = (window.to_owned(), year);
         let mut allocated = None;
-        let ack = self.register_inner(build, |db| {
+        let ack = self.register_inner(build, query_code, |db| {
             let reg_no = registry::next_number(&db.conn, &window, year)?
                 .ok_or_else(|| WriteError::NumbersExhausted { window: window.clone(), year })?;
             allocated = Some(reg_no.clone());
@@ -321,12 +329,13 @@ impl Db {
 
     fn register_with(&mut self, build: RegisterFn, reg_no: Option<RegNo>) -> Result<Acknowledged, WriteError> {
         let reg_no = reg_no.expect("a pre-numbered case");
-        self.register_inner(build, move |_| Ok(reg_no))
+        self.register_inner(build, None, move |_| Ok(reg_no))
     }
 
     fn register_inner(
         &mut self,
         build: RegisterFn,
+        query_code: Option<String>,
         number: impl FnOnce(&Db) -> Result<RegNo, WriteError>,
     ) -> Result<Acknowledged, WriteError> {
         let mut registered_id = None;
@@ -364,6 +373,14 @@ impl Db {
             db.settle_key(&mut case)?;
             if db.projections {
                 project(&db.conn, &case)?;
+                let registered = case
+                    .events()
+                    .0
+                    .into_iter()
+                    .find(|event| matches!(event.kind, zhaowo_crdt::EventKind::Registered { .. }));
+                if let Some(event) = registered {
+                    outbox::enqueue(&db.conn, &case, &event.id, query_code.as_deref(), crate::home::now_ms())?;
+                }
             }
             let heads = case.automerge_mut().get_heads();
             let ack = Acknowledged {
@@ -434,6 +451,10 @@ impl Db {
                 Err(payload) => return Err(WriteError::Panicked(panic_text(payload))),
             };
             let stored = db.persist_case(case, &heads_before)?;
+            if db.projections && stored.changes > 0 {
+                // The message this event asks for, in the event's own transaction (issue 15 §4).
+                outbox::enqueue(&db.conn, case, &event_id, None, crate::home::now_ms())?;
+            }
             let hash = heads_hash(&case.automerge_mut().get_heads());
             Ok(Acknowledged {
                 case_id: doc_id.to_owned(),

@@ -40,7 +40,7 @@ use zhaowo_crdt::roster::{Roster, SignedRecord};
 use zhaowo_crdt::sync::{Session, SessionEvent, SyncError};
 use zhaowo_crdt::time::Date;
 use zhaowo_crdt::wire::ChangeSignature;
-use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, Ctx, EventId, Hall, RegNo};
+use zhaowo_crdt::{CaseDoc, CaseView, Command, CommandError, Ctx, EventId, Hall, QueryCode, RegNo};
 
 /// How long a write waits for another process holding the store's write lock (the CLI while `zhaowo run` writes, or
 /// the other way round) before SQLite gives up with "database is locked". A write transaction holds the lock for one
@@ -565,6 +565,93 @@ pub struct ReindexReport {
 /// An edit run on the store thread against the cached case; its change is stored when it returns `Ok`.
 pub type EditFn = Box<dyn FnOnce(&mut CaseDoc) -> Result<EventId, CommandError> + Send>;
 
+/// The state of an outbox message (issue 15 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Waiting for its first attempt or a retry.
+    Queued = 0,
+    /// The SMS platform accepted it.
+    Sent = 1,
+    /// Given up, with the reason.
+    Failed = 2,
+}
+
+impl OutboxState {
+    pub fn code(self) -> &'static str {
+        match self {
+            OutboxState::Queued => "queued",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<OutboxState> {
+        [OutboxState::Queued, OutboxState::Sent, OutboxState::Failed].into_iter().find(|state| state.code() == code)
+    }
+
+    /// 已排队 / 已发送 / 发送失败.
+    pub fn label(self) -> &'static str {
+        match self {
+            OutboxState::Queued => "已排队",
+            OutboxState::Sent => "已发送",
+            OutboxState::Failed => "发送失败",
+        }
+    }
+}
+
+/// One outbox message as the case page shows it (no phone, no text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// The event that asked for it: the idempotency key.
+    pub event_id: String,
+    pub case_id: String,
+    pub kind: zhaowo_crdt::messages::SmsKind,
+    pub state: OutboxState,
+    /// Why it failed, or why the last attempt did (while it is queued for a retry).
+    pub reason: String,
+    pub attempts: u32,
+    pub created_ms: i64,
+    pub next_ms: i64,
+    pub done_ms: Option<i64>,
+}
+
+/// A message ready to send: rendered, with the phone read from the sealed record. Held in memory for one request.
+#[derive(Clone)]
+pub struct OutboxJob {
+    pub event_id: String,
+    pub case_id: String,
+    pub kind: zhaowo_crdt::messages::SmsKind,
+    pub attempts: u32,
+    pub created_ms: i64,
+    pub phone: String,
+    pub text: String,
+}
+
+impl std::fmt::Debug for OutboxJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The phone and the text never reach a log.
+        f.debug_struct("OutboxJob")
+            .field("event_id", &self.event_id)
+            .field("case_id", &self.case_id)
+            .field("kind", &self.kind)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of one attempt to send a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxOutcome {
+    Sent,
+    /// A transient failure (platform down, 5xx, timeout): try again at `next_ms`.
+    Retry {
+        reason: String,
+        next_ms: i64,
+    },
+    /// Given up (the platform refused it, or it waited too long).
+    Failed(String),
+}
+
 /// Builds a new case under the registration number the store allocated (`CaseDoc::register`), on the store thread
 /// inside the registering transaction.
 pub type RegisterFn = Box<dyn FnOnce(RegNo) -> Result<CaseDoc, CommandError> + Send>;
@@ -580,7 +667,11 @@ type PeerCheckpoint = ([u8; 32], u64, u64);
 
 enum Request {
     Register(Box<CaseDoc>, Reply<Result<Acknowledged, WriteError>>),
-    RegisterNew(String, i32, RegisterFn, Reply<Result<Registered, WriteError>>),
+    RegisterNew(String, i32, Option<String>, RegisterFn, Reply<Result<Registered, WriteError>>),
+    OutboxForCase(String, Reply<Result<Vec<OutboxRow>, ReadError>>),
+    OutboxCounts(Reply<Result<[u64; 3], ReadError>>),
+    OutboxDue(i64, Arc<Hall>, usize, Reply<Result<Vec<OutboxJob>, WriteError>>),
+    OutboxSettle(String, OutboxOutcome, i64, Reply<Result<(), WriteError>>),
     EditPair(String, Option<String>, bool, PairEditFn, Reply<Result<PairAcknowledged, WriteError>>),
     CaseIdByRegNo(String, Reply<Result<Option<String>, ReadError>>),
     StatusCounts(Reply<Result<std::collections::BTreeMap<String, u64>, ReadError>>),
@@ -682,7 +773,15 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
         match request {
             Request::Register(case, reply) => drop(reply.send(db.register(*case))),
             Request::Edit(case_id, edit, reply) => drop(reply.send(db.edit(&case_id, edit))),
-            Request::RegisterNew(window, year, build, reply) => drop(reply.send(db.register_new(&window, year, build))),
+            Request::RegisterNew(window, year, code, build, reply) => {
+                drop(reply.send(db.register_new(&window, year, code, build)))
+            }
+            Request::OutboxForCase(case_id, reply) => drop(reply.send(db.outbox_for_case(&case_id))),
+            Request::OutboxCounts(reply) => drop(reply.send(db.outbox_counts())),
+            Request::OutboxDue(now_ms, hall, limit, reply) => drop(reply.send(db.outbox_due(now_ms, &hall, limit))),
+            Request::OutboxSettle(event_id, outcome, now_ms, reply) => {
+                drop(reply.send(db.outbox_settle(&event_id, outcome, now_ms)))
+            }
             Request::EditPair(first, second, required, edit, reply) => {
                 drop(reply.send(db.edit_pair(&first, second.as_deref(), required, edit)))
             }
@@ -788,7 +887,44 @@ impl Store {
     /// or another writing the same file, get one number. `build` makes the case from the number (on the store
     /// thread); returns after COMMIT with the number.
     pub async fn register_new(&self, window: &str, year: i32, build: RegisterFn) -> Result<Registered, WriteError> {
-        self.call(|reply| Request::RegisterNew(window.to_owned(), year, build, reply), Err(WriteError::Closed)).await
+        self.call(|reply| Request::RegisterNew(window.to_owned(), year, None, build, reply), Err(WriteError::Closed))
+            .await
+    }
+
+    /// [`Store::register_new`] for a registration whose receipt the citizen gets: the 查询码 goes into the
+    /// registration's SMS (issue 15 §4), written in the same transaction, if the citizen agreed to SMS.
+    pub async fn register_new_with_receipt(
+        &self,
+        window: &str,
+        year: i32,
+        query_code: &QueryCode,
+        build: RegisterFn,
+    ) -> Result<Registered, WriteError> {
+        let code = Some(query_code.as_str().to_owned());
+        self.call(|reply| Request::RegisterNew(window.to_owned(), year, code, build, reply), Err(WriteError::Closed))
+            .await
+    }
+
+    /// The SMS messages of one case as this node's outbox holds them (the case page).
+    pub async fn outbox_for_case(&self, case_id: &str) -> Result<Vec<OutboxRow>, ReadError> {
+        self.call(|reply| Request::OutboxForCase(case_id.to_owned(), reply), Err(ReadError::Closed)).await
+    }
+
+    /// The outbox's messages by state: `[queued, sent, failed]`.
+    pub async fn outbox_counts(&self) -> Result<[u64; 3], ReadError> {
+        self.call(Request::OutboxCounts, Err(ReadError::Closed)).await
+    }
+
+    /// The messages due at `now_ms`, rendered with `hall`'s templates (see `db::outbox`); those that cannot be built
+    /// any more are settled as failed, with the reason.
+    pub async fn outbox_due(&self, now_ms: i64, hall: Arc<Hall>, limit: usize) -> Result<Vec<OutboxJob>, WriteError> {
+        self.call(|reply| Request::OutboxDue(now_ms, hall, limit, reply), Err(WriteError::Closed)).await
+    }
+
+    /// Records the outcome of one attempt to send a message.
+    pub async fn outbox_settle(&self, event_id: &str, outcome: OutboxOutcome, now_ms: i64) -> Result<(), WriteError> {
+        self.call(|reply| Request::OutboxSettle(event_id.to_owned(), outcome, now_ms, reply), Err(WriteError::Closed))
+            .await
     }
 
     /// 并案: marks `duplicate` a duplicate of `master` (`CaseDoc::mark_duplicate`), both documents in one transaction.

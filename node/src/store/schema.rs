@@ -11,7 +11,7 @@ use rusqlite::{OptionalExtension, Transaction};
 pub const APPLICATION_ID: i32 = 0x7a68_776f;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION_LATEST: i64 = 7;
+pub const SCHEMA_VERSION_LATEST: i64 = 8;
 
 /// Version 1: documents (snapshot + changes), the catalog, the node-wide counter and change signatures.
 const V1: &str = r#"
@@ -219,8 +219,29 @@ CREATE TABLE case_facts (
 CREATE INDEX case_facts_registered ON case_facts (registered_at_ms);
 "#;
 
+/// Version 8 (issue 15 §4): the SMS outbox, node-local. One row per message, keyed by the event that asked for it
+/// (the idempotency key the SMS platform dedupes on), written in the transaction that stores the event. `query_code`
+/// is the 查询码 of a registration's message (the document keeps only its hash), cleared once the message is sent or
+/// given up; the phone is never stored here (it is read from the sealed record when the message is sent).
+const V8: &str = r#"
+CREATE TABLE outbox (
+    event_id   TEXT PRIMARY KEY,
+    doc_id     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    query_code TEXT,
+    state      TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'failed')),
+    reason     TEXT NOT NULL,
+    attempts   INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    next_ms    INTEGER NOT NULL,
+    done_ms    INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX outbox_due ON outbox (next_ms) WHERE state = 'queued';
+CREATE INDEX outbox_by_doc ON outbox (doc_id);
+"#;
+
 /// Migrations in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION_LATEST);
 
 /// Whether the projections must be rebuilt after migrating (a migration created or changed them).

@@ -2077,3 +2077,57 @@ async fn the_retention_rule_purges_cases_closed_longer_ago_than_the_hall_keeps_p
     assert_eq!((last.label, last.staff.as_str()), ("个人信息清除", zhaowo_node::node::RETENTION_STAFF));
     println!("retention: closed case purged after 31 days (retention 30), not after 29; open case kept; keys 2 → 1");
 }
+
+/// Issue 15 §4, §5 on the desk: a citizen who ticks 同意接收短信通知 gets a registration message queued on this node
+/// (no SMS platform configured here, so it waits, and the page says so); the clerk picks a canned reply (a link that
+/// fills the reply box, no script), publishes it and a second message is queued. Ticking the box without a phone is
+/// refused. See: #15
+#[tokio::test]
+async fn sms_states_show_on_the_case_page_and_a_canned_reply_fills_the_reply_box() {
+    let node = node_with(|o| o.citizen_routing = CitizenRouting::Accept);
+    let mut without_phone: Vec<(&str, &str)> =
+        REPORT.iter().copied().filter(|(key, _)| *key != "phone" && *key != "consent").collect();
+    without_phone.push(("sms", "yes"));
+    let refused = node.report(&without_phone).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("同意接收短信通知时请填写手机号码"), "{}", refused.body);
+    assert_eq!(node.case_count().await, 0);
+
+    let form = node.get("/r/BBC01", "").await;
+    assert!(form.body.contains("同意接收短信通知"), "the citizen form offers the SMS box");
+    let mut with_sms = REPORT.to_vec();
+    with_sms.push(("sms", "yes"));
+    let receipt = node.report(&with_sms).await;
+    let reg_no = by_id(&receipt.body, "reg-no");
+    let (session, csrf) = node.sign_in("wangmin").await;
+    let case_id = node.case_id_of(&session, &reg_no).await;
+    let rows = node.store.outbox_for_case(&case_id).await.unwrap();
+    assert_eq!(rows.len(), 1, "the registration asked for one message");
+    let page = node.case_page(&session, &case_id).await;
+    let sms_table = |html: &str| {
+        let start = html.find("id=\"sms\"").expect("the 短信通知 table");
+        html[start..start + html[start..].find("</table>").unwrap()].to_owned()
+    };
+    let sms = sms_table(&page);
+    assert!(sms.contains("登记成功") && sms.contains("已排队"), "{sms}");
+    assert!(page.contains("本机未配置短信平台"), "the page says why it waits");
+    assert!(!page.contains("13812345678"), "the phone is never on the page");
+
+    // The canned replies for this case (求助, 办理中 or not) are links; following one fills the reply box.
+    assert!(page.contains("服务用语") && page.contains("?canned=0"), "{page}");
+    let filled = node.get(&format!("/desk/case/{case_id}?canned=0"), &session).await.body;
+    let hall = zhaowo_crdt::Hall::jiangan_default();
+    let canned = &hall.messages.canned_replies[0].text;
+    assert!(by_id(&filled, "reply-text").contains(canned.as_str()), "the reply box holds the canned text");
+    let act = format!("/desk/case/{case_id}/act");
+    let dispatched = node.post(&act, &session, &[("csrf", &csrf), ("action", "dispatch"), ("lead_unit", "BDC")]).await;
+    assert_eq!(dispatched.status, StatusCode::SEE_OTHER);
+    let replied = node.post(&act, &session, &[("csrf", &csrf), ("action", "reply"), ("text", canned)]).await;
+    assert_eq!(replied.status, StatusCode::SEE_OTHER, "{}", replied.body);
+    let rows = node.store.outbox_for_case(&case_id).await.unwrap();
+    let kinds: Vec<&str> = rows.iter().map(|row| row.kind.code()).collect();
+    assert_eq!(kinds, ["registered", "replied"], "the dispatch asked for none, the reply for one");
+    let sms = sms_table(&node.case_page(&session, &case_id).await);
+    assert!(sms.contains("已答复"), "{sms}");
+    println!("desk sms rows={} canned_replies_offered={}", rows.len(), page.matches("?canned=").count());
+}

@@ -806,3 +806,76 @@ async fn case_keys_are_wrapped_at_rest_and_another_node_key_drops_them() {
          another node key: 3 dropped, cases sealed"
     );
 }
+
+/// Issue 15 §4 in the store: a registration whose citizen agreed to SMS writes its outbox row in the registering
+/// transaction; a volunteer laptop (no case key once it registered) writes it as failed with the reason; a case that
+/// arrives from a peer writes none; a due message renders with the 查询码 and the phone; a purge before sending, or a
+/// template removed, fails it with the reason. See: #15
+#[tokio::test]
+async fn outbox_rows_follow_the_author_the_key_and_the_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let window = open(&dir.path().join("window.db"));
+    let mut laptop_options = StoreOptions::recommended(dir.path().join("laptop.db"), actor(2));
+    laptop_options.key_role = zhaowo_crdt::model::Role::Volunteer;
+    let laptop = Store::open(laptop_options).unwrap();
+    let peer = Store::open(StoreOptions::recommended(dir.path().join("peer.db"), actor(3))).unwrap();
+    let mut factory = CaseFactory::new(15, actor(1), CaseFactory::start_2026());
+    let register = async |store: &Store, factory: &mut CaseFactory, sms_ok: bool| {
+        let mut registration = factory.registration();
+        registration.personal.sms_ok = sms_ok;
+        let ctx = factory.ctx();
+        let window = ctx.author.window.clone();
+        let (hall, actor) = (factory.hall(), actor(1));
+        let code = zhaowo_crdt::QueryCode::from_entropy(ctx.entropy as u64);
+        let receipt = code.clone();
+        let build: RegisterFn = Box::new(move |reg_no| {
+            CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt, registration).map(|(case, _)| case)
+        });
+        let year = Date::of_ms(factory.ctx().now_ms).year;
+        (store.register_new_with_receipt(&window, year, &code, build).await.unwrap().ack.case_id, code)
+    };
+    let (agreed, code) = register(&window, &mut factory, true).await;
+    let (declined, _) = register(&window, &mut factory, false).await;
+    let (on_laptop, _) = register(&laptop, &mut factory, true).await;
+    assert_eq!(window.outbox_for_case(&agreed).await.unwrap().len(), 1);
+    assert!(window.outbox_for_case(&declined).await.unwrap().is_empty(), "no consent, no row");
+    let laptop_rows = laptop.outbox_for_case(&on_laptop).await.unwrap();
+    assert_eq!(laptop_rows.len(), 1);
+    assert_eq!(laptop_rows[0].state, OutboxState::Failed);
+    assert!(laptop_rows[0].reason.contains("本机无权读取手机号"), "{:?}", laptop_rows[0]);
+
+    // The same case from a peer: stored, no row (only the author sends).
+    let changes = window.changes_since(&agreed, Vec::new()).await.unwrap();
+    peer.apply_remote(vec![RemoteChanges { case_id: agreed.clone(), changes }]).await.unwrap();
+    assert!(peer.case_view(&agreed).await.is_ok());
+    assert!(peer.outbox_for_case(&agreed).await.unwrap().is_empty(), "a peer's event writes no row");
+
+    // Due now: rendered with the 查询码 and the phone; sent, it is not due again.
+    let hall = factory.hall();
+    let jobs = window.outbox_due(i64::MAX, hall.clone(), 16).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].text.contains(code.as_str()) && jobs[0].phone == "13812341234");
+    assert!(!format!("{:?}", jobs[0]).contains("13812341234"), "the phone is redacted in Debug");
+    window.outbox_settle(&jobs[0].event_id, OutboxOutcome::Sent, 0).await.unwrap();
+    assert!(window.outbox_due(i64::MAX, hall.clone(), 16).await.unwrap().is_empty());
+    assert_eq!(window.outbox_counts().await.unwrap(), [0, 1, 0]);
+
+    // A purge before the message left, and a template removed: both fail with the reason.
+    let (purged, _) = register(&window, &mut factory, true).await;
+    let (untemplated, _) = register(&window, &mut factory, true).await;
+    let mut supervisor = factory.ctx();
+    supervisor.author.role = zhaowo_crdt::model::Role::Supervision;
+    window.apply(&purged, supervisor, hall.clone(), zhaowo_crdt::Command::PurgePersonalData).await.unwrap();
+    let purged_rows = window.outbox_for_case(&purged).await.unwrap();
+    let mut no_templates = (*hall).clone();
+    no_templates.messages.sms.clear();
+    let jobs = window.outbox_due(i64::MAX, std::sync::Arc::new(no_templates), 16).await.unwrap();
+    assert!(jobs.is_empty());
+    let reason = |rows: Vec<OutboxRow>| rows.into_iter().map(|row| (row.state, row.reason)).collect::<Vec<_>>();
+    let purged_after = reason(window.outbox_for_case(&purged).await.unwrap());
+    let untemplated_after = reason(window.outbox_for_case(&untemplated).await.unwrap());
+    assert_eq!(purged_rows.len(), 1, "the purge itself asks for no message");
+    assert!(purged_after[0].1.contains("个人信息已清除"), "{purged_after:?}");
+    assert!(untemplated_after[0].1.contains("没有「登记成功」短信模板"), "{untemplated_after:?}");
+    println!("outbox store rows: window {:?} laptop failed_no_key=1 peer 0", window.outbox_counts().await.unwrap());
+}

@@ -163,6 +163,10 @@ pub(super) fn conflict_item(
 struct Related {
     master: Option<(String, String)>,
     duplicates: Vec<(String, String)>,
+    /// This node's SMS messages for the case (issue 15 §4): the outbox is node-local.
+    sms: Vec<crate::store::OutboxRow>,
+    /// The canned reply picked for the reply boxes (`?canned=N`, an index into the hall's canned replies).
+    canned: Option<usize>,
 }
 
 /// A case id with its 登记编号 (the id itself while that case has not reached this node).
@@ -179,7 +183,49 @@ async fn related(app: &App, view: &CaseView) -> Related {
     for duplicate in &view.duplicates {
         related.duplicates.push(linked(app, duplicate).await);
     }
+    related.sms = app.store.outbox_for_case(view.case_id.as_str()).await.unwrap_or_default();
     related
+}
+
+/// One SMS message's state as the case page says it: 已排队 / 已发送 / 发送失败：原因.
+fn sms_state(row: &crate::store::OutboxRow) -> String {
+    use crate::store::OutboxState as S;
+    match row.state {
+        S::Queued if row.attempts == 0 => S::Queued.label().to_owned(),
+        S::Queued => format!(
+            "{}（已尝试 {} 次，上次：{}；下次 {}）",
+            S::Queued.label(),
+            row.attempts,
+            row.reason,
+            minute(row.next_ms)
+        ),
+        S::Sent => format!("{}（{}）", S::Sent.label(), row.done_ms.map(minute).unwrap_or_default()),
+        S::Failed => format!("{}：{}", S::Failed.label(), row.reason),
+    }
+}
+
+/// The canned replies (服务用语) for this case, as links that fill the reply boxes (no script needed), and the text
+/// picked, if any.
+fn canned_links(hall: &zhaowo_crdt::Hall, view: &CaseView, picked: Option<usize>) -> (Markup, String) {
+    let all = &hall.messages.canned_replies;
+    let fitting: Vec<(usize, &zhaowo_crdt::messages::CannedReply)> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.nature.is_none_or(|n| n == view.nature) && r.status.is_none_or(|s| s == view.status))
+        .collect();
+    let text = picked.and_then(|index| fitting.iter().find(|(i, _)| *i == index)).map(|(_, r)| r.text.clone());
+    let links = html! {
+        @if !fitting.is_empty() {
+            p.hint.canned {
+                "服务用语："
+                @for (index, reply) in &fitting {
+                    a href={ "/desk/case/" (view.case_id.as_str()) "?canned=" (index) "#reply-text" } title=(reply.text) { (reply.title) }
+                    " "
+                }
+            }
+        }
+    };
+    (links, text.unwrap_or_default())
 }
 
 fn case_body(
@@ -210,6 +256,8 @@ fn case_body(
     };
     let edit_category = typed(draft.map(|d| &d.category), &view.category);
     let edit_priority = typed(draft.map(|d| &d.priority), view.priority.code());
+    let (canned, canned_text) = canned_links(&hall, view, related.canned);
+    let sms_configured = app.home.config.sms.is_some();
     html! {
         h1 { "案件 " (view.reg_no) " " span.tag { (view.status.label()) } @if view.overdue(now) { " " span.tag.red { "超期" } } }
         @match message {
@@ -322,7 +370,8 @@ fn case_body(
             @if actions.contains(&K::PublishReply) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head(K::PublishReply)) label for="reply-text" { "对外答复（群众可见）" }
-                    textarea id="reply-text" name="text" required {}
+                    (canned)
+                    textarea id="reply-text" name="text" required { (canned_text) }
                     button type="submit" id="do-reply" { "发布答复" }
                 }
             }
@@ -391,7 +440,9 @@ fn case_body(
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head(K::Resolve)) strong { "办理完毕 / 答复" }
                     label { "办理结果" } select name="choice" { @for r in CaseResult::ALL { option value=(r.code()) { (r.label()) } } }
-                    label { "答复内容（群众可见）" } textarea name="text" required {}
+                    label for="resolve-text" { "答复内容（群众可见）" }
+                    @if !actions.contains(&K::PublishReply) { (canned) }
+                    textarea id="resolve-text" name="text" required { (canned_text) }
                     button type="submit" { "办理完毕" }
                 }
             }
@@ -551,6 +602,26 @@ fn case_body(
         h2 { "对外答复" }
         @if view.public_replies.is_empty() { p.hint { "暂无" } }
         ul { @for r in &view.public_replies { li { span.hint { (minute(r.at_ms)) } " " (r.text) } } }
+        @if !related.sms.is_empty() || view.personal.sms_ok {
+            h2 { "短信通知" }
+            @if related.sms.is_empty() {
+                p.hint id="sms-none" { "本机没有该案件的短信：短信由做出该操作的电脑发送，状态在那台电脑的案件页。" }
+            } @else {
+                div.scroll { table id="sms" {
+                    thead { tr { th { "短信" } th { "时间" } th { "状态" } } }
+                    tbody { @for row in &related.sms {
+                        tr {
+                            td { (row.kind.label()) }
+                            td { (minute(row.created_ms)) }
+                            td.sms-state { (sms_state(row)) }
+                        }
+                    } }
+                } }
+                @if !sms_configured && related.sms.iter().any(|row| row.state == crate::store::OutboxState::Queued) {
+                    p.hint { "本机未配置短信平台（node.toml 的 [sms]），短信在本机排队，配置后发出。" }
+                }
+            }
+        }
         h2 { "办理过程" }
         ol.card.timeline id="timeline" {
             @for entry in &view.timeline {
@@ -576,7 +647,23 @@ pub(super) async fn case_response(
     revealed: Option<Markup>,
     draft: Option<&ActionForm>,
 ) -> Response {
-    let related = related(app, view).await;
+    case_response_with(app, session, status, view, message, revealed, draft, None).await
+}
+
+/// [`case_response`] with a canned reply picked for the reply boxes.
+#[allow(clippy::too_many_arguments, reason = "the page's parts, passed through")]
+async fn case_response_with(
+    app: &App,
+    session: &Session,
+    status: StatusCode,
+    view: &CaseView,
+    message: Option<Result<&str, &str>>,
+    revealed: Option<Markup>,
+    draft: Option<&ActionForm>,
+    canned: Option<usize>,
+) -> Response {
+    let mut related = related(app, view).await;
+    related.canned = canned;
     let title = format!("案件 {}", view.reg_no);
     desk_page(session, status, &title, case_body(app, session, view, &related, message, revealed, draft))
 }
@@ -613,6 +700,8 @@ pub(super) async fn load_view(app: &App, id: &str) -> Result<CaseView, Response>
 #[serde(default)]
 pub(super) struct CaseQuery {
     done: String,
+    /// A canned reply to put in the reply boxes (its index in the hall's canned replies).
+    canned: Option<usize>,
 }
 
 pub(super) async fn case_page(
@@ -626,9 +715,9 @@ pub(super) async fn case_page(
         Ok(view) => view,
         Err(response) => return response,
     };
-    let done = query.map(|Query(q)| q.done).unwrap_or_default();
-    let message = CommandKind::parse(&done).map(|kind| Ok(action_title(kind)));
-    case_response(&app, &session, StatusCode::OK, &view, message, None, None).await
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let message = CommandKind::parse(&query.done).map(|kind| Ok(action_title(kind)));
+    case_response_with(&app, &session, StatusCode::OK, &view, message, None, None, query.canned).await
 }
 
 /// The message on top of the case page after an action succeeded (exhaustive: a new kind needs its line here).

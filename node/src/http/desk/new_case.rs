@@ -32,6 +32,7 @@ pub(super) struct NewCaseForm {
     phone: String,
     consent: Option<String>,
     publish: Option<String>,
+    sms: Option<String>,
 }
 
 fn new_case_page(app: &App, session: &Session, form: &NewCaseForm, errors: &[String]) -> Markup {
@@ -68,6 +69,7 @@ fn new_case_page(app: &App, session: &Session, form: &NewCaseForm, errors: &[Str
             label for="phone" { "联系电话" }
             input type="tel" id="phone" name="phone" value=(form.phone);
             p { label.inline { input type="checkbox" name="consent" value="yes" checked[form.consent.is_some()]; " 同意回访" } }
+            p { label.inline { input type="checkbox" name="sms" value="yes" checked[form.sms.is_some()]; " 同意接收短信通知" } }
             p {
                 label.inline {
                     input type="checkbox" name="publish" value="yes" checked[form.publish.is_some()];
@@ -113,6 +115,7 @@ pub(super) async fn new_submit(
         phone: form.phone.clone(),
         consent: form.consent.clone(),
         publish: form.publish.clone(),
+        sms: form.sms.clone(),
     };
     let mut errors = Vec::new();
     let checked = crate::http::citizen::check_report(&hall, &report_form).map_err(|e| errors.extend(e)).ok();
@@ -162,7 +165,7 @@ pub(super) async fn new_submit(
     let build: crate::store::RegisterFn = Box::new(move |reg_no| {
         CaseDoc::register(&ctx, &hall, actor, reg_no, &receipt_code, registration).map(|(doc, _)| doc)
     });
-    let (ack, reg_no) = match app.store.register_new(&app.home.config.window, year, build).await {
+    let (ack, reg_no) = match app.store.register_new_with_receipt(&app.home.config.window, year, &code, build).await {
         Ok(registered) => (registered.ack, registered.reg_no),
         Err(crate::store::WriteError::Command(error)) => {
             let errors = vec![error.zh()];
