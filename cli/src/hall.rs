@@ -59,6 +59,10 @@ pub fn run(cli: &Cli, command: &HallCommand) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------------------------
 // The file
 
+fn bad_review_working_days_default() -> u16 {
+    zhaowo_crdt::hall::BAD_REVIEW_WORKING_DAYS_DEFAULT
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HallFile {
@@ -68,6 +72,9 @@ struct HallFile {
     workday_end: Spanned<String>,
     /// 个人信息保存期限: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data.
     retention_days: Spanned<u32>,
+    /// 差评 follow-through: working days from a 不满意/非常不满意 rating to the 督查科's 反馈 (issue 15).
+    #[serde(default = "bad_review_working_days_default")]
+    bad_review_working_days: u16,
     #[serde(default)]
     windows: BTreeMap<Spanned<String>, WindowFile>,
     #[serde(default)]
@@ -176,6 +183,7 @@ impl HallFile {
             name: unspanned(hall.name.clone()),
             workday_end: unspanned(format!("{:02}:{:02}", minute / 60, minute % 60)),
             retention_days: unspanned(hall.retention_days),
+            bad_review_working_days: hall.bad_review_working_days,
             windows: hall
                 .windows
                 .iter()
@@ -235,6 +243,7 @@ fn header(hall: &Hall) -> String {
          #   `make_up_workdays`. A year without a section counts Monday to Friday only, and the node warns about it.\n\
          # retention_days: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data\n\
          #   (every node then destroys the case key); 1-{retention_max}.\n\
+         # bad_review_working_days: working days from a 差评 (不满意/非常不满意) to the 督查科's 反馈 to the citizen.\n\
          # Not in this file: desk accounts (`zhaowo staff`); they are kept.\n\n",
         name = hall.name.replace(['"', '\n', '\r'], " "),
         at = format_local_minute(zhaowo_node::home::now_ms()),
@@ -561,6 +570,7 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
         calendar: Calendar { holidays, make_up_workdays, workday_end_minute: workday_end.unwrap_or(u32::MAX) },
         accounts: current.accounts.clone(),
         retention_days,
+        bad_review_working_days: file.bad_review_working_days,
     };
     // Whatever the checks above did not name (limits on counts): the hall's own rules, at the file's first line.
     hall.validate().map_err(|error| {
@@ -644,6 +654,11 @@ pub fn difference(before: &Hall, after: &Hall) -> Vec<Difference> {
     let minute = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     scalar("workday_end", minute(before.calendar.workday_end_minute), minute(after.calendar.workday_end_minute));
     scalar("retention_days", before.retention_days.to_string(), after.retention_days.to_string());
+    scalar(
+        "bad_review_working_days",
+        before.bad_review_working_days.to_string(),
+        after.bad_review_working_days.to_string(),
+    );
     diff_maps(&mut out, "window", &before.windows, &after.windows, |w| {
         format!("{} {}", w.name, w.floor).trim().to_owned()
     });
@@ -749,6 +764,7 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
             "make_up_workdays": hall.calendar.make_up_workdays,
             "coverage": coverage,
             "retention_days": hall.retention_days,
+            "bad_review_working_days": hall.bad_review_working_days,
             "accounts": hall.accounts.len(),
         }));
         return Ok(());

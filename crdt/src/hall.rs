@@ -92,6 +92,17 @@ pub struct Hall {
     /// before the setting existed holds [`RETENTION_DAYS_DEFAULT`].
     #[serde(default = "retention_days_default")]
     pub retention_days: u32,
+    /// 差评 follow-through (issue 15 §2): working days the 督查科 has from a 不满意/非常不满意 rating to 反馈 to the
+    /// citizen. A hall document written before the setting holds [`BAD_REVIEW_WORKING_DAYS_DEFAULT`].
+    #[serde(default = "bad_review_working_days_default")]
+    pub bad_review_working_days: u16,
+}
+
+/// 差评整改 within 15 working days, the local limit DOMAIN.md §8 quotes.
+pub const BAD_REVIEW_WORKING_DAYS_DEFAULT: u16 = 15;
+
+fn bad_review_working_days_default() -> u16 {
+    BAD_REVIEW_WORKING_DAYS_DEFAULT
 }
 
 /// The retention a hall starts with: one year after 办结.
@@ -164,6 +175,9 @@ pub enum HallError {
     /// The retention of personal data is out of range.
     #[error("retention_days {0} is out of range: 1-{RETENTION_DAYS_MAX} days after 办结")]
     Retention(u32),
+    /// The 差评 time limit is out of range.
+    #[error("bad_review_working_days {0} is out of range: 1-{TIME_LIMIT_WORKING_DAYS_MAX} working days")]
+    BadReviewDays(u16),
 }
 
 /// Windows, units or categories of one hall, and holidays plus make-up days of its calendar: a district hall has tens
@@ -178,6 +192,9 @@ impl Hall {
     pub fn validate(&self) -> Result<(), HallError> {
         if !(1..=RETENTION_DAYS_MAX).contains(&self.retention_days) {
             return Err(HallError::Retention(self.retention_days));
+        }
+        if !(1..=TIME_LIMIT_WORKING_DAYS_MAX).contains(&self.bad_review_working_days) {
+            return Err(HallError::BadReviewDays(self.bad_review_working_days));
         }
         let name_ok = |name: &str| !name.trim().is_empty() && name.chars().count() <= NAME_CHARS_MAX;
         if !name_ok(&self.name) {
@@ -286,6 +303,7 @@ impl Hall {
             time_limits: default_time_limits(),
             calendar: Calendar::state_council(),
             retention_days: RETENTION_DAYS_DEFAULT,
+            bad_review_working_days: BAD_REVIEW_WORKING_DAYS_DEFAULT,
             accounts: BTreeMap::new(),
         }
     }
@@ -353,6 +371,7 @@ impl Hall {
             time_limits,
             calendar: Calendar::state_council(),
             retention_days: RETENTION_DAYS_DEFAULT,
+            bad_review_working_days: BAD_REVIEW_WORKING_DAYS_DEFAULT,
             accounts: BTreeMap::new(),
         }
     }
