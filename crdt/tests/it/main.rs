@@ -8,6 +8,7 @@ mod hall;
 mod hall_sync;
 mod membership;
 mod permissions;
+mod rating;
 mod simulation;
 mod smoke;
 mod stories;
