@@ -773,6 +773,14 @@ async fn citizen_case_action(
     app.counters.citizen_lookups.fetch_add(1, Ordering::Relaxed);
     let case_id = match find_case(&app, &form.no, &form.code).await {
         Ok(case_id) => case_id,
+        Err(response) if response.status() == StatusCode::NOT_FOUND => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "登记编号或查询码不正确",
+                "登记编号或查询码不正确，请核对回执后重新查询。",
+                Some(("/q", "重新查询")),
+            );
+        }
         Err(response) => return response,
     };
     let command = match action {
