@@ -437,7 +437,7 @@ async fn report_submit(
 }
 
 /// The lookup link of a receipt (its QR code): the number and the code, so scanning shows the progress at once.
-fn lookup_link(app: &App, reg_no: &RegNo, code: &QueryCode) -> String {
+pub(crate) fn lookup_link(app: &App, reg_no: &RegNo, code: &QueryCode) -> String {
     format!("{}/q?no={reg_no}&code={}", app.options.public_base_url, code.as_str())
 }
 
@@ -456,10 +456,28 @@ fn receipt(app: &App, reg_no: &RegNo, code: &QueryCode) -> Response {
             p.hint { "扫描二维码可直接查看办理进度。" }
             a.button href={ "/q?no=" (reg_no) } { "查询办理进度" }
         }
+        (pi_notice(app))
     };
     let mut response = respond(StatusCode::OK, layout("登记回执", Frame::Citizen, body));
     response.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
     response
+}
+
+/// 个人信息告知 (issue 15 §3, 个人信息保护法 §17): why the hall keeps the citizen's details, for how long, and who
+/// receives them; on every receipt. The retention is the hall's own setting.
+pub(crate) fn pi_notice(app: &App) -> Markup {
+    let retention_days = app.hall().map_or(zhaowo_crdt::hall::RETENTION_DAYS_DEFAULT, |hall| hall.retention_days);
+    html! {
+        div.card id="pi-notice" {
+            strong { "个人信息告知" }
+            ul {
+                li { "用途：您的姓名、电话和诉求内容仅用于办理本诉求、向您答复和回访，以及督查科对办理情况的核查。" }
+                li { "保存期限：办结后 " (retention_days) " 天，到期自动清除；去标识化的办理记录保留用于统计。" }
+                li { "接收方：本大厅的受理窗口、承办单位和督查科；上门服务时，被指派的志愿者在上门期间可以查看。不向其他任何单位或个人提供。" }
+                li { "安全：个人信息在系统中加密保存；您可以凭查询码查询进度、评价或撤回，也可以到窗口要求查阅或更正。" }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -830,6 +830,14 @@ async fn the_desk_registers_a_case_and_metrics_count_it() {
         .await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     assert!(created.body.contains("登记成功"));
+    // The printable 回执 (issue 15 §3): number, code, the lookup QR code, the 告知; the code opens the lookup.
+    let (reg_no, code) = (by_id(&created.body, "reg-no"), by_id(&created.body, "query-code"));
+    assert!(created.body.contains("诉求登记回执") && created.body.contains("<svg"), "{}", created.body);
+    for notice in ["个人信息告知", "用途：", "保存期限：办结后 365 天", "接收方："] {
+        assert!(created.body.contains(notice), "the receipt lacks `{notice}`");
+    }
+    let lookup = node.get(&format!("/q?no={reg_no}&code={code}"), "").await;
+    assert_eq!(lookup.status, StatusCode::OK, "{}", lookup.body);
     let metrics = node.get("/metrics", "").await;
     assert!(metrics.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
     assert!(metrics.body.contains("zhaowo_cases{status=\"REGISTERED\"} 1"), "{}", metrics.body);
