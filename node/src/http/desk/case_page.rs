@@ -317,7 +317,7 @@ fn case_body(
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head(K::SignIn)) strong { "签收" }
                     label { "承办人" } input type="text" name="text" value=(session.staff());
-                    button type="submit" { "签收" }
+                    button type="submit" id="do-sign-in" { "签收" }
                 }
             }
             @if actions.contains(&K::PublishReply) {
@@ -392,8 +392,8 @@ fn case_body(
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head(K::Resolve)) strong { "办理完毕 / 答复" }
                     label { "办理结果" } select name="choice" { @for r in CaseResult::ALL { option value=(r.code()) { (r.label()) } } }
-                    label { "答复内容（群众可见）" } textarea name="text" required {}
-                    button type="submit" { "办理完毕" }
+                    label for="resolve-text" { "答复内容（群众可见）" } textarea id="resolve-text" name="text" required {}
+                    button type="submit" id="do-resolve" { "办理完毕" }
                 }
             }
             @if actions.contains(&K::RecordCallback) {
