@@ -9,8 +9,8 @@ use crate::command::Refusal;
 use crate::hall::Span;
 use crate::ids::{CaseId, EventId};
 use crate::model::{
-    BadReviewReason, CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, ReviewStep, Role,
-    Satisfaction, Status, SupervisionLevel,
+    BadReviewReason, CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, ReviewStep,
+    Role, Satisfaction, Status, SupervisionLevel,
 };
 use crate::time::Hlc;
 use serde::{Deserialize, Serialize};

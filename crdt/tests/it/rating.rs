@@ -220,7 +220,8 @@ fn an_appeal_upheld_by_the_supervision_voids_the_rating_and_closes_the_task() {
     cast.citizen.apply(&mut doc, &hall, rate(Satisfaction::VeryDissatisfied, &[BadReviewReason::Other], "")).unwrap();
     assert_eq!(doc.view().rating_score(), Some(1));
     sync_clocks(&mut cast);
-    let decide = |upheld| Command::DecideAppeal { upheld, note: "经复核，评价针对的是另一部门的事项".into() };
+    let decide =
+        |upheld| Command::DecideAppeal { upheld, note: "经复核，评价针对的是另一部门的事项".into() };
     let error = refused(&mut cast.supervision, &mut doc, &hall, decide(true));
     assert_eq!(error, CommandError::NoPendingAppeal);
     cast.window.apply(&mut doc, &hall, Command::AppealRating { reason: "评价内容与本案无关".into() }).unwrap();
@@ -235,10 +236,13 @@ fn an_appeal_upheld_by_the_supervision_voids_the_rating_and_closes_the_task() {
     assert!(view.rating.as_ref().unwrap().void && view.rating_score().is_none());
     assert_eq!(view.bad_reviews[0].stage_zh(), "申诉成立");
     assert!(view.open_bad_review().is_none() && view.pending_appeal().is_none());
-    let decisions: Vec<&str> = view.timeline.iter().filter(|e| e.label == "复核决定").map(|e| e.text.as_str()).collect();
+    let decisions: Vec<&str> =
+        view.timeline.iter().filter(|e| e.label == "复核决定").map(|e| e.text.as_str()).collect();
     assert_eq!(decisions.len(), 1);
     assert!(decisions[0].starts_with("复核决定：申诉成立"));
-    println!("申诉复核: appeal by the window, 3 refusals, upheld by the 督查科: rating void, score none, in the timeline");
+    println!(
+        "申诉复核: appeal by the window, 3 refusals, upheld by the 督查科: rating void, score none, in the timeline"
+    );
 }
 
 #[test]
@@ -256,7 +260,11 @@ fn a_callback_without_a_rating_is_counted_as_unrated_and_a_citizen_rating_wins()
     cast.window.apply(&mut doc, &hall, callback(None, None)).unwrap();
     let view = doc.view();
     assert_eq!(view.rating_score(), None, "a 回访 without a rating is 未评价, never 非常满意");
-    assert!(view.timeline.last().unwrap().text.contains("未说明，评价 未评价"), "{}", view.timeline.last().unwrap().text);
+    assert!(
+        view.timeline.last().unwrap().text.contains("未说明，评价 未评价"),
+        "{}",
+        view.timeline.last().unwrap().text
+    );
     cast.window.apply(&mut doc, &hall, callback(Some(CallbackOutcome::Resolved), Some(4))).unwrap();
     assert_eq!(doc.view().rating_score(), Some(4));
     sync_clocks(&mut cast);
@@ -273,7 +281,9 @@ fn a_rating_and_the_task_converge_across_offline_replicas() {
     let mut supervision_pc = cast.supervision.fork(&mut hall_pc);
     // The citizen rates on the window's PC while the 督查科's PC, offline, reopens the case.
     cast.citizen.apply(&mut hall_pc, &hall, rate(Satisfaction::Dissatisfied, &[BadReviewReason::Slow], "")).unwrap();
-    cast.supervision.apply(&mut supervision_pc, &hall, Command::Reopen { reason: "抽查发现答复不完整".into() }).unwrap();
+    cast.supervision
+        .apply(&mut supervision_pc, &hall, Command::Reopen { reason: "抽查发现答复不完整".into() })
+        .unwrap();
     merge_both(&mut hall_pc, &mut supervision_pc);
     let view = hall_pc.view();
     assert_eq!(view.status, Status::InProgress);

@@ -775,7 +775,12 @@ async fn citizen_case_action(
     }
     let Some(form) = CitizenCaseForm::from_pairs(pairs) else {
         app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return error_page(StatusCode::BAD_REQUEST, "提交内容无法识别", "表单内容重复或格式不正确。", Some(("/q", "返回")));
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "提交内容无法识别",
+            "表单内容重复或格式不正确。",
+            Some(("/q", "返回")),
+        );
     };
     if !guard::cookie_csrf_ok(&app, &headers, &form.csrf) {
         return error_page(
@@ -846,10 +851,9 @@ async fn citizen_case_action(
 async fn citizen_refusal(app: &App, case_id: &str, form: &CitizenCaseForm, reason: &str) -> Response {
     app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
     match app.store.case_view(case_id).await {
-        Ok(view) => respond(
-            StatusCode::BAD_REQUEST,
-            progress_page(app, &view, form.code.trim(), &form.csrf, Some(Err(reason))),
-        ),
+        Ok(view) => {
+            respond(StatusCode::BAD_REQUEST, progress_page(app, &view, form.code.trim(), &form.csrf, Some(Err(reason))))
+        }
         Err(error) => store_unavailable(&error),
     }
 }

@@ -2135,14 +2135,21 @@ async fn a_citizen_rates_a_reply_and_the_supervision_follows_the_bad_rating_thro
     assert!(!page.contains("李建国") || page.contains("id=\"personal\""), "the rating names no rater");
     let (window_session, window_csrf) = node.sign_in("wangmin").await;
     let refused = node
-        .act(&window_session, Some(&window_csrf), &case_id, &[("action", "bad_review"), ("choice", "VERIFY"), ("text", "x")])
+        .act(
+            &window_session,
+            Some(&window_csrf),
+            &case_id,
+            &[("action", "bad_review"), ("choice", "VERIFY"), ("text", "x")],
+        )
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
     assert!(refused.body.contains("您的角色（窗口）不能执行此操作"), "{}", refused.body);
     let feedback = "经核实窗口告知不完整，已修订告知单并向您致歉";
-    for (step, text) in [("VERIFY", "已调取窗口记录核实"), ("RECTIFY", "已修订一次性告知单"), ("FEEDBACK", feedback)] {
-        let answer =
-            node.act(&dc_session, Some(&dc_csrf), &case_id, &[("action", "bad_review"), ("choice", step), ("text", text)]).await;
+    for (step, text) in [("VERIFY", "已调取窗口记录核实"), ("RECTIFY", "已修订一次性告知单"), ("FEEDBACK", feedback)]
+    {
+        let answer = node
+            .act(&dc_session, Some(&dc_csrf), &case_id, &[("action", "bad_review"), ("choice", step), ("text", text)])
+            .await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{step}: {}", answer.body);
     }
     let page = node.case_page(&dc_session, &case_id).await;
@@ -2179,9 +2186,30 @@ async fn hostile_rating_and_withdrawal_input_gets_a_clear_refusal_and_stores_not
     // (what, path, cookie, body, status, message)
     let attempts: Vec<(&str, &str, &str, String, StatusCode, &str)> = vec![
         ("wrong 查询码", "/q/rate", &cookie, good(&reg_a, "ABCDEFGH"), StatusCode::NOT_FOUND, "登记编号或查询码不正确"),
-        ("another case's 查询码", "/q/rate", &cookie, good(&reg_a, &code_b), StatusCode::NOT_FOUND, "登记编号或查询码不正确"),
-        ("another case's number", "/q/rate", &cookie, good(&reg_b, &code_a), StatusCode::NOT_FOUND, "登记编号或查询码不正确"),
-        ("unknown number", "/q/rate", &cookie, good("BBC01-2026-9999", &code_a), StatusCode::NOT_FOUND, "登记编号或查询码不正确"),
+        (
+            "another case's 查询码",
+            "/q/rate",
+            &cookie,
+            good(&reg_a, &code_b),
+            StatusCode::NOT_FOUND,
+            "登记编号或查询码不正确",
+        ),
+        (
+            "another case's number",
+            "/q/rate",
+            &cookie,
+            good(&reg_b, &code_a),
+            StatusCode::NOT_FOUND,
+            "登记编号或查询码不正确",
+        ),
+        (
+            "unknown number",
+            "/q/rate",
+            &cookie,
+            good("BBC01-2026-9999", &code_a),
+            StatusCode::NOT_FOUND,
+            "登记编号或查询码不正确",
+        ),
         ("no CSRF cookie", "/q/rate", "", good(&reg_a, &code_a), StatusCode::FORBIDDEN, "页面已过期"),
         (
             "no level",
@@ -2255,8 +2283,22 @@ async fn hostile_rating_and_withdrawal_input_gets_a_clear_refusal_and_stores_not
             StatusCode::BAD_REQUEST,
             "表单内容重复",
         ),
-        ("invalid UTF-8", "/q/rate", &cookie, format!("csrf={csrf}&no={reg_a}&code={code_a}&level=%FF"), StatusCode::BAD_REQUEST, "提交内容无法识别"),
-        ("a case not answered yet", "/q/rate", &cookie, good(&reg_c, &code_c), StatusCode::BAD_REQUEST, "不能执行此操作"),
+        (
+            "invalid UTF-8",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=%FF"),
+            StatusCode::BAD_REQUEST,
+            "提交内容无法识别",
+        ),
+        (
+            "a case not answered yet",
+            "/q/rate",
+            &cookie,
+            good(&reg_c, &code_c),
+            StatusCode::BAD_REQUEST,
+            "不能执行此操作",
+        ),
         (
             "withdrawal without confirming",
             "/q/withdraw",
@@ -2344,5 +2386,7 @@ async fn a_citizen_sees_what_a_held_case_waits_for_withdraws_it_and_large_text_i
     assert!(large.body.contains("<body class=\"large\">") && large.body.contains("标准字号"), "{}", large.body);
     let normal = node.get("/q", "").await;
     assert!(normal.body.contains("<body>") && normal.body.contains("大字模式"));
-    println!("citizen follow-through: 待补充 text shown (a phone in it refused), 撤回 by the citizen, large text on and off");
+    println!(
+        "citizen follow-through: 待补充 text shown (a phone in it refused), 撤回 by the citizen, large text on and off"
+    );
 }

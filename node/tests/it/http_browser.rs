@@ -533,7 +533,9 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         let task = browser.wait_for("main", "差评整改任务");
         assert!(task.contains("差评整改任务") && task.contains("待核实") && task.contains("多次跑动"), "{task}");
         let feedback = "经核实，窗口未一次性告知所需材料；已修订告知单并培训窗口人员，特向您致歉。";
-        for (step, text) in [("核实", "调取窗口记录，确认未一次性告知"), ("整改", "修订一次性告知单，组织培训"), ("反馈", feedback)] {
+        for (step, text) in
+            [("核实", "调取窗口记录，确认未一次性告知"), ("整改", "修订一次性告知单，组织培训"), ("反馈", feedback)]
+        {
             browser.type_into("#review-text", text);
             browser.click("#do-review");
             assert!(browser.wait_for("main", "差评处理已记录").contains("差评处理已记录"), "{step}");

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use std::sync::Arc;
 use zhaowo_crdt::limits::EXTENSION_WORKING_DAYS_MAX;
 use zhaowo_crdt::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, ReviewStep, Satisfaction, Status,
-    SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, ReviewStep, Satisfaction,
+    Status, SupervisionLevel,
 };
 use zhaowo_crdt::time::Date;
 use zhaowo_crdt::{CaseDoc, CaseId, CaseView, Command, CommandError, ConflictDecision, Ctx, EventId, RegNo};

@@ -183,7 +183,8 @@ pub(super) async fn new_submit(
     // The printable 回执 (issue 15 §3): the number, the code, the lookup QR code and the 告知; the desk's header and
     // buttons are not printed (`noprint`, the print stylesheet).
     let link = crate::http::citizen::lookup_link(&app, &reg_no, &code);
-    let window_name = hall_now.windows.get(&app.home.config.window).map_or(app.home.config.window.clone(), |w| w.name.clone());
+    let window_name =
+        hall_now.windows.get(&app.home.config.window).map_or(app.home.config.window.clone(), |w| w.name.clone());
     let body = html! {
         div.ok.noprint { "已登记。请打印回执交给诉求人（浏览器菜单“打印”或 Ctrl+P），查询码只显示这一次。" }
         div.card id="receipt" {
