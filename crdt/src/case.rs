@@ -1144,7 +1144,9 @@ impl CaseDoc {
                 EventKind::DuplicateDetached { duplicate } => {
                     detached.insert(duplicate.clone());
                 }
-                EventKind::RatingReceived { level, reasons, comment, task_due_ms } => {
+                // Only the citizen's own rating counts (a rating event under a staff role, which no command writes,
+                // is kept in the timeline and ignored).
+                EventKind::RatingReceived { level, reasons, comment, task_due_ms } if event.role == Role::Citizen => {
                     fold_rating(&mut view, event, *level, reasons, comment, *task_due_ms)
                 }
                 EventKind::BadReviewStepRecorded { step, text } => {
