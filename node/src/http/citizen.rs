@@ -886,11 +886,13 @@ struct TextSizeQuery {
 /// switched on; only a path on this site is followed.
 async fn text_size(query: Result<Query<TextSizeQuery>, axum::extract::rejection::QueryRejection>) -> Response {
     let Query(query) = query.unwrap_or_default();
-    let back = if query.back.starts_with('/') && !query.back.starts_with("//") && !query.back.contains('\\') {
-        query.back
-    } else {
-        "/".to_owned()
-    };
+    // A path of this site, as `page_settings` wrote it (percent-encoded ASCII): nothing that could leave the site or
+    // break the `Location` header.
+    let local = query.back.len() <= 1024
+        && query.back.starts_with('/')
+        && !query.back.starts_with("//")
+        && query.back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let back = if local { query.back } else { "/".to_owned() };
     let cookie = if query.large == "1" {
         format!("{}=large; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax", page::TEXT_SIZE_COOKIE)
     } else {

@@ -2380,8 +2380,12 @@ async fn a_citizen_sees_what_a_held_case_waits_for_withdraws_it_and_large_text_i
     assert_eq!(switch.status, StatusCode::SEE_OTHER);
     assert_eq!(switch.headers[header::LOCATION], "/q?no=1");
     assert!(switch.set_cookies().iter().any(|c| c.starts_with("zhaowo_text=large") && c.contains("Max-Age=31536000")));
-    let offsite = node.get("/text-size?large=1&back=%2F%2Fevil.example%2F", "").await;
-    assert_eq!(offsite.headers[header::LOCATION], "/");
+    for back in ["%2F%2Fevil.example%2F", "%2F%0D%0ASet-Cookie%3A%20x%3Dy", "https%3A%2F%2Fevil.example", "%2F%5Cevil"]
+    {
+        let offsite = node.get(&format!("/text-size?large=1&back={back}"), "").await;
+        assert_eq!(offsite.status, StatusCode::SEE_OTHER);
+        assert_eq!(offsite.headers[header::LOCATION], "/", "{back}");
+    }
     let large = node.get("/q", "zhaowo_text=large").await;
     assert!(large.body.contains("<body class=\"large\">") && large.body.contains("标准字号"), "{}", large.body);
     let normal = node.get("/q", "").await;
