@@ -75,6 +75,9 @@ struct HallFile {
     /// 差评 follow-through: working days from a 不满意/非常不满意 rating to the 督查科's 反馈 (issue 15).
     #[serde(default = "bad_review_working_days_default")]
     bad_review_working_days: u16,
+    /// 满意率 counts 基本满意 as satisfied (default true).
+    #[serde(default)]
+    satisfaction_counts_basic: Option<Spanned<bool>>,
     #[serde(default)]
     windows: BTreeMap<Spanned<String>, WindowFile>,
     #[serde(default)]
@@ -184,6 +187,7 @@ impl HallFile {
             workday_end: unspanned(format!("{:02}:{:02}", minute / 60, minute % 60)),
             retention_days: unspanned(hall.retention_days),
             bad_review_working_days: hall.bad_review_working_days,
+            satisfaction_counts_basic: Some(unspanned(hall.satisfaction_counts_basic)),
             windows: hall
                 .windows
                 .iter()
@@ -244,6 +248,7 @@ fn header(hall: &Hall) -> String {
          # retention_days: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data\n\
          #   (every node then destroys the case key); 1-{retention_max}.\n\
          # bad_review_working_days: working days from a 差评 (不满意/非常不满意) to the 督查科's 反馈 to the citizen.\n\
+         # satisfaction_counts_basic: whether 满意率 counts 基本满意 as satisfied (true or false; default true).\n\
          # Not in this file: desk accounts (`zhaowo staff`); they are kept.\n\n",
         name = hall.name.replace(['"', '\n', '\r'], " "),
         at = format_local_minute(zhaowo_node::home::now_ms()),
@@ -571,6 +576,7 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
         accounts: current.accounts.clone(),
         retention_days,
         bad_review_working_days: file.bad_review_working_days,
+        satisfaction_counts_basic: file.satisfaction_counts_basic.as_ref().is_none_or(|value| *value.get_ref()),
     };
     // Whatever the checks above did not name (limits on counts): the hall's own rules, at the file's first line.
     hall.validate().map_err(|error| {
@@ -658,6 +664,11 @@ pub fn difference(before: &Hall, after: &Hall) -> Vec<Difference> {
         "bad_review_working_days",
         before.bad_review_working_days.to_string(),
         after.bad_review_working_days.to_string(),
+    );
+    scalar(
+        "satisfaction_counts_basic",
+        before.satisfaction_counts_basic.to_string(),
+        after.satisfaction_counts_basic.to_string(),
     );
     diff_maps(&mut out, "window", &before.windows, &after.windows, |w| {
         format!("{} {}", w.name, w.floor).trim().to_owned()
@@ -765,6 +776,7 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
             "coverage": coverage,
             "retention_days": hall.retention_days,
             "bad_review_working_days": hall.bad_review_working_days,
+            "satisfaction_counts_basic": hall.satisfaction_counts_basic,
             "accounts": hall.accounts.len(),
         }));
         return Ok(());
@@ -773,6 +785,10 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
     out!("hall        {}", hall.name);
     out!("workday end {:02}:{:02}", minute / 60, minute % 60);
     out!("retention   personal data purged {} days after 办结", hall.retention_days);
+    out!(
+        "满意率       {}",
+        if hall.satisfaction_counts_basic { "counts 基本满意 as satisfied" } else { "does not count 基本满意" }
+    );
     out!("windows     {}", hall.windows.len());
     for (code, window) in &hall.windows {
         out!("  {code:<16} {} {}", window.name, window.floor);
@@ -891,13 +907,15 @@ fn log(cli: &Cli) -> anyhow::Result<()> {
         let edits: Vec<serde_json::Value> = history
             .iter()
             .map(
-                |e| serde_json::json!({ "at": zhaowo_crdt::time::format_rfc3339(e.at_ms), "by": e.by, "what": e.what }),
+                |e| serde_json::json!({ "at": zhaowo_crdt::time::format_rfc3339(e.at_ms), "by": e.by, "node": e.node, "what": e.what }),
             )
             .collect();
         print_json(&serde_json::json!({ "edits": edits }));
     } else {
         for edit in &history {
-            out!("{}  {}  {}", format_local_minute(edit.at_ms), edit.by, edit.what);
+            // The node's short id (the first 16 hex digits, as `zhaowo status` and the peers page show keys).
+            let node = edit.node.as_deref().map_or("-", |node| &node[..node.len().min(16)]);
+            out!("{}  {}  {}  {}", format_local_minute(edit.at_ms), node, edit.by, edit.what);
         }
         say(cli, &format!("{} edit{} of the hall document", history.len(), plural(history.len())));
     }

@@ -118,6 +118,16 @@ pub enum Command {
     /// Carry cases on a file where there is no network: export signed changes, import them elsewhere.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// This node's key files (node.key, and hall.key on the admin node).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Protect the key files with a passphrase (argon2id), change it, or remove it with --remove. The current one
+    /// comes from ZHAOWO_PASSPHRASE or the terminal, the new one from ZHAOWO_NEW_PASSPHRASE or the terminal.
+    Passphrase(setup::PassphraseArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -297,10 +307,17 @@ fn init_logs(cli: &Cli) {
         (0, 2) => "debug",
         (0, _) => "trace",
     };
-    let filter = std::env::var("ZHAOWO_LOG")
-        .ok()
-        .and_then(|directive| tracing_subscriber::EnvFilter::try_new(directive).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    let filter = match std::env::var("ZHAOWO_LOG") {
+        Ok(directive) => match tracing_subscriber::EnvFilter::try_new(&directive) {
+            Ok(filter) => filter,
+            // A mistyped filter is not silently replaced by the default: say so, and log at the flags' level.
+            Err(error) => {
+                eprintln!("warning: ZHAOWO_LOG `{directive}` is not a log filter ({error}); using the level of -v/-q");
+                tracing_subscriber::EnvFilter::new(level)
+            }
+        },
+        Err(_) => tracing_subscriber::EnvFilter::new(level),
+    };
     // A subscriber already set (never, in the binary) is not an error worth stopping for.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
@@ -335,6 +352,7 @@ fn main() -> ExitCode {
 async fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Init(args) => setup::init(cli, args),
+        Command::Key(KeyCommand::Passphrase(args)) => setup::key_passphrase(cli, args),
         Command::Enroll(args) => setup::enroll(cli, args),
         Command::Join(args) => setup::join(cli, args),
         Command::Revoke(args) => setup::revoke(cli, args),

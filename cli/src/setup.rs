@@ -1,16 +1,59 @@
 //! `init`, `enroll`, `join`, `revoke`, `status`: the node's data directory and its membership in the hall.
 
-use crate::{Cli, expected, out, print_json, say};
+use crate::{Cli, Expected, expected, out, print_json, say};
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use zhaowo_crdt::model::Role;
 use zhaowo_node::home::{Home, HomeError, InitOptions, now_ms};
+use zhaowo_node::identity::{IdentityError, Passphrase};
 
-/// Opens the node in `--dir`, with context for every error.
+/// Opens the node in `--dir`, with context for every error; protected key files are opened with the passphrase of
+/// `ZHAOWO_PASSPHRASE` or one asked on the terminal.
 pub fn open(cli: &Cli) -> anyhow::Result<Home> {
-    Home::open(&cli.dir).with_context(|| format!("failed to open the node in `{}`", cli.dir.display()))
+    let context = || format!("failed to open the node in `{}`", cli.dir.display());
+    // A missing or unreadable key file: `Home::open` says which, with its hint.
+    if !Home::is_protected(&cli.dir).unwrap_or(false) {
+        return Home::open(&cli.dir).with_context(context);
+    }
+    let passphrase = passphrase(crate::env_vars::ZHAOWO_PASSPHRASE, "passphrase of this node's keys: ", false)?;
+    match Home::open_with(&cli.dir, Some(&passphrase)) {
+        Err(HomeError::Identity(error @ IdentityError::WrongPassphrase { .. })) => Err(anyhow::Error::new(Expected {
+            message: error.to_string(),
+            hint: Some(format!(
+                "check {} (or type it again); a lost passphrase cannot be recovered: the node is then restored like \
+                 a node whose key is lost (a new node, enrolled by the admin, `zhaowo restore`)",
+                crate::env_vars::ZHAOWO_PASSPHRASE
+            )),
+        })
+        .context(context())),
+        other => other.with_context(context),
+    }
+}
+
+/// A passphrase from the environment variable `var`, else asked on the terminal (twice for a new one); without a
+/// terminal and without the variable, an expected failure naming the variable.
+pub fn passphrase(var: &str, prompt: &str, new: bool) -> anyhow::Result<Passphrase> {
+    let make = |text: String| if new { Passphrase::new(text) } else { Passphrase::given(text) };
+    if let Ok(text) = std::env::var(var) {
+        return make(text).map_err(|error| expected(format!("{var}: {error}")));
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(anyhow::Error::new(Expected {
+            message: "a passphrase is needed and there is no terminal to ask it on".to_owned(),
+            hint: Some(format!("set {var} (for a service, in its environment file readable only by its user)")),
+        }));
+    }
+    let first = rpassword::prompt_password(prompt).context("cannot read the passphrase from the terminal")?;
+    if new {
+        let again = rpassword::prompt_password("the same passphrase again: ")
+            .context("cannot read the passphrase from the terminal")?;
+        if again != first {
+            return Err(expected("the two passphrases differ: nothing was changed".to_owned()));
+        }
+    }
+    make(first).map_err(|error| expected(error.to_string()))
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -39,6 +82,10 @@ pub struct InitArgs {
     /// HTTP address of the staff desk.
     #[arg(long, default_value = "127.0.0.1:7421")]
     pub http: SocketAddr,
+    /// Protect the key files with a passphrase (from ZHAOWO_PASSPHRASE, else asked twice on the terminal): every
+    /// later command and `zhaowo run` then need it.
+    #[arg(long)]
+    pub passphrase: bool,
 }
 
 pub fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
@@ -59,8 +106,15 @@ pub fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
         listen: args.listen,
         http_listen: args.http,
     };
-    let home = Home::init(&cli.dir, options, now_ms())
-        .with_context(|| format!("failed to create a node in `{}`", cli.dir.display()))?;
+    let home = match args.passphrase {
+        true => {
+            let passphrase =
+                passphrase(crate::env_vars::ZHAOWO_PASSPHRASE, "new passphrase for this node's keys: ", true)?;
+            Home::init_protected(&cli.dir, options, &passphrase, now_ms())
+        }
+        false => Home::init(&cli.dir, options, now_ms()),
+    }
+    .with_context(|| format!("failed to create a node in `{}`", cli.dir.display()))?;
     let node_id = home.identity.node_id();
     if cli.json {
         print_json(
@@ -313,6 +367,43 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             let state = if *behind == 0 { "caught up".to_owned() } else { format!("{behind} cases behind this node") };
             out!("sync     {} {who}: {state}", &zhaowo_node::home::hex(key)[..16]);
         }
+    }
+    Ok(())
+}
+
+/// `zhaowo key passphrase`: protect the key files with a passphrase, change it, or remove it.
+#[derive(Debug, Args)]
+pub struct PassphraseArgs {
+    /// Remove the passphrase: the key files are written in clear again (only for a PC that never leaves the hall).
+    #[arg(long)]
+    pub remove: bool,
+}
+
+pub fn key_passphrase(cli: &Cli, args: &PassphraseArgs) -> anyhow::Result<()> {
+    let home = open(cli)?;
+    let was = Home::is_protected(&cli.dir)?;
+    let new = match args.remove {
+        true => None,
+        false => {
+            Some(passphrase(crate::env_vars::ZHAOWO_NEW_PASSPHRASE, "new passphrase for this node's keys: ", true)?)
+        }
+    };
+    home.set_passphrase(new.as_ref())
+        .with_context(|| format!("failed to rewrite the key files in `{}`", cli.dir.display()))?;
+    let files = if home.is_admin() { "node.key, hall.key" } else { "node.key" };
+    if cli.json {
+        print_json(&serde_json::json!({ "protected": new.is_some(), "was_protected": was, "files": files }));
+    } else {
+        say(
+            cli,
+            &match new {
+                Some(_) => format!(
+                    "{files} protected by the new passphrase; `zhaowo run` as a service needs it in {}",
+                    crate::env_vars::ZHAOWO_PASSPHRASE
+                ),
+                None => format!("{files} written without a passphrase"),
+            },
+        );
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ use crate::{Cli, print_json, say};
 use clap::{Args, Subcommand};
 use std::io::Read;
 use zhaowo_crdt::model::Role;
-use zhaowo_node::home::{Home, HomeError, now_ms};
+use zhaowo_node::home::{HomeError, now_ms};
 
 /// Passwords read from stdin: a line, not a file.
 const PASSWORD_STDIN_BYTES_MAX: u64 = 1024;
@@ -39,9 +39,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 pub fn run(cli: &Cli, command: &StaffCommand) -> anyhow::Result<()> {
-    let mut home = Home::open(&cli.dir).map_err(|error| {
-        anyhow::Error::new(error).context(format!("failed to open the node in `{}`", cli.dir.display()))
-    })?;
+    let mut home = crate::setup::open(cli)?;
     match command {
         StaffCommand::Add(args) => {
             let mut input = String::new();

@@ -16,6 +16,24 @@ fn zhaowo(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_remove("ZHAOWO_DIR")
         .env_remove("ZHAOWO_STAFF")
+        .env_remove("ZHAOWO_PASSPHRASE")
+        .env_remove("ZHAOWO_NEW_PASSPHRASE")
+        .output()
+        .expect("the zhaowo binary runs")
+}
+
+/// [`zhaowo`] with extra environment variables and no terminal on stdin.
+fn zhaowo_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_zhaowo"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("ZHAOWO_DIR")
+        .env_remove("ZHAOWO_STAFF")
+        .env_remove("ZHAOWO_PASSPHRASE")
+        .env_remove("ZHAOWO_NEW_PASSPHRASE")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("the zhaowo binary runs")
 }
@@ -151,6 +169,116 @@ fn register_for(dir: &Path, detail: &str, name: &str, phone: &str) -> (String, S
     (value["reg_no"].as_str().unwrap().to_owned(), value["query_code"].as_str().unwrap().to_owned())
 }
 
+/// Issue 13 §6: the key files may be protected by a passphrase (argon2id + age); the case keys in `cases.db` are
+/// wrapped under the node key, so a thief holding the whole data directory of a protected node opens none of them,
+/// while the node itself, given the passphrase, opens all.
+#[test]
+fn a_passphrase_protects_the_node_keys_and_the_case_keys() {
+    use zhaowo_node::identity::{NodeIdentity, Passphrase};
+    let dir = tempfile::tempdir().unwrap();
+    let pass = "江岸区办不成事窗口2026";
+    let init = ["init", "--hall", "江岸区政务服务中心", "--window", "BBC01", "--passphrase"];
+    let code = |output: &Output| (output.status.code(), stderr(output));
+    // No terminal and no variable: a clear refusal naming the variable, nothing created; a weak passphrase likewise.
+    let (status, error) = code(&zhaowo_env(dir.path(), &init, &[]));
+    assert_eq!(status, Some(1), "{error}");
+    assert!(error.contains("ZHAOWO_PASSPHRASE"), "the hint names the variable: {error}");
+    let (status, error) = code(&zhaowo_env(dir.path(), &init, &[("ZHAOWO_PASSPHRASE", "short")]));
+    assert_eq!(status, Some(1), "{error}");
+    assert!(error.contains("at least 12"), "{error}");
+    assert!(zhaowo_node::home::Home::node_files(dir.path()).is_empty(), "a refused init wrote files");
+    let (status, error) = code(&zhaowo_env(dir.path(), &init, &[("ZHAOWO_PASSPHRASE", pass)]));
+    assert_eq!(status, Some(0), "{error}");
+    for file in ["node.key", "hall.key"] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(text.contains("$argon2id$") && text.contains("BEGIN AGE ENCRYPTED FILE"), "{file}: {text}");
+    }
+    // Every command needs the passphrase: none, or a wrong one, is an expected failure with a hint.
+    let (status, error) = code(&zhaowo_env(dir.path(), &["status"], &[]));
+    assert_eq!(status, Some(1), "{error}");
+    assert!(error.contains("ZHAOWO_PASSPHRASE"), "{error}");
+    let (status, error) =
+        code(&zhaowo_env(dir.path(), &["status"], &[("ZHAOWO_PASSPHRASE", "江岸区办不成事窗口2025")]));
+    assert_eq!(status, Some(1), "{error}");
+    assert!(error.contains("does not open") && error.contains("cannot be recovered"), "{error}");
+    let with_pass = [("ZHAOWO_PASSPHRASE", pass)];
+    let file = dir.path().join("jiangan.toml");
+    std::fs::write(&file, jiangan_toml()).unwrap();
+    let run = |args: &[&str]| {
+        let output = zhaowo_env(dir.path(), args, &with_pass);
+        assert_eq!(output.status.code(), Some(0), "zhaowo {args:?}: {}", stderr(&output));
+        stdout(&output)
+    };
+    run(&["hall", "import", file.to_str().unwrap()]);
+    let cases = 3;
+    for (detail, phone) in
+        [("甲先生房产证办理", "13800000001"), ("乙女士社保转移", "13800000002"), ("丙先生户籍迁移", "13800000003")]
+    {
+        run(&[
+            "case",
+            "new",
+            "--nature",
+            "求助",
+            "--category",
+            "BDC",
+            "--summary",
+            "登记问题",
+            "--detail",
+            detail,
+            "--name",
+            "某某",
+            "--phone",
+            phone,
+            "--json",
+        ]);
+    }
+    // What a thief reads off the data directory: wrapped rows only (no 32-byte key), and node.key does not load.
+    let rows = || -> Vec<(String, Vec<u8>)> {
+        let db = rusqlite::Connection::open(dir.path().join("cases.db")).unwrap();
+        let mut statement = db.prepare("SELECT doc_id, key FROM case_keys").unwrap();
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let stored = rows();
+    assert_eq!(stored.len(), cases);
+    assert!(stored.iter().all(|(_, key)| key.len() != 32), "a case key is stored in clear");
+    let key_file = dir.path().join("node.key");
+    assert!(NodeIdentity::load(&key_file).is_err(), "a protected node key loads without its passphrase");
+    let opened_with = |identity: &NodeIdentity| {
+        let wrap = zhaowo_node::store::KeyWrap::new(&identity.case_key_wrap());
+        stored.iter().filter(|(doc_id, row)| wrap.unwrap(doc_id, row).is_some()).count()
+    };
+    let stranger = opened_with(&NodeIdentity::generate().unwrap());
+    let owner =
+        opened_with(&NodeIdentity::load_with(&key_file, Some(&Passphrase::given(pass.into()).unwrap())).unwrap());
+    assert_eq!((stranger, owner), (0, cases), "case keys open with the node key only");
+    // A row copied under another case's id does not open (the case id is bound in).
+    let wrap = zhaowo_node::store::KeyWrap::new(
+        &NodeIdentity::load_with(&key_file, Some(&Passphrase::given(pass.into()).unwrap())).unwrap().case_key_wrap(),
+    );
+    assert!(wrap.unwrap(&stored[1].0, &stored[0].1).is_none(), "a key row opened under another case's id");
+    let shown = json(&run(&["case", "list", "--json"]));
+    assert_eq!(shown.as_array().map(Vec::len), Some(cases), "{shown}");
+
+    // Removing the passphrase, then setting a new one (ZHAOWO_NEW_PASSPHRASE): the old one no longer opens.
+    run(&["key", "passphrase", "--remove"]);
+    ok(dir.path(), &["status"]);
+    let new_pass = "新的口令：武汉江岸区2027";
+    let output = zhaowo_env(dir.path(), &["key", "passphrase", "--json"], &[("ZHAOWO_NEW_PASSPHRASE", new_pass)]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(json(&stdout(&output))["protected"], true);
+    let (status, _) = code(&zhaowo_env(dir.path(), &["status"], &with_pass));
+    assert_eq!(status, Some(1), "the old passphrase still opens the keys");
+    let (status, error) = code(&zhaowo_env(dir.path(), &["status"], &[("ZHAOWO_PASSPHRASE", new_pass)]));
+    assert_eq!(status, Some(0), "{error}");
+    println!(
+        "keys at rest: init without a passphrase source exit 1, weak exit 1; a protected node: status without or with a \
+         wrong passphrase exit 1; case key rows wrapped {}/{cases}, opened by another node key {stranger}/{cases}, by \
+         this node's key (passphrase given) {owner}/{cases}; a row under another case id refused; passphrase removed, \
+         set anew, the old one refused",
+        stored.len()
+    );
+}
+
 #[test]
 fn help_and_version_document_the_exit_status() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,6 +372,41 @@ fn a_case_goes_through_its_life_from_the_terminal() {
     assert!(text.contains("会诊") && text.contains("已办结") && !text.contains("13812341234"));
     let stats = json(&ok(dir.path(), &["stats", "--json"]));
     assert_eq!((stats["registered"].as_i64(), stats["closed"].as_i64()), (Some(1), Some(1)));
+    // Issue 15 §6: every figure with numerator, denominator and formula; grouped; the monthly report as files.
+    assert_eq!(stats["kpis"]["registered"]["numerator"], 1, "{stats}");
+    assert_eq!(stats["kpis"]["answer_rate"]["denominator"], 1, "{stats}");
+    assert!(stats["formulas"]["satisfaction_rate"].as_str().unwrap().contains("基本满意"), "{stats}");
+    let by = json(&ok(dir.path(), &["stats", "--by", "nature", "--by", "unit", "--json"]));
+    assert_eq!(by["groups"]["nature"][0]["label"], "求助", "{by}");
+    let text = ok(dir.path(), &["stats", "--by", "month"]);
+    assert!(text.contains("回应率") && text.contains("计算公式") && text.contains("按月份"), "{text}");
+    let error = fails(dir.path(), &["stats", "--by", "weekday"], 2);
+    assert!(error.contains("month, window, unit, nature, category, mode"), "the hint names the groupings: {error}");
+    let month = {
+        let view = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+        let registered = view["registered_at_ms"].as_i64().unwrap();
+        let date = zhaowo_crdt::time::Date::of_ms(registered);
+        format!("{:04}-{:02}", date.year, date.month)
+    };
+    let xlsx = dir.path().join("report.xlsx");
+    ok(dir.path(), &["stats", "--month", &month, "--out", xlsx.to_str().unwrap()]);
+    {
+        use calamine::Reader;
+        let mut workbook: calamine::Xlsx<_> = calamine::open_workbook(&xlsx).expect("the report opens as a workbook");
+        let sheets = workbook.sheet_names();
+        assert!(sheets.contains(&"汇总".to_owned()) && sheets.contains(&"按承办单位".to_owned()), "{sheets:?}");
+        let summary = workbook.worksheet_range("汇总").unwrap();
+        let cells: Vec<String> = summary.rows().flat_map(|row| row.iter().map(ToString::to_string)).collect();
+        assert!(cells.iter().any(|cell| cell == "回应率") && cells.iter().any(|cell| cell.contains("÷")), "{cells:?}");
+    }
+    let error = fails(dir.path(), &["stats", "--month", &month, "--out", xlsx.to_str().unwrap()], 2);
+    assert!(error.contains("never overwritten"), "{error}");
+    let html = dir.path().join("report.html");
+    ok(dir.path(), &["stats", "--month", &month, "--out", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("督查统计") && page.contains("按服务方式") && !page.contains("13812341234"));
+    let error = fails(dir.path(), &["stats", "--month", "2026-13"], 2);
+    assert!(error.contains("YYYY-MM"), "{error}");
     let conflicts = zhaowo(dir.path(), &["conflicts", "list"]);
     assert_eq!(conflicts.status.code(), Some(0));
     assert!(stderr(&conflicts).contains("0 open conflicts"));
@@ -622,6 +785,8 @@ fn start_node(dir: &Path) -> Running {
         .args(["-vv", "--dir", dir.to_str().unwrap(), "run", "--desk", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--listen", "127.0.0.1:0"])
         .env_remove("ZHAOWO_DIR")
+        // Our own crates at their most verbose (issue 13 §7: no personal data at any verbosity), the rest at info.
+        .env("ZHAOWO_LOG", "info,zhaowo=trace,zhaowo_node=trace,zhaowo_crdt=trace")
         .stdout(std::process::Stdio::piped())
         .stderr(log)
         .spawn()
@@ -907,7 +1072,14 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
         let db = rusqlite::Connection::open(dir.join("cases.db")).unwrap();
         db.query_row("SELECT key FROM case_keys WHERE doc_id = ?1", [&other_id], |row| row.get(0)).ok()
     };
-    let old_key: [u8; 32] = key_row(admin.path()).expect("the admin holds the key").try_into().unwrap();
+    // Case keys are wrapped at rest under the node key (issue 13 §6): the attacker below, holding the admin's whole
+    // data directory (an unprotected node.key), unwraps the key.
+    let row = key_row(admin.path()).expect("the admin holds the key");
+    assert_ne!(row.len(), 32, "a case key is stored in clear");
+    let admin_key = zhaowo_node::identity::NodeIdentity::load(&admin.path().join("node.key")).unwrap();
+    let old_key = zhaowo_node::store::KeyWrap::new(&admin_key.case_key_wrap())
+        .unwrap(&other_id, &row)
+        .expect("the admin's node key opens its case keys");
     let on_hall_pcs_before = (texts_in_dir(admin.path(), &other_texts), texts_in_dir(window.path(), &other_texts));
     let error = fails(admin.path(), &["case", "purge", &other_no], 1);
     assert!(error.contains("--yes"), "a purge asks for confirmation: {error}");
@@ -938,6 +1110,19 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
     let replayed = json(&ok(admin.path(), &["bundle", "import", replay.to_str().unwrap(), "--json"]));
     assert_eq!(replayed["keys_taken"].as_u64(), Some(0), "{replayed}");
     assert_eq!(key_row(admin.path()), None);
+    // Issue 13 §7: no citizen's name, phone or text in any node's log (our crates at trace level).
+    let citizen_texts =
+        [&other_texts[..], &["李先生名下房改房登记有误", "李建国", "13812341234", "李先生行动不便，材料已收齐"]]
+            .concat();
+    let mut log_bytes = 0;
+    for dir in [admin.path(), window.path(), laptop.path()] {
+        let log = std::fs::read(dir.join("node.log")).unwrap();
+        log_bytes += log.len();
+        let hits: Vec<&&str> =
+            citizen_texts.iter().filter(|text| log.windows(text.len()).any(|w| w == text.as_bytes())).collect();
+        assert!(hits.is_empty(), "{} logs personal data: {hits:?}", dir.display());
+    }
+    println!("logs at trace level: {log_bytes} bytes on 3 nodes, 0 of {} citizen texts", citizen_texts.len());
     println!(
         "bundle e2e: exported_cases=1/2 import_twice_unchanged=2 refused=3 conflict_resolved_ms={} account_synced_ms={} \
          laptop_key_ms={} laptop_reads=1/2 (assigned) then 0/2 (visit logged) bundle_plaintext_hits=0/4 \
@@ -1044,6 +1229,10 @@ fn the_hall_configuration_is_exported_edited_and_imported_and_bad_files_are_refu
     println!("hall log: {log}");
     assert_eq!(edits.len(), log_before + 1, "one import, one change");
     assert!(edits.last().unwrap()["what"].as_str().unwrap().contains("导入大厅配置 hall.toml"));
+    // Each edit names the node that wrote it (read from the change's actor, not a field the writer fills in).
+    let node_id = json(&ok(dir.path(), &["status", "--json"]))["node_id"].as_str().unwrap().to_owned();
+    assert!(edits.iter().all(|edit| edit["node"] == node_id.as_str()), "{log}");
+    assert!(ok(dir.path(), &["hall", "log"]).contains(&node_id[..16]));
 
     // Bad files: each refused with its line and key, nothing changed.
     let line_of = |text: &str, needle: &str| text.lines().position(|line| line.contains(needle)).unwrap() + 1;
@@ -1274,6 +1463,8 @@ fn register_concurrency_cli_processes_and_citizens_never_fail_nor_repeat_a_numbe
         .args(["--dir", dir.path().to_str().unwrap(), "run", "--desk", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--listen", "127.0.0.1:0"])
         .env_remove("ZHAOWO_DIR")
+        // Our own crates at their most verbose (issue 13 §7: no personal data at any verbosity), the rest at info.
+        .env("ZHAOWO_LOG", "info,zhaowo=trace,zhaowo_node=trace,zhaowo_crdt=trace")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -614,7 +614,7 @@ impl CommandError {
             E::UnknownWindow(code) => format!("窗口 {code} 不存在"),
             E::RegNoWindow { reg_no, window } => format!("登记编号 {reg_no} 不属于窗口 {window}"),
             E::CitizenChannel => "群众提交的诉求只能来自小程序渠道".to_owned(),
-            E::PersonalData(PersonalDataError::InvalidPhone(_)) => {
+            E::PersonalData(PersonalDataError::InvalidPhone { .. }) => {
                 "联系电话格式不正确：请填写 11 位手机号或带区号的固定电话".to_owned()
             }
             E::PersonalData(PersonalDataError::TooLong { field, chars, max }) => {

@@ -127,3 +127,18 @@ pub fn citizen_bodies(bytes: &[u8]) -> Outcome {
     }
     if accepted { Outcome::Accepted } else { Outcome::Refused }
 }
+
+/// An uploaded material file (issue 16): `materials::clean`. What is accepted keeps its type, is no larger than the
+/// input, and is already clean (cleaning the output again changes nothing).
+pub fn material_file(bytes: &[u8]) -> Outcome {
+    match crate::materials::clean(bytes) {
+        Ok((kind, cleaned)) => {
+            assert!(cleaned.len() <= bytes.len(), "cleaning grew the file");
+            assert_eq!(crate::materials::sniff(&cleaned), Some(kind), "cleaning changed the type");
+            let again = crate::materials::clean(&cleaned).expect("a cleaned file is accepted again");
+            assert_eq!(again.1, cleaned, "cleaning is not idempotent");
+            Outcome::Accepted
+        }
+        Err(_) => Outcome::Refused,
+    }
+}

@@ -96,6 +96,10 @@ pub struct Hall {
     /// citizen. A hall document written before the setting holds [`BAD_REVIEW_WORKING_DAYS_DEFAULT`].
     #[serde(default = "bad_review_working_days_default")]
     pub bad_review_working_days: u16,
+    /// Whether 满意率 counts 基本满意 as satisfied (issue 15 §6; halls and bulletins differ). A hall document written
+    /// before the setting existed counts it, as most 12345 bulletins do.
+    #[serde(default = "satisfaction_counts_basic_default")]
+    pub satisfaction_counts_basic: bool,
 }
 
 /// 差评整改 within 15 working days, the local limit DOMAIN.md §8 quotes.
@@ -105,10 +109,21 @@ fn bad_review_working_days_default() -> u16 {
     BAD_REVIEW_WORKING_DAYS_DEFAULT
 }
 
+fn satisfaction_counts_basic_default() -> bool {
+    true
+}
+
 /// The retention a hall starts with: one year after 办结.
 pub const RETENTION_DAYS_DEFAULT: u32 = 365;
 /// The longest retention a hall may set: thirty years (archives keep case files that long; personal data no longer).
 pub const RETENTION_DAYS_MAX: u32 = 30 * 366;
+
+impl Hall {
+    /// The settings the 督查科's figures depend on.
+    pub fn kpi_settings(&self) -> crate::kpi::KpiSettings {
+        crate::kpi::KpiSettings { satisfaction_counts_basic: self.satisfaction_counts_basic }
+    }
+}
 
 fn retention_days_default() -> u32 {
     RETENTION_DAYS_DEFAULT
@@ -304,6 +319,7 @@ impl Hall {
             calendar: Calendar::state_council(),
             retention_days: RETENTION_DAYS_DEFAULT,
             bad_review_working_days: BAD_REVIEW_WORKING_DAYS_DEFAULT,
+            satisfaction_counts_basic: true,
             accounts: BTreeMap::new(),
         }
     }
@@ -372,6 +388,7 @@ impl Hall {
             calendar: Calendar::state_council(),
             retention_days: RETENTION_DAYS_DEFAULT,
             bad_review_working_days: BAD_REVIEW_WORKING_DAYS_DEFAULT,
+            satisfaction_counts_basic: true,
             accounts: BTreeMap::new(),
         }
     }
@@ -406,6 +423,10 @@ pub struct HallEdit {
     pub at_ms: i64,
     pub by: String,
     pub what: String,
+    /// The node that wrote the edit (its key in hex), read from the Automerge actor that created the entry: not
+    /// stored, so an entry cannot claim another node; `None` only for an entry of no readable actor.
+    #[serde(skip)]
+    pub node: Option<String>,
 }
 
 /// The replicated hall document: `hall` (the configuration as a map) and `history` (a list of [`HallEdit`]).
@@ -449,7 +470,7 @@ impl HallDoc {
                 Some((automerge::Value::Object(ObjType::List), id)) => id,
                 _ => self.doc.put_object(ROOT, "history", ObjType::List).map_err(unreadable)?,
             };
-            let edit = HallEdit { at_ms: now_ms, by: by.to_owned(), what: what.to_owned() };
+            let edit = HallEdit { at_ms: now_ms, by: by.to_owned(), what: what.to_owned(), node: None };
             amjson::push(&mut self.doc, &history, &serde_json::to_value(edit).unwrap_or_default()).map_err(unreadable)
         })();
         match result {
@@ -473,12 +494,19 @@ impl HallDoc {
     }
 
     pub fn history(&self) -> Vec<HallEdit> {
-        match amjson::read_prop(&self.doc, &ROOT, "history") {
-            Some(serde_json::Value::Array(items)) => {
-                items.into_iter().filter_map(|item| serde_json::from_value(item).ok()).collect()
-            }
-            _ => Vec::new(),
-        }
+        use automerge::ReadDoc;
+        let Ok(Some((_, history))) = self.doc.get(ROOT, "history") else { return Vec::new() };
+        (0..self.doc.length(&history))
+            .filter_map(|index| {
+                let (_, id) = self.doc.get(&history, index).ok()??;
+                let mut edit: HallEdit = serde_json::from_value(amjson::read_obj(&self.doc, &id)).ok()?;
+                if let automerge::ObjId::Id(_, actor, _) = &id {
+                    let bytes = actor.to_bytes();
+                    edit.node = Some(crate::ids::hex_encode(&bytes[..bytes.len().min(32)]));
+                }
+                Some(edit)
+            })
+            .collect()
     }
 
     pub fn automerge(&self) -> &AutoCommit {

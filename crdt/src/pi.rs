@@ -54,11 +54,12 @@ pub struct MaskedPersonalData {
 /// Why a personal record was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersonalDataError {
-    /// Not a mainland mobile (11 digits, 1[3-9]…) nor a landline with area code.
+    /// Not a mainland mobile (11 digits, 1[3-9]…) nor a landline with area code. The value is not kept: a mistyped
+    /// phone number is still personal data, and errors reach logs and terminals (issue 13 §7).
     #[error(
-        "invalid phone number `{0}`: expected an 11-digit mobile (13812341234) or a landline with area code (027-85551234)"
+        "invalid phone number ({chars} characters): expected an 11-digit mobile (13812341234) or a landline with area code (027-85551234)"
     )]
-    InvalidPhone(String),
+    InvalidPhone { chars: usize },
     /// A name, address or enterprise name is longer than its limit.
     #[error("{field} is {chars} characters long, the limit is {max}")]
     TooLong { field: &'static str, chars: usize, max: usize },
@@ -73,7 +74,11 @@ pub fn normalize_phone(text: &str) -> Result<String, PersonalDataError> {
     let all_digits = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
     let mobile = digits.len() == 11 && digits.starts_with('1') && matches!(digits.as_bytes()[1], b'3'..=b'9');
     let landline = digits.starts_with('0') && (10..=12).contains(&digits.len());
-    if all_digits && (mobile || landline) { Ok(digits) } else { Err(PersonalDataError::InvalidPhone(text.to_owned())) }
+    if all_digits && (mobile || landline) {
+        Ok(digits)
+    } else {
+        Err(PersonalDataError::InvalidPhone { chars: text.chars().count() })
+    }
 }
 
 /// `王小明` → `王**`, `王五` → `王*`: keep the family name, hide the rest.

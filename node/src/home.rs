@@ -18,7 +18,7 @@
 //! so an admin's edit can travel to every node (peers accept only admin-signed hall changes, see `SignedHall`).
 
 use crate::config::{Config, ConfigError};
-use crate::identity::{IdentityError, NodeIdentity};
+use crate::identity::{IdentityError, NodeIdentity, Passphrase};
 use crate::store::{OpenStoreError, Store, StoreOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -198,16 +198,33 @@ impl Home {
     /// [`Hall::template`], the node's own enrollment). Refuses a directory that
     /// holds any node file ([`NODE_FILES`]).
     pub fn init(dir: &Path, options: InitOptions, now_ms: i64) -> Result<Home, HomeError> {
-        Home::init_from(dir, options, None, now_ms)
+        Home::init_from(dir, options, None, None, now_ms)
+    }
+
+    /// [`Home::init`] with the key files (`node.key`, and `hall.key` of a new hall) protected by `passphrase` from
+    /// the first byte written (issue 13 §6).
+    pub fn init_protected(
+        dir: &Path,
+        options: InitOptions,
+        passphrase: &Passphrase,
+        now_ms: i64,
+    ) -> Result<Home, HomeError> {
+        Home::init_from(dir, options, None, Some(passphrase), now_ms)
     }
 
     /// [`Home::init`] starting the hall from `hall` instead of the neutral template (the demo's Jiang'an hall, tests);
     /// the node's window is added to it if missing.
     pub fn init_with_hall(dir: &Path, options: InitOptions, hall: Hall, now_ms: i64) -> Result<Home, HomeError> {
-        Home::init_from(dir, options, Some(hall), now_ms)
+        Home::init_from(dir, options, Some(hall), None, now_ms)
     }
 
-    fn init_from(dir: &Path, options: InitOptions, start: Option<Hall>, now_ms: i64) -> Result<Home, HomeError> {
+    fn init_from(
+        dir: &Path,
+        options: InitOptions,
+        start: Option<Hall>,
+        passphrase: Option<&Passphrase>,
+        now_ms: i64,
+    ) -> Result<Home, HomeError> {
         let found = Home::node_files(dir);
         if !found.is_empty() {
             return Err(HomeError::AlreadyInitialized { dir: dir.to_path_buf(), found });
@@ -220,7 +237,7 @@ impl Home {
         }
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         let identity = NodeIdentity::generate()?;
-        identity.save_new(&Home::path(dir, "node.key"))?;
+        identity.save_new_with(&Home::path(dir, "node.key"), passphrase)?;
         let config = Config {
             data_dir: dir.to_path_buf(),
             window: options.window.clone(),
@@ -243,7 +260,7 @@ impl Home {
         };
         if let Some(name) = options.hall_name {
             let root = NodeIdentity::generate()?;
-            root.save_new(&Home::path(dir, "hall.key"))?;
+            root.save_new_with(&Home::path(dir, "hall.key"), passphrase)?;
             let hall = match start {
                 Some(mut hall) => {
                     hall.name = name;
@@ -280,8 +297,28 @@ impl Home {
         NODE_FILES.iter().copied().filter(|name| Home::path(dir, name).exists()).collect()
     }
 
-    /// Opens an existing data directory.
+    /// Opens an existing data directory whose key files are not protected by a passphrase.
     pub fn open(dir: &Path) -> Result<Home, HomeError> {
+        Home::open_with(dir, None)
+    }
+
+    /// Whether this data directory's `node.key` is protected by a passphrase.
+    pub fn is_protected(dir: &Path) -> Result<bool, HomeError> {
+        Ok(NodeIdentity::is_protected(&Home::path(dir, "node.key"))?)
+    }
+
+    /// Protects the key files (`node.key`, and `hall.key` on the admin node) with `passphrase`, or removes the
+    /// protection with `None` (`zhaowo key passphrase`). Each file is replaced by a rename.
+    pub fn set_passphrase(&self, passphrase: Option<&Passphrase>) -> Result<(), HomeError> {
+        self.identity.rewrite(&Home::path(&self.dir, "node.key"), passphrase)?;
+        if let Some(root) = &self.hall_root {
+            root.rewrite(&Home::path(&self.dir, "hall.key"), passphrase)?;
+        }
+        Ok(())
+    }
+
+    /// Opens an existing data directory, opening protected key files with `passphrase`.
+    pub fn open_with(dir: &Path, passphrase: Option<&Passphrase>) -> Result<Home, HomeError> {
         let config_path = Home::path(dir, "node.toml");
         if !Home::path(dir, "node.key").exists() {
             let found = Home::node_files(dir);
@@ -292,9 +329,9 @@ impl Home {
         }
         let mut config = Config::load(&config_path)?;
         config.data_dir = dir.to_path_buf();
-        let identity = NodeIdentity::load(&Home::path(dir, "node.key"))?;
+        let identity = NodeIdentity::load_with(&Home::path(dir, "node.key"), passphrase)?;
         let root_path = Home::path(dir, "hall.key");
-        let hall_root = if root_path.exists() { Some(NodeIdentity::load(&root_path)?) } else { None };
+        let hall_root = if root_path.exists() { Some(NodeIdentity::load_with(&root_path, passphrase)?) } else { None };
         let mut home = Home {
             dir: dir.to_path_buf(),
             config,
@@ -641,6 +678,7 @@ impl Home {
         options.compact_min_bytes = self.config.store_compact_min_bytes;
         options.signer = Some(self.identity.change_signer());
         options.key_role = self.config.role;
+        options.key_wrap = Some(crate::store::KeyWrap::new(&self.identity.case_key_wrap()));
         Ok(Store::open(options)?)
     }
 }

@@ -159,12 +159,6 @@ fn age_recipient(public: &[u8; 32]) -> Option<age::x25519::Recipient> {
     bech32::encode("age", public.to_base32(), bech32::Variant::Bech32).ok()?.parse().ok()
 }
 
-fn age_identity(secret: &[u8; 32]) -> Option<age::x25519::Identity> {
-    use bech32::ToBase32;
-    let encoded = bech32::encode("age-secret-key-", secret.to_base32(), bech32::Variant::Bech32).ok()?;
-    encoded.to_uppercase().parse().ok()
-}
-
 /// Encrypts a bundle's bytes to `recipients` (X25519 public keys, see [`bundle_recipients`]) in the age format.
 pub fn encrypt_bundle(inner: &[u8], recipients: &[[u8; 32]]) -> Result<Vec<u8>, String> {
     use std::io::Write;
@@ -193,7 +187,8 @@ pub enum OpenBundleError {
 /// Decrypts a bundle file with this node's X25519 secret; the plaintext is capped at [`BUNDLE_BYTES_MAX`].
 pub fn decrypt_bundle(bytes: &[u8], x25519_secret: &[u8; 32]) -> Result<Vec<u8>, OpenBundleError> {
     use std::io::Read;
-    let identity = age_identity(x25519_secret).ok_or_else(|| OpenBundleError::Damaged("bad node key".to_owned()))?;
+    let identity = crate::identity::age_identity(x25519_secret)
+        .ok_or_else(|| OpenBundleError::Damaged("bad node key".to_owned()))?;
     let decryptor = age::Decryptor::new_buffered(bytes).map_err(|error| OpenBundleError::Damaged(error.to_string()))?;
     let reader = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)).map_err(|error| match error {
         age::DecryptError::NoMatchingKeys => OpenBundleError::NotARecipient,

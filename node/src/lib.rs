@@ -14,6 +14,7 @@ pub mod identity;
 pub mod import;
 pub mod live;
 pub mod node;
+pub mod report;
 pub mod store;
 pub mod sync;
 pub mod transport;

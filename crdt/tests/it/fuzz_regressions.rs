@@ -19,13 +19,14 @@ type Target = (&'static str, fn(&[u8]) -> Outcome);
 
 #[test]
 fn every_found_input_is_refused_or_isolated() {
-    let targets: [Target; 6] = [
+    let targets: [Target; 7] = [
         ("frame", fuzzing::frame),
         ("sync_message", fuzzing::sync_message),
         ("roster_record", fuzzing::roster_record),
         ("enrollment_file", fuzzing::enrollment_file),
         ("case_document", fuzzing::case_document),
         ("bundle_file", fuzzing::bundle_file),
+        ("material_file", fuzzing::material_file),
     ];
     let mut total = 0;
     for (target, run) in targets {
@@ -67,4 +68,86 @@ fn valid_inputs_are_accepted_by_the_fuzz_entry_points() {
     assert_eq!(fuzzing::enrollment_file(b"{}"), Outcome::Refused);
     assert_eq!(fuzzing::case_document(b"junk"), Outcome::Refused);
     assert_eq!(fuzzing::sync_message(b"\x42"), Outcome::Refused);
+}
+
+/// Issue 16 §1: real files made by an image library (Pillow) with a phone's metadata — EXIF with GPS coordinates,
+/// the maker, a model and a body serial number, a JPEG comment and a PNG text chunk naming the owner — come out of
+/// `materials::clean` without any of it, still of their type and accepted again unchanged (the fuzz target's
+/// property); the seeds of the `material_file` fuzz target are these files.
+#[test]
+fn a_photo_with_gps_exif_comes_out_without_it() {
+    use zhaowo_crdt::materials::{MaterialType, clean};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/material_file");
+    let leaks: [&[u8]; 5] = [b"Exif", b"SERIAL-HW", b"5566778899", b"13812341234", b"HUAWEI"];
+    let mut report = Vec::new();
+    for (file, kind) in [
+        ("gps-photo.jpg", MaterialType::Jpeg),
+        ("gps-photo.webp", MaterialType::Webp),
+        ("text.png", MaterialType::Png),
+        ("scan.pdf", MaterialType::Pdf),
+    ] {
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let found = |bytes: &[u8]| leaks.iter().filter(|leak| bytes.windows(leak.len()).any(|w| w == **leak)).count();
+        let (got, cleaned) = clean(&bytes).unwrap_or_else(|error| panic!("{file}: {error}"));
+        assert_eq!(got, kind, "{file}");
+        assert_eq!(found(&cleaned), 0, "{file} keeps metadata");
+        assert_eq!(fuzzing::material_file(&bytes), Outcome::Accepted, "{file}");
+        if kind == MaterialType::Jpeg {
+            // The image data is kept byte for byte: the scan from SOS on is identical.
+            let scan = |bytes: &[u8]| bytes.windows(2).position(|w| w == [0xFF, 0xDA]).map(|at| bytes[at..].to_vec());
+            assert_eq!(scan(&cleaned), scan(&bytes), "the JPEG's image data changed");
+        }
+        report.push(format!("{file} {}→{} B, metadata hits {}→0", bytes.len(), cleaned.len(), found(&bytes)));
+    }
+    // Damaged copies are refused, never passed through.
+    let jpeg = std::fs::read(dir.join("gps-photo.jpg")).unwrap();
+    assert!(clean(&jpeg[..jpeg.len() / 2]).is_err(), "a truncated JPEG was accepted");
+    let mut bad_length = jpeg.clone();
+    bad_length[4] = 0xFF;
+    bad_length[5] = 0xFF;
+    assert!(clean(&bad_length).is_err(), "a segment longer than the file was accepted");
+    println!("materials: {}", report.join("; "));
+}
+
+/// A cheap stand-in for the fuzzer in plain `cargo test`: 4,000 deterministic mutations (flipped, cut, repeated
+/// bytes) of each material seed through the fuzz target's entry point, which asserts its properties on what it
+/// accepts. Prints how many mutants were accepted and refused.
+#[test]
+fn mutated_material_files_never_break_the_cleaner() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/material_file");
+    let mut state = 0x2026_1206_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let seed = std::fs::read(entry.path()).unwrap();
+        for _ in 0..4_000 {
+            let mut bytes = seed.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % bytes.len().max(1);
+                match next() % 4 {
+                    0 => bytes[at] ^= 1 << (next() % 8),
+                    1 => bytes[at] = next() as u8,
+                    2 => bytes.truncate(at),
+                    _ => {
+                        let run: Vec<u8> = bytes[at..].iter().take(16).copied().collect();
+                        bytes.splice(at..at, run);
+                    }
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            match fuzzing::material_file(&bytes) {
+                Outcome::Accepted => accepted += 1,
+                _ => refused += 1,
+            }
+        }
+    }
+    assert!(accepted > 0 && refused > 0, "mutants all accepted or all refused: {accepted}/{refused}");
+    println!("material mutants: accepted {accepted}, refused {refused}, no panic");
 }

@@ -6,6 +6,7 @@ mod convergence;
 mod fuzz_regressions;
 mod hall;
 mod hall_sync;
+mod kpi;
 mod membership;
 mod permissions;
 mod rating;

@@ -223,8 +223,11 @@ fn bad_registrations_are_refused() {
         Registration { personal: PersonalData { phone: Some("12345".into()), ..PersonalData::default() }, ..base() };
     assert_eq!(
         register(&mut window, bad_phone),
-        Err(CommandError::PersonalData(PersonalDataError::InvalidPhone("12345".into())))
+        Err(CommandError::PersonalData(PersonalDataError::InvalidPhone { chars: 5 }))
     );
+    // Issue 13 §7: the mistyped number is not in the error (errors reach terminals and logs).
+    let message = CommandError::PersonalData(PersonalDataError::InvalidPhone { chars: 5 }).to_string();
+    assert!(!message.contains("12345"), "{message}");
     let long_summary = Registration { summary: "长".repeat(SUMMARY_CHARS_MAX + 1), ..base() };
     assert!(matches!(register(&mut window, long_summary), Err(CommandError::TooLong { field: "summary", .. })));
     let long_detail = Registration { detail: "长".repeat(DETAIL_CHARS_MAX + 1), ..base() };

@@ -138,6 +138,7 @@ pub(super) async fn hall_page(State(app): State<App>, headers: HeaderMap) -> Res
         h1 { "大厅配置" }
         p.hint { "只读。管理员用 zhaowo hall export 导出、编辑后以 zhaowo hall import 导入，各节点自动同步。" }
         p { "大厅：" strong #hall-name { (hall.name) } "；每日下班时间 " (format!("{:02}:{:02}", minute / 60, minute % 60)) "（按工作日计算的时限到当日下班为止）。" }
+        p #hall-kpi { "个人信息保存期限：办结后 " (hall.retention_days) " 天；满意率统计：" (if hall.satisfaction_counts_basic { "基本满意计入满意" } else { "基本满意不计入满意" }) "。" }
         h2 { "窗口" }
         table #windows {
             tr { th { "代码" } th { "名称" } th { "楼层" } }

@@ -8,6 +8,9 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 /// One stylesheet inline (the CSP allows inline styles and nothing else): readable at 360 px, wider tables scroll.
 const CSS: &str = r#"
 *{box-sizing:border-box}
+.bar{display:inline-block;width:5em;height:.7em;border:1px solid #555;margin-left:.4em;vertical-align:middle;background:#fff}
+.bar .fill{display:block;height:100%;background:#1f5fa8}
+table.kpis td.num{white-space:nowrap}
 body{margin:0;font-family:"Noto Sans CJK SC","PingFang SC","Microsoft YaHei","WenQuanYi Micro Hei",sans-serif;font-size:16px;line-height:1.6;color:#1f2328;background:#f5f6f8}
 header{background:#b3261e;color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:center}
 header a{color:#fff}

@@ -26,6 +26,7 @@ use zhaowo_crdt::wire::{CatalogEntry as WireCatalogEntry, ChangeSignature, Whole
 use zhaowo_crdt::{CaseDoc, CaseView, RegNo};
 
 mod keys;
+pub use keys::KeyWrap;
 mod maintenance;
 mod read;
 mod replica;
@@ -167,6 +168,7 @@ impl Db {
                         &options.actor.to_bytes()[..options.actor.to_bytes().len().min(32)],
                     ),
                 },
+                wrap: options.key_wrap.clone(),
             },
             keys_destroyed: false,
         };
@@ -199,11 +201,27 @@ impl Db {
             db.projections = target >= SCHEMA_VERSION_LATEST;
             if migrated.reindex {
                 tracing::info!(from = migrated.from, to = migrated.to, "rebuilding projections after migration");
-                reindex_in(&tx, &db.actor, &mut Vec::new()).map_err(sqlite)?;
+                reindex_in(&tx, &db.actor, &db.key_holder, &mut Vec::new()).map_err(sqlite)?;
             }
             version_now = target;
         }
+        // Keys written in clear (before keys were wrapped, or by a tool without a node key) are wrapped now.
+        let (dropped, rewrapped) = match (&db.key_holder.wrap, version_now >= 6) {
+            (Some(wrap), true) => keys::settle_wrap(&tx, wrap).map_err(sqlite)?,
+            _ => (0, 0),
+        };
         tx.commit().map_err(sqlite)?;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "case keys another node wrapped were dropped: the hall's PCs hand them back at the next sync"
+            );
+        }
+        if rewrapped + dropped > 0 {
+            tracing::info!(rewrapped, "case keys wrapped under the node key");
+            db.keys_destroyed = true;
+            db.truncate_wal_if_keys_destroyed();
+        }
         db.projections = version_now >= SCHEMA_VERSION_LATEST;
         if let Ok(seq) = stored_local_seq(&db.conn) {
             db.notify.send_replace(seq);
@@ -233,7 +251,7 @@ impl Db {
         if self.cache.get_mut(doc_id).is_none() {
             let doc = load_automerge(&self.conn, &self.actor, doc_id)?
                 .ok_or_else(|| ReadError::UnknownCase(doc_id.to_owned()))?;
-            let case = keys::open_case(&self.conn, doc).map_err(|(error, _)| {
+            let case = keys::open_case(&self.conn, &self.key_holder, doc).map_err(|(error, _)| {
                 ReadError::Corrupt(CorruptCase { case_id: doc_id.to_owned(), reason: error.to_string() })
             })?;
             self.cache.insert(doc_id.to_owned(), case);
@@ -341,7 +359,7 @@ impl Db {
             // a laptop's key goes at the next `settle_key` if it may not keep it).
             // (Stores below schema 6, only opened by migration tests, have no key table.)
             if let Some(key) = case.key().filter(|_| db.projections) {
-                keys::store_key(&db.conn, &doc_id, key, crate::home::now_ms())?;
+                keys::store_key(&db.conn, &db.key_holder, &doc_id, key, crate::home::now_ms())?;
             }
             db.settle_key(&mut case)?;
             if db.projections {
@@ -582,7 +600,7 @@ impl Db {
                 }
                 let (mut case, was_cached) = match doc {
                     DocState::Case(case) => (Some(case), true),
-                    DocState::Raw(raw) => (keys::open_case(&tx, raw).ok(), false),
+                    DocState::Raw(raw) => (keys::open_case(&tx, key_holder, raw).ok(), false),
                 };
                 if let Some(case) = case.as_mut() {
                     keys_destroyed |= keys::settle_key_in(&tx, key_holder, case)?;
@@ -660,7 +678,7 @@ impl DocState {
 
 fn project(tx: &Connection, case: &CaseDoc) -> rusqlite::Result<()> {
     let view = case.view();
-    projection::upsert(tx, &CaseRow::of(&view), &SearchText::of(&view), view.conflicts.len())
+    projection::upsert(tx, &view)
 }
 
 /// Which signatures [`persist`] stores with the changes it writes.

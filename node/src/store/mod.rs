@@ -25,7 +25,7 @@ pub mod projection;
 mod registry;
 mod schema;
 
-pub use db::heads_hash;
+pub use db::{KeyWrap, heads_hash};
 pub use projection::{CaseRow, SearchText, StatsContribution};
 pub use registry::RepeatedNumber;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION_LATEST};
@@ -80,6 +80,9 @@ pub const SEARCH_TERMS_MAX: usize = 8;
 /// Characters in one search query.
 pub const SEARCH_QUERY_CHARS_MAX: usize = 100;
 
+/// KPI tallies by group key.
+pub type KpiGroups = Vec<(String, zhaowo_crdt::kpi::Tally)>;
+
 /// How to open a store. Build it with [`StoreOptions::recommended`] and change what a test needs.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -106,6 +109,9 @@ pub struct StoreOptions {
     /// every case's key; a volunteer laptop only those of its open visits. The node id a 指派上门 names is the
     /// signer's key (the actor's first 32 bytes without a signer).
     pub key_role: zhaowo_crdt::model::Role,
+    /// Wraps the case keys at rest under the node key (`NodeIdentity::case_key_wrap`); `None` stores them in clear,
+    /// for tools and tests without a node key only (`Home::open_store` always sets it).
+    pub key_wrap: Option<KeyWrap>,
     /// Set by [`Store::open`]; callers leave the default.
     #[doc(hidden)]
     pub notify: tokio::sync::watch::Sender<i64>,
@@ -140,6 +146,7 @@ impl StoreOptions {
             vfs: None,
             signer: None,
             key_role: zhaowo_crdt::model::Role::Window,
+            key_wrap: None,
             notify: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -593,6 +600,7 @@ enum Request {
     Overdue(i64, usize, Reply<Result<Vec<CaseRow>, ReadError>>),
     BadlyRated(usize, Reply<Result<Vec<CaseRow>, ReadError>>),
     Statistics(Date, Date, Reply<Result<Statistics, ReadError>>),
+    KpiTallies(Date, Date, Option<zhaowo_crdt::kpi::GroupBy>, Reply<Result<KpiGroups, ReadError>>),
     Counts(Reply<Result<StoreCounts, ReadError>>),
     SchemaVersion(Reply<Result<i64, ReadError>>),
     IntegrityCheck(Reply<Result<Vec<String>, MaintenanceError>>),
@@ -701,6 +709,7 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::Overdue(now_ms, limit, reply) => drop(reply.send(db.overdue(now_ms, limit))),
             Request::BadlyRated(limit, reply) => drop(reply.send(db.badly_rated(limit))),
             Request::Statistics(from, to, reply) => drop(reply.send(db.statistics(from, to))),
+            Request::KpiTallies(from, to, group, reply) => drop(reply.send(db.kpi_tallies(from, to, group))),
             Request::Counts(reply) => drop(reply.send(db.counts().map_err(Into::into))),
             Request::SchemaVersion(reply) => drop(reply.send(db.schema_version().map_err(Into::into))),
             Request::IntegrityCheck(reply) => drop(reply.send(db.integrity_check().map_err(Into::into))),
@@ -929,6 +938,17 @@ impl Store {
     /// Statistics of the cases registered from `from` to `to` (local dates, both included).
     pub async fn statistics(&self, from: Date, to: Date) -> Result<Statistics, ReadError> {
         self.call(|reply| Request::Statistics(from, to, reply), Err(ReadError::Closed)).await
+    }
+
+    /// The 督查科's figures (`zhaowo_crdt::kpi`) of the cases registered from `from` to `to`, per group of `group` (one
+    /// group `全部` without); see [`Db::kpi_tallies`](db::Db::kpi_tallies).
+    pub async fn kpi_tallies(
+        &self,
+        from: Date,
+        to: Date,
+        group: Option<zhaowo_crdt::kpi::GroupBy>,
+    ) -> Result<KpiGroups, ReadError> {
+        self.call(|reply| Request::KpiTallies(from, to, group, reply), Err(ReadError::Closed)).await
     }
 
     pub async fn counts(&self) -> Result<StoreCounts, ReadError> {

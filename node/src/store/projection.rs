@@ -203,9 +203,44 @@ fn add_stats(tx: &Connection, day: i64, category: &str, stats: StatsContribution
     Ok(())
 }
 
-/// Writes (or replaces) the projections of one case: the register row, its search text, its statistics, its number in
-/// the register of numbers and its count of open conflicts.
-pub(crate) fn upsert(tx: &Connection, row: &CaseRow, text: &SearchText, conflicts: usize) -> rusqlite::Result<()> {
+/// Writes (or replaces) the projections of one case: the register row, its search text, its statistics and KPI facts,
+/// its number in the register of numbers and its count of open conflicts.
+pub(crate) fn upsert(tx: &Connection, view: &CaseView) -> rusqlite::Result<()> {
+    upsert_facts(tx, view)?;
+    upsert_rows(tx, &CaseRow::of(view), &SearchText::of(view), view.conflicts.len())
+}
+
+/// The `case_facts` row of a case (`zhaowo_crdt::kpi::CaseFacts` and the keys reports group by).
+fn upsert_facts(tx: &Connection, view: &CaseView) -> rusqlite::Result<()> {
+    use zhaowo_crdt::kpi::{CaseFacts, GroupBy};
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let columns = CaseFacts::COLUMNS.join(", ");
+        let slots: Vec<String> = (9..9 + CaseFacts::COLUMNS.len()).map(|n| format!("?{n}")).collect();
+        format!(
+            "INSERT OR REPLACE INTO case_facts (doc_id, registered_at_ms, month, window, unit, nature, category, modes, \
+             {columns}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {})",
+            slots.join(", ")
+        )
+    });
+    let key = |group: GroupBy| GroupBy::keys(group, view).into_iter().next().unwrap_or_default();
+    let modes: String = view.modes.iter().map(|mode| format!(",{}", mode.code())).collect::<String>() + ",";
+    let mut values: Vec<rusqlite::types::Value> = vec![
+        view.case_id.as_str().to_owned().into(),
+        view.registered_at_ms.into(),
+        key(GroupBy::Month).into(),
+        key(GroupBy::Window).into(),
+        key(GroupBy::Unit).into(),
+        key(GroupBy::Nature).into(),
+        key(GroupBy::Category).into(),
+        modes.into(),
+    ];
+    values.extend(CaseFacts::of(view).values().map(rusqlite::types::Value::from));
+    tx.prepare_cached(sql)?.execute(rusqlite::params_from_iter(values))?;
+    Ok(())
+}
+
+fn upsert_rows(tx: &Connection, row: &CaseRow, text: &SearchText, conflicts: usize) -> rusqlite::Result<()> {
     super::registry::record(tx, &row.case_id, &row.reg_no)?;
     set_conflicts(tx, &row.case_id, conflicts)?;
     let old = tx
@@ -276,6 +311,7 @@ pub(crate) fn remove(tx: &Connection, case_id: &str) -> rusqlite::Result<()> {
         .query_row([case_id], |sql| Ok((sql.get::<_, i64>("id")?, CaseRow::from_sql(sql)?)))
         .optional()?;
     set_conflicts(tx, case_id, 0)?;
+    tx.prepare_cached("DELETE FROM case_facts WHERE doc_id = ?1")?.execute([case_id])?;
     if let Some((id, row)) = old {
         add_stats(tx, local_day(row.registered_at_ms), &row.category, row.stats(), -1)?;
         tx.prepare_cached("DELETE FROM cases_fts WHERE rowid = ?1")?.execute([id])?;

@@ -11,7 +11,7 @@ use rusqlite::{OptionalExtension, Transaction};
 pub const APPLICATION_ID: i32 = 0x7a68_776f;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION_LATEST: i64 = 6;
+pub const SCHEMA_VERSION_LATEST: i64 = 7;
 
 /// Version 1: documents (snapshot + changes), the catalog, the node-wide counter and change signatures.
 const V1: &str = r#"
@@ -180,8 +180,47 @@ INSERT INTO cases_fts (cases_fts, rank) VALUES ('secure-delete', 1);
 INSERT INTO cases_bigrams (cases_bigrams, rank) VALUES ('secure-delete', 1);
 "#;
 
+/// Version 7 (issue 15 §6): what each case adds to the 督查科's figures (`zhaowo_crdt::kpi::CaseFacts`, columns in
+/// `CaseFacts::COLUMNS` order), with the keys a report groups by; modes as `,CODE,CODE,` (a case counts under each).
+const V7: &str = r#"
+CREATE TABLE case_facts (
+    doc_id               TEXT PRIMARY KEY,
+    registered_at_ms     INTEGER NOT NULL,
+    month                TEXT NOT NULL,
+    window               TEXT NOT NULL,
+    unit                 TEXT NOT NULL,
+    nature               TEXT NOT NULL,
+    category             TEXT NOT NULL,
+    modes                TEXT NOT NULL,
+    registered           INTEGER NOT NULL,
+    answered             INTEGER NOT NULL,
+    closed               INTEGER NOT NULL,
+    closed_on_time       INTEGER NOT NULL,
+    callback_valid       INTEGER NOT NULL,
+    callback_resolved    INTEGER NOT NULL,
+    callback_eligible    INTEGER NOT NULL,
+    called_back          INTEGER NOT NULL,
+    rated_1              INTEGER NOT NULL,
+    rated_2              INTEGER NOT NULL,
+    rated_3              INTEGER NOT NULL,
+    rated_4              INTEGER NOT NULL,
+    rated_5              INTEGER NOT NULL,
+    bad_rectified        INTEGER NOT NULL,
+    named_bad            INTEGER NOT NULL,
+    named_bad_contacted  INTEGER NOT NULL,
+    dispatches           INTEGER NOT NULL,
+    returns              INTEGER NOT NULL,
+    reopened             INTEGER NOT NULL,
+    extended             INTEGER NOT NULL,
+    consultations        INTEGER NOT NULL,
+    site_visits          INTEGER NOT NULL,
+    expedited            INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX case_facts_registered ON case_facts (registered_at_ms);
+"#;
+
 /// Migrations in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION_LATEST);
 
 /// Whether the projections must be rebuilt after migrating (a migration created or changed them).
@@ -224,8 +263,8 @@ pub(crate) fn migrate(tx: &Transaction<'_>, from: i64, to: i64) -> Result<Migrat
     let mut reindex = false;
     for version in from..to {
         tx.execute_batch(MIGRATIONS[version as usize])?;
-        // Versions 2, 3 and 5 add projections: a store that had documents rebuilds them.
-        reindex |= matches!(version + 1, 2 | 3 | 5);
+        // Versions 2, 3, 5 and 7 add projections: a store that had documents rebuilds them.
+        reindex |= matches!(version + 1, 2 | 3 | 5 | 7);
     }
     tx.execute_batch(&format!("PRAGMA user_version = {to}"))?;
     Ok(Migrated { from, to, reindex: reindex && from > 0 && to >= SCHEMA_VERSION_LATEST })

@@ -794,6 +794,25 @@ async fn a_clerk_signs_in_dispatches_and_replies_and_the_citizen_sees_the_reply(
     }
     let stats = node.get("/desk/stats", &session).await.body;
     assert!(stats.contains("<svg") && stats.contains("受理量"));
+    // Issue 15 §6: every figure with its formula, a grouping, the monthly report as a page and a workbook.
+    assert!(stats.contains("回应率") && stats.contains("差评整改率") && stats.contains("÷"), "formulas on the page");
+    let by_unit = node.get("/desk/stats?by=unit", &session).await;
+    assert!(by_unit.status == StatusCode::OK && by_unit.body.contains("按承办单位"), "{}", by_unit.body);
+    for bad in ["/desk/stats?by=weekday", "/desk/stats?from=2026-13-01", "/desk/report?month=2026-13"] {
+        let answer = node.get(bad, &session).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let report = node.get("/desk/report", &session).await;
+    assert!(report.status == StatusCode::OK && report.body.contains("督查统计") && report.body.contains("按窗口"));
+    let mut request =
+        Request::get("/desk/report.xlsx").header(header::COOKIE, session.as_str()).body(Body::empty()).unwrap();
+    request.extensions_mut().insert(ConnectInfo(client(10)));
+    let response = node.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec();
+    let workbook: calamine::Xlsx<_> =
+        calamine::Reader::new(std::io::Cursor::new(bytes)).expect("the monthly report is a workbook");
+    assert!(calamine::Reader::sheet_names(&workbook).contains(&"按服务方式".to_owned()));
     let qr = node.get("/desk/qr", &session).await.body;
     assert!(qr.matches("<svg").count() >= 6, "a QR code per window");
     let peers = node.get("/desk/peers", &session).await.body;

@@ -492,6 +492,22 @@ fn check_reads_against_fold(seed: u64, n_cases: usize) {
             }
             let got = store.statistics(from, to).await.unwrap();
             assert_eq!(got.counts, counts, "statistics {from:?}..{to:?}");
+            // The 督查科's figures (issue 15 §6): the store's grouped sums equal the facts of the fold's views.
+            use zhaowo_crdt::kpi::{CaseFacts, GroupBy, Tally};
+            let in_period: Vec<&CaseView> =
+                views.iter().filter(|view| (from..=to).contains(&Date::of_ms(view.registered_at_ms))).collect();
+            for group in [None].into_iter().chain(GroupBy::ALL.iter().copied().map(Some)) {
+                let mut expected: BTreeMap<String, Tally> = BTreeMap::new();
+                for view in &in_period {
+                    let keys = group.map_or_else(|| vec!["全部".to_owned()], |group| group.keys(view));
+                    for key in keys {
+                        *expected.entry(key).or_default() += &CaseFacts::of(view);
+                    }
+                }
+                let got: BTreeMap<String, Tally> =
+                    store.kpi_tallies(from, to, group).await.unwrap().into_iter().collect();
+                assert_eq!(got, expected, "KPI tallies by {:?} {from:?}..{to:?}", group.map(GroupBy::code));
+            }
         }
         let report = store.verify(None).await.unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -736,5 +752,57 @@ fn the_bundle_fuzz_seeds_open_and_decode() {
     assert_eq!(
         zhaowo_node::import::decrypt_bundle(&bytes, &stranger),
         Err(zhaowo_node::import::OpenBundleError::NotARecipient)
+    );
+}
+
+/// Issue 13 §6: case keys are wrapped at rest under the node key. A store written without a node key (a tool) has its
+/// clear rows wrapped when a node opens it; the same file opened under another node key (a backup restored into a
+/// newly enrolled node) drops the rows it cannot open, so the node asks its peers for them again instead of believing
+/// it holds them.
+#[tokio::test]
+async fn case_keys_are_wrapped_at_rest_and_another_node_key_drops_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.db");
+    let mut factory = CaseFactory::new(31, actor(1), CaseFactory::start_2026());
+    let open_with = |wrap: Option<[u8; 32]>| {
+        let mut options = StoreOptions::recommended(path.clone(), actor(1));
+        options.key_wrap = wrap.map(|key| KeyWrap::new(&key));
+        Store::open(options).expect("open store")
+    };
+    let rows = || -> Vec<(String, Vec<u8>)> {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let mut statement = db.prepare("SELECT doc_id, key FROM case_keys ORDER BY doc_id").unwrap();
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let store = open_with(None);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(store.register(factory.register()).await.unwrap().case_id);
+    }
+    let detail = store.case_view(&ids[0]).await.unwrap().detail;
+    store.close();
+    let clear = rows();
+    assert!(clear.iter().all(|(_, key)| key.len() == 32), "a tool's store holds clear rows");
+
+    let store = open_with(Some([7; 32]));
+    let wrapped = rows();
+    assert_eq!(wrapped.len(), 3);
+    assert!(wrapped.iter().all(|(_, key)| key.len() != 32), "the node wrapped the clear rows at open");
+    let clear_keys: Vec<&Vec<u8>> = clear.iter().map(|(_, key)| key).collect();
+    let file = std::fs::read(&path).unwrap();
+    let in_file = clear_keys.iter().filter(|key| file.windows(32).any(|window| window == key.as_slice())).count();
+    assert_eq!(in_file, 0, "a clear key is still in the database file (secure_delete)");
+    let view = store.case_view(&ids[0]).await.unwrap();
+    assert!(!view.personal.sealed && view.detail == detail, "the node reads its cases through wrapped keys");
+    assert_eq!(store.case_key_count().await.unwrap(), 3);
+    store.close();
+
+    let store = open_with(Some([8; 32]));
+    assert_eq!(store.case_key_count().await.unwrap(), 0, "rows of another node key were kept");
+    assert!(store.case_view(&ids[0]).await.unwrap().personal.sealed, "a case opened without its key");
+    store.close();
+    println!(
+        "keys at rest (store): 3 clear rows wrapped at open, 0/3 clear keys left in the file, 3/3 readable; under \
+         another node key: 3 dropped, cases sealed"
     );
 }

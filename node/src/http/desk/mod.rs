@@ -49,6 +49,8 @@ pub fn routes() -> Router<App> {
         .route("/desk/case/{id}/act", post(case_action))
         .route("/desk/overdue", get(overdue))
         .route("/desk/stats", get(stats))
+        .route("/desk/report", get(reports::report_page))
+        .route("/desk/report.xlsx", get(reports::report_xlsx))
         .route("/desk/conflicts", get(conflicts))
         .route("/desk/peers", get(peers))
         .route("/desk/qr", get(qr_codes))

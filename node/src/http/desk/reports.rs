@@ -107,10 +107,81 @@ fn monthly_chart(months: &[(String, i64, i64)]) -> Markup {
     }
 }
 
-pub(super) async fn stats(State(app): State<App>, headers: HeaderMap) -> Response {
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct StatsQuery {
+    /// First and last day of registration (YYYY-MM-DD); default: this year.
+    from: String,
+    to: String,
+    /// A grouping (`GroupBy::code`); default: month.
+    by: String,
+}
+
+/// The period and grouping of a statistics request, or the zh-CN reason it is refused.
+fn stats_period(query: &StatsQuery, today: Date) -> Result<(Date, Date, zhaowo_crdt::kpi::GroupBy), String> {
+    let day = |text: &str, default: Date| -> Result<Date, String> {
+        if text.is_empty() {
+            return Ok(default);
+        }
+        Date::parse(text).ok_or_else(|| format!("日期“{text}”无效：请按 年-月-日 填写，如 2026-11-30。"))
+    };
+    let from = day(&query.from, Date::new(today.year, 1, 1).unwrap_or(today))?;
+    let to = day(&query.to, today)?;
+    if from > to {
+        return Err("开始日期晚于结束日期。".to_owned());
+    }
+    let by = match query.by.as_str() {
+        "" => zhaowo_crdt::kpi::GroupBy::Month,
+        code => zhaowo_crdt::kpi::GroupBy::parse(code).ok_or_else(|| {
+            let valid: Vec<&str> = zhaowo_crdt::kpi::GroupBy::ALL.iter().map(|g| g.zh()).collect();
+            format!("分组方式无效：可选 {}。", valid.join("、"))
+        })?,
+    };
+    Ok((from, to, by))
+}
+
+pub(super) async fn stats(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    use zhaowo_crdt::kpi::{GroupBy, Kpi};
     let Some((_, session)) = session(&app, &headers) else { return to_login() };
     let now = crate::home::now_ms();
     let today = Date::of_ms(now);
+    let query = query.map(|axum::extract::Query(q)| q).unwrap_or_default();
+    let (from, to, by) = match stats_period(&query, today) {
+        Ok(period) => period,
+        Err(reason) => {
+            let body = html! { div.error { (reason) } a.button href="/desk/stats" { "返回督查统计" } };
+            return desk_page(&session, StatusCode::BAD_REQUEST, "督查统计", body);
+        }
+    };
+    let the_hall = hall(&app);
+    let report = match crate::report::build(&app.store, &the_hall, from, to, &[by]).await {
+        Ok(report) => report,
+        Err(error) => return store_unavailable(&error),
+    };
+    let month = format!("{:04}-{:02}", today.year, today.month);
+    let kpi_section = html! {
+        h2 #kpis { "督查指标（" (from) " 至 " (to) "，按登记时间）" }
+        form.inline method="get" action="/desk/stats" {
+            label { "从 " input type="date" name="from" value=(from.to_string()); }
+            label { " 至 " input type="date" name="to" value=(to.to_string()); }
+            label { " 分组 " select name="by" {
+                @for group in GroupBy::ALL { option value=(group.code()) selected[*group == by] { (group.zh()) } }
+            } }
+            " " button type="submit" { "查看" }
+        }
+        (report.summary_table())
+        h3 { "按" (by.zh()) }
+        (report.group_table(by, &[Kpi::Registered, Kpi::AnswerRate, Kpi::OnTimeCloseRate, Kpi::SatisfactionRate, Kpi::BadRate, Kpi::CallbackRate, Kpi::ReturnRate]))
+        p {
+            "月度通报：" a #report-html href={ "/desk/report?month=" (month) } { "本月（可打印）" }
+            "　" a #report-xlsx href={ "/desk/report.xlsx?month=" (month) } { "本月 xlsx" }
+            "　其他月份：在地址中改 month=年-月，或用 zhaowo stats --month 年-月 --out 通报.xlsx"
+        }
+    };
     let year_start = Date::new(today.year, 1, 1).unwrap_or(today);
     let year = match app.store.statistics(year_start, today).await {
         Ok(stats) => stats,
@@ -149,6 +220,7 @@ pub(super) async fn stats(State(app): State<App>, headers: HeaderMap) -> Respons
         }
         h2 { "近 12 个月" }
         (monthly_chart(&months))
+        (kpi_section)
         h2 { "当前状态分布（全部案件）" }
         table { tbody {
             @for (code, count) in &by_status {
@@ -166,6 +238,70 @@ pub(super) async fn stats(State(app): State<App>, headers: HeaderMap) -> Respons
         }
     };
     desk_page(&session, StatusCode::OK, "督查统计", body)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct ReportQuery {
+    /// `YYYY-MM`; default: this month.
+    month: String,
+}
+
+/// 月度通报: every figure of one month's cases by every grouping, as a printable page (`/desk/report`) or an xlsx
+/// workbook (`/desk/report.xlsx`), for the 督查科 to hand upward.
+pub(super) async fn report_page(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    report(app, headers, query, false).await
+}
+
+pub(super) async fn report_xlsx(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    report(app, headers, query, true).await
+}
+
+async fn report(
+    app: App,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+    xlsx: bool,
+) -> Response {
+    use axum::response::IntoResponse;
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let today = Date::of_ms(crate::home::now_ms());
+    let query = query.map(|axum::extract::Query(q)| q).unwrap_or_default();
+    let month = if query.month.is_empty() { format!("{:04}-{:02}", today.year, today.month) } else { query.month };
+    let Some((from, to)) = crate::report::month_range(&month) else {
+        let body = html! { div.error { "月份“" (month) "”无效：请按 年-月 填写，如 2026-11。" } a.button href="/desk/stats" { "返回督查统计" } };
+        return desk_page(&session, StatusCode::BAD_REQUEST, "月度通报", body);
+    };
+    let report = match crate::report::build(&app.store, &hall(&app), from, to, zhaowo_crdt::kpi::GroupBy::ALL).await {
+        Ok(report) => report,
+        Err(error) => return store_unavailable(&error),
+    };
+    if !xlsx {
+        return (StatusCode::OK, axum::response::Html(report.printable().into_string())).into_response();
+    }
+    match report.xlsx() {
+        Ok(bytes) => (
+            StatusCode::OK,
+            [
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_owned(),
+                ),
+                (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"report-{month}.xlsx\"")),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => store_unavailable(&error),
+    }
 }
 
 pub(super) async fn conflicts(State(app): State<App>, headers: HeaderMap) -> Response {

@@ -6,15 +6,115 @@
 //! with `secure_delete` on and the WAL truncated after the commit, leaves none of the old bytes in the files.
 
 use super::*;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zhaowo_crdt::seal::{CASE_KEY_BYTES, CaseKey, may_hold_key};
 
-/// The stored key of a case.
-pub(crate) fn load_key(conn: &Connection, doc_id: &str) -> rusqlite::Result<Option<CaseKey>> {
-    let bytes: Option<Vec<u8>> = conn
+/// The first byte of a wrapped key row; then a 24-byte nonce and the sealed key with its 16-byte tag.
+const WRAPPED_VERSION: u8 = 1;
+const WRAP_NONCE_BYTES: usize = 24;
+const WRAPPED_BYTES: usize = 1 + WRAP_NONCE_BYTES + CASE_KEY_BYTES + 16;
+
+/// The key that wraps case keys at rest (issue 13 §6): XChaCha20-Poly1305 under the node's
+/// `NodeIdentity::case_key_wrap`, a fresh random nonce per row, and the case id as associated data (a row copied under
+/// another case's id does not open). A copy of `cases.db` without `node.key` opens no case; with a passphrase on
+/// `node.key`, neither does a stolen laptop's whole data directory.
+#[derive(Clone)]
+pub struct KeyWrap {
+    cipher: std::sync::Arc<XChaCha20Poly1305>,
+    /// A fingerprint of the wrap key (the first 8 bytes of a labelled SHA-256), kept in `meta` to notice a store
+    /// whose keys another node wrapped (a backup restored into a newly enrolled node).
+    id: i64,
+}
+
+impl std::fmt::Debug for KeyWrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyWrap([redacted])")
+    }
+}
+
+impl KeyWrap {
+    pub fn new(key: &[u8; 32]) -> KeyWrap {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new().chain_update(b"zhaowo key-wrap id v1\0").chain_update(key).finalize();
+        let id = i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+        KeyWrap { cipher: std::sync::Arc::new(XChaCha20Poly1305::new(key.into())), id }
+    }
+
+    fn wrap(&self, doc_id: &str, key: &CaseKey) -> rusqlite::Result<Vec<u8>> {
+        let mut nonce = [0u8; WRAP_NONCE_BYTES];
+        // No randomness is an error, never a fixed nonce.
+        getrandom::fill(&mut nonce).map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+        let sealed = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: key.as_bytes(), aad: doc_id.as_bytes() })
+            .map_err(|_| rusqlite::Error::ToSqlConversionFailure("cannot wrap a case key".into()))?;
+        let mut row = Vec::with_capacity(WRAPPED_BYTES);
+        row.push(WRAPPED_VERSION);
+        row.extend_from_slice(&nonce);
+        row.extend_from_slice(&sealed);
+        Ok(row)
+    }
+
+    /// The case key of a wrapped row, if this wrap key made it for this case.
+    pub fn unwrap(&self, doc_id: &str, row: &[u8]) -> Option<[u8; CASE_KEY_BYTES]> {
+        if row.len() != WRAPPED_BYTES || row[0] != WRAPPED_VERSION {
+            return None;
+        }
+        let (nonce, sealed) = row[1..].split_at(WRAP_NONCE_BYTES);
+        let key =
+            self.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: doc_id.as_bytes() }).ok()?;
+        key.try_into().ok()
+    }
+}
+
+/// The stored key of a case: a wrapped row opened with the holder's wrap key, or a clear row (a store opened without
+/// a node key: tools and tests; `rewrap_clear_keys` wraps those when a node opens the store).
+pub(crate) fn load_key(conn: &Connection, holder: &KeyHolder, doc_id: &str) -> rusqlite::Result<Option<CaseKey>> {
+    let row: Option<Vec<u8>> = conn
         .prepare_cached("SELECT key FROM case_keys WHERE doc_id = ?1")?
         .query_row([doc_id], |row| row.get(0))
         .optional()?;
-    Ok(bytes.and_then(|bytes| <[u8; CASE_KEY_BYTES]>::try_from(bytes).ok()).map(CaseKey::from_bytes))
+    let Some(row) = row else { return Ok(None) };
+    if let Ok(clear) = <[u8; CASE_KEY_BYTES]>::try_from(row.as_slice()) {
+        return Ok(Some(CaseKey::from_bytes(clear)));
+    }
+    let opened = holder.wrap.as_ref().and_then(|wrap| wrap.unwrap(doc_id, &row));
+    if opened.is_none() {
+        tracing::warn!(%doc_id, "a stored case key does not open with this node's key: the case reads as sealed");
+    }
+    Ok(opened.map(CaseKey::from_bytes))
+}
+
+/// At open, inside the caller's transaction: drops key rows that another node's key wrapped (a backup restored into a
+/// newly enrolled node: no use here, and while a row is present the node would not ask for the key again; a hall PC
+/// fetches them back at its next sync), then wraps clear rows (see [`rewrap_clear_keys`]). Returns (dropped, wrapped).
+pub(crate) fn settle_wrap(conn: &Connection, wrap: &KeyWrap) -> rusqlite::Result<(usize, usize)> {
+    let stored: Option<i64> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'key_wrap_id'", [], |row| row.get(0)).optional()?;
+    let dropped = match stored {
+        Some(id) if id == wrap.id => 0,
+        Some(_) => conn.execute("DELETE FROM case_keys WHERE length(key) != ?1", [CASE_KEY_BYTES as i64])?,
+        None => 0,
+    };
+    if stored != Some(wrap.id) {
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('key_wrap_id', ?1)", [wrap.id])?;
+    }
+    Ok((dropped, rewrap_clear_keys(conn, wrap)?))
+}
+
+/// Wraps every clear key row under `wrap` (a store written before keys were wrapped, or by a tool without a node
+/// key), inside the caller's transaction. Returns how many rows it wrapped.
+pub(crate) fn rewrap_clear_keys(conn: &Connection, wrap: &KeyWrap) -> rusqlite::Result<usize> {
+    let clear: Vec<(String, Vec<u8>)> = conn
+        .prepare("SELECT doc_id, key FROM case_keys WHERE length(key) = ?1")?
+        .query_map([CASE_KEY_BYTES as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (doc_id, key) in &clear {
+        let key = CaseKey::from_bytes(key.as_slice().try_into().expect("length checked by the query"));
+        conn.execute("UPDATE case_keys SET key = ?1 WHERE doc_id = ?2", params![wrap.wrap(doc_id, &key)?, doc_id])?;
+    }
+    Ok(clear.len())
 }
 
 pub(crate) fn has_key(conn: &Connection, doc_id: &str) -> rusqlite::Result<bool> {
@@ -25,9 +125,19 @@ pub(crate) fn has_key(conn: &Connection, doc_id: &str) -> rusqlite::Result<bool>
         .is_some())
 }
 
-pub(crate) fn store_key(conn: &Connection, doc_id: &str, key: &CaseKey, now_ms: i64) -> rusqlite::Result<()> {
+pub(crate) fn store_key(
+    conn: &Connection,
+    holder: &KeyHolder,
+    doc_id: &str,
+    key: &CaseKey,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let row = match &holder.wrap {
+        Some(wrap) => wrap.wrap(doc_id, key)?,
+        None => key.as_bytes().to_vec(),
+    };
     conn.prepare_cached("INSERT OR REPLACE INTO case_keys (doc_id, key, granted_ms) VALUES (?1, ?2, ?3)")?
-        .execute(params![doc_id, key.as_bytes().as_slice(), now_ms])?;
+        .execute(params![doc_id, row, now_ms])?;
     Ok(())
 }
 
@@ -42,11 +152,12 @@ fn delete_key(conn: &Connection, doc_id: &str) -> rusqlite::Result<bool> {
 )]
 pub(crate) fn open_case(
     conn: &Connection,
+    holder: &KeyHolder,
     doc: AutoCommit,
 ) -> Result<CaseDoc, (zhaowo_crdt::case::LoadError, AutoCommit)> {
     let mut case = CaseDoc::from_automerge_or_back(doc)?;
     let doc_id = case.case_id().as_str().to_owned();
-    case.set_key(load_key(conn, &doc_id).ok().flatten());
+    case.set_key(load_key(conn, holder, &doc_id).ok().flatten());
     Ok(case)
 }
 
@@ -55,6 +166,8 @@ pub(crate) fn open_case(
 pub(crate) struct KeyHolder {
     pub role: zhaowo_crdt::model::Role,
     pub node_id: String,
+    /// Wraps the keys at rest; `None` (no node key: tools and tests) stores them in clear.
+    pub wrap: Option<KeyWrap>,
 }
 
 impl KeyHolder {
@@ -174,7 +287,7 @@ impl Db {
     pub(crate) fn case_keys(&self, ids: &[String]) -> rusqlite::Result<Vec<zhaowo_crdt::wire::CaseKeyGrant>> {
         let mut grants = Vec::new();
         for doc_id in ids {
-            if let Some(key) = load_key(&self.conn, doc_id)? {
+            if let Some(key) = load_key(&self.conn, &self.key_holder, doc_id)? {
                 grants.push(zhaowo_crdt::wire::CaseKeyGrant { doc_id: doc_id.clone(), key: *key.as_bytes() });
             }
         }
@@ -207,7 +320,7 @@ impl Db {
 
     /// The key of a case for `peer` (its roster role and id), when this node holds it and the peer may hold it.
     pub(crate) fn key_for(&mut self, doc_id: &str, role: zhaowo_crdt::model::Role, peer_id: &str) -> Option<[u8; 32]> {
-        let key = load_key(&self.conn, doc_id).ok().flatten()?;
+        let key = load_key(&self.conn, &self.key_holder, doc_id).ok().flatten()?;
         // A hall PC may hold every key but a purged case's, and this node holds no purged case's key (a purge destroys
         // it as it is stored): no need to load the case (a fresh hall PC asks for every key of the hall).
         if role.is_staff() {
@@ -237,10 +350,10 @@ impl Db {
             return Err("this node may not hold the key of this case".to_owned());
         }
         let stored = (|| -> rusqlite::Result<()> {
-            store_key(&self.conn, doc_id, &key, crate::home::now_ms())?;
+            store_key(&self.conn, &self.key_holder, doc_id, &key, crate::home::now_ms())?;
             bump_catalog(&self.conn, doc_id)?;
             if self.projections {
-                projection::upsert(&self.conn, &CaseRow::of(&view), &SearchText::of(&view), view.conflicts.len())?;
+                projection::upsert(&self.conn, &view)?;
             }
             Ok(())
         })();

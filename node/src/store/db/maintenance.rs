@@ -19,7 +19,7 @@ impl Db {
         let mut problems = Vec::new();
         self.cache.clear();
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let cases = reindex_in(&tx, &self.actor, &mut problems)?;
+        let cases = reindex_in(&tx, &self.actor, &self.key_holder, &mut problems)?;
         tx.commit()?;
         Ok(ReindexReport { cases, problems })
     }
@@ -159,7 +159,7 @@ impl Db {
             .prepare_cached(&format!("SELECT id, {CASE_COLUMNS} FROM cases WHERE doc_id = ?1"))?
             .query_row([doc_id], |row| Ok((row.get::<_, i64>("id")?, CaseRow::from_sql(row)?)))
             .optional()?;
-        match super::keys::open_case(&self.conn, doc).map_err(|(error, _)| error) {
+        match super::keys::open_case(&self.conn, &self.key_holder, doc).map_err(|(error, _)| error) {
             Ok(case) => {
                 let view = case.view();
                 match stored {
@@ -212,9 +212,14 @@ fn doc_ids_after(conn: &Connection, after: &str, limit: usize) -> rusqlite::Resu
 }
 
 /// Rebuilds every projection from the documents inside `tx`; unreadable documents are reported and skipped.
-pub(crate) fn reindex_in(tx: &Transaction<'_>, actor: &ActorId, problems: &mut Vec<Problem>) -> rusqlite::Result<u64> {
+pub(crate) fn reindex_in(
+    tx: &Transaction<'_>,
+    actor: &ActorId,
+    holder: &super::keys::KeyHolder,
+    problems: &mut Vec<Problem>,
+) -> rusqlite::Result<u64> {
     tx.execute_batch(
-        "DELETE FROM cases; DELETE FROM cases_fts; DELETE FROM cases_bigrams; DELETE FROM stats_daily; \
+        "DELETE FROM cases; DELETE FROM cases_fts; DELETE FROM cases_bigrams; DELETE FROM stats_daily; DELETE FROM case_facts; \
          DELETE FROM open_conflicts;",
     )?;
     let mut after = String::new();
@@ -225,7 +230,7 @@ pub(crate) fn reindex_in(tx: &Transaction<'_>, actor: &ActorId, problems: &mut V
         after = last.clone();
         for doc_id in ids {
             match load_automerge(tx, actor, &doc_id) {
-                Ok(Some(doc)) => match super::keys::open_case(tx, doc).map_err(|(error, _)| error) {
+                Ok(Some(doc)) => match super::keys::open_case(tx, holder, doc).map_err(|(error, _)| error) {
                     Ok(case) => {
                         project(tx, &case)?;
                         cases += 1;

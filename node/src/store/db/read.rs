@@ -238,6 +238,59 @@ impl Db {
         Ok(Statistics::from_counts(counts))
     }
 
+    /// The KPI tallies of the cases registered from `from` to `to` (inclusive, the hall's days), per group of `group`
+    /// (sorted by key), or one group `全部` without. By service mode a case counts under each of its modes.
+    pub fn kpi_tallies(
+        &self,
+        from: zhaowo_crdt::time::Date,
+        to: zhaowo_crdt::time::Date,
+        group: Option<zhaowo_crdt::kpi::GroupBy>,
+    ) -> Result<Vec<(String, zhaowo_crdt::kpi::Tally)>, ReadError> {
+        use zhaowo_crdt::kpi::{CaseFacts, GroupBy, Tally};
+        self.need_projections()?;
+        // The column is chosen from a closed list, never from input.
+        let column = match group {
+            None => "'全部'",
+            Some(GroupBy::Month) => "month",
+            Some(GroupBy::Window) => "window",
+            Some(GroupBy::Unit) => "unit",
+            Some(GroupBy::Nature) => "nature",
+            Some(GroupBy::Category) => "category",
+            Some(GroupBy::Mode) => "modes",
+        };
+        let sums: Vec<String> = CaseFacts::COLUMNS.iter().map(|c| format!("coalesce(sum({c}), 0)")).collect();
+        let sql = format!(
+            "SELECT {column}, {} FROM case_facts WHERE registered_at_ms >= ?1 AND registered_at_ms < ?2 \
+             GROUP BY {column} ORDER BY {column}",
+            sums.join(", ")
+        );
+        let start = from.to_days() * zhaowo_crdt::time::DAY_MS - zhaowo_crdt::time::OFFSET_MS;
+        let end = (to.to_days() + 1) * zhaowo_crdt::time::DAY_MS - zhaowo_crdt::time::OFFSET_MS;
+        let rows: Vec<(String, CaseFacts)> = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(params![start, end], |row| {
+                let mut values = [0i64; 23];
+                for (i, value) in values.iter_mut().enumerate() {
+                    *value = row.get(i + 1)?;
+                }
+                Ok((row.get(0)?, CaseFacts::from_values(values)))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if group != Some(GroupBy::Mode) {
+            return Ok(rows.into_iter().map(|(key, facts)| (key, Tally(facts))).collect());
+        }
+        let mut by_mode: BTreeMap<String, Tally> = BTreeMap::new();
+        for (modes, facts) in rows {
+            let codes: Vec<&str> = modes.split(',').filter(|code| !code.is_empty()).collect();
+            let keys = if codes.is_empty() { vec!["无"] } else { codes };
+            for key in keys {
+                *by_mode.entry(key.to_owned()).or_default() += &facts;
+            }
+        }
+        Ok(by_mode.into_iter().collect())
+    }
+
     pub fn counts(&self) -> rusqlite::Result<StoreCounts> {
         Ok(StoreCounts {
             docs: self.conn.query_row("SELECT count(*) FROM catalog", [], |row| row.get(0))?,

@@ -167,7 +167,7 @@ impl DbReplica<'_> {
                     self.step_docs.docs.insert(doc_id.to_owned(), AutoCommit::new().with_actor(self.db.actor.clone()));
                     return Ok(self.step_docs.docs.get_mut(doc_id).expect("inserted"));
                 }
-                Ok(Some(doc)) => match keys::open_case(&self.db.conn, doc) {
+                Ok(Some(doc)) => match keys::open_case(&self.db.conn, &self.db.key_holder, doc) {
                     Ok(case) => self.db.cache.insert(doc_id.to_owned(), case),
                     Err((_, doc)) => {
                         self.step_docs.docs.insert(doc_id.to_owned(), doc);
@@ -270,7 +270,7 @@ impl Replica for DbReplica<'_> {
         if projections && stored.changes > 0 {
             let projected = match self.step_docs.docs.remove(doc_id) {
                 // Lent to a `CaseDoc` for the projection and put back (no copy).
-                Some(doc) => match keys::open_case(&self.db.conn, doc) {
+                Some(doc) => match keys::open_case(&self.db.conn, &self.db.key_holder, doc) {
                     Ok(mut case) => {
                         let projected =
                             keys::settle_key_in(&self.db.conn, &self.db.key_holder, &mut case).and_then(|destroyed| {
@@ -351,7 +351,9 @@ impl Replica for DbReplica<'_> {
         let mut received = received;
         if let (Some(key), Some(view)) = (received.key.take(), received.view.as_ref()) {
             if self.db.key_holder.may_hold(view) {
-                if let Err(error) = keys::store_key(&self.db.conn, doc_id, &key, crate::home::now_ms()) {
+                if let Err(error) =
+                    keys::store_key(&self.db.conn, &self.db.key_holder, doc_id, &key, crate::home::now_ms())
+                {
                     return Err(self.fail(error));
                 }
             } else {
@@ -361,9 +363,7 @@ impl Replica for DbReplica<'_> {
         if self.db.projections {
             // The session folded the view beside the signature checks, off this thread.
             let projected = match &received.view {
-                Some(view) => {
-                    projection::upsert(&self.db.conn, &CaseRow::of(view), &SearchText::of(view), view.conflicts.len())
-                }
+                Some(view) => projection::upsert(&self.db.conn, view),
                 None => projection::remove(&self.db.conn, doc_id),
             };
             if let Err(error) = projected {

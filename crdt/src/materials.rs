@@ -1,0 +1,337 @@
+//! Materials on a case file (issue 16 §1, the first part): what an uploaded file is, judged by its content (magic
+//! bytes, never the name or the browser's type), the named size limits, and the metadata stripped before anything is
+//! stored: a phone photo's EXIF carries GPS coordinates and the device's serial number, a scan's XMP the software and
+//! sometimes a name.
+//!
+//! [`clean`] is a strict structural pass over hostile input: JPEG segments, PNG chunks and WebP RIFF chunks are walked
+//! with every length checked against what remains, metadata segments are dropped, everything needed to show the
+//! image is kept byte for byte (no re-encoding, so no quality loss and no image decoder in the core). A file that
+//! does not parse is refused, not passed through. PDF files are checked for their header and end marker and kept as
+//! they are: stripping a PDF's document information needs a PDF parser, which this module does not have (see
+//! ARCHITECTURE.md, *Personal data*: materials are sealed under the case key anyway).
+//!
+//! The `material_file` fuzz target checks that [`clean`] never panics, that its output is of the same type, no
+//! larger, and already clean (cleaning it again changes nothing).
+
+/// One material file: 10 MiB holds a phone photo (3–6 MB) or a multi-page scan at 300 dpi; larger files are
+/// refused with the limit named, so a clerk scans in parts.
+pub const MATERIAL_BYTES_MAX: usize = 10 * 1024 * 1024;
+/// All materials of one case: 100 MiB, ten full-size files (李先生's case needed six papers).
+pub const CASE_MATERIALS_BYTES_MAX: usize = 100 * 1024 * 1024;
+/// Material files on one case.
+pub const CASE_MATERIALS_MAX: usize = 50;
+/// Segments or chunks walked in one file: a real image has tens; a crafted one with millions of empty chunks is
+/// refused before it costs time.
+pub const MATERIAL_PARTS_MAX: usize = 10_000;
+
+/// The kinds of material a case accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum MaterialType {
+    Jpeg,
+    Png,
+    Webp,
+    Pdf,
+}
+
+impl MaterialType {
+    pub fn mime(self) -> &'static str {
+        match self {
+            MaterialType::Jpeg => "image/jpeg",
+            MaterialType::Png => "image/png",
+            MaterialType::Webp => "image/webp",
+            MaterialType::Pdf => "application/pdf",
+        }
+    }
+
+    pub fn zh(self) -> &'static str {
+        match self {
+            MaterialType::Jpeg => "JPEG 图片",
+            MaterialType::Png => "PNG 图片",
+            MaterialType::Webp => "WebP 图片",
+            MaterialType::Pdf => "PDF 文件",
+        }
+    }
+
+    pub fn is_image(self) -> bool {
+        self != MaterialType::Pdf
+    }
+}
+
+/// Why a file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaterialError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("the file is {bytes} bytes, the limit is {max}")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("not a JPEG, PNG, WebP or PDF file (judged by its content)")]
+    UnknownType,
+    #[error("damaged {kind:?} file: {reason}")]
+    Malformed { kind: MaterialType, reason: &'static str },
+}
+
+impl MaterialError {
+    /// The sentence a clerk or a citizen reads.
+    pub fn zh(&self) -> String {
+        match self {
+            MaterialError::Empty => "文件是空的，请重新选择。".to_owned(),
+            MaterialError::TooLarge { max, .. } => {
+                format!("文件超过 {} MB 的上限，请压缩或分页后再上传。", max / (1024 * 1024))
+            }
+            MaterialError::UnknownType => "只接受 JPEG、PNG、WebP 图片和 PDF 文件。".to_owned(),
+            MaterialError::Malformed { kind, .. } => format!("{}已损坏或格式不正确，无法接收。", kind.zh()),
+        }
+    }
+}
+
+/// The type of a file by its first bytes.
+pub fn sniff(bytes: &[u8]) -> Option<MaterialType> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(MaterialType::Jpeg)
+    } else if bytes.starts_with(PNG_SIGNATURE) {
+        Some(MaterialType::Png)
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some(MaterialType::Webp)
+    } else if bytes.starts_with(b"%PDF-") {
+        Some(MaterialType::Pdf)
+    } else {
+        None
+    }
+}
+
+/// Checks a file and returns its type and its bytes without metadata (see the module comment).
+pub fn clean(bytes: &[u8]) -> Result<(MaterialType, Vec<u8>), MaterialError> {
+    if bytes.is_empty() {
+        return Err(MaterialError::Empty);
+    }
+    if bytes.len() > MATERIAL_BYTES_MAX {
+        return Err(MaterialError::TooLarge { bytes: bytes.len(), max: MATERIAL_BYTES_MAX });
+    }
+    let kind = sniff(bytes).ok_or(MaterialError::UnknownType)?;
+    let malformed = |reason| MaterialError::Malformed { kind, reason };
+    let cleaned = match kind {
+        MaterialType::Jpeg => clean_jpeg(bytes),
+        MaterialType::Png => clean_png(bytes),
+        MaterialType::Webp => clean_webp(bytes),
+        MaterialType::Pdf => check_pdf(bytes).map(|()| bytes.to_vec()),
+    }
+    .map_err(malformed)?;
+    Ok((kind, cleaned))
+}
+
+// ---- JPEG: SOI, then segments (FF xx, big-endian length including itself) up to SOS, then the entropy-coded scan
+// and everything after it, copied as is (progressive files have more segments between scans, none of them metadata
+// a camera writes there; EXIF and XMP are APP1 before the first frame).
+
+fn clean_jpeg(bytes: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&[0xFF, 0xD8]);
+    let mut at = 2;
+    let mut parts = 0;
+    loop {
+        parts += 1;
+        if parts > MATERIAL_PARTS_MAX {
+            return Err("too many segments");
+        }
+        // Fill bytes (FF FF …) may precede a marker.
+        while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
+            at += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(at), bytes.get(at + 1)) else {
+            return Err("a segment does not start with a marker");
+        };
+        match marker {
+            // EOI before any scan: an image without pixels.
+            0xD9 => return Err("no image data"),
+            // Markers without a length (RSTn, TEM) are not valid before the first scan.
+            0x01 | 0xD0..=0xD7 | 0xD8 => return Err("unexpected marker before the image data"),
+            _ => {}
+        }
+        let length = usize::from(u16::from_be_bytes([
+            *bytes.get(at + 2).ok_or("truncated segment")?,
+            *bytes.get(at + 3).ok_or("truncated segment")?,
+        ]));
+        if length < 2 {
+            return Err("a segment length below 2");
+        }
+        let end = at + 2 + length;
+        if end > bytes.len() {
+            return Err("a segment runs past the end of the file");
+        }
+        let keep = match marker {
+            // APP0 (JFIF) and APP14 (Adobe: colour transform) are needed to show the image right; every other APPn
+            // (EXIF, XMP, ICC is APP2 — dropped too: colours shift slightly on wide-gamut photos, no location leaks),
+            // and COM (free text) are metadata.
+            0xE0 | 0xEE => true,
+            0xE1..=0xED | 0xEF | 0xFE => false,
+            _ => true,
+        };
+        if keep {
+            out.extend_from_slice(&bytes[at..end]);
+        }
+        at = end;
+        if marker == 0xDA {
+            // Start of scan: the rest is image data (with its own markers), up to and including EOI.
+            let rest = &bytes[at..];
+            if !rest.windows(2).any(|pair| pair == [0xFF, 0xD9]) {
+                return Err("no end-of-image marker");
+            }
+            out.extend_from_slice(rest);
+            return Ok(out);
+        }
+    }
+}
+
+// ---- PNG: signature, then chunks (length, type, data, CRC-32 over type and data); IHDR first, IEND last.
+
+const PNG_SIGNATURE: &[u8] = &[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+fn clean_png(bytes: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(PNG_SIGNATURE);
+    let mut at = PNG_SIGNATURE.len();
+    let mut parts = 0;
+    loop {
+        parts += 1;
+        if parts > MATERIAL_PARTS_MAX {
+            return Err("too many chunks");
+        }
+        let header = bytes.get(at..at + 8).ok_or("truncated chunk")?;
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind: [u8; 4] = [header[4], header[5], header[6], header[7]];
+        let end = at.checked_add(12 + length).filter(|end| *end <= bytes.len()).ok_or("a chunk runs past the end")?;
+        let stored_crc = u32::from_be_bytes(bytes[end - 4..end].try_into().expect("4 bytes"));
+        if crc32(&bytes[at + 4..end - 4]) != stored_crc {
+            return Err("a chunk's checksum does not match");
+        }
+        if parts == 1 && &kind != b"IHDR" {
+            return Err("the first chunk is not IHDR");
+        }
+        // Critical chunks and the ancillary chunks that change how the image looks; text, EXIF and time are dropped
+        // (tEXt, zTXt, iTXt, eXIf, tIME and any unknown ancillary chunk).
+        let keep = matches!(
+            &kind,
+            b"IHDR" | b"PLTE" | b"IDAT" | b"IEND" | b"tRNS" | b"gAMA" | b"cHRM" | b"sRGB" | b"sBIT" | b"pHYs" | b"bKGD"
+        ) || (kind[0].is_ascii_uppercase() && kind.iter().all(u8::is_ascii_alphabetic));
+        if !kind.iter().all(u8::is_ascii_alphabetic) {
+            return Err("a chunk type is not four letters");
+        }
+        if keep {
+            out.extend_from_slice(&bytes[at..end]);
+        }
+        at = end;
+        if &kind == b"IEND" {
+            return Ok(out);
+        }
+    }
+}
+
+// ---- WebP: RIFF size "WEBP", then chunks (FourCC, little-endian size, data, padded to even); VP8X flags say which
+// optional chunks exist.
+
+fn clean_webp(bytes: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let riff = u32::from_le_bytes(bytes[4..8].try_into().expect("sniffed")) as usize;
+    let total = riff.checked_add(8).filter(|total| *total <= bytes.len()).ok_or("the RIFF size is past the end")?;
+    let mut body = Vec::with_capacity(total);
+    body.extend_from_slice(b"WEBP");
+    let mut at = 12;
+    let mut parts = 0;
+    let mut vp8x_at = None;
+    while at < total {
+        parts += 1;
+        if parts > MATERIAL_PARTS_MAX {
+            return Err("too many chunks");
+        }
+        let header = bytes.get(at..at + 8).filter(|_| at + 8 <= total).ok_or("truncated chunk")?;
+        let kind: [u8; 4] = [header[0], header[1], header[2], header[3]];
+        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let end =
+            at.checked_add(8 + size + (size & 1)).filter(|end| *end <= total).ok_or("a chunk runs past the end")?;
+        match &kind {
+            b"EXIF" | b"XMP " => {}
+            b"VP8X" => {
+                if size < 10 {
+                    return Err("a VP8X chunk shorter than 10 bytes");
+                }
+                vp8x_at = Some(body.len());
+                body.extend_from_slice(&bytes[at..end]);
+            }
+            _ => body.extend_from_slice(&bytes[at..end]),
+        }
+        at = end;
+    }
+    if parts == 0 {
+        return Err("no chunks");
+    }
+    if let Some(vp8x) = vp8x_at {
+        // The flags byte after the chunk header: bit 3 EXIF, bit 2 XMP (RFC 9649 §2.7); the chunks are gone.
+        body[vp8x + 8] &= !0b0000_1100;
+    }
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&u32::try_from(body.len()).map_err(|_| "too large")?.to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+// ---- PDF: a header and an end-of-file marker near the end (kept as is, see the module comment).
+
+fn check_pdf(bytes: &[u8]) -> Result<(), &'static str> {
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    if !tail.windows(5).any(|window| window == b"%%EOF") {
+        return Err("no %%EOF marker at the end");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+        chunk.extend_from_slice(kind);
+        chunk.extend_from_slice(data);
+        let crc = crc32(&chunk[4..]);
+        chunk.extend_from_slice(&crc.to_be_bytes());
+        chunk
+    }
+
+    #[test]
+    fn types_are_judged_by_content_and_limits_are_named() {
+        assert_eq!(clean(b""), Err(MaterialError::Empty));
+        assert_eq!(clean(b"MZ\x90\x00 an exe named photo.jpg"), Err(MaterialError::UnknownType));
+        let big = vec![0xFF; MATERIAL_BYTES_MAX + 1];
+        assert!(matches!(clean(&big), Err(MaterialError::TooLarge { max: MATERIAL_BYTES_MAX, .. })));
+        assert!(clean(b"%PDF-1.7\n1 0 obj\n").unwrap_err().to_string().contains("%%EOF"));
+        assert_eq!(clean(b"%PDF-1.7\n%%EOF\n").unwrap().0, MaterialType::Pdf);
+        assert!(MaterialError::UnknownType.zh().contains("JPEG"));
+    }
+
+    #[test]
+    fn png_text_chunks_are_dropped_and_bad_checksums_refused() {
+        let ihdr = png_chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0]);
+        let text = png_chunk(b"tEXt", b"Author\0Li Jianguo 13812341234");
+        let idat = png_chunk(b"IDAT", &[0x78, 0x9C, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01]);
+        let iend = png_chunk(b"IEND", b"");
+        let file = [PNG_SIGNATURE, &ihdr, &text, &idat, &iend].concat();
+        let (kind, cleaned) = clean(&file).unwrap();
+        assert_eq!(kind, MaterialType::Png);
+        assert_eq!(cleaned, [PNG_SIGNATURE, &ihdr, &idat, &iend].concat());
+        let mut flipped = file.clone();
+        flipped[PNG_SIGNATURE.len() + 10] ^= 1;
+        assert!(clean(&flipped).is_err(), "a flipped byte passed the checksum");
+        assert!(clean(&file[..file.len() - 3]).is_err(), "a truncated file was accepted");
+    }
+}
