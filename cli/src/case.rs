@@ -245,6 +245,30 @@ pub enum CaseCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// 差评 follow-through (督查科): record the next step of the open 差评 task, in order 核实, 整改, 反馈 (the 反馈 is
+    /// shown to the citizen on the lookup page).
+    BadReview {
+        case: String,
+        /// 核实, 整改 or 反馈 (VERIFY, RECTIFY, FEEDBACK).
+        #[arg(long, value_parser = parse_vocab(ReviewStep::parse, ReviewStep::known, "bad-review step"))]
+        step: ReviewStep,
+        #[arg(long)]
+        text: String,
+    },
+    /// 申诉复核 (the unit): appeal a 差评 held mistaken or malicious; the 督查科 decides with `decide-appeal`.
+    Appeal {
+        case: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 复核决定 (督查科): `--upheld` voids the rating (not counted), without it the rating stands.
+    DecideAppeal {
+        case: String,
+        #[arg(long)]
+        upheld: bool,
+        #[arg(long)]
+        note: String,
+    },
     /// 撤回 (at the citizen's request).
     Withdraw {
         case: String,
@@ -481,6 +505,17 @@ fn print_view(view: &CaseView, now: i64) {
     if let Some(result) = view.result {
         out!("结果      {}", result.label());
     }
+    if let Some(rating) = &view.rating {
+        out!("好差评    {}{}", rating.level.label(), if rating.void { "（申诉成立，不计入）" } else { "" });
+    }
+    for task in &view.bad_reviews {
+        out!(
+            "差评任务  {}  反馈时限 {}{}",
+            task.stage_zh(),
+            format_local_minute(task.due_ms),
+            if task.overdue(now) { "（已超期）" } else { "" }
+        );
+    }
     out!("时间线:");
     for entry in &view.timeline {
         let mark = if entry.superseded { "（未生效，见冲突）" } else { "" };
@@ -711,6 +746,13 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
         }
         CaseCommand::Reopen { case, reason } => (case, Command::Reopen { reason: reason.clone() }),
         CaseCommand::Withdraw { case, reason } => (case, Command::Withdraw { reason: reason.clone() }),
+        CaseCommand::BadReview { case, step, text } => {
+            (case, Command::BadReviewStep { step: *step, text: text.clone() })
+        }
+        CaseCommand::Appeal { case, reason } => (case, Command::AppealRating { reason: reason.clone() }),
+        CaseCommand::DecideAppeal { case, upheld, note } => {
+            (case, Command::DecideAppeal { upheld: *upheld, note: note.clone() })
+        }
         CaseCommand::Purge { case, yes } => {
             if !yes {
                 return Err(expected_with_hint(

@@ -60,6 +60,10 @@ pub fn run(cli: &Cli, command: &HallCommand) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------------------------
 // The file
 
+fn bad_review_working_days_default() -> u16 {
+    zhaowo_crdt::hall::BAD_REVIEW_WORKING_DAYS_DEFAULT
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HallFile {
@@ -69,6 +73,9 @@ struct HallFile {
     workday_end: Spanned<String>,
     /// 个人信息保存期限: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data.
     retention_days: Spanned<u32>,
+    /// 差评 follow-through: working days from a 不满意/非常不满意 rating to the 督查科's 反馈 (issue 15).
+    #[serde(default = "bad_review_working_days_default")]
+    bad_review_working_days: u16,
     /// 满意率 counts 基本满意 as satisfied (default true).
     #[serde(default)]
     satisfaction_counts_basic: Option<Spanned<bool>>,
@@ -197,6 +204,7 @@ impl HallFile {
             name: unspanned(hall.name.clone()),
             workday_end: unspanned(format!("{:02}:{:02}", minute / 60, minute % 60)),
             retention_days: unspanned(hall.retention_days),
+            bad_review_working_days: hall.bad_review_working_days,
             satisfaction_counts_basic: Some(unspanned(hall.satisfaction_counts_basic)),
             windows: hall
                 .windows
@@ -274,6 +282,7 @@ fn header(hall: &Hall) -> String {
          #   `make_up_workdays`. A year without a section counts Monday to Friday only, and the node warns about it.\n\
          # retention_days: days after 办结 at which the 督查科's and the admin's PCs purge a case's personal data\n\
          #   (every node then destroys the case key); 1-{retention_max}.\n\
+         # bad_review_working_days: working days from a 差评 (不满意/非常不满意) to the 督查科's 反馈 to the citizen.\n\
          # satisfaction_counts_basic: whether 满意率 counts 基本满意 as satisfied (true or false; default true).\n\
          # sms: the texts sent to citizens who agreed to SMS, by kind ({sms_kinds}); placeholders in braces:\n\
          #   {placeholders} ({{查询码}} only in `registered`: the code is known only at registration).\n\
@@ -648,6 +657,7 @@ pub fn parse_hall_file(path: &Path, text: &str, current: &Hall) -> Result<Hall, 
         calendar: Calendar { holidays, make_up_workdays, workday_end_minute: workday_end.unwrap_or(u32::MAX) },
         accounts: current.accounts.clone(),
         retention_days,
+        bad_review_working_days: file.bad_review_working_days,
         satisfaction_counts_basic: file.satisfaction_counts_basic.as_ref().is_none_or(|value| *value.get_ref()),
         messages: Messages { sms, canned_replies },
     };
@@ -733,6 +743,11 @@ pub fn difference(before: &Hall, after: &Hall) -> Vec<Difference> {
     let minute = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     scalar("workday_end", minute(before.calendar.workday_end_minute), minute(after.calendar.workday_end_minute));
     scalar("retention_days", before.retention_days.to_string(), after.retention_days.to_string());
+    scalar(
+        "bad_review_working_days",
+        before.bad_review_working_days.to_string(),
+        after.bad_review_working_days.to_string(),
+    );
     scalar(
         "satisfaction_counts_basic",
         before.satisfaction_counts_basic.to_string(),
@@ -848,6 +863,7 @@ fn show(cli: &Cli) -> anyhow::Result<()> {
             "make_up_workdays": hall.calendar.make_up_workdays,
             "coverage": coverage,
             "retention_days": hall.retention_days,
+            "bad_review_working_days": hall.bad_review_working_days,
             "satisfaction_counts_basic": hall.satisfaction_counts_basic,
             "sms": hall.messages.sms,
             "canned_replies": hall.messages.canned_replies,

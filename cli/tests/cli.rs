@@ -1861,3 +1861,69 @@ fn a_running_node_sends_the_sms_of_a_case_the_cli_registered() {
     assert!(log.contains("SMS sent"), "the node logs the send");
     assert!(!log.contains("13612345678") && !log.contains(code) && !log.contains("cli-token-1"), "{log}");
 }
+
+/// The citizen's 好差评 as the lookup page writes it (role 群众, through the node's store): the CLI has no citizen
+/// command, the citizen rates on their phone.
+fn rate_as_citizen(dir: &Path, reg_no: &str, command: zhaowo_crdt::Command) {
+    let home = zhaowo_node::home::Home::open(dir).unwrap();
+    let hall = std::sync::Arc::new(home.hall().unwrap());
+    let store = home.open_store().unwrap();
+    let ctx = zhaowo_crdt::Ctx {
+        now_ms: zhaowo_node::home::now_ms(),
+        entropy: zhaowo_node::home::entropy().unwrap(),
+        secret: zhaowo_node::home::secret().unwrap(),
+        author: zhaowo_crdt::Author {
+            node: home.identity.node_id(),
+            staff: "citizen".to_owned(),
+            role: zhaowo_crdt::model::Role::Citizen,
+            window: home.config.window.clone(),
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let reg_no = zhaowo_crdt::RegNo::parse(reg_no).unwrap();
+        let case_id = store.case_id_by_reg_no(&reg_no).await.unwrap().unwrap();
+        store.apply(&case_id, ctx, hall, command).await.unwrap();
+    });
+}
+
+// See: issue 15 §2.
+#[test]
+fn a_bad_rating_is_followed_through_from_the_terminal() {
+    use zhaowo_crdt::model::{BadReviewReason, Satisfaction};
+    let dir = tempfile::tempdir().unwrap();
+    new_hall(dir.path());
+    let (reg_no, _) = register(dir.path());
+    for args in [
+        vec!["case", "dispatch", &reg_no],
+        vec!["case", "sign", &reg_no, "--assignee", "王工"],
+        vec!["case", "resolve", &reg_no, "--result", "已办成", "--reply", "两本证书已办好"],
+    ] {
+        ok(dir.path(), &args);
+    }
+    let error = fails(dir.path(), &["case", "bad-review", &reg_no, "--step", "核实", "--text", "x"], 1);
+    assert!(error.contains("no open bad-review task"), "{error}");
+    let rating = zhaowo_crdt::Command::Rate {
+        level: Satisfaction::Dissatisfied,
+        reasons: vec![BadReviewReason::Slow],
+        comment: "等了很久".to_owned(),
+    };
+    rate_as_citizen(dir.path(), &reg_no, rating);
+    let error = fails(dir.path(), &["case", "bad-review", &reg_no, "--step", "整改", "--text", "x"], 1);
+    assert!(error.contains("the next step of the bad-review task is 核实"), "{error}");
+    for (step, text) in [("核实", "确认超时"), ("RECTIFY", "调整流程"), ("反馈", "已向您致歉")] {
+        ok(dir.path(), &["case", "bad-review", &reg_no, "--step", step, "--text", text]);
+    }
+    ok(dir.path(), &["case", "appeal", &reg_no, "--reason", "超时系外单位原因"]);
+    // The admin node is not the 督查科: it may appeal for its window but not decide.
+    let error = fails(dir.path(), &["case", "decide-appeal", &reg_no, "--upheld", "--note", "成立"], 1);
+    assert!(error.contains("may not decide an appeal"), "{error}");
+    let text = ok(dir.path(), &["case", "show", &reg_no]);
+    assert!(text.contains("好差评    不满意") && text.contains("差评任务  已反馈"), "{text}");
+    assert!(text.contains("差评反馈：已向您致歉") && text.contains("承办单位申诉复核"), "{text}");
+    let view = json(&ok(dir.path(), &["case", "show", &reg_no, "--json"]));
+    assert_eq!(view["bad_reviews"][0]["steps"].as_array().unwrap().len(), 3);
+    println!(
+        "差评 from the terminal: 3 steps in order (2 refusals before), an appeal, a decision refused to the admin"
+    );
+}

@@ -23,15 +23,15 @@ use crate::hall::Hall;
 use crate::ids::{CaseId, EventId, QueryCode, RegNo, hex_encode};
 use crate::limits::*;
 use crate::model::{
-    CallbackOutcome, CaseResult, Channel, CommandKind, EditableField, Mode, Nature, NotDoneReason, Priority, Role,
-    Status, SupervisionLevel,
+    BadReviewReason, CallbackOutcome, CaseResult, Channel, CommandKind, EditableField, Mode, Nature, NotDoneReason,
+    Priority, Role, Satisfaction, Status, SupervisionLevel,
 };
 use crate::pi::{MaskedPersonalData, PersonalData, check_plain_text};
 use crate::seal::{self, CaseKey};
 use crate::time::Hlc;
 use crate::view::{
-    Callback, CaseView, Conflict, ConflictDetail, Extension, FieldCandidate, Flags, Matter, PublicReply, TimelineEntry,
-    describe,
+    Appeal, BadReviewTask, Callback, CaseView, Conflict, ConflictDetail, Extension, FieldCandidate, Flags, Matter,
+    PublicReply, Rating, ReviewStepEntry, TimelineEntry, describe,
 };
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, ObjId, ObjType, ROOT, ReadDoc};
@@ -721,6 +721,14 @@ impl CaseDoc {
             }
             Command::Suspend { reason } => {
                 check_text("reason", &reason, REASON_CHARS_MAX, true)?;
+                // The citizen's lookup shows what a 待补充 case waits for (issue 15 §3).
+                match crate::public_text::check_public(&reason) {
+                    Ok(()) => {}
+                    Err(crate::public_text::PublicTextError::Hidden(_)) => {
+                        return Err(CommandError::ControlCharacter { field: "reason" });
+                    }
+                    Err(_) => return Err(CommandError::PublicHasPersonalData { field: "reason" }),
+                }
                 EventKind::Suspended { reason }
             }
             Command::Resume => EventKind::Resumed {},
@@ -805,6 +813,44 @@ impl CaseDoc {
                     }
                 };
                 EventKind::ConflictResolved { conflict, decision: decision_text, note }
+            }
+            Command::Rate { level, mut reasons, comment } => {
+                check_rating_reasons(level, &mut reasons)?;
+                check_text("rating comment", &comment, RATING_COMMENT_CHARS_MAX, false)?;
+                let round = view.reopens;
+                if let Some(current) = view.rating.as_ref().filter(|rating| rating.round == round) {
+                    if ctx.now_ms - current.first_at_ms > RATING_CHANGE_DAYS * crate::time::DAY_MS {
+                        return Err(CommandError::RatingPeriodOver { days: RATING_CHANGE_DAYS });
+                    }
+                    if current.level == level && current.reasons == reasons && current.comment == comment {
+                        return Err(CommandError::NoChange("the rating is already that"));
+                    }
+                }
+                // The task's due date is fixed when it opens, from the hall's limit then.
+                let task_exists = view.bad_reviews.iter().any(|task| task.round == round);
+                let task_due_ms = (level.is_bad() && !task_exists).then(|| {
+                    hall.calendar.add(ctx.now_ms, crate::hall::Span::WorkingDays(hall.bad_review_working_days))
+                });
+                EventKind::RatingReceived { level, reasons, comment, task_due_ms }
+            }
+            Command::BadReviewStep { step, text } => {
+                let task = view.open_bad_review().ok_or(CommandError::NoBadReview)?;
+                let expected = task.next_step().ok_or(CommandError::NoBadReview)?;
+                if step != expected {
+                    return Err(CommandError::ReviewStepOrder { expected });
+                }
+                check_text("review", &text, REPLY_CHARS_MAX, true)?;
+                EventKind::BadReviewStepRecorded { step, text }
+            }
+            Command::AppealRating { reason } => {
+                view.appealable_bad_review().ok_or(CommandError::NoBadReview)?;
+                check_text("reason", &reason, REASON_CHARS_MAX, true)?;
+                EventKind::RatingAppealed { reason }
+            }
+            Command::DecideAppeal { upheld, note } => {
+                view.pending_appeal().ok_or(CommandError::NoPendingAppeal)?;
+                check_text("comment", &note, REASON_CHARS_MAX, true)?;
+                EventKind::AppealDecided { upheld, note }
             }
         };
         // The table was asked above; the event a command writes is a transition exactly when its kind has a target.
@@ -993,6 +1039,9 @@ impl CaseDoc {
             closed_by: None,
             reviewer: None,
             callbacks: Vec::new(),
+            rating: None,
+            bad_reviews: Vec::new(),
+            hold_reason: None,
             extensions: Vec::new(),
             consultations: 0,
             site_visits: 0,
@@ -1047,8 +1096,12 @@ impl CaseDoc {
                     dispatch_co.clear();
                     view.returns += 1;
                 }
-                EventKind::Suspended { .. } if is_applied => view.hold_started_ms = Some(event.wall_ms),
+                EventKind::Suspended { reason } if is_applied => {
+                    view.hold_started_ms = Some(event.wall_ms);
+                    view.hold_reason = Some(reason.clone());
+                }
                 EventKind::Resumed {} if is_applied => {
+                    view.hold_reason = None;
                     if let Some(start) = view.hold_started_ms.take() {
                         view.paused_ms += (event.wall_ms - start).max(0);
                     }
@@ -1145,6 +1198,43 @@ impl CaseDoc {
                 EventKind::DuplicateDetached { duplicate } => {
                     detached.insert(duplicate.clone());
                 }
+                // Only the citizen's own rating counts (a rating event under a staff role, which no command writes,
+                // is kept in the timeline and ignored).
+                EventKind::RatingReceived { level, reasons, comment, task_due_ms } if event.role == Role::Citizen => {
+                    fold_rating(&mut view, event, *level, reasons, comment, *task_due_ms)
+                }
+                EventKind::BadReviewStepRecorded { step, text } => {
+                    if let Some(task) = view.bad_reviews.last_mut() {
+                        task.steps.push(ReviewStepEntry {
+                            step: *step,
+                            at_ms: event.wall_ms,
+                            by: event.staff.clone(),
+                            text: text.clone(),
+                        });
+                    }
+                }
+                EventKind::RatingAppealed { reason } => {
+                    if let Some(task) = view.bad_reviews.last_mut() {
+                        task.appeal.get_or_insert(Appeal {
+                            at_ms: event.wall_ms,
+                            by: event.staff.clone(),
+                            reason: reason.clone(),
+                            decision: None,
+                        });
+                    }
+                }
+                EventKind::AppealDecided { upheld, note } => {
+                    let task = view.bad_reviews.last_mut();
+                    if let Some(task) = task
+                        && let Some(appeal) = task.appeal.as_mut().filter(|appeal| appeal.decision.is_none())
+                    {
+                        appeal.decision = Some((*upheld, note.clone(), event.wall_ms, event.staff.clone()));
+                        let round = task.round;
+                        if *upheld && let Some(rating) = view.rating.as_mut().filter(|rating| rating.round == round) {
+                            rating.void = true;
+                        }
+                    }
+                }
                 EventKind::PiRevealed { .. } => view.pi_reveals += 1,
                 EventKind::PiPurged {} => purged = true,
                 EventKind::ConflictResolved { conflict, .. } => {
@@ -1168,6 +1258,7 @@ impl CaseDoc {
         view.supervision = supervision.get();
         if status != Status::OnHold {
             view.hold_started_ms = None;
+            view.hold_reason = None;
         }
         // A visit is open only while the case is being worked on (or awaits its callback).
         if !matches!(
@@ -1275,6 +1366,74 @@ impl CaseDoc {
             });
         }
         conflicts
+    }
+}
+
+/// 差评 reasons: at least one with 不满意/非常不满意, none with a good rating, none twice; stored sorted, so a change
+/// compares as a set.
+fn check_rating_reasons(level: Satisfaction, reasons: &mut Vec<BadReviewReason>) -> Result<(), CommandError> {
+    let before = reasons.len();
+    reasons.sort();
+    reasons.dedup();
+    if reasons.len() != before {
+        return Err(CommandError::RatingReasons { level, rule: "each reason once" });
+    }
+    match (level.is_bad(), reasons.is_empty()) {
+        (true, true) => Err(CommandError::RatingReasons { level, rule: "at least one reason" }),
+        (false, false) => Err(CommandError::RatingReasons { level, rule: "no reason" }),
+        _ => Ok(()),
+    }
+}
+
+/// Folds a citizen's rating: the round's first rating or a change of it, and the round's 差评 task (opened by a bad
+/// rating, cancelled when the citizen changes to a good one before any step, reopened when they change back).
+fn fold_rating(
+    view: &mut CaseView,
+    event: &Event,
+    level: Satisfaction,
+    reasons: &[BadReviewReason],
+    comment: &str,
+    task_due_ms: Option<i64>,
+) {
+    let round = view.reopens;
+    let (first_at_ms, changes) = match view.rating.as_ref().filter(|rating| rating.round == round) {
+        Some(current) => (current.first_at_ms, current.changes + 1),
+        None => (event.wall_ms, 0),
+    };
+    view.rating = Some(Rating {
+        event_id: event.id.clone(),
+        at_ms: event.wall_ms,
+        first_at_ms,
+        round,
+        level,
+        reasons: reasons.to_vec(),
+        comment: comment.to_owned(),
+        changes,
+        void: false,
+    });
+    match view.bad_reviews.iter_mut().find(|task| task.round == round) {
+        Some(task) => {
+            if level.is_bad() {
+                task.cancelled = false;
+                task.level = level;
+                task.reasons = reasons.to_vec();
+            } else if task.steps.is_empty() && task.appeal.is_none() {
+                task.cancelled = true;
+            }
+        }
+        None if level.is_bad() => view.bad_reviews.push(BadReviewTask {
+            round,
+            opened_at_ms: event.wall_ms,
+            // A rating written without a due date (it found the round's task, which a concurrent replica lacked):
+            // the task counts from the rating, due at once, so it is on the overdue list rather than lost.
+            due_ms: task_due_ms.unwrap_or(event.wall_ms),
+            level,
+            reasons: reasons.to_vec(),
+            steps: Vec::new(),
+            appeal: None,
+            cancelled: false,
+        }),
+        None => {}
     }
 }
 

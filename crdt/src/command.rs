@@ -7,8 +7,8 @@ use crate::event::Author;
 use crate::hall::HallError;
 use crate::ids::EventId;
 use crate::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, Channel, CommandKind, EditableField, Mode, Nature, NotDoneReason,
-    Priority, Role, Status, SupervisionLevel,
+    BadReviewReason, CallbackMethod, CallbackOutcome, CaseResult, Channel, CommandKind, EditableField, Mode, Nature,
+    NotDoneReason, Priority, ReviewStep, Role, Satisfaction, Status, SupervisionLevel,
 };
 use crate::pi::{PersonalData, PersonalDataError};
 use crate::view::Matter;
@@ -199,6 +199,27 @@ pub enum Command {
         decision: ConflictDecision,
         note: String,
     },
+    /// 好差评 by the citizen (issue 15): one rating per round (registration, or 重办 to its answer), which the citizen
+    /// may change for `limits::RATING_CHANGE_DAYS`; 不满意/非常不满意 need reasons and open a 差评 task.
+    Rate {
+        level: Satisfaction,
+        reasons: Vec<BadReviewReason>,
+        comment: String,
+    },
+    /// The next step of the open 差评 task (督查科): 核实, then 整改, then 反馈 (shown to the citizen).
+    BadReviewStep {
+        step: ReviewStep,
+        text: String,
+    },
+    /// 申诉复核: the unit appeals a 差评 it holds mistaken or malicious; the 督查科 decides.
+    AppealRating {
+        reason: String,
+    },
+    /// The 督查科's decision on the pending appeal: `upheld` voids the rating.
+    DecideAppeal {
+        upheld: bool,
+        note: String,
+    },
 }
 
 impl Command {
@@ -236,6 +257,10 @@ impl Command {
             Command::Archive => CommandKind::Archive,
             Command::PurgePersonalData => CommandKind::PurgePersonalData,
             Command::ResolveConflict { .. } => CommandKind::ResolveConflict,
+            Command::Rate { .. } => CommandKind::Rate,
+            Command::BadReviewStep { .. } => CommandKind::BadReviewStep,
+            Command::AppealRating { .. } => CommandKind::AppealRating,
+            Command::DecideAppeal { .. } => CommandKind::DecideAppeal,
         }
     }
 
@@ -292,6 +317,10 @@ impl CommandKind {
             K::PurgePersonalData => "purge personal data",
             K::RevealPersonalData => "reveal personal data",
             K::ResolveConflict => "resolve conflict",
+            K::Rate => "rate",
+            K::BadReviewStep => "record a bad-review step",
+            K::AppealRating => "appeal a rating",
+            K::DecideAppeal => "decide an appeal",
         }
     }
 
@@ -326,7 +355,11 @@ impl CommandKind {
             | K::RecordCallback
             | K::PurgePersonalData
             | K::RevealPersonalData
-            | K::ResolveConflict => return None,
+            | K::ResolveConflict
+            | K::Rate
+            | K::BadReviewStep
+            | K::AppealRating
+            | K::DecideAppeal => return None,
         })
     }
 
@@ -387,6 +420,12 @@ impl CommandKind {
             K::PurgePersonalData => (oversight, true),
             K::RevealPersonalData => (staff, true),
             K::ResolveConflict => (oversight, true),
+            // 好差评: only the citizen rates (the lookup page, behind the 查询码), once the case is answered.
+            K::Rate => (role == Role::Citizen, matches!(status, Replied | Closed)),
+            // The 差评 task is the 督查科's (an admin may stand in); the unit appeals, the 督查科 alone decides.
+            K::BadReviewStep => (oversight, true),
+            K::AppealRating => (lead_desk, true),
+            K::DecideAppeal => (role == Role::Supervision, true),
         };
         if !role_ok {
             Err(Refusal::Role)
@@ -494,6 +533,24 @@ pub enum CommandError {
     /// Sealing failed: nothing was written.
     #[error("sealing private data failed: {0}")]
     Seal(String),
+    /// 差评 reasons: at least one with 不满意/非常不满意, none with a good rating, none twice.
+    #[error("a rating of {level} takes {rule}")]
+    RatingReasons { level: Satisfaction, rule: &'static str },
+    /// The rating's change period is over.
+    #[error("the rating can no longer be changed: {days} days after it was given")]
+    RatingPeriodOver { days: i64 },
+    /// No open 差评 task (or, for an appeal, none that may still be appealed).
+    #[error("no open bad-review task on this case")]
+    NoBadReview,
+    /// The 差评 task's steps go 核实 → 整改 → 反馈.
+    #[error("the next step of the bad-review task is {expected}")]
+    ReviewStepOrder { expected: ReviewStep },
+    /// A text shown to the citizen (what a 待补充 case waits for) looks like it holds a phone, id number or e-mail.
+    #[error("the {field} is shown to the citizen and must not contain a phone or id number")]
+    PublicHasPersonalData { field: &'static str },
+    /// No appeal waits for a decision.
+    #[error("no pending appeal on this case")]
+    NoPendingAppeal,
     /// Automerge refused a write (a bug, or a damaged document).
     #[error("document error: {0}")]
     Document(String),
@@ -531,6 +588,8 @@ fn field_zh(field: &str) -> &str {
         "matter name" => "涉及事项名称",
         "matter code" => "涉及事项编码",
         "matter window" => "原办理窗口",
+        "review" => "处理情况",
+        "rating comment" => "评价意见",
         other => other,
     }
 }
@@ -587,6 +646,17 @@ impl CommandError {
             E::NotALaptop(_) => "请选择一台志愿者上门电脑".to_owned(),
             E::Seal(_) => "加密失败，未写入任何内容，请联系管理员".to_owned(),
             E::Document(_) => "案件文档写入失败，请联系管理员".to_owned(),
+            E::RatingReasons { level, .. } if level.is_bad() => {
+                format!("选择“{}”时，请勾选至少一项原因（每项只勾选一次）", level.label())
+            }
+            E::RatingReasons { level, .. } => format!("选择“{}”时无需勾选不满意原因", level.label()),
+            E::RatingPeriodOver { days } => format!("评价提交已超过 {days} 天，不能再修改"),
+            E::NoBadReview => "本案没有待处理的差评".to_owned(),
+            E::ReviewStepOrder { expected } => format!("请先完成差评的“{}”步骤", expected.label()),
+            E::NoPendingAppeal => "本案没有待复核的申诉".to_owned(),
+            E::PublicHasPersonalData { field } => {
+                format!("{}会向群众显示，不能包含电话号码、证件号码或电子邮箱", field_zh(field))
+            }
         }
     }
 }

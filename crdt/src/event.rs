@@ -9,7 +9,8 @@ use crate::command::Refusal;
 use crate::hall::Span;
 use crate::ids::{CaseId, EventId};
 use crate::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, Role, Status, SupervisionLevel,
+    BadReviewReason, CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, ReviewStep,
+    Role, Satisfaction, Status, SupervisionLevel,
 };
 use crate::time::Hlc;
 use serde::{Deserialize, Serialize};
@@ -172,6 +173,28 @@ pub enum EventKind {
         decision: String,
         note: String,
     },
+    /// 好差评 by the citizen (issue 15). `task_due_ms` is set when the rating opens a 差评 task: its due date, fixed
+    /// when rated (from the hall's limit then), so every replica folds the same task.
+    RatingReceived {
+        level: Satisfaction,
+        reasons: Vec<BadReviewReason>,
+        comment: String,
+        task_due_ms: Option<i64>,
+    },
+    /// A step of the 差评 task (督查科): 核实, 整改, 反馈 (the 反馈 text is shown to the citizen).
+    BadReviewStepRecorded {
+        step: ReviewStep,
+        text: String,
+    },
+    /// 申诉复核: the unit holds the rating mistaken or malicious.
+    RatingAppealed {
+        reason: String,
+    },
+    /// The 督查科's decision on an appeal: `upheld` voids the rating (no longer counted).
+    AppealDecided {
+        upheld: bool,
+        note: String,
+    },
 }
 
 impl EventKind {
@@ -213,6 +236,10 @@ impl EventKind {
             EventKind::PiRevealed { .. } => "PiRevealed",
             EventKind::PiPurged {} => "PiPurged",
             EventKind::ConflictResolved { .. } => "ConflictResolved",
+            EventKind::RatingReceived { .. } => "RatingReceived",
+            EventKind::BadReviewStepRecorded { .. } => "BadReviewStepRecorded",
+            EventKind::RatingAppealed { .. } => "RatingAppealed",
+            EventKind::AppealDecided { .. } => "AppealDecided",
         }
     }
 
@@ -254,6 +281,10 @@ impl EventKind {
             EventKind::PiRevealed { .. } => "查看完整个人信息",
             EventKind::PiPurged {} => "个人信息清除",
             EventKind::ConflictResolved { .. } => "冲突核定",
+            EventKind::RatingReceived { .. } => "好差评",
+            EventKind::BadReviewStepRecorded { .. } => "差评处理",
+            EventKind::RatingAppealed { .. } => "申诉复核",
+            EventKind::AppealDecided { .. } => "复核决定",
         }
     }
 
@@ -271,6 +302,7 @@ impl EventKind {
                 | EventKind::Closed { .. }
                 | EventKind::Reopened { .. }
                 | EventKind::Withdrawn { .. }
+                | EventKind::RatingReceived { .. }
         )
     }
 

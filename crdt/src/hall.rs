@@ -95,10 +95,21 @@ pub struct Hall {
     /// Texts to citizens (issue 15 §4, §5): SMS templates by kind and canned replies (服务用语); see `messages`.
     #[serde(default)]
     pub messages: crate::messages::Messages,
+    /// 差评 follow-through (issue 15 §2): working days the 督查科 has from a 不满意/非常不满意 rating to 反馈 to the
+    /// citizen. A hall document written before the setting holds [`BAD_REVIEW_WORKING_DAYS_DEFAULT`].
+    #[serde(default = "bad_review_working_days_default")]
+    pub bad_review_working_days: u16,
     /// Whether 满意率 counts 基本满意 as satisfied (issue 15 §6; halls and bulletins differ). A hall document written
     /// before the setting existed counts it, as most 12345 bulletins do.
     #[serde(default = "satisfaction_counts_basic_default")]
     pub satisfaction_counts_basic: bool,
+}
+
+/// 差评整改 within 15 working days, the local limit DOMAIN.md §8 quotes.
+pub const BAD_REVIEW_WORKING_DAYS_DEFAULT: u16 = 15;
+
+fn bad_review_working_days_default() -> u16 {
+    BAD_REVIEW_WORKING_DAYS_DEFAULT
 }
 
 fn satisfaction_counts_basic_default() -> bool {
@@ -185,6 +196,9 @@ pub enum HallError {
     /// An SMS template or a canned reply is refused (see `messages`).
     #[error(transparent)]
     Messages(#[from] crate::messages::MessagesError),
+    /// The 差评 time limit is out of range.
+    #[error("bad_review_working_days {0} is out of range: 1-{TIME_LIMIT_WORKING_DAYS_MAX} working days")]
+    BadReviewDays(u16),
 }
 
 /// Windows, units or categories of one hall, and holidays plus make-up days of its calendar: a district hall has tens
@@ -199,6 +213,9 @@ impl Hall {
     pub fn validate(&self) -> Result<(), HallError> {
         if !(1..=RETENTION_DAYS_MAX).contains(&self.retention_days) {
             return Err(HallError::Retention(self.retention_days));
+        }
+        if !(1..=TIME_LIMIT_WORKING_DAYS_MAX).contains(&self.bad_review_working_days) {
+            return Err(HallError::BadReviewDays(self.bad_review_working_days));
         }
         let name_ok = |name: &str| !name.trim().is_empty() && name.chars().count() <= NAME_CHARS_MAX;
         if !name_ok(&self.name) {
@@ -308,6 +325,7 @@ impl Hall {
             time_limits: default_time_limits(),
             calendar: Calendar::state_council(),
             retention_days: RETENTION_DAYS_DEFAULT,
+            bad_review_working_days: BAD_REVIEW_WORKING_DAYS_DEFAULT,
             satisfaction_counts_basic: true,
             accounts: BTreeMap::new(),
             messages: crate::messages::Messages::recommended(),
@@ -377,6 +395,7 @@ impl Hall {
             time_limits,
             calendar: Calendar::state_council(),
             retention_days: RETENTION_DAYS_DEFAULT,
+            bad_review_working_days: BAD_REVIEW_WORKING_DAYS_DEFAULT,
             satisfaction_counts_basic: true,
             accounts: BTreeMap::new(),
             messages: crate::messages::Messages::recommended(),

@@ -136,9 +136,10 @@ impl CaseFacts {
     }
 }
 
-/// The case's rating, 1 (非常不满意) to 5 (非常满意): the latest one recorded at a 回访 that reached the citizen.
+/// The case's rating, 1 (非常不满意) to 5 (非常满意): the citizen's own 好差评 (none when an appeal voided it), else the
+/// latest one recorded at a 回访 ([`CaseView::rating_score`], the one owner of which rating counts).
 pub fn rating_of(view: &CaseView) -> Option<u8> {
-    view.callbacks.iter().rev().filter(|callback| callback.reached).find_map(|callback| callback.rating)
+    view.rating_score()
 }
 
 /// Whether a rating is a 差评 (GB/T 39734: 不满意 and 非常不满意).
@@ -162,6 +163,21 @@ impl CaseFacts {
         let named = !view.personal.anonymous;
         let eligible = named && view.personal.callback_ok && (answered || closed);
         let bad = rating.is_some_and(is_bad);
+        // The 差评 follow-through: the task of the counted rating's round reached 反馈 (整改 and 反馈 recorded).
+        let fed_back = |task: &crate::view::BadReviewTask| {
+            task.steps.iter().any(|entry| entry.step == crate::model::ReviewStep::Feedback)
+        };
+        let rectified = bad && view.bad_reviews.last().is_some_and(fed_back);
+        // Contacted again after the 差评: the 反馈, or a 回访 that reached the citizen after the rating.
+        // When the counted rating was given: the citizen's own, else the 回访 that recorded it.
+        let rated_at = match &view.rating {
+            Some(rating) => rating.at_ms,
+            None => {
+                view.callbacks.iter().rev().find(|callback| callback.rating.is_some()).map_or(i64::MAX, |c| c.at_ms)
+            }
+        };
+        let contacted =
+            rectified || view.callbacks.iter().any(|callback| callback.reached && callback.at_ms > rated_at);
         CaseFacts {
             registered: 1,
             answered: flag(answered),
@@ -174,9 +190,9 @@ impl CaseFacts {
             callback_eligible: flag(eligible),
             called_back: flag(eligible && view.callbacks.iter().any(|callback| callback.reached)),
             rated_by_level,
-            bad_rectified: 0,
+            bad_rectified: flag(rectified),
             named_bad: flag(bad && named),
-            named_bad_contacted: 0,
+            named_bad_contacted: flag(bad && named && contacted),
             dispatches: count(view.dispatches),
             returns: count(view.returns),
             reopened: flag(view.reopens > 0),

@@ -40,6 +40,12 @@ pub const EXTENSION_WORKING_DAYS_MAX: u16 = 22;
 pub const CALLBACK_ATTEMPTS_FOR_CLOSE: usize = 3;
 /// A date-time farther than this from the caller's `now` is refused as a typo (a visit logged "in 2062").
 pub const FUTURE_SKEW_MS_MAX: i64 = 366 * 24 * 3_600_000;
+/// 好差评 (issue 15): days after a citizen's first rating of a round (registration or 重办 to answer) in which they may
+/// change it. A week to think twice; after it the rating stands, so the 督查科's task and the statistics do not chase a
+/// moving value. A rating after 重办 opens a new round.
+pub const RATING_CHANGE_DAYS: i64 = 7;
+/// The optional comment of a rating: a paragraph on a phone, as long as a reason.
+pub const RATING_COMMENT_CHARS_MAX: usize = REASON_CHARS_MAX;
 
 const _: () = assert!(SUMMARY_CHARS_MAX <= DETAIL_CHARS_MAX);
 const _: () = assert!(CALLBACK_ATTEMPTS_FOR_CLOSE >= 1);

@@ -55,7 +55,7 @@ impl SmsKind {
 
 /// The SMS an event asks for, if any: 登记 (`Registered`), a public reply or 办理完毕 (`ReplyPublished`,
 /// `Resolved`), 待补充 (`Suspended`, with what to bring) and 办结 (`Closed`: the invitation to rate).
-/// `BadRatingFeedback` has no event yet: the 差评 event arrives with the rating work (issue 15 §1-3).
+/// `BadRatingFeedback` follows the 督查科's 反馈 step of a 差评 task.
 pub fn sms_for(kind: &crate::EventKind) -> Option<(SmsKind, BTreeMap<&'static str, String>)> {
     use crate::EventKind as K;
     let one = |name: &'static str, value: &str| BTreeMap::from([(name, value.to_owned())]);
@@ -65,6 +65,10 @@ pub fn sms_for(kind: &crate::EventKind) -> Option<(SmsKind, BTreeMap<&'static st
         K::Resolved { reply, .. } => Some((SmsKind::Replied, one("答复", reply))),
         K::Suspended { reason } => Some((SmsKind::Supplement, one("补充材料", reason))),
         K::Closed { .. } => Some((SmsKind::RatingInvite, BTreeMap::new())),
+        // The 督查科's 反馈 to a 差评: the text itself is read on the lookup page (behind the 查询码), not sent.
+        K::BadReviewStepRecorded { step: crate::model::ReviewStep::Feedback, .. } => {
+            Some((SmsKind::BadRatingFeedback, BTreeMap::new()))
+        }
         _ => None,
     }
 }
@@ -195,7 +199,10 @@ impl Messages {
             (SmsKind::Replied, "【{大厅}】您的诉求{登记编号}已答复：{答复}"),
             (SmsKind::Supplement, "【{大厅}】您的诉求{登记编号}需补充材料：{补充材料}。请携带材料到大厅办理。"),
             (SmsKind::RatingInvite, "【{大厅}】您的诉求{登记编号}已办结，欢迎对本次服务进行评价（好差评）。"),
-            (SmsKind::BadRatingFeedback, "【{大厅}】您对诉求{登记编号}的评价已收到，我们将尽快核实整改并回复您。"),
+            (
+                SmsKind::BadRatingFeedback,
+                "【{大厅}】您对诉求{登记编号}的评价已核实整改，处理情况请凭查询码在查询页面查看。",
+            ),
         ]
         .into_iter()
         .map(|(kind, text)| (kind.code().to_owned(), text.to_owned()))

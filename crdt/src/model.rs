@@ -260,6 +260,10 @@ vocabulary! {
         PurgePersonalData = ("purge", "清除个人信息"),
         RevealPersonalData = ("reveal", "查看完整个人信息"),
         ResolveConflict = ("resolve_conflict", "核定冲突"),
+        Rate = ("rate", "好差评"),
+        BadReviewStep = ("bad_review", "差评核实整改反馈"),
+        AppealRating = ("appeal_rating", "申诉复核"),
+        DecideAppeal = ("decide_appeal", "复核决定"),
     }
 }
 
@@ -269,6 +273,64 @@ vocabulary! {
         Resolved = ("YES", "已解决"),
         Partly = ("PARTLY", "部分解决"),
         Unresolved = ("NO", "未解决"),
+    }
+}
+
+vocabulary! {
+    /// 好差评: the five levels of the national rating (国办发〔2019〕51号, GB/T 39734-2020), best first. The citizen rates
+    /// on the lookup page; a 回访 records the level the citizen said (or none: 未评价).
+    Satisfaction {
+        VerySatisfied = ("VERY_SATISFIED", "非常满意"),
+        Satisfied = ("SATISFIED", "满意"),
+        Basic = ("BASIC", "基本满意"),
+        Dissatisfied = ("DISSATISFIED", "不满意"),
+        VeryDissatisfied = ("VERY_DISSATISFIED", "非常不满意"),
+    }
+}
+
+impl Satisfaction {
+    /// 差评: 不满意 and 非常不满意, which need a reason and open a 督查科 task.
+    pub fn is_bad(self) -> bool {
+        matches!(self, Satisfaction::Dissatisfied | Satisfaction::VeryDissatisfied)
+    }
+
+    /// The 1–5 score of the level (非常满意 = 5), what the statistics sum and a 回访 stores.
+    pub fn score(self) -> u8 {
+        match self {
+            Satisfaction::VerySatisfied => 5,
+            Satisfaction::Satisfied => 4,
+            Satisfaction::Basic => 3,
+            Satisfaction::Dissatisfied => 2,
+            Satisfaction::VeryDissatisfied => 1,
+        }
+    }
+
+    /// The level of a 1–5 score.
+    pub fn from_score(score: u8) -> Option<Satisfaction> {
+        Satisfaction::ALL.iter().copied().find(|level| level.score() == score)
+    }
+}
+
+vocabulary! {
+    /// 差评原因: what a citizen ticks with 不满意 or 非常不满意, after the evaluation dimensions of GB/T 39734-2020
+    /// (服务态度, 办事效率, 办事流程, 办理结果, 告知解释) as the 好差评 forms of the provinces list them.
+    BadReviewReason {
+        Unresolved = ("UNRESOLVED", "问题没有解决"),
+        Slow = ("SLOW", "办理超时、久拖不办"),
+        Runs = ("RUNS", "多次跑动、反复提交材料"),
+        Unclear = ("UNCLEAR", "告知不清楚、解释不到位"),
+        Attitude = ("ATTITUDE", "服务态度差"),
+        Process = ("PROCESS", "办事流程繁琐"),
+        Other = ("OTHER", "其他"),
+    }
+}
+
+vocabulary! {
+    /// The steps of a 差评 task (督查科), in order: 核实 the facts, 整改 what was wrong, 反馈 to the citizen.
+    ReviewStep {
+        Verify = ("VERIFY", "核实"),
+        Rectify = ("RECTIFY", "整改"),
+        Feedback = ("FEEDBACK", "反馈"),
     }
 }
 
@@ -339,6 +401,12 @@ mod tests {
         check(CaseResult::ALL, CaseResult::code, CaseResult::label, CaseResult::parse);
         check(Role::ALL, Role::code, Role::label, Role::parse);
         check(CommandKind::ALL, CommandKind::code, CommandKind::label, CommandKind::parse);
+        check(Satisfaction::ALL, Satisfaction::code, Satisfaction::label, Satisfaction::parse);
+        check(BadReviewReason::ALL, BadReviewReason::code, BadReviewReason::label, BadReviewReason::parse);
+        check(ReviewStep::ALL, ReviewStep::code, ReviewStep::label, ReviewStep::parse);
+        for &level in Satisfaction::ALL {
+            assert_eq!(Satisfaction::from_score(level.score()), Some(level));
+        }
         assert_eq!(serde_json::to_string(&Status::InProgress).unwrap(), "\"IN_PROGRESS\"");
         assert!(serde_json::from_str::<Status>("\"NOPE\"").is_err());
         assert!(Priority::Critical > Priority::Urgent && SupervisionLevel::Listed > SupervisionLevel::Urge);

@@ -43,8 +43,8 @@ pub const SEALED_ZH: &str = "本机无权查看";
 pub const PRIVATE_ROOT_FIELDS: &[&str] = &["detail", "expectation", "location", "pi"];
 
 /// The payload fields of an event type (its stored type name) that are private: internal notes, 会诊 minutes, the
-/// home visit's outcome, callback and rating comments, a conflict resolution's decision and note, and an edited value
-/// of a private field (`FieldEdited` of the public summary stays public: see [`payload_is_private`]).
+/// home visit's outcome, callback and rating comments, the 差评 task's texts (核实, 整改, 反馈 to the citizen, 申诉 and
+/// its decision), a conflict resolution's decision and note, and an edited value of a private field (`FieldEdited` of the public summary stays public: see [`payload_is_private`]).
 pub fn private_payload_fields(type_name: &str) -> &'static [&'static str] {
     match type_name {
         "NoteAdded" => &["text"],
@@ -53,6 +53,10 @@ pub fn private_payload_fields(type_name: &str) -> &'static [&'static str] {
         "CallbackRecorded" => &["comment"],
         "ConflictResolved" => &["decision", "note"],
         "FieldEdited" => &["value"],
+        "RatingReceived" => &["comment"],
+        "BadReviewStepRecorded" => &["text"],
+        "RatingAppealed" => &["reason"],
+        "AppealDecided" => &["note"],
         _ => &[],
     }
 }

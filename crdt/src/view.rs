@@ -5,8 +5,8 @@ use crate::event::{Event, EventKind};
 use crate::fold::SupersededBy;
 use crate::ids::{CaseId, EventId, RegNo};
 use crate::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, Channel, CommandKind, Mode, NotDoneReason, Priority, Role, Status,
-    SupervisionLevel,
+    BadReviewReason, CallbackMethod, CallbackOutcome, CaseResult, Channel, CommandKind, Mode, NotDoneReason, Priority,
+    ReviewStep, Role, Satisfaction, Status, SupervisionLevel,
 };
 use crate::pi::MaskedPersonalData;
 use serde::Serialize;
@@ -56,6 +56,102 @@ pub struct Callback {
     pub outcome: Option<CallbackOutcome>,
     pub rating: Option<u8>,
     pub comment: String,
+}
+
+/// The citizen's 好差评 of the case (issue 15): the latest rating; one per round (a round ends with 重办), changeable
+/// for `limits::RATING_CHANGE_DAYS` after the round's first. Who rated is not part of it (GB/T 39734 §4.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rating {
+    pub event_id: EventId,
+    pub at_ms: i64,
+    /// The round's first rating: the change period counts from it.
+    pub first_at_ms: i64,
+    /// How many 重办 came before it.
+    pub round: usize,
+    pub level: Satisfaction,
+    pub reasons: Vec<BadReviewReason>,
+    pub comment: String,
+    /// Changes after the round's first rating.
+    pub changes: usize,
+    /// The 督查科 upheld the unit's appeal: the rating is not counted.
+    pub void: bool,
+}
+
+/// The 差评 task a 不满意/非常不满意 rating opens for the 督查科: 核实 → 整改 → 反馈, due by `due_ms`; the unit may
+/// appeal (申诉复核) and the 督查科 decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadReviewTask {
+    pub round: usize,
+    pub opened_at_ms: i64,
+    pub due_ms: i64,
+    pub level: Satisfaction,
+    pub reasons: Vec<BadReviewReason>,
+    pub steps: Vec<ReviewStepEntry>,
+    pub appeal: Option<Appeal>,
+    /// The citizen changed the rating to a good one before any step: nothing to follow through.
+    pub cancelled: bool,
+}
+
+/// One recorded step of a 差评 task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReviewStepEntry {
+    pub step: ReviewStep,
+    pub at_ms: i64,
+    pub by: String,
+    pub text: String,
+}
+
+/// 申诉复核 of a rating by the unit, and the 督查科's decision once made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Appeal {
+    pub at_ms: i64,
+    pub by: String,
+    pub reason: String,
+    /// `(upheld, note, at_ms, by)`.
+    pub decision: Option<(bool, String, i64, String)>,
+}
+
+impl BadReviewTask {
+    /// The step to record next, in order (`None` once 反馈 is recorded).
+    pub fn next_step(&self) -> Option<ReviewStep> {
+        ReviewStep::ALL.iter().copied().find(|step| !self.steps.iter().any(|entry| entry.step == *step))
+    }
+
+    /// Whether the appeal was upheld (the rating voided).
+    pub fn appeal_upheld(&self) -> bool {
+        self.appeal.as_ref().is_some_and(|appeal| matches!(appeal.decision, Some((true, ..))))
+    }
+
+    /// Still to follow through: not cancelled, no upheld appeal, no 反馈 yet.
+    pub fn is_open(&self) -> bool {
+        !self.cancelled && !self.appeal_upheld() && self.next_step().is_some()
+    }
+
+    /// Open past its due date.
+    pub fn overdue(&self, now_ms: i64) -> bool {
+        self.is_open() && now_ms > self.due_ms
+    }
+
+    /// The task's stage in zh-CN (待核实, 待整改, 待反馈, 已反馈, 申诉成立, 群众已改评).
+    pub fn stage_zh(&self) -> &'static str {
+        if self.cancelled {
+            "群众已改评"
+        } else if self.appeal_upheld() {
+            "申诉成立"
+        } else {
+            match self.next_step() {
+                Some(ReviewStep::Verify) => "待核实",
+                Some(ReviewStep::Rectify) => "待整改",
+                Some(ReviewStep::Feedback) => "待反馈",
+                None => "已反馈",
+            }
+        }
+    }
+
+    /// The 反馈 to the citizen, once recorded.
+    pub fn feedback(&self) -> Option<&ReviewStepEntry> {
+        self.steps.iter().find(|entry| entry.step == ReviewStep::Feedback)
+    }
 }
 
 /// An extension request and whether it was approved.
@@ -159,6 +255,11 @@ pub struct CaseView {
     pub closed_by: Option<String>,
     pub reviewer: Option<String>,
     pub callbacks: Vec<Callback>,
+    /// The citizen's 好差评 (the latest; see [`Rating`]) and the 差评 tasks, one per round at most.
+    pub rating: Option<Rating>,
+    pub bad_reviews: Vec<BadReviewTask>,
+    /// What a 待补充 case waits for: the reason of the current 待补充 (the clerk writes it for the citizen).
+    pub hold_reason: Option<String>,
     pub extensions: Vec<Extension>,
     pub consultations: usize,
     pub site_visits: usize,
@@ -209,6 +310,8 @@ pub struct PublicCaseView {
     pub expected_ms: Option<i64>,
     pub replies: Vec<PublicReply>,
     pub milestones: Vec<PublicMilestone>,
+    /// 待补充: what the case waits for (the clerk's public text); the time limit is paused meanwhile.
+    pub waiting_for: Option<String>,
 }
 
 /// A step of the case a citizen may see (登记, 派单, 签收, 答复, 办结…), without who did it.
@@ -261,8 +364,49 @@ impl CaseView {
             CommandKind::ApproveExtension => self.extensions.iter().any(|ext| ext.approved_due_ms.is_none()),
             CommandKind::ResolveConflict => !self.conflicts.is_empty(),
             CommandKind::RevealPersonalData | CommandKind::PurgePersonalData => !self.personal.purged,
+            CommandKind::BadReviewStep => self.open_bad_review().is_some(),
+            CommandKind::AppealRating => self.appealable_bad_review().is_some(),
+            CommandKind::DecideAppeal => self.pending_appeal().is_some(),
             _ => true,
         }
+    }
+
+    /// The open 差评 task, if any (the latest round's).
+    pub fn open_bad_review(&self) -> Option<&BadReviewTask> {
+        self.bad_reviews.last().filter(|task| task.is_open())
+    }
+
+    /// The 差评 task the unit may still appeal: the latest, not cancelled, not appealed yet.
+    pub fn appealable_bad_review(&self) -> Option<&BadReviewTask> {
+        self.bad_reviews.last().filter(|task| !task.cancelled && task.appeal.is_none())
+    }
+
+    /// The appeal waiting for the 督查科's decision.
+    pub fn pending_appeal(&self) -> Option<&Appeal> {
+        self.bad_reviews.last()?.appeal.as_ref().filter(|appeal| appeal.decision.is_none())
+    }
+
+    /// A 差评 task past its due date.
+    pub fn bad_review_overdue(&self, now_ms: i64) -> bool {
+        self.bad_reviews.iter().any(|task| task.overdue(now_ms))
+    }
+
+    /// The case's 1–5 score for 满意率: the citizen's own rating (none when an appeal voided it), else the latest
+    /// 回访 that recorded one (a 回访 without a rating counts as 未评价, not as 满意).
+    pub fn rating_score(&self) -> Option<u8> {
+        match &self.rating {
+            Some(rating) => (!rating.void).then_some(rating.level.score()),
+            None => self.callbacks.iter().rev().find_map(|callback| callback.rating),
+        }
+    }
+
+    /// Whether the citizen may rate now (the table allows it and the round's change period is not over).
+    pub fn citizen_may_rate(&self, now_ms: i64) -> bool {
+        CommandKind::Rate.permitted(Role::Citizen, self.status).is_ok()
+            && self.rating.as_ref().is_none_or(|rating| {
+                rating.round != self.reopens
+                    || now_ms - rating.first_at_ms <= crate::limits::RATING_CHANGE_DAYS * crate::time::DAY_MS
+            })
     }
 
     /// The first response (签收 or a public reply) is late.
@@ -294,6 +438,7 @@ impl CaseView {
                 })
                 .map(|entry| PublicMilestone { at_ms: entry.at_ms, label: entry.label })
                 .collect(),
+            waiting_for: self.hold_reason.clone().filter(|_| self.status == Status::OnHold),
         }
     }
 }
@@ -361,5 +506,20 @@ pub(crate) fn describe(event: &Event) -> String {
         EventKind::PiRevealed { purpose } => format!("查看完整个人信息，用途：{purpose}"),
         EventKind::PiPurged {} => "个人信息已清除".to_owned(),
         EventKind::ConflictResolved { conflict, decision, note } => format!("核定冲突 {conflict}：{decision}；{note}"),
+        EventKind::RatingReceived { level, reasons, comment, .. } => {
+            let mut text = format!("群众评价：{level}");
+            if !reasons.is_empty() {
+                let reasons: Vec<&str> = reasons.iter().map(|reason| reason.label()).collect();
+                text += &format!("（{}）", reasons.join("、"));
+            }
+            if !comment.is_empty() {
+                text += &format!("；{comment}");
+            }
+            text
+        }
+        EventKind::BadReviewStepRecorded { step, text } => format!("差评{step}：{text}"),
+        EventKind::RatingAppealed { reason } => format!("承办单位申诉复核：{reason}"),
+        EventKind::AppealDecided { upheld: true, note } => format!("复核决定：申诉成立，评价不计入满意率；{note}"),
+        EventKind::AppealDecided { upheld: false, note } => format!("复核决定：申诉不成立，评价保留；{note}"),
     }
 }

@@ -184,3 +184,46 @@ fn kpis_match_values_computed_by_hand_on_a_year_of_154_cases() {
         Kpi::ALL.len()
     );
 }
+
+/// 差评整改率 and 实名差评回访率 from the citizen's own 差评 and the 督查科's task: two cases rated 不满意 by the
+/// citizen, one followed through to 反馈, the other left at 核实; a third rated 满意. Hand counts: 差评 2, 整改 1,
+/// named 差评 2, contacted 1; 满意率 1/3.
+#[test]
+fn bad_rating_follow_through_counts_in_the_figures() {
+    use zhaowo_crdt::model::{BadReviewReason, ReviewStep, Satisfaction};
+    let hall = Hall::jiangan_default();
+    let mut window = Node::new("BBC01", "张敏", Role::Window, 0);
+    let mut supervision = Node::new("DC01", "刘督查", Role::Supervision, 1);
+    let mut citizen = Node::new("BBC01", "群众", Role::Citizen, 2);
+    let mut views = Vec::new();
+    for (level, steps) in [
+        (Satisfaction::Dissatisfied, &[ReviewStep::Verify, ReviewStep::Rectify, ReviewStep::Feedback][..]),
+        (Satisfaction::VeryDissatisfied, &[ReviewStep::Verify][..]),
+        (Satisfaction::Satisfied, &[][..]),
+    ] {
+        let (mut doc, _, _) = window.register(&hall, registration("BDC", Nature::Help, "老房登记问题"));
+        window.apply(&mut doc, &hall, Command::Resolve { result: CaseResult::Done, reply: "已办理".into() }).unwrap();
+        citizen.now_ms = window.now_ms;
+        let reasons = if level == Satisfaction::Satisfied { vec![] } else { vec![BadReviewReason::Unresolved] };
+        citizen.apply(&mut doc, &hall, Command::Rate { level, reasons, comment: String::new() }).unwrap();
+        supervision.now_ms = citizen.now_ms;
+        for step in steps {
+            supervision.apply(&mut doc, &hall, Command::BadReviewStep { step: *step, text: "已处理".into() }).unwrap();
+        }
+        window.now_ms = supervision.now_ms;
+        views.push(doc.view());
+    }
+    let tally = Tally::of(&views.iter().map(CaseFacts::of).collect::<Vec<_>>());
+    let settings = KpiSettings { satisfaction_counts_basic: true };
+    let figure = |kpi: Kpi| {
+        let f = kpi.figure(&tally, settings);
+        (f.numerator, f.denominator)
+    };
+    assert_eq!(figure(Kpi::BadRate), (2, Some(3)));
+    assert_eq!(figure(Kpi::BadRectifiedRate), (1, Some(2)));
+    assert_eq!(figure(Kpi::NamedBadContactRate), (1, Some(2)));
+    assert_eq!(figure(Kpi::SatisfactionRate), (1, Some(3)));
+    println!(
+        "差评 follow-through: 差评率 2/3, 差评整改率 1/2, 实名差评回访率 1/2, 满意率 1/3 (the citizen's own ratings)"
+    );
+}

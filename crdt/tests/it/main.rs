@@ -9,6 +9,7 @@ mod hall_sync;
 mod kpi;
 mod membership;
 mod permissions;
+mod rating;
 mod simulation;
 mod smoke;
 mod stories;

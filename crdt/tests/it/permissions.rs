@@ -132,6 +132,15 @@ fn command_of(kind: CommandKind, now_ms: i64) -> Option<Command> {
             decision: ConflictDecision::Keep,
             note: String::new(),
         },
+        K::Rate => Command::Rate {
+            level: Satisfaction::Dissatisfied,
+            reasons: vec![BadReviewReason::Unresolved],
+            comment: text("还没解决"),
+        },
+        // No 差评 on the built cases: a permitted step, appeal or decision is refused for the case's content.
+        K::BadReviewStep => Command::BadReviewStep { step: ReviewStep::Verify, text: text("已核实") },
+        K::AppealRating => Command::AppealRating { reason: text("评价与事实不符") },
+        K::DecideAppeal => Command::DecideAppeal { upheld: false, note: text("维持评价") },
         // Not `Command`s: 并案 spans two documents, 查看 is an audit event.
         K::MarkDuplicate | K::RevealPersonalData => return None,
     })

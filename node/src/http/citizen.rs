@@ -23,15 +23,20 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 pub use zhaowo_crdt::intake::{CheckedReport, ReportForm, check_report, clean};
 use zhaowo_crdt::intake::{FormError, decode_form};
-use zhaowo_crdt::limits::{DETAIL_CHARS_MAX, NAME_CHARS_MAX, SUMMARY_CHARS_MAX};
-use zhaowo_crdt::model::{Channel, Nature, Priority, Role};
-use zhaowo_crdt::{Author, CaseDoc, Command, Ctx, QueryCode, RegNo, Registration};
+use zhaowo_crdt::limits::{
+    DETAIL_CHARS_MAX, NAME_CHARS_MAX, RATING_CHANGE_DAYS, RATING_COMMENT_CHARS_MAX, REASON_CHARS_MAX, SUMMARY_CHARS_MAX,
+};
+use zhaowo_crdt::model::{BadReviewReason, Channel, CommandKind, Nature, Priority, Role, Satisfaction};
+use zhaowo_crdt::{Author, CaseDoc, CaseView, Command, Ctx, QueryCode, RegNo, Registration};
 
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/", get(index))
         .route("/r/{window}", get(report_form).post(report_submit))
         .route("/q", get(lookup))
+        .route("/q/rate", axum::routing::post(rate_submit))
+        .route("/q/withdraw", axum::routing::post(withdraw_submit))
+        .route("/text-size", get(text_size))
 }
 
 /// The client's address: the TCP peer (tests insert it with `MockConnectInfo`).
@@ -437,7 +442,7 @@ async fn report_submit(
 }
 
 /// The lookup link of a receipt (its QR code): the number and the code, so scanning shows the progress at once.
-fn lookup_link(app: &App, reg_no: &RegNo, code: &QueryCode) -> String {
+pub(crate) fn lookup_link(app: &App, reg_no: &RegNo, code: &QueryCode) -> String {
     format!("{}/q?no={reg_no}&code={}", app.options.public_base_url, code.as_str())
 }
 
@@ -456,10 +461,28 @@ fn receipt(app: &App, reg_no: &RegNo, code: &QueryCode) -> Response {
             p.hint { "扫描二维码可直接查看办理进度。" }
             a.button href={ "/q?no=" (reg_no) } { "查询办理进度" }
         }
+        (pi_notice(app))
     };
     let mut response = respond(StatusCode::OK, layout("登记回执", Frame::Citizen, body));
     response.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
     response
+}
+
+/// 个人信息告知 (issue 15 §3, 个人信息保护法 §17): why the hall keeps the citizen's details, for how long, and who
+/// receives them; on every receipt. The retention is the hall's own setting.
+pub(crate) fn pi_notice(app: &App) -> Markup {
+    let retention_days = app.hall().map_or(zhaowo_crdt::hall::RETENTION_DAYS_DEFAULT, |hall| hall.retention_days);
+    html! {
+        div.card id="pi-notice" {
+            strong { "个人信息告知" }
+            ul {
+                li { "用途：您的姓名、电话和诉求内容仅用于办理本诉求、向您答复和回访，以及督查科对办理情况的核查。" }
+                li { "保存期限：办结后 " (retention_days) " 天，到期自动清除；去标识化的办理记录保留用于统计。" }
+                li { "接收方：本大厅的受理窗口、承办单位和督查科；上门服务时，被指派的志愿者在上门期间可以查看。不向其他任何单位或个人提供。" }
+                li { "安全：个人信息在系统中加密保存；您可以凭查询码查询进度、评价或撤回，也可以到窗口要求查阅或更正。" }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -486,6 +509,7 @@ fn lookup_form(no: &str, error: Option<&str>) -> Markup {
 async fn lookup(
     State(app): State<App>,
     ClientIp(client): ClientIp,
+    headers: HeaderMap,
     query: Result<Query<LookupQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
@@ -507,42 +531,68 @@ async fn lookup(
         return rate_limited(&app, "查询", wait);
     }
     app.counters.citizen_lookups.fetch_add(1, Ordering::Relaxed);
-    let wrong = |app: &App, no: &str| {
-        app.counters.lookups_failed.fetch_add(1, Ordering::Relaxed);
-        let no = if no.chars().count() <= 40 { no } else { "" };
-        respond(
-            StatusCode::NOT_FOUND,
-            layout(
-                "查询办理进度",
-                Frame::Citizen,
-                lookup_form(no, Some("登记编号或查询码不正确，请核对回执后重新输入。")),
-            ),
-        )
+    let case_id = match find_case(&app, &no, &typed_code).await {
+        Ok(case_id) => case_id,
+        Err(response) => return response,
     };
-    let Some(reg_no) = RegNo::parse(&no.trim().to_ascii_uppercase()) else { return wrong(&app, no.trim()) };
+    let view = match app.store.case_view(&case_id).await {
+        Ok(view) => view,
+        Err(error) => return store_unavailable(&error),
+    };
+    let (csrf, set_cookie) = guard::citizen_csrf(&app, &headers);
+    let page = progress_page(&app, &view, typed_code.trim(), &csrf, None);
+    with_cookie(respond(StatusCode::OK, page), set_cookie)
+}
+
+/// The answer to a wrong 登记编号 or 查询码 (the same for both), with the lookup form again.
+fn wrong_lookup(app: &App, no: &str) -> Response {
+    app.counters.lookups_failed.fetch_add(1, Ordering::Relaxed);
+    let no = if no.chars().count() <= 40 { no } else { "" };
+    respond(
+        StatusCode::NOT_FOUND,
+        layout("查询办理进度", Frame::Citizen, lookup_form(no, Some("登记编号或查询码不正确，请核对回执后重新输入。"))),
+    )
+}
+
+/// The case of a 登记编号 whose 查询码 matches, or the page to answer with (a wrong number and a wrong code get the same
+/// answer, at the same cost).
+async fn find_case(app: &App, no: &str, typed_code: &str) -> Result<String, Response> {
+    let Some(reg_no) = RegNo::parse(&no.trim().to_ascii_uppercase()) else { return Err(wrong_lookup(app, no.trim())) };
     let case_id = match super::cases::find_reg_no(&app.store, &reg_no).await {
         Ok(Some(case_id)) => case_id,
         Ok(None) => {
             // A wrong number costs a hash like a wrong code (no timing difference between the two).
-            let _ = zhaowo_crdt::ids::query_code_matches(&zhaowo_crdt::CaseId::new(0, 0), "", &typed_code);
-            return wrong(&app, no.trim());
+            let _ = zhaowo_crdt::ids::query_code_matches(&zhaowo_crdt::CaseId::new(0, 0), "", typed_code);
+            return Err(wrong_lookup(app, no.trim()));
         }
-        Err(error) => return store_unavailable(&error),
+        Err(error) => return Err(store_unavailable(&error)),
     };
-    match super::cases::query_code_matches(&app.store, &case_id, &typed_code).await {
-        Ok(true) => {}
-        Ok(false) => return wrong(&app, no.trim()),
-        Err(error) => return store_unavailable(&error),
+    match super::cases::query_code_matches(&app.store, &case_id, typed_code).await {
+        Ok(true) => Ok(case_id),
+        Ok(false) => Err(wrong_lookup(app, no.trim())),
+        Err(error) => Err(store_unavailable(&error)),
     }
-    let view = match app.store.case_view(&case_id).await {
-        Ok(view) => view.public(),
-        Err(error) => return store_unavailable(&error),
-    };
+}
+
+/// The progress page behind the 查询码: public fields only (`CaseView::public`), plus what belongs to this citizen
+/// (their own rating and the 督查科's 反馈 to it), and the forms they may use now (好差评, 撤回).
+fn progress_page(app: &App, full: &CaseView, code: &str, csrf: &str, message: Option<Result<&str, &str>>) -> Markup {
+    let now = crate::home::now_ms();
+    let view = full.public();
     let hall = app.hall().expect(crate::home::SERVED_HALL);
     let category = hall.categories.get(&view.category).map_or(view.category.clone(), |c| c.name.clone());
     let unit = view.lead_unit.as_ref().map(|unit| hall.units.get(unit).map_or(unit.clone(), |u| u.name.clone()));
+    let may_rate = full.citizen_may_rate(now);
+    let may_withdraw = CommandKind::Withdraw.permitted(Role::Citizen, full.status).is_ok();
+    let rating = full.rating.as_ref();
+    let change_until = rating.map(|r| r.first_at_ms + RATING_CHANGE_DAYS * zhaowo_crdt::time::DAY_MS);
     let body = html! {
         h1 { "办理进度" }
+        @match message {
+            Some(Ok(text)) => div.ok role="status" id="message" { (text) },
+            Some(Err(text)) => div.error role="alert" id="message" { (text) "（未保存）" },
+            None => {},
+        }
         div.card {
             dl {
                 dt { "登记编号" } dd id="reg-no" { (view.reg_no) }
@@ -558,6 +608,13 @@ async fn lookup(
                 }
             }
         }
+        @if let Some(waiting) = &view.waiting_for {
+            div.card id="waiting-for" {
+                strong { "请补充材料" }
+                p { (waiting) }
+                p.hint { "补充材料期间，办理时限暂停计时；请携带材料到窗口或按工作人员的联系方式提交。" }
+            }
+        }
         h2 { "答复" }
         @if view.replies.is_empty() {
             p.hint id="replies" { "暂无答复，工作人员正在办理。" }
@@ -568,15 +625,289 @@ async fn lookup(
                 }
             }
         }
+        @if let Some(rating) = rating {
+            h2 { "我的评价" }
+            div.card id="my-rating" {
+                strong { (rating.level.label()) }
+                @if !rating.reasons.is_empty() { " · " (rating.reasons.iter().map(|r| r.label()).collect::<Vec<_>>().join("、")) }
+                @if !rating.comment.is_empty() { p { (rating.comment) } }
+                p.hint { (page::minute(rating.at_ms)) " 提交" }
+            }
+        }
+        @for task in full.bad_reviews.iter().filter(|task| !task.cancelled) {
+            div.card id="bad-review" {
+                strong { "差评处理：" (task.stage_zh()) }
+                @match task.feedback() {
+                    Some(feedback) => { p id="feedback" { (feedback.text) } p.hint { (page::minute(feedback.at_ms)) " 督查科反馈" } },
+                    None => p.hint { "督查科正在核实处理，将在 " (page::minute(task.due_ms)) " 前向您反馈。" },
+                }
+            }
+        }
+        @if may_rate {
+            h2 id="rate" { @if rating.is_some() { "修改评价" } @else { "评价本次服务" } }
+            form.card method="post" action="/q/rate" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="no" value=(view.reg_no);
+                input type="hidden" name="code" value=(code);
+                fieldset {
+                    legend { "您对本次办理是否满意？" }
+                    @for level in Satisfaction::ALL {
+                        label.choice { input type="radio" name="level" value=(level.code()) required checked[rating.is_some_and(|r| r.level == *level)]; (level.label()) }
+                    }
+                }
+                fieldset {
+                    legend { "不满意的原因（选择“不满意”或“非常不满意”时请勾选）" }
+                    @for reason in BadReviewReason::ALL {
+                        label.choice { input type="checkbox" name="reason" value=(reason.code()) checked[rating.is_some_and(|r| r.reasons.contains(reason))]; (reason.label()) }
+                    }
+                }
+                label for="rate-comment" { "意见或建议（选填）" }
+                textarea id="rate-comment" name="comment" maxlength=(RATING_COMMENT_CHARS_MAX) { (rating.map_or("", |r| r.comment.as_str())) }
+                p.hint {
+                    "每件诉求评价一次，提交后 " (RATING_CHANGE_DAYS) " 天内可以修改"
+                    @if let Some(until) = change_until { "（可修改至 " (page::minute(until)) "）" }
+                    "。您的评价不会向承办单位显示您的身份；不满意的评价由督查科核实整改并向您反馈。"
+                }
+                button type="submit" id="do-rate" { "提交评价" }
+            }
+        }
         h2 { "办理过程" }
         ul.card.timeline {
             @for step in &view.milestones {
                 li { span.hint { (page::minute(step.at_ms)) } " " (step.label) }
             }
         }
+        @if may_withdraw {
+            details.card id="withdraw" {
+                summary { "撤回诉求" }
+                form method="post" action="/q/withdraw" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="no" value=(view.reg_no);
+                    input type="hidden" name="code" value=(code);
+                    label for="withdraw-reason" { "撤回原因（选填）" }
+                    input type="text" id="withdraw-reason" name="reason" maxlength=(REASON_CHARS_MAX);
+                    p { label.inline { input type="checkbox" name="confirm" value="yes" required; " 我确认撤回，撤回后本诉求不再办理" } }
+                    button.secondary type="submit" id="do-withdraw" { "撤回" }
+                }
+            }
+        }
         a.button.secondary href="/q" { "查询其他诉求" }
     };
-    respond(StatusCode::OK, layout("办理进度", Frame::Citizen, body))
+    layout("办理进度", Frame::Citizen, body)
+}
+
+/// The fields of the lookup page's forms (好差评, 撤回), read from the pairs of a strictly decoded body: `reason`
+/// repeats (one per ticked box); every other field once.
+#[derive(Debug, Default)]
+struct CitizenCaseForm {
+    csrf: String,
+    no: String,
+    code: String,
+    level: Option<String>,
+    reasons: Vec<String>,
+    comment: String,
+    reason: String,
+    confirm: bool,
+}
+
+impl CitizenCaseForm {
+    /// `None` when a field that may appear once appears twice (a crafted body).
+    fn from_pairs(pairs: Vec<(String, String)>) -> Option<CitizenCaseForm> {
+        let mut form = CitizenCaseForm::default();
+        let mut seen = BTreeSet::new();
+        for (name, value) in pairs {
+            if name != "reason" && !seen.insert(name.clone()) {
+                return None;
+            }
+            match name.as_str() {
+                "csrf" => form.csrf = value,
+                "no" => form.no = value,
+                "code" => form.code = value,
+                "level" => form.level = Some(value),
+                "reason" if seen.contains("withdraw") => form.reason = value,
+                "reason" => form.reasons.push(value),
+                "comment" => form.comment = value,
+                "confirm" => form.confirm = value == "yes",
+                _ => {}
+            }
+        }
+        Some(form)
+    }
+}
+
+/// What a citizen's command on the lookup page is, once the form was read.
+enum CitizenAction {
+    Rate,
+    Withdraw,
+}
+
+async fn rate_submit(
+    State(app): State<App>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    form: Result<StrictForm<Vec<(String, String)>>, BodyRejection>,
+) -> Response {
+    citizen_case_action(app, client, headers, form, CitizenAction::Rate).await
+}
+
+async fn withdraw_submit(
+    State(app): State<App>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    form: Result<StrictForm<Vec<(String, String)>>, BodyRejection>,
+) -> Response {
+    citizen_case_action(app, client, headers, form, CitizenAction::Withdraw).await
+}
+
+/// 好差评 and 撤回 from the lookup page (issue 15): hostile input like every citizen form. The 查询码 is checked as the
+/// lookup checks it (rate-limited, the same answer for a wrong number and a wrong code); the case rules decide the
+/// rest (one rating per round, reasons, sizes, states). Any refusal stores nothing.
+async fn citizen_case_action(
+    app: App,
+    client: IpAddr,
+    headers: HeaderMap,
+    form: Result<StrictForm<Vec<(String, String)>>, BodyRejection>,
+    action: CitizenAction,
+) -> Response {
+    let StrictForm(pairs) = match form {
+        Ok(form) => form,
+        Err(rejection) => return body_rejection(&app, &rejection, "/q"),
+    };
+    let mut pairs = pairs;
+    if matches!(action, CitizenAction::Withdraw) {
+        // Marks the form so `reason` reads as the withdrawal's one reason, not as a rating reason.
+        pairs.insert(0, ("withdraw".to_owned(), String::new()));
+    }
+    let Some(form) = CitizenCaseForm::from_pairs(pairs) else {
+        app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "提交内容无法识别",
+            "表单内容重复或格式不正确。",
+            Some(("/q", "返回")),
+        );
+    };
+    if !guard::cookie_csrf_ok(&app, &headers, &form.csrf) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "页面已过期",
+            "为保护您的信息安全，请重新查询后再提交（请使用本机浏览器直接提交）。",
+            Some(("/q", "重新查询")),
+        );
+    }
+    if let Err(wait) = app.limiter.check(Bucket::Lookup, client) {
+        return rate_limited(&app, "查询", wait);
+    }
+    app.counters.citizen_lookups.fetch_add(1, Ordering::Relaxed);
+    let case_id = match find_case(&app, &form.no, &form.code).await {
+        Ok(case_id) => case_id,
+        Err(response) if response.status() == StatusCode::NOT_FOUND => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "登记编号或查询码不正确",
+                "登记编号或查询码不正确，请核对回执后重新查询。",
+                Some(("/q", "重新查询")),
+            );
+        }
+        Err(response) => return response,
+    };
+    let command = match action {
+        CitizenAction::Rate => {
+            let level = form.level.as_deref().and_then(Satisfaction::parse);
+            let reasons: Option<Vec<BadReviewReason>> =
+                form.reasons.iter().map(|code| BadReviewReason::parse(code)).collect();
+            match (level, reasons) {
+                (Some(level), Some(reasons)) => Command::Rate { level, reasons, comment: clean(&form.comment) },
+                (None, _) => return citizen_refusal(&app, &case_id, &form, "请选择满意程度").await,
+                (_, None) => return citizen_refusal(&app, &case_id, &form, "不满意原因不正确").await,
+            }
+        }
+        CitizenAction::Withdraw if !form.confirm => {
+            return citizen_refusal(&app, &case_id, &form, "请勾选确认后再撤回").await;
+        }
+        CitizenAction::Withdraw => Command::Withdraw { reason: clean(&form.reason) },
+    };
+    let ctx = match citizen_ctx(&app) {
+        Ok(ctx) => ctx,
+        Err(error) => return store_unavailable(&error),
+    };
+    let hall = match app.hall() {
+        Ok(hall) => std::sync::Arc::new(hall),
+        Err(error) => return store_unavailable(&error),
+    };
+    let done = match command {
+        Command::Rate { .. } => "评价已提交，感谢您的反馈",
+        _ => "诉求已撤回",
+    };
+    match app.store.apply(&case_id, ctx, hall, command).await {
+        Ok(_) => {}
+        Err(crate::store::WriteError::Command(error)) => {
+            return citizen_refusal(&app, &case_id, &form, &page::command_error_zh(&error)).await;
+        }
+        Err(error) => return store_unavailable(&error),
+    }
+    match app.store.case_view(&case_id).await {
+        Ok(view) => respond(StatusCode::OK, progress_page(&app, &view, form.code.trim(), &form.csrf, Some(Ok(done)))),
+        Err(error) => store_unavailable(&error),
+    }
+}
+
+/// A refused citizen action: the progress page again with the reason (400), nothing stored.
+async fn citizen_refusal(app: &App, case_id: &str, form: &CitizenCaseForm, reason: &str) -> Response {
+    app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+    match app.store.case_view(case_id).await {
+        Ok(view) => {
+            respond(StatusCode::BAD_REQUEST, progress_page(app, &view, form.code.trim(), &form.csrf, Some(Err(reason))))
+        }
+        Err(error) => store_unavailable(&error),
+    }
+}
+
+/// The context of a command the citizen gives on this node's pages (author role 群众, as the report form's
+/// registration).
+fn citizen_ctx(app: &App) -> Result<Ctx, ReportError> {
+    let home = &app.home;
+    Ok(Ctx {
+        now_ms: crate::home::now_ms(),
+        entropy: crate::home::entropy().map_err(|error| ReportError::Entropy(error.to_string()))?,
+        secret: crate::home::secret().map_err(|error| ReportError::Entropy(error.to_string()))?,
+        author: Author {
+            node: home.identity.node_id(),
+            staff: "citizen".to_owned(),
+            role: Role::Citizen,
+            window: home.config.window.clone(),
+        },
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TextSizeQuery {
+    large: String,
+    back: String,
+}
+
+/// 适老化: turns the large-text mode on or off on this device (a cookie for a year) and returns to the page it was
+/// switched on; only a path on this site is followed.
+async fn text_size(query: Result<Query<TextSizeQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let Query(query) = query.unwrap_or_default();
+    // A path of this site, as `page_settings` wrote it (percent-encoded ASCII): nothing that could leave the site or
+    // break the `Location` header.
+    let local = query.back.len() <= 1024
+        && query.back.starts_with('/')
+        && !query.back.starts_with("//")
+        && query.back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let back = if local { query.back } else { "/".to_owned() };
+    let cookie = if query.large == "1" {
+        format!("{}=large; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax", page::TEXT_SIZE_COOKIE)
+    } else {
+        format!("{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax", page::TEXT_SIZE_COOKIE)
+    };
+    let mut response = axum::response::Redirect::to(&back).into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
 }
 
 pub fn store_unavailable(error: &dyn std::fmt::Display) -> Response {

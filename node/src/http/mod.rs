@@ -278,6 +278,7 @@ fn finish(router: Router<App>, app: App) -> Router {
         .fallback(page::not_found)
         .method_not_allowed_fallback(page::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_max))
+        .layer(middleware::from_fn(page::page_settings))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
 }

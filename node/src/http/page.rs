@@ -49,8 +49,55 @@ td form button{margin:.3rem 0 0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:1rem}
 .qr svg{width:100%;height:auto;max-width:260px}
 .kpi{font-size:1.4rem;font-weight:bold}
-@media print{header,form,.noprint{display:none}body{background:#fff}.card{border:0;break-inside:avoid}}
+fieldset{border:1px solid #d8dce1;border-radius:6px;margin:.8rem 0;padding:.4rem .8rem}
+legend{font-weight:bold}
+.choice{display:block;padding:.35rem 0}
+.choice input{width:1.2rem;height:1.2rem;vertical-align:middle;margin-right:.4rem}
+header .textsize{margin-left:auto;font-size:.95rem}
+body.large{font-size:22px;line-height:1.7;color:#000;background:#fff}
+body.large .hint{font-size:1rem;color:#1f2328}
+body.large h1{font-size:1.6rem}
+body.large input[type=text],body.large input[type=tel],body.large select,body.large textarea{font-size:1.15rem;min-height:52px;border:2px solid #000}
+body.large button,body.large .button{font-size:1.15rem;min-height:52px;padding:.8rem 1.4rem}
+body.large .choice{padding:.6rem 0}
+body.large .choice input{width:1.8rem;height:1.8rem}
+body.large .card{border:2px solid #000}
+body.large header{background:#8a1c15}
+@media print{header,form,.noprint{display:none}body{background:#fff}.card{border:0;break-inside:avoid}.printonly{display:block}}
+.printonly{display:none}
 "#;
+
+/// The cookie that remembers the large-text mode (适老化) on a device: a preference, not a secret.
+pub const TEXT_SIZE_COOKIE: &str = "zhaowo_text";
+
+tokio::task_local! {
+    /// The request's page settings, set by [`page_settings`] around every handler: whether the large-text mode is
+    /// on, and the request's path and query (where the mode's switch returns to).
+    static SETTINGS: (bool, String);
+}
+
+/// Middleware: reads the large-text cookie for [`layout`], which every page goes through.
+pub async fn page_settings(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let large = super::guard::cookie(request.headers(), TEXT_SIZE_COOKIE).as_deref() == Some("large");
+    let here = request.uri().path_and_query().map_or("/".to_owned(), |pq| pq.as_str().to_owned());
+    SETTINGS.scope((large, here), next.run(request)).await
+}
+
+/// Whether this request's pages use the large-text mode.
+pub fn large_text() -> bool {
+    SETTINGS.try_with(|(large, _)| *large).unwrap_or(false)
+}
+
+/// The switch of the large-text mode, returning to this page.
+fn text_size_switch() -> Markup {
+    let (large, here) = SETTINGS.try_with(|(large, here)| (*large, here.clone())).unwrap_or((false, "/".to_owned()));
+    let back: String = percent_encoding::utf8_percent_encode(&here, percent_encoding::NON_ALPHANUMERIC).to_string();
+    html! {
+        a.textsize href={ "/text-size?large=" (if large { "0" } else { "1" }) "&back=" (back) } {
+            (if large { "标准字号" } else { "大字模式" })
+        }
+    }
+}
 
 /// Who is signed in, for the header.
 #[derive(Debug, Clone, Copy)]
@@ -74,9 +121,10 @@ pub fn layout(title: &str, frame: Frame<'_>, body: Markup) -> Markup {
                 title { (title) " · 找我" }
                 style { (PreEscaped(CSS)) }
             }
-            body {
+            body class=[(large_text() && !matches!(frame, Frame::Desk { .. })).then_some("large")] {
                 header {
                     span.brand { "找我 · 办不成事窗口" }
+                    @if matches!(frame, Frame::Citizen) { (text_size_switch()) }
                     @if let Frame::Desk { staff, role, csrf, .. } = frame {
                         a href="/desk" { "登记簿" }
                         a href="/desk/new" { "新登记" }

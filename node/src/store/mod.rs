@@ -689,6 +689,7 @@ enum Request {
     RegisterPage(Box<RegisterQuery>, Reply<Result<RegisterPage, ReadError>>),
     Search(String, usize, Reply<Result<Vec<CaseRow>, ReadError>>),
     Overdue(i64, usize, Reply<Result<Vec<CaseRow>, ReadError>>),
+    BadlyRated(usize, Reply<Result<Vec<CaseRow>, ReadError>>),
     Statistics(Date, Date, Reply<Result<Statistics, ReadError>>),
     KpiTallies(Date, Date, Option<zhaowo_crdt::kpi::GroupBy>, Reply<Result<KpiGroups, ReadError>>),
     Counts(Reply<Result<StoreCounts, ReadError>>),
@@ -805,6 +806,7 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::RegisterPage(query, reply) => drop(reply.send(db.register_page(&query))),
             Request::Search(text, limit, reply) => drop(reply.send(db.search(&text, limit))),
             Request::Overdue(now_ms, limit, reply) => drop(reply.send(db.overdue(now_ms, limit))),
+            Request::BadlyRated(limit, reply) => drop(reply.send(db.badly_rated(limit))),
             Request::Statistics(from, to, reply) => drop(reply.send(db.statistics(from, to))),
             Request::KpiTallies(from, to, group, reply) => drop(reply.send(db.kpi_tallies(from, to, group))),
             Request::Counts(reply) => drop(reply.send(db.counts().map_err(Into::into))),
@@ -1061,6 +1063,12 @@ impl Store {
     /// Cases overdue at `now_ms`, most overdue first.
     pub async fn overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
         self.call(|reply| Request::Overdue(now_ms, limit, reply), Err(ReadError::Closed)).await
+    }
+
+    /// Cases whose counted rating is a 差评 (2 or less of 5), latest first: where the 差评 tasks are (issue 15). Their
+    /// tasks' due dates are in the documents, not in the projection: the desk reads each case's view.
+    pub async fn badly_rated(&self, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
+        self.call(|reply| Request::BadlyRated(limit, reply), Err(ReadError::Closed)).await
     }
 
     /// Statistics of the cases registered from `from` to `to` (local dates, both included).

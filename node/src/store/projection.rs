@@ -34,7 +34,7 @@ pub struct CaseRow {
     pub first_response_due_ms: i64,
     pub first_response_ms: Option<i64>,
     pub closed_at_ms: Option<i64>,
-    /// The latest callback's rating.
+    /// The case's counted rating (`CaseView::rating_score`): the citizen's own 好差评, else the latest 回访's.
     pub rating: Option<u8>,
     /// [`zhaowo_crdt::model::SupervisionLevel::code`].
     pub supervision: String,
@@ -89,7 +89,7 @@ impl CaseRow {
             first_response_due_ms: view.first_response_due_ms,
             first_response_ms: view.first_response_ms,
             closed_at_ms: view.closed_at_ms,
-            rating: view.callbacks.iter().rev().find_map(|callback| callback.rating),
+            rating: view.rating_score(),
             supervision: view.supervision.code().to_owned(),
             summary: view.summary.clone(),
         }

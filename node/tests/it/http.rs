@@ -849,6 +849,14 @@ async fn the_desk_registers_a_case_and_metrics_count_it() {
         .await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     assert!(created.body.contains("登记成功"));
+    // The printable 回执 (issue 15 §3): number, code, the lookup QR code, the 告知; the code opens the lookup.
+    let (reg_no, code) = (by_id(&created.body, "reg-no"), by_id(&created.body, "query-code"));
+    assert!(created.body.contains("诉求登记回执") && created.body.contains("<svg"), "{}", created.body);
+    for notice in ["个人信息告知", "用途：", "保存期限：办结后 365 天", "接收方："] {
+        assert!(created.body.contains(notice), "the receipt lacks `{notice}`");
+    }
+    let lookup = node.get(&format!("/q?no={reg_no}&code={code}"), "").await;
+    assert_eq!(lookup.status, StatusCode::OK, "{}", lookup.body);
     let metrics = node.get("/metrics", "").await;
     assert!(metrics.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
     assert!(metrics.body.contains("zhaowo_cases{status=\"REGISTERED\"} 1"), "{}", metrics.body);
@@ -2130,4 +2138,332 @@ async fn sms_states_show_on_the_case_page_and_a_canned_reply_fills_the_reply_box
     let sms = sms_table(&node.case_page(&session, &case_id).await);
     assert!(sms.contains("已答复"), "{sms}");
     println!("desk sms rows={} canned_replies_offered={}", rows.len(), page.matches("?canned=").count());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Issue 15: the citizen's voice (好差评 on the lookup page, the 差评 task, 待补充, 撤回, large text).
+
+/// A reported case answered by the clerk: (登记编号, 查询码, case id, the clerk's session and CSRF token).
+async fn answered_case(node: &Node, summary: &str) -> (String, String, String, (String, String)) {
+    let mut report = REPORT.to_vec();
+    report[2] = ("summary", summary);
+    let receipt = node.report(&report).await;
+    assert_eq!(receipt.status, StatusCode::OK, "{}", receipt.body);
+    let (reg_no, code) = (by_id(&receipt.body, "reg-no"), by_id(&receipt.body, "query-code"));
+    let (session, csrf) = node.sign_in("wangmin").await;
+    let case_id = node.case_id_of(&session, &reg_no).await;
+    for fields in [
+        vec![("action", "sign_in"), ("text", "王敏")],
+        vec![("action", "resolve"), ("choice", "DONE"), ("text", "已出具分户图，请到不动产窗口领证。")],
+    ] {
+        let answer = node.act(&session, Some(&csrf), &case_id, &fields).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    }
+    (reg_no, code, case_id, (session, csrf))
+}
+
+/// Every case's event ids: a refused citizen form must leave all of them as they were.
+async fn store_snapshot(node: &Node, case_ids: &[&str]) -> Vec<std::collections::BTreeSet<zhaowo_crdt::EventId>> {
+    let mut snapshot = Vec::new();
+    for case_id in case_ids {
+        snapshot.push(node.store.case_view(case_id).await.unwrap().event_ids);
+    }
+    snapshot
+}
+
+#[tokio::test]
+async fn a_citizen_rates_a_reply_and_the_supervision_follows_the_bad_rating_through() {
+    let node = node();
+    let (reg_no, code, case_id, _) = answered_case(&node, "老房子登记成一套，实际是两套").await;
+    let lookup = node.get(&format!("/q?no={reg_no}&code={code}"), "").await;
+    assert!(lookup.body.contains("评价本次服务") && lookup.body.contains("非常不满意"), "{}", lookup.body);
+    assert!(!lookup.body.contains("checked"), "nothing pre-selected on the rating form");
+    let (cookie, csrf) = node.citizen_csrf().await;
+    let comment = "窗口说材料齐全，到了不动产中心又让补材料";
+    let rated = node
+        .post(
+            "/q/rate",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("no", &reg_no),
+                ("code", &code),
+                ("level", "DISSATISFIED"),
+                ("reason", "RUNS"),
+                ("reason", "UNCLEAR"),
+                ("comment", comment),
+            ],
+        )
+        .await;
+    assert_eq!(rated.status, StatusCode::OK, "{}", rated.body);
+    assert!(rated.body.contains("评价已提交") && rated.body.contains("督查科正在核实处理"), "{}", rated.body);
+    let view = node.store.case_view(&case_id).await.unwrap();
+    assert_eq!(view.rating.as_ref().unwrap().level, zhaowo_crdt::model::Satisfaction::Dissatisfied);
+    assert!(view.open_bad_review().is_some());
+
+    // The 督查科 sees the task and follows it through; the window may not.
+    let (dc_session, dc_csrf) = node.sign_in("dc").await;
+    let page = node.case_page(&dc_session, &case_id).await;
+    assert!(page.contains("差评整改任务") && page.contains("待核实") && page.contains(comment), "{page}");
+    assert!(!page.contains("李建国") || page.contains("id=\"personal\""), "the rating names no rater");
+    let (window_session, window_csrf) = node.sign_in("wangmin").await;
+    let refused = node
+        .act(
+            &window_session,
+            Some(&window_csrf),
+            &case_id,
+            &[("action", "bad_review"), ("choice", "VERIFY"), ("text", "x")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("您的角色（窗口）不能执行此操作"), "{}", refused.body);
+    let feedback = "经核实窗口告知不完整，已修订告知单并向您致歉";
+    for (step, text) in [("VERIFY", "已调取窗口记录核实"), ("RECTIFY", "已修订一次性告知单"), ("FEEDBACK", feedback)]
+    {
+        let answer = node
+            .act(&dc_session, Some(&dc_csrf), &case_id, &[("action", "bad_review"), ("choice", step), ("text", text)])
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{step}: {}", answer.body);
+    }
+    let page = node.case_page(&dc_session, &case_id).await;
+    assert!(page.contains("已反馈"), "{page}");
+    // The citizen sees the feedback.
+    let lookup = node.get(&format!("/q?no={reg_no}&code={code}"), "").await;
+    assert_eq!(by_id(&lookup.body, "feedback"), feedback);
+    assert!(lookup.body.contains("已反馈") && lookup.body.contains("修改评价"));
+    let statistics = node.get("/desk/stats", &dc_session).await;
+    assert_eq!(statistics.status, StatusCode::OK);
+    println!(
+        "好差评 over HTTP: 不满意 with 2 reasons rated on the lookup page, the 督查科 recorded 核实/整改/反馈 (window refused), \
+         the citizen reads the 反馈; score counted {:?}",
+        node.store.case_view(&case_id).await.unwrap().rating_score()
+    );
+}
+
+#[tokio::test]
+async fn hostile_rating_and_withdrawal_input_gets_a_clear_refusal_and_stores_nothing() {
+    let node = node();
+    let (reg_a, code_a, case_a, _) = answered_case(&node, "甲案：老房子登记成一套").await;
+    let (reg_b, code_b, case_b, _) = answered_case(&node, "乙案：社保转移办不了").await;
+    let receipt = node.report(REPORT).await;
+    let (reg_c, code_c) = (by_id(&receipt.body, "reg-no"), by_id(&receipt.body, "query-code"));
+    let (session, _) = node.sign_in("wangmin").await;
+    let case_c = node.case_id_of(&session, &reg_c).await;
+    let cases = [case_a.as_str(), case_b.as_str(), case_c.as_str()];
+    let (cookie, csrf) = node.citizen_csrf().await;
+    let long_comment = "长".repeat(zhaowo_crdt::limits::RATING_COMMENT_CHARS_MAX + 1);
+    let huge = "x".repeat(70 * 1024);
+    let good = |no: &str, code: &str| {
+        format!("csrf={csrf}&no={no}&code={code}&level=DISSATISFIED&reason=SLOW&comment=%E5%A4%AA%E6%85%A2")
+    };
+    // (what, path, cookie, body, status, message)
+    let attempts: Vec<(&str, &str, &str, String, StatusCode, &str)> = vec![
+        ("wrong 查询码", "/q/rate", &cookie, good(&reg_a, "ABCDEFGH"), StatusCode::NOT_FOUND, "登记编号或查询码不正确"),
+        (
+            "another case's 查询码",
+            "/q/rate",
+            &cookie,
+            good(&reg_a, &code_b),
+            StatusCode::NOT_FOUND,
+            "登记编号或查询码不正确",
+        ),
+        (
+            "another case's number",
+            "/q/rate",
+            &cookie,
+            good(&reg_b, &code_a),
+            StatusCode::NOT_FOUND,
+            "登记编号或查询码不正确",
+        ),
+        (
+            "unknown number",
+            "/q/rate",
+            &cookie,
+            good("BBC01-2026-9999", &code_a),
+            StatusCode::NOT_FOUND,
+            "登记编号或查询码不正确",
+        ),
+        ("no CSRF cookie", "/q/rate", "", good(&reg_a, &code_a), StatusCode::FORBIDDEN, "页面已过期"),
+        (
+            "no level",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&reason=SLOW"),
+            StatusCode::BAD_REQUEST,
+            "请选择满意程度",
+        ),
+        (
+            "unknown level",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=6"),
+            StatusCode::BAD_REQUEST,
+            "请选择满意程度",
+        ),
+        (
+            "差评 without a reason",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=VERY_DISSATISFIED"),
+            StatusCode::BAD_REQUEST,
+            "请勾选至少一项原因",
+        ),
+        (
+            "unknown reason",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=DISSATISFIED&reason=DROP%20TABLE"),
+            StatusCode::BAD_REQUEST,
+            "不满意原因不正确",
+        ),
+        (
+            "a reason twice",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=DISSATISFIED&reason=SLOW&reason=SLOW"),
+            StatusCode::BAD_REQUEST,
+            "每项只勾选一次",
+        ),
+        (
+            "oversized comment",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=BASIC&comment={}", percent(&long_comment)),
+            StatusCode::BAD_REQUEST,
+            "最多 500 个字",
+        ),
+        (
+            "control character",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=BASIC&comment=a%00b"),
+            StatusCode::BAD_REQUEST,
+            "控制字符",
+        ),
+        (
+            "body over the limit",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=BASIC&comment={huge}"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "提交内容过长",
+        ),
+        (
+            "level twice",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=BASIC&level=VERY_SATISFIED"),
+            StatusCode::BAD_REQUEST,
+            "表单内容重复",
+        ),
+        (
+            "invalid UTF-8",
+            "/q/rate",
+            &cookie,
+            format!("csrf={csrf}&no={reg_a}&code={code_a}&level=%FF"),
+            StatusCode::BAD_REQUEST,
+            "提交内容无法识别",
+        ),
+        (
+            "a case not answered yet",
+            "/q/rate",
+            &cookie,
+            good(&reg_c, &code_c),
+            StatusCode::BAD_REQUEST,
+            "不能执行此操作",
+        ),
+        (
+            "withdrawal without confirming",
+            "/q/withdraw",
+            &cookie,
+            format!("csrf={csrf}&no={reg_c}&code={code_c}"),
+            StatusCode::BAD_REQUEST,
+            "请勾选确认后再撤回",
+        ),
+        (
+            "withdrawal with another case's code",
+            "/q/withdraw",
+            &cookie,
+            format!("csrf={csrf}&no={reg_c}&code={code_a}&confirm=yes"),
+            StatusCode::NOT_FOUND,
+            "登记编号或查询码不正确",
+        ),
+    ];
+    let before = store_snapshot(&node, &cases).await;
+    for (what, path, cookie, body, status, message) in &attempts {
+        let answer = node.post_raw(path, cookie, body.clone(), client(30)).await;
+        assert_eq!(answer.status, *status, "{what}: {}", answer.body);
+        assert!(answer.body.contains(message), "{what}: expected `{message}` in {}", answer.body);
+        assert!(answer.body.contains("未保存"), "{what}: says nothing was stored");
+        assert_eq!(store_snapshot(&node, &cases).await, before, "{what}: the store changed");
+    }
+    // One valid rating is stored; its replay is refused and stores nothing more.
+    let answer = node.post_raw("/q/rate", &cookie, good(&reg_a, &code_a), client(30)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let after_rating = store_snapshot(&node, &cases).await;
+    assert_eq!(after_rating[0].len(), before[0].len() + 1);
+    assert_eq!(after_rating[1..], before[1..]);
+    let replay = node.post_raw("/q/rate", &cookie, good(&reg_a, &code_a), client(30)).await;
+    assert_eq!(replay.status, StatusCode::BAD_REQUEST, "{}", replay.body);
+    assert!(replay.body.contains("没有需要修改的内容"), "{}", replay.body);
+    assert_eq!(store_snapshot(&node, &cases).await, after_rating, "the replay changed the store");
+    println!(
+        "hostile rating input: {} refused with the store unchanged (wrong, other cases' and unknown codes, CSRF, \
+         levels, reasons, sizes, duplicates, UTF-8, state, withdrawal), 1 rating stored, its replay refused",
+        attempts.len()
+    );
+}
+
+#[tokio::test]
+async fn a_citizen_sees_what_a_held_case_waits_for_withdraws_it_and_large_text_is_remembered() {
+    let node = node();
+    let receipt = node.report(REPORT).await;
+    let (reg_no, code) = (by_id(&receipt.body, "reg-no"), by_id(&receipt.body, "query-code"));
+    let (session, csrf) = node.sign_in("wangmin").await;
+    let case_id = node.case_id_of(&session, &reg_no).await;
+    node.act(&session, Some(&csrf), &case_id, &[("action", "sign_in"), ("text", "王敏")]).await;
+    // The 待补充 text is shown to the citizen: a phone number in it is refused.
+    let refused =
+        node.act(&session, Some(&csrf), &case_id, &[("action", "suspend"), ("text", "请致电13812345678补材料")]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("会向群众显示"), "{}", refused.body);
+    let waiting = "请补充1998年房改售房合同复印件";
+    let held = node.act(&session, Some(&csrf), &case_id, &[("action", "suspend"), ("text", waiting)]).await;
+    assert_eq!(held.status, StatusCode::SEE_OTHER, "{}", held.body);
+    let lookup = node.get(&format!("/q?no={reg_no}&code={code}"), "").await;
+    assert!(lookup.body.contains(waiting) && lookup.body.contains("暂停计时"), "{}", lookup.body);
+    assert!(lookup.body.contains("撤回诉求") && !lookup.body.contains("评价本次服务"));
+
+    let (cookie, citizen_csrf) = node.citizen_csrf().await;
+    let withdrawn = node
+        .post(
+            "/q/withdraw",
+            &cookie,
+            &[("csrf", &citizen_csrf), ("no", &reg_no), ("code", &code), ("reason", "已自行解决"), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(withdrawn.status, StatusCode::OK, "{}", withdrawn.body);
+    assert!(withdrawn.body.contains("诉求已撤回") && withdrawn.body.contains("已撤回"));
+    let view = node.store.case_view(&case_id).await.unwrap();
+    assert_eq!(view.status, Status::Withdrawn);
+    assert_eq!(view.timeline.last().unwrap().role, Role::Citizen);
+
+    // 适老化: the switch sets a cookie for a year and returns to the page; only local paths are followed.
+    let switch = node.get("/text-size?large=1&back=%2Fq%3Fno%3D1", "").await;
+    assert_eq!(switch.status, StatusCode::SEE_OTHER);
+    assert_eq!(switch.headers[header::LOCATION], "/q?no=1");
+    assert!(switch.set_cookies().iter().any(|c| c.starts_with("zhaowo_text=large") && c.contains("Max-Age=31536000")));
+    for back in ["%2F%2Fevil.example%2F", "%2F%0D%0ASet-Cookie%3A%20x%3Dy", "https%3A%2F%2Fevil.example", "%2F%5Cevil"]
+    {
+        let offsite = node.get(&format!("/text-size?large=1&back={back}"), "").await;
+        assert_eq!(offsite.status, StatusCode::SEE_OTHER);
+        assert_eq!(offsite.headers[header::LOCATION], "/", "{back}");
+    }
+    let large = node.get("/q", "zhaowo_text=large").await;
+    assert!(large.body.contains("<body class=\"large\">") && large.body.contains("标准字号"), "{}", large.body);
+    let normal = node.get("/q", "").await;
+    assert!(normal.body.contains("<body>") && normal.body.contains("大字模式"));
+    println!(
+        "citizen follow-through: 待补充 text shown (a phone in it refused), 撤回 by the citizen, large text on and off"
+    );
 }

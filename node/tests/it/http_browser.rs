@@ -3,6 +3,8 @@
 //!
 //! A citizen at a phone-sized viewport reports a problem through `/r/{window}` and gets a receipt; a clerk signs in at
 //! a desktop viewport, finds the case, dispatches it and publishes a reply; the citizen's lookup shows the reply.
+//! Issue 15: the unit answers, the citizen rates 不满意 with a reason, the 督查科 records 核实, 整改 and 反馈, the
+//! citizen reads the 反馈, and the large-text mode renders (≥ 20 px, ≥ 48 px buttons) and is remembered.
 //! Script injection in every citizen field stays inert (no alert opens, the text shows literally), an oversized form
 //! and a wrong 查询码 get a clear page and change nothing, and the lookup rate limit triggers. Screenshots are saved
 //! under `$CARGO_TARGET_TMPDIR/screenshots/`.
@@ -311,6 +313,7 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
     )
     .unwrap();
     home.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
+    home.set_account("dc", "刘督查", Role::Supervision, PASSWORD, now_ms()).unwrap();
     let mut other =
         Home::init(&dir.path().join("b"), init("2F03", None, Role::Window, "二楼3号窗口"), now_ms()).unwrap();
     let enrollment = home.enroll(&other.identity.node_id(), "2F03", Role::Window, "二楼3号窗口", now_ms()).unwrap();
@@ -334,7 +337,7 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         let mut options = HttpOptions::recommended(addr, base.clone());
         // The clerk dispatches with the routing table's suggestion (the scenario of the issue).
         options.citizen_routing = CitizenRouting::Accept;
-        options.citizen_lookups_per_period = 6;
+        options.citizen_lookups_per_period = 12;
         options.body_bytes_max = 64 * 1024;
         options.sync = Some(sync.status());
         let router = zhaowo_node::http::router(home, store, options);
@@ -458,6 +461,13 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         assert!(after.contains("王敏(wangmin)"), "the timeline names the clerk");
         browser.screenshot("desk-case");
         seen.push("clerk dispatched and replied".to_owned());
+        // Issue 15: the unit signs in and answers (办理完毕), so the citizen may rate.
+        browser.click("#do-sign-in");
+        assert!(browser.wait_for("main", "已签收").contains("已签收"));
+        let answer = "测绘队已上门勘查，两套住房已分别登记，请携带身份证到不动产窗口领证。";
+        browser.type_into("#resolve-text", answer);
+        browser.click("#do-resolve");
+        assert!(browser.wait_for("main", "已办理完毕").contains("已办理完毕"));
         browser.go(&format!("{desk_b}/desk/stats"));
         let stats = browser.text("main");
         assert!(
@@ -482,7 +492,7 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         // 5. The citizen's lookup on the window's node shows the reply, once it synced back.
         browser.viewport(400, 800);
         let back = Instant::now();
-        while !replies_on_window(reg_no.clone()).iter().any(|text| text == reply) {
+        while !replies_on_window(reg_no.clone()).iter().any(|text| text == answer) {
             assert!(back.elapsed() < Duration::from_millis(PAGE_TIMEOUT_MS), "the reply never reached the citizen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -491,11 +501,75 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         browser.type_into("#no", &reg_no);
         browser.type_into("#code", &code);
         browser.click("button[type=submit]");
-        let lookup = browser.wait_for("main", reply);
-        assert!(lookup.contains(reply) && lookup.contains("已派单"), "{lookup}");
+        let lookup = browser.wait_for("main", answer);
+        assert!(lookup.contains(reply) && lookup.contains("已答复"), "{lookup}");
         assert!(!lookup.contains("李建国") && !lookup.contains("13812345678"));
         browser.screenshot("citizen-lookup");
         seen.push("lookup shows the reply".to_owned());
+
+        // 5b. Issue 15: the citizen rates 不满意 with a reason; nothing was pre-selected.
+        let checked = browser.execute("return document.querySelectorAll('input:checked').length").unwrap();
+        assert_eq!(checked, json!(0), "the rating form starts empty");
+        browser.click("input[name=level][value=DISSATISFIED]");
+        browser.click("input[name=reason][value=RUNS]");
+        browser.type_into("#rate-comment", "窗口说材料齐全，到了不动产中心又让补材料");
+        browser.execute("document.getElementById('rate').scrollIntoView()").unwrap();
+        browser.screenshot("citizen-rating-form");
+        browser.click("#do-rate");
+        let rated = browser.wait_for("main", "评价已提交");
+        assert!(rated.contains("评价已提交") && rated.contains("督查科正在核实处理"), "{rated}");
+        seen.push("citizen rated 不满意 (多次跑动)".to_owned());
+
+        // 5c. The 督查科 signs in at the window's node, sees the task, records 核实, 整改 and 反馈.
+        browser.viewport(1280, 800);
+        browser.go(&format!("{base}/desk"));
+        browser.type_into("#username", "dc");
+        browser.type_into("#password", PASSWORD);
+        browser.click("button[type=submit]");
+        assert!(browser.wait_for("h1", "登记簿").contains("登记簿"));
+        browser.go(&format!("{base}/desk?q=%E4%B8%A4%E5%A5%97"));
+        let link = browser.find_xpath(&format!("//a[text()='{reg_no}']"));
+        browser.click_element(&link);
+        let task = browser.wait_for("main", "差评整改任务");
+        assert!(task.contains("差评整改任务") && task.contains("待核实") && task.contains("多次跑动"), "{task}");
+        let feedback = "经核实，窗口未一次性告知所需材料；已修订告知单并培训窗口人员，特向您致歉。";
+        for (step, text) in
+            [("核实", "调取窗口记录，确认未一次性告知"), ("整改", "修订一次性告知单，组织培训"), ("反馈", feedback)]
+        {
+            browser.type_into("#review-text", text);
+            browser.click("#do-review");
+            assert!(browser.wait_for("main", "差评处理已记录").contains("差评处理已记录"), "{step}");
+        }
+        let done = browser.wait_for("main", "已反馈");
+        assert!(done.contains("已反馈"), "{done}");
+        browser.execute("document.getElementById('rating').scrollIntoView()").unwrap();
+        browser.screenshot("desk-bad-review");
+        seen.push("督查科 recorded 核实/整改/反馈".to_owned());
+
+        // 5d. The citizen sees the feedback; 5e. the large-text mode renders and is remembered.
+        browser.viewport(400, 800);
+        browser.go(&format!("{base}/q?no={reg_no}&code={code}"));
+        assert_eq!(browser.text("#feedback"), feedback);
+        browser.execute("document.getElementById('bad-review').scrollIntoView()").unwrap();
+        browser.screenshot("citizen-feedback");
+        browser.click("a.textsize");
+        assert!(browser.wait_for("header", "标准字号").contains("标准字号"));
+        let size = browser.execute("return getComputedStyle(document.body).fontSize").unwrap();
+        let px: f64 = size.as_str().unwrap().trim_end_matches("px").parse().unwrap();
+        assert!(px >= 20.0, "large text is at least 20 px, got {size}");
+        let button = browser
+            .execute("return document.getElementById('do-rate').getBoundingClientRect().height")
+            .unwrap()
+            .as_f64()
+            .unwrap();
+        assert!(button >= 48.0, "big touch targets: the button is {button} px high");
+        assert_eq!(browser.text("#feedback"), feedback);
+        browser.screenshot("citizen-large-text");
+        browser.go(&format!("{base}/q"));
+        assert!(browser.text("header").contains("标准字号"), "remembered on this device");
+        browser.click("a.textsize");
+        assert!(browser.wait_for("header", "大字模式").contains("大字模式"));
+        seen.push(format!("feedback shown; large text {px} px, buttons {button} px, remembered"));
 
         // 6. A wrong 查询码 gets a clear page; then the lookup rate limit triggers.
         browser.go(&format!("{base}/q?no={reg_no}&code=WRONGCDE"));
@@ -508,7 +582,7 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
             if browser.text("main").contains("操作过于频繁") {
                 break;
             }
-            assert!(tries < 10, "the lookup limit never triggered");
+            assert!(tries < 20, "the lookup limit never triggered");
         }
         browser.screenshot("citizen-rate-limited");
         seen.push(format!("rate limit after {tries} lookups"));

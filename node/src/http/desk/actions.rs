@@ -17,7 +17,8 @@ use serde::Deserialize;
 use std::sync::Arc;
 use zhaowo_crdt::limits::EXTENSION_WORKING_DAYS_MAX;
 use zhaowo_crdt::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, Status, SupervisionLevel,
+    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, ReviewStep, Satisfaction,
+    Status, SupervisionLevel,
 };
 use zhaowo_crdt::time::Date;
 use zhaowo_crdt::{CaseDoc, CaseId, CaseView, Command, CommandError, ConflictDecision, Ctx, EventId, RegNo};
@@ -76,6 +77,10 @@ fn parse_local_minute(text: &str) -> Option<i64> {
     (hour < 24 && minute < 60).then(|| date.at_minute_ms(hour * 60 + minute))
 }
 
+/// The 回访 result "not reached" and "reached, did not say whether solved" (the other values are `CallbackOutcome` codes).
+pub(super) const CALLBACK_UNREACHED: &str = "UNREACHED";
+pub(super) const CALLBACK_UNSAID: &str = "UNSAID";
+
 /// The command a desk form asks for, or a zh-CN message saying what is missing.
 fn command_of(kind: CommandKind, form: &ActionForm, now_ms: i64) -> Result<Command, String> {
     let text = clean(&form.text);
@@ -133,15 +138,43 @@ fn command_of(kind: CommandKind, form: &ActionForm, now_ms: i64) -> Result<Comma
             reply: required("答复内容")?,
         },
         K::RecordCallback => {
-            let outcome = CallbackOutcome::parse(&form.choice);
+            // Nothing is pre-filled (issue 15): the clerk picks what the citizen said, and 未说明 / 未评价 are answers.
+            let (reached, outcome) = match form.choice.trim() {
+                "" => return Err("请选择回访结果".to_owned()),
+                CALLBACK_UNREACHED => (false, None),
+                CALLBACK_UNSAID => (true, None),
+                code => (true, Some(CallbackOutcome::parse(code).ok_or("回访结果不正确")?)),
+            };
+            let rating = match form.rating.trim() {
+                "" => None,
+                code => Some(
+                    Satisfaction::parse(code)
+                        .map(Satisfaction::score)
+                        .or_else(|| code.parse::<u8>().ok().filter(|score| (1..=5).contains(score)))
+                        .ok_or("评价不正确：请选择五级评价之一或“未评价”")?,
+                ),
+            };
             Command::RecordCallback {
                 method: CallbackMethod::parse(&form.method).ok_or("请选择回访方式")?,
-                reached: outcome.is_some(),
+                reached,
                 outcome,
-                rating: if outcome.is_some() { form.rating.trim().parse().ok() } else { None },
+                rating,
                 comment: text,
             }
         }
+        K::BadReviewStep => Command::BadReviewStep {
+            step: ReviewStep::parse(form.choice.trim()).ok_or("请选择差评处理步骤")?,
+            text: required("处理情况")?,
+        },
+        K::AppealRating => Command::AppealRating { reason: required("申诉理由")? },
+        K::DecideAppeal => Command::DecideAppeal {
+            upheld: match form.choice.trim() {
+                "UPHELD" => true,
+                "DISMISSED" => false,
+                _ => return Err("请选择复核决定".to_owned()),
+            },
+            note: required("复核意见")?,
+        },
         K::Close => Command::Close { reviewer: required("审核人")?, forced: false },
         K::Return => Command::Return { reason: required("原因")?, basis: clean(&form.basis) },
         K::Reject => Command::Reject { reason: required("原因")?, basis: clean(&form.basis) },
@@ -184,6 +217,8 @@ fn command_of(kind: CommandKind, form: &ActionForm, now_ms: i64) -> Result<Comma
         | K::Unmerge
         | K::RevealPersonalData
         | K::Archive => return Err("办事台不提供此操作".to_owned()),
+        // 好差评 is the citizen's own, on the lookup page: staff record what a citizen said with 回访.
+        K::Rate => return Err("好差评由群众在查询页面提交；工作人员请用“回访”记录群众的意见".to_owned()),
     })
 }
 

@@ -18,7 +18,7 @@ use zhaowo_crdt::limits::{
     REASON_CHARS_MAX, SUMMARY_CHARS_MAX, VOLUNTEERS_PER_VISIT_MAX,
 };
 use zhaowo_crdt::model::{
-    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, CommandKind as K, EditableField, Priority,
+    CallbackMethod, CallbackOutcome, CaseResult, CommandKind, CommandKind as K, EditableField, Priority, Satisfaction,
     SupervisionLevel,
 };
 use zhaowo_crdt::view::{Conflict, ConflictDetail};
@@ -339,6 +339,7 @@ fn case_body(
                 } }
             } }
         }
+        @if view.rating.is_some() || !view.bad_reviews.is_empty() { (rating_section(view, &actions, csrf, now)) }
         h2 { "办理" }
         div.grid.noprint {
             @if actions.contains(&K::Accept) {
@@ -364,7 +365,7 @@ fn case_body(
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head(K::SignIn)) strong { "签收" }
                     label { "承办人" } input type="text" name="text" value=(session.staff());
-                    button type="submit" { "签收" }
+                    button type="submit" id="do-sign-in" { "签收" }
                 }
             }
             @if actions.contains(&K::PublishReply) {
@@ -443,18 +444,24 @@ fn case_body(
                     label for="resolve-text" { "答复内容（群众可见）" }
                     @if !actions.contains(&K::PublishReply) { (canned) }
                     textarea id="resolve-text" name="text" required { (canned_text) }
-                    button type="submit" { "办理完毕" }
+                    button type="submit" id="do-resolve" { "办理完毕" }
                 }
             }
             @if actions.contains(&K::RecordCallback) {
                 form.card method="post" action={ "/desk/case/" (id) "/act" } {
                     (form_head(K::RecordCallback)) strong { "回访" }
                     label { "方式" } select name="method" { @for m in CallbackMethod::ALL { option value=(m.code()) { (m.label()) } } }
-                    label { "结果" } select name="choice" {
-                        option value="" { "未联系上" }
-                        @for o in CallbackOutcome::ALL { option value=(o.code()) selected[*o == CallbackOutcome::Resolved] { (o.label()) } }
+                    p.hint { "请按群众所说记录，不要代替群众选择。" }
+                    label for="callback-choice" { "结果" } select id="callback-choice" name="choice" required {
+                        option value="" selected disabled { "请选择" }
+                        option value=(super::actions::CALLBACK_UNREACHED) { "未联系上" }
+                        option value=(super::actions::CALLBACK_UNSAID) { "已联系，未说明是否解决" }
+                        @for o in CallbackOutcome::ALL { option value=(o.code()) { (o.label()) } }
                     }
-                    label { "评价（1-5）" } input type="number" name="rating" min="1" max="5" value="5";
+                    label for="callback-rating" { "群众评价" } select id="callback-rating" name="rating" {
+                        option value="" selected { "未评价" }
+                        @for level in Satisfaction::ALL { option value=(level.code()) { (level.label()) } }
+                    }
                     label { "说明" } input type="text" name="text";
                     button type="submit" { "记录回访" }
                 }
@@ -480,7 +487,12 @@ fn case_body(
                 @if actions.contains(&action) {
                     form.card method="post" action={ "/desk/case/" (id) "/act" } {
                         (form_head(action)) strong { (title) }
-                        label { "原因" } input type="text" name="text" required;
+                        @if action == K::Suspend {
+                            label for="suspend-text" { "需补充的材料（群众查询时可见，请勿填写个人信息）" }
+                            input type="text" id="suspend-text" name="text" required maxlength=(REASON_CHARS_MAX);
+                        } @else {
+                            label { "原因" } input type="text" name="text" required;
+                        }
                         button.secondary type="submit" { (title) }
                     }
                 }
@@ -720,6 +732,86 @@ pub(super) async fn case_page(
     case_response_with(&app, &session, StatusCode::OK, &view, message, None, None, query.canned).await
 }
 
+/// 好差评 on the case page (issue 15): the citizen's rating without who gave it (GB/T 39734 §4.1: the page names no
+/// rater), the 差评 task with its due date and steps, and the forms of the next step, the appeal and its decision.
+fn rating_section(view: &CaseView, actions: &[CommandKind], csrf: &str, now: i64) -> Markup {
+    let id = view.case_id.as_str();
+    let form_head = |kind: CommandKind| {
+        html! {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="action" value=(kind.code());
+        }
+    };
+    html! {
+        h2 id="rating" { "好差评" }
+        @if let Some(rating) = &view.rating {
+            div.card id="citizen-rating" {
+                strong { (rating.level.label()) }
+                @if rating.void { " " span.tag { "申诉成立，不计入满意率" } }
+                @if !rating.reasons.is_empty() {
+                    " · " (rating.reasons.iter().map(|r| r.label()).collect::<Vec<_>>().join("、"))
+                }
+                @if !rating.comment.is_empty() { p { (rating.comment) } }
+                p.hint { (minute(rating.at_ms)) " 群众自评" @if rating.changes > 0 { "（修改 " (rating.changes) " 次）" } "；评价人信息不向承办单位显示。" }
+            }
+        }
+        @for task in &view.bad_reviews {
+            div.card.bad-review {
+                strong { "差评整改任务" } " " span.tag { (task.stage_zh()) }
+                @if task.overdue(now) { " " span.tag.red { "超期" } }
+                p { "差评：" (task.level.label()) " · " (task.reasons.iter().map(|r| r.label()).collect::<Vec<_>>().join("、")) }
+                p.hint { "开始 " (minute(task.opened_at_ms)) "，反馈时限 " (minute(task.due_ms)) }
+                @if !task.steps.is_empty() {
+                    ol { @for step in &task.steps { li { strong { (step.step.label()) } " " span.hint { (minute(step.at_ms)) " " (step.by) } br; (step.text) } } }
+                }
+                @if let Some(appeal) = &task.appeal {
+                    p { "申诉复核：" (appeal.reason) " " span.hint { (minute(appeal.at_ms)) " " (appeal.by) } }
+                    @match &appeal.decision {
+                        Some((upheld, note, at, by)) => p { "复核决定：" (if *upheld { "申诉成立，评价不计入满意率" } else { "申诉不成立，评价保留" }) "；" (note) " " span.hint { (minute(*at)) " " (by) } },
+                        None => p.hint { "待督查科复核" },
+                    }
+                }
+            }
+        }
+        div.grid.noprint {
+            @if let Some(step) = view.open_bad_review().and_then(|task| task.next_step()).filter(|_| actions.contains(&K::BadReviewStep)) {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head(K::BadReviewStep))
+                    input type="hidden" name="choice" value=(step.code());
+                    strong { "差评" (step.label()) }
+                    @if step == zhaowo_crdt::model::ReviewStep::Feedback { p.hint { "反馈内容将在群众的查询页面显示。" } }
+                    label for="review-text" { (step.label()) "情况" }
+                    textarea id="review-text" name="text" required maxlength=(zhaowo_crdt::limits::REPLY_CHARS_MAX) {}
+                    button type="submit" id="do-review" { "记录" (step.label()) }
+                }
+            }
+            @if actions.contains(&K::AppealRating) {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head(K::AppealRating)) strong { "申诉复核" }
+                    p.hint { "认为差评有误或属恶意评价时，可提请督查科复核。" }
+                    label for="appeal-text" { "申诉理由" }
+                    textarea id="appeal-text" name="text" required maxlength=(REASON_CHARS_MAX) {}
+                    button.secondary type="submit" { "提交申诉" }
+                }
+            }
+            @if actions.contains(&K::DecideAppeal) {
+                form.card method="post" action={ "/desk/case/" (id) "/act" } {
+                    (form_head(K::DecideAppeal)) strong { "复核决定" }
+                    label for="appeal-choice" { "决定" }
+                    select id="appeal-choice" name="choice" required {
+                        option value="" selected disabled { "请选择" }
+                        option value="UPHELD" { "申诉成立（评价不计入满意率）" }
+                        option value="DISMISSED" { "申诉不成立（评价保留）" }
+                    }
+                    label for="decide-text" { "复核意见" }
+                    textarea id="decide-text" name="text" required maxlength=(REASON_CHARS_MAX) {}
+                    button type="submit" { "记录复核决定" }
+                }
+            }
+        }
+    }
+}
+
 /// The message on top of the case page after an action succeeded (exhaustive: a new kind needs its line here).
 fn action_title(kind: CommandKind) -> &'static str {
     use CommandKind as K;
@@ -755,5 +847,9 @@ fn action_title(kind: CommandKind) -> &'static str {
         K::Archive => "已归档",
         K::PurgePersonalData => "个人信息已清除",
         K::RevealPersonalData => "已查看完整个人信息",
+        K::Rate => "评价已记录",
+        K::BadReviewStep => "差评处理已记录",
+        K::AppealRating => "申诉已提交，待督查科复核",
+        K::DecideAppeal => "复核决定已记录",
     }
 }

@@ -134,6 +134,7 @@ pub(super) async fn new_submit(
         Ok(ctx) => ctx,
         Err(response) => return response,
     };
+    let report_summary = report.summary.clone();
     let registration = Registration {
         channel,
         nature: report.nature,
@@ -151,6 +152,7 @@ pub(super) async fn new_submit(
         personal: report.personal,
     };
     ctx.now_ms = crate::home::now_ms();
+    let (summary, registered_ms, hall_now) = (report_summary, ctx.now_ms, hall.clone());
     let year = Date::of_ms(ctx.now_ms).year;
     let code = match crate::home::entropy() {
         Ok(entropy) => QueryCode::from_entropy(entropy as u64),
@@ -181,14 +183,27 @@ pub(super) async fn new_submit(
         }
         Err(error) => return store_unavailable(&error),
     };
+    // The printable 回执 (issue 15 §3): the number, the code, the lookup QR code and the 告知; the desk's header and
+    // buttons are not printed (`noprint`, the print stylesheet).
+    let link = crate::http::citizen::lookup_link(&app, &reg_no, &code);
+    let window_name =
+        hall_now.windows.get(&app.home.config.window).map_or(app.home.config.window.clone(), |w| w.name.clone());
     let body = html! {
-        h1 { "登记成功" }
-        div.ok { "已登记，请将登记编号和查询码告知诉求人（查询码只显示这一次）。" }
-        div.card { dl {
-            dt { "登记编号" } dd.big { (reg_no) }
-            dt { "查询码" } dd.big { (code.as_str()) }
-        } }
-        a.button href={ "/desk/case/" (ack.case_id) } { "打开案件" }
+        div.ok.noprint { "已登记。请打印回执交给诉求人（浏览器菜单“打印”或 Ctrl+P），查询码只显示这一次。" }
+        div.card id="receipt" {
+            h1 { (hall_now.name) " · 诉求登记回执" }
+            dl {
+                dt { "登记编号" } dd.big id="reg-no" { (reg_no) }
+                dt { "查询码" } dd.big id="query-code" { (code.as_str()) }
+                dt { "诉求摘要" } dd { (summary) }
+                dt { "登记时间" } dd { (crate::http::page::minute(registered_ms)) }
+                dt { "受理窗口" } dd { (window_name) }
+            }
+            (crate::http::page::qr_svg(&link))
+            p.hint { "扫描二维码或访问查询页面，输入登记编号和查询码，可查看办理进度、补充材料要求、答复，并对服务作出评价。" }
+        }
+        (crate::http::citizen::pi_notice(&app))
+        p.noprint { a.button href={ "/desk/case/" (ack.case_id) } { "打开案件" } }
     };
     desk_page(&session, StatusCode::OK, "登记成功", body)
 }

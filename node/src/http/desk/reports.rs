@@ -21,10 +21,42 @@ pub(super) async fn overdue(State(app): State<App>, headers: HeaderMap) -> Respo
         Ok(rows) => rows,
         Err(error) => return store_unavailable(&error),
     };
+    // 差评 tasks past their due date (issue 15 §2): among the badly rated cases, those whose task is late.
+    let rated = match app.store.badly_rated(crate::store::PAGE_ROWS_MAX).await {
+        Ok(rows) => rows,
+        Err(error) => return store_unavailable(&error),
+    };
+    let mut late_reviews = Vec::new();
+    for row in rated {
+        match app.store.case_view(&row.case_id).await {
+            Ok(view) => {
+                if let Some(task) = view.bad_reviews.iter().find(|task| task.overdue(now)) {
+                    late_reviews.push((row.case_id.clone(), view.reg_no.to_string(), task.clone()));
+                }
+            }
+            Err(error) => return store_unavailable(&error),
+        }
+    }
     let body = html! {
         h1 { "超期清单（" (rows.len()) " 件）" }
         p.hint { "按超期时长排序，最久的在前。" }
         (rows_table(&app, &rows, now))
+        h2 id="late-bad-reviews" { "差评整改超期（" (late_reviews.len()) " 件）" }
+        @if late_reviews.is_empty() {
+            p.hint { "没有超期的差评整改任务。" }
+        } @else {
+            div.scroll { table {
+                thead { tr { th { "登记编号" } th { "差评" } th { "阶段" } th { "反馈时限" } } }
+                tbody { @for (case_id, reg_no, task) in &late_reviews {
+                    tr {
+                        td { a href={ "/desk/case/" (case_id) "#rating" } { (reg_no) } }
+                        td { (task.level.label()) }
+                        td { (task.stage_zh()) }
+                        td { (page::minute(task.due_ms)) " " span.tag.red { "超期" } }
+                    }
+                } }
+            } }
+        }
     };
     desk_page(&session, StatusCode::OK, "超期清单", body)
 }

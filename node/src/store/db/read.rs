@@ -187,6 +187,17 @@ impl Db {
         Ok(rows)
     }
 
+    pub fn badly_rated(&self, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
+        self.need_projections()?;
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {CASE_COLUMNS} FROM cases WHERE rating <= 2 ORDER BY updated_at_ms DESC, doc_id LIMIT ?1"
+        ))?;
+        let rows = statement
+            .query_map(params![limit.clamp(1, PAGE_ROWS_MAX) as i64], CaseRow::from_sql)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     pub fn overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<CaseRow>, ReadError> {
         self.need_projections()?;
         let mut statement = self.conn.prepare_cached(&format!(
