@@ -747,7 +747,12 @@ impl CaseDoc {
                     return Err(CommandError::CallbackNotReached);
                 }
                 check_text("comment", &comment, REASON_CHARS_MAX, false)?;
-                EventKind::CallbackRecorded { method, reached, outcome, rating, comment }
+                // 不满意/非常不满意 said at a 回访 opens the round's 差评 task too (issue 15 §2), unless one is open.
+                let round_has_task = view.bad_reviews.iter().any(|task| task.round == view.reopens);
+                let task_due_ms = (reached && rating.is_some_and(crate::kpi::is_bad) && !round_has_task).then(|| {
+                    hall.calendar.add(ctx.now_ms, crate::hall::Span::WorkingDays(hall.bad_review_working_days))
+                });
+                EventKind::CallbackRecorded { method, reached, outcome, rating, comment, task_due_ms }
             }
             Command::Close { reviewer, forced } => {
                 check_text("reviewer", &reviewer, NAME_CHARS_MAX, true)?;
@@ -1180,7 +1185,7 @@ impl CaseDoc {
                     view.flags.category_changed_after_dispatch = true
                 }
                 EventKind::CoUnitsAdded { units } => extra_co.extend(units.iter().cloned()),
-                EventKind::CallbackRecorded { method, reached, outcome, rating, comment } => {
+                EventKind::CallbackRecorded { method, reached, outcome, rating, comment, task_due_ms } => {
                     view.callbacks.push(Callback {
                         event_id: event.id.clone(),
                         at_ms: event.wall_ms,
@@ -1190,7 +1195,8 @@ impl CaseDoc {
                         outcome: *outcome,
                         rating: *rating,
                         comment: comment.clone(),
-                    })
+                    });
+                    fold_callback_task(&mut view, event, *rating, *task_due_ms);
                 }
                 EventKind::DuplicateAttached { duplicate } => {
                     view.duplicates.insert(duplicate.clone());
@@ -1435,6 +1441,27 @@ fn fold_rating(
         }),
         None => {}
     }
+}
+
+/// A 差评 said at a 回访 (staff record it) opens the round's 差评 task when the round has none: 核实 → 整改 → 反馈
+/// as for the citizen's own rating, with no reasons ticked (the 回访's comment says why).
+fn fold_callback_task(view: &mut CaseView, event: &Event, rating: Option<u8>, task_due_ms: Option<i64>) {
+    let (Some(rating), Some(due_ms)) = (rating, task_due_ms) else { return };
+    let round = view.reopens;
+    if !crate::kpi::is_bad(rating) || view.bad_reviews.iter().any(|task| task.round == round) {
+        return;
+    }
+    let level = if rating <= 1 { Satisfaction::VeryDissatisfied } else { Satisfaction::Dissatisfied };
+    view.bad_reviews.push(BadReviewTask {
+        round,
+        opened_at_ms: event.wall_ms,
+        due_ms,
+        level,
+        reasons: Vec::new(),
+        steps: Vec::new(),
+        appeal: None,
+        cancelled: false,
+    });
 }
 
 /// 办结 needs a callback when the citizen asked for one: the latest reached callback must not say "unresolved", and

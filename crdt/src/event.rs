@@ -140,6 +140,10 @@ pub enum EventKind {
         outcome: Option<CallbackOutcome>,
         rating: Option<u8>,
         comment: String,
+        /// Set when the citizen said 不满意/非常不满意 at the 回访 and the round had no 差评 task: the task's due date,
+        /// fixed when recorded (as `RatingReceived::task_due_ms`). Absent otherwise, so other 回访 keep their bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_due_ms: Option<i64>,
     },
     Closed {
         reviewer: String,

@@ -27,7 +27,7 @@ pub const EXPORT_HEADERS: [&str; 17] = [
     "办理结果",
     "办结时间",
     "督办级别",
-    "回访评价",
+    "评价（1-5）",
 ];
 
 /// One row of the register book.
@@ -35,7 +35,8 @@ pub type ExportRow = [String; 17];
 
 /// The row of one case: `personal` is the revealed record (an unmasked export), `None` keeps the view's masked one.
 pub fn export_row(view: &CaseView, personal: Option<&PersonalData>) -> ExportRow {
-    let rating = view.callbacks.iter().rev().find_map(|c| c.rating).map(|r| r.to_string()).unwrap_or_default();
+    // The counted rating: the citizen's own 好差评, else the latest 回访 that recorded one (`CaseView::rating_score`).
+    let rating = view.rating_score().map(|r| r.to_string()).unwrap_or_default();
     let (name, phone) = match personal {
         Some(p) => (p.name.clone().unwrap_or_default(), p.phone.clone().unwrap_or_default()),
         None => (view.personal.name.clone().unwrap_or_default(), view.personal.phone.clone().unwrap_or_default()),

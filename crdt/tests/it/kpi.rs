@@ -227,3 +227,44 @@ fn bad_rating_follow_through_counts_in_the_figures() {
         "差评 follow-through: 差评率 2/3, 差评整改率 1/2, 实名差评回访率 1/2, 满意率 1/3 (the citizen's own ratings)"
     );
 }
+
+/// Issue 15 §2: 不满意 said at a staff 回访 opens the 差评 task like the citizen's own rating, due by the hall's
+/// limit; the 督查科 follows it through and it counts as rectified; a 回访 at 满意 opens none.
+#[test]
+fn a_bad_rating_said_at_a_callback_opens_the_task_too() {
+    use zhaowo_crdt::model::ReviewStep;
+    let hall = Hall::jiangan_default();
+    let mut window = Node::new("BBC01", "张敏", Role::Window, 0);
+    let mut supervision = Node::new("DC01", "刘督查", Role::Supervision, 1);
+    let callback = |rating: u8| Command::RecordCallback {
+        method: CallbackMethod::Phone,
+        reached: true,
+        outcome: Some(CallbackOutcome::Partly),
+        rating: Some(rating),
+        comment: "群众表示仍需跑两趟".into(),
+    };
+    let (mut good, _, _) = window.register(&hall, registration("BDC", Nature::Help, "老房登记问题"));
+    window.apply(&mut good, &hall, Command::Resolve { result: CaseResult::Done, reply: "已办理".into() }).unwrap();
+    window.apply(&mut good, &hall, callback(4)).unwrap();
+    assert!(good.view().bad_reviews.is_empty(), "a 满意 回访 opened a task");
+
+    let (mut doc, _, _) = window.register(&hall, registration("BDC", Nature::Help, "老房登记问题"));
+    window.apply(&mut doc, &hall, Command::Resolve { result: CaseResult::Done, reply: "已办理".into() }).unwrap();
+    window.apply(&mut doc, &hall, callback(2)).unwrap();
+    let view = doc.view();
+    let task = view.bad_reviews.last().expect("the 回访's 差评 opened a task");
+    let limit = hall.calendar.add(window.now_ms, zhaowo_crdt::hall::Span::WorkingDays(hall.bad_review_working_days));
+    assert_eq!((task.due_ms, task.is_open()), (limit, true));
+    // A second bad 回访 in the same round opens no second task.
+    window.apply(&mut doc, &hall, callback(1)).unwrap();
+    assert_eq!(doc.view().bad_reviews.len(), 1);
+    supervision.now_ms = window.now_ms;
+    for step in [ReviewStep::Verify, ReviewStep::Rectify, ReviewStep::Feedback] {
+        supervision.apply(&mut doc, &hall, Command::BadReviewStep { step, text: "已处理".into() }).unwrap();
+    }
+    let facts = CaseFacts::of(&doc.view());
+    assert_eq!((facts.rated_by_level[0], facts.bad_rectified, facts.named_bad_contacted), (1, 1, 1));
+    println!(
+        "回访 差评: task opened due by the hall's limit, one per round, followed through and counted as rectified"
+    );
+}
