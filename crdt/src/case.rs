@@ -749,9 +749,8 @@ impl CaseDoc {
                 check_text("comment", &comment, REASON_CHARS_MAX, false)?;
                 // 不满意/非常不满意 said at a 回访 opens the round's 差评 task too (issue 15 §2), unless one is open.
                 let round_has_task = view.bad_reviews.iter().any(|task| task.round == view.reopens);
-                let task_due_ms = (reached && rating.is_some_and(crate::kpi::is_bad) && !round_has_task).then(|| {
-                    hall.calendar.add(ctx.now_ms, crate::hall::Span::WorkingDays(hall.bad_review_working_days))
-                });
+                let task_due_ms = (reached && rating.is_some_and(crate::kpi::is_bad) && !round_has_task)
+                    .then(|| hall.bad_review_due(ctx.now_ms));
                 EventKind::CallbackRecorded { method, reached, outcome, rating, comment, task_due_ms }
             }
             Command::Close { reviewer, forced } => {
@@ -833,9 +832,7 @@ impl CaseDoc {
                 }
                 // The task's due date is fixed when it opens, from the hall's limit then.
                 let task_exists = view.bad_reviews.iter().any(|task| task.round == round);
-                let task_due_ms = (level.is_bad() && !task_exists).then(|| {
-                    hall.calendar.add(ctx.now_ms, crate::hall::Span::WorkingDays(hall.bad_review_working_days))
-                });
+                let task_due_ms = (level.is_bad() && !task_exists).then(|| hall.bad_review_due(ctx.now_ms));
                 EventKind::RatingReceived { level, reasons, comment, task_due_ms }
             }
             Command::BadReviewStep { step, text } => {
@@ -1446,12 +1443,11 @@ fn fold_rating(
 /// A 差评 said at a 回访 (staff record it) opens the round's 差评 task when the round has none: 核实 → 整改 → 反馈
 /// as for the citizen's own rating, with no reasons ticked (the 回访's comment says why).
 fn fold_callback_task(view: &mut CaseView, event: &Event, rating: Option<u8>, task_due_ms: Option<i64>) {
-    let (Some(rating), Some(due_ms)) = (rating, task_due_ms) else { return };
+    let (Some(level), Some(due_ms)) = (rating.and_then(Satisfaction::from_score), task_due_ms) else { return };
     let round = view.reopens;
-    if !crate::kpi::is_bad(rating) || view.bad_reviews.iter().any(|task| task.round == round) {
+    if !level.is_bad() || view.bad_reviews.iter().any(|task| task.round == round) {
         return;
     }
-    let level = if rating <= 1 { Satisfaction::VeryDissatisfied } else { Satisfaction::Dissatisfied };
     view.bad_reviews.push(BadReviewTask {
         round,
         opened_at_ms: event.wall_ms,

@@ -122,6 +122,11 @@ pub const RETENTION_DAYS_DEFAULT: u32 = 365;
 pub const RETENTION_DAYS_MAX: u32 = 30 * 366;
 
 impl Hall {
+    /// When a 差评 task opened at `now_ms` is due: `bad_review_working_days` working days by the hall's calendar.
+    pub fn bad_review_due(&self, now_ms: i64) -> i64 {
+        self.calendar.add(now_ms, Span::WorkingDays(self.bad_review_working_days))
+    }
+
     /// The settings the 督查科's figures depend on.
     pub fn kpi_settings(&self) -> crate::kpi::KpiSettings {
         crate::kpi::KpiSettings { satisfaction_counts_basic: self.satisfaction_counts_basic }

@@ -142,9 +142,9 @@ pub fn rating_of(view: &CaseView) -> Option<u8> {
     view.rating_score()
 }
 
-/// Whether a rating is a 差评 (GB/T 39734: 不满意 and 非常不满意).
+/// Whether a 1–5 score is a 差评 (GB/T 39734: 不满意 and 非常不满意), as `Satisfaction::is_bad` says.
 pub fn is_bad(rating: u8) -> bool {
-    rating <= 2
+    crate::model::Satisfaction::from_score(rating).is_some_and(crate::model::Satisfaction::is_bad)
 }
 
 impl CaseFacts {

@@ -51,10 +51,6 @@ impl MaterialType {
             MaterialType::Pdf => "PDF 文件",
         }
     }
-
-    pub fn is_image(self) -> bool {
-        self != MaterialType::Pdf
-    }
 }
 
 /// Why a file was refused.

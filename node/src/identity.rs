@@ -286,7 +286,11 @@ impl NodeIdentity {
     }
 
     /// The file's text: the secret in hex, or the armored age file the passphrase opens.
-    fn file_text(&self, passphrase: Option<&Passphrase>) -> Result<zeroize::Zeroizing<String>, IdentityError> {
+    fn file_text(
+        &self,
+        path: &Path,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<zeroize::Zeroizing<String>, IdentityError> {
         let Some(passphrase) = passphrase else {
             return Ok(zeroize::Zeroizing::new(format!(
                 "# zhaowo node key (ed25519). Secret: never copy it off this machine.\n{KEY_FILE_TAG} {}\n",
@@ -294,7 +298,7 @@ impl NodeIdentity {
             )));
         };
         let kdf = Kdf::fresh()?;
-        let failed = |reason: String| IdentityError::Malformed { path: PathBuf::new(), reason };
+        let failed = |reason: String| IdentityError::Malformed { path: path.to_path_buf(), reason };
         let recipient = kdf.identity(passphrase).map_err(failed)?.to_public();
         let encrypt = || -> std::io::Result<Vec<u8>> {
             let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
@@ -316,7 +320,7 @@ impl NodeIdentity {
     }
 
     fn write_file(&self, path: &Path, passphrase: Option<&Passphrase>, replace: bool) -> Result<(), IdentityError> {
-        let text = self.file_text(passphrase)?;
+        let text = self.file_text(path, passphrase)?;
         let io = |what, at: &Path| {
             let at = at.to_path_buf();
             move |source| IdentityError::Io { what, path: at, source }

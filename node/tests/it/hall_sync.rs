@@ -20,7 +20,9 @@ use zhaowo_node::{Node, NodeOptions};
 const CONVERGE: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "wangwu-password-1";
 
-fn init(dir: &Path, hall_name: Option<&str>, window: &str, role: Role) -> Home {
+/// A data directory on loopback ports with the demo's Jiang'an hall (a new hall with `hall_name`, else a node waiting
+/// to join); shared by the modules of this binary that start real nodes.
+pub(crate) fn init(dir: &Path, hall_name: Option<&str>, window: &str, role: Role) -> Home {
     let options = InitOptions {
         hall_name: hall_name.map(str::to_owned),
         window: window.to_owned(),

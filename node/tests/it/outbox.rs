@@ -6,12 +6,12 @@
 
 #![allow(clippy::print_stdout)]
 
+use crate::hall_sync::init;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use zhaowo_crdt::pi::PersonalData;
 use zhaowo_crdt::time::Date;
 use zhaowo_crdt::{CaseDoc, Command, QueryCode, Registration};
 use zhaowo_node::config::SmsEndpoint;
-use zhaowo_node::home::{Home, InitOptions, now_ms};
+use zhaowo_node::home::{Home, now_ms};
 use zhaowo_node::outbox::OutboxTiming;
 use zhaowo_node::store::{OutboxRow, OutboxState};
 use zhaowo_node::{Node, NodeOptions};
@@ -103,18 +103,6 @@ async fn serve_platform(addr: SocketAddr, platform: Arc<Platform>) {
     let listener = tokio::net::TcpListener::bind(addr).await.expect("the reserved port is free again");
     let router = axum::Router::new().route("/sms/{node}", axum::routing::post(receive)).with_state(platform);
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-}
-
-fn init(dir: &Path, hall_name: Option<&str>, window: &str, role: Role) -> Home {
-    let options = InitOptions {
-        hall_name: hall_name.map(str::to_owned),
-        window: window.to_owned(),
-        role,
-        display_name: format!("{window} 窗口"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-    };
-    Home::init_with_hall(dir, options, zhaowo_crdt::Hall::jiangan_default(), now_ms()).unwrap()
 }
 
 async fn start(mut home: Home, peers: Vec<SocketAddr>, platform: SocketAddr, name: &str) -> Node {
