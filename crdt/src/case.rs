@@ -854,6 +854,67 @@ impl CaseDoc {
                 check_text("comment", &note, REASON_CHARS_MAX, true)?;
                 EventKind::AppealDecided { upheld, note }
             }
+            Command::AddMaterial { hash, bytes, media, name, public, thumbnail } => {
+                use crate::materials::{
+                    BLOB_OVERHEAD, CASE_MATERIALS_BYTES_MAX, CASE_MATERIALS_MAX, MATERIAL_NAME_CHARS_MAX,
+                    SEALED_BLOB_BYTES_MAX, THUMBNAIL_BYTES_MAX, is_blob_hash,
+                };
+                if view.personal.purged {
+                    return Err(CommandError::Purged);
+                }
+                if self.key.is_none() {
+                    return Err(CommandError::NoCaseKey("materials"));
+                }
+                check_text("file name", &name, MATERIAL_NAME_CHARS_MAX, true)?;
+                if !is_blob_hash(&hash) {
+                    return Err(CommandError::BadMaterial("hash"));
+                }
+                if bytes <= BLOB_OVERHEAD as u64 || bytes > SEALED_BLOB_BYTES_MAX as u64 {
+                    return Err(CommandError::BadMaterial("size"));
+                }
+                if let Some((thumb, thumb_bytes)) = &thumbnail
+                    && (!is_blob_hash(thumb)
+                        || *thumb_bytes <= BLOB_OVERHEAD as u64
+                        || *thumb_bytes > (THUMBNAIL_BYTES_MAX + BLOB_OVERHEAD) as u64)
+                {
+                    return Err(CommandError::BadMaterial("thumbnail"));
+                }
+                if view.materials.iter().any(|material| material.hash == hash) {
+                    return Err(CommandError::NoChange("the file is already on the case"));
+                }
+                let count = view.live_materials().count();
+                let held: u64 = view.live_materials().map(|material| material.bytes).sum();
+                if count + 1 > CASE_MATERIALS_MAX || held + bytes > (CASE_MATERIALS_BYTES_MAX + BLOB_OVERHEAD) as u64 {
+                    return Err(CommandError::MaterialsFull {
+                        count,
+                        bytes: held,
+                        count_max: CASE_MATERIALS_MAX,
+                        bytes_max: CASE_MATERIALS_BYTES_MAX as u64,
+                    });
+                }
+                let (thumb, thumb_bytes) = thumbnail.map_or((None, 0), |(hash, bytes)| (Some(hash), bytes));
+                EventKind::MaterialAdded { hash, bytes, media, name, public, thumb, thumb_bytes }
+            }
+            Command::RemoveMaterial { material, reason } => {
+                view.material(material.as_str()).ok_or_else(|| CommandError::UnknownMaterial(material.to_string()))?;
+                check_text("reason", &reason, REASON_CHARS_MAX, true)?;
+                if self.key.is_none() {
+                    return Err(CommandError::NoCaseKey("reason"));
+                }
+                EventKind::MaterialRemoved { material, reason }
+            }
+            Command::PublishMaterial { material, public } => {
+                let found = view
+                    .material(material.as_str())
+                    .ok_or_else(|| CommandError::UnknownMaterial(material.to_string()))?;
+                if view.personal.purged {
+                    return Err(CommandError::Purged);
+                }
+                if found.public == public {
+                    return Err(CommandError::NoChange("the material is already so"));
+                }
+                EventKind::MaterialPublished { material, public }
+            }
         };
         // The table was asked above; the event a command writes is a transition exactly when its kind has a target.
         debug_assert_eq!(kind.is_transition(), command_kind.target().is_some());
@@ -938,6 +999,65 @@ impl CaseDoc {
         }
         let event = self.append(ctx, EventKind::PiRevealed { purpose: purpose.to_owned() }, None, &log)?;
         Ok((personal, event))
+    }
+
+    /// Seals a material and its thumbnail under the case key (issue 16): the files for the blob store, each under its
+    /// content address. `kind` and `plaintext` come from `materials::clean` (metadata already stripped), the thumbnail
+    /// from the node's renderer. Store the files, then apply [`Command::AddMaterial`] naming them.
+    pub fn seal_material(
+        &self,
+        secret: &[u8; 32],
+        kind: crate::materials::MaterialType,
+        plaintext: &[u8],
+        thumbnail: Option<&[u8]>,
+    ) -> Result<crate::materials::SealedMaterial, CommandError> {
+        use crate::materials::{BlobRole, MATERIAL_BYTES_MAX, THUMBNAIL_BYTES_MAX, blob_hash, seal_blob};
+        let key = self.key.as_ref().ok_or(CommandError::NoCaseKey("materials"))?;
+        if plaintext.is_empty() || plaintext.len() > MATERIAL_BYTES_MAX {
+            return Err(CommandError::BadMaterial("size"));
+        }
+        if thumbnail.is_some_and(|thumb| thumb.is_empty() || thumb.len() > THUMBNAIL_BYTES_MAX) {
+            return Err(CommandError::BadMaterial("thumbnail"));
+        }
+        let case_id = self.case_id();
+        let blob = seal_blob(key, secret, case_id.as_str(), BlobRole::Material, plaintext);
+        let thumbnail = thumbnail.map(|thumb| {
+            let sealed = seal_blob(key, secret, case_id.as_str(), BlobRole::Thumbnail, thumb);
+            let hash = blob_hash(&sealed);
+            (sealed, hash)
+        });
+        Ok(crate::materials::SealedMaterial { kind, hash: blob_hash(&blob), blob, thumbnail })
+    }
+
+    /// Opens a sealed file of this case (a material or its thumbnail) with the case key.
+    pub fn open_blob(&self, role: crate::materials::BlobRole, sealed: &[u8]) -> Result<Vec<u8>, CommandError> {
+        let key = self.key.as_ref().ok_or(CommandError::NoCaseKey("materials"))?;
+        crate::materials::open_blob(key, self.case_id().as_str(), role, sealed)
+            .map_err(|error| CommandError::Seal(error.to_string()))
+    }
+
+    /// Records a download of a material (查看材料, like a reveal of personal data) and returns the material as the
+    /// view shows it. The caller reads the file after this event is stored.
+    pub fn view_material_event(
+        &mut self,
+        ctx: &Ctx,
+        material: &EventId,
+    ) -> Result<(crate::view::Material, EventId), CommandError> {
+        let log = self.log();
+        let view = self.view_of(&log);
+        CommandKind::ViewMaterial.check(ctx.author.role, view.status)?;
+        if view.personal.purged {
+            return Err(CommandError::Purged);
+        }
+        if self.key.is_none() {
+            return Err(CommandError::NoCaseKey("materials"));
+        }
+        let found = view
+            .material(material.as_str())
+            .cloned()
+            .ok_or_else(|| CommandError::UnknownMaterial(material.to_string()))?;
+        let event = self.append(ctx, EventKind::MaterialViewed { material: material.clone() }, None, &log)?;
+        Ok((found, event))
     }
 
     /// The personal record as this replica can read it: the sealed record opened with the key, or only the public
@@ -1064,6 +1184,7 @@ impl CaseDoc {
             conflicts: Vec::new(),
             flags: Flags { unreadable_events: log.unreadable, ..Flags::default() },
             event_ids: log.events.iter().map(|event| event.id.clone()).collect(),
+            materials: Vec::new(),
         };
         let mut dispatch_co = BTreeSet::new();
         let mut extra_co = BTreeSet::new();
@@ -1239,6 +1360,43 @@ impl CaseDoc {
                     }
                 }
                 EventKind::PiRevealed { .. } => view.pi_reveals += 1,
+                EventKind::MaterialAdded { hash, bytes, media, name, public, thumb, thumb_bytes } => {
+                    // A material is named by its event id; a second event naming a file already on the case (a bug or
+                    // a hostile member) is kept in the timeline only.
+                    if !view.materials.iter().any(|material| &material.hash == hash) {
+                        view.materials.push(crate::view::Material {
+                            id: event.id.clone(),
+                            hash: hash.clone(),
+                            bytes: *bytes,
+                            media: *media,
+                            name: name.clone(),
+                            public: *public,
+                            thumb: thumb.clone(),
+                            thumb_bytes: *thumb_bytes,
+                            added_at_ms: event.wall_ms,
+                            added_by: event.staff.clone(),
+                            added_role: event.role,
+                            removed: false,
+                            views: 0,
+                        });
+                    }
+                }
+                // Removal and publication follow the log order (a removal is final).
+                EventKind::MaterialRemoved { material, .. } => {
+                    if let Some(found) = view.materials.iter_mut().find(|m| &m.id == material) {
+                        found.removed = true;
+                    }
+                }
+                EventKind::MaterialPublished { material, public } => {
+                    if let Some(found) = view.materials.iter_mut().find(|m| &m.id == material) {
+                        found.public = *public;
+                    }
+                }
+                EventKind::MaterialViewed { material } => {
+                    if let Some(found) = view.materials.iter_mut().find(|m| &m.id == material) {
+                        found.views += 1;
+                    }
+                }
                 EventKind::PiPurged {} => purged = true,
                 EventKind::ConflictResolved { conflict, .. } => {
                     resolved_conflicts.insert(conflict.clone());

@@ -6,6 +6,7 @@
 use crate::event::Author;
 use crate::hall::HallError;
 use crate::ids::EventId;
+use crate::materials::MaterialType;
 use crate::model::{
     BadReviewReason, CallbackMethod, CallbackOutcome, CaseResult, Channel, CommandKind, EditableField, Mode, Nature,
     NotDoneReason, Priority, ReviewStep, Role, Satisfaction, Status, SupervisionLevel,
@@ -220,6 +221,26 @@ pub enum Command {
         upheld: bool,
         note: String,
     },
+    /// 上传材料 (issue 16): a material sealed by [`crate::CaseDoc::seal_material`] whose files the caller stored
+    /// first (file before event: a crash between the two leaves an unnamed file, which the blob store sweeps).
+    AddMaterial {
+        hash: String,
+        bytes: u64,
+        media: MaterialType,
+        name: String,
+        public: bool,
+        thumbnail: Option<(String, u64)>,
+    },
+    /// 删除材料, with a reason (sealed).
+    RemoveMaterial {
+        material: EventId,
+        reason: String,
+    },
+    /// Shows or hides a material on the citizen's lookup and in Open311.
+    PublishMaterial {
+        material: EventId,
+        public: bool,
+    },
 }
 
 impl Command {
@@ -261,6 +282,9 @@ impl Command {
             Command::BadReviewStep { .. } => CommandKind::BadReviewStep,
             Command::AppealRating { .. } => CommandKind::AppealRating,
             Command::DecideAppeal { .. } => CommandKind::DecideAppeal,
+            Command::AddMaterial { .. } => CommandKind::AddMaterial,
+            Command::RemoveMaterial { .. } => CommandKind::RemoveMaterial,
+            Command::PublishMaterial { .. } => CommandKind::PublishMaterial,
         }
     }
 
@@ -321,6 +345,10 @@ impl CommandKind {
             K::BadReviewStep => "record a bad-review step",
             K::AppealRating => "appeal a rating",
             K::DecideAppeal => "decide an appeal",
+            K::AddMaterial => "attach a material",
+            K::RemoveMaterial => "remove a material",
+            K::PublishMaterial => "publish a material",
+            K::ViewMaterial => "view a material",
         }
     }
 
@@ -359,7 +387,11 @@ impl CommandKind {
             | K::Rate
             | K::BadReviewStep
             | K::AppealRating
-            | K::DecideAppeal => return None,
+            | K::DecideAppeal
+            | K::AddMaterial
+            | K::RemoveMaterial
+            | K::PublishMaterial
+            | K::ViewMaterial => return None,
         })
     }
 
@@ -426,6 +458,17 @@ impl CommandKind {
             K::BadReviewStep => (oversight, true),
             K::AppealRating => (lead_desk, true),
             K::DecideAppeal => (role == Role::Supervision, true),
+            // Materials (issue 16): the citizen with the report (提交) and when asked for more (待补充); a volunteer on
+            // a visit (who holds the key only then); staff while the case is open. Writing needs the case key.
+            K::AddMaterial => match role {
+                Role::Citizen => (true, matches!(status, Submitted | OnHold)),
+                Role::Volunteer => (true, working || status == Replied),
+                _ => (staff, open),
+            },
+            K::RemoveMaterial => (staff, open),
+            K::PublishMaterial => (staff, true),
+            // Downloading a material is recorded like a reveal of personal data.
+            K::ViewMaterial => (staff || role == Role::Volunteer, true),
         };
         if !role_ok {
             Err(Refusal::Role)
@@ -551,6 +594,15 @@ pub enum CommandError {
     /// No appeal waits for a decision.
     #[error("no pending appeal on this case")]
     NoPendingAppeal,
+    /// A material's description is not what a sealed file of the blob store looks like (a bug of the caller).
+    #[error("bad material: {0}")]
+    BadMaterial(&'static str),
+    /// The case holds its limit of materials (count or bytes).
+    #[error("the case holds {count} materials of {bytes} bytes; the limits are {count_max} and {bytes_max} bytes")]
+    MaterialsFull { count: usize, bytes: u64, count_max: usize, bytes_max: u64 },
+    /// No (live) material with that id on the case.
+    #[error("no material `{0}` on this case")]
+    UnknownMaterial(String),
     /// Automerge refused a write (a bug, or a damaged document).
     #[error("document error: {0}")]
     Document(String),
@@ -590,6 +642,7 @@ fn field_zh(field: &str) -> &str {
         "matter window" => "原办理窗口",
         "review" => "处理情况",
         "rating comment" => "评价意见",
+        "file name" => "文件名",
         other => other,
     }
 }
@@ -654,6 +707,12 @@ impl CommandError {
             E::NoBadReview => "本案没有待处理的差评".to_owned(),
             E::ReviewStepOrder { expected } => format!("请先完成差评的“{}”步骤", expected.label()),
             E::NoPendingAppeal => "本案没有待复核的申诉".to_owned(),
+            E::BadMaterial(_) => "材料文件有误，未写入任何内容，请重新上传".to_owned(),
+            E::MaterialsFull { count_max, bytes_max, .. } => format!(
+                "本案材料已达上限（最多 {count_max} 个文件、共 {} MB），请先删除不需要的材料",
+                bytes_max / (1024 * 1024)
+            ),
+            E::UnknownMaterial(_) => "本案没有这份材料（可能已被删除）".to_owned(),
             E::PublicHasPersonalData { field } => {
                 format!("{}会向群众显示，不能包含电话号码、证件号码或电子邮箱", field_zh(field))
             }

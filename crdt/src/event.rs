@@ -8,6 +8,7 @@
 use crate::command::Refusal;
 use crate::hall::Span;
 use crate::ids::{CaseId, EventId};
+use crate::materials::MaterialType;
 use crate::model::{
     BadReviewReason, CallbackMethod, CallbackOutcome, CaseResult, CommandKind, EditableField, Priority, ReviewStep,
     Role, Satisfaction, Status, SupervisionLevel,
@@ -199,6 +200,32 @@ pub enum EventKind {
         upheld: bool,
         note: String,
     },
+    /// 上传材料 (issue 16): the sealed file's content address (`materials::blob_hash`) and size, its type, the file
+    /// name (sealed), whether the citizen's lookup shows it, and its thumbnail's address and size. The files are in
+    /// the blob store, never in the document.
+    MaterialAdded {
+        hash: String,
+        bytes: u64,
+        media: MaterialType,
+        name: String,
+        public: bool,
+        thumb: Option<String>,
+        thumb_bytes: u64,
+    },
+    /// 删除材料: the material leaves the case file (its files are deleted on every node; the reason is sealed).
+    MaterialRemoved {
+        material: EventId,
+        reason: String,
+    },
+    /// 公开材料 / 取消公开: whether the citizen's lookup (and Open311 `media_url`) shows the material.
+    MaterialPublished {
+        material: EventId,
+        public: bool,
+    },
+    /// 查看材料: a download of a material by staff, recorded like a reveal of personal data.
+    MaterialViewed {
+        material: EventId,
+    },
 }
 
 impl EventKind {
@@ -244,6 +271,10 @@ impl EventKind {
             EventKind::BadReviewStepRecorded { .. } => "BadReviewStepRecorded",
             EventKind::RatingAppealed { .. } => "RatingAppealed",
             EventKind::AppealDecided { .. } => "AppealDecided",
+            EventKind::MaterialAdded { .. } => "MaterialAdded",
+            EventKind::MaterialRemoved { .. } => "MaterialRemoved",
+            EventKind::MaterialPublished { .. } => "MaterialPublished",
+            EventKind::MaterialViewed { .. } => "MaterialViewed",
         }
     }
 
@@ -289,6 +320,10 @@ impl EventKind {
             EventKind::BadReviewStepRecorded { .. } => "差评处理",
             EventKind::RatingAppealed { .. } => "申诉复核",
             EventKind::AppealDecided { .. } => "复核决定",
+            EventKind::MaterialAdded { .. } => "上传材料",
+            EventKind::MaterialRemoved { .. } => "删除材料",
+            EventKind::MaterialPublished { .. } => "材料公开设置",
+            EventKind::MaterialViewed { .. } => "查看材料",
         }
     }
 

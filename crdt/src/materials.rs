@@ -80,6 +80,15 @@ impl MaterialError {
     }
 }
 
+/// A size for people: 1.2 MB, 350 KB.
+pub fn size_zh(bytes: u64) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{} KB", bytes.div_ceil(1024).max(1))
+    }
+}
+
 /// The type of a file by its first bytes.
 pub fn sniff(bytes: &[u8]) -> Option<MaterialType> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
@@ -291,9 +300,153 @@ fn check_pdf(bytes: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Sealed material files (issue 16 §2): what the blob store holds and peers transfer.
+
+/// A thumbnail (a fresh JPEG of at most 240 × 240 px made by the node): 256 KiB is ten times what one needs.
+pub const THUMBNAIL_BYTES_MAX: usize = 256 * 1024;
+/// Characters of a material's file name (sealed: a name like 张三身份证.jpg is personal data).
+pub const MATERIAL_NAME_CHARS_MAX: usize = 100;
+/// The magic bytes of a sealed material file (format version 1).
+pub const BLOB_MAGIC: &[u8; 4] = b"zmb1";
+/// Bytes a sealed file adds to its content: magic, 24-byte nonce, 16-byte tag.
+pub const BLOB_OVERHEAD: usize = 4 + 24 + 16;
+/// The largest sealed file a node stores or accepts from a peer: a material at its limit, sealed.
+pub const SEALED_BLOB_BYTES_MAX: usize = MATERIAL_BYTES_MAX + BLOB_OVERHEAD;
+/// Nonce-derivation domain of sealed files (format version 1).
+const BLOB_NONCE_DOMAIN: &[u8] = b"zhaowo-material-nonce-v1\0";
+/// Associated-data domain of sealed files (format version 1).
+const BLOB_AAD_DOMAIN: &[u8] = b"zhaowo-material-v1\0";
+
+/// Which of a material's two files: the material itself or its thumbnail (bound into the associated data, so one
+/// cannot stand in for the other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobRole {
+    Material,
+    Thumbnail,
+}
+
+impl BlobRole {
+    fn code(self) -> &'static str {
+        match self {
+            BlobRole::Material => "material",
+            BlobRole::Thumbnail => "thumbnail",
+        }
+    }
+}
+
+fn blob_aad(case_id: &str, role: BlobRole) -> Vec<u8> {
+    let mut aad = BLOB_AAD_DOMAIN.to_vec();
+    aad.extend_from_slice(case_id.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(role.code().as_bytes());
+    aad
+}
+
+/// The content address of a stored file: the lowercase hex SHA-256 of its bytes (the *sealed* bytes, so any node can
+/// verify a transfer without the case key, and the address says nothing about the content to a node without it).
+pub fn blob_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Whether `text` has the shape of a [`blob_hash`] (64 lowercase hex digits): the only names the blob store makes.
+pub fn is_blob_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Seals a material (or its thumbnail) of case `case_id` under the case key with XChaCha20-Poly1305: `zmb1` ‖ nonce ‖
+/// ciphertext and tag. The nonce is derived from the command's fresh `secret` and the place (case, role), the
+/// associated data binds case and role. The construction is the one of `seal` for private values, in bytes.
+pub fn seal_blob(
+    key: &crate::seal::CaseKey,
+    secret: &[u8; 32],
+    case_id: &str,
+    role: BlobRole,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use sha2::Digest;
+    let aad = blob_aad(case_id, role);
+    let digest = sha2::Sha256::new()
+        .chain_update(BLOB_NONCE_DOMAIN)
+        .chain_update(secret)
+        .chain_update((aad.len() as u64).to_le_bytes())
+        .chain_update(&aad)
+        .finalize();
+    let nonce = chacha20poly1305::XNonce::from_slice(&digest[..24]);
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.as_bytes().into());
+    let ciphertext =
+        cipher.encrypt(nonce, Payload { msg: plaintext, aad: &aad }).expect("XChaCha20-Poly1305 seals any length");
+    let mut out = Vec::with_capacity(BLOB_OVERHEAD + plaintext.len());
+    out.extend_from_slice(BLOB_MAGIC);
+    out.extend_from_slice(nonce);
+    out.extend(ciphertext);
+    out
+}
+
+/// Opens a sealed file of case `case_id` (see [`seal_blob`]); `WrongKey` for another key, case or role or a damaged
+/// file, `NotSealed` for bytes that are not a sealed file.
+pub fn open_blob(
+    key: &crate::seal::CaseKey,
+    case_id: &str,
+    role: BlobRole,
+    sealed: &[u8],
+) -> Result<Vec<u8>, crate::seal::SealError> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    if sealed.len() < BLOB_OVERHEAD || &sealed[..4] != BLOB_MAGIC {
+        return Err(crate::seal::SealError::NotSealed);
+    }
+    let nonce = chacha20poly1305::XNonce::from_slice(&sealed[4..28]);
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.as_bytes().into());
+    cipher
+        .decrypt(nonce, Payload { msg: &sealed[28..], aad: &blob_aad(case_id, role) })
+        .map_err(|_| crate::seal::SealError::WrongKey)
+}
+
+/// A material sealed and ready to store: the files under their content addresses, and what the `MaterialAdded` event
+/// names. Made by [`crate::CaseDoc::seal_material`].
+#[derive(Clone)]
+pub struct SealedMaterial {
+    pub kind: MaterialType,
+    pub blob: Vec<u8>,
+    pub hash: String,
+    pub thumbnail: Option<(Vec<u8>, String)>,
+}
+
+impl std::fmt::Debug for SealedMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedMaterial")
+            .field("kind", &self.kind)
+            .field("hash", &self.hash)
+            .field("bytes", &self.blob.len())
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_file_opens_only_with_its_key_case_and_role() {
+        let key = crate::seal::CaseKey::derive(&[1; 32]);
+        let plaintext = b"\xFF\xD8\xFF an image".to_vec();
+        let sealed = seal_blob(&key, &[2; 32], "C1", BlobRole::Material, &plaintext);
+        assert_eq!(sealed.len(), plaintext.len() + BLOB_OVERHEAD);
+        assert!(is_blob_hash(&blob_hash(&sealed)) && !is_blob_hash("AB") && !is_blob_hash(&"G".repeat(64)));
+        assert_eq!(open_blob(&key, "C1", BlobRole::Material, &sealed).unwrap(), plaintext);
+        let other = crate::seal::CaseKey::derive(&[3; 32]);
+        assert!(open_blob(&other, "C1", BlobRole::Material, &sealed).is_err(), "another key");
+        assert!(open_blob(&key, "C2", BlobRole::Material, &sealed).is_err(), "another case");
+        assert!(open_blob(&key, "C1", BlobRole::Thumbnail, &sealed).is_err(), "the other role");
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(open_blob(&key, "C1", BlobRole::Material, &flipped).is_err(), "a flipped bit");
+        assert_eq!(open_blob(&key, "C1", BlobRole::Material, &sealed[..10]), Err(crate::seal::SealError::NotSealed));
+        // A fresh secret gives another file (another nonce), so two uploads of one photo are two files.
+        assert_ne!(sealed, seal_blob(&key, &[4; 32], "C1", BlobRole::Material, &plaintext));
+    }
 
     fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
         let mut chunk = (data.len() as u32).to_be_bytes().to_vec();

@@ -264,6 +264,10 @@ vocabulary! {
         BadReviewStep = ("bad_review", "差评核实整改反馈"),
         AppealRating = ("appeal_rating", "申诉复核"),
         DecideAppeal = ("decide_appeal", "复核决定"),
+        AddMaterial = ("attach", "上传材料"),
+        RemoveMaterial = ("remove_material", "删除材料"),
+        PublishMaterial = ("publish_material", "材料公开设置"),
+        ViewMaterial = ("view_material", "查看材料"),
     }
 }
 

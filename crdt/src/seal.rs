@@ -57,6 +57,8 @@ pub fn private_payload_fields(type_name: &str) -> &'static [&'static str] {
         "BadReviewStepRecorded" => &["text"],
         "RatingAppealed" => &["reason"],
         "AppealDecided" => &["note"],
+        "MaterialAdded" => &["name"],
+        "MaterialRemoved" => &["reason"],
         _ => &[],
     }
 }

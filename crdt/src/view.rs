@@ -284,6 +284,65 @@ pub struct CaseView {
     pub flags: Flags,
     /// Every event id in the case (for "no acknowledged command lost" checks and sync accounting).
     pub event_ids: BTreeSet<EventId>,
+    /// 材料 (issue 16), in the order they were added, removed ones included (`removed`).
+    pub materials: Vec<Material>,
+}
+
+/// A material on the case file: what its `MaterialAdded` event names, folded with later removal, publication and
+/// downloads. The files (sealed under the case key) are in the node's blob store under `hash` and `thumb`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Material {
+    /// The id of the `MaterialAdded` event: how pages and commands name the material.
+    pub id: EventId,
+    pub hash: String,
+    /// Bytes of the sealed file.
+    pub bytes: u64,
+    pub media: crate::materials::MaterialType,
+    /// The file name ([`crate::seal::SEALED_ZH`] without the key).
+    pub name: String,
+    pub public: bool,
+    pub thumb: Option<String>,
+    pub thumb_bytes: u64,
+    pub added_at_ms: i64,
+    pub added_by: String,
+    pub added_role: Role,
+    pub removed: bool,
+    /// Downloads recorded (查看材料).
+    pub views: usize,
+}
+
+impl CaseView {
+    /// The materials not removed.
+    pub fn live_materials(&self) -> impl Iterator<Item = &Material> {
+        self.materials.iter().filter(|material| !material.removed)
+    }
+
+    /// The live material with this id.
+    pub fn material(&self, id: &str) -> Option<&Material> {
+        self.live_materials().find(|material| material.id.as_str() == id)
+    }
+
+    /// The files (content addresses and sizes) a node holding this case should hold: every live material and its
+    /// thumbnail, none once the personal data is purged (the key is gone, the bytes are noise).
+    pub fn wanted_blobs(&self) -> Vec<(String, u64)> {
+        if self.personal.purged {
+            return Vec::new();
+        }
+        self.live_materials()
+            .flat_map(|material| {
+                std::iter::once((material.hash.clone(), material.bytes))
+                    .chain(material.thumb.clone().map(|thumb| (thumb, material.thumb_bytes)))
+            })
+            .collect()
+    }
+}
+
+/// A published material on the citizen's lookup and in Open311 (`media_url`): no name, no uploader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicMaterial {
+    pub id: EventId,
+    pub media: crate::materials::MaterialType,
+    pub has_thumb: bool,
 }
 
 /// An open 指派上门.
@@ -312,6 +371,8 @@ pub struct PublicCaseView {
     pub milestones: Vec<PublicMilestone>,
     /// 待补充: what the case waits for (the clerk's public text); the time limit is paused meanwhile.
     pub waiting_for: Option<String>,
+    /// Materials a clerk published (none once the personal data is purged).
+    pub materials: Vec<PublicMaterial>,
 }
 
 /// A step of the case a citizen may see (登记, 派单, 签收, 答复, 办结…), without who did it.
@@ -367,6 +428,10 @@ impl CaseView {
             CommandKind::BadReviewStep => self.open_bad_review().is_some(),
             CommandKind::AppealRating => self.appealable_bad_review().is_some(),
             CommandKind::DecideAppeal => self.pending_appeal().is_some(),
+            CommandKind::RemoveMaterial | CommandKind::PublishMaterial | CommandKind::ViewMaterial => {
+                self.live_materials().next().is_some() && !self.personal.purged
+            }
+            CommandKind::AddMaterial => !self.personal.purged,
             _ => true,
         }
     }
@@ -439,6 +504,18 @@ impl CaseView {
                 .map(|entry| PublicMilestone { at_ms: entry.at_ms, label: entry.label })
                 .collect(),
             waiting_for: self.hold_reason.clone().filter(|_| self.status == Status::OnHold),
+            materials: if self.personal.purged {
+                Vec::new()
+            } else {
+                self.live_materials()
+                    .filter(|material| material.public)
+                    .map(|material| PublicMaterial {
+                        id: material.id.clone(),
+                        media: material.media,
+                        has_thumb: material.thumb.is_some(),
+                    })
+                    .collect()
+            },
         }
     }
 }
@@ -521,5 +598,15 @@ pub(crate) fn describe(event: &Event) -> String {
         EventKind::RatingAppealed { reason } => format!("承办单位申诉复核：{reason}"),
         EventKind::AppealDecided { upheld: true, note } => format!("复核决定：申诉成立，评价不计入满意率；{note}"),
         EventKind::AppealDecided { upheld: false, note } => format!("复核决定：申诉不成立，评价保留；{note}"),
+        EventKind::MaterialAdded { name, media, bytes, public, .. } => format!(
+            "上传材料「{name}」（{}，{}）{}",
+            media.zh(),
+            crate::materials::size_zh(*bytes),
+            if *public { "，公开" } else { "" }
+        ),
+        EventKind::MaterialRemoved { material, reason } => format!("删除材料 {material}：{reason}"),
+        EventKind::MaterialPublished { material, public: true } => format!("公开材料 {material}"),
+        EventKind::MaterialPublished { material, public: false } => format!("取消公开材料 {material}"),
+        EventKind::MaterialViewed { material } => format!("查看材料 {material}"),
     }
 }

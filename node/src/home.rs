@@ -669,6 +669,12 @@ impl Home {
         Ok(Ctx { now_ms: now_ms(), entropy: entropy()?, secret: secret()?, author: self.author(staff) })
     }
 
+    /// The node's blob store (material files, issue 16): `materials/` in the data directory.
+    pub fn blobs(&self) -> Result<crate::blobs::BlobStore, HomeError> {
+        let path = self.dir.join(crate::blobs::MATERIALS_DIR);
+        crate::blobs::BlobStore::open(&path).map_err(io("open the material files", &path))
+    }
+
     /// Opens the store with a fresh actor (a new incarnation every time the node starts).
     pub fn open_store(&self) -> Result<Store, HomeError> {
         let actor = self.identity.new_actor()?;

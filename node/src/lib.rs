@@ -5,6 +5,7 @@
 //! ([`http`]), the one run-time owner of the hall document and roster ([`live`]), and [`Node`], which assembles them
 //! (`zhaowo run`, `zhaowo demo`, tests). Test support ([`fixtures`], `transport::faults`) needs the `testkit` feature.
 
+pub mod blobs;
 pub mod config;
 pub mod discovery;
 pub mod export;

@@ -141,8 +141,23 @@ fn command_of(kind: CommandKind, now_ms: i64) -> Option<Command> {
         K::BadReviewStep => Command::BadReviewStep { step: ReviewStep::Verify, text: text("已核实") },
         K::AppealRating => Command::AppealRating { reason: text("评价与事实不符") },
         K::DecideAppeal => Command::DecideAppeal { upheld: false, note: text("维持评价") },
-        // Not `Command`s: 并案 spans two documents, 查看 is an audit event.
-        K::MarkDuplicate | K::RevealPersonalData => return None,
+        K::AddMaterial => Command::AddMaterial {
+            hash: "ab".repeat(32),
+            bytes: 2048,
+            media: zhaowo_crdt::materials::MaterialType::Jpeg,
+            name: text("申请表.jpg"),
+            public: false,
+            thumbnail: None,
+        },
+        // No material on the built cases: a permitted removal or publication is refused for the case's content.
+        K::RemoveMaterial => {
+            Command::RemoveMaterial { material: EventId::parse("01J0000000000000000000000B")?, reason: text("重复") }
+        }
+        K::PublishMaterial => {
+            Command::PublishMaterial { material: EventId::parse("01J0000000000000000000000B")?, public: true }
+        }
+        // Not `Command`s: 并案 spans two documents, 查看 and 查看材料 are audit events.
+        K::MarkDuplicate | K::RevealPersonalData | K::ViewMaterial => return None,
     })
 }
 
@@ -169,6 +184,11 @@ fn the_table_and_the_case_rules_agree_for_every_role_state_and_kind() {
                     CommandKind::RevealPersonalData => {
                         let ctx = node.ctx();
                         doc.reveal_personal_data_event(&ctx, "电话回访").map(|(_, event)| event)
+                    }
+                    CommandKind::ViewMaterial => {
+                        let ctx = node.ctx();
+                        let material = EventId::parse("01J0000000000000000000000B").expect("an event id");
+                        doc.view_material_event(&ctx, &material).map(|(_, event)| event)
                     }
                     _ => {
                         let command = command_of(kind, node.now_ms + 60_000).expect("a command for every other kind");

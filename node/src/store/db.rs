@@ -25,7 +25,9 @@ use zhaowo_crdt::sync::{ReceivedDoc, Replica, SessionEvent};
 use zhaowo_crdt::wire::{CatalogEntry as WireCatalogEntry, ChangeSignature, WholeDoc};
 use zhaowo_crdt::{CaseDoc, CaseView, RegNo};
 
+mod blobs;
 mod keys;
+pub use blobs::BlobRef;
 pub use keys::KeyWrap;
 mod maintenance;
 mod outbox;
@@ -248,7 +250,7 @@ impl Db {
     }
 
     /// The cached document, or the stored one loaded into the cache.
-    fn case_mut(&mut self, doc_id: &str) -> Result<&mut CaseDoc, ReadError> {
+    pub(crate) fn case_mut(&mut self, doc_id: &str) -> Result<&mut CaseDoc, ReadError> {
         if self.cache.get_mut(doc_id).is_none() {
             let doc = load_automerge(&self.conn, &self.actor, doc_id)?
                 .ok_or_else(|| ReadError::UnknownCase(doc_id.to_owned()))?;

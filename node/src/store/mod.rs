@@ -25,7 +25,7 @@ pub mod projection;
 mod registry;
 mod schema;
 
-pub use db::{KeyWrap, heads_hash};
+pub use db::{BlobRef, KeyWrap, heads_hash};
 pub use projection::{CaseRow, SearchText, StatsContribution};
 pub use registry::RepeatedNumber;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION_LATEST};
@@ -698,6 +698,10 @@ enum Request {
     Verify(Option<Box<Roster>>, Reply<Result<VerifyReport, MaintenanceError>>),
     Reindex(Reply<Result<ReindexReport, MaintenanceError>>),
     SweepKeys(Reply<Result<usize, WriteError>>),
+    BlobRefs(String, usize, Reply<Result<Vec<BlobRef>, ReadError>>),
+    BlobRef(String, Reply<Result<Option<BlobRef>, ReadError>>),
+    BlobTotals(Reply<Result<(u64, u64), ReadError>>),
+    CaseKey(String, Reply<Result<Option<zhaowo_crdt::seal::CaseKey>, ReadError>>),
     CaseKeyCount(Reply<Result<u64, ReadError>>),
     RetentionDue(i64, usize, Reply<Result<Vec<String>, ReadError>>),
     ReceiveKeys(Vec<zhaowo_crdt::wire::CaseKeyGrant>, Reply<Result<usize, WriteError>>),
@@ -815,6 +819,12 @@ fn serve(mut db: db::Db, mut requests: mpsc::Receiver<Request>) {
             Request::Verify(roster, reply) => drop(reply.send(db.verify(roster.as_deref()))),
             Request::Reindex(reply) => drop(reply.send(db.reindex())),
             Request::SweepKeys(reply) => drop(reply.send(db.sweep_keys())),
+            Request::BlobRefs(after, limit, reply) => {
+                drop(reply.send(db.blob_refs(&after, limit).map_err(ReadError::from)))
+            }
+            Request::BlobRef(hash, reply) => drop(reply.send(db.blob_ref(&hash).map_err(ReadError::from))),
+            Request::CaseKey(case_id, reply) => drop(reply.send(db.case_mut(&case_id).map(|case| case.key().cloned()))),
+            Request::BlobTotals(reply) => drop(reply.send(db.blob_totals().map_err(ReadError::from))),
             Request::CaseKeyCount(reply) => drop(reply.send(db.case_key_count().map_err(ReadError::from))),
             Request::ReceiveKeys(grants, reply) => drop(reply.send(db.receive_keys(grants))),
             Request::CaseKeys(ids, reply) => drop(reply.send(db.case_keys(&ids).map_err(ReadError::from))),
@@ -1128,6 +1138,26 @@ impl Store {
     /// The keys this node holds among `case_ids` (for a bundle it exports, which is encrypted to the hall's PCs).
     pub async fn case_keys(&self, case_ids: Vec<String>) -> Result<Vec<zhaowo_crdt::wire::CaseKeyGrant>, ReadError> {
         self.call(|reply| Request::CaseKeys(case_ids, reply), Err(ReadError::Closed)).await
+    }
+
+    /// The material files cases name (issue 16), in hash order after `after` (start with ""), at most `limit`.
+    pub async fn blob_refs(&self, after: &str, limit: usize) -> Result<Vec<BlobRef>, ReadError> {
+        self.call(|reply| Request::BlobRefs(after.to_owned(), limit, reply), Err(ReadError::Closed)).await
+    }
+
+    /// The case that names the material file `hash`, if any (a live material of a case not purged).
+    pub async fn blob_ref(&self, hash: &str) -> Result<Option<BlobRef>, ReadError> {
+        self.call(|reply| Request::BlobRef(hash.to_owned(), reply), Err(ReadError::Closed)).await
+    }
+
+    /// The key of a case, when this node holds it (to open the case's material files off the store thread).
+    pub async fn case_key(&self, case_id: &str) -> Result<Option<zhaowo_crdt::seal::CaseKey>, ReadError> {
+        self.call(|reply| Request::CaseKey(case_id.to_owned(), reply), Err(ReadError::Closed)).await
+    }
+
+    /// How many material files cases name, and their sealed bytes.
+    pub async fn blob_totals(&self) -> Result<(u64, u64), ReadError> {
+        self.call(Request::BlobTotals, Err(ReadError::Closed)).await
     }
 
     /// How many case keys this node holds (status, metrics, tests).

@@ -207,7 +207,30 @@ fn add_stats(tx: &Connection, day: i64, category: &str, stats: StatsContribution
 /// its number in the register of numbers and its count of open conflicts.
 pub(crate) fn upsert(tx: &Connection, view: &CaseView) -> rusqlite::Result<()> {
     upsert_facts(tx, view)?;
+    upsert_blobs(tx, view)?;
     upsert_rows(tx, &CaseRow::of(view), &SearchText::of(view), view.conflicts.len())
+}
+
+/// The material files a case names (schema 9): replaced whole, since a removal or a purge drops some.
+fn upsert_blobs(tx: &Connection, view: &CaseView) -> rusqlite::Result<()> {
+    let case_id = view.case_id.as_str();
+    tx.prepare_cached("DELETE FROM blobs WHERE doc_id = ?1")?.execute([case_id])?;
+    if view.materials.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO blobs (hash, doc_id, bytes, thumb, added_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    if view.personal.purged {
+        return Ok(());
+    }
+    for material in view.live_materials() {
+        insert.execute(rusqlite::params![material.hash, case_id, material.bytes as i64, 0, material.added_at_ms])?;
+        if let Some(thumb) = &material.thumb {
+            insert.execute(rusqlite::params![thumb, case_id, material.thumb_bytes as i64, 1, material.added_at_ms])?;
+        }
+    }
+    Ok(())
 }
 
 /// The `case_facts` row of a case (`zhaowo_crdt::kpi::CaseFacts` and the keys reports group by).
@@ -312,6 +335,7 @@ pub(crate) fn remove(tx: &Connection, case_id: &str) -> rusqlite::Result<()> {
         .optional()?;
     set_conflicts(tx, case_id, 0)?;
     tx.prepare_cached("DELETE FROM case_facts WHERE doc_id = ?1")?.execute([case_id])?;
+    tx.prepare_cached("DELETE FROM blobs WHERE doc_id = ?1")?.execute([case_id])?;
     if let Some((id, row)) = old {
         add_stats(tx, local_day(row.registered_at_ms), &row.category, row.stats(), -1)?;
         tx.prepare_cached("DELETE FROM cases_fts WHERE rowid = ?1")?.execute([id])?;

@@ -11,7 +11,7 @@ use rusqlite::{OptionalExtension, Transaction};
 pub const APPLICATION_ID: i32 = 0x7a68_776f;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION_LATEST: i64 = 8;
+pub const SCHEMA_VERSION_LATEST: i64 = 9;
 
 /// Version 1: documents (snapshot + changes), the catalog, the node-wide counter and change signatures.
 const V1: &str = r#"
@@ -240,8 +240,22 @@ CREATE INDEX outbox_due ON outbox (next_ms) WHERE state = 'queued';
 CREATE INDEX outbox_by_doc ON outbox (doc_id);
 "#;
 
+/// Version 9 (issue 16): the material files each case names (`CaseView::wanted_blobs`: live materials and their
+/// thumbnails, none of a purged case), by content address, so the node knows what to fetch, what to serve to whom
+/// and what to sweep without reading documents. No case held materials before, so no reindex.
+const V9: &str = r#"
+CREATE TABLE blobs (
+    hash     TEXT PRIMARY KEY,
+    doc_id   TEXT NOT NULL,
+    bytes    INTEGER NOT NULL,
+    thumb    INTEGER NOT NULL,
+    added_ms INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blobs_by_doc ON blobs (doc_id);
+"#;
+
 /// Migrations in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION_LATEST);
 
 /// Whether the projections must be rebuilt after migrating (a migration created or changed them).

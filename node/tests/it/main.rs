@@ -7,6 +7,7 @@ mod hall_sync;
 mod http;
 mod http_browser;
 mod http_edges;
+mod materials;
 mod outbox;
 mod store;
 mod sync;

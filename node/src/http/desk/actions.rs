@@ -217,6 +217,16 @@ fn command_of(kind: CommandKind, form: &ActionForm, now_ms: i64) -> Result<Comma
         | K::Unmerge
         | K::RevealPersonalData
         | K::Archive => return Err("办事台不提供此操作".to_owned()),
+        K::RemoveMaterial => Command::RemoveMaterial {
+            material: EventId::parse(form.choice.trim()).ok_or("请选择要删除的材料")?,
+            reason: required("删除原因")?,
+        },
+        K::PublishMaterial => Command::PublishMaterial {
+            material: EventId::parse(form.choice.trim()).ok_or("请选择材料")?,
+            public: form.flag.is_some(),
+        },
+        // Uploads and downloads have their own routes (multipart bodies, file answers).
+        K::AddMaterial | K::ViewMaterial => return Err("请使用案件页面的“上传材料”或材料下载链接".to_owned()),
         // 好差评 is the citizen's own, on the lookup page: staff record what a citizen said with 回访.
         K::Rate => return Err("好差评由群众在查询页面提交；工作人员请用“回访”记录群众的意见".to_owned()),
     })

@@ -851,5 +851,9 @@ fn action_title(kind: CommandKind) -> &'static str {
         K::BadReviewStep => "差评处理已记录",
         K::AppealRating => "申诉已提交，待督查科复核",
         K::DecideAppeal => "复核决定已记录",
+        K::AddMaterial => "材料已上传",
+        K::RemoveMaterial => "材料已删除",
+        K::PublishMaterial => "材料公开设置已修改",
+        K::ViewMaterial => "已查看材料",
     }
 }
