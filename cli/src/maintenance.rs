@@ -60,6 +60,8 @@ pub fn print_merge(cli: &Cli, report: &zhaowo_node::import::ImportReport) {
         print_json(&serde_json::json!({
             "added": report.added, "changed": report.changed, "unchanged": report.unchanged, "new_conflicts": conflicts,
             "refused": refused, "unsigned_changes": report.unsigned, "keys_taken": report.keys_taken,
+            "materials_taken": report.materials_taken, "material_bytes": report.material_bytes,
+            "materials_skipped": report.materials_skipped,
         }));
     } else {
         for reg_no in &report.added {
@@ -74,12 +76,15 @@ pub fn print_merge(cli: &Cli, report: &zhaowo_node::import::ImportReport) {
         say(
             cli,
             &format!(
-                "{} added, {} changed, {} unchanged, {} new conflicts (review them with `zhaowo conflicts list`), {} case keys taken",
+                "{} added, {} changed, {} unchanged, {} new conflicts (review them with `zhaowo conflicts list`), {} case keys taken, {} material files taken ({} bytes, {} skipped)",
                 report.added.len(),
                 report.changed.len(),
                 report.unchanged,
                 report.new_conflicts.len(),
-                report.keys_taken
+                report.keys_taken,
+                report.materials_taken,
+                report.material_bytes,
+                report.materials_skipped
             ),
         );
     }
