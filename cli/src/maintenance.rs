@@ -112,11 +112,17 @@ pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
     let report = store.verify(home.roster().cloned()).await.context("verify failed")?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     problems.extend(crate::setup::node_problems(&home));
+    // Material files (issue 16): every file a case names that is here is read and checked against its name.
+    let materials = zhaowo_node::blobs::check_all(&store, &home.blobs()?).await.context("checking material files")?;
+    problems.extend(materials.damaged.iter().map(|hash| {
+        format!("material file {hash} was damaged on disk: deleted, it is fetched again from a peer by sync")
+    }));
     if cli.json {
         print_json(&serde_json::json!({
             "docs": report.docs,
             "signatures_checked": report.signatures_checked,
             "unsigned_changes": report.unsigned_changes,
+            "materials": materials,
             "problems": problems,
         }));
     } else {
@@ -126,10 +132,13 @@ pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
         say(
             cli,
             &format!(
-                "checked {} documents and {} change signatures ({} changes unsigned, kept local): {} problems",
+                "checked {} documents and {} change signatures ({} changes unsigned, kept local), {} of {} material files ({} not fetched yet): {} problems",
                 report.docs,
                 report.signatures_checked,
                 report.unsigned_changes,
+                materials.held,
+                materials.named,
+                materials.missing,
                 problems.len()
             ),
         );

@@ -1996,6 +1996,22 @@ fn materials_are_attached_downloaded_and_carried_by_bundles() {
     ok(window.path(), &["case", "material-get", &reg_no, &ids[1], "--out", pdf.to_str().unwrap()]);
     assert_eq!(std::fs::read(&pdf).unwrap(), std::fs::read(&scan).unwrap(), "a PDF is kept as it is");
 
+    // `verify` reads every file: a damaged one is reported (exit 1) and deleted, so sync fetches it again.
+    let verified = json(&ok(window.path(), &["verify", "--json"]));
+    assert_eq!((verified["materials"]["named"].as_u64(), verified["materials"]["held"].as_u64()), (Some(2), Some(2)));
+    let stored: Vec<std::path::PathBuf> = walk(&window.path().join("materials"))
+        .into_iter()
+        .filter(|path| path.file_name().unwrap().len() == 64)
+        .collect();
+    assert_eq!(stored.len(), 2);
+    let mut damaged = std::fs::read(&stored[0]).unwrap();
+    damaged[50] ^= 1;
+    std::fs::write(&stored[0], damaged).unwrap();
+    let error = fails(window.path(), &["verify"], 1);
+    assert!(error.contains("1 problems found"), "{error}");
+    let verified = json(&ok(window.path(), &["verify", "--json"]));
+    assert_eq!((verified["materials"]["held"].as_u64(), verified["materials"]["missing"].as_u64()), (Some(1), Some(1)));
+
     // Publish, then remove with a reason.
     ok(admin.path(), &["case", "material-publish", &reg_no, &ids[0]]);
     ok(admin.path(), &["case", "material-remove", &reg_no, &ids[1], "--reason", "重复上传"]);
@@ -2003,4 +2019,14 @@ fn materials_are_attached_downloaded_and_carried_by_bundles() {
     let materials = listed["materials"].as_array().unwrap();
     assert_eq!(materials.len(), 1);
     assert_eq!(materials[0]["public"], true);
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
 }
