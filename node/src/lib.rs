@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod report;
 pub mod store;
 pub mod sync;
+pub mod thumbnail;
 pub mod transport;
 
 pub use node::{Node, NodeOptions};
