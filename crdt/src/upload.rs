@@ -631,7 +631,7 @@ mod tests {
         assert_eq!(parse("multipart/form-data; boundary=XyZ", &body, &UploadLimits::desk()).unwrap().len(), 4);
 
         let small =
-            UploadLimits { parts_max: 2, files_max: 2, file_bytes_max: 4, field_bytes_max: 3, body_bytes_max: 200 };
+            UploadLimits { parts_max: 2, files_max: 2, file_bytes_max: 4, field_bytes_max: 3, body_bytes_max: 1000 };
         let parse_small = |body: &[u8]| parse("multipart/form-data; boundary=XyZ", body, &small);
         assert_eq!(parse_small(&body), Err(UploadError::TooManyParts { max: 2 }));
         let big = [file_part("f", "a.jpg", b"12345"), b"--XyZ--".to_vec()].concat();
@@ -640,7 +640,7 @@ mod tests {
             parse_small(&one_part("Content-Disposition: form-data; name=n", b"abcd")),
             Err(UploadError::FieldTooLarge { bytes: 4, max: 3 })
         );
-        assert_eq!(parse_small(&[b'x'; 201]), Err(UploadError::BodyTooLarge { bytes: 201, max: 200 }));
+        assert_eq!(parse_small(&[b'x'; 1001]), Err(UploadError::BodyTooLarge { bytes: 1001, max: 1000 }));
         assert_eq!(
             UploadError::FileTooLarge { bytes: 0, max: UPLOAD_FILE_BYTES_MAX }.zh(),
             "单个文件不能超过 10 MB，请压缩或分页后再上传。"
