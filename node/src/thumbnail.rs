@@ -172,24 +172,31 @@ mod tests {
         assert!(pixel.iter().all(|&c| c > 245), "{pixel:?}");
     }
 
-    /// PNG IHDR of the given size (RGBA8), CRC included; the rest of the file is missing.
-    fn png_header(width: u32, height: u32) -> Vec<u8> {
-        let mut chunk = b"IHDR".to_vec();
-        chunk.extend_from_slice(&width.to_be_bytes());
-        chunk.extend_from_slice(&height.to_be_bytes());
-        chunk.extend_from_slice(&[8, 6, 0, 0, 0]);
-        let crc = chunk.iter().fold(0xFFFF_FFFF_u32, |mut crc, &byte| {
+    /// A PNG chunk with its length and CRC.
+    fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let body = [kind.as_slice(), data].concat();
+        let crc = body.iter().fold(0xFFFF_FFFF_u32, |mut crc, &byte| {
             crc ^= u32::from(byte);
             for _ in 0..8 {
                 crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
             }
             crc
         }) ^ 0xFFFF_FFFF;
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        png.extend_from_slice(&13_u32.to_be_bytes());
-        png.extend_from_slice(&chunk);
-        png.extend_from_slice(&crc.to_be_bytes());
-        png
+        let len = u32::try_from(data.len()).unwrap();
+        [len.to_be_bytes().as_slice(), &body, &crc.to_be_bytes()].concat()
+    }
+
+    /// A PNG declaring the given size (RGBA8) with a few bytes of image data where gigabytes would be due.
+    fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let ihdr = [width.to_be_bytes().as_slice(), &height.to_be_bytes(), &[8, 6, 0, 0, 0]].concat();
+        let idat = [0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
+        [
+            b"\x89PNG\r\n\x1a\n".as_slice(),
+            &png_chunk(b"IHDR", &ihdr),
+            &png_chunk(b"IDAT", &idat),
+            &png_chunk(b"IEND", &[]),
+        ]
+        .concat()
     }
 
     /// A real 16×16 JPEG whose SOF header is rewritten to declare another size.
@@ -206,10 +213,12 @@ mod tests {
         let started = std::time::Instant::now();
         // Beyond the side limit (60,000 px), and within it but beyond the allocation limit (12,000² RGBA = 549 MiB).
         for png in [png_header(60_000, 60_000), png_header(12_000, 12_000), png_header(100_000, 1)] {
-            assert!(matches!(thumbnail(MaterialType::Png, &png), Err(ThumbnailError::TooLarge)));
+            let result = thumbnail(MaterialType::Png, &png);
+            assert!(matches!(result, Err(ThumbnailError::TooLarge)), "{result:?}");
         }
         for jpeg in [jpeg_declaring(65_000, 65_000), jpeg_declaring(12_000, 12_000)] {
-            assert!(matches!(thumbnail(MaterialType::Jpeg, &jpeg), Err(ThumbnailError::TooLarge)));
+            let result = thumbnail(MaterialType::Jpeg, &jpeg);
+            assert!(matches!(result, Err(ThumbnailError::TooLarge)), "{result:?}");
         }
         // Allocating and decoding even one of these would take seconds; refusing from the header takes microseconds.
         println!("five huge declared pictures refused in {:?}", started.elapsed());
