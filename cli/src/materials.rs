@@ -96,9 +96,11 @@ pub async fn attach(
     Ok(())
 }
 
-/// The thumbnail of an image (the node's renderer); none for a PDF or an image it cannot read.
-fn thumbnail_of(_bytes: &[u8]) -> Option<Vec<u8>> {
-    None
+/// The thumbnail of an image (`node::thumbnail`, from the file as given, so its EXIF orientation is applied); none for
+/// a PDF or an image it cannot decode (the file itself is still checked by `attach`).
+fn thumbnail_of(bytes: &[u8]) -> Option<Vec<u8>> {
+    let kind = zhaowo_crdt::materials::sniff(bytes)?;
+    zhaowo_node::thumbnail::thumbnail(kind, bytes).ok().flatten()
 }
 
 fn file_name(path: &Path) -> String {

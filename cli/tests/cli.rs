@@ -1960,6 +1960,9 @@ fn materials_are_attached_downloaded_and_carried_by_bundles() {
     let materials = listed["materials"].as_array().unwrap();
     assert_eq!(materials.len(), 2, "{listed}");
     assert!(materials.iter().all(|m| m["on_this_node"] == true));
+    let shown = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]));
+    let thumbs: Vec<bool> = shown["materials"].as_array().unwrap().iter().map(|m| m["thumb"].is_string()).collect();
+    assert_eq!(thumbs, [true, false], "a thumbnail for the photo, none for the PDF");
     assert_eq!(materials[0]["name"], "gps-photo.jpg");
 
     // A download writes the cleaned photo (no EXIF, so no GPS) and is recorded on the timeline.

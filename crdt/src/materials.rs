@@ -128,11 +128,57 @@ pub fn clean(bytes: &[u8]) -> Result<(MaterialType, Vec<u8>), MaterialError> {
 // and everything after it, copied as is (progressive files have more segments between scans, none of them metadata
 // a camera writes there; EXIF and XMP are APP1 before the first frame).
 
+/// The EXIF orientation (1–8) of an APP1 segment's data (`Exif\0\0` + TIFF), if it holds one in IFD0.
+fn exif_orientation(data: &[u8]) -> Option<u16> {
+    let tiff = data.strip_prefix(b"Exif\0\0")?;
+    let big = match tiff.get(..2)? {
+        b"MM" => true,
+        b"II" => false,
+        _ => return None,
+    };
+    let u16_at = |at: usize| {
+        let pair = [*tiff.get(at)?, *tiff.get(at + 1)?];
+        Some(if big { u16::from_be_bytes(pair) } else { u16::from_le_bytes(pair) })
+    };
+    let u32_at = |at: usize| {
+        let quad = [*tiff.get(at)?, *tiff.get(at + 1)?, *tiff.get(at + 2)?, *tiff.get(at + 3)?];
+        Some(if big { u32::from_be_bytes(quad) } else { u32::from_le_bytes(quad) })
+    };
+    if u16_at(2)? != 42 {
+        return None;
+    }
+    let ifd = usize::try_from(u32_at(4)?).ok()?;
+    let count = usize::from(u16_at(ifd)?);
+    (0..count.min(MATERIAL_PARTS_MAX)).find_map(|index| {
+        let entry = ifd.checked_add(2 + index * 12)?;
+        // Tag 0x0112 (Orientation), type SHORT, one value.
+        (u16_at(entry)? == 0x0112 && u16_at(entry + 2)? == 3 && u32_at(entry + 4)? == 1)
+            .then(|| u16_at(entry + 8))
+            .flatten()
+            .filter(|orientation| (2..=8).contains(orientation))
+    })
+}
+
+/// A minimal EXIF segment (APP1) holding only the orientation: a phone stores a portrait photo sideways and says
+/// so in this tag, so dropping it would show the photo (and its thumbnail) turned. 36 bytes, never more than the
+/// segment it replaces (which held at least this much to carry the tag).
+fn orientation_segment(orientation: u16) -> Vec<u8> {
+    let mut segment = vec![0xFF, 0xE1, 0x00, 0x22];
+    segment.extend_from_slice(b"Exif\0\0MM\0\x2A\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01");
+    segment.extend_from_slice(&orientation.to_be_bytes());
+    segment.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    segment
+}
+
 fn clean_jpeg(bytes: &[u8]) -> Result<Vec<u8>, &'static str> {
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&[0xFF, 0xD8]);
     let mut at = 2;
     let mut parts = 0;
+    // The orientation of the first EXIF segment that has one, and where its minimal segment goes (after SOI and a
+    // JFIF APP0, where an EXIF segment belongs).
+    let mut orientation = None;
+    let mut insert_at = 2;
     loop {
         parts += 1;
         if parts > MATERIAL_PARTS_MAX {
@@ -171,8 +217,15 @@ fn clean_jpeg(bytes: &[u8]) -> Result<Vec<u8>, &'static str> {
             0xE1..=0xED | 0xEF | 0xFE => false,
             _ => true,
         };
+        // Only a segment at least as large as the one that replaces it, so a file never grows.
+        if marker == 0xE1 && orientation.is_none() && end - at >= 36 {
+            orientation = exif_orientation(&bytes[at + 4..end]);
+        }
         if keep {
             out.extend_from_slice(&bytes[at..end]);
+            if marker == 0xE0 && insert_at == 2 && out.len() == 2 + (end - at) {
+                insert_at = out.len();
+            }
         }
         at = end;
         if marker == 0xDA {
@@ -182,6 +235,9 @@ fn clean_jpeg(bytes: &[u8]) -> Result<Vec<u8>, &'static str> {
                 return Err("no end-of-image marker");
             }
             out.extend_from_slice(rest);
+            if let Some(orientation) = orientation {
+                out.splice(insert_at..insert_at, orientation_segment(orientation));
+            }
             return Ok(out);
         }
     }
@@ -466,6 +522,33 @@ mod tests {
         assert!(clean(b"%PDF-1.7\n1 0 obj\n").unwrap_err().to_string().contains("%%EOF"));
         assert_eq!(clean(b"%PDF-1.7\n%%EOF\n").unwrap().0, MaterialType::Pdf);
         assert!(MaterialError::UnknownType.zh().contains("JPEG"));
+    }
+
+    #[test]
+    fn a_photo_keeps_its_orientation_and_nothing_else_of_its_exif() {
+        // A phone's portrait photo: EXIF with the orientation (6: turn 90°) and a GPS IFD pointer, little-endian.
+        let mut exif = b"Exif\0\0II\x2A\0\x08\0\0\0\x02\0".to_vec();
+        exif.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0]);
+        exif.extend_from_slice(&[0x25, 0x88, 4, 0, 1, 0, 0, 0, 0x26, 0, 0, 0]);
+        exif.extend_from_slice(&[0, 0, 0, 0]);
+        exif.extend_from_slice(b"GPS 30.6N 114.3E serial 123456");
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        jpeg.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+        jpeg.extend_from_slice(&exif);
+        jpeg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x12, 0x34, 0xFF, 0xD9]);
+        let (kind, cleaned) = clean(&jpeg).unwrap();
+        assert_eq!(kind, MaterialType::Jpeg);
+        assert!(!cleaned.windows(3).any(|w| w == b"GPS") && !cleaned.windows(6).any(|w| w == b"123456"));
+        assert_eq!(cleaned[2..4], [0xFF, 0xE1], "the minimal EXIF segment follows SOI");
+        assert_eq!(exif_orientation(&cleaned[6..6 + 32]), Some(6), "the orientation is kept");
+        assert!(cleaned.len() <= jpeg.len());
+        assert_eq!(clean(&cleaned).unwrap().1, cleaned, "cleaning again changes nothing");
+        // Orientation 1 (upright) needs no segment at all.
+        let upright: Vec<u8> = jpeg.iter().copied().collect::<Vec<_>>();
+        let mut upright = upright;
+        let at = upright.windows(12).position(|w| w == [0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0]).unwrap();
+        upright[at + 8] = 1;
+        assert!(!clean(&upright).unwrap().1.windows(4).any(|w| w == b"Exif"));
     }
 
     #[test]
