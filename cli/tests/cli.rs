@@ -1981,12 +1981,12 @@ fn materials_are_attached_downloaded_and_carried_by_bundles() {
     let with = admin.path().join("with.bundle");
     let without = admin.path().join("without.bundle");
     let exported = json(&ok(admin.path(), &["bundle", "export", "--out", with.to_str().unwrap(), "--json"]));
-    assert_eq!(exported["materials"], 2, "{exported}");
+    assert_eq!(exported["materials"], 3, "two materials and the photo's thumbnail: {exported}");
     let lean =
         json(&ok(admin.path(), &["bundle", "export", "--out", without.to_str().unwrap(), "--no-materials", "--json"]));
     assert_eq!(lean["materials"], 0, "{lean}");
     assert!(lean["bytes"].as_u64() < exported["bytes"].as_u64());
-    println!("bundle with 2 materials: {} bytes; with --no-materials: {} bytes", exported["bytes"], lean["bytes"]);
+    println!("bundle with 2 materials and a thumbnail: {} bytes; with --no-materials: {} bytes", exported["bytes"], lean["bytes"]);
     let imported = json(&ok(window.path(), &["bundle", "import", without.to_str().unwrap(), "--json"]));
     assert_eq!(imported["materials_taken"], 0, "{imported}");
     let listed = json(&ok(window.path(), &["case", "materials", &reg_no, "--json"]));
@@ -1994,26 +1994,26 @@ fn materials_are_attached_downloaded_and_carried_by_bundles() {
     let error = fails(window.path(), &["case", "material-get", &reg_no, &ids[1], "--out", out.to_str().unwrap()], 1);
     assert!(error.contains("not on this node yet"), "{error}");
     let imported = json(&ok(window.path(), &["bundle", "import", with.to_str().unwrap(), "--json"]));
-    assert_eq!(imported["materials_taken"], 2, "{imported}");
+    assert_eq!(imported["materials_taken"], 3, "{imported}");
     let pdf = window.path().join("scan.pdf");
     ok(window.path(), &["case", "material-get", &reg_no, &ids[1], "--out", pdf.to_str().unwrap()]);
     assert_eq!(std::fs::read(&pdf).unwrap(), std::fs::read(&scan).unwrap(), "a PDF is kept as it is");
 
     // `verify` reads every file: a damaged one is reported (exit 1) and deleted, so sync fetches it again.
     let verified = json(&ok(window.path(), &["verify", "--json"]));
-    assert_eq!((verified["materials"]["named"].as_u64(), verified["materials"]["held"].as_u64()), (Some(2), Some(2)));
+    assert_eq!((verified["materials"]["named"].as_u64(), verified["materials"]["held"].as_u64()), (Some(3), Some(3)));
     let stored: Vec<std::path::PathBuf> = walk(&window.path().join("materials"))
         .into_iter()
         .filter(|path| path.file_name().unwrap().len() == 64)
         .collect();
-    assert_eq!(stored.len(), 2);
+    assert_eq!(stored.len(), 3);
     let mut damaged = std::fs::read(&stored[0]).unwrap();
     damaged[50] ^= 1;
     std::fs::write(&stored[0], damaged).unwrap();
     let error = fails(window.path(), &["verify"], 1);
     assert!(error.contains("1 problems found"), "{error}");
     let verified = json(&ok(window.path(), &["verify", "--json"]));
-    assert_eq!((verified["materials"]["held"].as_u64(), verified["materials"]["missing"].as_u64()), (Some(1), Some(1)));
+    assert_eq!((verified["materials"]["held"].as_u64(), verified["materials"]["missing"].as_u64()), (Some(2), Some(1)));
 
     // Publish, then remove with a reason.
     ok(admin.path(), &["case", "material-publish", &reg_no, &ids[0]]);
