@@ -204,6 +204,9 @@ fn seeds(now: i64) -> Vec<Seed> {
     ]
 }
 
+/// The demo's material: a floor plan drawn for it (`cli/assets/demo-floor-plan.png`, 3 KB, no metadata).
+const DEMO_FLOOR_PLAN: &[u8] = include_bytes!("../assets/demo-floor-plan.png");
+
 /// Seeds the demo cases and assigns the first open one's home visit to the laptop (`laptop`: its node id), which
 /// then reads that case's private layer and no other. Returns the first case's receipt and the assigned number.
 async fn seed(home: &Home, store: &Store, laptop: &str) -> anyhow::Result<(String, String, Option<String>)> {
@@ -231,6 +234,30 @@ async fn seed(home: &Home, store: &Store, laptop: &str) -> anyhow::Result<(Strin
                 .apply(&ack.case_id, home.ctx(staff)?, hall.clone(), command)
                 .await
                 .with_context(|| format!("seeding {reg_no}: {name}"))?;
+        }
+        if first_receipt.is_none() {
+            // Issue 16: 李先生's case carries the surveyors' 分户图纸 (a drawing made for the demo), published so the
+            // citizen's lookup shows it too.
+            let upload = zhaowo_node::blobs::Upload {
+                name: "分户图纸（房管测绘队）.png".to_owned(),
+                bytes: DEMO_FLOOR_PLAN.to_vec(),
+                public: true,
+            };
+            let thumbnail =
+                zhaowo_node::thumbnail::thumbnail(zhaowo_crdt::materials::MaterialType::Png, DEMO_FLOOR_PLAN)
+                    .ok()
+                    .flatten();
+            zhaowo_node::blobs::attach(
+                store,
+                &home.blobs()?,
+                &ack.case_id,
+                home.ctx("王敏")?,
+                hall.clone(),
+                upload,
+                thumbnail,
+            )
+            .await
+            .with_context(|| format!("seeding {reg_no}: the floor plan"))?;
         }
         first_receipt.get_or_insert((reg_no.to_string(), code.as_str().to_owned()));
         seeded.push((ack.case_id, reg_no.to_string()));

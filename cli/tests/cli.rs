@@ -1986,7 +1986,10 @@ fn materials_are_attached_downloaded_and_carried_by_bundles() {
         json(&ok(admin.path(), &["bundle", "export", "--out", without.to_str().unwrap(), "--no-materials", "--json"]));
     assert_eq!(lean["materials"], 0, "{lean}");
     assert!(lean["bytes"].as_u64() < exported["bytes"].as_u64());
-    println!("bundle with 2 materials and a thumbnail: {} bytes; with --no-materials: {} bytes", exported["bytes"], lean["bytes"]);
+    println!(
+        "bundle with 2 materials and a thumbnail: {} bytes; with --no-materials: {} bytes",
+        exported["bytes"], lean["bytes"]
+    );
     let imported = json(&ok(window.path(), &["bundle", "import", without.to_str().unwrap(), "--json"]));
     assert_eq!(imported["materials_taken"], 0, "{imported}");
     let listed = json(&ok(window.path(), &["case", "materials", &reg_no, "--json"]));
