@@ -262,6 +262,18 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     let accounts = hall.as_ref().map_or(0, |hall| hall.accounts.len());
     let repeated = store.repeated_numbers().await.context("failed to read the store")?;
     let quarantined = store.quarantined().await.context("failed to read the store")?;
+    // Material files (issue 16): what the cases name, and how many of them this node holds (no reading: `verify` reads).
+    let (named_files, named_bytes) = store.blob_totals().await.context("failed to read the store")?;
+    let held_files = home.blobs()?.list().context("failed to list the material files")?;
+    let held: std::collections::HashSet<&str> = held_files.iter().map(|(hash, _)| hash.as_str()).collect();
+    let mut missing_files = 0usize;
+    let mut after = String::new();
+    loop {
+        let page = store.blob_refs(&after, 1000).await.context("failed to read the store")?;
+        let Some(last) = page.last() else { break };
+        after = last.hash.clone();
+        missing_files += page.iter().filter(|named| !held.contains(named.hash.as_str())).count();
+    }
     let members: Vec<serde_json::Value> = home
         .roster()
         .map(|roster| {
@@ -308,6 +320,7 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             "members": members,
             "cases": counts.docs,
             "repeated_numbers": repeated.iter().map(|r| serde_json::json!({ "reg_no": r.reg_no, "case_ids": r.case_ids })).collect::<Vec<_>>(),
+            "materials": { "named": named_files, "named_bytes": named_bytes, "missing": missing_files, "files_here": held_files.len() },
             "quarantined": { "count": quarantined.count, "case_ids": quarantined.docs.iter().map(|q| q.case_id.clone()).collect::<Vec<_>>() },
             "local_seq": counts.local_seq,
             "peers": home.config.peers,
@@ -346,6 +359,13 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
             None => out!("hall doc {accounts} desk accounts"),
         }
         out!("cases    {}", counts.docs);
+        if named_files > 0 {
+            out!(
+                "materials {named_files} files named by cases ({}), {} not on this node yet",
+                zhaowo_crdt::materials::size_zh(named_bytes),
+                missing_files
+            );
+        }
         if !repeated.is_empty() {
             // Arrived by sync or from a file with a number already held: both cases are kept (see `zhaowo verify`).
             let numbers: Vec<&str> = repeated.iter().map(|r| r.reg_no.as_str()).collect();

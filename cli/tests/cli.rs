@@ -1994,6 +1994,8 @@ fn materials_are_attached_downloaded_and_carried_by_bundles() {
     assert_eq!(imported["materials_taken"], 0, "{imported}");
     let listed = json(&ok(window.path(), &["case", "materials", &reg_no, "--json"]));
     assert!(listed["materials"].as_array().unwrap().iter().all(|m| m["on_this_node"] == false), "{listed}");
+    let status = json(&ok(window.path(), &["status", "--json"]));
+    assert_eq!((status["materials"]["named"].as_u64(), status["materials"]["missing"].as_u64()), (Some(3), Some(3)));
     let error = fails(window.path(), &["case", "material-get", &reg_no, &ids[1], "--out", out.to_str().unwrap()], 1);
     assert!(error.contains("not on this node yet"), "{error}");
     let imported = json(&ok(window.path(), &["bundle", "import", with.to_str().unwrap(), "--json"]));
