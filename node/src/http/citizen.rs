@@ -615,6 +615,20 @@ fn progress_page(app: &App, full: &CaseView, code: &str, csrf: &str, message: Op
                 p.hint { "补充材料期间，办理时限暂停计时；请携带材料到窗口或按工作人员的联系方式提交。" }
             }
         }
+        @if !view.materials.is_empty() {
+            h2 { "公开材料" }
+            div.card.photos id="public-materials" {
+                @for material in &view.materials {
+                    @let link = format!("/m/{}/{}", view.case_id.as_str(), material.id.as_str());
+                    p {
+                        a href=(link) {
+                            @if material.has_thumb { img.thumb src={ (link) "/thumb" } alt={ "公开材料（" (material.media.zh()) "）" }; }
+                            @else { (material.media.zh()) }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "答复" }
         @if view.replies.is_empty() {
             p.hint id="replies" { "暂无答复，工作人员正在办理。" }

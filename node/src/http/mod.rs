@@ -22,6 +22,7 @@ mod conn;
 mod desk;
 mod guard;
 mod hall_page;
+mod materials;
 mod metrics;
 mod open311;
 mod page;
@@ -87,6 +88,8 @@ pub mod limits {
     pub const REGISTER_ROWS_PER_PAGE: usize = 50;
     /// Rows of an Open311 `requests.json` answer (the spec suggests at most 1,000; a hall has ~154 cases a year).
     pub const OPEN311_REQUESTS_MAX: usize = 200;
+    /// Files in one desk upload: the upload parser's desk limit (a clerk scans a citizen's papers in one go).
+    pub const DESK_UPLOAD_FILES_MAX: usize = 10;
     const _: () = assert!(BODY_BYTES_MAX >= 4 * 4_000 * 3);
     const _: () = assert!(PASSWORD_CHARS_MIN < PASSWORD_CHARS_MAX);
     const _: () = assert!(HEADER_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS && BODY_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS);
@@ -132,6 +135,9 @@ pub struct HttpOptions {
     pub sync: Option<crate::sync::SyncStatus>,
     /// The node's live hall document and roster (sign-in reads accounts from it; `None`: the startup snapshot).
     pub live: Option<crate::live::Live>,
+    /// The node's material files (issue 16; `Node::spawn` passes `Home::blobs()`). `None`: the routers open the
+    /// data directory's own (`Home::blobs`), so routers built by tests and tools serve materials too.
+    pub blobs: Option<crate::blobs::BlobStore>,
 }
 
 impl HttpOptions {
@@ -158,6 +164,7 @@ impl HttpOptions {
             citizen_routing: CitizenRouting::Dispatch,
             sync: None,
             live: None,
+            blobs: None,
         }
     }
 }
@@ -199,6 +206,9 @@ pub(crate) struct AppState {
     /// Failed sign-ins per account, whatever address they come from.
     pub lockout: Arc<guard::AccountLockout>,
     pub counters: Arc<Counters>,
+    /// The node's material files; `None` only when the data directory's `materials/` could not be opened (the
+    /// material routes then answer that the files are unavailable, everything else works).
+    pub blobs: Option<crate::blobs::BlobStore>,
 }
 
 pub(crate) type App = Arc<AppState>;
@@ -236,6 +246,13 @@ fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App
     let sessions = Arc::new(guard::Sessions::new(options.session_ms));
     let lockout = Arc::new(guard::AccountLockout::default());
     let counters = Arc::new(Counters::default());
+    let blobs = options.blobs.clone().or_else(|| match home.blobs() {
+        Ok(blobs) => Some(blobs),
+        Err(error) => {
+            tracing::error!(%error, "the material files cannot be opened; materials are unavailable");
+            None
+        }
+    });
     let one = |options: HttpOptions| {
         Arc::new(AppState {
             limiter: guard::RateLimiter::new(&options),
@@ -245,6 +262,7 @@ fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App
             sessions: sessions.clone(),
             lockout: lockout.clone(),
             counters: counters.clone(),
+            blobs: blobs.clone(),
         })
     };
     (one(options.clone()), one(options))
@@ -260,8 +278,8 @@ async fn security_headers(request: axum::extract::Request, next: Next) -> Respon
     set(
         headers,
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
@@ -285,7 +303,7 @@ fn finish(router: Router<App>, app: App) -> Router {
 
 /// The citizen listener's routes: report, receipt, lookup and Open311 (no desk, no metrics).
 fn public_routes() -> Router<App> {
-    citizen::routes().merge(open311::routes())
+    citizen::routes().merge(open311::routes()).merge(materials::routes())
 }
 
 /// Every route: the desk, `/metrics`, and the citizen pages and Open311 (so a clerk can show them on the window PC).

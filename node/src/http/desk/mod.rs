@@ -14,6 +14,7 @@
 mod actions;
 mod book;
 mod case_page;
+mod materials;
 mod new_case;
 mod reports;
 
@@ -47,6 +48,8 @@ pub fn routes() -> Router<App> {
         .route("/desk/new", get(new_form).post(new_submit))
         .route("/desk/case/{id}", get(case_page))
         .route("/desk/case/{id}/act", post(case_action))
+        .route("/desk/case/{id}/material/{material}/thumb", get(materials::thumbnail))
+        .route("/desk/case/{id}/material/{material}/download", post(materials::download))
         .route("/desk/overdue", get(overdue))
         .route("/desk/stats", get(stats))
         .route("/desk/report", get(reports::report_page))
