@@ -7,7 +7,7 @@ use crate::{Cli, expected, out, print_json, say, setup};
 use anyhow::Context;
 use clap::Subcommand;
 use std::path::PathBuf;
-use zhaowo_crdt::bundle::{self, BUNDLE_BYTES_MAX, Bundle, BundleDoc};
+use zhaowo_crdt::bundle::{self, BUNDLE_BYTES_MAX, Bundle, BundleDoc, BundleMaterial};
 use zhaowo_node::home::{now_ms, parse_node_id};
 use zhaowo_node::store::CATALOG_PAGE_MAX;
 
@@ -21,6 +21,9 @@ pub enum BundleCommand {
         /// Only cases changed since this peer (node id) last acknowledged a sync with this node.
         #[arg(long)]
         since_peer: Option<String>,
+        /// Leave the cases' material files (photos, scans) out: a small bundle; the hall fetches them by sync later.
+        #[arg(long)]
+        no_materials: bool,
     },
     /// Verify a bundle's every signature and merge it into this node (importing the same bundle twice changes nothing).
     Import {
@@ -31,7 +34,9 @@ pub enum BundleCommand {
 
 pub async fn run(cli: &Cli, command: &BundleCommand) -> anyhow::Result<()> {
     match command {
-        BundleCommand::Export { out, since_peer } => export(cli, out, since_peer.as_deref()).await,
+        BundleCommand::Export { out, since_peer, no_materials } => {
+            export(cli, out, since_peer.as_deref(), !no_materials).await
+        }
         BundleCommand::Import { file } => import(cli, file).await,
     }
 }
@@ -46,7 +51,7 @@ fn progress(cli: &Cli, length: u64, what: &str) -> Option<indicatif::ProgressBar
     Some(bar)
 }
 
-async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>) -> anyhow::Result<()> {
+async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>, with_materials: bool) -> anyhow::Result<()> {
     let home = setup::open(cli)?;
     let roster = home.roster().ok_or(zhaowo_node::home::HomeError::NoHall)?;
     let store = home.open_store()?;
@@ -83,12 +88,42 @@ async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>) -> anyhow::R
     let cases = docs.len();
     let keys = store.case_keys(docs.iter().map(|doc| doc.doc_id.clone()).collect()).await?;
     let key_count = keys.len();
+    // The material files of the exported cases this node holds (sealed as stored), unless left out.
+    let mut materials = Vec::new();
+    let (mut materials_missing, mut material_bytes) = (0usize, 0usize);
+    if with_materials {
+        let blobs = home.blobs()?;
+        let exported: std::collections::HashSet<&str> = docs.iter().map(|doc| doc.doc_id.as_str()).collect();
+        let mut after = String::new();
+        loop {
+            let page = store.blob_refs(&after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.hash.clone();
+            for named in page.into_iter().filter(|named| exported.contains(named.doc_id.as_str())) {
+                match blobs.get(&named.hash) {
+                    Ok(bytes) => {
+                        material_bytes += bytes.len();
+                        if material_bytes > BUNDLE_BYTES_MAX {
+                            return Err(expected(format!(
+                                "the material files exceed the bundle limit of {BUNDLE_BYTES_MAX} bytes: use \
+                                 --no-materials (the hall fetches them by sync) or --since-peer to export less"
+                            )));
+                        }
+                        materials.push(BundleMaterial { hash: named.hash, bytes });
+                    }
+                    Err(_) => materials_missing += 1,
+                }
+            }
+        }
+    }
+    let material_count = materials.len();
     let inner = bundle::encode(&Bundle {
         hall: *roster.hall(),
         from: home.identity.verifying_key().to_bytes(),
         created_ms: now_ms(),
         docs,
         keys,
+        materials,
     });
     // On disk, encrypted to the hall's PCs: a lost stick shows nothing, a laptop cannot read another's bundle.
     let recipients = zhaowo_node::import::bundle_recipients(roster);
@@ -105,15 +140,19 @@ async fn export(cli: &Cli, out: &PathBuf, since_peer: Option<&str>) -> anyhow::R
     if cli.json {
         print_json(&serde_json::json!({
             "file": out, "cases": cases, "changes": changes, "bytes": bytes.len(), "since_seq": since,
-            "keys": key_count, "recipients": recipients.len(),
+            "keys": key_count, "recipients": recipients.len(), "materials": material_count,
+            "material_bytes": material_bytes, "materials_not_on_this_node": materials_missing,
         }));
     } else {
         out!(
-            "exported {cases} cases ({changes} changes, {key_count} case keys, {} bytes) to {}, encrypted to the hall's {} PCs",
+            "exported {cases} cases ({changes} changes, {key_count} case keys, {material_count} material files, {} bytes) to {}, encrypted to the hall's {} PCs",
             bytes.len(),
             out.display(),
             recipients.len()
         );
+        if materials_missing > 0 {
+            say(cli, &format!("{materials_missing} material files are not on this node yet and were left out"));
+        }
     }
     Ok(())
 }
@@ -126,7 +165,8 @@ async fn import(cli: &Cli, file: &PathBuf) -> anyhow::Result<()> {
     let from = zhaowo_node::home::hex(&bundle.from);
     say(cli, &format!("importing {} cases from node {}", bundle.docs.len(), &from[..16]));
     let store = home.open_store()?;
-    let report = zhaowo_node::import::bundle(&store, roster, file, bundle).await.map_err(import_error)?;
+    let blobs = home.blobs()?;
+    let report = zhaowo_node::import::bundle(&store, &blobs, roster, file, bundle).await.map_err(import_error)?;
     print_merge(cli, &report);
     Ok(())
 }

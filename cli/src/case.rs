@@ -63,6 +63,40 @@ pub enum CaseCommand {
         #[arg(long)]
         purpose: String,
     },
+    /// 上传材料: attach files (JPEG, PNG, WebP, PDF; checked by content, metadata such as GPS stripped, sealed under
+    /// the case key).
+    Attach {
+        case: String,
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Show the files on the citizen's lookup page and in Open311 (default: staff only).
+        #[arg(long)]
+        public: bool,
+    },
+    /// List a case's materials (and whether this node holds each file yet).
+    Materials { case: String },
+    /// 查看材料: write one material to a file, recorded on the case's timeline like a reveal of personal data.
+    MaterialGet {
+        case: String,
+        /// The material's id (from `case materials`).
+        material: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// 删除材料: remove a material from the case file (its files are deleted on every node), with a reason.
+    MaterialRemove {
+        case: String,
+        material: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 公开材料: show a material on the citizen's lookup page and in Open311 (`--unpublish` hides it again).
+    MaterialPublish {
+        case: String,
+        material: String,
+        #[arg(long)]
+        unpublish: bool,
+    },
     /// 修改诉求信息: change the case's fields, category or priority (one event each, stored together or not at all).
     Edit {
         case: String,
@@ -666,6 +700,19 @@ pub async fn run(cli: &Cli, command: &CaseCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("edit {case}"))?;
             say(cli, &format!("{case}: edited"));
             return Ok(());
+        }
+        CaseCommand::Attach { case, files, public } => {
+            return crate::materials::attach(cli, &home, &store, hall, case, files, *public).await;
+        }
+        CaseCommand::Materials { case } => return crate::materials::list(cli, &home, &store, case).await,
+        CaseCommand::MaterialGet { case, material, out } => {
+            return crate::materials::get(cli, &home, &store, &hall, case, material, out).await;
+        }
+        CaseCommand::MaterialRemove { case, material, reason } => {
+            (case, crate::materials::command(material, Some(reason), None)?)
+        }
+        CaseCommand::MaterialPublish { case, material, unpublish } => {
+            (case, crate::materials::command(material, None, Some(!unpublish))?)
         }
         CaseCommand::Accept { case } => (case, Command::Accept),
         CaseCommand::Reject { case, reason, basis } => {

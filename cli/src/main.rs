@@ -13,6 +13,7 @@ mod env_vars;
 mod export;
 mod hall;
 mod maintenance;
+mod materials;
 mod peers;
 mod qr;
 mod setup;

@@ -60,6 +60,8 @@ pub fn print_merge(cli: &Cli, report: &zhaowo_node::import::ImportReport) {
         print_json(&serde_json::json!({
             "added": report.added, "changed": report.changed, "unchanged": report.unchanged, "new_conflicts": conflicts,
             "refused": refused, "unsigned_changes": report.unsigned, "keys_taken": report.keys_taken,
+            "materials_taken": report.materials_taken, "material_bytes": report.material_bytes,
+            "materials_skipped": report.materials_skipped,
         }));
     } else {
         for reg_no in &report.added {
@@ -74,12 +76,15 @@ pub fn print_merge(cli: &Cli, report: &zhaowo_node::import::ImportReport) {
         say(
             cli,
             &format!(
-                "{} added, {} changed, {} unchanged, {} new conflicts (review them with `zhaowo conflicts list`), {} case keys taken",
+                "{} added, {} changed, {} unchanged, {} new conflicts (review them with `zhaowo conflicts list`), {} case keys taken, {} material files taken ({} bytes, {} skipped)",
                 report.added.len(),
                 report.changed.len(),
                 report.unchanged,
                 report.new_conflicts.len(),
-                report.keys_taken
+                report.keys_taken,
+                report.materials_taken,
+                report.material_bytes,
+                report.materials_skipped
             ),
         );
     }
@@ -107,11 +112,17 @@ pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
     let report = store.verify(home.roster().cloned()).await.context("verify failed")?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     problems.extend(crate::setup::node_problems(&home));
+    // Material files (issue 16): every file a case names that is here is read and checked against its name.
+    let materials = zhaowo_node::blobs::check_all(&store, &home.blobs()?).await.context("checking material files")?;
+    problems.extend(materials.damaged.iter().map(|hash| {
+        format!("material file {hash} was damaged on disk: deleted, it is fetched again from a peer by sync")
+    }));
     if cli.json {
         print_json(&serde_json::json!({
             "docs": report.docs,
             "signatures_checked": report.signatures_checked,
             "unsigned_changes": report.unsigned_changes,
+            "materials": materials,
             "problems": problems,
         }));
     } else {
@@ -121,10 +132,13 @@ pub async fn verify(cli: &Cli) -> anyhow::Result<()> {
         say(
             cli,
             &format!(
-                "checked {} documents and {} change signatures ({} changes unsigned, kept local): {} problems",
+                "checked {} documents and {} change signatures ({} changes unsigned, kept local), {} of {} material files ({} not fetched yet): {} problems",
                 report.docs,
                 report.signatures_checked,
                 report.unsigned_changes,
+                materials.held,
+                materials.named,
+                materials.missing,
                 problems.len()
             ),
         );

@@ -1103,6 +1103,7 @@ fn a_laptop_carries_its_home_visit_back_on_a_bundle_and_a_window_conflict_is_res
         created_ms: 0,
         docs: Vec::new(),
         keys: vec![zhaowo_crdt::wire::CaseKeyGrant { doc_id: other_id.clone(), key: old_key }],
+        materials: Vec::new(),
     });
     let replay = admin.path().join("replay.bundle");
     let recipients = zhaowo_node::import::bundle_recipients(&roster);
@@ -1926,4 +1927,106 @@ fn a_bad_rating_is_followed_through_from_the_terminal() {
     println!(
         "差评 from the terminal: 3 steps in order (2 refusals before), an appeal, a decision refused to the admin"
     );
+}
+
+/// Issue 16 from the terminal: materials attached (checked by content, GPS EXIF stripped), listed, downloaded with a
+/// record on the timeline, published and removed; a bundle carries their sealed files to another hall PC
+/// (`--no-materials` leaves them out), which then reads them.
+#[test]
+fn materials_are_attached_downloaded_and_carried_by_bundles() {
+    let admin = tempfile::tempdir().unwrap();
+    new_hall(admin.path());
+    let (window, _) = enrolled_node(admin.path(), "2F03", "window");
+    let (reg_no, _) = register(admin.path());
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crdt/fuzz/seeds/material_file");
+    let (photo, scan) = (seeds.join("gps-photo.jpg"), seeds.join("scan.pdf"));
+    let attached = json(&ok(
+        admin.path(),
+        &["case", "attach", &reg_no, photo.to_str().unwrap(), scan.to_str().unwrap(), "--json"],
+    ));
+    let ids: Vec<String> =
+        attached["attached"].as_array().unwrap().iter().map(|a| a["material"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 2, "{attached}");
+    // Refused: not a material by its content (an executable named .jpg), too large, an unknown case.
+    let fake = admin.path().join("photo.jpg");
+    std::fs::write(&fake, b"MZ\x90\x00 not an image").unwrap();
+    let error = fails(admin.path(), &["case", "attach", &reg_no, fake.to_str().unwrap()], 1);
+    assert!(error.contains("JPEG, PNG, WebP or PDF"), "{error}");
+    let big = admin.path().join("big.jpg");
+    std::fs::write(&big, vec![0xFF; zhaowo_crdt::materials::MATERIAL_BYTES_MAX + 1]).unwrap();
+    let error = fails(admin.path(), &["case", "attach", &reg_no, big.to_str().unwrap()], 1);
+    assert!(error.contains("over the limit"), "{error}");
+    let listed = json(&ok(admin.path(), &["case", "materials", &reg_no, "--json"]));
+    let materials = listed["materials"].as_array().unwrap();
+    assert_eq!(materials.len(), 2, "{listed}");
+    assert!(materials.iter().all(|m| m["on_this_node"] == true));
+    assert_eq!(materials[0]["name"], "gps-photo.jpg");
+
+    // A download writes the cleaned photo (no EXIF, so no GPS) and is recorded on the timeline.
+    let out = admin.path().join("out.jpg");
+    ok(admin.path(), &["case", "material-get", &reg_no, &ids[0], "--out", out.to_str().unwrap()]);
+    let got = std::fs::read(&out).unwrap();
+    assert!(got.starts_with(&[0xFF, 0xD8, 0xFF]) && !got.windows(4).any(|w| w == b"Exif"), "EXIF left in the photo");
+    let shown = json(&ok(admin.path(), &["case", "show", &reg_no, "--json"]));
+    let labels: Vec<&str> =
+        shown["timeline"].as_array().unwrap().iter().map(|e| e["label"].as_str().unwrap()).collect();
+    assert_eq!(labels.iter().filter(|l| **l == "查看材料").count(), 1, "{labels:?}");
+    assert_eq!(labels.iter().filter(|l| **l == "上传材料").count(), 2, "{labels:?}");
+    fails(admin.path(), &["case", "material-get", &reg_no, "NOT-AN-ID", "--out", out.to_str().unwrap()], 1);
+
+    // Bundles: with the files, and without them.
+    let with = admin.path().join("with.bundle");
+    let without = admin.path().join("without.bundle");
+    let exported = json(&ok(admin.path(), &["bundle", "export", "--out", with.to_str().unwrap(), "--json"]));
+    assert_eq!(exported["materials"], 2, "{exported}");
+    let lean =
+        json(&ok(admin.path(), &["bundle", "export", "--out", without.to_str().unwrap(), "--no-materials", "--json"]));
+    assert_eq!(lean["materials"], 0, "{lean}");
+    assert!(lean["bytes"].as_u64() < exported["bytes"].as_u64());
+    println!("bundle with 2 materials: {} bytes; with --no-materials: {} bytes", exported["bytes"], lean["bytes"]);
+    let imported = json(&ok(window.path(), &["bundle", "import", without.to_str().unwrap(), "--json"]));
+    assert_eq!(imported["materials_taken"], 0, "{imported}");
+    let listed = json(&ok(window.path(), &["case", "materials", &reg_no, "--json"]));
+    assert!(listed["materials"].as_array().unwrap().iter().all(|m| m["on_this_node"] == false), "{listed}");
+    let error = fails(window.path(), &["case", "material-get", &reg_no, &ids[1], "--out", out.to_str().unwrap()], 1);
+    assert!(error.contains("not on this node yet"), "{error}");
+    let imported = json(&ok(window.path(), &["bundle", "import", with.to_str().unwrap(), "--json"]));
+    assert_eq!(imported["materials_taken"], 2, "{imported}");
+    let pdf = window.path().join("scan.pdf");
+    ok(window.path(), &["case", "material-get", &reg_no, &ids[1], "--out", pdf.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&pdf).unwrap(), std::fs::read(&scan).unwrap(), "a PDF is kept as it is");
+
+    // `verify` reads every file: a damaged one is reported (exit 1) and deleted, so sync fetches it again.
+    let verified = json(&ok(window.path(), &["verify", "--json"]));
+    assert_eq!((verified["materials"]["named"].as_u64(), verified["materials"]["held"].as_u64()), (Some(2), Some(2)));
+    let stored: Vec<std::path::PathBuf> = walk(&window.path().join("materials"))
+        .into_iter()
+        .filter(|path| path.file_name().unwrap().len() == 64)
+        .collect();
+    assert_eq!(stored.len(), 2);
+    let mut damaged = std::fs::read(&stored[0]).unwrap();
+    damaged[50] ^= 1;
+    std::fs::write(&stored[0], damaged).unwrap();
+    let error = fails(window.path(), &["verify"], 1);
+    assert!(error.contains("1 problems found"), "{error}");
+    let verified = json(&ok(window.path(), &["verify", "--json"]));
+    assert_eq!((verified["materials"]["held"].as_u64(), verified["materials"]["missing"].as_u64()), (Some(1), Some(1)));
+
+    // Publish, then remove with a reason.
+    ok(admin.path(), &["case", "material-publish", &reg_no, &ids[0]]);
+    ok(admin.path(), &["case", "material-remove", &reg_no, &ids[1], "--reason", "重复上传"]);
+    let listed = json(&ok(admin.path(), &["case", "materials", &reg_no, "--json"]));
+    let materials = listed["materials"].as_array().unwrap();
+    assert_eq!(materials.len(), 1);
+    assert_eq!(materials[0]["public"], true);
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
 }

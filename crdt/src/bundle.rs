@@ -17,7 +17,11 @@ use std::collections::BTreeMap;
 pub const BUNDLE_MAGIC: &[u8] = b"zhaowo-bundle\n";
 /// The version of the encoding after the magic.
 /// 2 (issue 13): the bundle carries the case keys the exporter holds (readable only inside the age encryption).
-pub const BUNDLE_VERSION: u8 = 2;
+/// 3 (issue 16): and the material files of the exported cases (sealed, as stored). Version 2 bundles still import.
+pub const BUNDLE_VERSION: u8 = 3;
+/// Material files in one bundle: 50 per case (`materials::CASE_MATERIALS_MAX`) for a laptop's few hundred cases; the
+/// bytes are bounded by [`BUNDLE_BYTES_MAX`] anyway.
+pub const BUNDLE_MATERIALS_MAX: usize = 100_000;
 /// A bundle file: a laptop's week of home visits is a few hundred KB; a whole hall's year (~154 cases at ~2 KB) is well
 /// under a MB. 256 MiB leaves room for a full store copy while bounding what an import holds in memory.
 pub const BUNDLE_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -36,6 +40,26 @@ pub struct Bundle {
     pub docs: Vec<BundleDoc>,
     /// The keys of the exported cases the exporter holds; an importer takes those it may hold (`seal::may_hold_key`).
     pub keys: Vec<crate::wire::CaseKeyGrant>,
+    /// The material files of the exported cases the exporter holds (none with `--no-materials`), sealed under their
+    /// case keys as stored; an importer keeps those a case it may read names.
+    pub materials: Vec<BundleMaterial>,
+}
+
+/// One sealed material file, under its content address ([`crate::materials::blob_hash`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleMaterial {
+    pub hash: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Version 2 of the bundle (before materials): still read, so a laptop's older stick imports.
+#[derive(Deserialize)]
+struct BundleV2 {
+    hall: PublicKey,
+    from: PublicKey,
+    created_ms: i64,
+    docs: Vec<BundleDoc>,
+    keys: Vec<crate::wire::CaseKeyGrant>,
 }
 
 /// Every change of one document the exporter holds (importing is idempotent, so nothing needs to be subtracted).
@@ -79,10 +103,40 @@ pub fn decode(bytes: &[u8]) -> Result<Bundle, BundleError> {
     }
     let body = bytes.strip_prefix(BUNDLE_MAGIC).ok_or(BundleError::NotABundle)?;
     let (&version, body) = body.split_first().ok_or(BundleError::NotABundle)?;
-    if version != BUNDLE_VERSION {
-        return Err(BundleError::Version(version));
+    let damaged = |error: postcard::Error| BundleError::Damaged(error.to_string());
+    let bundle: Bundle = match version {
+        BUNDLE_VERSION => postcard::from_bytes(body).map_err(damaged)?,
+        2 => {
+            let old: BundleV2 = postcard::from_bytes(body).map_err(damaged)?;
+            Bundle {
+                hall: old.hall,
+                from: old.from,
+                created_ms: old.created_ms,
+                docs: old.docs,
+                keys: old.keys,
+                materials: Vec::new(),
+            }
+        }
+        other => return Err(BundleError::Version(other)),
+    };
+    if bundle.materials.len() > BUNDLE_MATERIALS_MAX {
+        return Err(BundleError::Damaged(format!(
+            "{} material files, over the limit of {BUNDLE_MATERIALS_MAX}",
+            bundle.materials.len()
+        )));
     }
-    let bundle: Bundle = postcard::from_bytes(body).map_err(|error| BundleError::Damaged(error.to_string()))?;
+    for material in &bundle.materials {
+        use crate::materials::{SEALED_BLOB_BYTES_MAX, blob_hash, is_blob_hash};
+        if !is_blob_hash(&material.hash)
+            || material.bytes.len() > SEALED_BLOB_BYTES_MAX
+            || blob_hash(&material.bytes) != material.hash
+        {
+            return Err(BundleError::Damaged(format!(
+                "material file {} does not match its name",
+                material.hash.escape_default()
+            )));
+        }
+    }
     if bundle.docs.len() > BUNDLE_DOCS_MAX {
         return Err(BundleError::Damaged(format!(
             "{} documents, over the limit of {BUNDLE_DOCS_MAX}",

@@ -142,3 +142,57 @@ pub fn material_file(bytes: &[u8]) -> Outcome {
         Err(_) => Outcome::Refused,
     }
 }
+
+/// The content types `upload_form` chooses from with its first byte: a Chromium boundary, a Firefox-style one, a
+/// quoted one with spaces, and a one-character boundary (the most delimiter-like bytes in random input).
+const UPLOAD_CONTENT_TYPES: [&str; 4] = [
+    "multipart/form-data; boundary=----WebKitFormBoundaryq3kY8Lz7xGm1RtVb",
+    "multipart/form-data; boundary=---------------------------91734582611463",
+    "multipart/form-data; charset=utf-8; boundary=\"a b:c\"",
+    "multipart/form-data; boundary=X",
+];
+
+/// A `multipart/form-data` upload (issue 16): the first byte chooses a content type (the four above, or, from 4 on,
+/// a content type read from the input: its length in the second byte, then that many bytes), the rest is the body,
+/// parsed under the citizen's limits and under small limits that random input reaches. What is accepted must hold
+/// the limits, and every text field must be UTF-8 and every file name a bare, visible name.
+pub fn upload_form(bytes: &[u8]) -> Outcome {
+    use crate::upload::{self, UploadLimits};
+    let Some((&choice, rest)) = bytes.split_first() else { return Outcome::Refused };
+    let (content_type, body) = match UPLOAD_CONTENT_TYPES.get(usize::from(choice)) {
+        Some(content_type) => (*content_type, rest),
+        None => {
+            let Some((&len, rest)) = rest.split_first() else { return Outcome::Refused };
+            let len = usize::from(len).min(rest.len());
+            let Ok(content_type) = std::str::from_utf8(&rest[..len]) else { return Outcome::Refused };
+            (content_type, &rest[len..])
+        }
+    };
+    let small =
+        UploadLimits { parts_max: 6, files_max: 2, file_bytes_max: 64, field_bytes_max: 16, body_bytes_max: 4096 };
+    let mut accepted = false;
+    for limits in [UploadLimits::citizen(), small] {
+        let Ok(parts) = upload::parse(content_type, body, &limits) else { continue };
+        accepted = true;
+        assert!(parts.len() <= limits.parts_max, "parts");
+        assert!(parts.iter().filter(|part| part.is_file()).count() <= limits.files_max, "files");
+        assert!(parts.iter().map(|part| part.data.len()).sum::<usize>() <= body.len(), "data grew");
+        for part in &parts {
+            assert!(!part.name.is_empty());
+            match &part.file_name {
+                Some(file_name) => {
+                    assert!(part.data.len() <= limits.file_bytes_max, "file bytes");
+                    assert!(!file_name.is_empty() && file_name.len() <= upload::UPLOAD_FILE_NAME_BYTES_MAX);
+                    assert!(!file_name.contains(['/', '\\']), "path in {file_name:?}");
+                    assert!(!file_name.chars().any(char::is_control), "control in {file_name:?}");
+                    assert!(crate::public_text::hidden_character(file_name).is_none(), "{file_name:?}");
+                }
+                None => {
+                    assert!(part.data.len() <= limits.field_bytes_max, "field bytes");
+                    assert!(part.text().is_some(), "text field not UTF-8");
+                }
+            }
+        }
+    }
+    if accepted { Outcome::Accepted } else { Outcome::Refused }
+}

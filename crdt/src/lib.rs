@@ -26,6 +26,7 @@ pub mod seal;
 pub mod signing;
 pub mod sync;
 pub mod time;
+pub mod upload;
 pub mod view;
 pub mod wire;
 

@@ -447,6 +447,44 @@ pub async fn attach(
     Ok(result?)
 }
 
+/// What [`check_all`] found: the files cases name, which of them this node holds (each read and verified against its
+/// name), which it still lacks (sync fetches them), and which were damaged on disk (deleted, so they are fetched
+/// again).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MaterialsCheck {
+    pub named: usize,
+    pub named_bytes: u64,
+    pub held: usize,
+    pub missing: usize,
+    pub damaged: Vec<String>,
+}
+
+/// Reads every file the cases name and checks it against its name (`zhaowo verify`).
+pub async fn check_all(store: &crate::store::Store, blobs: &BlobStore) -> Result<MaterialsCheck, AttachError> {
+    let mut check = MaterialsCheck::default();
+    let mut after = String::new();
+    loop {
+        let page = store.blob_refs(&after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.hash.clone();
+        for named in page {
+            check.named += 1;
+            check.named_bytes += named.bytes;
+            let (files, hash) = (blobs.clone(), named.hash.clone());
+            let read = tokio::task::spawn_blocking(move || files.get(&hash).map(|bytes| bytes.len()))
+                .await
+                .map_err(|_| BlobError::Io(io::Error::other("the checking task failed")))?;
+            match read {
+                Ok(_) => check.held += 1,
+                Err(BlobError::Missing(_)) => check.missing += 1,
+                Err(BlobError::Corrupt(hash)) => check.damaged.push(hash),
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+    Ok(check)
+}
+
 /// A material opened for a download: what the case says of it and its bytes in clear (never `Debug`-printed).
 pub struct Opened {
     pub material: zhaowo_crdt::view::Material,

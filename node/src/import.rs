@@ -41,6 +41,11 @@ pub struct ImportReport {
     pub keys_taken: usize,
     /// Changes stored without a member's signature (a plain Automerge file): kept on this node, never relayed.
     pub unsigned: usize,
+    /// Material files the bundle carried that this node stored (a case it may read names them), and their bytes.
+    pub materials_taken: usize,
+    pub material_bytes: u64,
+    /// Material files left out: no case here names them, or this node may not read the case (a laptop).
+    pub materials_skipped: usize,
 }
 
 /// One case's changes to merge, with the signatures that came with them.
@@ -107,6 +112,9 @@ pub enum ImportError {
     /// Storing the case keys a bundle carried failed (its changes were stored).
     #[error("failed to store the case keys of the bundle")]
     StoreKeys(#[source] crate::store::WriteError),
+    /// Writing a material file failed (the cases and keys were stored; importing again completes it).
+    #[error("failed to store a material file: {0}")]
+    Materials(String),
     /// Storing one case's changes failed.
     #[error("failed to store the changes of {case_id}")]
     StoreWrite {
@@ -125,6 +133,7 @@ impl ImportError {
                 | ImportError::NotABundle { .. }
                 | ImportError::StoreRead(_)
                 | ImportError::StoreKeys(_)
+                | ImportError::Materials(_)
                 | ImportError::StoreWrite { .. }
         )
     }
@@ -218,11 +227,20 @@ pub fn read_bundle(path: &Path, identity: &crate::identity::NodeIdentity) -> Res
     bundle::decode(&inner).map_err(not_a_bundle)
 }
 
-/// Merges a decoded bundle: it must be of this roster's hall, and every change signed by a member.
-pub async fn bundle(store: &Store, roster: &Roster, path: &Path, bundle: Bundle) -> Result<ImportReport, ImportError> {
+/// Merges a decoded bundle: it must be of this roster's hall, and every change signed by a member. Its material files
+/// (each already checked against its name by `bundle::decode`) are stored after the documents and keys, only those a
+/// case this node may read names, with the size the case names.
+pub async fn bundle(
+    store: &Store,
+    blobs: &crate::blobs::BlobStore,
+    roster: &Roster,
+    path: &Path,
+    bundle: Bundle,
+) -> Result<ImportReport, ImportError> {
     if bundle.hall != *roster.hall() {
         return Err(ImportError::OtherHall { path: path.to_path_buf() });
     }
+    let materials = bundle.materials;
     let keys = bundle.keys;
     let cases = bundle
         .docs
@@ -232,6 +250,19 @@ pub async fn bundle(store: &Store, roster: &Roster, path: &Path, bundle: Bundle)
     let mut report = merge(store, Some(roster), cases).await?;
     // After the documents: a key is taken only for a case stored here that it opens and this node may read.
     report.keys_taken = store.receive_keys(keys).await.map_err(ImportError::StoreKeys)?;
+    for material in materials {
+        let named = store.blob_ref(&material.hash).await.map_err(ImportError::StoreRead)?;
+        match named {
+            Some(named) if named.keyed && named.bytes == material.bytes.len() as u64 => {
+                if !blobs.has(&material.hash) {
+                    blobs.put(&material.bytes).map_err(|error| ImportError::Materials(error.to_string()))?;
+                    report.materials_taken += 1;
+                    report.material_bytes += material.bytes.len() as u64;
+                }
+            }
+            _ => report.materials_skipped += 1,
+        }
+    }
     Ok(report)
 }
 
@@ -318,6 +349,7 @@ pub async fn merge(store: &Store, roster: Option<&Roster>, cases: Vec<Incoming>)
                 from: [0; 32],
                 created_ms: 0,
                 keys: Vec::new(),
+                materials: Vec::new(),
                 docs: cases
                     .into_iter()
                     .map(|case| BundleDoc { doc_id: case.case_id, changes: case.changes, signatures: case.signatures })

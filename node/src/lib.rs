@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod report;
 pub mod store;
 pub mod sync;
+pub mod thumbnail;
 pub mod transport;
 
 pub use node::{Node, NodeOptions};

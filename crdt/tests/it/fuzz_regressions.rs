@@ -19,7 +19,7 @@ type Target = (&'static str, fn(&[u8]) -> Outcome);
 
 #[test]
 fn every_found_input_is_refused_or_isolated() {
-    let targets: [Target; 7] = [
+    let targets: [Target; 8] = [
         ("frame", fuzzing::frame),
         ("sync_message", fuzzing::sync_message),
         ("roster_record", fuzzing::roster_record),
@@ -27,6 +27,7 @@ fn every_found_input_is_refused_or_isolated() {
         ("case_document", fuzzing::case_document),
         ("bundle_file", fuzzing::bundle_file),
         ("material_file", fuzzing::material_file),
+        ("upload_form", fuzzing::upload_form),
     ];
     let mut total = 0;
     for (target, run) in targets {
@@ -150,4 +151,23 @@ fn mutated_material_files_never_break_the_cleaner() {
     }
     assert!(accepted > 0 && refused > 0, "mutants all accepted or all refused: {accepted}/{refused}");
     println!("material mutants: accepted {accepted}, refused {refused}, no panic");
+}
+
+/// Issue 16: the seeds of the `upload_form` fuzz target are browser-shaped bodies (Chromium, Firefox with
+/// `filename*` and an empty file input, a one-character boundary with preamble and epilogue); each is accepted, and
+/// every cut of them is refused or accepted without a panic.
+#[test]
+fn upload_form_seeds_are_accepted_and_their_cuts_never_panic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/upload_form");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(fuzzing::upload_form(&bytes), Outcome::Accepted, "{}", path.display());
+        for cut in 0..bytes.len() {
+            let _ = fuzzing::upload_form(&bytes[..cut]);
+        }
+        seeds += 1;
+    }
+    assert!(seeds >= 3, "the upload_form seeds are missing");
 }
