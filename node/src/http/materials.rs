@@ -14,8 +14,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::sync::Arc;
 use zhaowo_crdt::materials::{BlobRole, MaterialType};
-use zhaowo_crdt::{CaseId, EventId};
+use zhaowo_crdt::{CaseId, Ctx, EventId, Hall};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -145,6 +146,104 @@ async fn public_file(app: &App, case: &str, material: &str, role: BlobRole) -> R
         }
         Err(error) => unreadable(&error, "/q"),
     }
+}
+
+/// Why an upload body was not read. Nothing is stored.
+#[derive(Debug)]
+pub(crate) enum UploadRead {
+    /// Over the route's limit (413).
+    TooLarge { max: usize },
+    /// Not received within [`super::limits::UPLOAD_READ_TIMEOUT_MS`] (408).
+    TooSlow,
+    /// The connection broke off (400).
+    Broken,
+}
+
+/// Reads an upload's body whole: at most `max` bytes (a `Content-Length` above it is refused before a byte is read)
+/// within [`super::limits::UPLOAD_READ_TIMEOUT_MS`]. The route's own limit replaces the small default
+/// (`BODY_BYTES_MAX`) that every other route keeps.
+pub(crate) async fn read_upload(request: axum::extract::Request, max: usize) -> Result<Vec<u8>, UploadRead> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max as u64) {
+        return Err(UploadRead::TooLarge { max });
+    }
+    let timeout = std::time::Duration::from_millis(super::limits::UPLOAD_READ_TIMEOUT_MS);
+    match tokio::time::timeout(timeout, axum::body::to_bytes(request.into_body(), max)).await {
+        Err(_) => Err(UploadRead::TooSlow),
+        Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+        Ok(Err(error)) => {
+            let over = error.into_inner().downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            Err(if over { UploadRead::TooLarge { max } } else { UploadRead::Broken })
+        }
+    }
+}
+
+/// The page for an [`UploadRead`] refusal.
+pub(crate) fn upload_read_refused(app: &App, refusal: &UploadRead, back: &str) -> Response {
+    app.counters.bad_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match refusal {
+        UploadRead::TooLarge { max } => error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "上传内容过大",
+            &format!("一次上传的内容合计不能超过 {} MB，请分几次上传或压缩后再上传。", max / (1024 * 1024)),
+            Some((back, "返回")),
+        ),
+        UploadRead::TooSlow => error_page(
+            StatusCode::REQUEST_TIMEOUT,
+            "上传超时",
+            "文件未能在规定时间内传完，请检查网络后重新上传，或减少一次上传的文件数。",
+            Some((back, "返回")),
+        ),
+        UploadRead::Broken => error_page(
+            StatusCode::BAD_REQUEST,
+            "上传中断",
+            "上传没有完成，请重新上传。",
+            Some((back, "返回")),
+        ),
+    }
+}
+
+/// The content type of a request (empty when absent or not text).
+pub(crate) fn content_type(headers: &axum::http::HeaderMap) -> String {
+    headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+/// Attaches one uploaded file to a case: its thumbnail made off the async workers (`node::thumbnail`, images only;
+/// a picture the thumbnailer cannot decode is still judged by `materials::clean`, and attached without one), then
+/// `blobs::attach` (clean, seal, files, event; returns after COMMIT).
+pub(crate) async fn attach_file(
+    app: &App,
+    case_id: &str,
+    ctx: Ctx,
+    hall: Arc<Hall>,
+    name: String,
+    bytes: Vec<u8>,
+    public: bool,
+) -> Result<(), AttachError> {
+    let Some(blobs) = &app.blobs else { return Err(AttachError::Blob(BlobError::Missing(String::new()))) };
+    let (bytes, thumbnail) = tokio::task::spawn_blocking(move || {
+        let thumbnail = match zhaowo_crdt::materials::sniff(&bytes) {
+            Some(kind) => crate::thumbnail::thumbnail(kind, &bytes).unwrap_or_else(|error| {
+                tracing::info!(%error, "no thumbnail for an uploaded picture");
+                None
+            }),
+            None => None,
+        };
+        (bytes, thumbnail)
+    })
+    .await
+    .map_err(|_| AttachError::Blob(BlobError::Io(std::io::Error::other("the thumbnail task failed"))))?;
+    let upload = crate::blobs::Upload { name, bytes, public };
+    crate::blobs::attach(&app.store, blobs, case_id, ctx, hall, upload, thumbnail).await.map(drop)
+}
+
+/// A file's name as a refusal names it: 「name」, or 第 N 个文件 when the browser sent none.
+pub(crate) fn file_label(name: &str, index: usize) -> String {
+    if name.trim().is_empty() { format!("第 {} 个文件", index + 1) } else { format!("「{name}」") }
 }
 
 #[cfg(test)]

@@ -89,7 +89,22 @@ pub mod limits {
     /// Rows of an Open311 `requests.json` answer (the spec suggests at most 1,000; a hall has ~154 cases a year).
     pub const OPEN311_REQUESTS_MAX: usize = 200;
     /// Files in one desk upload: the upload parser's desk limit (a clerk scans a citizen's papers in one go).
-    pub const DESK_UPLOAD_FILES_MAX: usize = 10;
+    pub const DESK_UPLOAD_FILES_MAX: usize = zhaowo_crdt::upload::UPLOAD_FILES_MAX;
+    /// The body of one desk upload: files max × `MATERIAL_BYTES_MAX` + the parser's slack for part headers and
+    /// fields. Only the upload route takes it; every other route keeps `BODY_BYTES_MAX`.
+    pub const DESK_UPLOAD_BODY_BYTES_MAX: usize = zhaowo_crdt::upload::UploadLimits::desk().body_bytes_max;
+    /// Photos on one citizen report: the parser's citizen limit (a photo or two of the problem and a document).
+    pub const CITIZEN_PHOTOS_MAX: usize = zhaowo_crdt::upload::UPLOAD_CITIZEN_FILES_MAX;
+    /// The body of a citizen report with photos: photos max × `MATERIAL_BYTES_MAX` + the parser's slack. A report
+    /// without photos (a url-encoded body) is still held to `BODY_BYTES_MAX`.
+    pub const CITIZEN_UPLOAD_BODY_BYTES_MAX: usize = zhaowo_crdt::upload::UploadLimits::citizen().body_bytes_max;
+    /// Time to receive an upload's body: 31 MiB of photos at 256 KiB/s (a phone on busy hall Wi-Fi) is two minutes;
+    /// a connection on which nothing moves is closed sooner by `IDLE_TIMEOUT_MS`.
+    pub const UPLOAD_READ_TIMEOUT_MS: u64 = 180_000;
+    const _: () = assert!(
+        DESK_UPLOAD_BODY_BYTES_MAX >= DESK_UPLOAD_FILES_MAX * zhaowo_crdt::materials::MATERIAL_BYTES_MAX
+            && CITIZEN_UPLOAD_BODY_BYTES_MAX >= CITIZEN_PHOTOS_MAX * zhaowo_crdt::materials::MATERIAL_BYTES_MAX
+    );
     const _: () = assert!(BODY_BYTES_MAX >= 4 * 4_000 * 3);
     const _: () = assert!(PASSWORD_CHARS_MIN < PASSWORD_CHARS_MAX);
     const _: () = assert!(HEADER_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS && BODY_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS);

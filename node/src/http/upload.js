@@ -10,16 +10,26 @@
   Array.prototype.forEach.call(forms, function (form) {
     form.addEventListener('submit', function (event) {
       var inputs = form.querySelectorAll('input[type=file]');
+      var text = form.querySelector('.progress-text');
       var chosen = 0;
+      var tooMany = 0;
       Array.prototype.forEach.call(inputs, function (input) {
-        chosen += input.files ? input.files.length : 0;
+        var count = input.files ? input.files.length : 0;
+        var max = parseInt(input.getAttribute('data-max-files'), 10);
+        if (max && count > max) { tooMany = max; }
+        chosen += count;
       });
+      if (tooMany) {
+        // The server refuses it too, but only after the whole body crossed the Wi-Fi and without the typed fields.
+        event.preventDefault();
+        if (text) { text.textContent = '最多选择 ' + tooMany + ' 个文件，请重新选择。'; }
+        return;
+      }
       if (chosen === 0) {
         return; // nothing to upload: the ordinary submit is as fast
       }
       event.preventDefault();
       var bar = form.querySelector('progress');
-      var text = form.querySelector('.progress-text');
       var button = form.querySelector('button[type=submit]');
       if (button) { button.disabled = true; }
       if (bar) { bar.hidden = false; bar.value = 0; }

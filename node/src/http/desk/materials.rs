@@ -11,7 +11,10 @@ use super::{ctx, desk_csrf, session, to_login};
 use crate::http::App;
 use crate::http::citizen::form_rejection;
 use crate::http::guard::Session;
-use crate::http::materials::{content_disposition, file_response, unreadable};
+use crate::http::materials::{
+    attach_file, content_disposition, content_type, file_label, file_response, read_upload, unreadable,
+    upload_read_refused,
+};
 use crate::http::page::minute;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
@@ -20,6 +23,8 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 use std::collections::HashSet;
+use std::sync::Arc;
+use zhaowo_crdt::upload::{Part, UploadLimits};
 use zhaowo_crdt::limits::REASON_CHARS_MAX;
 use zhaowo_crdt::materials::{BlobRole, MaterialType, size_zh};
 use zhaowo_crdt::model::{CommandKind as K, Role};
@@ -255,4 +260,72 @@ pub(super) async fn download(
         }
         Err(error) => refused(&app, &session, &view, &error.zh(), None).await,
     }
+}
+
+/// 上传材料: a multipart body (read within `DESK_UPLOAD_BODY_BYTES_MAX`, parsed strictly by `crdt::upload` with the
+/// desk's limits), its CSRF token checked from the body, then each file attached on its own (`attach_file`): a
+/// refused file is named with the reason (and the limit) and stores nothing; the others are stored.
+pub(super) async fn upload(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let Some((_, session)) = session(&app, &headers) else { return to_login() };
+    let back = format!("/desk/case/{id}");
+    let body = match read_upload(request, crate::http::limits::DESK_UPLOAD_BODY_BYTES_MAX).await {
+        Ok(body) => body,
+        Err(refusal) => return upload_read_refused(&app, &refusal, &back),
+    };
+    let view = match load_view(&app, &id).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    let parts = match zhaowo_crdt::upload::parse(&content_type(&headers), &body, &UploadLimits::desk()) {
+        Ok(parts) => parts,
+        Err(error) => {
+            app.counters.bad_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return refused(&app, &session, &view, &format!("上传未完成：{}", error.zh()), None).await;
+        }
+    };
+    drop(body);
+    // One token, in the body (a multipart form cannot carry it elsewhere); two tokens are a crafted body.
+    let tokens: Vec<&str> = parts.iter().filter(|part| part.name == "csrf").filter_map(|part| part.text()).collect();
+    let token = if tokens.len() == 1 { tokens[0] } else { "" };
+    if let Err(response) = desk_csrf(&app, &session, token) {
+        return response;
+    }
+    let public = parts.iter().any(|part| part.name == "public" && part.text() == Some("yes"));
+    let files: Vec<Part> = parts.into_iter().filter(|part| part.is_file() && part.name == "files").collect();
+    if files.is_empty() {
+        return refused(&app, &session, &view, "请选择要上传的文件", None).await;
+    }
+    let hall = Arc::new(super::hall(&app));
+    let (mut stored, mut refusals) = (0usize, Vec::new());
+    for (index, file) in files.into_iter().enumerate() {
+        let name = file.file_name.unwrap_or_default();
+        let label = file_label(&name, index);
+        // Each file its own context: fresh entropy for its event id, a fresh secret for its sealing.
+        let ctx = match ctx(&app, &session) {
+            Ok(ctx) => ctx,
+            Err(response) => return response,
+        };
+        match attach_file(&app, &id, ctx, hall.clone(), name, file.data, public).await {
+            Ok(()) => stored += 1,
+            Err(error) => refusals.push(format!("{label}未上传：{}", error.zh())),
+        }
+    }
+    if refusals.is_empty() {
+        return super::case_page::done(&view, K::AddMaterial);
+    }
+    let view = match load_view(&app, &id).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    let message = if stored > 0 {
+        format!("已上传 {stored} 个文件；{}", refusals.join("；"))
+    } else {
+        refusals.join("；")
+    };
+    refused(&app, &session, &view, &message, None).await
 }
