@@ -33,12 +33,9 @@ use zhaowo_crdt::{Author, CaseDoc, CaseView, Command, Ctx, QueryCode, RegNo, Reg
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/", get(index))
-        .route(
-            "/r/{window}",
-            get(report_form).post(report_submit).layer(axum::extract::DefaultBodyLimit::max(
-                super::limits::CITIZEN_UPLOAD_BODY_BYTES_MAX,
-            )),
-        )
+        // A report with photos is read within `CITIZEN_UPLOAD_BODY_BYTES_MAX` by `read_report` itself; one without
+        // (url-encoded) keeps the default `BODY_BYTES_MAX` of `DefaultBodyLimit`.
+        .route("/r/{window}", get(report_form).post(report_submit))
         .route("/q", get(lookup))
         .route("/q/rate", axum::routing::post(rate_submit))
         .route("/q/withdraw", axum::routing::post(withdraw_submit))
@@ -488,13 +485,22 @@ async fn read_report(app: &App, request: axum::extract::Request, back: &str) -> 
     let body = super::materials::read_upload(request, super::limits::CITIZEN_UPLOAD_BODY_BYTES_MAX)
         .await
         .map_err(|refusal| super::materials::upload_read_refused(app, &refusal, back))?;
-    let refused = |message: String| {
+    use zhaowo_crdt::upload::UploadError as E;
+    let refused = |too_large: bool, message: String| {
         app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-        error_page(StatusCode::BAD_REQUEST, "提交内容无法识别", &message, Some((back, "返回重新填写")))
+        let (status, title) = if too_large {
+            (StatusCode::PAYLOAD_TOO_LARGE, "提交内容过长")
+        } else {
+            (StatusCode::BAD_REQUEST, "提交内容无法识别")
+        };
+        error_page(status, title, &message, Some((back, "返回重新填写")))
     };
     let parts = zhaowo_crdt::upload::parse(&content_type, &body, &zhaowo_crdt::upload::UploadLimits::citizen())
-        .map_err(|error| refused(error.zh()))?;
-    report_of_parts(parts).ok_or_else(|| refused("表单内容重复或格式不正确，请返回重新填写。".to_owned()))
+        .map_err(|error| {
+            let too_large = matches!(error, E::FieldTooLarge { .. } | E::FileTooLarge { .. } | E::BodyTooLarge { .. });
+            refused(too_large, error.zh())
+        })?;
+    report_of_parts(parts).ok_or_else(|| refused(false, "表单内容重复或格式不正确，请返回重新填写。".to_owned()))
 }
 
 /// Checks each photo as `blobs::attach` will (`materials::clean`, off the async workers) before anything is stored:

@@ -30,7 +30,7 @@ use super::guard::{self, Bucket, SESSION_COOKIE, Session};
 use super::page::{Frame, error_page, layout, respond};
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{DefaultBodyLimit, Form, State};
+use axum::extract::{Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -49,10 +49,9 @@ pub fn routes() -> Router<App> {
         .route("/desk/case/{id}", get(case_page))
         .route("/desk/case/{id}/act", post(case_action))
         .route("/desk/case/{id}/material/{material}/thumb", get(materials::thumbnail))
-        .route(
-            "/desk/case/{id}/materials",
-            post(materials::upload).layer(DefaultBodyLimit::max(super::limits::DESK_UPLOAD_BODY_BYTES_MAX)),
-        )
+        // Read within `DESK_UPLOAD_BODY_BYTES_MAX` by the handler itself (`read_upload`); every other route keeps the
+        // default `BODY_BYTES_MAX`.
+        .route("/desk/case/{id}/materials", post(materials::upload))
         .route("/desk/case/{id}/material/{material}/download", post(materials::download))
         .route("/desk/overdue", get(overdue))
         .route("/desk/stats", get(stats))
