@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use zhaowo_crdt::materials::{MATERIAL_BYTES_MAX, MaterialType};
-use zhaowo_crdt::model::Role;
+use zhaowo_crdt::model::{CommandKind, Role};
 use zhaowo_node::http::HttpOptions;
 use zhaowo_node::store::Store;
 
@@ -255,7 +255,7 @@ async fn a_clerk_uploads_a_photo_and_a_scan_sees_a_thumbnail_and_downloads_the_p
         .upload(&clerk, &case_id, &[("csrf", &csrf)], &[("files", "门口照片.jpg", GPS_JPEG), ("files", "身份证扫描.pdf", PDF)])
         .await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
-    assert!(answer.header(header::LOCATION).ends_with("?done=add_material"));
+    assert!(answer.header(header::LOCATION).ends_with("?done=attach"));
     let view = node.store.case_view(&case_id).await.unwrap();
     let live: Vec<_> = view.live_materials().cloned().collect();
     assert_eq!(live.len(), 2);
@@ -363,7 +363,7 @@ async fn refused_uploads_change_nothing_and_name_the_file_and_the_limit() {
     assert_eq!(node.footprint(&case_id).await, before);
     // Other routes keep the small default limit.
     let long = "很".repeat(30_000);
-    let answer = send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &clerk, Some(urlencoded(&[("csrf", &csrf), ("action", "add_note"), ("text", &long)]))).await;
+    let answer = send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &clerk, Some(urlencoded(&[("csrf", &csrf), ("action", CommandKind::AddNote.code()), ("text", &long)]))).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -440,7 +440,7 @@ async fn published_materials_show_on_the_lookup_and_in_open311_and_none_after_a_
 
     // Published (公开) — the photo and the scan: the lookup shows both, media_url is the photo (the first image).
     for id in [photo, scan] {
-        let fields = [("csrf", csrf.as_str()), ("action", "publish_material"), ("choice", id), ("flag", "yes")];
+        let fields = [("csrf", csrf.as_str()), ("action", CommandKind::PublishMaterial.code()), ("choice", id), ("flag", "yes")];
         let answer = send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &clerk, Some(urlencoded(&fields))).await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
     }
@@ -460,13 +460,13 @@ async fn published_materials_show_on_the_lookup_and_in_open311_and_none_after_a_
     assert_eq!(node.store.case_view(&case_id).await.unwrap().material(photo).unwrap().views, 0);
 
     // Withdrawn (取消公开): gone again.
-    let fields = [("csrf", csrf.as_str()), ("action", "publish_material"), ("choice", scan.as_str())];
+    let fields = [("csrf", csrf.as_str()), ("action", CommandKind::PublishMaterial.code()), ("choice", scan.as_str())];
     send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &clerk, Some(urlencoded(&fields))).await;
     assert_eq!(send(node.public, "GET", &format!("/m/{case_id}/{scan}"), "", None).await.status, StatusCode::NOT_FOUND);
 
     // Purged personal data: no material on the lookup, no media_url, the route says 404.
     let (dc, dc_csrf) = node.sign_in("dc").await;
-    let fields = [("csrf", dc_csrf.as_str()), ("action", "purge_personal_data"), ("flag", "yes")];
+    let fields = [("csrf", dc_csrf.as_str()), ("action", CommandKind::PurgePersonalData.code()), ("flag", "yes")];
     let answer = send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &dc, Some(urlencoded(&fields))).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
     assert!(!send(node.public, "GET", &lookup, "", None).await.text().contains("public-materials"));
