@@ -5,8 +5,8 @@
 //! number and a wrong code get the same answer, so the lookup tells nothing about which cases exist.
 
 use super::guard::{self, Bucket};
-use super::page::{self, Frame, error_page, layout, respond};
 use super::limits::CITIZEN_PHOTOS_MAX;
+use super::page::{self, Frame, error_page, layout, respond};
 use super::{App, CitizenRouting};
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -383,11 +383,17 @@ pub async fn register_report_with_photos(
     for (index, photo) in photos.into_iter().enumerate() {
         let label = super::materials::file_label(&photo.name, index);
         let attached = match citizen_ctx(app) {
-            Ok(ctx) => {
-                super::materials::attach_file(app, &ack.case_id, ctx, shared_hall.clone(), photo.name, photo.bytes, false)
-                    .await
-                    .map_err(|error| error.zh())
-            }
+            Ok(ctx) => super::materials::attach_file(
+                app,
+                &ack.case_id,
+                ctx,
+                shared_hall.clone(),
+                photo.name,
+                photo.bytes,
+                false,
+            )
+            .await
+            .map_err(|error| error.zh()),
             Err(error) => Err(error.to_string()),
         };
         if let Err(reason) = attached {
@@ -474,7 +480,11 @@ fn report_of_parts(parts: Vec<zhaowo_crdt::upload::Part>) -> Option<(ReportForm,
 
 /// A report body: the url-encoded form (no photos; `StrictForm`, within `BODY_BYTES_MAX`) or the multipart form
 /// with photos (within `CITIZEN_UPLOAD_BODY_BYTES_MAX`, parsed by `crdt::upload` with the citizen limits).
-async fn read_report(app: &App, request: axum::extract::Request, back: &str) -> Result<(ReportForm, Vec<Photo>), Response> {
+async fn read_report(
+    app: &App,
+    request: axum::extract::Request,
+    back: &str,
+) -> Result<(ReportForm, Vec<Photo>), Response> {
     let content_type = super::materials::content_type(request.headers());
     if !content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
         return match StrictForm::<ReportForm>::from_request(request, app).await {

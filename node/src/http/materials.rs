@@ -198,12 +198,9 @@ pub(crate) fn upload_read_refused(app: &App, refusal: &UploadRead, back: &str) -
             "文件未能在规定时间内传完，请检查网络后重新上传，或减少一次上传的文件数。",
             Some((back, "返回")),
         ),
-        UploadRead::Broken => error_page(
-            StatusCode::BAD_REQUEST,
-            "上传中断",
-            "上传没有完成，请重新上传。",
-            Some((back, "返回")),
-        ),
+        UploadRead::Broken => {
+            error_page(StatusCode::BAD_REQUEST, "上传中断", "上传没有完成，请重新上传。", Some((back, "返回")))
+        }
     }
 }
 
@@ -260,6 +257,9 @@ mod tests {
             content_disposition("inline", "a\"b\r\n.pdf"),
             "inline; filename=\"a_b__.pdf\"; filename*=UTF-8''a%22b%0D%0A.pdf"
         );
-        assert_eq!(content_disposition("attachment", "身份证"), "attachment; filename=\"material\"; filename*=UTF-8''%E8%BA%AB%E4%BB%BD%E8%AF%81");
+        assert_eq!(
+            content_disposition("attachment", "身份证"),
+            "attachment; filename=\"material\"; filename*=UTF-8''%E8%BA%AB%E4%BB%BD%E8%AF%81"
+        );
     }
 }

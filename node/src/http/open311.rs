@@ -279,7 +279,9 @@ async fn request(State(app): State<App>, Path(file): Path<String>) -> Response {
         Err(response) => return response,
     };
     match view_of_reg_no(&app, id).await {
-        Ok(Some(view)) if view.open311_public() => Json(json!([request_json(&app, &view, &hall(&app))])).into_response(),
+        Ok(Some(view)) if view.open311_public() => {
+            Json(json!([request_json(&app, &view, &hall(&app))])).into_response()
+        }
         // A case that is not public answers as if it did not exist: a 403 would confirm the number.
         Ok(_) => error(StatusCode::NOT_FOUND, "service_request_id 不存在"),
         Err(response) => response,

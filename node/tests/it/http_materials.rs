@@ -65,7 +65,9 @@ async fn send(addr: SocketAddr, method: &str, path: &str, cookie: &str, body: Op
         request.extend_from_slice(format!("Cookie: {cookie}\r\n").as_bytes());
     }
     if let Some((content_type, body)) = &body {
-        request.extend_from_slice(format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len()).as_bytes());
+        request.extend_from_slice(
+            format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len()).as_bytes(),
+        );
     }
     request.extend_from_slice(b"\r\n");
     if let Some((_, body)) = body {
@@ -113,11 +115,7 @@ async fn send(addr: SocketAddr, method: &str, path: &str, cookie: &str, body: Op
 }
 
 fn urlencoded(fields: &[(&str, &str)]) -> (String, Vec<u8>) {
-    let body = fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent(k), percent(v)))
-        .collect::<Vec<_>>()
-        .join("&");
+    let body = fields.iter().map(|(k, v)| format!("{}={}", percent(k), percent(v))).collect::<Vec<_>>().join("&");
     ("application/x-www-form-urlencoded".to_owned(), body.into_bytes())
 }
 
@@ -210,7 +208,8 @@ impl Served {
     async fn sign_in(&self, username: &str) -> (String, String) {
         let form = send(self.desk, "GET", "/desk/login", "", None).await;
         let cookie = form.cookie("zw_csrf=");
-        let fields = [("csrf", hidden(&form.text(), "csrf")), ("username", username.into()), ("password", PASSWORD.into())];
+        let fields =
+            [("csrf", hidden(&form.text(), "csrf")), ("username", username.into()), ("password", PASSWORD.into())];
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let answer = send(self.desk, "POST", "/desk/login", &cookie, Some(urlencoded(&fields))).await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
@@ -219,7 +218,13 @@ impl Served {
         (session.clone(), hidden(&book.text(), "csrf"))
     }
 
-    async fn upload(&self, session: &str, case_id: &str, fields: &[(&str, &str)], files: &[(&str, &str, &[u8])]) -> Answer {
+    async fn upload(
+        &self,
+        session: &str,
+        case_id: &str,
+        fields: &[(&str, &str)],
+        files: &[(&str, &str, &[u8])],
+    ) -> Answer {
         let path = format!("/desk/case/{case_id}/materials");
         send(self.desk, "POST", &path, session, Some(multipart(fields, files))).await
     }
@@ -235,10 +240,7 @@ impl Served {
 /// Files under the material store, temporary ones included.
 fn walk(dir: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .map(|entry| entry.unwrap().path())
-        .map(|path| if path.is_dir() { walk(&path) } else { 1 })
-        .sum()
+    entries.map(|entry| entry.unwrap().path()).map(|path| if path.is_dir() { walk(&path) } else { 1 }).sum()
 }
 
 #[tokio::test]
@@ -252,7 +254,12 @@ async fn a_clerk_uploads_a_photo_and_a_scan_sees_a_thumbnail_and_downloads_the_p
 
     // Two files in one upload: a phone photo with GPS in its EXIF and a PDF scan.
     let answer = node
-        .upload(&clerk, &case_id, &[("csrf", &csrf)], &[("files", "门口照片.jpg", GPS_JPEG), ("files", "身份证扫描.pdf", PDF)])
+        .upload(
+            &clerk,
+            &case_id,
+            &[("csrf", &csrf)],
+            &[("files", "门口照片.jpg", GPS_JPEG), ("files", "身份证扫描.pdf", PDF)],
+        )
         .await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
     assert!(answer.header(header::LOCATION).ends_with("?done=attach"));
@@ -291,14 +298,24 @@ async fn a_clerk_uploads_a_photo_and_a_scan_sees_a_thumbnail_and_downloads_the_p
     assert_eq!(file.status, StatusCode::OK, "{}", file.text());
     assert_eq!(file.header(header::CONTENT_TYPE), "image/jpeg");
     let disposition = file.header(header::CONTENT_DISPOSITION);
-    assert!(disposition.starts_with("attachment;") && disposition.contains("filename*=UTF-8''%E9%97%A8"), "{disposition}");
+    assert!(
+        disposition.starts_with("attachment;") && disposition.contains("filename*=UTF-8''%E9%97%A8"),
+        "{disposition}"
+    );
     assert!(GPS_JPEG.windows(4).any(|w| w == b"Exif"), "the original has EXIF");
     assert!(!contains(&file.body, b"Exif") && !contains(&file.body, b"GPS"), "no EXIF (GPS) in the download");
     assert_eq!(file.body, zhaowo_crdt::materials::clean(GPS_JPEG).unwrap().1);
     let view = node.store.case_view(&case_id).await.unwrap();
     assert_eq!(view.material(photo.id.as_str()).unwrap().views, 1);
     assert!(view.timeline.iter().any(|entry| entry.label == "查看材料" && entry.staff == "王敏(wangmin)"));
-    let pdf = send(node.desk, "POST", &format!("/desk/case/{case_id}/material/{}/download", scan.id.as_str()), &clerk, Some(urlencoded(&[("csrf", &csrf)]))).await;
+    let pdf = send(
+        node.desk,
+        "POST",
+        &format!("/desk/case/{case_id}/material/{}/download", scan.id.as_str()),
+        &clerk,
+        Some(urlencoded(&[("csrf", &csrf)])),
+    )
+    .await;
     assert_eq!((pdf.header(header::CONTENT_TYPE).as_str(), pdf.body.as_slice()), ("application/pdf", PDF));
     println!(
         "desk upload: photo {} B → {} B stored clean, thumbnail {} B; scan {} B; {} files on disk",
@@ -321,7 +338,10 @@ async fn refused_uploads_change_nothing_and_name_the_file_and_the_limit() {
     let exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xFF\xFF\x00\x00 This program cannot be run in DOS mode";
     let answer = node.upload(&clerk, &case_id, &[("csrf", &csrf)], &[("files", "发票.jpg", exe)]).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert!(answer.text().contains("「发票.jpg」未上传") && answer.text().contains("只接受 JPEG、PNG、WebP 图片和 PDF 文件"));
+    assert!(
+        answer.text().contains("「发票.jpg」未上传")
+            && answer.text().contains("只接受 JPEG、PNG、WebP 图片和 PDF 文件")
+    );
     assert_eq!(node.footprint(&case_id).await, before);
 
     // A file over the limit, named with the limit.
@@ -363,7 +383,14 @@ async fn refused_uploads_change_nothing_and_name_the_file_and_the_limit() {
     assert_eq!(node.footprint(&case_id).await, before);
     // Other routes keep the small default limit.
     let long = "很".repeat(30_000);
-    let answer = send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &clerk, Some(urlencoded(&[("csrf", &csrf), ("action", CommandKind::AddNote.code()), ("text", &long)]))).await;
+    let answer = send(
+        node.desk,
+        "POST",
+        &format!("/desk/case/{case_id}/act"),
+        &clerk,
+        Some(urlencoded(&[("csrf", &csrf), ("action", CommandKind::AddNote.code()), ("text", &long)])),
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -374,15 +401,30 @@ async fn a_citizen_attaches_photos_to_a_report_and_a_refused_photo_keeps_what_wa
     let page = send(node.public, "GET", "/r/BBC01", "", None).await.text();
     assert!(page.contains("accept=\"image/*\" multiple") && page.contains("src=\"/static/upload.js\""));
     let script = send(node.public, "GET", "/static/upload.js", "", None).await;
-    assert!(script.header(header::CONTENT_TYPE).starts_with("text/javascript") && script.text().contains("upload.onprogress"));
+    assert!(
+        script.header(header::CONTENT_TYPE).starts_with("text/javascript")
+            && script.text().contains("upload.onprogress")
+    );
 
     // A photo that is not one: the form again with every field as typed, nothing stored.
     let mut fields = vec![("csrf", csrf.as_str())];
     fields.extend_from_slice(REPORT);
-    let answer = send(node.public, "POST", "/r/BBC01", &cookie, Some(multipart(&fields, &[("photos", "路灯.jpg", b"MZ not a photo")]))).await;
+    let answer = send(
+        node.public,
+        "POST",
+        "/r/BBC01",
+        &cookie,
+        Some(multipart(&fields, &[("photos", "路灯.jpg", b"MZ not a photo")])),
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     let text = answer.text();
-    assert!(text.contains("照片「路灯.jpg」无法接收") && text.contains("value=\"小区门口路灯不亮\"") && text.contains("已经一周了"), "{text}");
+    assert!(
+        text.contains("照片「路灯.jpg」无法接收")
+            && text.contains("value=\"小区门口路灯不亮\"")
+            && text.contains("已经一周了"),
+        "{text}"
+    );
     assert_eq!(node.store.counts().await.unwrap().docs, 0);
     // Four photos: over the citizen limit.
     let four: Vec<(&str, &str, &[u8])> = (0..4).map(|_| ("photos", "p.png", PNG)).collect();
@@ -403,8 +445,7 @@ async fn a_citizen_attaches_photos_to_a_report_and_a_refused_photo_keeps_what_wa
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     assert!(answer.text().contains("已收到照片 2 张"));
     let reg_no = by_id(&answer.text(), "reg-no");
-    let case_id =
-        node.store.case_id_by_reg_no(&zhaowo_crdt::RegNo::parse(&reg_no).unwrap()).await.unwrap().unwrap();
+    let case_id = node.store.case_id_by_reg_no(&zhaowo_crdt::RegNo::parse(&reg_no).unwrap()).await.unwrap().unwrap();
     let view = node.store.case_view(&case_id).await.unwrap();
     let live: Vec<_> = view.live_materials().collect();
     assert_eq!(live.len(), 2);
@@ -434,20 +475,24 @@ async fn published_materials_show_on_the_lookup_and_in_open311_and_none_after_a_
 
     // Not published: nothing on the lookup, no media_url, the file's route says 404.
     assert!(!send(node.public, "GET", &lookup, "", None).await.text().contains("public-materials"));
-    let json: serde_json::Value = serde_json::from_slice(&send(node.public, "GET", &open311, "", None).await.body).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&send(node.public, "GET", &open311, "", None).await.body).unwrap();
     assert_eq!(json[0]["media_url"], serde_json::Value::Null);
     assert_eq!(send(node.public, "GET", &public_file, "", None).await.status, StatusCode::NOT_FOUND);
 
     // Published (公开) — the photo and the scan: the lookup shows both, media_url is the photo (the first image).
     for id in [photo, scan] {
-        let fields = [("csrf", csrf.as_str()), ("action", CommandKind::PublishMaterial.code()), ("choice", id), ("flag", "yes")];
-        let answer = send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &clerk, Some(urlencoded(&fields))).await;
+        let fields =
+            [("csrf", csrf.as_str()), ("action", CommandKind::PublishMaterial.code()), ("choice", id), ("flag", "yes")];
+        let answer =
+            send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &clerk, Some(urlencoded(&fields))).await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
     }
     let page = send(node.public, "GET", &lookup, "", None).await.text();
     assert!(page.contains(&format!("{public_file}/thumb")) && page.contains(&format!("/m/{case_id}/{scan}")), "{page}");
     assert!(!page.contains("现场.jpg"), "a published material shows no file name");
-    let json: serde_json::Value = serde_json::from_slice(&send(node.public, "GET", &open311, "", None).await.body).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&send(node.public, "GET", &open311, "", None).await.body).unwrap();
     assert_eq!(json[0]["media_url"], format!("http://{}{public_file}", node.public));
     let file = send(node.public, "GET", &public_file, "", None).await;
     assert_eq!((file.status, file.header(header::CONTENT_TYPE).as_str()), (StatusCode::OK, "image/jpeg"));
@@ -470,7 +515,8 @@ async fn published_materials_show_on_the_lookup_and_in_open311_and_none_after_a_
     let answer = send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &dc, Some(urlencoded(&fields))).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
     assert!(!send(node.public, "GET", &lookup, "", None).await.text().contains("public-materials"));
-    let json: serde_json::Value = serde_json::from_slice(&send(node.public, "GET", &open311, "", None).await.body).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&send(node.public, "GET", &open311, "", None).await.body).unwrap();
     assert_eq!(json[0]["media_url"], serde_json::Value::Null);
     assert_eq!(send(node.public, "GET", &public_file, "", None).await.status, StatusCode::NOT_FOUND);
     let page = send(node.desk, "GET", &format!("/desk/case/{case_id}"), &dc, None).await.text();

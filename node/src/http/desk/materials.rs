@@ -24,10 +24,10 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::Arc;
-use zhaowo_crdt::upload::{Part, UploadLimits};
 use zhaowo_crdt::limits::REASON_CHARS_MAX;
 use zhaowo_crdt::materials::{BlobRole, MaterialType, size_zh};
 use zhaowo_crdt::model::{CommandKind as K, Role};
+use zhaowo_crdt::upload::{Part, UploadLimits};
 use zhaowo_crdt::{CaseView, EventId};
 
 /// What this node holds of a case's materials: the key (without it nothing opens) and which files are here (the
@@ -199,7 +199,12 @@ pub(super) async fn thumbnail(
         );
     }
     let Some(thumb) = view.material(&material).and_then(|found| found.thumb.clone()) else {
-        return crate::http::page::error_page(StatusCode::NOT_FOUND, "材料不存在", "没有这份材料的预览。", Some((&back, "返回案件")));
+        return crate::http::page::error_page(
+            StatusCode::NOT_FOUND,
+            "材料不存在",
+            "没有这份材料的预览。",
+            Some((&back, "返回案件")),
+        );
     };
     let Some(blobs) = &app.blobs else { return unavailable(&back) };
     match crate::blobs::open_file(&app.store, blobs, &id, &thumb, BlobRole::Thumbnail).await {
