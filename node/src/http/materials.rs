@@ -251,7 +251,7 @@ mod tests {
     fn file_names_are_rfc_5987_encoded_with_an_ascii_fallback() {
         assert_eq!(
             content_disposition("attachment", "张三 身份证.jpg"),
-            "attachment; filename=\"___.jpg\"; filename*=UTF-8''%E5%BC%A0%E4%B8%89%20%E8%BA%AB%E4%BB%BD%E8%AF%81.jpg"
+            "attachment; filename=\"______.jpg\"; filename*=UTF-8''%E5%BC%A0%E4%B8%89%20%E8%BA%AB%E4%BB%BD%E8%AF%81.jpg"
         );
         assert_eq!(
             content_disposition("inline", "a\"b\r\n.pdf"),

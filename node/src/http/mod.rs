@@ -1,7 +1,7 @@
 //! The node's HTTP surfaces: the staff desk (登记簿, case pages, actions), the citizen pages (report, receipt, lookup),
 //! Open311 GeoReport v2 and `/metrics`.
 //!
-//! Server-rendered HTML (maud escapes every interpolation), no scripts at all: the pages work on a phone and a desktop
+//! Server-rendered HTML (maud escapes every interpolation), no script but the optional upload progress: the pages work on a phone and a desktop
 //! browser, and the Content-Security-Policy forbids scripts so an injected `<script>` could not run even if escaping
 //! failed. Two listeners: the desk (everything) on loopback, the citizen pages and Open311 on the hall LAN address.
 //!
@@ -283,7 +283,7 @@ fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App
     (one(options.clone()), one(options))
 }
 
-/// Security headers on every answer: no scripts, no framing, no sniffing, no referrer (a lookup URL holds a 查询码).
+/// Security headers on every answer: no inline or foreign scripts, no framing, no sniffing, no referrer (a lookup URL holds a 查询码).
 async fn security_headers(request: axum::extract::Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
