@@ -1,9 +1,9 @@
 //! The node's HTTP surfaces: the staff desk (登记簿, case pages, actions), the citizen pages (report, receipt, lookup),
 //! Open311 GeoReport v2 and `/metrics`.
 //!
-//! Server-rendered HTML (maud escapes every interpolation), no script but the optional upload progress: the pages work on a phone and a desktop
-//! browser, and the Content-Security-Policy forbids scripts so an injected `<script>` could not run even if escaping
-//! failed. Two listeners: the desk (everything) on loopback, the citizen pages and Open311 on the hall LAN address.
+//! Server-rendered HTML (maud escapes every interpolation), no script but the optional upload progress
+//! (`/static/upload.js`): the pages work on a phone and a desktop browser, and the Content-Security-Policy allows
+//! scripts from this origin only, never inline, so an injected `<script>` could not run even if escaping failed. Two listeners: the desk (everything) on loopback, the citizen pages and Open311 on the hall LAN address.
 //!
 //! Every handler turns bad input into a clear zh-CN page (or an Open311 error array) and stores nothing; limits are
 //! named in [`limits`] with their reasons.
