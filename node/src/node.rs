@@ -174,6 +174,7 @@ impl Node {
         let mut http_options = HttpOptions::recommended(desk_addr, public_url.clone());
         http_options.sync = Some(sync.status());
         http_options.live = Some(live.clone());
+        http_options.blobs = Some(home.blobs()?);
         let http = tokio::spawn(crate::http::serve_on(home.clone(), store.clone(), desk, public, http_options));
         Ok(Node {
             home,

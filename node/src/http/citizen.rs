@@ -5,6 +5,7 @@
 //! number and a wrong code get the same answer, so the lookup tells nothing about which cases exist.
 
 use super::guard::{self, Bucket};
+use super::limits::CITIZEN_PHOTOS_MAX;
 use super::page::{self, Frame, error_page, layout, respond};
 use super::{App, CitizenRouting};
 use axum::Router;
@@ -32,6 +33,8 @@ use zhaowo_crdt::{Author, CaseDoc, CaseView, Command, Ctx, QueryCode, RegNo, Reg
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/", get(index))
+        // A report with photos is read within `CITIZEN_UPLOAD_BODY_BYTES_MAX` by `read_report` itself; one without
+        // (url-encoded) keeps the default `BODY_BYTES_MAX` of `DefaultBodyLimit`.
         .route("/r/{window}", get(report_form).post(report_submit))
         .route("/q", get(lookup))
         .route("/q/rate", axum::routing::post(rate_submit))
@@ -205,7 +208,7 @@ fn report_page(app: &App, window: &str, form: &ReportForm, errors: &[String], cs
                 ul { @for error in errors { li { (error) } } }
             }
         }
-        form.card method="post" action={ "/r/" (window) } {
+        form.card method="post" action={ "/r/" (window) } enctype="multipart/form-data" data-progress {
             input type="hidden" name="csrf" value=(csrf);
             label for="nature" { "诉求性质" }
             select id="nature" name="nature" {
@@ -242,9 +245,17 @@ fn report_page(app: &App, window: &str, form: &ReportForm, errors: &[String], cs
                 " "
                 label.inline for="publish" { "我同意在公开的诉求列表中展示本诉求的摘要和办理进度（不含姓名、电话）" }
             }
+            label for="photos" { "照片（选填，最多 " (CITIZEN_PHOTOS_MAX) " 张）" }
+            input type="file" id="photos" name="photos" accept="image/*" multiple data-max-files=(CITIZEN_PHOTOS_MAX);
+            p.hint {
+                "可拍照或从相册选择，每张不超过 " (zhaowo_crdt::materials::MATERIAL_BYTES_MAX / (1024 * 1024)) " MB；"
+                "照片中的位置等信息会被去除，照片仅工作人员可见。"
+            }
             p.hint { "您的姓名和电话仅用于办理和回访，不会公开显示。" }
-            button type="submit" { "提交" }
+            progress hidden max="100" value="0" {} " " span.progress-text.hint role="status" {}
+            button type="submit" id="do-report" { "提交" }
         }
+        script src="/static/upload.js" defer {}
         p { a href="/q" { "已有回执？查询办理进度" } }
     };
     layout("反映问题", Frame::Citizen, body)
@@ -300,6 +311,26 @@ pub async fn register_report(
     scanned_window: &str,
     report: CheckedReport,
 ) -> Result<(RegNo, QueryCode, String), ReportError> {
+    let (reg_no, code, case_id, _) = register_report_with_photos(app, scanned_window, report, Vec::new()).await?;
+    Ok((reg_no, code, case_id))
+}
+
+/// A photo a citizen attached to a report (checked by `materials::clean` before the case was registered).
+#[derive(Debug)]
+pub struct Photo {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// [`register_report`] with photos: each is attached right after the registration, by the citizen (role 群众, the
+/// case still 提交, where the permission table lets a citizen add materials), before the routing table dispatches it.
+/// Returns the sentences for the photos that could not be stored after all (the case is registered regardless).
+pub async fn register_report_with_photos(
+    app: &App,
+    scanned_window: &str,
+    report: CheckedReport,
+    photos: Vec<Photo>,
+) -> Result<(RegNo, QueryCode, String, Vec<String>), ReportError> {
     let home = &app.home;
     let hall = app.hall().map_err(|error| ReportError::Store(error.to_string()))?;
     let entropy = || crate::home::entropy().map_err(|error| ReportError::Entropy(error.to_string()));
@@ -347,8 +378,31 @@ pub async fn register_report(
     };
     let (ack, reg_no) = (registered.ack, registered.reg_no);
     app.counters.citizen_reports.fetch_add(1, Ordering::Relaxed);
+    let mut photo_refusals = Vec::new();
+    let shared_hall = std::sync::Arc::new(hall.clone());
+    for (index, photo) in photos.into_iter().enumerate() {
+        let label = super::materials::file_label(&photo.name, index);
+        let attached = match citizen_ctx(app) {
+            Ok(ctx) => super::materials::attach_file(
+                app,
+                &ack.case_id,
+                ctx,
+                shared_hall.clone(),
+                photo.name,
+                photo.bytes,
+                false,
+            )
+            .await
+            .map_err(|error| error.zh()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(reason) = attached {
+            tracing::warn!(case_id = ack.case_id, "a citizen's photo was not stored after the registration");
+            photo_refusals.push(format!("照片{label}未能保存：{reason}"));
+        }
+    }
     route_report(app, &ack.case_id, &hall).await;
-    Ok((reg_no, code, ack.case_id))
+    Ok((reg_no, code, ack.case_id, photo_refusals))
 }
 
 /// 受理 (and 派单 by the routing table) of a fresh citizen report, by the node. The report is stored already; a
@@ -388,21 +442,109 @@ async fn route_report(app: &App, case_id: &str, hall: &zhaowo_crdt::Hall) {
     }
 }
 
+/// The fields of a report sent as `multipart/form-data` (the form with its photo input), each text field at most
+/// once, and its photos (file parts named `photos`). `None`: a field twice, a file in a text field, or a field not
+/// UTF-8 (a crafted body).
+fn report_of_parts(parts: Vec<zhaowo_crdt::upload::Part>) -> Option<(ReportForm, Vec<Photo>)> {
+    let mut form = ReportForm::default();
+    let mut photos = Vec::new();
+    let mut seen = BTreeSet::new();
+    for part in parts {
+        if part.is_file() {
+            if part.name != "photos" {
+                return None;
+            }
+            photos.push(Photo { name: part.file_name.unwrap_or_default(), bytes: part.data });
+            continue;
+        }
+        if !seen.insert(part.name.clone()) {
+            return None;
+        }
+        let value = part.text()?.to_owned();
+        match part.name.as_str() {
+            "csrf" => form.csrf = value,
+            "nature" => form.nature = value,
+            "category" => form.category = value,
+            "summary" => form.summary = value,
+            "detail" => form.detail = value,
+            "name" => form.name = value,
+            "phone" => form.phone = value,
+            "consent" => form.consent = Some(value),
+            "publish" => form.publish = Some(value),
+            "sms" => form.sms = Some(value),
+            _ => {}
+        }
+    }
+    Some((form, photos))
+}
+
+/// A report body: the url-encoded form (no photos; `StrictForm`, within `BODY_BYTES_MAX`) or the multipart form
+/// with photos (within `CITIZEN_UPLOAD_BODY_BYTES_MAX`, parsed by `crdt::upload` with the citizen limits).
+async fn read_report(
+    app: &App,
+    request: axum::extract::Request,
+    back: &str,
+) -> Result<(ReportForm, Vec<Photo>), Response> {
+    let content_type = super::materials::content_type(request.headers());
+    if !content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
+        return match StrictForm::<ReportForm>::from_request(request, app).await {
+            Ok(StrictForm(form)) => Ok((form, Vec::new())),
+            Err(rejection) => Err(body_rejection(app, &rejection, back)),
+        };
+    }
+    let body = super::materials::read_upload(request, super::limits::CITIZEN_UPLOAD_BODY_BYTES_MAX)
+        .await
+        .map_err(|refusal| super::materials::upload_read_refused(app, &refusal, back))?;
+    use zhaowo_crdt::upload::UploadError as E;
+    let refused = |too_large: bool, message: String| {
+        app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        let (status, title) = if too_large {
+            (StatusCode::PAYLOAD_TOO_LARGE, "提交内容过长")
+        } else {
+            (StatusCode::BAD_REQUEST, "提交内容无法识别")
+        };
+        error_page(status, title, &message, Some((back, "返回重新填写")))
+    };
+    let parts = zhaowo_crdt::upload::parse(&content_type, &body, &zhaowo_crdt::upload::UploadLimits::citizen())
+        .map_err(|error| {
+            let too_large = matches!(error, E::FieldTooLarge { .. } | E::FileTooLarge { .. } | E::BodyTooLarge { .. });
+            refused(too_large, error.zh())
+        })?;
+    report_of_parts(parts).ok_or_else(|| refused(false, "表单内容重复或格式不正确，请返回重新填写。".to_owned()))
+}
+
+/// Checks each photo as `blobs::attach` will (`materials::clean`, off the async workers) before anything is stored:
+/// the sentences naming the refused ones.
+async fn check_photos(photos: Vec<Photo>) -> (Vec<Photo>, Vec<String>) {
+    tokio::task::spawn_blocking(move || {
+        let mut refusals = Vec::new();
+        for (index, photo) in photos.iter().enumerate() {
+            if let Err(error) = zhaowo_crdt::materials::clean(&photo.bytes) {
+                let label = super::materials::file_label(&photo.name, index);
+                refusals.push(format!("照片{label}无法接收：{}请重新选择照片。", error.zh()));
+            }
+        }
+        (photos, refusals)
+    })
+    .await
+    .unwrap_or_else(|_| (Vec::new(), vec!["照片检查失败，请重新选择照片。".to_owned()]))
+}
+
 async fn report_submit(
     State(app): State<App>,
     Path(window): Path<String>,
     ClientIp(client): ClientIp,
     headers: HeaderMap,
-    form: Result<StrictForm<ReportForm>, BodyRejection>,
+    request: axum::extract::Request,
 ) -> Response {
     let back = format!("/r/{window}");
     let hall = match app.hall() {
         Ok(hall) if hall.windows.contains_key(&window) => hall,
         _ => return unknown_window(&window),
     };
-    let StrictForm(form) = match form {
-        Ok(form) => form,
-        Err(rejection) => return body_rejection(&app, &rejection, &back),
+    let (form, photos) = match read_report(&app, request, &back).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     if !guard::cookie_csrf_ok(&app, &headers, &form.csrf) {
         return error_page(
@@ -422,8 +564,19 @@ async fn report_submit(
             return respond(StatusCode::BAD_REQUEST, report_page(&app, &window, &form, &errors, &form.csrf));
         }
     };
-    match register_report(&app, &window, report).await {
-        Ok((reg_no, code, _)) => receipt(&app, &reg_no, &code),
+    // A refused photo refuses the report with every typed field kept (the citizen is still at the form with the
+    // phone in hand and picks another photo in seconds; once registered, the case is dispatched at once and a photo
+    // could only be brought to a window). See ARCHITECTURE.md, *Materials on the web*.
+    let (photos, photo_errors) = check_photos(photos).await;
+    if !photo_errors.is_empty() {
+        app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return respond(StatusCode::BAD_REQUEST, report_page(&app, &window, &form, &photo_errors, &form.csrf));
+    }
+    let photo_count = photos.len();
+    match register_report_with_photos(&app, &window, report, photos).await {
+        Ok((reg_no, code, _, photo_refusals)) => {
+            receipt(&app, &reg_no, &code, photo_count - photo_refusals.len(), &photo_refusals)
+        }
         Err(ReportError::Command(error)) => {
             app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             let errors = vec![format!("提交内容不符合要求：{}", page::command_error_zh(&error))];
@@ -446,11 +599,17 @@ pub(crate) fn lookup_link(app: &App, reg_no: &RegNo, code: &QueryCode) -> String
     format!("{}/q?no={reg_no}&code={}", app.options.public_base_url, code.as_str())
 }
 
-fn receipt(app: &App, reg_no: &RegNo, code: &QueryCode) -> Response {
+fn receipt(app: &App, reg_no: &RegNo, code: &QueryCode, photos: usize, photo_refusals: &[String]) -> Response {
     let link = lookup_link(app, reg_no, code);
     let body = html! {
         h1 { "提交成功" }
-        div.ok role="status" { "您的诉求已登记，我们会尽快办理并答复。" }
+        div.ok role="status" { "您的诉求已登记，我们会尽快办理并答复。" @if photos > 0 { span id="photos-stored" { "已收到照片 " (photos) " 张。" } } }
+        @if !photo_refusals.is_empty() {
+            div.error role="alert" id="photo-refusals" {
+                @for refusal in photo_refusals { p { (refusal) } }
+                p { "诉求已登记；未保存的照片请到窗口补交。" }
+            }
+        }
         div.card {
             dl {
                 dt { "登记编号" } dd.big id="reg-no" { (reg_no) }
@@ -613,6 +772,20 @@ fn progress_page(app: &App, full: &CaseView, code: &str, csrf: &str, message: Op
                 strong { "请补充材料" }
                 p { (waiting) }
                 p.hint { "补充材料期间，办理时限暂停计时；请携带材料到窗口或按工作人员的联系方式提交。" }
+            }
+        }
+        @if !view.materials.is_empty() {
+            h2 { "公开材料" }
+            div.card.photos id="public-materials" {
+                @for material in &view.materials {
+                    @let link = format!("/m/{}/{}", view.case_id.as_str(), material.id.as_str());
+                    p {
+                        a href=(link) {
+                            @if material.has_thumb { img.thumb src={ (link) "/thumb" } alt={ "公开材料（" (material.media.zh()) "）" }; }
+                            @else { (material.media.zh()) }
+                        }
+                    }
+                }
             }
         }
         h2 { "答复" }

@@ -1,9 +1,9 @@
 //! The node's HTTP surfaces: the staff desk (登记簿, case pages, actions), the citizen pages (report, receipt, lookup),
 //! Open311 GeoReport v2 and `/metrics`.
 //!
-//! Server-rendered HTML (maud escapes every interpolation), no scripts at all: the pages work on a phone and a desktop
-//! browser, and the Content-Security-Policy forbids scripts so an injected `<script>` could not run even if escaping
-//! failed. Two listeners: the desk (everything) on loopback, the citizen pages and Open311 on the hall LAN address.
+//! Server-rendered HTML (maud escapes every interpolation), no script but the optional upload progress
+//! (`/static/upload.js`): the pages work on a phone and a desktop browser, and the Content-Security-Policy allows
+//! scripts from this origin only, never inline, so an injected `<script>` could not run even if escaping failed. Two listeners: the desk (everything) on loopback, the citizen pages and Open311 on the hall LAN address.
 //!
 //! Every handler turns bad input into a clear zh-CN page (or an Open311 error array) and stores nothing; limits are
 //! named in [`limits`] with their reasons.
@@ -22,6 +22,7 @@ mod conn;
 mod desk;
 mod guard;
 mod hall_page;
+mod materials;
 mod metrics;
 mod open311;
 mod page;
@@ -87,6 +88,23 @@ pub mod limits {
     pub const REGISTER_ROWS_PER_PAGE: usize = 50;
     /// Rows of an Open311 `requests.json` answer (the spec suggests at most 1,000; a hall has ~154 cases a year).
     pub const OPEN311_REQUESTS_MAX: usize = 200;
+    /// Files in one desk upload: the upload parser's desk limit (a clerk scans a citizen's papers in one go).
+    pub const DESK_UPLOAD_FILES_MAX: usize = zhaowo_crdt::upload::UPLOAD_FILES_MAX;
+    /// The body of one desk upload: files max × `MATERIAL_BYTES_MAX` + the parser's slack for part headers and
+    /// fields. Only the upload route takes it; every other route keeps `BODY_BYTES_MAX`.
+    pub const DESK_UPLOAD_BODY_BYTES_MAX: usize = zhaowo_crdt::upload::UploadLimits::desk().body_bytes_max;
+    /// Photos on one citizen report: the parser's citizen limit (a photo or two of the problem and a document).
+    pub const CITIZEN_PHOTOS_MAX: usize = zhaowo_crdt::upload::UPLOAD_CITIZEN_FILES_MAX;
+    /// The body of a citizen report with photos: photos max × `MATERIAL_BYTES_MAX` + the parser's slack. A report
+    /// without photos (a url-encoded body) is still held to `BODY_BYTES_MAX`.
+    pub const CITIZEN_UPLOAD_BODY_BYTES_MAX: usize = zhaowo_crdt::upload::UploadLimits::citizen().body_bytes_max;
+    /// Time to receive an upload's body: 31 MiB of photos at 256 KiB/s (a phone on busy hall Wi-Fi) is two minutes;
+    /// a connection on which nothing moves is closed sooner by `IDLE_TIMEOUT_MS`.
+    pub const UPLOAD_READ_TIMEOUT_MS: u64 = 180_000;
+    const _: () = assert!(
+        DESK_UPLOAD_BODY_BYTES_MAX >= DESK_UPLOAD_FILES_MAX * zhaowo_crdt::materials::MATERIAL_BYTES_MAX
+            && CITIZEN_UPLOAD_BODY_BYTES_MAX >= CITIZEN_PHOTOS_MAX * zhaowo_crdt::materials::MATERIAL_BYTES_MAX
+    );
     const _: () = assert!(BODY_BYTES_MAX >= 4 * 4_000 * 3);
     const _: () = assert!(PASSWORD_CHARS_MIN < PASSWORD_CHARS_MAX);
     const _: () = assert!(HEADER_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS && BODY_READ_TIMEOUT_MS < IDLE_TIMEOUT_MS);
@@ -132,6 +150,9 @@ pub struct HttpOptions {
     pub sync: Option<crate::sync::SyncStatus>,
     /// The node's live hall document and roster (sign-in reads accounts from it; `None`: the startup snapshot).
     pub live: Option<crate::live::Live>,
+    /// The node's material files (issue 16; `Node::spawn` passes `Home::blobs()`). `None`: the routers open the
+    /// data directory's own (`Home::blobs`), so routers built by tests and tools serve materials too.
+    pub blobs: Option<crate::blobs::BlobStore>,
 }
 
 impl HttpOptions {
@@ -158,6 +179,7 @@ impl HttpOptions {
             citizen_routing: CitizenRouting::Dispatch,
             sync: None,
             live: None,
+            blobs: None,
         }
     }
 }
@@ -199,6 +221,9 @@ pub(crate) struct AppState {
     /// Failed sign-ins per account, whatever address they come from.
     pub lockout: Arc<guard::AccountLockout>,
     pub counters: Arc<Counters>,
+    /// The node's material files; `None` only when the data directory's `materials/` could not be opened (the
+    /// material routes then answer that the files are unavailable, everything else works).
+    pub blobs: Option<crate::blobs::BlobStore>,
 }
 
 pub(crate) type App = Arc<AppState>;
@@ -236,6 +261,13 @@ fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App
     let sessions = Arc::new(guard::Sessions::new(options.session_ms));
     let lockout = Arc::new(guard::AccountLockout::default());
     let counters = Arc::new(Counters::default());
+    let blobs = options.blobs.clone().or_else(|| match home.blobs() {
+        Ok(blobs) => Some(blobs),
+        Err(error) => {
+            tracing::error!(%error, "the material files cannot be opened; materials are unavailable");
+            None
+        }
+    });
     let one = |options: HttpOptions| {
         Arc::new(AppState {
             limiter: guard::RateLimiter::new(&options),
@@ -245,12 +277,13 @@ fn states(home: Arc<Home>, store: Arc<Store>, options: HttpOptions) -> (App, App
             sessions: sessions.clone(),
             lockout: lockout.clone(),
             counters: counters.clone(),
+            blobs: blobs.clone(),
         })
     };
     (one(options.clone()), one(options))
 }
 
-/// Security headers on every answer: no scripts, no framing, no sniffing, no referrer (a lookup URL holds a 查询码).
+/// Security headers on every answer: no inline or foreign scripts, no framing, no sniffing, no referrer (a lookup URL holds a 查询码).
 async fn security_headers(request: axum::extract::Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -260,8 +293,8 @@ async fn security_headers(request: axum::extract::Request, next: Next) -> Respon
     set(
         headers,
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
@@ -285,7 +318,7 @@ fn finish(router: Router<App>, app: App) -> Router {
 
 /// The citizen listener's routes: report, receipt, lookup and Open311 (no desk, no metrics).
 fn public_routes() -> Router<App> {
-    citizen::routes().merge(open311::routes())
+    citizen::routes().merge(open311::routes()).merge(materials::routes())
 }
 
 /// Every route: the desk, `/metrics`, and the citizen pages and Open311 (so a clerk can show them on the window PC).

@@ -141,8 +141,14 @@ async fn post_request(
 }
 
 /// One request as Open311 shows it, from the public view only.
-fn request_json(view: &CaseView, hall: &Hall) -> Value {
+fn request_json(app: &App, view: &CaseView, hall: &Hall) -> Value {
     let public = view.public();
+    // The first published image (issue 16 §4): a PDF is no `media_url` (Open311 clients show it as a picture).
+    let media_url = public
+        .materials
+        .iter()
+        .find(|material| material.media != zhaowo_crdt::materials::MaterialType::Pdf)
+        .map(|material| super::materials::public_url(app, view.case_id.as_str(), &material.id));
     let service_name = hall.categories.get(&public.category).map_or(public.category.clone(), |c| c.name.clone());
     let agency = public.lead_unit.as_ref().map(|unit| hall.units.get(unit).map_or(unit.clone(), |u| u.name.clone()));
     json!({
@@ -162,7 +168,7 @@ fn request_json(view: &CaseView, hall: &Hall) -> Value {
         "zipcode": Value::Null,
         "lat": Value::Null,
         "long": Value::Null,
-        "media_url": Value::Null,
+        "media_url": media_url,
     })
 }
 
@@ -207,7 +213,7 @@ async fn requests(
         let mut list = Vec::new();
         for id in ids {
             match view_of_reg_no(&app, id).await {
-                Ok(Some(view)) if view.open311_public() => list.push(request_json(&view, &hall)),
+                Ok(Some(view)) if view.open311_public() => list.push(request_json(&app, &view, &hall)),
                 Ok(_) => {}
                 Err(response) => return response,
             }
@@ -260,7 +266,7 @@ async fn requests(
             break;
         }
         match app.store.case_view(&row.case_id).await {
-            Ok(view) if view.open311_public() => list.push(request_json(&view, &hall)),
+            Ok(view) if view.open311_public() => list.push(request_json(&app, &view, &hall)),
             _ => continue,
         }
     }
@@ -273,7 +279,9 @@ async fn request(State(app): State<App>, Path(file): Path<String>) -> Response {
         Err(response) => return response,
     };
     match view_of_reg_no(&app, id).await {
-        Ok(Some(view)) if view.open311_public() => Json(json!([request_json(&view, &hall(&app))])).into_response(),
+        Ok(Some(view)) if view.open311_public() => {
+            Json(json!([request_json(&app, &view, &hall(&app))])).into_response()
+        }
         // A case that is not public answers as if it did not exist: a 403 would confirm the number.
         Ok(_) => error(StatusCode::NOT_FOUND, "service_request_id 不存在"),
         Err(response) => response,

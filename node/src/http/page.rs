@@ -65,6 +65,11 @@ body.large .card{border:2px solid #000}
 body.large header{background:#8a1c15}
 @media print{header,form,.noprint{display:none}body{background:#fff}.card{border:0;break-inside:avoid}.printonly{display:block}}
 .printonly{display:none}
+img.thumb{max-width:120px;height:auto;border:1px solid #d8dce1;border-radius:4px;background:#fff}
+.photos img.thumb{max-width:100%}
+progress{width:100%;height:1.2rem}
+input[type=file]{width:100%;padding:.5rem 0;font-size:1rem}
+body.large input[type=file]{font-size:1.15rem;min-height:52px}
 "#;
 
 /// The cookie that remembers the large-text mode (适老化) on a device: a preference, not a secret.

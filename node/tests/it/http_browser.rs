@@ -368,6 +368,19 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         })
     };
 
+    // Issue 16: a phone photo (with GPS in its EXIF) the citizen attaches through the file input.
+    let photo = dir.path().join("门口照片.jpg");
+    std::fs::write(&photo, include_bytes!("../../../crdt/fuzz/seeds/material_file/gps-photo.jpg")).unwrap();
+    let store_for_materials = store.clone();
+    let citizen_materials = move |reg_no: String| {
+        let store = store_for_materials.clone();
+        tokio::runtime::Handle::current().block_on(async move {
+            let reg_no = zhaowo_crdt::RegNo::parse(&reg_no).unwrap();
+            let case_id = store.case_id_by_reg_no(&reg_no).await.unwrap().unwrap();
+            let view = store.case_view(&case_id).await.unwrap();
+            view.live_materials().filter(|m| m.added_role == Role::Citizen).count()
+        })
+    };
     let report = tokio::task::spawn_blocking(move || {
         let mut browser = Browser::start(shots);
         let mut seen = Vec::new();
@@ -383,17 +396,20 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         browser.type_into("#name", "李建国");
         browser.type_into("#phone", "13812345678");
         browser.click("#consent");
+        browser.type_into("#photos", photo.to_str().unwrap());
         browser.screenshot("citizen-report-form");
+        // Sent by upload.js over XHR (with its progress bar), the receipt then replaces the page.
         browser.click("button[type=submit]");
         let receipt = browser.wait_for("main", "提交成功");
-        assert!(receipt.contains("提交成功"), "{receipt}");
+        assert!(receipt.contains("提交成功") && receipt.contains("已收到照片 1 张"), "{receipt}");
         let reg_no = browser.text("#reg-no");
         let code = browser.text("#query-code");
         assert!(reg_no.starts_with("BBC01-") && code.len() == 8, "{reg_no} {code}");
         browser.find(".qr svg");
         browser.screenshot("citizen-receipt");
-        seen.push(format!("receipt {reg_no}"));
+        seen.push(format!("receipt {reg_no} with a photo"));
         assert_eq!(count(), 1);
+        assert_eq!(citizen_materials(reg_no.clone()), 1, "the photo is on the case, added by the citizen");
 
         // 2. Script injection in every field renders inert.
         browser.go(&format!("{base}/r/BBC01"));
@@ -451,6 +467,11 @@ async fn t6_citizen_report_clerk_reply_citizen_lookup_in_chromium() {
         let case_text = browser.wait_for("main", "路由表建议");
         assert!(case_text.contains("路由表建议：不动产登记中心"), "{case_text}");
         assert!(case_text.contains("李*") && case_text.contains("138****5678") && !case_text.contains("13812345678"));
+        // The citizen's photo is listed on the other node's desk (its file travels with the transfer of issue 16 §3:
+        // until it arrived, the page says so with a retry link).
+        let materials = browser.text("#material-list");
+        assert!(materials.contains("门口照片.jpg") && materials.contains("群众"), "{materials}");
+        assert!(materials.contains("该材料尚未同步到本机") || materials.contains("下载"), "{materials}");
         browser.click("#do-dispatch");
         assert!(browser.wait_for("main", "已派单").contains("已派单"));
         let reply = "已联系不动产登记中心，测绘队本周上门勘查。";

@@ -7,6 +7,7 @@ mod hall_sync;
 mod http;
 mod http_browser;
 mod http_edges;
+mod http_materials;
 mod materials;
 mod outbox;
 mod store;

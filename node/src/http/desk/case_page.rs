@@ -167,6 +167,8 @@ struct Related {
     sms: Vec<crate::store::OutboxRow>,
     /// The canned reply picked for the reply boxes (`?canned=N`, an index into the hall's canned replies).
     canned: Option<usize>,
+    /// What this node holds of the case's materials (key, files).
+    materials: super::materials::MaterialsHere,
 }
 
 /// A case id with its 登记编号 (the id itself while that case has not reached this node).
@@ -184,6 +186,7 @@ async fn related(app: &App, view: &CaseView) -> Related {
         related.duplicates.push(linked(app, duplicate).await);
     }
     related.sms = app.store.outbox_for_case(view.case_id.as_str()).await.unwrap_or_default();
+    related.materials = super::materials::materials_here(app, view).await;
     related
 }
 
@@ -611,6 +614,7 @@ fn case_body(
                 }
             }
         }
+        (super::materials::material_section(session, view, &related.materials))
         h2 { "对外答复" }
         @if view.public_replies.is_empty() { p.hint { "暂无" } }
         ul { @for r in &view.public_replies { li { span.hint { (minute(r.at_ms)) } " " (r.text) } } }

@@ -14,6 +14,7 @@
 mod actions;
 mod book;
 mod case_page;
+mod materials;
 mod new_case;
 mod reports;
 
@@ -47,6 +48,11 @@ pub fn routes() -> Router<App> {
         .route("/desk/new", get(new_form).post(new_submit))
         .route("/desk/case/{id}", get(case_page))
         .route("/desk/case/{id}/act", post(case_action))
+        .route("/desk/case/{id}/material/{material}/thumb", get(materials::thumbnail))
+        // Read within `DESK_UPLOAD_BODY_BYTES_MAX` by the handler itself (`read_upload`); every other route keeps the
+        // default `BODY_BYTES_MAX`.
+        .route("/desk/case/{id}/materials", post(materials::upload))
+        .route("/desk/case/{id}/material/{material}/download", post(materials::download))
         .route("/desk/overdue", get(overdue))
         .route("/desk/stats", get(stats))
         .route("/desk/report", get(reports::report_page))
@@ -82,7 +88,7 @@ pub(super) fn desk_page(session: &Session, status: StatusCode, title: &str, body
     respond(status, layout(title, frame(session), body))
 }
 
-fn hall(app: &App) -> zhaowo_crdt::Hall {
+pub(super) fn hall(app: &App) -> zhaowo_crdt::Hall {
     app.hall().expect(crate::home::SERVED_HALL)
 }
 

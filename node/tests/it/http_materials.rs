@@ -1,0 +1,524 @@
+//! Materials on the web (issue 16 §4) over real sockets to a served node: the desk's multipart upload (several files,
+//! GPS EXIF gone, thumbnails served to staff only, downloads recorded as 查看材料), refusals that change nothing,
+//! citizen photos on the report form, and published materials on the lookup and as Open311 `media_url` (none after a
+//! purge).
+
+use axum::http::{HeaderMap, StatusCode, header};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use zhaowo_crdt::materials::{MATERIAL_BYTES_MAX, MaterialType};
+use zhaowo_crdt::model::{CommandKind, Role};
+use zhaowo_node::http::HttpOptions;
+use zhaowo_node::store::Store;
+
+const GPS_JPEG: &[u8] = include_bytes!("../../../crdt/fuzz/seeds/material_file/gps-photo.jpg");
+const PNG: &[u8] = include_bytes!("../../../crdt/fuzz/seeds/material_file/text.png");
+const PDF: &[u8] = include_bytes!("../../../crdt/fuzz/seeds/material_file/scan.pdf");
+const PASSWORD: &str = crate::http::PASSWORD;
+
+struct Served {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    desk: SocketAddr,
+    public: SocketAddr,
+    materials_dir: std::path::PathBuf,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: header::HeaderName) -> String {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    }
+    fn cookie(&self, prefix: &str) -> String {
+        let all = self.headers.get_all(header::SET_COOKIE);
+        let found = all.iter().map(|v| v.to_str().unwrap()).find(|c| c.starts_with(prefix)).expect("cookie");
+        found.split(';').next().unwrap().to_owned()
+    }
+}
+
+async fn served() -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Arc::new(crate::http::home_in(dir.path()));
+    let store = Arc::new(home.open_store().unwrap());
+    let desk_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (desk, public) = (desk_listener.local_addr().unwrap(), public_listener.local_addr().unwrap());
+    let mut http = HttpOptions::recommended(desk, format!("http://{public}"));
+    http.blobs = Some(home.blobs().unwrap());
+    let materials_dir = dir.path().join(zhaowo_node::blobs::MATERIALS_DIR);
+    tokio::spawn(zhaowo_node::http::serve_on(home, store.clone(), desk_listener, public_listener, http));
+    Served { _dir: dir, store, desk, public, materials_dir }
+}
+
+/// One HTTP/1.1 request over a fresh connection, body as bytes both ways.
+async fn send(addr: SocketAddr, method: &str, path: &str, cookie: &str, body: Option<(String, Vec<u8>)>) -> Answer {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
+    if !cookie.is_empty() {
+        request.extend_from_slice(format!("Cookie: {cookie}\r\n").as_bytes());
+    }
+    if let Some((content_type, body)) = &body {
+        request.extend_from_slice(
+            format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len()).as_bytes(),
+        );
+    }
+    request.extend_from_slice(b"\r\n");
+    if let Some((_, body)) = body {
+        request.extend_from_slice(&body);
+    }
+    let raw = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        // The server may answer (413) before reading the whole body: a failed write is fine, the answer is read.
+        let _ = stream.write_all(&request);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse::<u16>().unwrap();
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        headers.append(
+            header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            header::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    let mut rest = &raw[split + 4..];
+    let body = if headers.get(header::TRANSFER_ENCODING).is_some_and(|v| v == "chunked") {
+        let mut body = Vec::new();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                break body;
+            }
+            body.extend_from_slice(&rest[end + 2..end + 2 + size]);
+            rest = &rest[end + 2 + size + 2..];
+        }
+    } else {
+        rest.to_vec()
+    };
+    Answer { status: StatusCode::from_u16(status).unwrap(), headers, body }
+}
+
+fn urlencoded(fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let body = fields.iter().map(|(k, v)| format!("{}={}", percent(k), percent(v))).collect::<Vec<_>>().join("&");
+    ("application/x-www-form-urlencoded".to_owned(), body.into_bytes())
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A `multipart/form-data` body as a browser writes it.
+fn multipart(fields: &[(&str, &str)], files: &[(&str, &str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "----zhaowoTestBoundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    for (name, file_name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no hidden {name}")) + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+fn by_id(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no #{id}")) + marker.len();
+    let start = start + html[start..].find('>').unwrap() + 1;
+    html[start..start + html[start..].find('<').unwrap()].to_owned()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+const REPORT: &[(&str, &str)] = &[
+    ("nature", "QZ"),
+    ("category", "BDC"),
+    ("summary", "小区门口路灯不亮"),
+    ("detail", "晚上路过很黑，已经一周了。"),
+    ("name", "李建国"),
+    ("phone", "13812345678"),
+    ("consent", "yes"),
+    ("publish", "yes"),
+];
+
+impl Served {
+    /// The report form's CSRF cookie and token.
+    async fn citizen_csrf(&self) -> (String, String) {
+        let form = send(self.public, "GET", "/r/BBC01", "", None).await;
+        (form.cookie("zw_csrf="), hidden(&form.text(), "csrf"))
+    }
+
+    /// A citizen report (url-encoded, no photos): (case id, 登记编号, 查询码).
+    async fn report(&self) -> (String, String, String) {
+        let (cookie, csrf) = self.citizen_csrf().await;
+        let mut fields = vec![("csrf", csrf.as_str())];
+        fields.extend_from_slice(REPORT);
+        let receipt = send(self.public, "POST", "/r/BBC01", &cookie, Some(urlencoded(&fields))).await;
+        assert_eq!(receipt.status, StatusCode::OK, "{}", receipt.text());
+        let (reg_no, code) = (by_id(&receipt.text(), "reg-no"), by_id(&receipt.text(), "query-code"));
+        let case_id = self
+            .store
+            .case_id_by_reg_no(&zhaowo_crdt::RegNo::parse(&reg_no).unwrap())
+            .await
+            .unwrap()
+            .expect("the case is stored");
+        (case_id, reg_no, code)
+    }
+
+    /// Signs in: (session cookie, the session's CSRF token).
+    async fn sign_in(&self, username: &str) -> (String, String) {
+        let form = send(self.desk, "GET", "/desk/login", "", None).await;
+        let cookie = form.cookie("zw_csrf=");
+        let fields =
+            [("csrf", hidden(&form.text(), "csrf")), ("username", username.into()), ("password", PASSWORD.into())];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let answer = send(self.desk, "POST", "/desk/login", &cookie, Some(urlencoded(&fields))).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+        let session = answer.cookie("zw_session=");
+        let book = send(self.desk, "GET", "/desk", &session, None).await;
+        (session.clone(), hidden(&book.text(), "csrf"))
+    }
+
+    async fn upload(
+        &self,
+        session: &str,
+        case_id: &str,
+        fields: &[(&str, &str)],
+        files: &[(&str, &str, &[u8])],
+    ) -> Answer {
+        let path = format!("/desk/case/{case_id}/materials");
+        send(self.desk, "POST", &path, session, Some(multipart(fields, files))).await
+    }
+
+    /// What a refusal must leave as it was: the case's events and the files on disk.
+    async fn footprint(&self, case_id: &str) -> (usize, usize) {
+        let events = self.store.case_view(case_id).await.unwrap().event_ids.len();
+        let files = walk(&self.materials_dir);
+        (events, files)
+    }
+}
+
+/// Files under the material store, temporary ones included.
+fn walk(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.map(|entry| entry.unwrap().path()).map(|path| if path.is_dir() { walk(&path) } else { 1 }).sum()
+}
+
+#[tokio::test]
+async fn a_clerk_uploads_a_photo_and_a_scan_sees_a_thumbnail_and_downloads_the_photo_without_its_gps() {
+    let node = served().await;
+    let (case_id, _, _) = node.report().await;
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let page = send(node.desk, "GET", &format!("/desk/case/{case_id}"), &clerk, None).await.text();
+    assert!(page.contains("enctype=\"multipart/form-data\"") && page.contains("name=\"files\" multiple"), "{page}");
+    assert!(page.contains("accept=\"image/jpeg,image/png,image/webp,application/pdf\""));
+
+    // Two files in one upload: a phone photo with GPS in its EXIF and a PDF scan.
+    let answer = node
+        .upload(
+            &clerk,
+            &case_id,
+            &[("csrf", &csrf)],
+            &[("files", "门口照片.jpg", GPS_JPEG), ("files", "身份证扫描.pdf", PDF)],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+    assert!(answer.header(header::LOCATION).ends_with("?done=attach"));
+    let view = node.store.case_view(&case_id).await.unwrap();
+    let live: Vec<_> = view.live_materials().cloned().collect();
+    assert_eq!(live.len(), 2);
+    let (photo, scan) = (&live[0], &live[1]);
+    assert_eq!((photo.media, photo.name.as_str(), photo.public), (MaterialType::Jpeg, "门口照片.jpg", false));
+    assert_eq!((scan.media, scan.thumb.is_none()), (MaterialType::Pdf, true));
+    assert!(photo.thumb.is_some(), "a thumbnail was made for the photo");
+    assert_eq!(photo.added_role, Role::Window);
+
+    // Listed on the case page: thumbnail for the photo, a PDF label for the scan, who added them.
+    let page = send(node.desk, "GET", &format!("/desk/case/{case_id}"), &clerk, None).await.text();
+    let thumb_path = format!("/desk/case/{case_id}/material/{}/thumb", photo.id.as_str());
+    assert!(page.contains(&thumb_path), "{page}");
+    assert!(page.contains("门口照片.jpg") && page.contains("身份证扫描.pdf") && page.contains(">PDF<"));
+    assert!(page.contains("王敏(wangmin)") && page.contains("不公开") && page.contains(">下载<"));
+
+    // The thumbnail: a JPEG, to a signed-in session only, never cached, never sniffed.
+    let thumb = send(node.desk, "GET", &thumb_path, &clerk, None).await;
+    assert_eq!(thumb.status, StatusCode::OK);
+    assert_eq!(thumb.header(header::CONTENT_TYPE), "image/jpeg");
+    assert_eq!(thumb.header(header::CACHE_CONTROL), "private, no-store");
+    assert_eq!(thumb.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+    assert!(thumb.body.starts_with(&[0xFF, 0xD8]) && !contains(&thumb.body, b"Exif"));
+    let anonymous = send(node.desk, "GET", &thumb_path, "", None).await;
+    assert!(anonymous.status.is_redirection() && !anonymous.body.starts_with(&[0xFF, 0xD8]));
+
+    // A download is recorded (查看材料) and gives the photo without its EXIF (GPS), named in RFC 5987.
+    let download = format!("/desk/case/{case_id}/material/{}/download", photo.id.as_str());
+    let forged = send(node.desk, "POST", &download, &clerk, Some(urlencoded(&[("csrf", "forged")]))).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(node.store.case_view(&case_id).await.unwrap().material(photo.id.as_str()).unwrap().views, 0);
+    let file = send(node.desk, "POST", &download, &clerk, Some(urlencoded(&[("csrf", &csrf)]))).await;
+    assert_eq!(file.status, StatusCode::OK, "{}", file.text());
+    assert_eq!(file.header(header::CONTENT_TYPE), "image/jpeg");
+    let disposition = file.header(header::CONTENT_DISPOSITION);
+    assert!(
+        disposition.starts_with("attachment;") && disposition.contains("filename*=UTF-8''%E9%97%A8"),
+        "{disposition}"
+    );
+    assert!(GPS_JPEG.windows(4).any(|w| w == b"Exif"), "the original has EXIF");
+    assert!(!contains(&file.body, b"Exif") && !contains(&file.body, b"GPS"), "no EXIF (GPS) in the download");
+    assert_eq!(file.body, zhaowo_crdt::materials::clean(GPS_JPEG).unwrap().1);
+    let view = node.store.case_view(&case_id).await.unwrap();
+    assert_eq!(view.material(photo.id.as_str()).unwrap().views, 1);
+    assert!(view.timeline.iter().any(|entry| entry.label == "查看材料" && entry.staff == "王敏(wangmin)"));
+    let pdf = send(
+        node.desk,
+        "POST",
+        &format!("/desk/case/{case_id}/material/{}/download", scan.id.as_str()),
+        &clerk,
+        Some(urlencoded(&[("csrf", &csrf)])),
+    )
+    .await;
+    assert_eq!((pdf.header(header::CONTENT_TYPE).as_str(), pdf.body.as_slice()), ("application/pdf", PDF));
+    println!(
+        "desk upload: photo {} B → {} B stored clean, thumbnail {} B; scan {} B; {} files on disk",
+        GPS_JPEG.len(),
+        file.body.len(),
+        thumb.body.len(),
+        PDF.len(),
+        walk(&node.materials_dir)
+    );
+}
+
+#[tokio::test]
+async fn refused_uploads_change_nothing_and_name_the_file_and_the_limit() {
+    let node = served().await;
+    let (case_id, _, _) = node.report().await;
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let before = node.footprint(&case_id).await;
+
+    // An executable renamed .jpg: judged by its content.
+    let exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xFF\xFF\x00\x00 This program cannot be run in DOS mode";
+    let answer = node.upload(&clerk, &case_id, &[("csrf", &csrf)], &[("files", "发票.jpg", exe)]).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer.text().contains("「发票.jpg」未上传")
+            && answer.text().contains("只接受 JPEG、PNG、WebP 图片和 PDF 文件")
+    );
+    assert_eq!(node.footprint(&case_id).await, before);
+
+    // A file over the limit, named with the limit.
+    let mut big = GPS_JPEG.to_vec();
+    big.resize(MATERIAL_BYTES_MAX + 1, 0);
+    let answer = node.upload(&clerk, &case_id, &[("csrf", &csrf)], &[("files", "大图.jpg", &big)]).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.text().contains("10 MB"), "{}", answer.text());
+    assert_eq!(node.footprint(&case_id).await, before);
+
+    // No CSRF token, or a wrong one: 403, nothing stored.
+    let answer = node.upload(&clerk, &case_id, &[], &[("files", "a.png", PNG)]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let answer = node.upload(&clerk, &case_id, &[("csrf", "x")], &[("files", "a.png", PNG)]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(node.footprint(&case_id).await, before);
+
+    // More files than one upload takes.
+    let max = zhaowo_node::http::limits::DESK_UPLOAD_FILES_MAX;
+    let files: Vec<(&str, &str, &[u8])> = (0..=max).map(|_| ("files", "page.png", PNG)).collect();
+    let answer = node.upload(&clerk, &case_id, &[("csrf", &csrf)], &files).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.text().contains(&format!("最多上传 {max} 个文件")), "{}", answer.text());
+    assert_eq!(node.footprint(&case_id).await, before);
+
+    // A body over the route's limit is refused from its Content-Length, before it is read.
+    let answer = send(
+        node.desk,
+        "POST",
+        &format!("/desk/case/{case_id}/materials"),
+        &clerk,
+        Some(("multipart/form-data; boundary=x".to_owned(), Vec::new())),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "an empty body is no upload");
+    // Without a session: the sign-in page, nothing stored.
+    let answer = node.upload("", &case_id, &[("csrf", &csrf)], &[("files", "a.png", PNG)]).await;
+    assert!(answer.status.is_redirection());
+    assert_eq!(node.footprint(&case_id).await, before);
+    // Other routes keep the small default limit.
+    let long = "很".repeat(30_000);
+    let answer = send(
+        node.desk,
+        "POST",
+        &format!("/desk/case/{case_id}/act"),
+        &clerk,
+        Some(urlencoded(&[("csrf", &csrf), ("action", CommandKind::AddNote.code()), ("text", &long)])),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_citizen_attaches_photos_to_a_report_and_a_refused_photo_keeps_what_was_typed() {
+    let node = served().await;
+    let (cookie, csrf) = node.citizen_csrf().await;
+    let page = send(node.public, "GET", "/r/BBC01", "", None).await.text();
+    assert!(page.contains("accept=\"image/*\" multiple") && page.contains("src=\"/static/upload.js\""));
+    let script = send(node.public, "GET", "/static/upload.js", "", None).await;
+    assert!(
+        script.header(header::CONTENT_TYPE).starts_with("text/javascript")
+            && script.text().contains("upload.onprogress")
+    );
+
+    // A photo that is not one: the form again with every field as typed, nothing stored.
+    let mut fields = vec![("csrf", csrf.as_str())];
+    fields.extend_from_slice(REPORT);
+    let answer = send(
+        node.public,
+        "POST",
+        "/r/BBC01",
+        &cookie,
+        Some(multipart(&fields, &[("photos", "路灯.jpg", b"MZ not a photo")])),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let text = answer.text();
+    assert!(
+        text.contains("照片「路灯.jpg」无法接收")
+            && text.contains("value=\"小区门口路灯不亮\"")
+            && text.contains("已经一周了"),
+        "{text}"
+    );
+    assert_eq!(node.store.counts().await.unwrap().docs, 0);
+    // Four photos: over the citizen limit.
+    let four: Vec<(&str, &str, &[u8])> = (0..4).map(|_| ("photos", "p.png", PNG)).collect();
+    let answer = send(node.public, "POST", "/r/BBC01", &cookie, Some(multipart(&fields, &four))).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.text().contains("最多上传 3 个文件"));
+    assert_eq!(node.store.counts().await.unwrap().docs, 0);
+
+    // Two photos: the case is registered, the photos attached by the citizen (群众) before the routing dispatched it.
+    let answer = send(
+        node.public,
+        "POST",
+        "/r/BBC01",
+        &cookie,
+        Some(multipart(&fields, &[("photos", "路灯.jpg", GPS_JPEG), ("photos", "路口.png", PNG)])),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert!(answer.text().contains("已收到照片 2 张"));
+    let reg_no = by_id(&answer.text(), "reg-no");
+    let case_id = node.store.case_id_by_reg_no(&zhaowo_crdt::RegNo::parse(&reg_no).unwrap()).await.unwrap().unwrap();
+    let view = node.store.case_view(&case_id).await.unwrap();
+    let live: Vec<_> = view.live_materials().collect();
+    assert_eq!(live.len(), 2);
+    assert!(live.iter().all(|m| m.added_role == Role::Citizen && !m.public));
+    assert!(live[0].thumb.is_some(), "the photo has a thumbnail");
+    assert_eq!(view.status, zhaowo_crdt::model::Status::Dispatched, "routed after the photos");
+    let (clerk, _) = node.sign_in("wangmin").await;
+    let page = send(node.desk, "GET", &format!("/desk/case/{case_id}"), &clerk, None).await.text();
+    assert!(page.contains("路灯.jpg") && page.contains("<td>群众<br>"), "{page}");
+}
+
+#[tokio::test]
+async fn published_materials_show_on_the_lookup_and_in_open311_and_none_after_a_purge() {
+    let node = served().await;
+    let (case_id, reg_no, code) = node.report().await;
+    let (clerk, csrf) = node.sign_in("wangmin").await;
+    let answer = node
+        .upload(&clerk, &case_id, &[("csrf", &csrf)], &[("files", "现场.jpg", GPS_JPEG), ("files", "说明.pdf", PDF)])
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+    let view = node.store.case_view(&case_id).await.unwrap();
+    let ids: Vec<String> = view.live_materials().map(|m| m.id.to_string()).collect();
+    let (photo, scan) = (&ids[0], &ids[1]);
+    let lookup = format!("/q?no={reg_no}&code={code}");
+    let open311 = format!("/open311/v2/requests/{reg_no}.json");
+    let public_file = format!("/m/{case_id}/{photo}");
+
+    // Not published: nothing on the lookup, no media_url, the file's route says 404.
+    assert!(!send(node.public, "GET", &lookup, "", None).await.text().contains("public-materials"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&send(node.public, "GET", &open311, "", None).await.body).unwrap();
+    assert_eq!(json[0]["media_url"], serde_json::Value::Null);
+    assert_eq!(send(node.public, "GET", &public_file, "", None).await.status, StatusCode::NOT_FOUND);
+
+    // Published (公开) — the photo and the scan: the lookup shows both, media_url is the photo (the first image).
+    for id in [photo, scan] {
+        let fields =
+            [("csrf", csrf.as_str()), ("action", CommandKind::PublishMaterial.code()), ("choice", id), ("flag", "yes")];
+        let answer =
+            send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &clerk, Some(urlencoded(&fields))).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+    }
+    let page = send(node.public, "GET", &lookup, "", None).await.text();
+    assert!(page.contains(&format!("{public_file}/thumb")) && page.contains(&format!("/m/{case_id}/{scan}")), "{page}");
+    assert!(!page.contains("现场.jpg"), "a published material shows no file name");
+    let json: serde_json::Value =
+        serde_json::from_slice(&send(node.public, "GET", &open311, "", None).await.body).unwrap();
+    assert_eq!(json[0]["media_url"], format!("http://{}{public_file}", node.public));
+    let file = send(node.public, "GET", &public_file, "", None).await;
+    assert_eq!((file.status, file.header(header::CONTENT_TYPE).as_str()), (StatusCode::OK, "image/jpeg"));
+    assert!(!contains(&file.body, b"Exif") && !contains(&file.body, b"GPS"));
+    let thumb = send(node.public, "GET", &format!("{public_file}/thumb"), "", None).await;
+    assert_eq!((thumb.status, thumb.header(header::CONTENT_TYPE).as_str()), (StatusCode::OK, "image/jpeg"));
+    let pdf = send(node.public, "GET", &format!("/m/{case_id}/{scan}"), "", None).await;
+    assert!(pdf.header(header::CONTENT_DISPOSITION).starts_with("attachment;") && pdf.body == PDF);
+    // Downloads by citizens are not recorded (the material is public); the desk's are.
+    assert_eq!(node.store.case_view(&case_id).await.unwrap().material(photo).unwrap().views, 0);
+
+    // Withdrawn (取消公开): gone again.
+    let fields = [("csrf", csrf.as_str()), ("action", CommandKind::PublishMaterial.code()), ("choice", scan.as_str())];
+    send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &clerk, Some(urlencoded(&fields))).await;
+    assert_eq!(send(node.public, "GET", &format!("/m/{case_id}/{scan}"), "", None).await.status, StatusCode::NOT_FOUND);
+
+    // Purged personal data: no material on the lookup, no media_url, the route says 404.
+    let (dc, dc_csrf) = node.sign_in("dc").await;
+    let fields = [("csrf", dc_csrf.as_str()), ("action", CommandKind::PurgePersonalData.code()), ("flag", "yes")];
+    let answer = send(node.desk, "POST", &format!("/desk/case/{case_id}/act"), &dc, Some(urlencoded(&fields))).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+    assert!(!send(node.public, "GET", &lookup, "", None).await.text().contains("public-materials"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&send(node.public, "GET", &open311, "", None).await.body).unwrap();
+    assert_eq!(json[0]["media_url"], serde_json::Value::Null);
+    assert_eq!(send(node.public, "GET", &public_file, "", None).await.status, StatusCode::NOT_FOUND);
+    let page = send(node.desk, "GET", &format!("/desk/case/{case_id}"), &dc, None).await.text();
+    assert!(page.contains("materials-purged"), "{page}");
+}
