@@ -666,9 +666,10 @@ fn http_get(url: &str) -> String {
     let mut stream = std::net::TcpStream::connect(host).expect("the demo listens");
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    // A binary body (an image) reads lossily; the head is ASCII.
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 #[test]
@@ -709,6 +710,13 @@ fn the_demo_serves_a_seeded_hall_and_stops() {
         receipt.contains("办理中") && receipt.contains("三方会诊") && !receipt.contains("13812341234"),
         "{receipt}"
     );
+    // Issue 16: the seeded case's published floor plan is on the lookup and served as a PNG.
+    let link =
+        receipt.split("href=\"").skip(1).find_map(|rest| rest.split('"').next().filter(|l| l.starts_with("/m/")));
+    let link = link.unwrap_or_else(|| panic!("no published material on the lookup: {receipt}"));
+    let origin = &citizen[..citizen[8..].find('/').map_or(citizen.len(), |at| at + 8)];
+    let plan = http_get(&format!("{origin}{link}"));
+    assert!(plan.starts_with("HTTP/1.1 200") && plan.contains("image/png"), "{}", &plan[..plan.len().min(300)]);
     assert!(http_get(&format!("{desk}/login")).starts_with("HTTP/1.1 200"));
     // The 督查科's node and the laptop are separate nodes that received the seeded cases by sync.
     assert!(printed.iter().any(|l| l.contains("督查科") && l.contains("/desk")), "{printed:?}");
