@@ -39,6 +39,7 @@ pub fn routes() -> Router<App> {
         .route("/q", get(lookup))
         .route("/q/rate", axum::routing::post(rate_submit))
         .route("/q/withdraw", axum::routing::post(withdraw_submit))
+        .route("/q/materials", axum::routing::post(supplement_submit))
         .route("/text-size", get(text_size))
 }
 
@@ -771,7 +772,20 @@ fn progress_page(app: &App, full: &CaseView, code: &str, csrf: &str, message: Op
             div.card id="waiting-for" {
                 strong { "请补充材料" }
                 p { (waiting) }
-                p.hint { "补充材料期间，办理时限暂停计时；请携带材料到窗口或按工作人员的联系方式提交。" }
+                p.hint { "补充材料期间，办理时限暂停计时；可以在下面拍照上传，也可以携带材料到窗口。" }
+                @if CommandKind::AddMaterial.permitted(Role::Citizen, full.status).is_ok() {
+                    form method="post" action="/q/materials" enctype="multipart/form-data" data-progress {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="no" value=(view.reg_no);
+                        input type="hidden" name="code" value=(code);
+                        label for="supplement" { "材料照片或 PDF（最多 " (CITIZEN_PHOTOS_MAX) " 个）" }
+                        input type="file" id="supplement" name="photos" accept="image/*,application/pdf" multiple required data-max-files=(CITIZEN_PHOTOS_MAX);
+                        p.hint { "每个不超过 " (zhaowo_crdt::materials::MATERIAL_BYTES_MAX / (1024 * 1024)) " MB；照片中的位置等信息会被去除，材料仅工作人员可见。" }
+                        progress hidden max="100" value="0" {} " " span.progress-text.hint role="status" {}
+                        button type="submit" id="do-supplement" { "上传补充材料" }
+                    }
+                    script src="/static/upload.js" defer {}
+                }
             }
         }
         @if !view.materials.is_empty() {
@@ -867,6 +881,102 @@ fn progress_page(app: &App, full: &CaseView, code: &str, csrf: &str, message: Op
         a.button.secondary href="/q" { "查询其他诉求" }
     };
     layout("办理进度", Frame::Citizen, body)
+}
+
+/// 补充材料 from the lookup page (issue 16): a 待补充 case asks the citizen for papers, who may photograph them and
+/// upload up to [`CITIZEN_PHOTOS_MAX`] files here, behind the 登记编号 and 查询码 like every lookup action (rate-limited,
+/// the same answer for a wrong number and a wrong code). Each file is checked before anything is stored; a refused
+/// file refuses the upload (the citizen picks another at once), and the case rules decide the rest (only while
+/// 待补充, the per-case limits).
+async fn supplement_submit(
+    State(app): State<App>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let content_type = super::materials::content_type(request.headers());
+    let body = match super::materials::read_upload(request, super::limits::CITIZEN_UPLOAD_BODY_BYTES_MAX).await {
+        Ok(body) => body,
+        Err(refusal) => return super::materials::upload_read_refused(&app, &refusal, "/q"),
+    };
+    let unreadable = |app: &App, message: String| {
+        app.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+        error_page(StatusCode::BAD_REQUEST, "提交内容无法识别", &message, Some(("/q", "返回")))
+    };
+    let parts = match zhaowo_crdt::upload::parse(&content_type, &body, &zhaowo_crdt::upload::UploadLimits::citizen()) {
+        Ok(parts) => parts,
+        Err(error) => return unreadable(&app, error.zh()),
+    };
+    let mut pairs = Vec::new();
+    let mut photos = Vec::new();
+    for part in parts {
+        if part.is_file() && part.name == "photos" {
+            photos.push(Photo { name: part.file_name.unwrap_or_default(), bytes: part.data });
+        } else if let Some(text) = part.text().filter(|_| !part.is_file()) {
+            pairs.push((part.name.clone(), text.to_owned()));
+        } else {
+            return unreadable(&app, "表单内容格式不正确。".to_owned());
+        }
+    }
+    let Some(form) = CitizenCaseForm::from_pairs(pairs) else {
+        return unreadable(&app, "表单内容重复或格式不正确。".to_owned());
+    };
+    if !guard::cookie_csrf_ok(&app, &headers, &form.csrf) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "页面已过期",
+            "为保护您的信息安全，请重新查询后再提交（请使用本机浏览器直接提交）。",
+            Some(("/q", "重新查询")),
+        );
+    }
+    if let Err(wait) = app.limiter.check(Bucket::Lookup, client) {
+        return rate_limited(&app, "查询", wait);
+    }
+    app.counters.citizen_lookups.fetch_add(1, Ordering::Relaxed);
+    let case_id = match find_case(&app, &form.no, &form.code).await {
+        Ok(case_id) => case_id,
+        Err(response) if response.status() == StatusCode::NOT_FOUND => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "登记编号或查询码不正确",
+                "登记编号或查询码不正确，请核对回执后重新查询。",
+                Some(("/q", "重新查询")),
+            );
+        }
+        Err(response) => return response,
+    };
+    if photos.is_empty() {
+        return citizen_refusal(&app, &case_id, &form, "请选择要上传的材料").await;
+    }
+    let (photos, refusals) = check_photos(photos).await;
+    if let Some(first) = refusals.first() {
+        return citizen_refusal(&app, &case_id, &form, first).await;
+    }
+    let hall = match app.hall() {
+        Ok(hall) => std::sync::Arc::new(hall),
+        Err(error) => return store_unavailable(&error),
+    };
+    let total = photos.len();
+    let mut stored = 0;
+    for (index, photo) in photos.into_iter().enumerate() {
+        let ctx = match citizen_ctx(&app) {
+            Ok(ctx) => ctx,
+            Err(error) => return store_unavailable(&error),
+        };
+        let label = super::materials::file_label(&photo.name, index);
+        match super::materials::attach_file(&app, &case_id, ctx, hall.clone(), photo.name, photo.bytes, false).await {
+            Ok(()) => stored += 1,
+            Err(error) => {
+                let reason = format!("{label}未能保存：{}（已保存 {stored} 个，共 {total} 个）", error.zh());
+                return citizen_refusal(&app, &case_id, &form, &reason).await;
+            }
+        }
+    }
+    let done = format!("已收到补充材料 {stored} 个，工作人员核对后将恢复办理");
+    match app.store.case_view(&case_id).await {
+        Ok(view) => respond(StatusCode::OK, progress_page(&app, &view, form.code.trim(), &form.csrf, Some(Ok(&done)))),
+        Err(error) => store_unavailable(&error),
+    }
 }
 
 /// The fields of the lookup page's forms (好差评, 撤回), read from the pairs of a strictly decoded body: `reason`

@@ -6,6 +6,7 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use zhaowo_crdt::Command;
 use zhaowo_crdt::materials::{MATERIAL_BYTES_MAX, MaterialType};
 use zhaowo_crdt::model::{CommandKind, Role};
 use zhaowo_node::http::HttpOptions;
@@ -521,4 +522,85 @@ async fn published_materials_show_on_the_lookup_and_in_open311_and_none_after_a_
     assert_eq!(send(node.public, "GET", &public_file, "", None).await.status, StatusCode::NOT_FOUND);
     let page = send(node.desk, "GET", &format!("/desk/case/{case_id}"), &dc, None).await.text();
     assert!(page.contains("materials-purged"), "{page}");
+}
+
+/// 补充材料 from the lookup page (a 待补充 case asks the citizen for papers): behind the 登记编号 and 查询码, only while
+/// 待补充, each file checked before anything is stored; the clerk sees it as the citizen's.
+#[tokio::test]
+async fn a_citizen_uploads_the_missing_papers_from_the_lookup_while_the_case_waits_for_them() {
+    let node = served().await;
+    let (case_id, reg_no, code) = node.report().await;
+    let lookup = format!("/q?no={reg_no}&code={code}");
+    let ctx = |n: u8| zhaowo_crdt::Ctx {
+        now_ms: zhaowo_node::home::now_ms(),
+        entropy: u128::from(n) << 64 | 7,
+        secret: [n; 32],
+        author: zhaowo_crdt::Author {
+            node: "ab".repeat(32),
+            staff: "王敏".into(),
+            role: Role::Window,
+            window: "BBC01".into(),
+        },
+    };
+    let hall = Arc::new(zhaowo_crdt::Hall::jiangan_default());
+    let (cookie, csrf) = node.citizen_csrf().await;
+    let fields = |code: &str| vec![("csrf", csrf.clone()), ("no", reg_no.clone()), ("code", code.to_owned())];
+    let post = |fields: Vec<(&'static str, String)>, files: Vec<(&'static str, &'static str, &'static [u8])>| {
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        multipart(&fields, &files)
+    };
+    // Not waiting for anything: no form, and an upload is refused by the case rules.
+    assert!(!send(node.public, "GET", &lookup, "", None).await.text().contains("/q/materials"));
+    let answer = send(
+        node.public,
+        "POST",
+        "/q/materials",
+        &cookie,
+        Some(post(fields(&code), vec![("photos", "证明.png", PNG)])),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text());
+    assert_eq!(node.store.case_view(&case_id).await.unwrap().live_materials().count(), 0);
+
+    node.store.apply(&case_id, ctx(1), hall.clone(), Command::SignIn { assignee: "王工".into() }).await.unwrap();
+    node.store
+        .apply(&case_id, ctx(2), hall.clone(), Command::Suspend { reason: "请补充原单位出具的住房证明".into() })
+        .await
+        .unwrap();
+    let page = send(node.public, "GET", &lookup, "", None).await.text();
+    assert!(page.contains("action=\"/q/materials\"") && page.contains("请补充原单位出具的住房证明"), "{page}");
+    // A wrong 查询码, a file that is not a material, no file: refused, nothing stored.
+    let answer = send(
+        node.public,
+        "POST",
+        "/q/materials",
+        &cookie,
+        Some(post(fields("WRONG123"), vec![("photos", "证明.png", PNG)])),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    let answer =
+        send(node.public, "POST", "/q/materials", &cookie, Some(post(fields(&code), vec![("photos", "a.jpg", b"MZ")])))
+            .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.text().contains("「a.jpg」无法接收"), "{}", answer.text());
+    let answer = send(node.public, "POST", "/q/materials", &cookie, Some(post(fields(&code), vec![]))).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(node.store.case_view(&case_id).await.unwrap().live_materials().count(), 0);
+    // The papers: a photo and a PDF, stored as the citizen's.
+    let answer = send(
+        node.public,
+        "POST",
+        "/q/materials",
+        &cookie,
+        Some(post(fields(&code), vec![("photos", "住房证明.jpg", GPS_JPEG), ("photos", "证明.pdf", PDF)])),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert!(answer.text().contains("已收到补充材料 2 个"), "{}", answer.text());
+    let view = node.store.case_view(&case_id).await.unwrap();
+    let live: Vec<_> = view.live_materials().collect();
+    assert_eq!(live.len(), 2);
+    assert!(live.iter().all(|m| m.added_role == Role::Citizen && !m.public));
+    assert!(!answer.text().contains("住房证明.jpg"), "the lookup shows no file name");
 }
