@@ -242,7 +242,7 @@ impl Transfers {
         }
     }
 
-    /// Waits until `bytes` more may be received under the bandwidth share (token bucket, burst of 1/8 s or a chunk).
+    /// Charges `bytes` received to the bandwidth share (token bucket, burst of 1/8 s or a chunk) and waits off any debt.
     async fn take_tokens(&self, bytes: usize) {
         let rate = self.options.fetch_bytes_per_sec.max(1) as f64;
         let burst = (rate / 8.0).max(BLOB_CHUNK_BYTES as f64);
@@ -547,9 +547,6 @@ async fn receive(
     let (mut window_bytes, mut window_wait) = (0u64, Duration::ZERO);
     while !partial.complete() {
         let left = (partial.expected() - partial.offset()).min(BLOB_CHUNK_BYTES as u64) as usize;
-        if limited {
-            transfers.take_tokens(left).await;
-        }
         let started = Instant::now();
         let chunk = match tokio::time::timeout(options.stall_timeout, stream.read_chunk(left, true)).await {
             Err(_) => return hostile(partial, format!("no byte for {:?}", options.stall_timeout)),
@@ -559,6 +556,11 @@ async fn receive(
         };
         window_wait += started.elapsed();
         window_bytes += chunk.len() as u64;
+        if limited {
+            // Charged after the read, by what arrived (a read returns about one QUIC packet): the bucket's debt is
+            // paid by waiting before the next read, which QUIC's flow control passes back to the server.
+            transfers.take_tokens(chunk.len()).await;
+        }
         transfers.counters.bytes_received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if let Err(error) = partial.write(&chunk) {
             return Attempt::Hostile(error.to_string());
@@ -616,9 +618,12 @@ fn hostile(partial: Partial, reason: String) -> Attempt {
 pub(super) async fn fetch_loop(shared: Arc<Shared>, transfers: Arc<Transfers>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut changes = shared.store.subscribe();
+    // The transfers this loop started: aborted with it (a node shutting down leaves its parts for the next start).
+    let mut running = tokio::task::JoinSet::new();
     loop {
+        while running.try_join_next().is_some() {}
         if !lock(&shared.active).is_empty() {
-            scan(&shared, &transfers).await;
+            scan(&shared, &transfers, &mut running).await;
         }
         let started = Instant::now();
         tokio::select! {
@@ -635,7 +640,7 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, transfers: Arc<Transfers>) {
     }
 }
 
-async fn scan(shared: &Arc<Shared>, transfers: &Arc<Transfers>) {
+async fn scan(shared: &Arc<Shared>, transfers: &Arc<Transfers>, running: &mut tokio::task::JoinSet<()>) {
     let mut after = String::new();
     loop {
         let Ok(page) = shared.store.blob_refs(&after, SCAN_PAGE_ROWS).await else { return };
@@ -656,7 +661,7 @@ async fn scan(shared: &Arc<Shared>, transfers: &Arc<Transfers>) {
                 return;
             }
             let (shared, transfers) = (shared.clone(), transfers.clone());
-            tokio::spawn(
+            running.spawn(
                 async move {
                     let _in_flight = InFlight(&transfers, blob.hash.clone());
                     match fetch_any(&shared, &transfers, &blob, true).await {

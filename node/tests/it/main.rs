@@ -8,6 +8,7 @@ mod http;
 mod http_browser;
 mod http_edges;
 mod materials;
+mod materials_sync;
 mod outbox;
 mod store;
 mod sync;
