@@ -14,12 +14,12 @@
 
 #[path = "bench/harness.rs"]
 mod harness;
+#[path = "bench/materials_row.rs"]
+mod materials_row;
 #[path = "bench/rows.rs"]
 mod rows;
 #[path = "bench/samod_row.rs"]
 mod samod_row;
-#[path = "bench/materials_row.rs"]
-mod materials_row;
 
 use serde_json::json;
 use std::path::{Path, PathBuf};

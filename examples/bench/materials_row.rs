@@ -76,7 +76,8 @@ fn pdf(bytes: usize, seed: u64) -> Vec<u8> {
 async fn attach_files(a: &Side, factory: &mut CaseFactory, case_ids: &[String], seed: u64) -> Vec<String> {
     let mut hashes = Vec::new();
     for (n, case_id) in case_ids.iter().take(FILES).enumerate() {
-        let upload = Upload { name: format!("扫描件{n}.pdf"), bytes: pdf(FILE_BYTES, seed + n as u64), public: false };
+        let upload =
+            Upload { name: format!("扫描件{n}.pdf"), bytes: pdf(FILE_BYTES, seed + n as u64), public: false };
         let ack = blobs::attach(&a.store, &a.blobs, case_id, factory.ctx(), factory.hall(), upload, None)
             .await
             .expect("attach");

@@ -101,13 +101,15 @@ async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: 
     let queued = Arc::new(AtomicUsize::new(0));
     let writer = tokio::spawn(writer_task(writer, frames_out_rx, queued.clone()));
     let mut tasks = vec![reader, writer];
+    let mut ready = None;
     if let Some(transfers) = shared.transfers.clone() {
         // Only now, with the sync stream accepted or opened: every later stream of this connection is a blob stream.
         let serve = super::transfer::serve_streams(shared.clone(), transfers.clone(), connection.clone());
         tasks.push(tokio::spawn(serve.instrument(tracing::Span::current())));
-        super::transfer::peer_connected(&transfers);
+        ready = Some(super::transfer::peer_connected(transfers, connection));
     }
     let _abort = AbortOnDrop(tasks);
+    let _ready = ready;
     let send = |frame: Vec<u8>| {
         queued.fetch_add(frame.len(), Ordering::Relaxed);
         shared.update_status(&key, |status| status.bytes_sent += frame.len() as u64);

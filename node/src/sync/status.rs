@@ -112,6 +112,12 @@ impl SyncStatus {
         super::peers::hint(&self.shared, node_key, addr);
     }
 
+    /// Fetches a material file from the connected peers now (see [`super::SyncNode::fetch_material`]): the handle the
+    /// desk holds, for the page that opens a material not yet on this node.
+    pub async fn fetch_material(&self, hash: &str) -> Result<(), super::FetchError> {
+        super::transfer::fetch_now(&self.shared, hash).await
+    }
+
     /// The QUIC address peers reach this node at.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.shared.transport.local_addr().ok()

@@ -206,6 +206,9 @@ pub(super) struct Transfers {
     bucket: std::sync::Mutex<(f64, Instant)>,
     in_flight: std::sync::Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
+    /// Connections whose sync stream is set up, by peer: the only ones a blob stream may be opened on (a blob stream
+    /// opened before the dialer's sync stream would take its place as the acceptor's first stream).
+    ready: std::sync::Mutex<HashMap<NodeKey, PeerConnection>>,
     /// Per peer, requests we have open to it.
     requests: std::sync::Mutex<HashMap<NodeKey, Arc<Semaphore>>>,
     retry_after: std::sync::Mutex<HashMap<String, Instant>>,
@@ -221,6 +224,7 @@ impl Transfers {
             options,
             bucket: std::sync::Mutex::new((0.0, Instant::now())),
             in_flight: std::sync::Mutex::new(HashSet::new()),
+            ready: std::sync::Mutex::new(HashMap::new()),
             slots,
             requests: std::sync::Mutex::new(HashMap::new()),
             retry_after: std::sync::Mutex::new(HashMap::new()),
@@ -342,7 +346,10 @@ async fn serve_one(
     #[cfg(not(feature = "testkit"))]
     let fault: Option<BlobFault> = None;
     let announced = if fault == Some(BlobFault::WrongTotal) { total + 1 } else { total };
-    if writer.send_frame(&wire::encode_blob(&BlobFrame::Answer(BlobAnswer::Sending { total: announced }))).await.is_err()
+    if writer
+        .send_frame(&wire::encode_blob(&BlobFrame::Answer(BlobAnswer::Sending { total: announced })))
+        .await
+        .is_err()
     {
         return;
     }
@@ -456,8 +463,7 @@ enum Outcome {
 
 /// Asks the connected peers (not blamed ones) in turn for the file until one delivers it.
 async fn fetch_any(shared: &Arc<Shared>, transfers: &Transfers, blob: &BlobRef, limited: bool) -> Outcome {
-    let mut peers: Vec<PeerConnection> =
-        lock(&shared.active).values().map(|active| active.connection.clone()).collect();
+    let mut peers: Vec<PeerConnection> = lock(&transfers.ready).values().cloned().collect();
     // Spread the files over the peers: start at a place the hash picks.
     if !peers.is_empty() {
         let start = usize::from(blob.hash.as_bytes()[0]) % peers.len();
@@ -622,7 +628,7 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, transfers: Arc<Transfers>) {
     let mut running = tokio::task::JoinSet::new();
     loop {
         while running.try_join_next().is_some() {}
-        if !lock(&shared.active).is_empty() {
+        if !lock(&transfers.ready).is_empty() {
             scan(&shared, &transfers, &mut running).await;
         }
         let started = Instant::now();
@@ -680,10 +686,29 @@ async fn scan(shared: &Arc<Shared>, transfers: &Arc<Transfers>, running: &mut to
     }
 }
 
-/// A new peer connected: files no peer had may be there now.
-pub(super) fn peer_connected(transfers: &Transfers) {
+/// A connection's sync stream is set up: blob streams may be opened on it now, and files no peer had may be there.
+/// The returned guard takes the connection out again when the driver ends.
+pub(super) fn peer_connected(transfers: Arc<Transfers>, connection: &PeerConnection) -> ReadyGuard {
+    lock(&transfers.ready).insert(connection.peer_key(), connection.clone());
     lock(&transfers.retry_after).clear();
     transfers.wake.notify_one();
+    ReadyGuard { transfers, connection: connection.clone() }
+}
+
+/// See [`peer_connected`].
+pub(super) struct ReadyGuard {
+    transfers: Arc<Transfers>,
+    connection: PeerConnection,
+}
+
+impl Drop for ReadyGuard {
+    fn drop(&mut self) {
+        let mut ready = lock(&self.transfers.ready);
+        let id = self.connection.quinn_connection().stable_id();
+        if ready.get(&self.connection.peer_key()).is_some_and(|c| c.quinn_connection().stable_id() == id) {
+            ready.remove(&self.connection.peer_key());
+        }
+    }
 }
 
 /// Fetches one file now (a desk page opening a material): asks the connected peers until one delivers it, for at most

@@ -72,7 +72,12 @@ impl TestNode {
     }
 
     /// Starts sync with material transfer as `Node::spawn` sets it up (background fetching on hall PCs), adjusted.
-    fn start(&mut self, roster: &Roster, peers: Vec<SocketAddr>, adjust: impl FnOnce(&mut MaterialsOptions)) -> SocketAddr {
+    fn start(
+        &mut self,
+        roster: &Roster,
+        peers: Vec<SocketAddr>,
+        adjust: impl FnOnce(&mut MaterialsOptions),
+    ) -> SocketAddr {
         let mut options = SyncOptions::recommended("127.0.0.1:0".parse().unwrap(), peers);
         options.redial_min = Duration::from_millis(50);
         options.redial_max = Duration::from_millis(500);
@@ -109,9 +114,10 @@ impl TestNode {
     async fn attach_pdf(&mut self, case_id: &str, bytes: usize, seed: u64) -> (String, Vec<u8>) {
         let pdf = pdf(bytes, seed);
         let upload = Upload { name: format!("材料{seed}.pdf"), bytes: pdf.clone(), public: false };
-        let ack = blobs::attach(&self.store, &self.blobs, case_id, self.factory.ctx(), self.factory.hall(), upload, None)
-            .await
-            .unwrap();
+        let ack =
+            blobs::attach(&self.store, &self.blobs, case_id, self.factory.ctx(), self.factory.hall(), upload, None)
+                .await
+                .unwrap();
         let view = self.store.case_view(case_id).await.unwrap();
         (view.material(ack.event_id.unwrap().as_str()).unwrap().hash.clone(), pdf)
     }
@@ -171,9 +177,8 @@ async fn a_material_reaches_hall_pcs_unasked_and_a_laptop_only_on_demand_with_a_
 
     wait_for("the 督查科's PC fetches the file unasked", async || supervision.blobs.has(&hash)).await;
     let fetched_ms = started.elapsed().as_millis();
-    let opened = blobs::open_file(&supervision.store, &supervision.blobs, &case_id, &hash, BlobRole::Material)
-        .await
-        .unwrap();
+    let opened =
+        blobs::open_file(&supervision.store, &supervision.blobs, &case_id, &hash, BlobRole::Material).await.unwrap();
     assert_eq!(opened, clear, "verified and decryptable on the second hall PC");
     let counts = supervision.sync().status().counts().transfers;
     assert_eq!((counts.files_received, counts.rejected_transfers), (1, 0));
@@ -244,7 +249,12 @@ async fn a_transfer_cut_midway_resumes_from_the_part_on_disk() {
     let counts = receiver.sync().status().counts().transfers;
     let total = first + counts.bytes_received;
     assert_eq!(counts.resumed_transfers, 1, "the second start resumed");
-    assert!(counts.bytes_received <= size - part, "only the rest moved again: {} > {}", counts.bytes_received, size - part);
+    assert!(
+        counts.bytes_received <= size - part,
+        "only the rest moved again: {} > {}",
+        counts.bytes_received,
+        size - part
+    );
     let opened = blobs::open_file(&receiver.store, &receiver.blobs, &case_id, &hash, BlobRole::Material).await.unwrap();
     assert_eq!(opened, clear);
     assert_eq!(receiver.part_bytes(&hash), 0, "the part became the file");
@@ -264,7 +274,9 @@ async fn a_transfer_cut_midway_resumes_from_the_part_on_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_servers_are_dropped_nothing_is_stored_and_sync_goes_on() {
     let mut lines = Vec::new();
-    for (n, fault) in [BlobFault::FlipByte, BlobFault::Oversend, BlobFault::WrongTotal, BlobFault::Stall].into_iter().enumerate() {
+    for (n, fault) in
+        [BlobFault::FlipByte, BlobFault::Oversend, BlobFault::WrongTotal, BlobFault::Stall].into_iter().enumerate()
+    {
         let seed = 180 + 3 * n as u64;
         let mut hall = Hall::new();
         let mut hostile = TestNode::new(seed, Role::Window);
