@@ -14,6 +14,8 @@
 
 #[path = "bench/harness.rs"]
 mod harness;
+#[path = "bench/materials_row.rs"]
+mod materials_row;
 #[path = "bench/rows.rs"]
 mod rows;
 #[path = "bench/samod_row.rs"]
@@ -250,6 +252,10 @@ async fn run(plan: &Plan, dir: &Path, only: &Option<Vec<String>>) -> Vec<Row> {
 }
 
 async fn with_p5(plan: &Plan, dir: &Path, only: &Option<Vec<String>>, mut rows: Vec<Row>) -> Vec<Row> {
+    if wants(only, "P8") || wants(only, "P9") {
+        eprintln!("P8, P9: a fresh hall PC receiving 1,000 cases with 100 MB of materials; P2 while 100 MB move");
+        rows.extend(materials_row::p8_p9(dir).await);
+    }
     if wants(only, "P5") {
         eprintln!("P5: 5 nodes × {} cases, partitioned then healed ×{}", plan.p5_cases_per_node, plan.p5_runs);
         rows.extend(rows::p5_heal(dir, plan.p5_cases_per_node, plan.p5_runs).await);
@@ -273,7 +279,7 @@ fn main() {
              --million        with --full: also the 1M-case initial sync (build its store first with --generate 1000000)\n\
              --json PATH      also write the table as JSON\n\
              --dir DIR        where generated stores live and are reused (default /tmp/zhaowo-bench)\n\
-             --only P1,P5     run only these rows (P2 and P4 run P3 first)\n\
+             --only P1,P5     run only these rows (P2 and P4 run P3 first; P8 and P9 run together)\n\
              --generate N     only generate (or find) the store of N signed cases in --dir, for a later run"
         );
         return;

@@ -207,6 +207,66 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
     bytes
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Material files (issue 16 §3): one bidirectional stream per file, beside the sync stream of the same connection.
+//
+// requester → server: `[WIRE_VERSION, BLOB_STREAM_TAG] ++ postcard(BlobFrame::Request)` (one length-prefixed frame)
+// server → requester: `[WIRE_VERSION, BLOB_STREAM_TAG] ++ postcard(BlobFrame::Answer)`, then, when the answer is
+//                     `Sending { total }`, exactly `total - offset` raw sealed bytes and the end of the stream.
+
+/// The second byte of every blob-stream frame. As a postcard varint it would start a multi-byte enum tag (≥ 128),
+/// which no sync [`Frame`] has: a blob frame can never decode as a sync frame or the other way round.
+pub const BLOB_STREAM_TAG: u8 = 0xB1;
+/// A blob frame is a hash, an offset and a tag or two: 64 bytes leave room; anything longer is hostile.
+pub const BLOB_FRAME_BYTES_MAX: usize = 64;
+/// Bytes of a blob hash on the wire (the SHA-256 of the sealed file).
+pub const BLOB_HASH_BYTES: usize = 32;
+
+/// What travels on a blob stream before the raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobFrame {
+    /// "Send me file `hash` from byte `offset`" (a resume asks for the rest).
+    Request { hash: [u8; BLOB_HASH_BYTES], offset: u64 },
+    /// The server's one answer.
+    Answer(BlobAnswer),
+}
+
+/// The server's answer to a [`BlobFrame::Request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobAnswer {
+    /// The file has `total` bytes; the bytes from the asked offset follow, then the stream ends.
+    Sending { total: u64 },
+    /// A case names the file but this node does not have it (yet).
+    NotHere,
+    /// The asker may not hold the key of the case that names it (`seal::may_hold_key`).
+    NotAllowed,
+    /// No case on this node names the file.
+    Unknown,
+    /// The asker has too many blob streams open on this connection.
+    Busy,
+}
+
+pub fn encode_blob(frame: &BlobFrame) -> Vec<u8> {
+    let mut bytes = vec![WIRE_VERSION, BLOB_STREAM_TAG];
+    bytes.extend(postcard::to_allocvec(frame).expect("blob frames always encode"));
+    bytes
+}
+
+/// Decodes a blob-stream frame, length-capped before decoding.
+pub fn decode_blob(bytes: &[u8]) -> Result<BlobFrame, WireError> {
+    if bytes.len() > BLOB_FRAME_BYTES_MAX {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    match bytes {
+        [] => Err(WireError::Empty),
+        [version, ..] if *version != WIRE_VERSION => Err(WireError::Version(*version)),
+        [_, tag, body @ ..] if *tag == BLOB_STREAM_TAG => {
+            postcard::from_bytes(body).map_err(|error| WireError::Decode(error.to_string()))
+        }
+        _ => Err(WireError::Bounds("not a blob stream frame")),
+    }
+}
+
 /// Decodes and bounds-checks a frame.
 pub fn decode(bytes: &[u8]) -> Result<Frame, WireError> {
     if bytes.len() > FRAME_BYTES_MAX {
@@ -363,6 +423,21 @@ pub fn encode_sync_message(mut message: Message) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_frames_round_trip_and_never_pass_for_sync_frames() {
+        let request = BlobFrame::Request { hash: [7; BLOB_HASH_BYTES], offset: 123_456 };
+        let bytes = encode_blob(&request);
+        assert!(bytes.len() <= BLOB_FRAME_BYTES_MAX);
+        assert_eq!(decode_blob(&bytes), Ok(request));
+        assert!(decode(&bytes).is_err(), "a blob request is not a sync frame");
+        let answer = BlobFrame::Answer(BlobAnswer::Sending { total: u64::MAX });
+        assert_eq!(decode_blob(&encode_blob(&answer)), Ok(answer));
+        let sync = encode(&Frame::Bye { reason: "x".into() });
+        assert!(decode_blob(&sync).is_err(), "a sync frame is not a blob frame");
+        assert!(decode_blob(&[WIRE_VERSION; 65]).is_err());
+        assert!(decode_blob(&[]).is_err());
+    }
 
     #[test]
     fn frames_round_trip_and_bad_bytes_are_refused() {

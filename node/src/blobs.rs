@@ -155,6 +155,40 @@ impl BlobStore {
         Ok(bytes)
     }
 
+    /// Where the file `hash` lives (the transfer server streams it from there after [`BlobStore::verify`]).
+    pub fn file_path(&self, hash: &str) -> Result<PathBuf, BlobError> {
+        self.path(hash)
+    }
+
+    /// Checks a stored file against its name in one streaming pass (bounded memory) and returns its size. A damaged
+    /// file is deleted ([`BlobError::Corrupt`]).
+    pub fn verify(&self, hash: &str) -> Result<u64, BlobError> {
+        let path = self.path(hash)?;
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(BlobError::Missing(hash.to_owned())),
+            Err(error) => return Err(error.into()),
+        };
+        let mut hasher = sha2::Sha256::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let read = file.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            size += read as u64;
+        }
+        if hex::encode(hasher.finalize()) != hash {
+            drop(file);
+            fs::remove_file(&path)?;
+            tracing::warn!(hash, "a material file did not match its hash and was deleted");
+            return Err(BlobError::Corrupt(hash.to_owned()));
+        }
+        Ok(size)
+    }
+
     /// Deletes a file (a removed material, a purged case). Missing is fine.
     pub fn remove(&self, hash: &str) -> Result<bool, BlobError> {
         match fs::remove_file(self.path(hash)?) {
@@ -323,6 +357,11 @@ impl Partial {
         self.file.sync_all()?;
         drop(self.file);
         self.store.install(&self.path, &self.hash)
+    }
+
+    /// Gives the transfer up and deletes what arrived (bytes from a peer that misbehaved are never resumed from).
+    pub fn abandon(self) {
+        self.discard();
     }
 
     fn discard(&self) {

@@ -18,6 +18,10 @@
 //! queue_requests = 256                # requests waiting for the store thread
 //! compact_min_bytes = 1024            # change rows kept per case before compacting into a snapshot
 //!
+//! [materials]                         # material files (issue 16 §3)
+//! fetch_bytes_per_sec = 2097152       # a hall PC's background fetching share, bytes/s (65536-1073741824)
+//! fetch_in_flight = 4                 # files fetched at once (1-32)
+//!
 //! [sms]                               # the hall's SMS platform (issue 15 §4); without it no SMS leaves this node
 //! endpoint = "http://10.20.0.8:8080/api/sms/send"   # JSON POST; plain HTTP on the hall network (see ARCHITECTURE.md)
 //! token = "s3cr3t-token"              # optional: sent as `Authorization: Bearer …`
@@ -62,6 +66,10 @@ pub struct Config {
     /// The hall's SMS platform (`[sms]`): per node, never in the replicated hall document, so its token never
     /// reaches a laptop. `None`: this node sends no SMS (its outbox rows wait, see `node::outbox`).
     pub sms: Option<SmsEndpoint>,
+    /// `[materials] fetch_bytes_per_sec`: see [`crate::sync::transfer::FETCH_BYTES_PER_SEC_DEFAULT`].
+    pub materials_fetch_bytes_per_sec: u64,
+    /// `[materials] fetch_in_flight`: see [`crate::sync::transfer::FETCH_IN_FLIGHT_DEFAULT`].
+    pub materials_fetch_in_flight: usize,
 }
 
 /// Characters of the SMS endpoint URL.
@@ -153,6 +161,14 @@ struct File {
     peers: Option<Vec<String>>,
     store: Option<StoreFile>,
     sms: Option<SmsFile>,
+    materials: Option<MaterialsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaterialsFile {
+    fetch_bytes_per_sec: Option<i64>,
+    fetch_in_flight: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +205,9 @@ impl Config {
             store_compact_min_bytes: crate::store::COMPACT_MIN_BYTES,
             // No SMS platform: the hall's admin configures it on the PCs that send (issue 15 §4).
             sms: None,
+            // A hall PC's background fetching takes a named share of the LAN (issue 16 §3).
+            materials_fetch_bytes_per_sec: crate::sync::transfer::FETCH_BYTES_PER_SEC_DEFAULT,
+            materials_fetch_in_flight: crate::sync::transfer::FETCH_IN_FLIGHT_DEFAULT,
         }
     }
 
@@ -300,6 +319,32 @@ impl Config {
                     ranged("store.compact_min_bytes", value, 0, crate::store::REMOTE_CHANGE_BYTES_MAX as i64)?;
             }
         }
+        if let Some(materials) = file.materials {
+            use crate::sync::transfer::{FETCH_BYTES_PER_SEC_MAX, FETCH_BYTES_PER_SEC_MIN, FETCH_IN_FLIGHT_MAX};
+            if let Some(value) = materials.fetch_bytes_per_sec {
+                if !(FETCH_BYTES_PER_SEC_MIN as i64..=FETCH_BYTES_PER_SEC_MAX as i64).contains(&value) {
+                    return Err(invalid(
+                        "materials.fetch_bytes_per_sec",
+                        &value,
+                        &format!(
+                            "must be between {FETCH_BYTES_PER_SEC_MIN} (64 KiB/s) and {FETCH_BYTES_PER_SEC_MAX} \
+                             (1 GiB/s, no limit on a LAN), e.g. 2097152 for 2 MiB/s"
+                        ),
+                    ));
+                }
+                config.materials_fetch_bytes_per_sec = value as u64;
+            }
+            if let Some(value) = materials.fetch_in_flight {
+                if !(1..=FETCH_IN_FLIGHT_MAX as i64).contains(&value) {
+                    return Err(invalid(
+                        "materials.fetch_in_flight",
+                        &value,
+                        &format!("must be between 1 and {FETCH_IN_FLIGHT_MAX}"),
+                    ));
+                }
+                config.materials_fetch_in_flight = value as usize;
+            }
+        }
         if let Some(sms) = file.sms {
             let token_given = sms.token.is_some();
             config.sms = Some(SmsEndpoint::parse(&sms.endpoint, sms.token).map_err(|reason| {
@@ -342,6 +387,7 @@ mod tests {
         assert_eq!(config.peers.len(), 1);
         assert_eq!(config.store_cache_docs, 4096);
         assert_eq!(config.display_name, "办不成事窗口 1号机");
+        assert_eq!((config.materials_fetch_bytes_per_sec, config.materials_fetch_in_flight), (2 * 1024 * 1024, 4));
         let sms = config.sms.unwrap();
         assert_eq!((sms.host.as_str(), sms.port, sms.path.as_str()), ("10.20.0.8", 8080, "/api/sms/send"));
         assert!(!format!("{sms:?}").contains("s3cr3t"), "the token is redacted");
@@ -371,6 +417,11 @@ mod tests {
             ("[sms]\nendpoint = \"http:///x\"", "`sms.endpoint`"),
             ("[sms]\nendpoint = \"http://10.0.0.1/x\"\ntoken = \"has space\"", "`sms.token`"),
             ("[sms]\ntoken = \"t\"", "missing field `endpoint`"),
+            ("[materials]\nfetch_bytes_per_sec = 0", "`materials.fetch_bytes_per_sec`"),
+            ("[materials]\nfetch_bytes_per_sec = 99999999999", "`materials.fetch_bytes_per_sec`"),
+            ("[materials]\nfetch_bytes_per_sec = \"2M\"", "invalid type"),
+            ("[materials]\nfetch_in_flight = 0", "`materials.fetch_in_flight`"),
+            ("[materials]\nshare = 1", "unknown field `share`"),
             ("[sms]\nendpoint = \"http://10.0.0.1/x\"\nretries = 3", "unknown field `retries`"),
         ];
         for (text, expected) in cases {

@@ -50,6 +50,10 @@ pub struct NodeOptions {
     pub redial_max: Duration,
     /// The SMS sender's timing (it runs when `node.toml` has `[sms]`).
     pub outbox: crate::outbox::OutboxTiming,
+    /// Tests only: change the material transfer options the node derives from its config (a hostile server, a short
+    /// stall timeout).
+    #[cfg(feature = "testkit")]
+    pub materials: Option<fn(&mut crate::sync::MaterialsOptions)>,
 }
 
 impl NodeOptions {
@@ -68,6 +72,8 @@ impl NodeOptions {
             redial_min: sync.redial_min,
             redial_max: sync.redial_max,
             outbox: crate::outbox::OutboxTiming::recommended(),
+            #[cfg(feature = "testkit")]
+            materials: None,
         }
     }
 }
@@ -136,6 +142,15 @@ impl Node {
         sync_options.poll_interval = options.poll_interval;
         sync_options.redial_min = options.redial_min;
         sync_options.redial_max = options.redial_max;
+        // Hall PCs fetch every file their cases name in the background; a laptop only on demand (issue 16 §3).
+        let mut materials = crate::sync::MaterialsOptions::recommended(home.blobs()?, home.config.role.is_staff());
+        materials.fetch_bytes_per_sec = home.config.materials_fetch_bytes_per_sec;
+        materials.fetch_in_flight_max = home.config.materials_fetch_in_flight;
+        #[cfg(feature = "testkit")]
+        if let Some(adjust) = options.materials {
+            adjust(&mut materials);
+        }
+        sync_options.materials = Some(materials);
         let configured = if options.config_peers { home.config.peers.clone() } else { Vec::new() };
         for peer in configured.into_iter().chain(options.peers.iter().copied()) {
             if !sync_options.peers.contains(&peer) {
@@ -278,8 +293,8 @@ impl Node {
 }
 
 /// How often a running node destroys the case keys it may no longer hold (a volunteer laptop's visits past
-/// `seal::VISIT_KEY_DAYS_MAX`) and, on an oversight PC, applies the hall's retention rule; commands and sync destroy
-/// keys as they happen, this catches time passing.
+/// `seal::VISIT_KEY_DAYS_MAX`), deletes material files no case names (`sweep_materials`) and, on an oversight PC,
+/// applies the hall's retention rule; commands and sync destroy keys as they happen, this catches time passing.
 pub const KEY_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 /// Purges one retention run makes at most (the next run goes on): bounds the store's work per hour.
 pub const RETENTION_PURGES_PER_RUN_MAX: usize = 500;
@@ -288,6 +303,7 @@ pub const RETENTION_STAFF: &str = "系统（保存期限）";
 
 async fn housekeeping_loop(store: Arc<Store>, home: Arc<Home>, live: Live, mut stop: watch::Receiver<bool>) {
     loop {
+        sweep_materials(&store, &home).await;
         match store.sweep_keys().await {
             Ok(0) => {}
             Ok(destroyed) => tracing::info!(destroyed, "case keys this node may no longer hold were destroyed"),
@@ -305,6 +321,38 @@ async fn housekeeping_loop(store: Arc<Store>, home: Arc<Home>, live: Live, mut s
             () = tokio::time::sleep(KEY_SWEEP_INTERVAL) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Deletes the material files no case names any more (removed materials, purged cases, an attach that crashed before
+/// its event) once they are older than `blobs::ORPHAN_GRACE`, and stale partial transfers: at start and hourly.
+async fn sweep_materials(store: &Store, home: &Home) {
+    let mut wanted = std::collections::HashSet::new();
+    let mut after = String::new();
+    loop {
+        match store.blob_refs(&after, 10_000).await {
+            Ok(page) if page.is_empty() => break,
+            Ok(page) => {
+                after = page.last().map(|last| last.hash.clone()).unwrap_or_default();
+                wanted.extend(page.into_iter().map(|blob| blob.hash));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the material files cases name failed; no sweep this time");
+                return;
+            }
+        }
+    }
+    let Ok(blobs) = home.blobs() else { return };
+    match tokio::task::spawn_blocking(move || blobs.sweep(&wanted, crate::blobs::ORPHAN_GRACE)).await {
+        Ok(Ok(report)) if report.orphans + report.partials > 0 => tracing::info!(
+            orphans = report.orphans,
+            orphan_bytes = report.orphan_bytes,
+            partials = report.partials,
+            "material files no case names were deleted"
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "the material sweep failed; retrying at the next interval"),
+        Err(_) => tracing::warn!("the material sweep task failed"),
     }
 }
 

@@ -158,6 +158,24 @@ async fn metrics(State(app): State<App>) -> Response {
         counter(&mut registry, "zhaowo_sync_sessions", "Sync sessions started", counts.sessions);
         counter(
             &mut registry,
+            "zhaowo_materials_files_received",
+            "Material files fetched from peers, verified and stored",
+            counts.transfers.files_received,
+        );
+        counter(
+            &mut registry,
+            "zhaowo_materials_bytes_received",
+            "Sealed material bytes read from peers' blob streams",
+            counts.transfers.bytes_received,
+        );
+        counter(
+            &mut registry,
+            "zhaowo_materials_transfers_rejected",
+            "Material transfers refused as hostile (wrong bytes, oversize, too slow; each dropped the peer)",
+            counts.transfers.rejected_transfers,
+        );
+        counter(
+            &mut registry,
             "zhaowo_sync_sessions_failed",
             "Sync sessions that ended in an error",
             counts.sessions_failed,

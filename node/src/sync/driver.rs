@@ -89,7 +89,9 @@ async fn writer_task(mut writer: FrameWriter, mut frames: mpsc::UnboundedReceive
 async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: bool) -> Result<(), String> {
     let key = connection.peer_key();
     let streams = if dialed_by_us { connection.open_bi().await } else { connection.accept_bi().await };
-    let (writer, reader) = streams.map_err(|error| error.to_string())?;
+    let (mut writer, reader) = streams.map_err(|error| error.to_string())?;
+    // Case sync goes before material bytes on this connection (`transfer`).
+    drop(writer.stream_mut().set_priority(super::transfer::SYNC_STREAM_PRIORITY));
     let (checkpoint, _) = shared.store.checkpoint(key).await.map_err(|error| error.to_string())?;
     let mut session = Session::new(shared.our_key, key, checkpoint, &shared.live.roster());
 
@@ -98,7 +100,16 @@ async fn drive(shared: &Arc<Shared>, connection: &PeerConnection, dialed_by_us: 
     let (frames_out, frames_out_rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let writer = tokio::spawn(writer_task(writer, frames_out_rx, queued.clone()));
-    let _abort = AbortOnDrop(vec![reader, writer]);
+    let mut tasks = vec![reader, writer];
+    let mut ready = None;
+    if let Some(transfers) = shared.transfers.clone() {
+        // Only now, with the sync stream accepted or opened: every later stream of this connection is a blob stream.
+        let serve = super::transfer::serve_streams(shared.clone(), transfers.clone(), connection.clone());
+        tasks.push(tokio::spawn(serve.instrument(tracing::Span::current())));
+        ready = Some(super::transfer::peer_connected(transfers, connection));
+    }
+    let _abort = AbortOnDrop(tasks);
+    let _ready = ready;
     let send = |frame: Vec<u8>| {
         queued.fetch_add(frame.len(), Ordering::Relaxed);
         shared.update_status(&key, |status| status.bytes_sent += frame.len() as u64);

@@ -27,6 +27,7 @@
 //!  peers.rs   accept loop, static peers (dial, backoff, refusals), hints, one session per pair
 //!  driver.rs  one connection: reader task → driver (store steps) → writer task
 //!  status.rs  PeerStatus, SyncCounts, SyncStatus
+//!  transfer.rs material files on their own streams of the same connections: server, fetcher (issue 16 §3)
 //! ```
 //!
 //! One sync per peer pair: when two connections to the same key exist (both sides dialed at once), both nodes keep
@@ -35,8 +36,10 @@
 mod driver;
 mod peers;
 mod status;
+pub mod transfer;
 
 pub use status::{PeerStatus, STATUS_PEERS_MAX, SyncCounts, SyncStatus};
+pub use transfer::{BlobFault, FetchError, MaterialsOptions, TransferCounts};
 
 use crate::home::Home;
 use crate::live::Live;
@@ -89,6 +92,8 @@ pub struct SyncOptions {
     /// to it, what the CLI writes is read from it). `None` keeps the roster in memory only and does not sync the hall
     /// document (tests).
     pub roster_dir: Option<PathBuf>,
+    /// Material files: served to peers and fetched from them (issue 16 §3). `None`: this node moves no files.
+    pub materials: Option<MaterialsOptions>,
 }
 
 impl SyncOptions {
@@ -102,6 +107,7 @@ impl SyncOptions {
             reconcile_interval: Duration::from_millis(RECONCILE_INTERVAL_MS),
             poll_interval: Duration::from_millis(POLL_INTERVAL_MS),
             roster_dir: None,
+            materials: None,
         }
     }
 
@@ -144,6 +150,8 @@ struct Shared {
     hinted: Mutex<HashSet<NodeKey>>,
     status: Mutex<BTreeMap<String, PeerStatus>>,
     counters: Counters,
+    /// Material transfers, when `options.materials` is set.
+    transfers: Option<Arc<transfer::Transfers>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -222,6 +230,7 @@ impl SyncNode {
         let our_key = identity.verifying_key().to_bytes();
         let transport = Transport::bind(options.listen, identity, Arc::new(live.clone()), options.transport.clone())?;
         let (shutdown, _) = watch::channel(false);
+        let transfers = options.materials.clone().map(|materials| Arc::new(transfer::Transfers::new(materials)));
         let shared = Arc::new(Shared {
             store,
             transport,
@@ -233,6 +242,7 @@ impl SyncNode {
             runtime: tokio::runtime::Handle::current(),
             status: Mutex::new(BTreeMap::new()),
             counters: Counters::default(),
+            transfers,
             shutdown,
         });
         let span = tracing::info_span!("sync", me = %short_key(&our_key));
@@ -242,6 +252,9 @@ impl SyncNode {
         ];
         for addr in shared.options.peers.clone() {
             tasks.push(tokio::spawn(dial_loop(shared.clone(), addr).instrument(span.clone())));
+        }
+        if let Some(transfers) = shared.transfers.clone().filter(|transfers| transfers.options.background) {
+            tasks.push(tokio::spawn(transfer::fetch_loop(shared.clone(), transfers).instrument(span.clone())));
         }
         Ok(SyncNode { shared, tasks, live_stop: None })
     }
@@ -292,6 +305,12 @@ impl SyncNode {
     /// The node's hall document and roster.
     pub fn live(&self) -> &Live {
         &self.shared.live
+    }
+
+    /// Fetches the material file `hash` from the connected peers now, unless it is here (a desk page opening a
+    /// material on a volunteer laptop, which fetches nothing in the background). The peers apply the key rule.
+    pub async fn fetch_material(&self, hash: &str) -> Result<(), FetchError> {
+        transfer::fetch_now(&self.shared, hash).await
     }
 
     /// The transport, for tests that count connections.

@@ -32,6 +32,11 @@ pub struct PeerStatus {
     /// Documents refused one by one while the peer was kept: changes by a revoked member it relayed, and whole documents
     /// it sent damaged (a signature or bytes that fail their checks; see `REFUSED_WHOLE_DOCS_MAX`).
     pub refused_changes: u64,
+    /// Material transfers from this peer refused as hostile (wrong bytes, more than announced, too slow): the peer
+    /// was dropped each time.
+    pub rejected_transfers: u64,
+    /// Why the last of those was refused.
+    pub last_transfer_error: Option<String>,
     /// Both directions caught up since the connection started.
     pub settled: bool,
     pub last_error: Option<String>,
@@ -65,6 +70,8 @@ pub struct SyncCounts {
     pub refused_connections: u64,
     /// The largest `docs_behind_peer` over connected peers: how far the slowest peer lags behind us.
     pub max_docs_behind: u64,
+    /// Material file transfers (zero on a node that does not move files).
+    pub transfers: super::TransferCounts,
 }
 
 /// A cheap handle for reading status (the HTTP pages hold one).
@@ -96,12 +103,19 @@ impl SyncStatus {
             sessions_failed: counters.sessions_failed.load(Ordering::Relaxed),
             refused_connections: counters.refused_connections.load(Ordering::Relaxed),
             max_docs_behind: peers.iter().filter(|p| p.connected).map(|p| p.docs_behind_peer).max().unwrap_or(0),
+            transfers: self.shared.transfers.as_ref().map(|t| t.counts()).unwrap_or_default(),
         }
     }
 
     /// An address hint for a member (see [`SyncNode::hint`]); callable from discovery callbacks.
     pub fn hint(&self, node_key: NodeKey, addr: SocketAddr) {
         super::peers::hint(&self.shared, node_key, addr);
+    }
+
+    /// Fetches a material file from the connected peers now (see [`super::SyncNode::fetch_material`]): the handle the
+    /// desk holds, for the page that opens a material not yet on this node.
+    pub async fn fetch_material(&self, hash: &str) -> Result<(), super::FetchError> {
+        super::transfer::fetch_now(&self.shared, hash).await
     }
 
     /// The QUIC address peers reach this node at.

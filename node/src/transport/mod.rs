@@ -362,10 +362,12 @@ pub enum CloseCode {
     OtherHall = 11,
     /// The peer speaks another protocol version.
     Version = 12,
+    /// The peer served a material file that did not match (hash, size) or too slowly (`sync::transfer`).
+    BlobFault = 13,
 }
 
 impl CloseCode {
-    const ALL: [CloseCode; 13] = [
+    const ALL: [CloseCode; 14] = [
         CloseCode::Normal,
         CloseCode::Unauthorized,
         CloseCode::Revoked,
@@ -379,6 +381,7 @@ impl CloseCode {
         CloseCode::Shutdown,
         CloseCode::OtherHall,
         CloseCode::Version,
+        CloseCode::BlobFault,
     ];
 
     /// A short lowercase name for messages.
@@ -397,6 +400,7 @@ impl CloseCode {
             CloseCode::Shutdown => "shutdown",
             CloseCode::OtherHall => "other hall",
             CloseCode::Version => "protocol version",
+            CloseCode::BlobFault => "bad material transfer",
         }
     }
 

@@ -9,6 +9,7 @@ mod http_browser;
 mod http_edges;
 mod http_materials;
 mod materials;
+mod materials_sync;
 mod outbox;
 mod store;
 mod sync;

@@ -379,6 +379,8 @@ pub(super) async fn peers(State(app): State<App>, headers: HeaderMap) -> Respons
                 dt { "在线节点" } dd { (t.peers_connected) }
                 dt { "拒收的伪造/未签名修改" } dd { (t.rejected_changes) }
                 dt { "跳过的文档（吊销节点的修改或文档损坏）" } dd { (t.refused_changes) }
+                dt { "已获取的材料文件" } dd { (t.transfers.files_received) " 个，" (t.transfers.bytes_received / 1024) " KB" }
+                dt { "拒收的材料传输（内容不符、超长或过慢）" } dd { (t.transfers.rejected_transfers) }
             }
         } }
         h2 { "已知节点" }
@@ -397,7 +399,7 @@ pub(super) async fn peers(State(app): State<App>, headers: HeaderMap) -> Respons
                 td { (peer.docs_behind_peer) " 件" }
                 td { (peer.docs_behind_us) " 件" }
                 td { (peer.bytes_sent / 1024) " KB / " (peer.bytes_received / 1024) " KB" }
-                td { (peer.rejected_changes + peer.refused_changes) }
+                td { (peer.rejected_changes + peer.refused_changes + peer.rejected_transfers) }
                 td { @if let Some(refusal) = peer.refusal { (refusal.label()) "（" (ago(peer.refused_ms)) "）" } @else { (peer.last_error.clone().unwrap_or_default()) } }
             } }
         } }
