@@ -40,6 +40,16 @@ pub(super) struct MaterialsHere {
 
 pub(super) async fn materials_here(app: &App, view: &CaseView) -> MaterialsHere {
     let keyed = matches!(app.store.case_key(view.case_id.as_str()).await, Ok(Some(_)));
+    // A laptop fetches on demand (issue 16 §3): opening the case asks the peers for the thumbnails it lacks, in the
+    // background, so the next view shows them; a hall PC's fetcher brings every file anyway.
+    if let (true, Some(sync), Some(blobs)) = (keyed, &app.options.sync, &app.blobs) {
+        for thumb in view.live_materials().filter_map(|material| material.thumb.clone()) {
+            if !blobs.has(&thumb) {
+                let sync = sync.clone();
+                tokio::spawn(async move { drop(sync.fetch_material(&thumb).await) });
+            }
+        }
+    }
     let present = match &app.blobs {
         Some(blobs) => view
             .live_materials()
@@ -253,6 +263,14 @@ pub(super) async fn download(
         return refused(&app, &session, &view, "本案没有这份材料（可能已被删除）", None).await;
     };
     let Some(blobs) = &app.blobs else { return unavailable(&back) };
+    // Not here yet (a laptop fetches on demand; a hall PC's background fetch may not have reached it): ask the peers
+    // now, within the fetch's own timeout, before anything is recorded.
+    if let (Some(material), Some(sync)) = (view.material(material_id.as_str()), &app.options.sync)
+        && !blobs.has(&material.hash)
+        && let Err(error) = sync.fetch_material(&material.hash).await
+    {
+        return refused(&app, &session, &view, error.zh(), None).await;
+    }
     let ctx = match ctx(&app, &session) {
         Ok(ctx) => ctx,
         Err(response) => return response,
