@@ -6,6 +6,12 @@
 //! honest node (lost=0), the honest nodes hold the same documents (divergent=0), nothing of the intruder's and nothing
 //! the thief wrote after its revocation is on any honest node.
 //!
+//! Materials (issue 16) ride the same run: nodes attach scans (20–300 KB each) to their cases throughout, and hall PCs
+//! fetch them in the background over their own QUIC streams under the same faults, through the partition, the
+//! crash (mid-transfer: partial files resume) and the heal. Every few steps every node's files are read back and
+//! checked against their names (no partial or corrupt file is ever visible); after the heal every honest node holds
+//! every file its cases name. The counts and bytes are printed.
+//!
 //! This runs on real sockets and real time, so a seed fixes the workload and the fault draws, not the schedule: the
 //! deterministic, replayable model of the same faults (64 seeds, trace replayed) is `crdt/tests/simulation.rs`; this
 //! test is the I/O shell under the same faults. `ZHAOWO_CHAOS_SEEDS` sets how many seeds run (default 3).
@@ -19,10 +25,11 @@ use std::time::{Duration, Instant};
 use zhaowo_crdt::EventId;
 use zhaowo_crdt::model::Role;
 use zhaowo_crdt::roster::{Enrollment, Record, Revocation, Roster, SignedRecord};
+use zhaowo_node::blobs::{self, BlobStore};
 use zhaowo_node::fixtures::CaseFactory;
 use zhaowo_node::identity::NodeIdentity;
 use zhaowo_node::store::{Store, StoreOptions};
-use zhaowo_node::sync::{SyncNode, SyncOptions};
+use zhaowo_node::sync::{MaterialsOptions, SyncNode, SyncOptions};
 use zhaowo_node::transport::faults::{FaultCounts, FaultPlan, FaultyNetwork};
 use zhaowo_node::transport::{Transport, TransportConfig};
 
@@ -44,6 +51,7 @@ struct Node {
     factory: CaseFactory,
     sync: Option<SyncNode>,
     addr: SocketAddr,
+    blobs: BlobStore,
 }
 
 fn open_store(path: &std::path::Path, identity: &NodeIdentity) -> Arc<Store> {
@@ -69,7 +77,8 @@ impl Node {
         let identity = Arc::new(NodeIdentity::generate().unwrap());
         let factory = CaseFactory::new(seed, identity.new_actor().unwrap(), CaseFactory::start_2026());
         let store = open_store(&path, &identity);
-        Node { _dir: dir, path, identity, store, factory, sync: None, addr: "127.0.0.1:0".parse().unwrap() }
+        let blobs = BlobStore::open(&dir.path().join(blobs::MATERIALS_DIR)).unwrap();
+        Node { _dir: dir, path, identity, store, factory, sync: None, addr: "127.0.0.1:0".parse().unwrap(), blobs }
     }
 
     fn key(&self) -> [u8; 32] {
@@ -86,6 +95,12 @@ impl Node {
             options.redial_max = Duration::from_millis(400);
             options.poll_interval = Duration::from_millis(100);
             options.reconcile_interval = Duration::from_secs(3);
+            // Hall PCs fetch every material in the background; a quick scan and a wide share so the run is short.
+            let mut materials = MaterialsOptions::recommended(self.blobs.clone(), true);
+            materials.scan_interval = Duration::from_millis(300);
+            materials.fetch_bytes_per_sec = 64 * 1024 * 1024;
+            materials.fetch_timeout = Duration::from_secs(5);
+            options.materials = Some(materials);
             match SyncNode::start(self.store.clone(), self.identity.clone(), roster.clone(), options) {
                 Ok(sync) => {
                     self.addr = sync.local_addr().unwrap();
@@ -173,11 +188,74 @@ struct Outcome {
     revoked_changes_after_revocation: u64,
     converge_ms: u128,
     network: FaultCounts,
+    /// Materials attached and acknowledged, their sealed bytes.
+    materials: u64,
+    material_bytes: u64,
+    /// Files read back during and after the run (each checked against its name), and those that did not match.
+    files_checked: u64,
+    corrupt_visible: u64,
+    /// After the heal: files the honest nodes' cases name that a node lacks (must be 0), files fetched, bytes moved.
+    files_missing: u64,
+    files_fetched: u64,
+    bytes_fetched: u64,
+    resumed: u64,
+    /// Transfers refused as hostile (the serving peer was dropped).
+    rejected_transfers: u64,
+    /// Files no honest node holds after the heal: attached on the stolen laptop and cut off with it before any hall
+    /// PC fetched them (they exist only on the thief's disk, sealed).
+    only_on_the_thief: u64,
+    materials_ms: u128,
 }
 
-/// One write on `node`: a new case (sometimes) or the next plausible command on one of its cases.
-async fn work(node: &mut Node, rng: &mut Rng, acked: &mut Vec<(String, Option<EventId>)>) -> bool {
+/// A scan as a clerk attaches it: a PDF of `size` pseudo-random bytes (incompressible, like a scan).
+fn scan_pdf(rng: &mut Rng, size: usize) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.4\n".to_vec();
+    while bytes.len() < size {
+        bytes.extend_from_slice(&rng.below(u64::MAX).to_le_bytes());
+    }
+    bytes.extend_from_slice(b"\n%%EOF\n");
+    bytes
+}
+
+/// Reads every file a node holds and checks it against its name: a damaged one is deleted and counted.
+fn check_files(node: &Node, outcome: &mut Outcome) {
+    for (hash, _) in node.blobs.list().unwrap() {
+        outcome.files_checked += 1;
+        match node.blobs.get(&hash) {
+            Ok(bytes) if zhaowo_crdt::materials::blob_hash(&bytes) == hash => {}
+            // Deleted between the listing and the read (the sweep) is not a damaged file.
+            Err(blobs::BlobError::Missing(_)) => {}
+            _ => outcome.corrupt_visible += 1,
+        }
+    }
+}
+
+/// One write on `node`: a new case (sometimes), a scan attached to one of its cases (sometimes), or the next plausible
+/// command on one of them.
+async fn work(
+    node: &mut Node,
+    rng: &mut Rng,
+    acked: &mut Vec<(String, Option<EventId>)>,
+    materials: &mut Vec<(String, String, u64)>,
+) -> bool {
     let catalog = node.catalog().await;
+    if !catalog.is_empty() && rng.below(6) == 0 {
+        let ids: Vec<&String> = catalog.keys().collect();
+        let case_id = ids[rng.below(ids.len() as u64) as usize].clone();
+        let size = 20_000 + rng.below(280_000) as usize;
+        let upload = blobs::Upload { name: "扫描件.pdf".into(), bytes: scan_pdf(rng, size), public: false };
+        let ctx = node.factory.ctx();
+        // Refused when the case is closed or this node does not hold its key yet: nothing stored.
+        if let Ok(ack) = blobs::attach(&node.store, &node.blobs, &case_id, ctx, node.factory.hall(), upload, None).await
+        {
+            let view = node.store.case_view(&case_id).await.unwrap();
+            let material = view.material(ack.event_id.as_ref().unwrap().as_str()).unwrap();
+            materials.push((case_id.clone(), material.hash.clone(), material.bytes));
+            acked.push((case_id, ack.event_id));
+            return true;
+        }
+        return false;
+    }
     if catalog.is_empty() || rng.below(3) == 0 {
         let case = node.factory.register();
         let ack = node.store.register(case).await.unwrap();
@@ -256,6 +334,8 @@ async fn run_seed(seed: u64) -> Outcome {
             .unwrap();
 
     let mut acked: Vec<(String, Option<EventId>)> = Vec::new();
+    let mut materials: Vec<(String, String, u64)> = Vec::new();
+    let mut thief_materials: Vec<(String, String, u64)> = Vec::new();
     let mut thief_acked_after: Vec<(String, Option<EventId>)> = Vec::new();
     let mut revoked = false;
     let mut crashed: Option<usize> = None;
@@ -365,8 +445,17 @@ async fn run_seed(seed: u64) -> Outcome {
         }
         outcome.commands += 1;
         let node = &mut nodes[who];
-        let target = if who == THIEF && revoked { &mut thief_acked_after } else { &mut acked };
-        work(node, &mut rng, target).await;
+        let (target, files) = if who == THIEF && revoked {
+            (&mut thief_acked_after, &mut thief_materials)
+        } else {
+            (&mut acked, &mut materials)
+        };
+        work(node, &mut rng, target, files).await;
+        if step % 10 == 9 {
+            for node in &nodes {
+                check_files(node, &mut outcome);
+            }
+        }
         tokio::time::sleep(Duration::from_millis(rng.below(30))).await;
     }
     outcome.acked = acked.len() as u64;
@@ -394,6 +483,53 @@ async fn run_seed(seed: u64) -> Outcome {
         }
     };
     outcome.converge_ms = converged.map_or(u128::MAX, |elapsed| elapsed.as_millis());
+    // Materials: every honest node ends up holding every file its cases name (and it holds every case's key: hall
+    // PCs), each read back against its name.
+    outcome.materials = materials.len() as u64;
+    outcome.material_bytes = materials.iter().map(|(_, _, bytes)| bytes).sum();
+    let started = Instant::now();
+    // A file is owed to every honest node once one of them holds it (a file only the thief ever held cannot move).
+    let held_by_honest = |hash: &str| honest.iter().any(|node| node.blobs.has(hash));
+    loop {
+        let mut missing = 0;
+        for node in &honest {
+            let mut after = String::new();
+            loop {
+                let page = node.store.blob_refs(&after, 1000).await.unwrap();
+                let Some(last) = page.last() else { break };
+                after = last.hash.clone();
+                missing +=
+                    page.iter().filter(|named| !node.blobs.has(&named.hash) && held_by_honest(&named.hash)).count()
+                        as u64;
+            }
+        }
+        outcome.files_missing = missing;
+        if missing == 0 || started.elapsed() > WAIT_MAX {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    outcome.materials_ms = started.elapsed().as_millis();
+    for node in &honest {
+        for (_, hash, _) in &materials {
+            // An acknowledged material is held by every honest node (unless its case was purged since, or only the
+            // stolen laptop ever held it).
+            let named = node.store.blob_ref(hash).await.unwrap();
+            if named.is_some() && !node.blobs.has(hash) {
+                if held_by_honest(hash) {
+                    outcome.files_missing += 1;
+                } else {
+                    outcome.only_on_the_thief += 1;
+                }
+            }
+        }
+        check_files(node, &mut outcome);
+        let counts = node.sync.as_ref().unwrap().status().counts().transfers;
+        outcome.files_fetched += counts.files_received;
+        outcome.bytes_fetched += counts.bytes_received;
+        outcome.resumed += counts.resumed_transfers;
+        outcome.rejected_transfers += counts.rejected_transfers;
+    }
     // Give the thief time to push whatever it can (it is redialing with its revoked key).
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -461,7 +597,9 @@ async fn five_real_nodes_converge_through_loss_partitions_a_crash_an_intruder_an
         let outcome = run_seed(seed).await;
         println!(
             "chaos seed={seed} acked={} thief_after={} lost={} divergent={} intruder_connected={} intruder_changes={} \
-             revoked_changes_after_revocation={} converge_ms={}",
+             revoked_changes_after_revocation={} converge_ms={} materials={} material_bytes={} files_fetched={} \
+             bytes_fetched={} resumed={} rejected_transfers={} files_checked={} corrupt_visible={} files_missing={} \
+             only_on_the_thief={} materials_ms={}",
             outcome.acked,
             outcome.thief_after,
             outcome.lost,
@@ -469,8 +607,27 @@ async fn five_real_nodes_converge_through_loss_partitions_a_crash_an_intruder_an
             outcome.intruder_connected,
             outcome.intruder_changes,
             outcome.revoked_changes_after_revocation,
-            outcome.converge_ms
+            outcome.converge_ms,
+            outcome.materials,
+            outcome.material_bytes,
+            outcome.files_fetched,
+            outcome.bytes_fetched,
+            outcome.resumed,
+            outcome.rejected_transfers,
+            outcome.files_checked,
+            outcome.corrupt_visible,
+            outcome.files_missing,
+            outcome.only_on_the_thief,
+            outcome.materials_ms
         );
+        total.materials += outcome.materials;
+        total.material_bytes += outcome.material_bytes;
+        total.files_fetched += outcome.files_fetched;
+        total.bytes_fetched += outcome.bytes_fetched;
+        total.resumed += outcome.resumed;
+        total.files_checked += outcome.files_checked;
+        total.corrupt_visible += outcome.corrupt_visible;
+        total.files_missing += outcome.files_missing;
         converge.push(outcome.converge_ms);
         total.commands += outcome.commands;
         total.acked += outcome.acked;
@@ -522,6 +679,20 @@ async fn five_real_nodes_converge_through_loss_partitions_a_crash_an_intruder_an
         (0, 0, 0, 0)
     );
     assert_eq!(total.intruder_connected, 0, "an unenrolled key got a connection");
+    println!(
+        "chaos materials seeds={seeds} attached={} sealed_bytes={} files_fetched={} bytes_fetched={} resumed={} \
+         files_checked={} corrupt_visible={} files_missing_after_heal={}",
+        total.materials,
+        total.material_bytes,
+        total.files_fetched,
+        total.bytes_fetched,
+        total.resumed,
+        total.files_checked,
+        total.corrupt_visible,
+        total.files_missing
+    );
+    assert_eq!((total.corrupt_visible, total.files_missing), (0, 0), "a damaged file was visible, or one is missing");
+    assert!(total.materials > 0 && total.files_fetched > 0, "materials were attached and moved");
     assert!(n.lost > 0 && n.duplicated > 0 && n.partitioned > 0 && n.delayed > 0, "the faults ran");
     assert!(total.acked > 0 && total.thief_after > 0, "the workload ran");
 }
