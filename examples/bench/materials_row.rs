@@ -96,9 +96,15 @@ async fn note_latency(a: &Side, b: &Side, factory: &mut CaseFactory, case_id: &s
     let ack = a.store.apply(case_id, factory.ctx(), factory.hall(), Command::AddNote { text }).await.expect("note");
     loop {
         tokio::time::timeout(crate::harness::WAIT_MAX, watch.changed()).await.expect("B commits").expect("B's store");
-        let entries = b.store.catalog_since(before, 64).await.expect("catalog");
-        if entries.iter().any(|entry| entry.case_id == case_id && entry.heads_hash == ack.heads_hash) {
-            return started.elapsed();
+        // Page through what B committed since: while files move, B also takes the cases' `MaterialAdded` changes.
+        let mut after = before;
+        loop {
+            let entries = b.store.catalog_since(after, 256).await.expect("catalog");
+            if entries.iter().any(|entry| entry.case_id == case_id && entry.heads_hash == ack.heads_hash) {
+                return started.elapsed();
+            }
+            let Some(last) = entries.last() else { break };
+            after = last.local_seq;
         }
     }
 }
@@ -141,6 +147,11 @@ pub async fn p8_p9(dir: &Path) -> Vec<Row> {
     let all_at = started.elapsed();
     let cases_at = cases_at.expect("cases first");
     let mb_per_sec = sealed as f64 / 1e6 / all_at.as_secs_f64();
+    // The counter moves just after a file is installed.
+    wait_until("B counts every file", Duration::from_millis(1), || {
+        b.sync.as_ref().expect("running").status().counts().transfers.files_received >= FILES as u64
+    })
+    .await;
     let counts = b.sync.as_ref().expect("running").status().counts().transfers;
     let p8 = Row {
         id: "P8",

@@ -205,6 +205,8 @@ pub(super) struct Transfers {
     /// Received bytes of background fetching: (tokens, last refill). Tokens go negative: a chunk waits for its debt.
     bucket: std::sync::Mutex<(f64, Instant)>,
     in_flight: std::sync::Mutex<HashSet<String>>,
+    /// Files with a `Partial` open right now: one writer per part file, whoever asked.
+    receiving: std::sync::Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
     /// Connections whose sync stream is set up, by peer: the only ones a blob stream may be opened on (a blob stream
     /// opened before the dialer's sync stream would take its place as the acceptor's first stream).
@@ -224,6 +226,7 @@ impl Transfers {
             options,
             bucket: std::sync::Mutex::new((0.0, Instant::now())),
             in_flight: std::sync::Mutex::new(HashSet::new()),
+            receiving: std::sync::Mutex::new(HashSet::new()),
             ready: std::sync::Mutex::new(HashMap::new()),
             slots,
             requests: std::sync::Mutex::new(HashMap::new()),
@@ -476,7 +479,16 @@ async fn fetch_any(shared: &Arc<Shared>, transfers: &Transfers, blob: &BlobRef, 
             continue;
         }
         let Ok(_permit) = transfers.request_slots(&peer).acquire_owned().await else { continue };
-        match request(transfers, &connection, blob, limited).await {
+        if transfers.options.blobs.has(&blob.hash) {
+            return Outcome::Stored;
+        }
+        if !lock(&transfers.receiving).insert(blob.hash.clone()) {
+            // Another request (a page's on-demand fetch, a background one) is writing this part: leave it to it.
+            return Outcome::Unavailable;
+        }
+        let attempt = request(transfers, &connection, blob, limited).await;
+        lock(&transfers.receiving).remove(&blob.hash);
+        match attempt {
             Attempt::Stored => {
                 transfers.counters.files_received.fetch_add(1, Ordering::Relaxed);
                 return Outcome::Stored;
