@@ -1360,26 +1360,26 @@ impl CaseDoc {
                     }
                 }
                 EventKind::PiRevealed { .. } => view.pi_reveals += 1,
-                EventKind::MaterialAdded { hash, bytes, media, name, public, thumb, thumb_bytes } => {
-                    // A material is named by its event id; a second event naming a file already on the case (a bug or
-                    // a hostile member) is kept in the timeline only.
-                    if !view.materials.iter().any(|material| &material.hash == hash) {
-                        view.materials.push(crate::view::Material {
-                            id: event.id.clone(),
-                            hash: hash.clone(),
-                            bytes: *bytes,
-                            media: *media,
-                            name: name.clone(),
-                            public: *public,
-                            thumb: thumb.clone(),
-                            thumb_bytes: *thumb_bytes,
-                            added_at_ms: event.wall_ms,
-                            added_by: event.staff.clone(),
-                            added_role: event.role,
-                            removed: false,
-                            views: 0,
-                        });
-                    }
+                // A material is named by its event id; a second event naming a file already on the case (a bug or a
+                // hostile member) is kept in the timeline only.
+                EventKind::MaterialAdded { hash, bytes, media, name, public, thumb, thumb_bytes }
+                    if !view.materials.iter().any(|material| &material.hash == hash) =>
+                {
+                    view.materials.push(crate::view::Material {
+                        id: event.id.clone(),
+                        hash: hash.clone(),
+                        bytes: *bytes,
+                        media: *media,
+                        name: name.clone(),
+                        public: *public,
+                        thumb: thumb.clone(),
+                        thumb_bytes: *thumb_bytes,
+                        added_at_ms: event.wall_ms,
+                        added_by: event.staff.clone(),
+                        added_role: event.role,
+                        removed: false,
+                        views: 0,
+                    });
                 }
                 // Removal and publication follow the log order (a removal is final).
                 EventKind::MaterialRemoved { material, .. } => {

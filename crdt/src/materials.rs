@@ -544,8 +544,7 @@ mod tests {
         assert!(cleaned.len() <= jpeg.len());
         assert_eq!(clean(&cleaned).unwrap().1, cleaned, "cleaning again changes nothing");
         // Orientation 1 (upright) needs no segment at all.
-        let upright: Vec<u8> = jpeg.iter().copied().collect::<Vec<_>>();
-        let mut upright = upright;
+        let mut upright = jpeg.clone();
         let at = upright.windows(12).position(|w| w == [0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0]).unwrap();
         upright[at + 8] = 1;
         assert!(!clean(&upright).unwrap().1.windows(4).any(|w| w == b"Exif"));

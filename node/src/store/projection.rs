@@ -215,15 +215,13 @@ pub(crate) fn upsert(tx: &Connection, view: &CaseView) -> rusqlite::Result<()> {
 fn upsert_blobs(tx: &Connection, view: &CaseView) -> rusqlite::Result<()> {
     let case_id = view.case_id.as_str();
     tx.prepare_cached("DELETE FROM blobs WHERE doc_id = ?1")?.execute([case_id])?;
-    if view.materials.is_empty() {
+    // A purged case names no file any more: its key is gone, the bytes are noise (the sweep deletes them).
+    if view.materials.is_empty() || view.personal.purged {
         return Ok(());
     }
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO blobs (hash, doc_id, bytes, thumb, added_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    if view.personal.purged {
-        return Ok(());
-    }
     for material in view.live_materials() {
         insert.execute(rusqlite::params![material.hash, case_id, material.bytes as i64, 0, material.added_at_ms])?;
         if let Some(thumb) = &material.thumb {
