@@ -35,7 +35,7 @@ pub(crate) fn init(dir: &Path, hall_name: Option<&str>, window: &str, role: Role
 }
 
 /// A node as `zhaowo run` starts it ([`Node::spawn`]: store, live hall document, sync, HTTP), on loopback ports.
-async fn start(home: Home, peers: Vec<SocketAddr>) -> Node {
+pub(crate) async fn start(home: Home, peers: Vec<SocketAddr>) -> Node {
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut options = NodeOptions::recommended(loopback, loopback);
     options.listen = Some(loopback);

@@ -604,3 +604,93 @@ async fn a_citizen_uploads_the_missing_papers_from_the_lookup_while_the_case_wai
     assert!(live.iter().all(|m| m.added_role == Role::Citizen && !m.public));
     assert!(!answer.text().contains("住房证明.jpg"), "the lookup shows no file name");
 }
+
+/// Signs in at a desk: (session cookie, the session's CSRF token).
+async fn sign_in_at(desk: SocketAddr, username: &str) -> (String, String) {
+    let form = send(desk, "GET", "/desk/login", "", None).await;
+    let cookie = form.cookie("zw_csrf=");
+    let fields = [("csrf", hidden(&form.text(), "csrf")), ("username", username.into()), ("password", PASSWORD.into())];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let answer = send(desk, "POST", "/desk/login", &cookie, Some(urlencoded(&fields))).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+    let session = answer.cookie("zw_session=");
+    let book = send(desk, "GET", "/desk", &session, None).await;
+    (session.clone(), hidden(&book.text(), "csrf"))
+}
+
+/// The volunteer's laptop fetches on demand, through its desk (issue 16 §3 with §4): two nodes as `zhaowo run` starts
+/// them; a clerk attaches a photo on the hall PC and assigns the home visit to the laptop; the laptop (no background
+/// fetching) gets the case and its key by sync but not the file; the volunteer's 下载 on the laptop's desk asks the
+/// peers for it, verifies it and answers the photo without its GPS, recorded as 查看材料.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volunteer_laptop_fetches_a_material_on_demand_when_its_desk_downloads_it() {
+    use zhaowo_node::home::now_ms;
+    let dirs = tempfile::tempdir().unwrap();
+    let (hall_dir, laptop_dir) = (dirs.path().join("hall"), dirs.path().join("laptop"));
+    let mut hall = crate::hall_sync::init(&hall_dir, Some("测试大厅"), "BBC01", Role::Admin);
+    hall.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
+    hall.set_account("xiaozhou", "小周", Role::Volunteer, PASSWORD, now_ms()).unwrap();
+    let mut laptop = crate::hall_sync::init(&laptop_dir, None, "V01", Role::Volunteer);
+    let laptop_id = laptop.identity.node_id();
+    let file = hall.enroll(&laptop_id, "V01", Role::Volunteer, "志愿者笔记本", now_ms()).unwrap();
+    laptop.join(&serde_json::to_vec(&file).unwrap()).unwrap();
+    let hall = crate::hall_sync::start(hall, vec![]).await;
+    let laptop = crate::hall_sync::start(laptop, vec![hall.sync_addr().unwrap()]).await;
+
+    // The citizen reports; the clerk attaches a photo and assigns the visit to the laptop.
+    let form = send(hall.public_addr(), "GET", "/r/BBC01", "", None).await;
+    let (cookie, csrf) = (form.cookie("zw_csrf="), hidden(&form.text(), "csrf"));
+    let mut fields = vec![("csrf", csrf.as_str())];
+    fields.extend_from_slice(REPORT);
+    let receipt = send(hall.public_addr(), "POST", "/r/BBC01", &cookie, Some(urlencoded(&fields))).await;
+    let reg_no = zhaowo_crdt::RegNo::parse(&by_id(&receipt.text(), "reg-no")).unwrap();
+    let case_id = hall.store().case_id_by_reg_no(&reg_no).await.unwrap().unwrap();
+    let (clerk, clerk_csrf) = sign_in_at(hall.desk_addr(), "wangmin").await;
+    let path = format!("/desk/case/{case_id}/materials");
+    let upload = multipart(&[("csrf", &clerk_csrf)], &[("files", "现场.jpg", GPS_JPEG)]);
+    assert_eq!(send(hall.desk_addr(), "POST", &path, &clerk, Some(upload)).await.status, StatusCode::SEE_OTHER);
+    let fields = [("csrf", clerk_csrf.as_str()), ("action", CommandKind::AssignVisit.code()), ("laptop", &laptop_id)];
+    let act = format!("/desk/case/{case_id}/act");
+    let answer = send(hall.desk_addr(), "POST", &act, &clerk, Some(urlencoded(&fields))).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+    let material = hall.store().case_view(&case_id).await.unwrap().live_materials().next().unwrap().clone();
+
+    // The laptop gets the case and its key, not the file (it fetches only on demand).
+    let started = std::time::Instant::now();
+    loop {
+        let keyed = matches!(laptop.store().case_key(&case_id).await, Ok(Some(_)));
+        let assigned = laptop.store().case_view(&case_id).await.is_ok_and(|view| view.visit_assignment.is_some());
+        if keyed && assigned {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the laptop never got the case and its key");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let laptop_blobs =
+        zhaowo_node::blobs::BlobStore::open(&laptop_dir.join(zhaowo_node::blobs::MATERIALS_DIR)).unwrap();
+    assert!(!laptop_blobs.has(&material.hash), "a laptop does not fetch in the background");
+
+    // The volunteer downloads it on the laptop's desk: fetched from the hall PC, verified, opened, recorded.
+    let (volunteer, volunteer_csrf) = sign_in_at(laptop.desk_addr(), "xiaozhou").await;
+    let page = send(laptop.desk_addr(), "GET", &format!("/desk/case/{case_id}"), &volunteer, None).await.text();
+    assert!(page.contains("现场.jpg"), "the laptop's desk lists the material: {page}");
+    let download = format!("/desk/case/{case_id}/material/{}/download", material.id);
+    let fetch_started = std::time::Instant::now();
+    let answer =
+        send(laptop.desk_addr(), "POST", &download, &volunteer, Some(urlencoded(&[("csrf", &volunteer_csrf)]))).await;
+    let fetch_ms = fetch_started.elapsed().as_millis();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.header(header::CONTENT_TYPE), "image/jpeg");
+    assert!(
+        answer.body.starts_with(&[0xFF, 0xD8]) && !contains(&answer.body, b"Exif") && !contains(&answer.body, b"GPS")
+    );
+    assert!(laptop_blobs.has(&material.hash), "the fetched file is kept, verified");
+    let view = laptop.store().case_view(&case_id).await.unwrap();
+    assert_eq!(view.material(material.id.as_str()).unwrap().views, 1, "the download is recorded on the laptop");
+    println!(
+        "laptop on demand through its desk: {} B sealed fetched and opened in {fetch_ms} ms (download request to answer)",
+        material.bytes
+    );
+    laptop.shutdown().await;
+    hall.shutdown().await;
+}
