@@ -89,13 +89,17 @@ pub enum Command {
     Verify,
     /// Rebuild every projection from the documents.
     Reindex,
-    /// Copy the store to a file while the node runs.
+    /// Copy the store to a file while the node runs, and the material files to `<out>.materials/` beside it.
     Backup {
         /// The backup file to write.
         #[arg(long)]
         out: PathBuf,
+        /// Leave the material files out (hall PCs fetch them from their peers again).
+        #[arg(long)]
+        no_materials: bool,
     },
-    /// Replace this node's store with a backup (stop the node first).
+    /// Replace this node's store with a backup (stop the node first); material files in `<file>.materials/` are
+    /// copied back (each checked against its name).
     Restore {
         /// The backup file.
         file: PathBuf,
@@ -388,10 +392,29 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 )))
             }
         }
-        Command::Backup { out } => {
-            let store = setup::open(cli)?.open_store()?;
+        Command::Backup { out, no_materials } => {
+            let home = setup::open(cli)?;
+            let store = home.open_store()?;
             store.backup(out).await.with_context(|| format!("failed to back up to `{}`", out.display()))?;
             say(cli, &format!("backed up to {}", out.display()));
+            if !no_materials {
+                // After the store: the files its cases name are here by then (a file added meanwhile is extra).
+                let folder = materials_beside(out);
+                let target = zhaowo_node::blobs::BlobStore::open(&folder)
+                    .with_context(|| format!("failed to create `{}`", folder.display()))?;
+                let copied = home.blobs()?.copy_into(&target).context("failed to copy the material files")?;
+                say(
+                    cli,
+                    &format!(
+                        "material files: {} copied ({} bytes), {} already there, {} damaged here skipped, in {}",
+                        copied.copied,
+                        copied.bytes,
+                        copied.present,
+                        copied.damaged,
+                        folder.display()
+                    ),
+                );
+            }
             Ok(())
         }
         Command::Restore { file } => {
@@ -399,6 +422,13 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             zhaowo_node::store::Store::restore(file, &home.config.store_path())
                 .with_context(|| format!("failed to restore `{}`", file.display()))?;
             say(cli, &format!("restored {} into {}", file.display(), home.config.store_path().display()));
+            let folder = materials_beside(file);
+            if folder.is_dir() {
+                let source = zhaowo_node::blobs::BlobStore::open(&folder)
+                    .with_context(|| format!("failed to read `{}`", folder.display()))?;
+                let copied = source.copy_into(&home.blobs()?).context("failed to copy the material files back")?;
+                say(cli, &format!("material files: {} copied back ({} bytes)", copied.copied, copied.bytes));
+            }
             Ok(())
         }
         Command::Doc(command) => maintenance::doc(cli, command).await,
@@ -409,4 +439,11 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Sync(args) => peers::sync(cli, args).await,
         Command::Bundle(command) => bundle::run(cli, command).await,
     }
+}
+
+/// Where `backup` puts the material files: `<backup file>.materials/`.
+fn materials_beside(file: &std::path::Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".materials");
+    PathBuf::from(name)
 }

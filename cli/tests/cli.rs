@@ -2028,6 +2028,19 @@ fn materials_are_attached_downloaded_and_carried_by_bundles() {
     let verified = json(&ok(window.path(), &["verify", "--json"]));
     assert_eq!((verified["materials"]["held"].as_u64(), verified["materials"]["missing"].as_u64()), (Some(2), Some(1)));
 
+    // `backup` copies the files beside the store; a disk that lost them gets them back with `restore`.
+    let backup = admin.path().join("backup.db");
+    ok(admin.path(), &["backup", "--out", backup.to_str().unwrap()]);
+    let copied =
+        walk(&admin.path().join("backup.db.materials")).iter().filter(|p| p.file_name().unwrap().len() == 64).count();
+    assert_eq!(copied, 3, "two materials and a thumbnail beside the backup");
+    std::fs::remove_dir_all(admin.path().join("materials")).unwrap();
+    let verified = json(&ok(admin.path(), &["verify", "--json"]));
+    assert_eq!(verified["materials"]["missing"].as_u64(), Some(3));
+    ok(admin.path(), &["restore", backup.to_str().unwrap()]);
+    let verified = json(&ok(admin.path(), &["verify", "--json"]));
+    assert_eq!((verified["materials"]["held"].as_u64(), verified["materials"]["missing"].as_u64()), (Some(3), Some(0)));
+
     // Publish, then remove with a reason.
     ok(admin.path(), &["case", "material-publish", &reg_no, &ids[0]]);
     ok(admin.path(), &["case", "material-remove", &reg_no, &ids[1], "--reason", "重复上传"]);

@@ -64,6 +64,17 @@ pub struct SweepReport {
     pub kept: usize,
 }
 
+/// What [`BlobStore::copy_into`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CopyReport {
+    pub copied: usize,
+    pub bytes: u64,
+    /// Already in the target.
+    pub present: usize,
+    /// Damaged here: not copied (and deleted here).
+    pub damaged: usize,
+}
+
 /// The material files of one data directory.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -217,6 +228,30 @@ impl BlobStore {
         }
         files.sort();
         Ok(files)
+    }
+
+    /// Copies every file here that `target` lacks, each read and checked against its name on the way (a backup, a
+    /// restore). A damaged file is skipped (and deleted here, see [`BlobStore::get`]). Returns the files and bytes
+    /// copied, and the damaged files skipped.
+    pub fn copy_into(&self, target: &BlobStore) -> Result<CopyReport, BlobError> {
+        let mut report = CopyReport::default();
+        for (hash, _) in self.list()? {
+            if target.has(&hash) {
+                report.present += 1;
+                continue;
+            }
+            match self.get(&hash) {
+                Ok(bytes) => {
+                    target.put(&bytes)?;
+                    report.copied += 1;
+                    report.bytes += bytes.len() as u64;
+                }
+                Err(BlobError::Corrupt(_)) => report.damaged += 1,
+                Err(BlobError::Missing(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(report)
     }
 
     /// Begins (or resumes) a transfer of file `hash` of `expected` bytes: the bytes already received are kept in
