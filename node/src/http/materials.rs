@@ -235,7 +235,9 @@ pub(crate) async fn attach_file(
     .await
     .map_err(|_| AttachError::Blob(BlobError::Io(std::io::Error::other("the thumbnail task failed"))))?;
     let upload = crate::blobs::Upload { name, bytes, public };
-    crate::blobs::attach(&app.store, blobs, case_id, ctx, hall, upload, thumbnail).await.map(drop)
+    crate::blobs::attach(&app.store, blobs, case_id, ctx, hall, upload, thumbnail).await?;
+    app.counters.material_uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// A file's name as a refusal names it: 「name」, or 第 N 个文件 when the browser sent none.

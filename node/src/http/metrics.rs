@@ -103,6 +103,17 @@ async fn metrics(State(app): State<App>) -> Response {
                 .map(|state| (vec![("state".to_owned(), state.code().to_owned())], outbox[state as usize])),
         );
     }
+    // Materials (issue 16): what the cases name, one aggregate over the `blobs` projection. (Which of them are not on
+    // this node yet needs the folder listed: `zhaowo status` and `verify` say it.)
+    if let Ok((files, bytes)) = store.blob_totals().await {
+        gauge(&mut registry, "zhaowo_materials_named_files", "Material files (and thumbnails) live cases name", files);
+        gauge(
+            &mut registry,
+            "zhaowo_materials_named_bytes",
+            "Sealed bytes of the material files live cases name",
+            bytes,
+        );
+    }
     if let Some(coverage) = super::hall_page::calendar_coverage(&app) {
         gauge(
             &mut registry,
@@ -129,6 +140,11 @@ async fn metrics(State(app): State<App>) -> Response {
         ("zhaowo_http_csrf_refused", "Form posts refused for a missing or wrong CSRF token", &counters.csrf_refused),
         ("zhaowo_http_bad_requests", "Requests refused as malformed or too large", &counters.bad_requests),
         ("zhaowo_http_open311_posts", "Open311 POST requests.json calls", &counters.open311_requests),
+        (
+            "zhaowo_http_material_uploads",
+            "Material files stored from the desk and citizen pages",
+            &counters.material_uploads,
+        ),
     ];
     for (name, help, value) in rows {
         // Counters get the `_total` suffix from the encoder.

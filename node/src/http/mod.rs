@@ -205,6 +205,8 @@ pub(crate) struct Counters {
     pub csrf_refused: AtomicU64,
     pub bad_requests: AtomicU64,
     pub open311_requests: AtomicU64,
+    /// Material files stored through the desk or the citizen pages (issue 16).
+    pub material_uploads: AtomicU64,
 }
 
 /// The state of one listener's handlers: what both listeners share (sessions, counters, the account lockout, the

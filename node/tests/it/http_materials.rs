@@ -272,6 +272,10 @@ async fn a_clerk_uploads_a_photo_and_a_scan_sees_a_thumbnail_and_downloads_the_p
     assert_eq!((scan.media, scan.thumb.is_none()), (MaterialType::Pdf, true));
     assert!(photo.thumb.is_some(), "a thumbnail was made for the photo");
     assert_eq!(photo.added_role, Role::Window);
+    // `/metrics` counts the uploads and what the cases name (two files and a thumbnail).
+    let metrics = send(node.desk, "GET", "/metrics", "", None).await.text();
+    assert!(metrics.contains("zhaowo_http_material_uploads_total 2"), "{metrics}");
+    assert!(metrics.contains("zhaowo_materials_named_files 3"), "{metrics}");
 
     // Listed on the case page: thumbnail for the photo, a PDF label for the scan, who added them.
     let page = send(node.desk, "GET", &format!("/desk/case/{case_id}"), &clerk, None).await.text();
