@@ -698,3 +698,97 @@ async fn a_volunteer_laptop_fetches_a_material_on_demand_when_its_desk_downloads
     laptop.shutdown().await;
     hall.shutdown().await;
 }
+
+/// Nothing acknowledged is lost when a laptop's key goes: the volunteer photographs papers on a visit while the hall
+/// PC is down, logs the visit (the laptop destroys the case key at once), and the hall PC, back up, fetches the photo
+/// from the laptop, which serves the sealed file it can no longer read itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_taken_on_a_visit_reaches_the_hall_after_the_laptop_lost_the_key() {
+    use zhaowo_node::home::{Home, now_ms};
+    let dirs = tempfile::tempdir().unwrap();
+    let (hall_dir, laptop_dir) = (dirs.path().join("hall"), dirs.path().join("laptop"));
+    let mut hall = crate::hall_sync::init(&hall_dir, Some("测试大厅"), "BBC01", Role::Admin);
+    hall.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
+    hall.set_account("xiaozhou", "小周", Role::Volunteer, PASSWORD, now_ms()).unwrap();
+    let mut laptop = crate::hall_sync::init(&laptop_dir, None, "V01", Role::Volunteer);
+    let laptop_id = laptop.identity.node_id();
+    let file = hall.enroll(&laptop_id, "V01", Role::Volunteer, "志愿者笔记本", now_ms()).unwrap();
+    laptop.join(&serde_json::to_vec(&file).unwrap()).unwrap();
+    let hall = crate::hall_sync::start(hall, vec![]).await;
+    let laptop = crate::hall_sync::start(laptop, vec![hall.sync_addr().unwrap()]).await;
+    let form = send(hall.public_addr(), "GET", "/r/BBC01", "", None).await;
+    let (cookie, csrf) = (form.cookie("zw_csrf="), hidden(&form.text(), "csrf"));
+    let mut fields = vec![("csrf", csrf.as_str())];
+    fields.extend_from_slice(REPORT);
+    let receipt = send(hall.public_addr(), "POST", "/r/BBC01", &cookie, Some(urlencoded(&fields))).await;
+    let reg_no = zhaowo_crdt::RegNo::parse(&by_id(&receipt.text(), "reg-no")).unwrap();
+    let case_id = hall.store().case_id_by_reg_no(&reg_no).await.unwrap().unwrap();
+    let (clerk, clerk_csrf) = sign_in_at(hall.desk_addr(), "wangmin").await;
+    let fields = [("csrf", clerk_csrf.as_str()), ("action", CommandKind::AssignVisit.code()), ("laptop", &laptop_id)];
+    let act = format!("/desk/case/{case_id}/act");
+    assert_eq!(
+        send(hall.desk_addr(), "POST", &act, &clerk, Some(urlencoded(&fields))).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let started = std::time::Instant::now();
+    while !matches!(laptop.store().case_key(&case_id).await, Ok(Some(_))) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the laptop never got the key");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The hall PC goes down; on the visit the volunteer attaches a photo, then logs the visit: the key goes.
+    hall.shutdown().await;
+    let (volunteer, volunteer_csrf) = sign_in_at(laptop.desk_addr(), "xiaozhou").await;
+    let upload = multipart(&[("csrf", &volunteer_csrf)], &[("files", "住房证明.jpg", GPS_JPEG)]);
+    let path = format!("/desk/case/{case_id}/materials");
+    let answer = send(laptop.desk_addr(), "POST", &path, &volunteer, Some(upload)).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+    let material = laptop.store().case_view(&case_id).await.unwrap().live_materials().next().unwrap().clone();
+    let now = now_ms();
+    let ctx = zhaowo_crdt::Ctx {
+        now_ms: now,
+        entropy: 0x5eed_u128 << 64 | 1,
+        secret: [9; 32],
+        author: zhaowo_crdt::Author {
+            node: laptop_id.clone(),
+            staff: "小周".into(),
+            role: Role::Volunteer,
+            window: "V01".into(),
+        },
+    };
+    let visit = Command::LogVisit {
+        volunteers: vec!["小周".into()],
+        outcome: "已上门，拍下原单位住房证明".into(),
+        visited_at_ms: now - 60_000,
+        duration_minutes: 40,
+    };
+    laptop.store().apply(&case_id, ctx, Arc::new(zhaowo_crdt::Hall::jiangan_default()), visit).await.unwrap();
+    assert!(matches!(laptop.store().case_key(&case_id).await, Ok(None)), "the laptop destroyed the key");
+    let laptop_blobs =
+        zhaowo_node::blobs::BlobStore::open(&laptop_dir.join(zhaowo_node::blobs::MATERIALS_DIR)).unwrap();
+    assert!(laptop_blobs.has(&material.hash) && laptop_blobs.has(material.thumb.as_ref().unwrap()));
+
+    // The hall PC is back (dialing the laptop): it takes the events and fetches both files from the laptop.
+    let hall = crate::hall_sync::start(Home::open(&hall_dir).unwrap(), vec![laptop.sync_addr().unwrap()]).await;
+    let hall_blobs = zhaowo_node::blobs::BlobStore::open(&hall_dir.join(zhaowo_node::blobs::MATERIALS_DIR)).unwrap();
+    let started = std::time::Instant::now();
+    while !(hall_blobs.has(&material.hash) && hall_blobs.has(material.thumb.as_ref().unwrap())) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the hall PC never got the visit's photo");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let fetched_ms = started.elapsed().as_millis();
+    let opened = zhaowo_node::blobs::open_file(
+        hall.store(),
+        &hall_blobs,
+        &case_id,
+        &material.hash,
+        zhaowo_crdt::materials::BlobRole::Material,
+    )
+    .await
+    .unwrap();
+    assert!(opened.starts_with(&[0xFF, 0xD8]) && !contains(&opened, b"GPS"));
+    assert!(laptop.store().case_view(&case_id).await.unwrap().visit_assignment.is_none());
+    println!("a visit's photo reached the restarted hall PC from the keyless laptop in {fetched_ms} ms");
+    laptop.shutdown().await;
+    hall.shutdown().await;
+}
