@@ -622,12 +622,21 @@ async fn sign_in_at(desk: SocketAddr, username: &str) -> (String, String) {
     (session.clone(), hidden(&book.text(), "csrf"))
 }
 
-/// The volunteer's laptop fetches on demand, through its desk (issue 16 §3 with §4): two nodes as `zhaowo run` starts
-/// them; a clerk attaches a photo on the hall PC and assigns the home visit to the laptop; the laptop (no background
-/// fetching) gets the case and its key by sync but not the file; the volunteer's 下载 on the laptop's desk asks the
-/// peers for it, verifies it and answers the photo without its GPS, recorded as 查看材料.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_volunteer_laptop_fetches_a_material_on_demand_when_its_desk_downloads_it() {
+/// A hall PC (admin, desk accounts 王敏 and the volunteer 小周) and a volunteer laptop enrolled by it, both running as
+/// `zhaowo run` starts them, with a citizen's report registered on the hall PC and the clerk signed in there.
+struct HallAndLaptop {
+    _dirs: tempfile::TempDir,
+    hall_dir: std::path::PathBuf,
+    laptop_dir: std::path::PathBuf,
+    laptop_id: String,
+    hall: zhaowo_node::Node,
+    laptop: zhaowo_node::Node,
+    case_id: String,
+    clerk: String,
+    clerk_csrf: String,
+}
+
+async fn hall_and_laptop() -> HallAndLaptop {
     use zhaowo_node::home::now_ms;
     let dirs = tempfile::tempdir().unwrap();
     let (hall_dir, laptop_dir) = (dirs.path().join("hall"), dirs.path().join("laptop"));
@@ -640,8 +649,6 @@ async fn a_volunteer_laptop_fetches_a_material_on_demand_when_its_desk_downloads
     laptop.join(&serde_json::to_vec(&file).unwrap()).unwrap();
     let hall = crate::hall_sync::start(hall, vec![]).await;
     let laptop = crate::hall_sync::start(laptop, vec![hall.sync_addr().unwrap()]).await;
-
-    // The citizen reports; the clerk attaches a photo and assigns the visit to the laptop.
     let form = send(hall.public_addr(), "GET", "/r/BBC01", "", None).await;
     let (cookie, csrf) = (form.cookie("zw_csrf="), hidden(&form.text(), "csrf"));
     let mut fields = vec![("csrf", csrf.as_str())];
@@ -650,6 +657,18 @@ async fn a_volunteer_laptop_fetches_a_material_on_demand_when_its_desk_downloads
     let reg_no = zhaowo_crdt::RegNo::parse(&by_id(&receipt.text(), "reg-no")).unwrap();
     let case_id = hall.store().case_id_by_reg_no(&reg_no).await.unwrap().unwrap();
     let (clerk, clerk_csrf) = sign_in_at(hall.desk_addr(), "wangmin").await;
+    HallAndLaptop { _dirs: dirs, hall_dir, laptop_dir, laptop_id, hall, laptop, case_id, clerk, clerk_csrf }
+}
+
+/// The volunteer's laptop fetches on demand, through its desk (issue 16 §3 with §4): two nodes as `zhaowo run` starts
+/// them; a clerk attaches a photo on the hall PC and assigns the home visit to the laptop; the laptop (no background
+/// fetching) gets the case and its key by sync but not the file; the volunteer's 下载 on the laptop's desk asks the
+/// peers for it, verifies it and answers the photo without its GPS, recorded as 查看材料.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volunteer_laptop_fetches_a_material_on_demand_when_its_desk_downloads_it() {
+    let HallAndLaptop { _dirs, laptop_dir, laptop_id, hall, laptop, case_id, clerk, clerk_csrf, .. } =
+        hall_and_laptop().await;
+    // The clerk attaches a photo and assigns the visit to the laptop.
     let path = format!("/desk/case/{case_id}/materials");
     let upload = multipart(&[("csrf", &clerk_csrf)], &[("files", "现场.jpg", GPS_JPEG)]);
     assert_eq!(send(hall.desk_addr(), "POST", &path, &clerk, Some(upload)).await.status, StatusCode::SEE_OTHER);
@@ -705,25 +724,8 @@ async fn a_volunteer_laptop_fetches_a_material_on_demand_when_its_desk_downloads
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_photo_taken_on_a_visit_reaches_the_hall_after_the_laptop_lost_the_key() {
     use zhaowo_node::home::{Home, now_ms};
-    let dirs = tempfile::tempdir().unwrap();
-    let (hall_dir, laptop_dir) = (dirs.path().join("hall"), dirs.path().join("laptop"));
-    let mut hall = crate::hall_sync::init(&hall_dir, Some("测试大厅"), "BBC01", Role::Admin);
-    hall.set_account("wangmin", "王敏", Role::Window, PASSWORD, now_ms()).unwrap();
-    hall.set_account("xiaozhou", "小周", Role::Volunteer, PASSWORD, now_ms()).unwrap();
-    let mut laptop = crate::hall_sync::init(&laptop_dir, None, "V01", Role::Volunteer);
-    let laptop_id = laptop.identity.node_id();
-    let file = hall.enroll(&laptop_id, "V01", Role::Volunteer, "志愿者笔记本", now_ms()).unwrap();
-    laptop.join(&serde_json::to_vec(&file).unwrap()).unwrap();
-    let hall = crate::hall_sync::start(hall, vec![]).await;
-    let laptop = crate::hall_sync::start(laptop, vec![hall.sync_addr().unwrap()]).await;
-    let form = send(hall.public_addr(), "GET", "/r/BBC01", "", None).await;
-    let (cookie, csrf) = (form.cookie("zw_csrf="), hidden(&form.text(), "csrf"));
-    let mut fields = vec![("csrf", csrf.as_str())];
-    fields.extend_from_slice(REPORT);
-    let receipt = send(hall.public_addr(), "POST", "/r/BBC01", &cookie, Some(urlencoded(&fields))).await;
-    let reg_no = zhaowo_crdt::RegNo::parse(&by_id(&receipt.text(), "reg-no")).unwrap();
-    let case_id = hall.store().case_id_by_reg_no(&reg_no).await.unwrap().unwrap();
-    let (clerk, clerk_csrf) = sign_in_at(hall.desk_addr(), "wangmin").await;
+    let HallAndLaptop { _dirs, hall_dir, laptop_dir, laptop_id, hall, laptop, case_id, clerk, clerk_csrf } =
+        hall_and_laptop().await;
     let fields = [("csrf", clerk_csrf.as_str()), ("action", CommandKind::AssignVisit.code()), ("laptop", &laptop_id)];
     let act = format!("/desk/case/{case_id}/act");
     assert_eq!(
