@@ -921,28 +921,8 @@ async fn supplement_submit(
     let Some(form) = CitizenCaseForm::from_pairs(pairs) else {
         return unreadable(&app, "表单内容重复或格式不正确。".to_owned());
     };
-    if !guard::cookie_csrf_ok(&app, &headers, &form.csrf) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "页面已过期",
-            "为保护您的信息安全，请重新查询后再提交（请使用本机浏览器直接提交）。",
-            Some(("/q", "重新查询")),
-        );
-    }
-    if let Err(wait) = app.limiter.check(Bucket::Lookup, client) {
-        return rate_limited(&app, "查询", wait);
-    }
-    app.counters.citizen_lookups.fetch_add(1, Ordering::Relaxed);
-    let case_id = match find_case(&app, &form.no, &form.code).await {
+    let case_id = match citizen_case_of(&app, client, &headers, &form).await {
         Ok(case_id) => case_id,
-        Err(response) if response.status() == StatusCode::NOT_FOUND => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                "登记编号或查询码不正确",
-                "登记编号或查询码不正确，请核对回执后重新查询。",
-                Some(("/q", "重新查询")),
-            );
-        }
         Err(response) => return response,
     };
     if photos.is_empty() {
@@ -1070,28 +1050,8 @@ async fn citizen_case_action(
             Some(("/q", "返回")),
         );
     };
-    if !guard::cookie_csrf_ok(&app, &headers, &form.csrf) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "页面已过期",
-            "为保护您的信息安全，请重新查询后再提交（请使用本机浏览器直接提交）。",
-            Some(("/q", "重新查询")),
-        );
-    }
-    if let Err(wait) = app.limiter.check(Bucket::Lookup, client) {
-        return rate_limited(&app, "查询", wait);
-    }
-    app.counters.citizen_lookups.fetch_add(1, Ordering::Relaxed);
-    let case_id = match find_case(&app, &form.no, &form.code).await {
+    let case_id = match citizen_case_of(&app, client, &headers, &form).await {
         Ok(case_id) => case_id,
-        Err(response) if response.status() == StatusCode::NOT_FOUND => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                "登记编号或查询码不正确",
-                "登记编号或查询码不正确，请核对回执后重新查询。",
-                Some(("/q", "重新查询")),
-            );
-        }
         Err(response) => return response,
     };
     let command = match action {
@@ -1132,6 +1092,38 @@ async fn citizen_case_action(
     match app.store.case_view(&case_id).await {
         Ok(view) => respond(StatusCode::OK, progress_page(&app, &view, form.code.trim(), &form.csrf, Some(Ok(done)))),
         Err(error) => store_unavailable(&error),
+    }
+}
+
+/// The checks every citizen action on the lookup page passes before the case rules: the CSRF cookie, the lookup's
+/// rate limit, and the 登记编号 + 查询码 (one answer for a wrong number and a wrong code). The case's id, or the page.
+async fn citizen_case_of(
+    app: &App,
+    client: IpAddr,
+    headers: &HeaderMap,
+    form: &CitizenCaseForm,
+) -> Result<String, Response> {
+    if !guard::cookie_csrf_ok(app, headers, &form.csrf) {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "页面已过期",
+            "为保护您的信息安全，请重新查询后再提交（请使用本机浏览器直接提交）。",
+            Some(("/q", "重新查询")),
+        ));
+    }
+    if let Err(wait) = app.limiter.check(Bucket::Lookup, client) {
+        return Err(rate_limited(app, "查询", wait));
+    }
+    app.counters.citizen_lookups.fetch_add(1, Ordering::Relaxed);
+    match find_case(app, &form.no, &form.code).await {
+        Ok(case_id) => Ok(case_id),
+        Err(response) if response.status() == StatusCode::NOT_FOUND => Err(error_page(
+            StatusCode::NOT_FOUND,
+            "登记编号或查询码不正确",
+            "登记编号或查询码不正确，请核对回执后重新查询。",
+            Some(("/q", "重新查询")),
+        )),
+        Err(response) => Err(response),
     }
 }
 
