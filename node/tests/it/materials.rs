@@ -17,14 +17,20 @@ fn upload(name: &str, bytes: &[u8]) -> Upload {
     Upload { name: name.to_owned(), bytes: bytes.to_vec(), public: false }
 }
 
+/// A store and its blob store in a temp dir, with one registered case (held with its key).
+async fn one_case(actor: u8, seed: u64) -> (tempfile::TempDir, Store, BlobStore, CaseFactory, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.db");
+    let store = Store::open(StoreOptions::recommended(path, ActorId::from(vec![actor; 16]))).unwrap();
+    let blobs = BlobStore::open(&dir.path().join(blobs::MATERIALS_DIR)).unwrap();
+    let mut factory = CaseFactory::new(seed, ActorId::from(vec![actor; 16]), CaseFactory::start_2026());
+    let case_id = store.register(factory.register()).await.unwrap().case_id;
+    (dir, store, blobs, factory, case_id)
+}
+
 #[tokio::test]
 async fn a_material_is_cleaned_sealed_stored_before_its_event_and_read_back_with_a_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        Store::open(StoreOptions::recommended(dir.path().join("cases.db"), ActorId::from(vec![1; 16]))).unwrap();
-    let blobs = BlobStore::open(&dir.path().join(blobs::MATERIALS_DIR)).unwrap();
-    let mut factory = CaseFactory::new(5, ActorId::from(vec![1; 16]), CaseFactory::start_2026());
-    let case_id = store.register(factory.register()).await.unwrap().case_id;
+    let (_dir, store, blobs, mut factory, case_id) = one_case(1, 5).await;
 
     // A phone photo with GPS in its EXIF: stored sealed, without the EXIF, under the hash of the sealed bytes.
     let thumb = b"\xFF\xD8\xFF thumbnail bytes".to_vec();
@@ -95,12 +101,7 @@ async fn a_material_is_cleaned_sealed_stored_before_its_event_and_read_back_with
 
 #[tokio::test]
 async fn limits_removal_and_purge_release_the_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        Store::open(StoreOptions::recommended(dir.path().join("cases.db"), ActorId::from(vec![2; 16]))).unwrap();
-    let blobs = BlobStore::open(&dir.path().join(blobs::MATERIALS_DIR)).unwrap();
-    let mut factory = CaseFactory::new(6, ActorId::from(vec![2; 16]), CaseFactory::start_2026());
-    let case_id = store.register(factory.register()).await.unwrap().case_id;
+    let (_dir, store, blobs, mut factory, case_id) = one_case(2, 6).await;
     let mut ids = Vec::new();
     for n in 0..CASE_MATERIALS_MAX {
         let ack = blobs::attach(
