@@ -119,6 +119,12 @@ async fn over_tcp(addr: SocketAddr, method: &str, path: &str, cookie: &str, form
     })
     .await
     .unwrap();
+    let (status, headers, body) = parse_answer(&raw);
+    Answer { status, headers, body: String::from_utf8(body).unwrap() }
+}
+
+/// An HTTP/1.1 answer read to the end of its connection: status, headers and the body (chunked or not), as bytes.
+pub(crate) fn parse_answer(raw: &[u8]) -> (StatusCode, HeaderMap, Vec<u8>) {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP head");
     let head = String::from_utf8(raw[..split].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
@@ -146,7 +152,7 @@ async fn over_tcp(addr: SocketAddr, method: &str, path: &str, cookie: &str, form
     } else {
         rest.to_vec()
     };
-    Answer { status: StatusCode::from_u16(status).unwrap(), headers, body: String::from_utf8(body).unwrap() }
+    (StatusCode::from_u16(status).unwrap(), headers, body)
 }
 
 fn client(n: u8) -> SocketAddr {

@@ -85,34 +85,8 @@ async fn send(addr: SocketAddr, method: &str, path: &str, cookie: &str, body: Op
     })
     .await
     .unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP head");
-    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse::<u16>().unwrap();
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let (name, value) = line.split_once(':').unwrap();
-        headers.append(
-            header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
-            header::HeaderValue::from_str(value.trim()).unwrap(),
-        );
-    }
-    let mut rest = &raw[split + 4..];
-    let body = if headers.get(header::TRANSFER_ENCODING).is_some_and(|v| v == "chunked") {
-        let mut body = Vec::new();
-        loop {
-            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16).unwrap();
-            if size == 0 {
-                break body;
-            }
-            body.extend_from_slice(&rest[end + 2..end + 2 + size]);
-            rest = &rest[end + 2 + size + 2..];
-        }
-    } else {
-        rest.to_vec()
-    };
-    Answer { status: StatusCode::from_u16(status).unwrap(), headers, body }
+    let (status, headers, body) = crate::http::parse_answer(&raw);
+    Answer { status, headers, body }
 }
 
 fn urlencoded(fields: &[(&str, &str)]) -> (String, Vec<u8>) {
